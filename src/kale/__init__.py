@@ -1,0 +1,57 @@
+"""Kale: HPC workflows in Jupyter.
+
+Build a :class:`Workflow` of shell, Python and notebook tasks, run all or part of it, watch
+it, and step into it. Importing :mod:`kale` is cheap: names load on first use, so
+``kale.record`` inside a task kernel does not pull in the engine.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Workflow": "kale.model.workflow",
+    "Task": "kale.model.workflow",
+    "Resources": "kale.model.resources",
+    "Ref": "kale.model.refs",
+    "TaskState": "kale.model.states",
+    "RunState": "kale.model.states",
+    "Selection": "kale.model.selection",
+    "Run": "kale.client.run",
+    "runs": "kale.client.local",
+    "get_run": "kale.client.local",
+    "record": "kale.tasks.record",
+    "KaleError": "kale.errors",
+    "ValidationError": "kale.errors",
+    "TaskError": "kale.errors",
+    "NotebookCellError": "kale.errors",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:
+    from kale.client.local import get_run, runs
+    from kale.client.run import Run
+    from kale.errors import KaleError, NotebookCellError, TaskError, ValidationError
+    from kale.model.refs import Ref
+    from kale.model.resources import Resources
+    from kale.model.selection import Selection
+    from kale.model.states import RunState, TaskState
+    from kale.model.workflow import Task, Workflow
+    from kale.tasks.record import record
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kale' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,25 @@
+"""Where Kale keeps things: ``$KALE_HOME`` (default ``~/.kale``) holds the store, the run
+directories and, later, tokens and manager state. Two homes never see each other."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def kale_home(home: str | Path | None = None) -> Path:
+    """The Kale home directory (created on first use, private to the user)."""
+    path = Path(home or os.environ.get("KALE_HOME") or Path.home() / ".kale").expanduser()
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o700)
+    return path.resolve()
+
+
+def store_url(home: Path) -> str:
+    """``$KALE_STORE_URL`` if set (e.g. a PostgreSQL URL), else the SQLite file in the home."""
+    return os.environ.get("KALE_STORE_URL") or f"sqlite:///{home / 'kale.db'}"
+
+
+def runs_dir(home: Path) -> Path:
+    return home / "runs"

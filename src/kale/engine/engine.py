@@ -1,0 +1,418 @@
+"""The engine drives one run: it decides what is ready, reuses earlier results, dispatches
+tasks to an executor, applies retries and timeouts, propagates failures, and records every
+transition in the store.
+
+Each step of the loop (1) takes every finished attempt, (2) works out the consequences
+(success, retry, failure and the SKIPPED tasks below it, newly ready tasks), (3) commits all
+of those changes in one transaction, and only then (4) starts the newly dispatched tasks.
+So a process killed at any instant leaves a store that :meth:`Engine.run` can resume from:
+a task recorded SUCCEEDED never runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kale.engine.keys import cache_key
+from kale.executors.base import Executor
+from kale.model import dag
+from kale.model.refs import MissingResult, resolve
+from kale.model.states import RunState, TaskState
+from kale.model.workflow import Workflow
+from kale.store import results
+from kale.store.store import Change, RunRecord, Store
+from kale.tasks.base import Outcome, TaskContext
+from kale.tasks.record import ENV as RECORD_ENV
+from kale.tasks.record import read_records
+
+log = logging.getLogger("kale.engine")
+S = TaskState
+_FAILED = (S.FAILED, S.TIMEOUT, S.CANCELLED, S.SKIPPED)
+
+
+@dataclass
+class _Done:
+    name: str
+    attempt: int
+    how: str  # "done" | "timeout" | "cancelled" | "retry"
+    outcome: Outcome | None = None
+
+
+Listener = Callable[[list[Change]], None]
+
+
+class Engine:
+    def __init__(self, store: Store, run: RunRecord, wf: Workflow, executor: Executor, *,
+                 force: bool = False, listeners: list[Listener] | None = None) -> None:
+        self.store, self.run_rec, self.wf, self.executor = store, run, wf, executor
+        self.run_id = run.id
+        self.force = force
+        self.listeners = list(listeners or [])
+        self.run_dir = Path(run.run_dir)
+        self.params = dict(run.params)
+        self.selected: set[str] = set(run.options.get("selected") or wf.tasks)
+        self.upstream = {n: t.upstream for n, t in wf.tasks.items()}
+        self.downstream = dag.downstream_map(self.upstream)
+        self.state: dict[str, TaskState] = {}
+        self.attempts: dict[str, int] = {}
+        self.results: dict[str, Any] = {}
+        self.hashes: dict[str, str] = {}
+        self.waiting_on: dict[str, int] = {}
+        self.ready: deque[str] = deque()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.changes: list[Change] = []
+        self.known_keys: set[str] = set()
+        self._inputs: dict[str, tuple[dict[str, Any], str]] = {}
+        self.cancelled = False
+        self._done: asyncio.Queue[_Done] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._logs = self.run_dir / "logs"
+
+    # -- public --------------------------------------------------------------------------
+    async def run(self) -> RunState:
+        """Drive the run to its end and return its final state."""
+        self._loop = asyncio.get_running_loop()
+        self._done = asyncio.Queue()
+        self._logs.mkdir(parents=True, exist_ok=True)
+        self.store.claim_run(self.run_id)
+        self.known_keys = self.store.cache_keys(self.wf.name) if not self.force else set()
+        kinds = {self.wf.tasks[n].kind for n in self.selected}
+        try:
+            await self.executor.start(kinds)
+            self._load()
+            if self.cancelled:
+                self.cancelled = False
+                self._cancel(self._cancel_reason)
+            self._dispatch()
+            while self.running or self.timers or self.ready:
+                item = await self._done.get()
+                self._finish(item)
+                while not self._done.empty():
+                    self._finish(self._done.get_nowait())
+                self._dispatch()
+        except BaseException:
+            self._abandon()
+            raise
+        finally:
+            await self.executor.close()
+        final = self._final_state()
+        self.store.finish_run(self.run_id, final, self._summary())
+        return final
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Cancel the run (thread-safe): running tasks are killed, the rest not started."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.cancelled = True
+            return
+        loop.call_soon_threadsafe(self._cancel, reason)
+
+    # -- setup ---------------------------------------------------------------------------
+    def _load(self) -> None:
+        """Bring the in-memory picture in line with the store (new or resumed run)."""
+        for rec in self.store.tasks(self.run_id):
+            self.state[rec.name] = rec.state
+            self.attempts[rec.name] = rec.attempts
+            if rec.state is S.SUCCEEDED:
+                self.results[rec.name] = results.decode(rec)
+                self.hashes[rec.name] = rec.result_hash or ""
+        for name in self.wf.order():
+            st = self.state[name]
+            if st in (S.RUNNING, S.SUBMITTED, S.RETRYING):
+                # Its process went away with the previous driver of this run.
+                self._change(name, S.READY, "requeued: the process running it stopped")
+            if self.state[name] is S.READY:
+                self._change(name, S.PENDING, "resumed")
+            if self.state[name] is S.PENDING and name not in self.selected:
+                self._unselected(name)
+        order = self.wf.order()
+        for name in order:
+            self.waiting_on[name] = sum(
+                1 for d in self.upstream[name] if self.state[d] is not S.SUCCEEDED)
+        for name in order:
+            if self.state[name] is S.PENDING:
+                if any(self.state[d] in _FAILED for d in self.upstream[name]):
+                    self._skip_below_failed(name)
+                elif self.waiting_on[name] == 0:
+                    self._became_ready(name)
+
+    def _unselected(self, name: str) -> None:
+        """A task outside the selection: reuse its latest result if a selected task needs
+        it, else skip it."""
+        needed = any(d in self.selected or self.state.get(d) is S.PENDING
+                     for d in self.downstream[name])
+        t = self.wf.tasks[name]
+        prev = self.store.find_latest_success(self.wf.name, name,
+                                              t.definition_hash(self.wf.base_dir))
+        if needed and prev is not None and results.available(prev):
+            self._reuse(name, prev, f"not selected; reused result of run {prev.run_id}")
+        elif needed:
+            self._change(name, S.SKIPPED, "not selected, and no earlier result to reuse")
+        else:
+            self._change(name, S.SKIPPED, "not selected")
+
+    # -- transitions ---------------------------------------------------------------------
+    def _change(self, name: str, new: TaskState, reason: str = "",
+                values: dict[str, Any] | None = None, attempt: dict[str, Any] | None = None
+                ) -> None:
+        self.state[name] = new
+        self.changes.append(Change(self.run_id, name, new, reason, values or {}, attempt))
+
+    def _flush(self) -> None:
+        if not self.changes:
+            return
+        changes, self.changes = self.changes, []
+        self.store.apply(changes)
+        for listener in self.listeners:
+            try:
+                listener(changes)
+            except Exception:  # a display must never stop a run
+                log.exception("listener failed")
+
+    def _became_ready(self, name: str) -> None:
+        """All upstream tasks succeeded: resolve inputs, reuse a result, or queue it."""
+        task = self.wf.tasks[name]
+        if self.cancelled:
+            self._change(name, S.CANCELLED, "run cancelled")
+            return
+        try:
+            inputs = resolve(task.parameters, self.results, self.params)
+        except MissingResult as e:
+            self._change(name, S.READY, "upstream done")
+            self._change(name, S.FAILED, str(e), {"error": str(e), "ended_at": time.time()})
+            self._skip_descendants(name)
+            return
+        key = cache_key(task, self.wf.base_dir, self.upstream[name], self.hashes, self.params)
+        if key in self.known_keys:
+            prev = self.store.find_cached(key)
+            if prev is not None and results.available(prev):
+                self._change(name, S.READY, "upstream done")
+                self._reuse(name, prev, f"unchanged; reused result of run {prev.run_id}")
+                return
+        self._inputs[name] = (inputs, key)
+        self._change(name, S.READY, "upstream done" if self.upstream[name] else "no upstream")
+        self.ready.append(name)
+
+    def _reuse(self, name: str, prev: Any, reason: str) -> None:
+        self.results[name] = results.decode(prev)
+        self.hashes[name] = prev.result_hash or ""
+        self._change(name, S.SUCCEEDED, reason, {
+            "result_json": prev.result_json, "result_path": prev.result_path,
+            "result_hash": prev.result_hash, "cache_key": prev.cache_key,
+            "reused_from": prev.reused_from or prev.run_id, "exit_code": prev.exit_code,
+            "stdout": prev.stdout, "stderr": prev.stderr, "artifacts": _json(prev.artifacts),
+            "started_at": None, "ended_at": time.time()})
+        self._upstream_done(name)
+
+    def _upstream_done(self, name: str) -> None:
+        for d in self.downstream[name]:
+            if self.state[d] is S.PENDING:
+                self.waiting_on[d] -= 1
+                if self.waiting_on[d] == 0:
+                    self._became_ready(d)
+
+    def _skip_descendants(self, name: str) -> None:
+        for d in self.downstream[name]:
+            if self.state[d] is S.PENDING:
+                self._change(d, S.SKIPPED, f"upstream {name!r} {self.state[name].value.lower()}")
+                self._skip_descendants(d)
+
+    def _skip_below_failed(self, name: str) -> None:
+        bad = next(d for d in self.upstream[name] if self.state[d] in _FAILED)
+        self._change(name, S.SKIPPED, f"upstream {bad!r} {self.state[bad].value.lower()}")
+        self._skip_descendants(name)
+
+    # -- dispatch ------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Commit what happened, then start ready tasks in the free slots."""
+        starting: list[tuple[str, int, TaskContext]] = []
+        while self.ready and len(self.running) + len(starting) < self.executor.slots:
+            name = self.ready.popleft()
+            if self.state[name] is not S.READY:
+                continue
+            starting.append((name, *self._prepare(name)))
+        self._flush()
+        for name, attempt, ctx in starting:
+            assert self._loop is not None
+            self.running[name] = self._loop.create_task(self._execute(name, attempt, ctx))
+
+    def _prepare(self, name: str) -> tuple[int, TaskContext]:
+        task = self.wf.tasks[name]
+        attempt = self.attempts.get(name, 0) + 1
+        self.attempts[name] = attempt
+        workdir = self.run_dir / name
+        workdir.mkdir(exist_ok=True)
+        out = self._logs / f"{name}.{attempt}.out"
+        err = self._logs / f"{name}.{attempt}.err"
+        inputs, key = self._inputs.get(name) or ({}, "")
+        records = workdir / ".kale-records.pkl"
+        records.unlink(missing_ok=True)
+        env = {"KALE_RUN_ID": self.run_id, "KALE_TASK": name, "KALE_ATTEMPT": str(attempt),
+               "KALE_RUN_DIR": str(self.run_dir), RECORD_ENV: str(records), **task.env}
+        ctx = TaskContext(
+            run_id=self.run_id, task=task, attempt=attempt, workdir=workdir,
+            stdout_path=out, stderr_path=err, base_dir=self.wf.base_dir, inputs=inputs,
+            upstream={d: self.results.get(d) for d in self.upstream[name]},
+            params=self.params, env=env)
+        now = time.time()
+        self._change(name, S.RUNNING, f"attempt {attempt}", {
+            "attempts": attempt, "started_at": now, "ended_at": None, "stdout": str(out),
+            "stderr": str(err), "cache_key": key, "exit_code": None, "error": None,
+            "traceback": None}, {"number": attempt, "state": "RUNNING", "started_at": now})
+        return attempt, ctx
+
+    async def _execute(self, name: str, attempt: int, ctx: TaskContext) -> None:
+        timeout = ctx.task.timeout
+        how, outcome = "done", None
+        try:
+            if timeout:
+                outcome = await asyncio.wait_for(self.executor.execute(ctx), timeout)
+            else:
+                outcome = await self.executor.execute(ctx)
+        except TimeoutError:
+            how = "timeout"
+        except asyncio.CancelledError:
+            how = "cancelled"
+        except Exception as e:
+            outcome = Outcome(ok=False, error=f"Kale could not run the task: {e!r}",
+                              traceback=traceback.format_exc())
+        assert self._done is not None
+        self._done.put_nowait(_Done(name, attempt, how, outcome))
+
+    # -- completion ----------------------------------------------------------------------
+    def _finish(self, item: _Done) -> None:
+        name = item.name
+        if item.how == "noop":
+            return
+        if item.how == "retry":
+            self.timers.pop(name, None)
+            if self.state[name] is S.RETRYING:
+                self._change(name, S.READY, "retrying")
+                self.ready.append(name)
+            return
+        self.running.pop(name, None)
+        now = time.time()
+        task = self.wf.tasks[name]
+        attempt_row: dict[str, Any] = {"number": item.attempt, "ended_at": now}
+        out = item.outcome
+        if item.how == "cancelled":
+            attempt_row["state"] = "CANCELLED"
+            self._change(name, S.CANCELLED, self._cancel_reason, {"ended_at": now},
+                         attempt_row)
+            return
+        if item.how == "done" and out is not None and out.ok:
+            out = self._collect(name, out)
+        if item.how == "done" and out is not None and out.ok:
+            enc = results.encode(out.result, self.run_dir / name)
+            self.results[name] = out.result
+            self.hashes[name] = enc["result_hash"]
+            attempt_row.update(state="SUCCEEDED", exit_code=out.exit_code)
+            self._change(name, S.SUCCEEDED, "", {
+                "ended_at": now, "exit_code": out.exit_code, **enc,
+                "artifacts": _json(out.artifacts)}, attempt_row)
+            self._upstream_done(name)
+            return
+        if item.how == "timeout":
+            bad, error = S.TIMEOUT, f"timed out after {task.timeout:g} s"
+            values: dict[str, Any] = {"error": error, "exit_code": None}
+        else:
+            assert out is not None
+            bad, error = S.FAILED, out.error or "failed"
+            values = {"error": error, "exit_code": out.exit_code, "traceback": out.traceback,
+                      "details": _json(out.details), "artifacts": _json(out.artifacts)}
+        attempt_row.update(state=bad.value, exit_code=values["exit_code"], error=error)
+        values["ended_at"] = now
+        if item.attempt <= task.retries and not self.cancelled:
+            delay = task.retry_delay * (2 ** (item.attempt - 1))
+            self._change(name, S.RETRYING, f"attempt {item.attempt} {error}; "
+                         f"retry {item.attempt}/{task.retries} in {delay:g} s", values,
+                         attempt_row)
+            assert self._loop is not None and self._done is not None
+            done = self._done
+            self.timers[name] = self._loop.call_later(
+                delay, lambda: done.put_nowait(_Done(name, item.attempt, "retry")))
+            return
+        self._change(name, bad, error, values, attempt_row)
+        self._skip_descendants(name)
+
+    def _collect(self, name: str, out: Outcome) -> Outcome:
+        """Check declared outputs and build the task's result."""
+        task = self.wf.tasks[name]
+        workdir = self.run_dir / name
+        found: dict[str, str] = {}
+        for pattern in task.outputs:
+            matches = sorted(workdir.glob(pattern)) if any(c in pattern for c in "*?[") \
+                else [workdir / pattern]
+            if not matches or not all(m.exists() for m in matches):
+                return Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
+                               error=f"declared output {pattern!r} was not created "
+                                     f"in {workdir}")
+            found[pattern] = str(matches[0]) if len(matches) == 1 else \
+                ",".join(str(m) for m in matches)
+        records = read_records(workdir / ".kale-records.pkl")
+        if task.kind == "python" and out.result is not None:
+            result = out.result
+        else:
+            result = {**found, **records} or None
+        return Outcome(ok=True, result=result, exit_code=out.exit_code,
+                       artifacts=out.artifacts)
+
+    # -- cancel and end ------------------------------------------------------------------
+    _cancel_reason = "cancelled"
+
+    def _cancel(self, reason: str) -> None:
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self._cancel_reason = reason
+        for name, handle in list(self.timers.items()):
+            handle.cancel()
+            self._change(name, S.CANCELLED, reason)
+        self.timers.clear()
+        while self.ready:
+            name = self.ready.popleft()
+            self._change(name, S.CANCELLED, reason)
+        for name in self.wf.order():
+            if self.state[name] is S.PENDING and name in self.selected:
+                self._change(name, S.CANCELLED, reason)
+        for t in self.running.values():
+            t.cancel()
+        if self._done is not None:  # wake the loop so the changes get committed
+            self._done.put_nowait(_Done("", 0, "noop"))
+
+    def _abandon(self) -> None:
+        """The loop itself failed (or was interrupted): stop the running tasks."""
+        for t in self.running.values():
+            t.cancel()
+        with contextlib.suppress(Exception):
+            self._flush()
+
+    def _final_state(self) -> RunState:
+        if self.cancelled:
+            return RunState.CANCELLED
+        states = [self.state[n] for n in self.selected]
+        if all(s is S.SUCCEEDED for s in states):
+            return RunState.SUCCEEDED
+        return RunState.FAILED
+
+    def _summary(self) -> str:
+        counts: dict[str, int] = {}
+        for n in self.selected:
+            counts[self.state[n].value] = counts.get(self.state[n].value, 0) + 1
+        return ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+
+
+def _json(value: Any) -> str | None:
+    import json
+
+    return json.dumps(value, default=str) if value else None

@@ -1,0 +1,29 @@
+"""Result reuse: a task's cache key covers its definition and everything it receives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kale.model.refs import iter_refs
+from kale.model.workflow import Task
+
+
+def cache_key(task: Task, base_dir: Path, upstream: Sequence[str],
+              result_hashes: Mapping[str, str], params: Mapping[str, Any]) -> str:
+    """Same key <=> same definition, same upstream results, same workflow parameters used.
+
+    Python tasks may take any workflow parameter by argument name, so all of them count;
+    shell and notebook tasks see only the parameters they reference."""
+    if task.kind == "python":
+        used = dict(params)
+    else:
+        used = {r.key: params.get(r.key) for r in iter_refs(task.parameters)
+                if r.is_param and r.key is not None}
+    h = hashlib.sha256(task.definition_hash(base_dir).encode())
+    h.update(json.dumps([[d, result_hashes.get(d, "")] for d in sorted(upstream)]).encode())
+    h.update(json.dumps(used, sort_keys=True, default=repr).encode())
+    return h.hexdigest()[:32]

@@ -1,0 +1,102 @@
+"""Creating, resuming and driving runs: the few steps shared by the CLI and the Python API."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kale.engine.engine import Engine, Listener
+from kale.errors import Problem, RunBusy, ValidationError
+from kale.executors import make_executor
+from kale.model.selection import Selection
+from kale.model.states import RunState, TaskState
+from kale.model.workflow import Workflow
+from kale.store.store import RunRecord, Store
+
+
+@dataclass
+class RunOptions:
+    params: dict[str, Any] = field(default_factory=dict)
+    selection: Selection = field(default_factory=Selection)
+    force: bool = False
+    executor: str = "local"
+    jobs: int | None = None
+    rerun_of: str | None = None
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def apply_params(wf: Workflow, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The workflow's parameters with ``params`` overriding; unknown names are an error."""
+    unknown = [k for k in params if k not in wf.parameters]
+    if unknown:
+        known = ", ".join(wf.parameters) or "none declared"
+        raise ValidationError([Problem(f"unknown workflow parameter {k!r} (parameters: {known})",
+                                       ("parameters", k)) for k in unknown])
+    return {**wf.parameters, **params}
+
+
+def create_run(store: Store, home: Path, wf: Workflow, opts: RunOptions) -> RunRecord:
+    """Validate, select, and record a new run (all tasks PENDING)."""
+    wf.validate()
+    params = apply_params(wf, opts.params)
+    make_executor(opts.executor, jobs=opts.jobs)  # an unknown executor fails before recording
+    selected = opts.selection.apply(wf)
+    if opts.rerun_of:
+        prev = {t.name: t.state for t in store.tasks(store.get_run(opts.rerun_of).id)}
+        selected &= {n for n, s in prev.items() if s is not TaskState.SUCCEEDED}
+        if not selected:
+            raise ValidationError([Problem(f"run {opts.rerun_of} has no failed tasks to rerun")])
+    run_id = new_run_id()
+    run_dir = home / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    spec = wf.to_dict(for_store=True)
+    store.create_run(
+        run_id, wf.name, spec, base_dir=str(wf.base_dir), run_dir=str(run_dir), params=params,
+        options={"selected": sorted(selected) if len(selected) < len(wf) else None,
+                 "selection": opts.selection.to_dict(), "force": opts.force,
+                 "executor": opts.executor, "jobs": opts.jobs, "rerun_of": opts.rerun_of},
+        tasks=[(n, t.kind, t.definition_hash(wf.base_dir)) for n, t in wf.tasks.items()])
+    return store.get_run(run_id)
+
+
+def load_workflow(run: RunRecord) -> Workflow:
+    return Workflow.from_dict(run.spec, base_dir=run.base_dir, trusted=True)
+
+
+def check_resumable(run: RunRecord) -> None:
+    if run.owner_alive():
+        raise RunBusy(f"run {run.id} is still running (process {run.owner_pid}); "
+                      f"`kale cancel {run.id}` stops it")
+
+
+def make_engine(store: Store, run: RunRecord, wf: Workflow | None = None, *,
+                listeners: Sequence[Listener] = (), jobs: int | None = None) -> Engine:
+    wf = wf or load_workflow(run)
+    executor = make_executor(run.options.get("executor") or "local",
+                             jobs=jobs or run.options.get("jobs"))
+    return Engine(store, run, wf, executor, force=bool(run.options.get("force")),
+                  listeners=list(listeners))
+
+
+def drive(engine: Engine, *, handle_signals: bool = False) -> RunState:
+    """Run ``engine`` to the end on a fresh event loop in this thread. With
+    ``handle_signals`` (main thread only), SIGINT and SIGTERM cancel the run cleanly."""
+
+    async def main() -> RunState:
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig, why in ((signal.SIGINT, "interrupted (Ctrl-C)"),
+                             (signal.SIGTERM, "cancelled (SIGTERM)")):
+                loop.add_signal_handler(sig, engine.cancel, why)
+        return await engine.run()
+
+    return asyncio.run(main())

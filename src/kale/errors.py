@@ -1,0 +1,86 @@
+"""Kale's exceptions: one root, structured subclasses that carry what a caller needs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class KaleError(Exception):
+    """Root of every error Kale raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a workflow definition.
+
+    ``path`` locates it in the document (``("tasks", "fetch", "after")``); ``file`` and
+    ``line`` are filled in when the workflow came from a file.
+    """
+
+    message: str
+    path: tuple[str | int, ...] = ()
+    file: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file + (f":{self.line}" if self.line else "") + ": "
+        elif self.line:
+            where = f"line {self.line}: "
+        loc = ".".join(str(p) for p in self.path)
+        return f"{where}{loc + ': ' if loc else ''}{self.message}"
+
+
+class ValidationError(KaleError):
+    """A workflow definition is invalid. ``problems`` lists every problem found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SelectionError(KaleError):
+    """``--only/--from/--until/--tag`` named something that does not exist or cannot run."""
+
+
+class IllegalTransition(KaleError):
+    """The store refused a state change that the state machine does not allow."""
+
+    def __init__(self, run_id: str, task: str, old: str, new: str) -> None:
+        self.run_id, self.task, self.old, self.new = run_id, task, old, new
+        super().__init__(f"run {run_id}: task {task!r} cannot go from {old} to {new}")
+
+
+class RunNotFound(KaleError):
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run {run_id!r} in this Kale home (see `kale runs`)")
+
+
+class RunBusy(KaleError):
+    """A run is still being driven by a live process."""
+
+
+class TaskError(KaleError):
+    """A task failed. Raised by :meth:`kale.Run.result` for a failed task."""
+
+    def __init__(self, task: str, message: str) -> None:
+        self.task = task
+        super().__init__(f"task {task!r}: {message}")
+
+
+class NotebookCellError(KaleError):
+    """A notebook cell raised. Carries the cell's index (0-based, in the user's notebook),
+    the exception name and value, and the traceback text."""
+
+    def __init__(self, cell_index: int, ename: str, evalue: str, traceback: str,
+                 source: str = "") -> None:
+        self.cell_index, self.ename, self.evalue = cell_index, ename, evalue
+        self.traceback, self.source = traceback, source
+        super().__init__(f"cell {cell_index}: {ename}: {evalue}")
+
+
+class ExportError(KaleError):
+    """The workflow holds something that cannot be written as YAML."""

@@ -1,0 +1,35 @@
+"""The local executor: tasks run on this machine, through one warm runner per kind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from kale.executors.base import Executor
+from kale.tasks.base import Outcome, TaskContext, TaskRunner
+from kale.tasks.registry import runner_class
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, jobs: int | None = None) -> None:
+        self.slots = max(1, jobs or os.cpu_count() or 1)
+        self.runners: dict[str, TaskRunner] = {}
+
+    def _runner(self, kind: str) -> TaskRunner:
+        runner = self.runners.get(kind)
+        if runner is None:
+            runner = self.runners[kind] = runner_class(kind)(slots=self.slots)
+        return runner
+
+    async def start(self, kinds: set[str]) -> None:
+        await asyncio.gather(*(self._runner(k).start() for k in sorted(kinds)))
+
+    async def execute(self, ctx: TaskContext) -> Outcome:
+        return await self._runner(ctx.task.kind).run(ctx)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(r.close() for r in self.runners.values()),
+                             return_exceptions=True)
+        self.runners.clear()

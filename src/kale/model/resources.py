@@ -1,0 +1,69 @@
+"""What a task asks of the machine it runs on."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$|^(\d+)$")
+_MEMORY = re.compile(r"^\d+(?:\.\d+)?\s*[KMGTP]?i?B?$", re.IGNORECASE)
+
+
+def walltime_seconds(text: str) -> int:
+    """``"01:30:00"`` -> 5400; ``"2-00:00:00"`` -> 172800; ``"90"`` -> 90 minutes, as Slurm."""
+    m = _WALLTIME.match(text.strip())
+    if not m:
+        raise ValueError(f"walltime {text!r} is not [D-]HH:MM:SS or minutes")
+    if m.group(5):
+        return int(m.group(5)) * 60
+    days = int(m.group(1) or 0)
+    return ((days * 24 + int(m.group(2))) * 60 + int(m.group(3))) * 60 + int(m.group(4))
+
+
+@dataclass
+class Resources:
+    nodes: int = 1
+    cpus: int = 1
+    gpus: int = 0
+    memory: str | None = None
+    walltime: str | None = None
+    queue: str | None = None
+    account: str | None = None
+    options: list[str] = field(default_factory=list)
+
+    FIELDS = ("nodes", "cpus", "gpus", "memory", "walltime", "queue", "account", "options")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Only the fields that differ from the defaults, in a fixed order."""
+        default = Resources()
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value != getattr(default, f.name):
+                out[f.name] = list(value) if isinstance(value, list) else value
+        return out
+
+    def problems(self) -> list[tuple[str, str]]:
+        """``(field, message)`` for each bad value."""
+        out = []
+        for name in ("nodes", "cpus", "gpus"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "gpus" else 1):
+                out.append((name, f"must be an integer >= {0 if name == 'gpus' else 1}, got {v!r}"))
+        if self.memory is not None and not (
+            isinstance(self.memory, str) and _MEMORY.match(self.memory)
+        ):
+            out.append(("memory", f"must look like 512M, 4G or 1.5GB, got {self.memory!r}"))
+        if self.walltime is not None:
+            try:
+                walltime_seconds(str(self.walltime))
+            except ValueError as e:
+                out.append(("walltime", str(e)))
+        for name in ("queue", "account"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                out.append((name, f"must be a string, got {v!r}"))
+        if not isinstance(self.options, list) or not all(isinstance(o, str) for o in self.options):
+            out.append(("options", "must be a list of strings"))
+        return out

@@ -1,0 +1,500 @@
+"""Workflow and Task: the model every other layer works from. No I/O here.
+
+A workflow converts to and from a plain *canonical dict* (the shape of the YAML file);
+:meth:`Workflow.from_dict` is the one place a definition is validated, whether it came
+from YAML, the Python API or the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import inspect
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, overload
+
+from kale.errors import ExportError, Problem, ValidationError
+from kale.model import dag
+from kale.model.refs import PARAMS, Ref, iter_refs, to_refs, to_text
+from kale.model.resources import Resources
+
+Kind = Literal["shell", "python", "notebook"]
+KINDS: tuple[Kind, ...] = ("shell", "python", "notebook")
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+WORKFLOW_KEYS = ("name", "description", "parameters", "tasks")
+TASK_KEYS = (
+    *KINDS, "description", "parameters", "after", "outputs", "retries", "retry_delay",
+    "timeout", "resources", "tags", "env", "kernel",
+)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _callable_path(func: Callable[..., Any]) -> str | None:
+    """``module:qualname`` if ``func`` can be imported back by that name, else None."""
+    module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
+    if not module or module == "__main__" or "<" in qualname:
+        return None
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{module}:{qualname}" if obj is func else None
+
+
+@dataclass(eq=False)
+class Task:
+    """One step of a workflow. Build tasks with :meth:`Workflow.shell`, :meth:`Workflow.python`
+    and :meth:`Workflow.notebook`; ``task["key"]`` is a reference to a key of its result."""
+
+    name: str
+    kind: Kind
+    target: Any  # shell: str | list[str]; python: "mod:func" | callable; notebook: path str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    after: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    retries: int = 0
+    retry_delay: float = 1.0
+    timeout: float | None = None
+    resources: Resources = field(default_factory=Resources)
+    tags: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    kernel: str | None = None
+
+    # -- references ----------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Ref:
+        return Ref(self.name, key)
+
+    @property
+    def result(self) -> Ref:
+        """A reference to this task's whole result, for another task's parameters."""
+        return Ref(self.name)
+
+    @property
+    def upstream(self) -> list[str]:
+        """Tasks this one waits for: ``after`` plus every task its parameters reference."""
+        deps = list(self.after)
+        for ref in iter_refs(self.parameters):
+            if not ref.is_param and ref.task not in deps:
+                deps.append(ref.task)
+        return deps
+
+    # -- canonical form ------------------------------------------------------------------
+    def to_dict(self, *, for_store: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {self.kind: self._target_dict(for_store)}
+        if self.description:
+            d["description"] = self.description
+        if self.parameters:
+            d["parameters"] = to_text(self.parameters)
+        if self.after:
+            d["after"] = list(self.after)
+        if self.outputs:
+            d["outputs"] = list(self.outputs)
+        if self.retries:
+            d["retries"] = self.retries
+        if self.retry_delay != 1.0:
+            d["retry_delay"] = self.retry_delay
+        if self.timeout is not None:
+            d["timeout"] = self.timeout
+        res = self.resources.to_dict()
+        if res:
+            d["resources"] = res
+        if self.tags:
+            d["tags"] = list(self.tags)
+        if self.env:
+            d["env"] = dict(self.env)
+        if self.kernel is not None:
+            d["kernel"] = self.kernel
+        return d
+
+    def _target_dict(self, for_store: bool) -> Any:
+        if self.kind == "shell" and isinstance(self.target, list | tuple):
+            return list(self.target)
+        if self.kind != "python" or isinstance(self.target, str):
+            return self.target
+        path = _callable_path(self.target)
+        if path:
+            return path
+        if for_store:
+            return {"pickle": _pickled(self.target), "name": self.target.__name__}
+        raise ExportError(
+            f"task {self.name!r} runs {self.target.__qualname__}(), a function defined in a "
+            "notebook or script; move it into a module and refer to it as 'module:function' "
+            "to write the workflow as YAML"
+        )
+
+    def definition_hash(self, base_dir: Path | None = None) -> str:
+        """Hash of everything that decides what this task computes (for result reuse)."""
+        d = self.to_dict(for_store=True)
+        for key in ("description", "retries", "retry_delay", "timeout", "tags"):
+            d.pop(key, None)
+        h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode())
+        if self.kind == "notebook" and base_dir is not None:
+            path = base_dir / str(self.target)
+            if path.is_file():
+                h.update(path.read_bytes())
+        elif self.kind == "python" and not isinstance(self.target, str):
+            h.update(_source(self.target).encode())
+        elif self.kind == "python" and base_dir is not None:
+            # A module beside the workflow: its text is part of the definition.
+            rel = Path(*self.target.partition(":")[0].split("."))
+            for path in (base_dir / rel.with_suffix(".py"), base_dir / rel / "__init__.py"):
+                if path.is_file():
+                    h.update(path.read_bytes())
+                    break
+        return h.hexdigest()[:32]
+
+
+class Workflow:
+    """A named set of tasks with dependencies.
+
+    >>> wf = Workflow("demo", description="# Demo")
+    >>> fetch = wf.shell("fetch", "echo 42 > value.txt", outputs=["value.txt"])
+    >>> @wf.python(after=[fetch])
+    ... def double(fetch):
+    ...     return 2 * int(open(fetch["value.txt"]).read())
+    """
+
+    def __init__(self, name: str, description: str = "", *,
+                 parameters: Mapping[str, Any] | None = None,
+                 base_dir: str | Path | None = None) -> None:
+        self.name = name
+        self.description = description
+        self.parameters: dict[str, Any] = dict(parameters or {})
+        self.base_dir = Path(base_dir).resolve() if base_dir else Path.cwd()
+        self.tasks: dict[str, Task] = {}
+
+    # -- building ------------------------------------------------------------------------
+    def add(self, task: Task) -> Task:
+        if task.name in self.tasks:
+            raise ValidationError([Problem(f"a task named {task.name!r} already exists",
+                                           ("tasks", task.name))])
+        problems = _task_problems(task, ("tasks", task.name))
+        if problems:
+            raise ValidationError(problems)
+        self.tasks[task.name] = task
+        return task
+
+    def shell(self, name: str, command: str | list[str], **options: Any) -> Task:
+        """A shell task. A string runs through ``/bin/sh -c`` (pipes, redirection); a list is
+        executed as an argv list without a shell. Task parameters are exported to the
+        command's environment, so ``echo $n`` works."""
+        return self.add(_make(name, "shell", command, options))
+
+    def notebook(self, name: str, path: str | Path, **options: Any) -> Task:
+        """A notebook task, executed papermill-style: ``parameters`` are injected after the
+        cell tagged ``parameters``; values recorded with :func:`kale.record` form its result."""
+        return self.add(_make(name, "notebook", str(path), options))
+
+    @overload
+    def python(self, func: F, /, **options: Any) -> Task: ...
+    @overload
+    def python(self, func: str, /, *, name: str, **options: Any) -> Task: ...
+    @overload
+    def python(self, func: None = None, /, **options: Any) -> Callable[[F], Task]: ...
+
+    def python(self, func: Any = None, /, **options: Any) -> Any:
+        """A Python task: ``wf.python(fn)``, ``wf.python("pkg.mod:fn", name=...)`` or as a
+        decorator ``@wf.python(after=[...])``. Parameters whose names match upstream tasks
+        receive those tasks' results."""
+        if func is None:
+            return lambda f: self.python(f, **options)
+        name = options.pop("name", None)
+        if name is None:
+            if isinstance(func, str):
+                raise ValidationError([Problem("wf.python('module:function') needs name=...")])
+            name = func.__name__
+        return self.add(_make(name, "python", func, options))
+
+    def __getitem__(self, name: str) -> Task:
+        return self.tasks[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.tasks
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    # -- checks --------------------------------------------------------------------------
+    def problems(self) -> list[Problem]:
+        """Graph-level problems: unknown dependencies and cycles."""
+        out: list[Problem] = []
+        for t in self.tasks.values():
+            for dep in t.after:
+                if dep not in self.tasks:
+                    out.append(Problem(f"unknown task {dep!r} in 'after'",
+                                       ("tasks", t.name, "after")))
+            for ref in iter_refs(t.parameters):
+                if ref.is_param:
+                    if ref.key is not None and ref.key not in self.parameters:
+                        out.append(Problem(f"{ref} names no workflow parameter",
+                                           ("tasks", t.name, "parameters")))
+                elif ref.task not in self.tasks:
+                    out.append(Problem(f"{ref} refers to unknown task {ref.task!r}",
+                                       ("tasks", t.name, "parameters")))
+        if not out:
+            cycle = dag.find_cycle({n: t.upstream for n, t in self.tasks.items()})
+            if cycle:
+                out.append(Problem("dependency cycle: " + " -> ".join(cycle),
+                                   ("tasks", cycle[0], "after")))
+        return out
+
+    def validate(self) -> Workflow:
+        problems = self.problems()
+        if problems:
+            raise ValidationError(problems)
+        return self
+
+    def order(self) -> list[str]:
+        """Task names in a dependency-respecting order."""
+        return dag.topological({n: t.upstream for n, t in self.tasks.items()})
+
+    # -- canonical dict ------------------------------------------------------------------
+    def to_dict(self, *, for_store: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.description:
+            d["description"] = self.description
+        if self.parameters:
+            d["parameters"] = dict(self.parameters)
+        d["tasks"] = {n: t.to_dict(for_store=for_store) for n, t in self.tasks.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Any, *, base_dir: str | Path | None = None,
+                  trusted: bool = False) -> Workflow:
+        """Build and validate a workflow from its canonical dict. Every problem found is
+        reported at once, each with its path in the document. ``trusted`` accepts
+        pickled Python functions (only for definitions Kale itself stored)."""
+        problems: list[Problem] = []
+        if not isinstance(data, dict):
+            raise ValidationError([Problem("a workflow must be a mapping with 'name' and 'tasks'")])
+        for key in data:
+            if key not in WORKFLOW_KEYS:
+                problems.append(Problem(_unknown(key, WORKFLOW_KEYS), (key,)))
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip():
+            problems.append(Problem("'name' is required and must be a non-empty string", ("name",)))
+            name = "workflow"
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            problems.append(Problem("must be a string (markdown)", ("description",)))
+            description = ""
+        params = data.get("parameters") or {}
+        if not isinstance(params, dict):
+            problems.append(Problem("must be a mapping of name: value", ("parameters",)))
+            params = {}
+        wf = cls(name, description, parameters=params, base_dir=base_dir)
+        tasks = data.get("tasks")
+        if not isinstance(tasks, dict) or not tasks:
+            problems.append(Problem("'tasks' is required: a mapping of task name -> task",
+                                    ("tasks",)))
+            tasks = {}
+        for tname, tdata in tasks.items():
+            task, tprobs = _task_from_dict(tname, tdata, trusted)
+            problems.extend(tprobs)
+            if task is not None and not tprobs:
+                wf.tasks[task.name] = task
+        if not problems:
+            problems = wf.problems()
+        if problems:
+            raise ValidationError(problems)
+        return wf
+
+    # -- YAML and running (thin wrappers over the spec and client layers) ----------------
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        from kale.spec import dump_yaml
+
+        text = dump_yaml(self.to_dict())
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> Workflow:
+        """Load a workflow from a YAML file path (or YAML text containing a newline)."""
+        from kale.spec import load_workflow
+
+        return load_workflow(source)
+
+    def run(self, **options: Any) -> Any:
+        """Start a run in the background and return its :class:`kale.Run` handle.
+
+        Options: ``params``, ``only``, ``from_``, ``until``, ``tags``, ``force``,
+        ``jobs`` (parallel slots), ``home`` (Kale home)."""
+        from kale.client.local import start_run
+
+        return start_run(self, **options)
+
+    # -- display -------------------------------------------------------------------------
+    def _repr_markdown_(self) -> str:
+        from kale.display import workflow_markdown
+
+        return workflow_markdown(self)
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.name!r}: {len(self.tasks)} tasks>"
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+_PICKLED: dict[int, tuple[Any, str]] = {}
+
+
+def _pickled(func: Any) -> str:
+    """cloudpickle of a function, base64; memoised because one function often backs
+    thousands of tasks."""
+    hit = _PICKLED.get(id(func))
+    if hit is None or hit[0] is not func:
+        import cloudpickle
+
+        hit = _PICKLED[id(func)] = (func, base64.b64encode(cloudpickle.dumps(func)).decode())
+    return hit[1]
+
+
+_SOURCES: dict[int, tuple[Any, str]] = {}
+
+
+def _source(func: Any) -> str:
+    """The function's source text ("" if unavailable), memoised like :func:`_pickled`."""
+    hit = _SOURCES.get(id(func))
+    if hit is None or hit[0] is not func:
+        try:
+            text = inspect.getsource(func)
+        except (OSError, TypeError):
+            text = ""
+        hit = _SOURCES[id(func)] = (func, text)
+    return hit[1]
+
+
+def _unknown(key: Any, allowed: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), list(allowed), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}; allowed: {', '.join(allowed)}"
+
+
+def _make(name: str, kind: Kind, target: Any, options: dict[str, Any]) -> Task:
+    after = [a.name if isinstance(a, Task) else a for a in options.pop("after", [])]
+    resources = options.pop("resources", None)
+    if isinstance(resources, dict):
+        resources = Resources(**resources)
+    params = to_refs(options.pop("parameters", {}) or {})
+    unknown = set(options) - set(TASK_KEYS)
+    if unknown:
+        raise ValidationError([Problem(_unknown(k, TASK_KEYS), ("tasks", name))
+                               for k in sorted(unknown)])
+    if isinstance(target, tuple):
+        target = list(target)
+    return Task(name, kind, target, parameters=params, after=after,
+                resources=resources or Resources(), **options)
+
+
+def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
+    out: list[Problem] = []
+
+    def bad(msg: str, *sub: str | int) -> None:
+        out.append(Problem(msg, path + sub))
+
+    if not isinstance(t.name, str) or not NAME.match(t.name) or t.name == PARAMS:
+        bad("task names are letters, digits, '_' and '-', starting with a letter or '_'"
+            + (f"; {PARAMS!r} is reserved" if t.name == PARAMS else ""))
+    tgt = t.target
+    if t.kind == "shell":
+        ok = (isinstance(tgt, str) and tgt.strip()) or (
+            isinstance(tgt, list) and tgt and all(isinstance(a, str) for a in tgt))
+        if not ok:
+            bad("must be a command line (string) or a non-empty argv list of strings", "shell")
+    elif t.kind == "python":
+        if isinstance(tgt, str):
+            if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", tgt):
+                bad(f"must be 'module:function', got {tgt!r}", "python")
+        elif not callable(tgt):
+            bad("must be 'module:function' or a callable", "python")
+    elif t.kind == "notebook":
+        if not isinstance(tgt, str) or not tgt.endswith(".ipynb"):
+            bad(f"must be a path to an .ipynb file, got {tgt!r}", "notebook")
+    if not isinstance(t.description, str):
+        bad("must be a string (markdown)", "description")
+    if not isinstance(t.parameters, dict) or not all(isinstance(k, str) for k in t.parameters):
+        bad("must be a mapping of name: value", "parameters")
+    for key in ("after", "outputs", "tags"):
+        v = getattr(t, key)
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            bad("must be a list of names" if key != "outputs" else "must be a list of paths", key)
+    if isinstance(t.after, list) and t.name in t.after:
+        bad("a task cannot depend on itself", "after")
+    if not isinstance(t.retries, int) or isinstance(t.retries, bool) or t.retries < 0:
+        bad(f"must be an integer >= 0, got {t.retries!r}", "retries")
+    for key in ("retry_delay", "timeout"):
+        v = getattr(t, key)
+        if v is None and key == "timeout":
+            continue
+        if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+            bad(f"must be a number of seconds >= 0, got {v!r}", key)
+    if not isinstance(t.resources, Resources):
+        bad("must be a mapping", "resources")
+    else:
+        for fname, msg in t.resources.problems():
+            bad(msg, "resources", fname)
+    if not isinstance(t.env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in t.env.items()):
+        bad("must be a mapping of NAME: \"string\"", "env")
+    if t.kernel is not None and (t.kind != "notebook" or not isinstance(t.kernel, str)):
+        bad("only notebook tasks take a kernel name (a string)", "kernel")
+    return out
+
+
+def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, list[Problem]]:
+    path: tuple[str | int, ...] = ("tasks", str(name))
+    if not isinstance(data, dict):
+        return None, [Problem("a task must be a mapping with one of: shell, python, notebook",
+                              path)]
+    problems = [Problem(_unknown(k, TASK_KEYS), (*path, str(k)))
+                for k in data if k not in TASK_KEYS]
+    kinds = [k for k in KINDS if k in data]
+    if len(kinds) != 1:
+        msg = ("needs one of: shell, python, notebook" if not kinds
+               else f"has {len(kinds)} kinds ({', '.join(kinds)}); a task has exactly one")
+        problems.append(Problem(msg, path))
+        return None, problems
+    kind = kinds[0]
+    target = data[kind]
+    if kind == "python" and isinstance(target, dict) and trusted and "pickle" in target:
+        import cloudpickle
+
+        target = cloudpickle.loads(base64.b64decode(target["pickle"]))
+    res_data = data.get("resources") or {}
+    resources: Any
+    if isinstance(res_data, dict):
+        unknown_res = [k for k in res_data if k not in Resources.FIELDS]
+        problems += [Problem(_unknown(k, Resources.FIELDS), (*path, "resources", str(k)))
+                     for k in unknown_res]
+        resources = Resources(**{k: v for k, v in res_data.items() if k in Resources.FIELDS})
+    else:
+        resources = res_data
+    timeout = data.get("timeout")
+    task = Task(
+        name=str(name), kind=kind, target=target,
+        description=data.get("description", ""),
+        parameters=to_refs(data.get("parameters") or {}),
+        after=data.get("after") or [],
+        outputs=data.get("outputs") or [],
+        retries=data.get("retries", 0),
+        retry_delay=data.get("retry_delay", 1.0),
+        timeout=timeout,
+        resources=resources,
+        tags=data.get("tags") or [],
+        env=data.get("env") or {},
+        kernel=data.get("kernel"),
+    )
+    problems += _task_problems(task, path)
+    return task, problems

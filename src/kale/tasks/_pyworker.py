@@ -1,0 +1,127 @@
+"""A Python task worker process: receives jobs over a socket, runs one at a time.
+
+Started by :class:`kale.tasks.python.PythonRunner` as ``python -m kale.tasks._pyworker FD``.
+For each job it enters the task's directory, points fds 1 and 2 at the task's log files,
+sets the task's environment, calls the function and sends back its return value.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import pickle
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+_funcs: dict[Any, Any] = {}
+
+
+def _load(func: Any) -> Any:
+    key = func if isinstance(func, str) else hash(func)
+    if key not in _funcs:
+        if isinstance(func, str):
+            module, _, qualname = func.partition(":")
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            _funcs[key] = obj
+        else:
+            import cloudpickle
+
+            _funcs[key] = cloudpickle.loads(func)
+    return _funcs[key]
+
+
+def bind(func: Any, inputs: dict[str, Any], upstream: dict[str, Any],
+         params: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``func``: its parameters by name from the task's parameters,
+    then upstream results, then workflow parameters."""
+    sig = inspect.signature(func)
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    kwargs: dict[str, Any] = {}
+    for name, p in sig.parameters.items():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        for source in (inputs, upstream, params):
+            if name in source:
+                kwargs[name] = source[name]
+                break
+    extra = [k for k in inputs if k not in kwargs]
+    if extra:
+        if not var_kw:
+            raise TypeError(f"task parameter {extra[0]!r} is not an argument of "
+                            f"{getattr(func, '__name__', func)}{sig}")
+        kwargs.update({k: inputs[k] for k in extra})
+    return kwargs
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        import cloudpickle
+
+        return bytes(cloudpickle.dumps(value))
+
+
+def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
+    saved_env = dict(os.environ)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out = os.open(job["stdout"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    err = os.open(job["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    os.close(out)
+    os.close(err)
+    try:
+        os.chdir(job["workdir"])
+        os.environ.update(job["env"])
+        if job["base_dir"] not in sys.path:
+            sys.path.insert(0, job["base_dir"])
+        func = _load(job["func"])
+        kwargs = bind(func, job["inputs"], job["upstream"], job["params"])
+        result = func(**kwargs)
+        return ("ok", _dumps(result))
+    except BaseException as e:  # the task's error, reported, never fatal to the worker
+        tb = e.__traceback__
+        # Drop this module's frames: the user sees their own code.
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(e), e, tb))
+        sys.stderr.write(text)
+        return ("err", type(e).__name__, str(e), text)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def main() -> None:
+    conn = Connection(int(sys.argv[1]))
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    while True:
+        try:
+            msg = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        job = pickle.loads(msg)
+        try:
+            reply = run_job(job)
+            conn.send_bytes(pickle.dumps(reply))
+        except Exception as e:  # an unpicklable result, say
+            conn.send_bytes(pickle.dumps(("err", type(e).__name__, str(e),
+                                          traceback.format_exc())))
+
+
+if __name__ == "__main__":
+    main()

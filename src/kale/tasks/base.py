@@ -1,0 +1,68 @@
+"""The contract between the engine and a task runner (one runner per task kind).
+
+The engine prepares a :class:`TaskContext` (the task's directory, log files, resolved
+inputs), awaits :meth:`TaskRunner.run` and stores the :class:`Outcome`. Timeouts and
+cancellation arrive as ``asyncio.CancelledError`` inside ``run``: a runner must then kill
+whatever it started (the whole process group) before re-raising.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kale.model.workflow import Task
+
+RECORDS_FILE = ".kale-records.pkl"
+
+
+@dataclass
+class TaskContext:
+    run_id: str
+    task: Task
+    attempt: int
+    workdir: Path          # the task's own directory, its cwd
+    stdout_path: Path
+    stderr_path: Path
+    base_dir: Path         # the workflow's folder: relative notebook/module paths resolve here
+    inputs: dict[str, Any]  # the task's parameters with references resolved
+    upstream: dict[str, Any] = field(default_factory=dict)  # results of upstream tasks, by name
+    params: dict[str, Any] = field(default_factory=dict)    # workflow parameters
+    env: dict[str, str] = field(default_factory=dict)       # task.env plus KALE_* variables
+
+    @property
+    def records_path(self) -> Path:
+        return self.workdir / RECORDS_FILE
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    result: Any = None              # a Python task's return value
+    exit_code: int | None = None
+    error: str | None = None        # one line for tables and `kale status`
+    traceback: str | None = None    # full text for `kale status RUN TASK` and logs
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. {"cell_index": 3}
+    artifacts: dict[str, str] = field(default_factory=dict)  # e.g. {"notebook": path}
+
+
+class TaskRunner(abc.ABC):
+    """Runs tasks of one kind. One instance serves a whole run; it may keep warm resources
+    (worker processes, kernels) between tasks."""
+
+    kind: str
+
+    def __init__(self, slots: int = 1) -> None:
+        self.slots = slots
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Warm up (start worker processes, kernels). Called once before the first task."""
+
+    @abc.abstractmethod
+    async def run(self, ctx: TaskContext) -> Outcome:
+        """Run one attempt of a task to completion."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release everything started."""

@@ -1,0 +1,65 @@
+"""Child processes for task runners: start in their own session, await exit without a
+helper thread (pidfd on Linux), and kill the whole process group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+
+def spawn(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], stdout: IO[Any] | int,
+          stderr: IO[Any] | int, pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (a list, never a shell string) as the leader of a new session."""
+    return subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
+                            stdout=stdout, stderr=stderr, start_new_session=True,
+                            pass_fds=tuple(pass_fds), close_fds=True)
+
+
+async def wait(proc: subprocess.Popen[bytes]) -> int:
+    """Await the exit of ``proc`` and return its exit code (negative: killed by signal)."""
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return await asyncio.to_thread(proc.wait)
+    done: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return proc.wait()
+
+
+def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    """Signal the process and everything in its session (its process group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+
+
+async def terminate(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
+    """SIGTERM the group, then SIGKILL after ``grace`` seconds; reap the process."""
+    if proc.poll() is not None:
+        kill_group(proc)  # its children may still run
+        return
+    kill_group(proc, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(wait(proc), grace)
+    except TimeoutError:
+        kill_group(proc)
+        await wait(proc)
+    kill_group(proc)

@@ -1,0 +1,139 @@
+"""Python tasks: ``module:function`` or a function (cloudpickled) run in a pool of warm
+worker processes, one task per process at a time. A timeout or cancel kills the worker
+running it (and its process group); a fresh one takes its place."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from kale.tasks import procs
+from kale.tasks.base import Outcome, TaskContext, TaskRunner
+
+
+class _Worker:
+    def __init__(self) -> None:
+        parent, child = socket.socketpair()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = procs.spawn([sys.executable, "-m", "kale.tasks._pyworker",
+                                 str(child.fileno())], cwd=_cwd(), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                pass_fds=[child.fileno()])
+        child.close()
+        self.sock = parent
+        self.conn = Connection(parent.detach())
+
+    async def call(self, job: bytes) -> tuple[Any, ...]:
+        loop = asyncio.get_running_loop()
+        self.conn.send_bytes(job)
+        fut: asyncio.Future[None] = loop.create_future()
+        fd = self.conn.fileno()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(fd, ready)
+        try:
+            await fut
+        finally:
+            loop.remove_reader(fd)
+        try:
+            reply: tuple[Any, ...] = pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError):
+            code = await procs.wait(self.proc)
+            return ("died", code)
+        return reply
+
+    def kill(self) -> None:
+        procs.kill_group(self.proc)
+        self.conn.close()
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:  # the caller's directory was removed
+        return os.path.expanduser("~")
+
+
+class PythonRunner(TaskRunner):
+    kind = "python"
+
+    def __init__(self, slots: int = 1) -> None:
+        super().__init__(slots)
+        self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()
+        self._blobs: dict[int, bytes] = {}  # pickled functions, by id of the function
+
+    async def start(self) -> None:
+        for _ in range(self.slots - len(self._all)):
+            w = _Worker()
+            self._all.add(w)
+            self._idle.append(w)
+
+    def _acquire(self) -> _Worker:
+        if self._idle:
+            return self._idle.pop()
+        w = _Worker()
+        self._all.add(w)
+        return w
+
+    def _func(self, target: Any) -> Any:
+        if isinstance(target, str):
+            return target
+        blob = self._blobs.get(id(target))
+        if blob is None:
+            import cloudpickle
+
+            blob = self._blobs[id(target)] = cloudpickle.dumps(target)
+        return blob
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        job = {
+            "func": self._func(ctx.task.target), "inputs": ctx.inputs,
+            "upstream": ctx.upstream, "params": ctx.params, "workdir": str(ctx.workdir),
+            "stdout": str(ctx.stdout_path), "stderr": str(ctx.stderr_path),
+            "env": ctx.env, "base_dir": str(ctx.base_dir),
+        }
+        try:
+            data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            import cloudpickle
+
+            data = cloudpickle.dumps(job)
+        w = self._acquire()
+        try:
+            reply = await w.call(data)
+        except BaseException:
+            self._all.discard(w)
+            w.kill()
+            await procs.wait(w.proc)
+            raise
+        if reply[0] == "ok":
+            self._idle.append(w)
+            return Outcome(ok=True, exit_code=0, result=pickle.loads(reply[1]))
+        if reply[0] == "err":
+            self._idle.append(w)
+            _, ename, evalue, tb = reply
+            return Outcome(ok=False, exit_code=1, error=f"{ename}: {evalue}", traceback=tb,
+                           details={"ename": ename, "evalue": evalue})
+        self._all.discard(w)
+        w.kill()
+        code = reply[1]
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        return Outcome(ok=False, exit_code=code, error=f"the Python process died ({how})")
+
+    async def close(self) -> None:
+        for w in list(self._all):
+            w.kill()
+        for w in list(self._all):
+            await procs.wait(w.proc)
+        self._all.clear()
+        self._idle.clear()
