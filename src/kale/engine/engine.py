@@ -125,7 +125,7 @@ class Engine:
             self.attempts[rec.name] = rec.attempts
             if rec.state is S.SUCCEEDED:
                 self.results[rec.name] = results.decode(rec)
-                self.hashes[rec.name] = rec.result_hash or ""
+                self.hashes[rec.name] = f"{rec.cache_key}/{rec.result_hash}"
         for name in self.wf.order():
             st = self.state[name]
             if st in (S.RUNNING, S.SUBMITTED, S.RETRYING):
@@ -133,15 +133,15 @@ class Engine:
                 self._change(name, S.READY, "requeued: the process running it stopped")
             if self.state[name] is S.READY:
                 self._change(name, S.PENDING, "resumed")
-            if self.state[name] is S.PENDING and name not in self.selected:
-                self._unselected(name)
         order = self.wf.order()
         for name in order:
             self.waiting_on[name] = sum(
                 1 for d in self.upstream[name] if self.state[d] is not S.SUCCEEDED)
         for name in order:
             if self.state[name] is S.PENDING:
-                if any(self.state[d] in _FAILED for d in self.upstream[name]):
+                if name not in self.selected:
+                    self._unselected(name)
+                elif any(self.state[d] in _FAILED for d in self.upstream[name]):
                     self._skip_below_failed(name)
                 elif self.waiting_on[name] == 0:
                     self._became_ready(name)
@@ -182,6 +182,9 @@ class Engine:
     def _became_ready(self, name: str) -> None:
         """All upstream tasks succeeded: resolve inputs, reuse a result, or queue it."""
         task = self.wf.tasks[name]
+        if name not in self.selected:
+            self._unselected(name)
+            return
         if self.cancelled:
             self._change(name, S.CANCELLED, "run cancelled")
             return
@@ -205,7 +208,7 @@ class Engine:
 
     def _reuse(self, name: str, prev: Any, reason: str) -> None:
         self.results[name] = results.decode(prev)
-        self.hashes[name] = prev.result_hash or ""
+        self.hashes[name] = f"{prev.cache_key}/{prev.result_hash}"
         self._change(name, S.SUCCEEDED, reason, {
             "result_json": prev.result_json, "result_path": prev.result_path,
             "result_hash": prev.result_hash, "cache_key": prev.cache_key,
@@ -315,7 +318,7 @@ class Engine:
         if item.how == "done" and out is not None and out.ok:
             enc = results.encode(out.result, self.run_dir / name)
             self.results[name] = out.result
-            self.hashes[name] = enc["result_hash"]
+            self.hashes[name] = f"{self._inputs[name][1]}/{enc['result_hash']}"
             attempt_row.update(state="SUCCEEDED", exit_code=out.exit_code)
             self._change(name, S.SUCCEEDED, "", {
                 "ended_at": now, "exit_code": out.exit_code, **enc,

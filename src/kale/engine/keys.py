@@ -16,6 +16,10 @@ def cache_key(task: Task, base_dir: Path, upstream: Sequence[str],
               result_hashes: Mapping[str, str], params: Mapping[str, Any]) -> str:
     """Same key <=> same definition, same upstream results, same workflow parameters used.
 
+    ``result_hashes`` holds, per upstream task, its own cache key and its result's hash: a
+    task whose upstream ran again with a changed definition runs again too, even when that
+    upstream's result (say, None for a shell command) looks the same.
+
     Python tasks may take any workflow parameter by argument name, so all of them count;
     shell and notebook tasks see only the parameters they reference."""
     if task.kind == "python":

@@ -312,9 +312,14 @@ class Store:
 
 
 def _update_tasks(c: Connection, rows: list[dict[str, Any]]) -> None:
-    # Group rows by their column set so each group is one executemany.
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    # Fold successive changes of one task into one row (later values win), then group rows
+    # by their column set so each group is one executemany.
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
+        key = (r["_run"], r["_name"])
+        merged[key] = {**merged[key], **r} if key in merged else r
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in merged.values():
         groups.setdefault(tuple(sorted(r)), []).append(r)
     for cols, group in groups.items():
         values = {k: sa.bindparam(k) for k in cols if not k.startswith("_")}

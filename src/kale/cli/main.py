@@ -1,0 +1,376 @@
+"""The ``kale`` command.
+
+Exit codes: 0 all selected tasks succeeded (or the command did what it was asked), 1 a task
+failed, 2 invalid input (bad YAML, unknown task or run, bad option), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kale.errors import (
+    ExportError,
+    KaleError,
+    RunBusy,
+    RunNotFound,
+    SelectionError,
+    ValidationError,
+)
+
+app = typer.Typer(
+    name="kale", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    help="Kale: build, run and watch HPC workflows of shell, Python and notebook tasks.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+USAGE_ERRORS = (ValidationError, SelectionError, RunNotFound, ExportError, RunBusy)
+EXIT = {"SUCCEEDED": 0, "FAILED": 1, "CANCELLED": 130}
+
+Home = Annotated[Path | None, typer.Option("--home", envvar="KALE_HOME", show_envvar=True,
+                                          help="Kale home directory (default ~/.kale).")]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def _store(home: Path | None) -> Any:
+    from kale.client.local import open_store
+
+    return open_store(home)
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``; VALUE is read as JSON when it parses (numbers, true, lists), else as a
+    string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise typer.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="-p")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
+def _print_problems(e: ValidationError) -> None:
+    for p in e.problems:
+        err.print(f"[bold red]error:[/] {p}", markup=True, highlight=False)
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Workflow YAML file.")],
+    param: Annotated[list[str] | None, typer.Option("-p", "--param", metavar="KEY=VALUE",
+                                                    help="Override a workflow parameter.")] = None,
+    executor: Annotated[str, typer.Option(help="Where tasks run.")] = "local",
+    only: Annotated[list[str] | None, typer.Option(help="Run only this task.")] = None,
+    from_: Annotated[list[str] | None, typer.Option("--from",
+                                                    help="Run this task and everything below it.")
+                     ] = None,
+    until: Annotated[list[str] | None, typer.Option(help="Run this task and what it needs.")
+                     ] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="Run tasks with this tag.")] = None,
+    rerun_failed: Annotated[str | None, typer.Option(
+        "--rerun-failed", metavar="RUN", help="Run again the tasks of RUN that did not succeed.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Re-run tasks whose results could be reused.")
+                     ] = False,
+    jobs: Annotated[int | None, typer.Option("-j", "--jobs", min=1,
+                                             help="Tasks at once (default: CPU count).")] = None,
+    detach: Annotated[bool, typer.Option(help="Start the run in the background and exit.")
+                      ] = False,
+    home: Home = None,
+) -> None:
+    """Run a workflow (all of it, or a selection) and print its run id."""
+    from kale.engine.runs import RunOptions, create_run
+    from kale.model.selection import Selection
+    from kale.spec import load_workflow
+
+    params = dict(parse_param(p) for p in param or [])
+    store, path = _store(home)
+    wf = load_workflow(file, params_override=params)
+    opts = RunOptions(params=params, executor=executor, force=force, jobs=jobs,
+                      rerun_of=store.get_run(rerun_failed).id if rerun_failed else None,
+                      selection=Selection(only or [], from_ or [], until or [], tag or []))
+    rec = create_run(store, path, wf, opts)
+    out.print(rec.id)
+    if detach:
+        _spawn_driver(rec.id, path)
+        return
+    raise typer.Exit(_drive(store, rec, wf))
+
+
+def _spawn_driver(run_id: str, home: Path) -> None:
+    log = Path(home) / "runs" / run_id / "driver.log"
+    with open(log, "ab") as f:
+        subprocess.Popen([sys.executable, "-m", "kale.cli.main", "_drive", run_id],
+                         env={**os.environ, "KALE_HOME": str(home)}, stdin=subprocess.DEVNULL,
+                         stdout=f, stderr=f, start_new_session=True)
+
+
+def _drive(store: Any, rec: Any, wf: Any = None, *, quiet: bool = False) -> int:
+    """Drive a run in this process with terminal progress; return the exit code."""
+    from kale.cli.live import LiveTable, PlainProgress
+    from kale.engine.runs import drive, load_workflow, make_engine
+
+    wf = wf or load_workflow(rec)
+    selected = set(rec.options.get("selected") or wf.tasks)
+    if quiet:
+        display: Any = None
+    elif err.is_terminal:
+        display = LiveTable(err, list(wf.tasks), selected)
+    else:
+        display = PlainProgress(err)
+    engine = make_engine(store, rec, wf, listeners=[display] if display else [])
+    if display is None:
+        final = drive(engine, handle_signals=True)
+    else:
+        with display:
+            final = drive(engine, handle_signals=True)
+    if not quiet:
+        _summary(store, rec.id)
+    return EXIT.get(final.value, 1)
+
+
+def _summary(store: Any, run_id: str) -> None:
+    rec = store.get_run(run_id)
+    color = {"SUCCEEDED": "green", "FAILED": "red"}.get(rec.state.value, "yellow")
+    err.print(f"run {rec.id} [bold {color}]{rec.state.value}[/] ({rec.message})", markup=True)
+    for t in store.tasks(run_id):
+        if t.state.value in ("FAILED", "TIMEOUT"):
+            err.print(f"  {t.name}: {t.state.value}: {t.error}", markup=False)
+            if t.stderr:
+                err.print(f"    log: {t.stderr}", markup=False)
+
+
+@app.command("_drive", hidden=True)
+def drive_cmd(run_id: str, home: Home = None) -> None:
+    """Internal: drive a run created with --detach."""
+    store, _ = _store(home)
+    raise typer.Exit(_drive(store, store.get_run(run_id), quiet=True))
+
+
+@app.command()
+def resume(run_id: Annotated[str, typer.Argument(metavar="RUN")],
+           jobs: Annotated[int | None, typer.Option("-j", "--jobs", min=1)] = None,
+           home: Home = None) -> None:
+    """Finish a run whose process stopped: only tasks that have not succeeded run."""
+    from kale.engine.runs import check_resumable
+
+    store, _ = _store(home)
+    rec = store.get_run(run_id)
+    check_resumable(rec)
+    if jobs:
+        rec.options["jobs"] = jobs
+    out.print(rec.id)
+    raise typer.Exit(_drive(store, rec))
+
+
+@app.command()
+def cancel(run_id: Annotated[str, typer.Argument(metavar="RUN")], home: Home = None) -> None:
+    """Cancel a run: its running tasks are killed and recorded CANCELLED."""
+    from kale.client.local import cancel_run
+
+    store, _ = _store(home)
+    state = cancel_run(store, store.get_run(run_id).id)
+    out.print(f"run {run_id} {state.value}")
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="Workflow YAML file.")]) -> None:
+    """Check a workflow file; print what is wrong with file and line."""
+    from kale.spec import load_workflow
+
+    wf = load_workflow(file)
+    out.print(f"{file}: workflow {wf.name!r} is valid ({len(wf)} tasks)")
+
+
+@app.command()
+def export(source: Annotated[str, typer.Argument(
+        help="A YAML file, a run id, or a Python 'file.py:name' / 'module:name' Workflow.")],
+           home: Home = None) -> None:
+    """Print a workflow as canonical YAML (redirect it to a file)."""
+    from kale.model.workflow import Workflow
+
+    wf: Workflow
+    if source.endswith((".yaml", ".yml")):
+        from kale.spec import load_workflow
+
+        wf = load_workflow(source)
+    elif ":" in source:
+        wf = _python_workflow(source)
+    else:
+        from kale.engine.runs import load_workflow as from_run
+
+        store, _ = _store(home)
+        wf = from_run(store.get_run(source))
+    sys.stdout.write(wf.to_yaml())
+
+
+def _python_workflow(source: str) -> Any:
+    import importlib
+    import runpy
+
+    from kale.model.workflow import Workflow
+
+    where, _, name = source.rpartition(":")
+    if where.endswith(".py"):
+        if not Path(where).is_file():
+            fail(f"no such file: {where}")
+        namespace = runpy.run_path(where)
+    else:
+        sys.path.insert(0, os.getcwd())
+        namespace = vars(importlib.import_module(where))
+    wf = namespace.get(name)
+    if not isinstance(wf, Workflow):
+        fail(f"{source}: {name!r} is not a kale.Workflow")
+    return wf
+
+
+@app.command()
+def status(run_id: Annotated[str | None, typer.Argument(metavar="[RUN]")] = None,
+           task: Annotated[str | None, typer.Argument(metavar="[TASK]")] = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")
+                              ] = False,
+           home: Home = None) -> None:
+    """Show a run's tasks (the newest run if none is given), or one task in detail."""
+    from kale.display import duration
+
+    store, _ = _store(home)
+    rec = store.get_run(run_id) if run_id else store.latest_run()
+    if rec is None:
+        fail("no runs yet in this Kale home")
+    tasks = store.tasks(rec.id)
+    if task is not None:
+        t = store.task(rec.id, task)
+        doc = {"run": rec.to_json(), "task": t.to_json(),
+               "attempts": store.attempts(rec.id, task), "traceback": t.traceback}
+        if as_json:
+            out.print_json(json.dumps(doc, default=str))
+            return
+        for k, v in t.to_json().items():
+            if v not in (None, {}, ""):
+                out.print(f"{k:>10}: {v}", markup=False)
+        if t.traceback:
+            out.print(t.traceback, markup=False)
+        return
+    if as_json:
+        out.print_json(json.dumps({"run": rec.to_json(), "tasks": [t.to_json() for t in tasks]},
+                                  default=str))
+        return
+    out.print(f"run {rec.id}  workflow {rec.workflow}  [bold]{rec.state.value}[/]"
+              + (f"  ({rec.message})" if rec.message else ""), markup=True)
+    if rec.state.value == "RUNNING" and not rec.owner_alive():
+        out.print(f"no process is driving this run; `kale resume {rec.id}` finishes it")
+    table = Table(box=None)
+    for col in ("task", "kind", "state", "attempts", "exit", "duration", "note"):
+        table.add_column(col)
+    for t in tasks:
+        table.add_row(t.name, t.kind, t.state.value, str(t.attempts),
+                      "" if t.exit_code is None else str(t.exit_code), duration(t.duration),
+                      t.error or t.reason or "")
+    out.print(table)
+
+
+@app.command("runs")
+def runs_cmd(as_json: Annotated[bool, typer.Option("--json")] = False,
+             limit: Annotated[int, typer.Option(min=1)] = 50, home: Home = None) -> None:
+    """List runs, newest first."""
+    store, _ = _store(home)
+    recs = store.runs(limit)
+    if as_json:
+        out.print_json(json.dumps([r.to_json() for r in recs], default=str))
+        return
+    table = Table(box=None)
+    for col in ("run", "workflow", "state", "started", "summary"):
+        table.add_column(col)
+    for r in recs:
+        table.add_row(r.id, r.workflow, r.state.value,
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
+                      r.message or "")
+    out.print(table)
+
+
+@app.command()
+def logs(run_id: Annotated[str, typer.Argument(metavar="RUN")],
+         task: Annotated[str, typer.Argument(metavar="TASK")],
+         follow: Annotated[bool, typer.Option("-f", "--follow",
+                                              help="Keep printing as the task writes.")] = False,
+         stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr.")] = False,
+         home: Home = None) -> None:
+    """Print a task's stdout (or --stderr) log of its latest attempt."""
+    store, _ = _store(home)
+    rec = store.get_run(run_id)
+    t = store.task(rec.id, task)
+    path = t.stderr if stderr else t.stdout
+    if not follow:
+        if path and Path(path).exists():
+            sys.stdout.write(Path(path).read_text(errors="replace"))
+        return
+    _follow(store, rec.id, task, stderr)
+
+
+def _follow(store: Any, run_id: str, task: str, stderr: bool) -> None:
+    """Print the log as it grows until the task (and the run) stop, like ``tail -f``."""
+    pos, current = 0, None
+    while True:
+        t = store.task(run_id, task)
+        path = t.stderr if stderr else t.stdout
+        if path != current:
+            current, pos = path, 0
+        if path and Path(path).exists():
+            with open(path, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos += len(chunk)
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+        if t.state.terminal and not chunk_pending(path, pos):
+            return
+        time.sleep(0.1)
+
+
+def chunk_pending(path: str | None, pos: int) -> bool:
+    return bool(path) and Path(str(path)).exists() and Path(str(path)).stat().st_size > pos
+
+
+@app.command()
+def record(name: str, value: str) -> None:
+    """Record a value (read as JSON when it parses) as part of the current task's result:
+    for shell tasks."""
+    from kale.tasks.record import record as do_record
+
+    do_record(name, parse_param(f"{name}={value}")[1])
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except ValidationError as e:
+        _print_problems(e)
+        sys.exit(2)
+    except USAGE_ERRORS as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        sys.exit(2)
+    except KaleError as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

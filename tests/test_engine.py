@@ -1,0 +1,252 @@
+"""The engine through the Python API: data passing, failures, retries, timeouts, cancel,
+result reuse, selection. Real processes, real store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from kale import TaskError, TaskState, Workflow
+from kale.model.states import RunState
+
+
+def alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie waiting for its reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def states(run) -> dict[str, str]:
+    return {t.name: t.state.value for t in run.tasks}
+
+
+def test_results_flow_from_shell_to_python_to_python(home: Path, tmp_path: Path) -> None:
+    wf = Workflow("flow", base_dir=tmp_path)
+    fetch = wf.shell("fetch", "echo 42 > value.txt", outputs=["value.txt"])
+
+    @wf.python(after=[fetch])
+    def double(fetch):
+        return 2 * int(Path(fetch["value.txt"]).read_text())
+
+    @wf.python(after=["double"], parameters={"offset": 1})
+    def add(double, offset):
+        return {"total": double + offset}
+
+    wf.shell("show", ["sh", "-c", 'echo "total=$total"'], parameters={"total": add["total"]})
+    run = wf.run().wait()
+    assert run.state is RunState.SUCCEEDED, states(run)
+    assert run.result("double") == 84
+    assert run.result("add") == {"total": 85}
+    assert run.logs("show") == "total=85\n"
+    # each task ran in its own directory inside the run directory
+    assert Path(run.result("fetch")["value.txt"]).parent == run.run_dir / "fetch"
+
+
+def test_failure_skips_downstream_while_independent_branch_goes_on(home: Path) -> None:
+    wf = Workflow("branches")
+    bad = wf.shell("bad", "echo oops >&2; exit 3")
+    wf.shell("below", "true", after=[bad])
+    wf.shell("further", "true", after=["below"])
+    wf.shell("independent", "sleep 0.3; echo fine")
+    run = wf.run().wait()
+    assert run.state is RunState.FAILED
+    assert states(run) == {"bad": "FAILED", "below": "SKIPPED", "further": "SKIPPED",
+                           "independent": "SUCCEEDED"}
+    rec = run["bad"].record
+    assert rec.exit_code == 3 and "exit code 3" in (rec.error or "")
+    assert run.logs("bad", "stderr") == "oops\n"
+    assert "upstream 'bad' failed" in (run["below"].record.reason or "")
+    with pytest.raises(TaskError, match="bad"):
+        run.result("bad")
+
+
+def test_retries_with_backoff_until_success(home: Path, tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    wf = Workflow("retry")
+
+    def flaky(path: str = str(counter)) -> int:
+        n = int(Path(path).read_text()) + 1 if Path(path).exists() else 1
+        Path(path).write_text(str(n))
+        if n < 3:
+            raise RuntimeError(f"attempt {n} fails")
+        return n
+
+    wf.python(flaky, retries=2, retry_delay=0.2)
+    t0 = time.monotonic()
+    run = wf.run().wait()
+    assert run.state is RunState.SUCCEEDED
+    assert run.result("flaky") == 3
+    assert time.monotonic() - t0 >= 0.2 + 0.4  # backoff doubles: 0.2 s then 0.4 s
+    attempts = run.store.attempts(run.id, "flaky")
+    assert [a["state"] for a in attempts] == ["FAILED", "FAILED", "SUCCEEDED"]
+    assert "attempt 2 fails" in attempts[1]["error"]
+    events = [(e["old"], e["new"]) for e in run.store.events(run.id) if e["task"] == "flaky"]
+    assert ("RUNNING", "RETRYING") in events and ("RETRYING", "READY") in events
+
+
+def test_retries_exhausted_is_failed(home: Path) -> None:
+    wf = Workflow("retry-out")
+    wf.shell("nope", "exit 1", retries=1, retry_delay=0)
+    run = wf.run().wait()
+    assert states(run) == {"nope": "FAILED"}
+    assert run["nope"].record.attempts == 2
+
+
+def test_timeout_kills_the_process_group(home: Path, tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    wf = Workflow("slow")
+    wf.shell("sleepy", f"sleep 60 & echo $! > {pidfile}; wait", timeout=0.5)
+    t0 = time.monotonic()
+    run = wf.run().wait()
+    assert time.monotonic() - t0 < 10
+    rec = run["sleepy"].record
+    assert rec.state is TaskState.TIMEOUT
+    assert "timed out after 0.5 s" in (rec.error or "")
+    pid = int(pidfile.read_text())
+    time.sleep(0.2)
+    assert not alive(pid)
+
+
+def test_python_timeout_kills_worker_and_next_task_runs(home: Path) -> None:
+    wf = Workflow("pyslow")
+
+    def forever() -> None:
+        time.sleep(60)
+
+    def after_it() -> str:
+        return "ran"
+
+    wf.python(forever, timeout=0.5)
+    wf.python(after_it)
+    run = wf.run(jobs=1).wait()
+    assert states(run) == {"forever": "TIMEOUT", "after_it": "SUCCEEDED"}
+
+
+def test_cancel_kills_running_and_records_cancelled(home: Path) -> None:
+    wf = Workflow("cancel-me")
+    first = wf.shell("long", "sleep 60")
+    wf.shell("later", "true", after=[first])
+    run = wf.run()
+    deadline = time.monotonic() + 10
+    while run["long"].state is not TaskState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.cancel()
+    run.wait(timeout=15)
+    assert run.state is RunState.CANCELLED
+    assert states(run) == {"long": "CANCELLED", "later": "CANCELLED"}
+
+
+def test_python_error_reports_the_users_traceback(home: Path) -> None:
+    wf = Workflow("pyerr")
+
+    def broken() -> None:
+        values: list[int] = []
+        values[3]
+
+    wf.python(broken)
+    run = wf.run().wait()
+    rec = run["broken"].record
+    assert rec.state is TaskState.FAILED
+    assert rec.error == "IndexError: list index out of range"
+    assert "values[3]" in (rec.traceback or "")
+    assert "_pyworker" not in (rec.traceback or "")
+    assert "IndexError" in run.logs("broken", "stderr")
+
+
+def test_declared_output_must_exist(home: Path) -> None:
+    wf = Workflow("outputs")
+    wf.shell("liar", "echo no file", outputs=["result.json"])
+    run = wf.run().wait()
+    rec = run["liar"].record
+    assert rec.state is TaskState.FAILED
+    assert "declared output 'result.json' was not created" in (rec.error or "")
+
+
+def test_unchanged_tasks_are_reused_and_force_reruns(home: Path, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    wf = Workflow("reuse", parameters={"n": 1})
+    a = wf.shell("a", f"echo a >> {ledger}; echo $n", parameters={"n": "${params.n}"})
+    wf.shell("b", f"echo b >> {ledger}", after=[a])
+    wf.shell("c", f"echo c >> {ledger}")
+    first = wf.run().wait()
+    second = wf.run().wait()
+    assert second.state is RunState.SUCCEEDED
+    assert sorted(ledger.read_text().split()) == ["a", "b", "c"]
+    assert {t.reused_from for t in second.tasks} == {first.id}
+    # a new parameter value changes a's inputs: a and b (its result changed) run again
+    wf.run(params={"n": 2}).wait()
+    assert sorted(ledger.read_text().split()) == ["a", "a", "b", "b", "c"]
+    forced = wf.run(force=True).wait()
+    assert all(t.reused_from is None for t in forced.tasks)
+    assert len(ledger.read_text().split()) == 8
+
+
+def test_selection_only_from_until_tags(home: Path) -> None:
+    wf = Workflow("sel")
+    a = wf.shell("a", "true", tags=["prep"])
+    b = wf.shell("b", "true", after=[a])
+    c = wf.shell("c", "true", after=[b], tags=["post"])
+    wf.shell("d", "true", tags=["post"])
+    assert states(wf.run(until=["b"]).wait()) == {"a": "SUCCEEDED", "b": "SUCCEEDED",
+                                                   "c": "SKIPPED", "d": "SKIPPED"}
+    run = wf.run(from_=[b], force=True).wait()
+    # a is not selected: its earlier result is reused, b and c run
+    assert states(run) == {"a": "SUCCEEDED", "b": "SUCCEEDED", "c": "SUCCEEDED", "d": "SKIPPED"}
+    assert run["a"].record.reused_from is not None and run["b"].record.reused_from is None
+    assert states(wf.run(tags=["post"]).wait())["d"] == "SUCCEEDED"
+    run = wf.run(only=[c, "d"], force=True).wait()
+    assert run.state is RunState.SUCCEEDED
+    assert {t.name for t in run.tasks if t.reused_from is None} == {"c", "d"}
+
+
+def test_selected_task_without_earlier_upstream_result_is_skipped(home: Path) -> None:
+    wf = Workflow("sel2")
+    a = wf.shell("a", "true")
+    wf.shell("b", "true", after=[a])
+    run = wf.run(only=["b"]).wait()
+    assert states(run) == {"a": "SKIPPED", "b": "SKIPPED"}
+    assert "no earlier result" in (run["a"].record.reason or "")
+    assert run.state is RunState.FAILED
+
+
+def test_non_json_results_round_trip_through_pickle(home: Path) -> None:
+    wf = Workflow("pickled")
+
+    @wf.python()
+    def make():
+        return {(1, 2): {3, 4}}
+
+    @wf.python(after=["make"])
+    def use(make):
+        return sorted(make[(1, 2)])
+
+    run = wf.run().wait()
+    assert run.result("make") == {(1, 2): {3, 4}}
+    assert run.result("use") == [3, 4]
+
+
+def test_env_and_record_from_shell(home: Path) -> None:
+    wf = Workflow("envs")
+    wf.shell("envy", 'echo "$GREETING $KALE_TASK"; kale record answer 42',
+             env={"GREETING": "hello"})
+    run = wf.run().wait()
+    assert run.logs("envy") == "hello envy\n"
+    assert run.result("envy") == {"answer": 42}
+
+
+def test_kale_record_in_python_task_merges_into_result(home: Path) -> None:
+    wf = Workflow("rec")
+
+    @wf.python()
+    def rec():
+        import kale
+
+        kale.record("mean", 2.5)
+
+    run = wf.run().wait()
+    assert run.result("rec") == {"mean": 2.5}
