@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import traceback
 from collections import deque
@@ -29,8 +30,9 @@ from kale.model.refs import MissingResult, resolve
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
 from kale.store import results
-from kale.store.store import Change, RunRecord, Store
-from kale.tasks.base import Outcome, TaskContext
+from kale.store.commit import GroupCommitter
+from kale.store.store import Change, RunRecord, Store, TaskRecord
+from kale.tasks.base import RECORDS_FILE, Outcome, TaskContext
 from kale.tasks.record import ENV as RECORD_ENV
 from kale.tasks.record import read_records
 
@@ -71,11 +73,12 @@ class Engine:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.changes: list[Change] = []
-        self.known_keys: set[str] = set()
+        self.cached: dict[str, TaskRecord] = {}
         self._inputs: dict[str, tuple[dict[str, Any], str]] = {}
         self.cancelled = False
         self._done: asyncio.Queue[_Done] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._committer: GroupCommitter | None = None
         self._logs = self.run_dir / "logs"
 
     # -- public --------------------------------------------------------------------------
@@ -85,7 +88,8 @@ class Engine:
         self._done = asyncio.Queue()
         self._logs.mkdir(parents=True, exist_ok=True)
         self.store.claim_run(self.run_id)
-        self.known_keys = self.store.cache_keys(self.wf.name) if not self.force else set()
+        self._committer = GroupCommitter(self.store, on_commit=self._notify)
+        self.cached = {} if self.force else self.store.cached(self.wf.name)
         kinds = {self.wf.tasks[n].kind for n in self.selected}
         try:
             await self.executor.start(kinds)
@@ -105,6 +109,7 @@ class Engine:
             raise
         finally:
             await self.executor.close()
+            self._committer.close()
         final = self._final_state()
         self.store.finish_run(self.run_id, final, self._summary())
         return final
@@ -169,10 +174,15 @@ class Engine:
         self.changes.append(Change(self.run_id, name, new, reason, values or {}, attempt))
 
     def _flush(self) -> None:
+        """Hand the changes made so far to the group committer (checked right here)."""
         if not self.changes:
             return
         changes, self.changes = self.changes, []
-        self.store.apply(changes)
+        assert self._committer is not None
+        self._committer.submit(changes)
+
+    def _notify(self, changes: list[Change]) -> None:
+        """Called (in the commit thread) once changes are committed."""
         for listener in self.listeners:
             try:
                 listener(changes)
@@ -196,12 +206,11 @@ class Engine:
             self._skip_descendants(name)
             return
         key = cache_key(task, self.wf.base_dir, self.upstream[name], self.hashes, self.params)
-        if key in self.known_keys:
-            prev = self.store.find_cached(key)
-            if prev is not None and results.available(prev):
-                self._change(name, S.READY, "upstream done")
-                self._reuse(name, prev, f"unchanged; reused result of run {prev.run_id}")
-                return
+        prev = self.cached.get(key)
+        if prev is not None and results.available(prev):
+            self._change(name, S.READY, "upstream done")
+            self._reuse(name, prev, f"unchanged; reused result of run {prev.run_id}")
+            return
         self._inputs[name] = (inputs, key)
         self._change(name, S.READY, "upstream done" if self.upstream[name] else "no upstream")
         self.ready.append(name)
@@ -254,12 +263,15 @@ class Engine:
         attempt = self.attempts.get(name, 0) + 1
         self.attempts[name] = attempt
         workdir = self.run_dir / name
-        workdir.mkdir(exist_ok=True)
-        out = self._logs / f"{name}.{attempt}.out"
-        err = self._logs / f"{name}.{attempt}.err"
+        records = workdir / RECORDS_FILE
+        try:
+            os.mkdir(workdir)
+        except FileExistsError:  # an earlier attempt's records must not leak into this one
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(records)
+        logs = f"{self._logs}/{name}.{attempt}"
+        out, err = Path(logs + ".out"), Path(logs + ".err")
         inputs, key = self._inputs.get(name) or ({}, "")
-        records = workdir / ".kale-records.pkl"
-        records.unlink(missing_ok=True)
         env = {"KALE_RUN_ID": self.run_id, "KALE_TASK": name, "KALE_ATTEMPT": str(attempt),
                "KALE_RUN_DIR": str(self.run_dir), RECORD_ENV: str(records), **task.env}
         ctx = TaskContext(
@@ -362,7 +374,7 @@ class Engine:
                                      f"in {workdir}")
             found[pattern] = str(matches[0]) if len(matches) == 1 else \
                 ",".join(str(m) for m in matches)
-        records = read_records(workdir / ".kale-records.pkl")
+        records = read_records(workdir / RECORDS_FILE)
         if task.kind == "python" and out.result is not None:
             result = out.result
         else:

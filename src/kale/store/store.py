@@ -8,16 +8,19 @@ per engine step rather than one per task. SQLite runs in WAL mode with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import socket
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from kale.errors import IllegalTransition, KaleError, RunNotFound
 from kale.model.states import RunState, TaskState, is_legal
@@ -34,6 +37,16 @@ class Change:
     reason: str = ""
     values: dict[str, Any] = field(default_factory=dict)  # extra task columns
     attempt: dict[str, Any] | None = None  # insert/update of the attempt row
+
+
+@dataclass
+class Batch:
+    """Checked transitions as rows, ready to commit."""
+
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    new_attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempt_updates: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -147,8 +160,26 @@ class Store:
                                 f"({T.SCHEMA_VERSION}); upgrade Kale")
         # Current task states of the runs this process writes, for transition checks.
         self._states: dict[tuple[str, str], TaskState] = {}
+        self._w: _Writer | None = None
+        self._write_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[_Writer]:
+        """The one write connection of this store, inside a transaction."""
+        with self._write_lock:
+            if self._w is None:
+                self._w = _Writer(self.engine)
+            try:
+                yield self._w
+            except BaseException:
+                self._w.raw.rollback()
+                raise
+            self._w.raw.commit()
 
     def close(self) -> None:
+        if self._w is not None:
+            self._w.raw.close()
+            self._w = None
         self.engine.dispose()
 
     # -- runs ----------------------------------------------------------------------------
@@ -242,17 +273,17 @@ class Store:
         return [dict(r._mapping) for r in rows]
 
     def apply(self, changes: Iterable[Change]) -> None:
-        """Apply a group of transitions in one transaction, after checking each against
-        the state machine. Nothing is applied if one is illegal."""
-        changes = list(changes)
-        if not changes:
-            return
+        """Check a group of transitions against the state machine and commit them in one
+        transaction. Nothing is applied if one is illegal."""
+        self.write([self.check(changes)])
+
+    def check(self, changes: Iterable[Change]) -> Batch:
+        """Check transitions against the state machine (raising :class:`IllegalTransition`)
+        and turn them into rows for :meth:`write`. The checked states count as current
+        from now on, so checks of later groups build on this one."""
         now = time.time()
         staged: dict[tuple[str, str], TaskState] = {}
-        task_rows: list[dict[str, Any]] = []
-        event_rows: list[dict[str, Any]] = []
-        new_attempts: list[dict[str, Any]] = []
-        upd_attempts: list[dict[str, Any]] = []
+        batch = Batch()
         for ch in changes:
             key = (ch.run_id, ch.task)
             old = staged.get(key) or self._states.get(key)
@@ -261,44 +292,44 @@ class Store:
             if old is not ch.new and not is_legal(old, ch.new):
                 raise IllegalTransition(ch.run_id, ch.task, old.value, ch.new.value)
             staged[key] = ch.new
-            row = {"state": ch.new.value, "reason": ch.reason or None, **ch.values}
-            task_rows.append({"_run": ch.run_id, "_name": ch.task, **row})
-            event_rows.append({"run_id": ch.run_id, "task": ch.task, "ts": now,
-                               "old": old.value, "new": ch.new.value, "reason": ch.reason})
+            batch.tasks.append({"_run": ch.run_id, "_name": ch.task, "state": ch.new.value,
+                                "reason": ch.reason or None, **ch.values})
+            batch.events.append({"run_id": ch.run_id, "task": ch.task, "ts": now,
+                                 "old": old.value, "new": ch.new.value, "reason": ch.reason})
             if ch.attempt is not None:
                 a = {"run_id": ch.run_id, "task": ch.task, **ch.attempt}
-                (new_attempts if a.get("state") == TaskState.RUNNING.value and "started_at" in a
-                 else upd_attempts).append(a)
-        with self.engine.begin() as c:
-            _update_tasks(c, task_rows)
-            c.execute(T.events.insert(), event_rows)
-            if new_attempts:
-                c.execute(T.attempts.insert(), new_attempts)
-            for a in upd_attempts:
-                c.execute(T.attempts.update().where(
-                    (T.attempts.c.run_id == a["run_id"]) & (T.attempts.c.task == a["task"])
-                    & (T.attempts.c.number == a["number"])).values(
-                    {k: v for k, v in a.items() if k not in ("run_id", "task", "number")}))
+                (batch.new_attempts if a.get("state") == TaskState.RUNNING.value
+                 and "started_at" in a else batch.attempt_updates).append(a)
         self._states.update(staged)
+        return batch
+
+    def write(self, batches: Sequence[Batch]) -> None:
+        """Commit checked batches, in order, in one transaction."""
+        if not any(b.events for b in batches):
+            return
+        with self._writer() as w:
+            _update_tasks(w, [row for b in batches for row in b.tasks])
+            w.executemany(_EVENT_SQL, [e for b in batches for e in b.events])
+            new = [a for b in batches for a in b.new_attempts]
+            if new:
+                w.executemany(_ATTEMPT_SQL, new)
+            for a in (a for b in batches for a in b.attempt_updates):
+                cols = [k for k in a if k not in ("run_id", "task", "number")]
+                w.executemany(
+                    f"UPDATE attempts SET {', '.join(f'{k} = :{k}' for k in cols)} "
+                    "WHERE run_id = :run_id AND task = :task AND number = :number", [a])
 
     # -- cache ---------------------------------------------------------------------------
-    def find_cached(self, cache_key: str) -> TaskRecord | None:
-        """The newest succeeded task with this cache key, in any run."""
-        with self.engine.connect() as c:
-            row = c.execute(sa.select(T.tasks).where(
-                (T.tasks.c.cache_key == cache_key) & (T.tasks.c.state == "SUCCEEDED"))
-                .order_by(T.tasks.c.ended_at.desc()).limit(1)).first()
-        return _task(row) if row else None
-
-    def cache_keys(self, workflow: str) -> set[str]:
-        """Cache keys of every succeeded task in runs of ``workflow`` (one query, so the
-        engine looks a key up only when it can hit)."""
+    def cached(self, workflow: str) -> dict[str, TaskRecord]:
+        """Every succeeded task in runs of ``workflow``, by cache key, newest winning: one
+        query, so checking thousands of tasks for reuse costs one round trip."""
         with self.engine.connect() as c:
             rows = c.execute(
-                sa.select(T.tasks.c.cache_key).join(T.runs, T.runs.c.id == T.tasks.c.run_id)
+                sa.select(T.tasks).join(T.runs, T.runs.c.id == T.tasks.c.run_id)
                 .where((T.runs.c.workflow == workflow) & (T.tasks.c.state == "SUCCEEDED")
-                       & T.tasks.c.cache_key.is_not(None)).distinct()).all()
-        return {r[0] for r in rows}
+                       & T.tasks.c.cache_key.is_not(None))
+                .order_by(T.tasks.c.ended_at)).all()
+        return {r._mapping["cache_key"]: _task(r) for r in rows}
 
     def find_latest_success(self, workflow: str, task: str, def_hash: str) -> TaskRecord | None:
         """The newest success of this task definition in a run of this workflow."""
@@ -311,7 +342,46 @@ class Store:
         return _task(row) if row else None
 
 
-def _update_tasks(c: Connection, rows: list[dict[str, Any]]) -> None:
+_EVENT_SQL = ("INSERT INTO events (run_id, task, ts, old, new, reason) "
+              "VALUES (:run_id, :task, :ts, :old, :new, :reason)")
+_ATTEMPT_SQL = ("INSERT INTO attempts (run_id, task, number, state, started_at) "
+                "VALUES (:run_id, :task, :number, :state, :started_at)")
+_PLACEHOLDER = re.compile(r":([A-Za-z_]\w*)")
+
+
+class _Writer:
+    """Runs named-parameter SQL on one raw DBAPI connection, in the driver's own
+    paramstyle: the hot path of the store skips SQLAlchemy's statement machinery."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.raw = engine.raw_connection()
+        self.style = engine.dialect.paramstyle
+        self._sql: dict[str, tuple[str, list[str]]] = {}
+
+    def _convert(self, sql: str) -> tuple[str, list[str]]:
+        hit = self._sql.get(sql)
+        if hit is None:
+            names = _PLACEHOLDER.findall(sql)
+            repl = {"qmark": lambda m: "?", "format": lambda m: "%s",
+                    "pyformat": lambda m: f"%({m.group(1)})s",
+                    "named": lambda m: f":{m.group(1)}"}[self.style]
+            hit = self._sql[sql] = (_PLACEHOLDER.sub(repl, sql), names)
+        return hit
+
+    def executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+        text, names = self._convert(sql)
+        if self.style in ("qmark", "format"):
+            params: list[Any] = [tuple(r.get(n) for n in names) for r in rows]
+        else:
+            params = [{n: r.get(n) for n in names} for r in rows]
+        cur = self.raw.cursor()
+        try:
+            cur.executemany(text, params)
+        finally:
+            cur.close()
+
+
+def _update_tasks(w: _Writer, rows: list[dict[str, Any]]) -> None:
     # Fold successive changes of one task into one row (later values win), then group rows
     # by their column set so each group is one executemany.
     merged: dict[tuple[str, str], dict[str, Any]] = {}
@@ -320,13 +390,10 @@ def _update_tasks(c: Connection, rows: list[dict[str, Any]]) -> None:
         merged[key] = {**merged[key], **r} if key in merged else r
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in merged.values():
-        groups.setdefault(tuple(sorted(r)), []).append(r)
+        groups.setdefault(tuple(sorted(k for k in r if not k.startswith("_"))), []).append(r)
     for cols, group in groups.items():
-        values = {k: sa.bindparam(k) for k in cols if not k.startswith("_")}
-        stmt = T.tasks.update().where(
-            (T.tasks.c.run_id == sa.bindparam("_run")) & (T.tasks.c.name == sa.bindparam("_name"))
-        ).values(values)
-        c.execute(stmt, group)
+        sets = ", ".join(f"{k} = :{k}" for k in cols)
+        w.executemany(f"UPDATE tasks SET {sets} WHERE run_id = :_run AND name = :_name", group)
 
 
 def _run(row: Any) -> RunRecord:

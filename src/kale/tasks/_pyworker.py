@@ -101,8 +101,19 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
         os.dup2(null, 1)
         os.dup2(null, 2)
         os.close(null)
-        os.environ.clear()
-        os.environ.update(saved_env)
+        _restore_env(saved_env)
+
+
+def _restore_env(saved: dict[str, str]) -> None:
+    """Put os.environ back as it was, touching only the variables that changed."""
+    now = dict(os.environ)
+    if now == saved:
+        return
+    for k in now.keys() - saved.keys():
+        del os.environ[k]
+    for k, v in saved.items():
+        if now.get(k) != v:
+            os.environ[k] = v
 
 
 def main() -> None:

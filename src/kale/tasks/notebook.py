@@ -1,0 +1,247 @@
+"""Notebook tasks: a notebook executed papermill-style on a warm Jupyter kernel.
+
+Parameters are injected in a cell tagged ``injected-parameters`` after the cell tagged
+``parameters``; the kernel runs with the task's directory as cwd, the task's environment
+(``$KALE_RECORD_FILE`` included, so ``kale.record`` works) and the workflow folder at the
+head of ``sys.path``. Stream outputs are appended to the task's log files as they arrive,
+and the executed notebook, outputs included, is saved in the task's directory, also when a
+cell fails or the task is cancelled.
+
+Kernels come from a :class:`~kale.tasks.kernels.KernelPool` and are reset and reused
+between tasks, which is what makes a small notebook task cost milliseconds, not a kernel
+start (about half a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import IO, Any
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbformat import NotebookNode
+
+from kale.tasks._notebook_params import ParameterError, inject
+from kale.tasks.base import Outcome, TaskContext, TaskRunner
+from kale.tasks.kernels import Kernel, KernelFailed, KernelPool, UnknownKernel
+
+log = logging.getLogger("kale.notebook")
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+class _Logs:
+    """The task's stdout/stderr log files, written as outputs arrive."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self.out: IO[str] = open(ctx.stdout_path, "a", encoding="utf-8",  # noqa: SIM115
+                                 errors="replace")
+        try:
+            self.err: IO[str] = open(ctx.stderr_path, "a", encoding="utf-8",  # noqa: SIM115
+                                     errors="replace")
+        except BaseException:
+            self.out.close()
+            raise
+
+    def write(self, stream: IO[str], text: str) -> None:
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError) as e:  # a full disk must not stop the notebook
+            log.debug("cannot write a task log: %s", e)
+
+    def message(self, msg: dict[str, Any]) -> None:
+        kind, content = msg.get("msg_type"), msg.get("content") or {}
+        if kind == "stream":
+            stream = self.err if content.get("name") == "stderr" else self.out
+            self.write(stream, str(content.get("text", "")))
+        elif kind == "error":
+            tb = "\n".join(content.get("traceback") or []) or \
+                f"{content.get('ename')}: {content.get('evalue')}"
+            self.write(self.err, strip_ansi(tb).rstrip("\n") + "\n")
+
+    def close(self) -> None:
+        self.out.close()
+        self.err.close()
+
+
+class _Client(NotebookClient):
+    """nbclient's executor, with every output also sent to the task's logs as it arrives."""
+
+    def __init__(self, nb: NotebookNode, km: Any, logs: _Logs, **kw: Any) -> None:
+        super().__init__(nb, km=km, **kw)
+        self._logs = logs
+
+    def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
+               cell_index: int) -> NotebookNode | None:
+        self._logs.message(msg)
+        return super().output(outs, msg, display_id, cell_index)
+
+
+class NotebookRunner(TaskRunner):
+    kind = "notebook"
+
+    def __init__(self, slots: int = 1, pool_size: int | None = None, *,
+                 default_kernel: str = "python3", max_uses: int = 20) -> None:
+        super().__init__(slots)
+        self.pool = KernelPool(slots if pool_size is None else pool_size,
+                               default=default_kernel, max_uses=max_uses)
+
+    async def start(self) -> None:
+        await self.pool.start()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        source = ctx.base_dir / str(ctx.task.target)
+        if not source.is_file():
+            return Outcome(ok=False, exit_code=1, error=f"notebook not found: {source}")
+        kernel_name = ctx.task.kernel or self.pool.default
+        try:
+            self.pool.check(kernel_name)
+        except UnknownKernel as e:
+            return Outcome(ok=False, exit_code=1, error=str(e))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                nb = nbformat.read(source, as_version=4)
+        except Exception as e:
+            return Outcome(ok=False, exit_code=1,
+                           error=f"cannot read notebook {source}: {type(e).__name__}: {e}")
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            origin = inject(nb, ctx.inputs, ctx.workdir)
+        except ParameterError as e:
+            return Outcome(ok=False, exit_code=1, error=str(e))
+        saved = _output_path(ctx.workdir, source)
+        nb.metadata["kale"] = {"run_id": ctx.run_id, "task": ctx.task.name,
+                               "attempt": ctx.attempt, "kernel": kernel_name,
+                               "source": str(source)}
+        artifacts = {"notebook": str(saved)}
+
+        try:
+            kernel = await self.pool.acquire(kernel_name)
+        except UnknownKernel as e:
+            return Outcome(ok=False, exit_code=1, error=str(e))
+        except KernelFailed as e:
+            return Outcome(ok=False, exit_code=1, error=str(e), artifacts={})
+        reusable = False
+        try:
+            if kernel.language_info:
+                nb.metadata["language_info"] = kernel.language_info
+            path = [str(ctx.base_dir)]
+            if source.parent != ctx.base_dir:
+                path.append(str(source.parent))
+            await kernel.enter(ctx.workdir, ctx.env, path)
+            logs = _Logs(ctx)
+            try:
+                outcome, reusable = await self._cells(kernel, nb, origin, logs)
+            finally:
+                logs.close()
+        except asyncio.CancelledError:
+            # Timeout or Ctrl-C: the kernel dies now; what ran so far is saved.
+            kernel.kill_now()
+            with contextlib.suppress(Exception):
+                _save(nb, saved)
+            await self.pool.discard(kernel)
+            raise
+        except KernelFailed as e:
+            outcome = Outcome(ok=False, exit_code=1, error=str(e))
+        finally:
+            self.pool.release(kernel, reusable)  # no-op once discarded
+        try:
+            _save(nb, saved)
+        except Exception as e:
+            if outcome.ok:
+                return Outcome(ok=False, exit_code=1, error=f"cannot save the executed "
+                               f"notebook {saved}: {type(e).__name__}: {e}")
+            log.warning("cannot save the executed notebook %s: %s", saved, e)
+            return outcome
+        outcome.artifacts.update(artifacts)
+        return outcome
+
+    async def _cells(self, kernel: Kernel, nb: NotebookNode, origin: list[int | None],
+                     logs: _Logs) -> tuple[Outcome, bool]:
+        """Execute every cell; return the outcome and whether the kernel may be reused."""
+        client = _Client(nb, kernel.km, logs, timeout=None, log=log,
+                         kernel_name=kernel.name)
+        client.kc = kernel.client
+        where: list[int] = [0]
+
+        async def cells() -> tuple[int, CellExecutionError] | None:
+            for index, cell in enumerate(nb.cells):
+                where[0] = index
+                try:
+                    await client.async_execute_cell(
+                        cell, index, execution_count=client.code_cells_executed + 1)
+                except CellExecutionError as e:
+                    return index, e
+            return None
+
+        # nbclient turns a cancel into DeadKernelError; run the cells in a task of their
+        # own so that a cancel of this one reaches the handler in run() untouched.
+        inner = asyncio.ensure_future(cells())
+        try:
+            await asyncio.wait({inner})
+        except asyncio.CancelledError:
+            kernel.kill_now()
+            inner.cancel()
+            with contextlib.suppress(BaseException):
+                await inner
+            raise
+        try:
+            failed = inner.result()
+        except DeadKernelError:
+            user = _user_index(origin, where[0])
+            at = f"cell {user}" if user is not None else "the parameters cell"
+            return Outcome(ok=False, exit_code=1, error=f"the kernel died while running {at}",
+                           details={"cell_index": user}), False
+        if failed is None:
+            return Outcome(ok=True, exit_code=0), True
+        index, err = failed
+        user = _user_index(origin, index)
+        ename, evalue, tb = _error_of(nb.cells[index], err)
+        at = f"cell {user}" if user is not None else "parameters cell"
+        return Outcome(ok=False, exit_code=1, error=f"{at}: {ename}: {evalue}", traceback=tb,
+                       details={"cell_index": user, "ename": ename, "evalue": evalue}), False
+
+
+def _user_index(origin: list[int | None], index: int) -> int | None:
+    return origin[index] if 0 <= index < len(origin) else None
+
+
+def _error_of(cell: NotebookNode, err: CellExecutionError) -> tuple[str, str, str]:
+    """ename, evalue and the plain-text traceback of a failed cell."""
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            tb = "\n".join(out.get("traceback") or [])
+            return (str(out.get("ename", err.ename)), str(out.get("evalue", err.evalue)),
+                    strip_ansi(tb) or f"{err.ename}: {err.evalue}")
+    return err.ename, err.evalue, strip_ansi(err.traceback)
+
+
+def _output_path(workdir: Path, source: Path) -> Path:
+    saved = workdir / source.name
+    with contextlib.suppress(OSError):
+        if saved.resolve() == source.resolve():  # never overwrite the user's notebook
+            saved = workdir / f"{source.stem}.out{source.suffix}"
+    return saved
+
+
+def _save(nb: NotebookNode, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nbformat.write(nb, tmp)
+    tmp.replace(path)
