@@ -1,0 +1,157 @@
+"""The model layer: validation, references, the DAG, selection, the state machine, and the
+public API surface."""
+
+from __future__ import annotations
+
+import pytest
+
+import kale
+from kale import Ref, TaskState, Workflow
+from kale.errors import IllegalTransition, SelectionError, ValidationError
+from kale.model import dag
+from kale.model.selection import Selection
+from kale.model.states import TRANSITIONS, is_legal
+from kale.store import Change, Store
+
+
+def test_public_api_exports_what_it_says() -> None:
+    for name in kale.__all__:
+        assert getattr(kale, name) is not None, name
+    assert {"Workflow", "Run", "record", "KaleError", "TaskState", "get_run"} <= set(kale.__all__)
+    with pytest.raises(AttributeError):
+        kale.nonexistent  # noqa: B018
+
+
+def test_importing_kale_does_not_load_the_engine() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, kale; kale.record; "
+            "print(sorted(m for m in sys.modules if m.startswith(('sqlalchemy', 'kale.engine'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_references_build_dependencies_and_print_as_yaml_syntax() -> None:
+    wf = Workflow("refs", parameters={"n": 2})
+    a = wf.shell("a", "true")
+    b = wf.shell("b", "true", parameters={"x": a["value"], "whole": a.result, "n": "${params.n}"})
+    assert b.upstream == ["a"]
+    assert str(a["value"]) == "${a.value}" and str(a.result) == "${a}"
+    assert Ref.parse("${a.file.txt}") == Ref("a", "file.txt")
+    assert b.to_dict()["parameters"] == {"x": "${a.value}", "whole": "${a}", "n": "${params.n}"}
+
+
+def test_cycle_is_named() -> None:
+    wf = Workflow("cyc")
+    wf.shell("a", "true", after=["c"])
+    wf.shell("b", "true", after=["a"])
+    wf.shell("c", "true", after=["b"])
+    with pytest.raises(ValidationError, match=r"dependency cycle: (a -> c -> b -> a|"
+                                              r"c -> b -> a -> c|b -> a -> c -> b)"):
+        wf.validate()
+
+
+def test_unknown_dependency_and_reference_are_reported() -> None:
+    wf = Workflow("unknown")
+    wf.shell("a", "true", after=["ghost"], parameters={"x": "${phantom.y}", "n": "${params.m}"})
+    with pytest.raises(ValidationError) as e:
+        wf.validate()
+    text = str(e.value)
+    assert "unknown task 'ghost'" in text
+    assert "unknown task 'phantom'" in text
+    assert "${params.m} names no workflow parameter" in text
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"retries": -1}, "retries: must be an integer >= 0"),
+    ({"timeout": "soon"}, "timeout: must be a number of seconds"),
+    ({"resources": {"walltime": "ten minutes"}}, "walltime 'ten minutes'"),
+    ({"resources": {"memory": "lots"}}, "memory: must look like"),
+    ({"env": {"X": 1}}, "env: must be a mapping"),
+    ({"colour": "red"}, "unknown key 'colour'"),
+])
+def test_bad_task_options_are_refused_with_their_path(kwargs: dict, message: str) -> None:
+    wf = Workflow("bad")
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(")) as e:
+        wf.shell("t", "true", **kwargs)
+    assert "t" not in wf
+    assert e.value.problems[0].path[:2] == ("tasks", "t")
+
+
+def test_duplicate_task_name_and_bad_name() -> None:
+    wf = Workflow("dup")
+    wf.shell("a", "true")
+    with pytest.raises(ValidationError, match="already exists"):
+        wf.shell("a", "false")
+    with pytest.raises(ValidationError, match="task names are letters"):
+        wf.shell("no spaces", "true")
+    with pytest.raises(ValidationError, match="'params' is reserved"):
+        wf.shell("params", "true")
+
+
+def test_from_dict_reports_every_problem_at_once() -> None:
+    with pytest.raises(ValidationError) as e:
+        Workflow.from_dict({"name": "x", "tasks": {
+            "none": {"description": "no kind"},
+            "two": {"shell": "true", "python": "m:f"},
+            "typo": {"shell": "true", "aftr": ["none"]},
+        }})
+    msgs = [(p.path, p.message) for p in e.value.problems]
+    assert (("tasks", "none"), "needs one of: shell, python, notebook") in msgs
+    assert any(path == ("tasks", "two") and "has 2 kinds" in m for path, m in msgs)
+    assert any(path == ("tasks", "typo", "aftr") and "did you mean 'after'" in m
+               for path, m in msgs)
+
+
+def test_dag_order_and_cycle_helpers() -> None:
+    up = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    order = dag.topological(up)
+    assert order.index("a") < order.index("b") < order.index("d")
+    assert dag.find_cycle(up) is None
+    assert dag.descendants(up, ["b"]) == {"d"}
+    assert dag.ancestors(up, ["d"]) == {"a", "b", "c"}
+
+
+def test_selection_rules() -> None:
+    wf = Workflow("sel")
+    a = wf.shell("a", "true", tags=["x"])
+    b = wf.shell("b", "true", after=[a])
+    wf.shell("c", "true", after=[b])
+    assert Selection(from_=["b"]).apply(wf) == {"b", "c"}
+    assert Selection(until=["b"]).apply(wf) == {"a", "b"}
+    assert Selection(from_=["b"], until=["b"]).apply(wf) == {"b"}
+    assert Selection(tags=["x"]).apply(wf) == {"a"}
+    with pytest.raises(SelectionError, match="did you mean 'b'"):
+        Selection(only=["bb"]).apply(wf)
+    with pytest.raises(SelectionError, match="no task has tag 'y'"):
+        Selection(tags=["y"]).apply(wf)
+
+
+def test_state_machine_table_is_complete_and_terminal_flags() -> None:
+    assert set(TRANSITIONS) == set(TaskState)
+    assert {s for s in TaskState if s.terminal} == {
+        TaskState.SUCCEEDED, TaskState.FAILED, TaskState.TIMEOUT, TaskState.CANCELLED,
+        TaskState.SKIPPED}
+    assert is_legal(TaskState.RUNNING, TaskState.SUCCEEDED)
+    assert not is_legal(TaskState.SUCCEEDED, TaskState.RUNNING)
+    assert not is_legal(TaskState.PENDING, TaskState.RUNNING)
+
+
+def test_store_refuses_illegal_transition_and_keeps_state(tmp_path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'k.db'}")
+    store.create_run("r1", "wf", {"name": "wf", "tasks": {}}, base_dir="/", run_dir="/",
+                     params={}, options={}, tasks=[("t", "shell", "h")])
+    with pytest.raises(IllegalTransition, match="cannot go from PENDING to SUCCEEDED|"
+                                                "cannot go from PENDING to RUNNING"):
+        store.apply([Change("r1", "t", TaskState.RUNNING)])
+    store.apply([Change("r1", "t", TaskState.READY), Change("r1", "t", TaskState.RUNNING)])
+    with pytest.raises(IllegalTransition):
+        store.apply([Change("r1", "t", TaskState.SUCCEEDED),
+                     Change("r1", "t", TaskState.RUNNING)])
+    # the refused group left nothing behind
+    assert store.task("r1", "t").state is TaskState.RUNNING
+    # a fresh store (another process) sees the same
+    other = Store(f"sqlite:///{tmp_path / 'k.db'}")
+    assert other.task("r1", "t").state is TaskState.RUNNING
+    assert [e["new"] for e in other.events("r1") if e["task"] == "t"] == ["READY", "RUNNING"]
