@@ -32,6 +32,7 @@ from kale.model.workflow import Workflow
 from kale.store import results
 from kale.store.commit import GroupCommitter
 from kale.store.store import Change, RunRecord, Store, TaskRecord
+from kale.tasks import procs
 from kale.tasks.base import RECORDS_FILE, Outcome, TaskContext
 from kale.tasks.record import ENV as RECORD_ENV
 from kale.tasks.record import read_records
@@ -134,7 +135,8 @@ class Engine:
         for name in self.wf.order():
             st = self.state[name]
             if st in (S.RUNNING, S.SUBMITTED, S.RETRYING):
-                # Its process went away with the previous driver of this run.
+                # The previous driver of this run died; stop what it left running.
+                procs.kill_leftover(self.run_dir / name, self.run_id, name)
                 self._change(name, S.READY, "requeued: the process running it stopped")
             if self.state[name] is S.READY:
                 self._change(name, S.PENDING, "resumed")

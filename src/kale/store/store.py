@@ -221,6 +221,12 @@ class Store:
                                                new=state.value, reason=message))
 
     def get_run(self, run_id: str) -> RunRecord:
+        """A run by id, unique id prefix, or ``latest``."""
+        if run_id == "latest":
+            latest = self.latest_run()
+            if latest is None:
+                raise RunNotFound(run_id)
+            return latest
         with self.engine.connect() as c:
             row = c.execute(sa.select(T.runs).where(T.runs.c.id == run_id)).first()
             if row is None:

@@ -116,7 +116,19 @@ def _restore_env(saved: dict[str, str]) -> None:
             os.environ[k] = v
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGKILL when the process that started this worker dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
+    _die_with_parent()
     conn = Connection(int(sys.argv[1]))
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]

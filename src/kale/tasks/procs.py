@@ -63,3 +63,29 @@ async def terminate(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
         kill_group(proc)
         await wait(proc)
     kill_group(proc)
+
+
+PID_FILE = ".kale-pid"
+
+
+def note_pid(workdir: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Leave the process group id in the task directory so that a later driver of the run
+    can stop what a killed driver left behind (:func:`kill_leftover`)."""
+    with contextlib.suppress(OSError):
+        (workdir / PID_FILE).write_text(str(proc.pid))
+
+
+def kill_leftover(workdir: Path, run_id: str, task: str) -> bool:
+    """Kill the process group noted in ``workdir`` if it still runs this task of this run
+    (checked through its environment, so a reused pid is never touched)."""
+    try:
+        pid = int((workdir / PID_FILE).read_text())
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return False
+    if f"KALE_RUN_ID={run_id}".encode() not in environ or \
+            f"KALE_TASK={task}".encode() not in environ:
+        return False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    return True

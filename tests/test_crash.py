@@ -1,0 +1,86 @@
+"""Crash safety with a real fault: SIGKILL `kale run` mid-run, then `kale resume`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+from conftest import Kale
+
+
+def _status(kale: Kale, run_id: str) -> dict:
+    out = kale("status", run_id, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_sigkill_mid_run_then_resume_finishes_without_rerunning_successes(
+        kale: Kale, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    lines = ["name: crashy", "tasks:"]
+    # two independent chains of 4 tasks; each task appends its name to the ledger
+    for chain in ("a", "b"):
+        for i in range(4):
+            lines += [f"  {chain}{i}:",
+                      f"    shell: echo {chain}{i} >> {ledger}; sleep 0.4",
+                      *([f"    after: [{chain}{i - 1}]"] if i else [])]
+    wf = tmp_path / "crashy.yaml"
+    wf.write_text("\n".join(lines) + "\n")
+
+    proc = kale.popen("run", str(wf), "--jobs", "2")
+    assert proc.stdout is not None
+    run_id = proc.stdout.readline().strip()
+    # wait until some, but not all, tasks are recorded SUCCEEDED, then kill -9
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done = [t for t in _status(kale, run_id)["tasks"] if t["state"] == "SUCCEEDED"]
+        if len(done) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    before = _status(kale, run_id)
+    succeeded_before = {t["name"] for t in before["tasks"] if t["state"] == "SUCCEEDED"}
+    assert 3 <= len(succeeded_before) < 8, before
+    assert before["run"]["state"] == "RUNNING"
+    assert before["run"]["driven_by_pid"] is None  # nobody drives it now
+    events_before = kale("status", run_id, "--json").stdout
+
+    # the orphaned shell processes of the killed run finish on their own; let them
+    time.sleep(0.6)
+    resumed = kale("resume", run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    after = _status(kale, run_id)
+    assert after["run"]["state"] == "SUCCEEDED"
+    assert all(t["state"] == "SUCCEEDED" for t in after["tasks"])
+    runs = ledger.read_text().split()
+    for name in succeeded_before:
+        assert runs.count(name) == 1, f"{name} ran again after it had succeeded: {runs}"
+    assert sorted(set(runs)) == sorted(t["name"] for t in after["tasks"])
+    # what was recorded before the crash is still there
+    for t in json.loads(events_before)["tasks"]:
+        if t["state"] == "SUCCEEDED":
+            same = next(u for u in after["tasks"] if u["name"] == t["name"])
+            assert same["ended_at"] == t["ended_at"] and same["attempts"] == t["attempts"]
+
+
+def test_resume_refuses_a_run_that_is_still_being_driven(kale: Kale, tmp_path: Path) -> None:
+    wf = tmp_path / "slow.yaml"
+    wf.write_text("name: slow\ntasks:\n  nap:\n    shell: sleep 30\n")
+    proc = kale.popen("run", str(wf))
+    assert proc.stdout is not None
+    run_id = proc.stdout.readline().strip()
+    try:
+        out = kale("resume", run_id)
+        assert out.returncode == 2
+        assert "still running" in out.stderr and "Traceback" not in out.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    # Ctrl-C cancelled cleanly
+    assert proc.returncode == 130
+    status = _status(kale, run_id)
+    assert status["run"]["state"] == "CANCELLED"
+    assert status["tasks"][0]["state"] == "CANCELLED"
