@@ -142,8 +142,7 @@ def test_store_refuses_illegal_transition_and_keeps_state(tmp_path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'k.db'}")
     store.create_run("r1", "wf", {"name": "wf", "tasks": {}}, base_dir="/", run_dir="/",
                      params={}, options={}, tasks=[("t", "shell", "h")])
-    with pytest.raises(IllegalTransition, match="cannot go from PENDING to SUCCEEDED|"
-                                                "cannot go from PENDING to RUNNING"):
+    with pytest.raises(IllegalTransition, match="cannot go from PENDING to RUNNING"):
         store.apply([Change("r1", "t", TaskState.RUNNING)])
     store.apply([Change("r1", "t", TaskState.READY), Change("r1", "t", TaskState.RUNNING)])
     with pytest.raises(IllegalTransition):

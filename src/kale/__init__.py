@@ -30,7 +30,11 @@ _EXPORTS = {
     "NotebookCellError": "kale.errors",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "KaleError", "NotebookCellError", "Ref", "Resources", "Run", "RunState", "Selection",
+    "Task", "TaskError", "TaskState", "ValidationError", "Workflow", "__version__", "get_run",
+    "record", "runs",
+]
 
 if TYPE_CHECKING:
     from kale.client.local import get_run, runs

@@ -419,9 +419,8 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
                 bad(f"must be 'module:function', got {tgt!r}", "python")
         elif not callable(tgt):
             bad("must be 'module:function' or a callable", "python")
-    elif t.kind == "notebook":
-        if not isinstance(tgt, str) or not tgt.endswith(".ipynb"):
-            bad(f"must be a path to an .ipynb file, got {tgt!r}", "notebook")
+    elif t.kind == "notebook" and (not isinstance(tgt, str) or not tgt.endswith(".ipynb")):
+        bad(f"must be a path to an .ipynb file, got {tgt!r}", "notebook")
     if not isinstance(t.description, str):
         bad("must be a string (markdown)", "description")
     if not isinstance(t.parameters, dict) or not all(isinstance(k, str) for k in t.parameters):

@@ -46,9 +46,7 @@ def decode(rec: TaskRecord) -> Any:
 
 def available(rec: TaskRecord) -> bool:
     """Whether a stored result (and the files it names) can still be used."""
-    if rec.result_path and not Path(rec.result_path).is_file():
-        return False
-    return True
+    return not rec.result_path or Path(rec.result_path).is_file()
 
 
 def _hash(b: bytes) -> str:

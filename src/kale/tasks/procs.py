@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def spawn(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], stdout: IO[Any] | int,
+def spawn(argv: Sequence[str], *, cwd: str | Path, env: Mapping[str, str], stdout: IO[Any] | int,
           stderr: IO[Any] | int, pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
     """Start ``argv`` (a list, never a shell string) as the leader of a new session."""
     return subprocess.Popen(list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
