@@ -67,6 +67,7 @@ class Engine:
         self.downstream = dag.downstream_map(self.upstream)
         self.state: dict[str, TaskState] = {}
         self.attempts: dict[str, int] = {}
+        self.def_hash: dict[str, str] = {}
         self.results: dict[str, Any] = {}
         self.hashes: dict[str, str] = {}
         self.waiting_on: dict[str, int] = {}
@@ -77,7 +78,9 @@ class Engine:
         self.cached: dict[str, TaskRecord] = {}
         self._inputs: dict[str, tuple[dict[str, Any], str]] = {}
         self.cancelled = False
-        self._done: asyncio.Queue[_Done] | None = None
+        self._quiet = asyncio.Event()  # set when nothing runs, waits or is ready
+        self._failure: BaseException | None = None
+        self._dispatch_soon = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._committer: GroupCommitter | None = None
         self._logs = self.run_dir / "logs"
@@ -86,7 +89,7 @@ class Engine:
     async def run(self) -> RunState:
         """Drive the run to its end and return its final state."""
         self._loop = asyncio.get_running_loop()
-        self._done = asyncio.Queue()
+        self._quiet = asyncio.Event()
         self._logs.mkdir(parents=True, exist_ok=True)
         self.store.claim_run(self.run_id)
         self._committer = GroupCommitter(self.store, on_commit=self._notify)
@@ -99,12 +102,9 @@ class Engine:
                 self.cancelled = False
                 self._cancel(self._cancel_reason)
             self._dispatch()
-            while self.running or self.timers or self.ready:
-                item = await self._done.get()
-                self._finish(item)
-                while not self._done.empty():
-                    self._finish(self._done.get_nowait())
-                self._dispatch()
+            await self._quiet.wait()
+            if self._failure is not None:
+                raise self._failure
         except BaseException:
             self._abandon()
             raise
@@ -129,6 +129,7 @@ class Engine:
         for rec in self.store.tasks(self.run_id):
             self.state[rec.name] = rec.state
             self.attempts[rec.name] = rec.attempts
+            self.def_hash[rec.name] = rec.def_hash or ""
             if rec.state is S.SUCCEEDED:
                 self.results[rec.name] = results.decode(rec)
                 self.hashes[rec.name] = f"{rec.cache_key}/{rec.result_hash}"
@@ -158,9 +159,7 @@ class Engine:
         it, else skip it."""
         needed = any(d in self.selected or self.state.get(d) is S.PENDING
                      for d in self.downstream[name])
-        t = self.wf.tasks[name]
-        prev = self.store.find_latest_success(self.wf.name, name,
-                                              t.definition_hash(self.wf.base_dir))
+        prev = self.store.find_latest_success(self.wf.name, name, self.def_hash[name])
         if needed and prev is not None and results.available(prev):
             self._reuse(name, prev, f"not selected; reused result of run {prev.run_id}")
         elif needed:
@@ -207,7 +206,7 @@ class Engine:
             self._change(name, S.FAILED, str(e), {"error": str(e), "ended_at": time.time()})
             self._skip_descendants(name)
             return
-        key = cache_key(task, self.wf.base_dir, self.upstream[name], self.hashes, self.params)
+        key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes, self.params)
         prev = self.cached.get(key)
         if prev is not None and results.available(prev):
             self._change(name, S.READY, "upstream done")
@@ -259,6 +258,8 @@ class Engine:
         for name, attempt, ctx in starting:
             assert self._loop is not None
             self.running[name] = self._loop.create_task(self._execute(name, attempt, ctx))
+        if not (self.running or self.timers or self.ready):
+            self._quiet.set()
 
     def _prepare(self, name: str) -> tuple[int, TaskContext]:
         task = self.wf.tasks[name]
@@ -303,14 +304,33 @@ class Engine:
         except Exception as e:
             outcome = Outcome(ok=False, error=f"Kale could not run the task: {e!r}",
                               traceback=traceback.format_exc())
-        assert self._done is not None
-        self._done.put_nowait(_Done(name, attempt, how, outcome))
+        self._post(_Done(name, attempt, how, outcome))
+
+    def _post(self, item: _Done) -> None:
+        """An attempt ended (or a retry timer fired): record it now, and dispatch once for
+        everything that ends in the same turn of the event loop."""
+        try:
+            self._finish(item)
+        except BaseException as e:  # a bug in the engine: stop the run loudly
+            self._failure = e
+            self._quiet.set()
+            return
+        if not self._dispatch_soon:
+            self._dispatch_soon = True
+            assert self._loop is not None
+            self._loop.call_soon(self._dispatch_now)
+
+    def _dispatch_now(self) -> None:
+        self._dispatch_soon = False
+        try:
+            self._dispatch()
+        except BaseException as e:
+            self._failure = e
+            self._quiet.set()
 
     # -- completion ----------------------------------------------------------------------
     def _finish(self, item: _Done) -> None:
         name = item.name
-        if item.how == "noop":
-            return
         if item.how == "retry":
             self.timers.pop(name, None)
             if self.state[name] is S.RETRYING:
@@ -354,10 +374,9 @@ class Engine:
             self._change(name, S.RETRYING, f"attempt {item.attempt} {error}; "
                          f"retry {item.attempt}/{task.retries} in {delay:g} s", values,
                          attempt_row)
-            assert self._loop is not None and self._done is not None
-            done = self._done
+            assert self._loop is not None
             self.timers[name] = self._loop.call_later(
-                delay, lambda: done.put_nowait(_Done(name, item.attempt, "retry")))
+                delay, self._post, _Done(name, item.attempt, "retry"))
             return
         self._change(name, bad, error, values, attempt_row)
         self._skip_descendants(name)
@@ -404,8 +423,7 @@ class Engine:
                 self._change(name, S.CANCELLED, reason)
         for t in self.running.values():
             t.cancel()
-        if self._done is not None:  # wake the loop so the changes get committed
-            self._done.put_nowait(_Done("", 0, "noop"))
+        self._dispatch()
 
     def _abandon(self) -> None:
         """The loop itself failed (or was interrupted): stop the running tasks."""

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from kale.model.refs import iter_refs
 from kale.model.workflow import Task
 
 
-def cache_key(task: Task, base_dir: Path, upstream: Sequence[str],
+def cache_key(task: Task, definition: str, upstream: Sequence[str],
               result_hashes: Mapping[str, str], params: Mapping[str, Any]) -> str:
     """Same key <=> same definition, same upstream results, same workflow parameters used.
 
@@ -20,6 +19,7 @@ def cache_key(task: Task, base_dir: Path, upstream: Sequence[str],
     task whose upstream ran again with a changed definition runs again too, even when that
     upstream's result (say, None for a shell command) looks the same.
 
+    ``definition`` is :meth:`Task.definition_hash`, computed once when the run is created.
     Python tasks may take any workflow parameter by argument name, so all of them count;
     shell and notebook tasks see only the parameters they reference."""
     if task.kind == "python":
@@ -27,7 +27,7 @@ def cache_key(task: Task, base_dir: Path, upstream: Sequence[str],
     else:
         used = {r.key: params.get(r.key) for r in iter_refs(task.parameters)
                 if r.is_param and r.key is not None}
-    h = hashlib.sha256(task.definition_hash(base_dir).encode())
+    h = hashlib.sha256(definition.encode())
     h.update(json.dumps([[d, result_hashes.get(d, "")] for d in sorted(upstream)]).encode())
     h.update(json.dumps(used, sort_keys=True, default=repr).encode())
     return h.hexdigest()[:32]

@@ -5,6 +5,7 @@ running it (and its process group); a fresh one takes its place."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import socket
@@ -26,32 +27,42 @@ class _Worker:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 pass_fds=[child.fileno()])
         child.close()
-        self.sock = parent
         self.conn = Connection(parent.detach())
+        self._reading = False
+        self._reply: asyncio.Future[None] | None = None
 
     async def call(self, job: bytes) -> tuple[Any, ...]:
         loop = asyncio.get_running_loop()
+        if not self._reading:
+            # One reader for the worker's whole life: no epoll (un)registration per task.
+            loop.add_reader(self.conn.fileno(), self._readable)
+            self._reading = True
+        self._reply = loop.create_future()
         self.conn.send_bytes(job)
-        fut: asyncio.Future[None] = loop.create_future()
-        fd = self.conn.fileno()
-
-        def ready() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        loop.add_reader(fd, ready)
-        try:
-            await fut
-        finally:
-            loop.remove_reader(fd)
+        await self._reply
         try:
             reply: tuple[Any, ...] = pickle.loads(self.conn.recv_bytes())
         except (EOFError, OSError):
+            self._stop_reading()
             code = await procs.wait(self.proc)
             return ("died", code)
         return reply
 
+    def _readable(self) -> None:
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_result(None)
+        elif self._reply is None or self._reply.done():
+            # EOF while idle (the worker died between tasks): stop watching it.
+            self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.conn.fileno())
+            self._reading = False
+
     def kill(self) -> None:
+        self._stop_reading()
         procs.kill_group(self.proc)
         self.conn.close()
 
@@ -79,8 +90,12 @@ class PythonRunner(TaskRunner):
             self._idle.append(w)
 
     def _acquire(self) -> _Worker:
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            w = self._idle.pop()
+            if w.proc.poll() is None:
+                return w
+            self._all.discard(w)  # died while idle
+            w.kill()
         w = _Worker()
         self._all.add(w)
         return w
