@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import traceback
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +94,7 @@ class Engine:
         self.store.claim_run(self.run_id)
         self._committer = GroupCommitter(self.store, on_commit=self._notify)
         self.cached = {} if self.force else self.store.cached(self.wf.name)
-        kinds = {self.wf.tasks[n].kind for n in self.selected}
+        kinds = Counter(self.wf.tasks[n].kind for n in self.selected)
         try:
             await self.executor.start(kinds)
             self._load()

@@ -5,6 +5,7 @@ send it through a queue."""
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 
 from kale.tasks.base import Outcome, TaskContext
 
@@ -14,8 +15,8 @@ class Executor(abc.ABC):
     #: how many tasks may run at once
     slots: int
 
-    async def start(self, kinds: set[str]) -> None:  # noqa: B027 - optional hook
-        """Prepare to run tasks of these kinds (warm pools)."""
+    async def start(self, kinds: Mapping[str, int]) -> None:  # noqa: B027 - optional hook
+        """Prepare to run tasks of these kinds (``kind -> number of tasks``): warm pools."""
 
     @abc.abstractmethod
     async def execute(self, ctx: TaskContext) -> Outcome:

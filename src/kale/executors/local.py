@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 
 from kale.executors.base import Executor
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
@@ -17,14 +18,16 @@ class LocalExecutor(Executor):
         self.slots = max(1, jobs or os.cpu_count() or 1)
         self.runners: dict[str, TaskRunner] = {}
 
-    def _runner(self, kind: str) -> TaskRunner:
+    def _runner(self, kind: str, tasks: int | None = None) -> TaskRunner:
         runner = self.runners.get(kind)
         if runner is None:
-            runner = self.runners[kind] = runner_class(kind)(slots=self.slots)
+            # No more warm workers or kernels than there are tasks of this kind.
+            slots = min(self.slots, tasks) if tasks else self.slots
+            runner = self.runners[kind] = runner_class(kind)(slots=slots)
         return runner
 
-    async def start(self, kinds: set[str]) -> None:
-        await asyncio.gather(*(self._runner(k).start() for k in sorted(kinds)))
+    async def start(self, kinds: Mapping[str, int]) -> None:
+        await asyncio.gather(*(self._runner(k, n).start() for k, n in sorted(kinds.items())))
 
     async def execute(self, ctx: TaskContext) -> Outcome:
         return await self._runner(ctx.task.kind).run(ctx)

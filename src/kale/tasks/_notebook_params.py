@@ -98,7 +98,7 @@ def inject(nb: NotebookNode, params: Mapping[str, Any], workdir: Path) -> list[i
         origin.append(i)
     if params:
         cell = new_code_cell(parameters_source(params, workdir),
-                             metadata={"tags": [INJECTED_TAG]})
+                             metadata={"tags": [INJECTED_TAG]})  # type: ignore[no-untyped-call]
         if (nb.get("nbformat"), nb.get("nbformat_minor", 0)) < (4, 5):
             cell.pop("id", None)  # cell ids are only valid from nbformat 4.5
         at = next((j + 1 for j, c in enumerate(kept) if PARAMETERS_TAG in _tags(c)), 0)

@@ -40,7 +40,7 @@ DEFAULT_KERNEL = "python3"
 # tasks in a namespace of its own (``sys.modules["_kale_kernel"]``), so ``%reset`` cannot
 # remove them and they never show up among the user's variables.
 _BOOT = r'''
-import os, sys, types
+import gc, os, sys, types
 from IPython import get_ipython
 
 def _boot():
@@ -50,17 +50,22 @@ def _boot():
     def enter(cwd, env, path):
         os.chdir(cwd)
         os.environ.update(env)
-        sys.path[:0] = [p for p in path if p not in sys.path[:len(path)]]
+        sys.path[:0] = path
 
     def reset():
-        ip.run_line_magic("reset", "-f")
+        ip.run_line_magic("reset", "-f")  # ends with gc.collect(): fast, see freeze below
         ip.execution_count = 1
         os.chdir(base_cwd)
         os.environ.clear()
         os.environ.update(base_env)
         sys.path[:] = base_path
+        # Survivors (the kernel itself, modules a task imported) move to the permanent
+        # generation, so the next reset's collections only scan what the next task made.
+        gc.freeze()
 
     sys.modules["_kale_kernel"] = types.SimpleNamespace(enter=enter, reset=reset)
+    gc.collect()
+    gc.freeze()
 
 _boot()
 '''
@@ -86,6 +91,8 @@ class Kernel:
         self.km = AsyncKernelManager(kernel_name=name)
         self.kc: AsyncKernelClient | None = None
         self.uses = 0
+        self.retiring = False        # a successor is starting to take its place
+        self.successor_ready = False  # ...and is ready: shut this one down when free
         self.language_info: dict[str, Any] = {}
         self.dead = False
 
@@ -140,13 +147,15 @@ class Kernel:
         """SIGKILL the kernel's process group at once (no await: safe while cancelling)."""
         self.dead = True
         prov = self.km.provisioner
-        pgid, pid = getattr(prov, "pgid", None), self.pid
+        proc = getattr(prov, "process", None)
+        if not isinstance(proc, subprocess.Popen) or proc.returncode is not None:
+            return  # never started, or already reaped: its pid may belong to another now
+        pgid = getattr(prov, "pgid", None)
         if pgid:
             with contextlib.suppress(OSError):
                 os.killpg(pgid, signal.SIGKILL)
-        if pid:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            proc.kill()
 
     async def shutdown(self) -> None:
         """Kill the kernel and reap it; release its channels and connection file."""
@@ -167,20 +176,26 @@ class Kernel:
 class KernelPool:
     """Warm kernels by kernel name. ``start()`` pre-starts ``size`` kernels of the default
     kernel; :meth:`acquire` hands out a ready kernel (starting one if none is warm) and
-    :meth:`release` takes it back, to be reset and reused or shut down and replaced."""
+    :meth:`release` takes it back, to be reset and reused or shut down and replaced.
+
+    A kernel is retired after ``max_uses`` tasks without a cold start in between: its
+    successor starts in the background half way through, and if the successor is still not
+    ready at ``max_uses`` the old kernel serves on (up to twice ``max_uses``).
+    """
 
     def __init__(self, size: int = 1, *, default: str = DEFAULT_KERNEL, max_uses: int = 20,
                  startup_timeout: float = 60.0, reset_timeout: float = 30.0) -> None:
         self.size = max(0, size)
         self.default = default
-        self.max_uses = max_uses
+        self.max_uses = max(1, max_uses)
         self.startup_timeout = startup_timeout
         self.reset_timeout = reset_timeout
         self._all: set[Kernel] = set()
         self._idle: dict[str, list[Kernel]] = {}
         self._coming: dict[str, int] = {}  # kernels starting or resetting, to become idle
         self._waiters: dict[str, deque[asyncio.Future[Kernel | None]]] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # starts and resets
+        self._stopping: set[asyncio.Task[None]] = set()    # shutdowns (never cancelled)
         self._specs: list[str] | None = None
         self._closed = False
         # A neutral directory for kernels between tasks (never the caller's cwd, which
@@ -189,6 +204,7 @@ class KernelPool:
 
     # -- kernel names --------------------------------------------------------------------
     def available(self, refresh: bool = False) -> list[str]:
+        """Names of the installed kernelspecs."""
         if self._specs is None or refresh:
             self._specs = sorted(KernelSpecManager().find_kernel_specs())
         return self._specs
@@ -201,16 +217,16 @@ class KernelPool:
     # -- life cycle ----------------------------------------------------------------------
     async def start(self) -> None:
         """Start ``size`` kernels of the default kernel, concurrently."""
-        missing = self.size - len(self._all)
+        missing = self.size - self._live()
         if missing <= 0:
             return
         self.check(self.default)
-        self._coming[self.default] = self._coming.get(self.default, 0) + missing
+        self._count(self.default, missing)
         results = await asyncio.gather(*(self._start(self.default) for _ in range(missing)),
                                        return_exceptions=True)
         errors: list[BaseException] = []
         for r in results:
-            self._coming[self.default] -= 1
+            self._count(self.default, -1)
             if isinstance(r, Kernel):
                 self._put_idle(r)
             else:
@@ -220,12 +236,11 @@ class KernelPool:
             raise errors[0]
 
     async def close(self) -> None:
-        """Shut every kernel down, idle or not."""
+        """Shut every kernel down, idle or busy, and wait until they are gone."""
         self._closed = True
         for t in list(self._background):
             t.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
         for waiters in self._waiters.values():
             for fut in waiters:
                 if not fut.done():
@@ -233,12 +248,20 @@ class KernelPool:
         kernels = list(self._all)
         self._all.clear()
         self._idle.clear()
-        await asyncio.gather(*(k.shutdown() for k in kernels), return_exceptions=True)
+        await asyncio.gather(*(k.shutdown() for k in kernels), *self._stopping,
+                             return_exceptions=True)
 
     @property
     def kernels(self) -> list[Kernel]:
         """Every kernel the pool holds (idle, busy or being reset)."""
         return list(self._all)
+
+    def _live(self) -> int:
+        """Kernels that count towards ``size`` (not those a successor is replacing)."""
+        return sum(1 for k in self._all if not k.retiring)
+
+    def _count(self, name: str, delta: int) -> None:
+        self._coming[name] = self._coming.get(name, 0) + delta
 
     async def _start(self, name: str) -> Kernel:
         if self._closed:
@@ -250,11 +273,27 @@ class KernelPool:
         except BaseException as e:
             self._all.discard(k)
             k.kill_now()
-            await asyncio.shield(k.shutdown())
+            await asyncio.shield(self._stop(k))
             if isinstance(e, Exception) and not isinstance(e, KaleError):
-                raise KernelFailed(f"kernel {name} failed to start: {e}") from e
+                raise KernelFailed(f"kernel {name} failed to start: "
+                                   f"{type(e).__name__}: {e}") from e
             raise
+        log.debug("started %r", k)
         return k
+
+    def _stop(self, kernel: Kernel) -> asyncio.Task[None]:
+        """Shut ``kernel`` down in a task that close() waits for."""
+        self._all.discard(kernel)
+        log.debug("stopping %r", kernel)
+        task = asyncio.ensure_future(kernel.shutdown())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        return task
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- acquire / release ---------------------------------------------------------------
     async def acquire(self, name: str | None = None) -> Kernel:
@@ -268,8 +307,7 @@ class KernelPool:
         while idle and kernel is None:
             kernel = idle.pop()
             if not await kernel.km.is_alive():  # died while idle (OOM killer...)
-                self._all.discard(kernel)
-                self._spawn(kernel.shutdown())
+                self._retire(kernel)
                 kernel = None
         if kernel is None and self._coming.get(name, 0) > len(self._waiters.get(name, ())):
             # A kernel is being reset or started: waiting for it beats a cold start.
@@ -290,6 +328,11 @@ class KernelPool:
         if kernel is None:
             kernel = await self._start(name)
         kernel.uses += 1
+        if (kernel.uses >= max(1, self.max_uses // 2) and not kernel.retiring
+                and not self._closed):
+            kernel.retiring = True  # start its successor while it keeps serving
+            self._count(name, 1)
+            self._spawn(self._replace(name, predecessor=kernel))
         return kernel
 
     def release(self, kernel: Kernel, reusable: bool) -> None:
@@ -298,14 +341,17 @@ class KernelPool:
         if kernel not in self._all:
             return
         if self._closed:
-            self._all.discard(kernel)
-            self._spawn(kernel.shutdown())
+            self._stop(kernel)
             return
-        reuse = (reusable and not kernel.dead and kernel.uses < self.max_uses
-                 and len(self._all) <= self.size)
+        if not reusable or kernel.dead:
+            reuse = False
+        elif kernel.retiring:
+            reuse = kernel.uses < (2 if not kernel.successor_ready else 1) * self.max_uses
+        else:
+            reuse = self._live() <= self.size
         # Counted now, not when the task starts: an acquire() right after this call must
         # wait for the reset rather than start a kernel of its own.
-        self._coming[kernel.name] = self._coming.get(kernel.name, 0) + 1
+        self._count(kernel.name, 1)
         self._spawn(self._recycle(kernel, reuse))
 
     async def discard(self, kernel: Kernel) -> None:
@@ -313,16 +359,18 @@ class KernelPool:
         kernel.kill_now()
         if kernel not in self._all:
             return
-        self._all.discard(kernel)
-        await asyncio.shield(kernel.shutdown())
-        if not self._closed and len(self._all) < self.size:
-            self._coming[kernel.name] = self._coming.get(kernel.name, 0) + 1
-            self._spawn(self._replace(kernel.name))
+        task = self._retire(kernel)
+        await asyncio.shield(task)
 
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _retire(self, kernel: Kernel) -> asyncio.Task[None]:
+        """Shut ``kernel`` down; start a replacement if the pool is short of kernels."""
+        task = self._stop(kernel)
+        if not self._closed and self._live() < self.size:
+            self._count(kernel.name, 1)
+            self._spawn(self._replace(kernel.name))
+        else:
+            self._wake_one(kernel.name)
+        return task
 
     async def _recycle(self, kernel: Kernel, reuse: bool) -> None:
         """Reset ``kernel`` for reuse, or replace it; the caller counted it in ``_coming``."""
@@ -332,33 +380,33 @@ class KernelPool:
                 await kernel.reset(self.reset_timeout)
             except Exception as e:
                 log.warning("resetting %r failed (%s); replacing it", kernel, e)
-                reuse = False
             else:
-                self._coming[name] -= 1
+                self._count(name, -1)
                 self._put_idle(kernel)
                 return
-        self._all.discard(kernel)
-        await kernel.shutdown()
-        if len(self._all) < self.size:
-            await self._replace(name)
-        else:
-            self._coming[name] -= 1
-            self._wake_one(name)
+        self._count(name, -1)
+        await asyncio.shield(self._retire(kernel))
 
-    async def _replace(self, name: str) -> None:
+    async def _replace(self, name: str, predecessor: Kernel | None = None) -> None:
         """Start a kernel for the pool; the caller counted it in ``_coming``."""
         try:
             kernel = await self._start(name)
-        except Exception as e:
-            log.warning("starting a replacement %s kernel failed: %s", name, e)
-            self._coming[name] -= 1
+        except BaseException as e:
+            self._count(name, -1)
+            if predecessor is not None:
+                predecessor.retiring = False  # it serves on; a later acquire tries again
             self._wake_one(name)
+            if not isinstance(e, Exception):
+                raise
+            log.warning("starting a %s kernel failed: %s", name, e)
             return
-        except BaseException:
-            self._coming[name] -= 1
-            self._wake_one(name)
-            raise
-        self._coming[name] -= 1
+        self._count(name, -1)
+        if predecessor is not None:
+            predecessor.successor_ready = True
+            idle = self._idle.get(name, [])
+            if predecessor in idle and predecessor.uses >= self.max_uses:
+                idle.remove(predecessor)
+                self._stop(predecessor)
         self._put_idle(kernel)
 
     def _put_idle(self, kernel: Kernel) -> None:
@@ -368,6 +416,9 @@ class KernelPool:
             if not fut.done():
                 fut.set_result(kernel)
                 return
+        if kernel.successor_ready and kernel.uses >= self.max_uses:  # replaced while busy
+            self._stop(kernel)
+            return
         self._idle.setdefault(kernel.name, []).append(kernel)
 
     def _wake_one(self, name: str) -> None:

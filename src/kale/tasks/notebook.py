@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import traceback
 import warnings
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +28,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
+from kale.errors import KaleError
 from kale.tasks._notebook_params import ParameterError, inject
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
 from kale.tasks.kernels import Kernel, KernelFailed, KernelPool, UnknownKernel
@@ -75,17 +77,42 @@ class _Logs:
         self.err.close()
 
 
+class _Quiet(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """nbclient's own log lines at DEBUG: what they report (a dead kernel, a timeout)
+    reaches the user through the task's outcome instead."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG, msg, *args, **kwargs)
+
+
 class _Client(NotebookClient):
     """nbclient's executor, with every output also sent to the task's logs as it arrives."""
 
     def __init__(self, nb: NotebookNode, km: Any, logs: _Logs, **kw: Any) -> None:
-        super().__init__(nb, km=km, **kw)
+        super().__init__(nb, km=km, log=_Quiet(log, {}), **kw)
         self._logs = logs
+        self._pollers: set[asyncio.Task[Any]] = set()
 
     def output(self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None,
                cell_index: int) -> NotebookNode | None:
         self._logs.message(msg)
         return super().output(outs, msg, display_id, cell_index)
+
+    async def _async_poll_kernel_alive(self) -> None:
+        # nbclient starts this poller per cell and leaves it running when the cell is
+        # cancelled; keep hold of it so stop_polling() can end it.
+        task = asyncio.current_task()
+        if task is not None:
+            self._pollers.add(task)
+        try:
+            await super()._async_poll_kernel_alive()
+        finally:
+            if task is not None:
+                self._pollers.discard(task)
+
+    def stop_polling(self) -> None:
+        for task in list(self._pollers):
+            task.cancel()
 
 
 class NotebookRunner(TaskRunner):
@@ -98,7 +125,12 @@ class NotebookRunner(TaskRunner):
                                default=default_kernel, max_uses=max_uses)
 
     async def start(self) -> None:
-        await self.pool.start()
+        """Warm the pool. A kernel that cannot start does not stop the run: each notebook
+        task then fails with the reason."""
+        try:
+            await self.pool.start()
+        except KaleError as e:
+            log.warning("notebook kernels could not be started: %s", e)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -115,7 +147,7 @@ class NotebookRunner(TaskRunner):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                nb = nbformat.read(source, as_version=4)
+                nb = nbformat.read(source, as_version=4)  # type: ignore[no-untyped-call]
         except Exception as e:
             return Outcome(ok=False, exit_code=1,
                            error=f"cannot read notebook {source}: {type(e).__name__}: {e}")
@@ -135,7 +167,7 @@ class NotebookRunner(TaskRunner):
         except UnknownKernel as e:
             return Outcome(ok=False, exit_code=1, error=str(e))
         except KernelFailed as e:
-            return Outcome(ok=False, exit_code=1, error=str(e), artifacts={})
+            return Outcome(ok=False, exit_code=1, error=str(e))
         reusable = False
         try:
             if kernel.language_info:
@@ -174,8 +206,7 @@ class NotebookRunner(TaskRunner):
     async def _cells(self, kernel: Kernel, nb: NotebookNode, origin: list[int | None],
                      logs: _Logs) -> tuple[Outcome, bool]:
         """Execute every cell; return the outcome and whether the kernel may be reused."""
-        client = _Client(nb, kernel.km, logs, timeout=None, log=log,
-                         kernel_name=kernel.name)
+        client = _Client(nb, kernel.km, logs, timeout=None, kernel_name=kernel.name)
         client.kc = kernel.client
         where: list[int] = [0]
 
@@ -199,13 +230,21 @@ class NotebookRunner(TaskRunner):
             inner.cancel()
             with contextlib.suppress(BaseException):
                 await inner
+            client.stop_polling()
             raise
         try:
             failed = inner.result()
         except DeadKernelError:
             user = _user_index(origin, where[0])
             at = f"cell {user}" if user is not None else "the parameters cell"
+            logs.write(logs.err, f"the kernel died while running {at}\n")
             return Outcome(ok=False, exit_code=1, error=f"the kernel died while running {at}",
+                           details={"cell_index": user}), False
+        except Exception as e:  # nbclient could not talk to the kernel
+            user = _user_index(origin, where[0])
+            return Outcome(ok=False, exit_code=1,
+                           error=f"running cell {user}: {type(e).__name__}: {e}",
+                           traceback="".join(traceback.format_exception(e)),
                            details={"cell_index": user}), False
         if failed is None:
             return Outcome(ok=True, exit_code=0), True
@@ -243,5 +282,5 @@ def _save(nb: NotebookNode, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        nbformat.write(nb, tmp)
+        nbformat.write(nb, tmp)  # type: ignore[no-untyped-call]
     tmp.replace(path)
