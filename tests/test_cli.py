@@ -84,7 +84,7 @@ def test_failure_exit_code_and_status(kale: Kale, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "line", "message"), [
-    ("name: x\ntasks:\n  a:\n    shell: [unclosed\n", 4, ""),
+    ("name: x\ntasks:\n  a:\n    shell: [unclosed\n", 5, "flow sequence that starts on line 4"),
     ("name: x\ntasks:\n  a:\n    shell: 'true'\n  a:\n    shell: 'false'\n", 5, "duplicate"),
     ("name: x\ntasks:\n  a:\n    shell: 'true'\n    retires: 2\n", 5, "unknown key 'retires'"),
     ("name: x\ntasks:\n  a:\n    description: nothing to run\n", 3, "needs one of"),

@@ -29,18 +29,18 @@ def test_sigkill_mid_run_then_resume_finishes_without_rerunning_successes(
     wf = tmp_path / "crashy.yaml"
     wf.write_text("\n".join(lines) + "\n")
 
-    proc = kale.popen("run", str(wf), "--jobs", "2")
-    assert proc.stdout is not None
-    run_id = proc.stdout.readline().strip()
-    # wait until some, but not all, tasks are recorded SUCCEEDED, then kill -9
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        done = [t for t in _status(kale, run_id)["tasks"] if t["state"] == "SUCCEEDED"]
-        if len(done) >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    with kale.popen("run", str(wf), "--jobs", "2") as proc:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        # wait until some, but not all, tasks are recorded SUCCEEDED, then kill -9
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = [t for t in _status(kale, run_id)["tasks"] if t["state"] == "SUCCEEDED"]
+            if len(done) >= 3:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
     before = _status(kale, run_id)
     succeeded_before = {t["name"] for t in before["tasks"] if t["state"] == "SUCCEEDED"}
     assert 3 <= len(succeeded_before) < 8, before
@@ -69,16 +69,16 @@ def test_sigkill_mid_run_then_resume_finishes_without_rerunning_successes(
 def test_resume_refuses_a_run_that_is_still_being_driven(kale: Kale, tmp_path: Path) -> None:
     wf = tmp_path / "slow.yaml"
     wf.write_text("name: slow\ntasks:\n  nap:\n    shell: sleep 30\n")
-    proc = kale.popen("run", str(wf))
-    assert proc.stdout is not None
-    run_id = proc.stdout.readline().strip()
-    try:
-        out = kale("resume", run_id)
-        assert out.returncode == 2
-        assert "still running" in out.stderr and "Traceback" not in out.stderr
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=15)
+    with kale.popen("run", str(wf)) as proc:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        try:
+            out = kale("resume", run_id)
+            assert out.returncode == 2
+            assert "still running" in out.stderr and "Traceback" not in out.stderr
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=15)
     # Ctrl-C cancelled cleanly
     assert proc.returncode == 130
     status = _status(kale, run_id)

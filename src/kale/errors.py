@@ -41,7 +41,11 @@ class ValidationError(KaleError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-class SelectionError(KaleError):
+class UsageError(KaleError):
+    """An option or argument names something that does not exist (an executor, say)."""
+
+
+class SelectionError(UsageError):
     """``--only/--from/--until/--tag`` named something that does not exist or cannot run."""
 
 

@@ -23,7 +23,7 @@ from kale.errors import (
     KaleError,
     RunBusy,
     RunNotFound,
-    SelectionError,
+    UsageError,
     ValidationError,
 )
 
@@ -36,7 +36,7 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
 
-USAGE_ERRORS = (ValidationError, SelectionError, RunNotFound, ExportError, RunBusy)
+USAGE_ERRORS = (ValidationError, UsageError, RunNotFound, ExportError, RunBusy)
 EXIT = {"SUCCEEDED": 0, "FAILED": 1, "CANCELLED": 130}
 
 Home = Annotated[Path | None, typer.Option("--home", envvar="KALE_HOME", show_envvar=True,

@@ -157,8 +157,9 @@ class Engine:
     def _unselected(self, name: str) -> None:
         """A task outside the selection: reuse its latest result if a selected task needs
         it, else skip it."""
-        needed = any(d in self.selected or self.state.get(d) is S.PENDING
-                     for d in self.downstream[name])
+        # A rerun of failed tasks shows the whole workflow: every earlier success is reused.
+        needed = bool(self.run_rec.options.get("rerun_of")) or any(
+            d in self.selected or self.state.get(d) is S.PENDING for d in self.downstream[name])
         prev = self.store.find_latest_success(self.wf.name, name, self.def_hash[name])
         if needed and prev is not None and results.available(prev):
             self._reuse(name, prev, f"not selected; reused result of run {prev.run_id}")

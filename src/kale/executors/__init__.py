@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kale.errors import KaleError
+from kale.errors import UsageError
 from kale.executors.base import Executor
 
 
@@ -12,7 +12,7 @@ def make_executor(name: str = "local", **options: object) -> Executor:
 
         jobs = options.get("jobs")
         return LocalExecutor(jobs=int(jobs) if isinstance(jobs, int | str) else None)
-    raise KaleError(f"unknown executor {name!r}; available here: local")
+    raise UsageError(f"unknown executor {name!r}; available here: local")
 
 
 __all__ = ["Executor", "make_executor"]

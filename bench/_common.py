@@ -1,0 +1,62 @@
+"""Helpers shared by the peer scripts: argument parsing, timing and the JSON report.
+
+A peer script runs one scenario for one system and prints a single line
+``@@RESULT {json}`` on stdout; ``bench/run.py`` reads it. Times are in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+MARKER = "@@RESULT "
+BENCH = os.path.dirname(os.path.abspath(__file__))
+
+# Worker processes a peer starts (Parsl, Dask) import the task bodies from bench/noops.py.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (BENCH, os.environ.get("PYTHONPATH")) if p)
+
+
+def parse_args(scenarios: list[str], *extra: tuple[str, dict[str, Any]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", choices=scenarios)
+    p.add_argument("--n", type=int, required=True, help="number of tasks (or hops)")
+    p.add_argument("--repeat", type=int, default=3)
+    for flag, kw in extra:
+        p.add_argument(flag, **kw)
+    return p.parse_args()
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds ``fn()`` takes (wall clock)."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def result(times: list[float], **extra: Any) -> dict[str, Any]:
+    """The standard report: every run's time, their median, and scenario extras."""
+    return {"times": times, "median": statistics.median(times), **extra}
+
+
+def emit(payload: dict[str, Any]) -> None:
+    sys.stdout.flush()
+    print(MARKER + json.dumps(payload), flush=True)
+
+
+def main(run: Callable[[], dict[str, Any]]) -> None:
+    """Run a peer: emit its result, or its error as ``{"error": ...}`` (exit code 1)."""
+    try:
+        payload = run()
+    except Exception as e:
+        traceback.print_exc()
+        emit({"error": f"{type(e).__name__}: {e}"})
+        sys.exit(1)
+    emit(payload)

@@ -1,0 +1,14 @@
+"""Task bodies shared by every peer. They live in a module (not ``__main__``) so worker
+processes of Kale, Parsl and Dask can import them by name."""
+
+from __future__ import annotations
+
+
+def noop(*_args: object) -> None:
+    """Does nothing; takes any positional arguments so it can also be a chain link."""
+    return None
+
+
+def true_cmd() -> str:
+    """The command line of a Parsl ``bash_app``: run ``true``."""
+    return "true"

@@ -1,0 +1,134 @@
+"""Kale's local engine against its peers, side by side on this machine.
+
+    python bench/run.py                 # every scenario, full size -> bench/results/latest.md
+    python bench/run.py --quick         # small sizes (CI smoke, < 60 s) -> results/partial.md
+    python bench/run.py --only chain    # one scenario -> results/partial.md
+
+Each peer runs in its own fresh process (one per scenario and system, one after the other),
+so their threads and workers never share the machine and one failing peer only blanks its
+own row. Every system gets 2 workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import MARKER
+from environment import describe, load_average
+from report import section, table
+from scenarios import Peer, Scenario, scenarios
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+REPEAT = 3
+
+METHOD = """\
+How to read this: *speed-up* is peer time / Kale time (above 1: Kale is faster). Times are
+wall-clock seconds from submitting the first task to the last result, median of the runs
+listed. Each system runs in its own fresh process with 2 workers. Parsl and Dask start
+their workers once per process: that start-up and the first task's latency are listed
+separately and are *not* in the timed runs (Parsl's first task includes waiting for its
+job-status poller to launch the block; `strategy_period=0.5` here instead of the default
+5 s). A Kale run starts its own warm workers, so Kale's timed runs *include* run setup,
+that start-up and teardown; *in-run* is Kale's first task start to last task end (from
+the run's task records), its first-task column a separate one-task run. The machine is
+shared and has 2 cores, so expect noise of 10% or more between runs."""
+QUICK = """
+Quick sizes: start-up weighs more in every number; the targets are set for the full sizes."""
+
+
+def run_peer(script: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """Run one peer script in a fresh process (its own session, so that a timeout can
+    kill it with every worker it started) and return its JSON result."""
+    cmd = [sys.executable, str(BENCH / script), *args]
+    with tempfile.TemporaryDirectory(prefix="kale-bench-", ignore_cleanup_errors=True) as tmp:
+        # The peer's cwd and every temporary file it makes (Kale homes, Parsl run dirs,
+        # Dask worker space) live in tmp, removed afterwards.
+        env = {**os.environ, "TMPDIR": tmp}
+        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return {"error": f"timed out after {timeout:g} s"}
+        # Whatever the peer left running in its session must not disturb the next one.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    for line in reversed(out.splitlines()):
+        if line.startswith(MARKER):
+            res: dict[str, Any] = json.loads(line[len(MARKER):])
+            return res
+    tail = (err.strip().splitlines() or [f"exit code {proc.returncode}, no result"])[-1]
+    return {"error": tail[:200]}
+
+
+def peer_args(sc: Scenario, peer: Peer, n: int) -> list[str]:
+    return [sc.name, "--n", str(n), "--repeat", str(REPEAT if sc.repeat else 1),
+            *peer.options]
+
+
+def summary(res: dict[str, Any]) -> str:
+    if "error" in res or "skipped" in res:
+        return next(f"{k}: {v}" for k, v in res.items() if k in ("error", "skipped"))
+    if "median" in res:
+        return f"median {res['median']:.3f} s"
+    return "done"
+
+
+def run_scenario(index: int, sc: Scenario, quick: bool) -> str:
+    n = sc.quick if quick else sc.full
+    timeout = 60 if quick else 900
+    results: dict[str, dict[str, Any]] = {}
+    for peer in sc.peers:
+        print(f"[{sc.name}] {peer.label} (n={n}) ...", end=" ", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        results[peer.label] = res = run_peer(peer.script, peer_args(sc, peer, n), timeout)
+        print(f"{summary(res)} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    return section(index, sc, n, REPEAT, results)
+
+
+def main() -> None:
+    all_scenarios = scenarios()
+    names = [sc.name for sc in all_scenarios]
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, for a CI smoke run")
+    p.add_argument("--only", choices=names, action="append", metavar="NAME",
+                   help=f"run only this scenario (repeatable): {', '.join(names)}")
+    p.add_argument("--out", type=Path, help="markdown file to write (default: "
+                   "results/latest.md for a full run, results/partial.md otherwise)")
+    args = p.parse_args()
+    full_run = not args.quick and not args.only
+    out = args.out or RESULTS / ("latest.md" if full_run else "partial.md")
+
+    t0 = time.perf_counter()
+    load_before = load_average()
+    sections = [run_scenario(i, sc, args.quick) for i, sc in enumerate(all_scenarios, 1)
+                if not args.only or sc.name in args.only]
+    env = [*describe(BENCH.parent), ("load average (1/5/15 min)",
+                                     f"{load_before} before, {load_average()} after"),
+           ("command", " ".join(["python bench/run.py", *sys.argv[1:]])),
+           ("bench wall time", f"{time.perf_counter() - t0:.0f} s")]
+    text = "\n\n".join([
+        "## Kale local engine vs peers" + (" (quick sizes)" if args.quick else ""),
+        table(["", ""], [[k, v] for k, v in env]),
+        METHOD + (QUICK if args.quick else ""), *sections]) + "\n"
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"written to {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""What ``bench/run.py`` measures: each scenario, its sizes, its peers and its target.
+
+Every peer is a script in this folder run in a fresh process as
+``python bench/SCRIPT SCENARIO --n N --repeat R [OPTIONS]``; it prints one JSON result.
+The first peer of a scenario is Kale, the reference for the speed-up column.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+KALE = "Kale local"
+HTEX = "Parsl HTEX"
+
+
+@dataclass(frozen=True)
+class Peer:
+    label: str
+    script: str
+    options: tuple[str, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    #: (results, n, key) -> the measured value; key is the Kale time used: "median"
+    #: (submit to all done) or "in_run" (first task start to last task end)
+    check: Callable[[dict[str, dict[str, Any]], int, str], float]
+    limit: float
+    higher_is_better: bool
+
+    def verdict(self, results: dict[str, dict[str, Any]], n: int) -> str:
+        try:
+            value = self.check(results, n, "median")
+        except (KeyError, TypeError, ZeroDivisionError):
+            return f"Target: {self.text}: not measured"
+        ok = value >= self.limit if self.higher_is_better else value <= self.limit
+        text = f"Target: {self.text}: **{'met' if ok else 'NOT met'}** (measured {value:.3g}"
+        with contextlib.suppress(KeyError, TypeError, ZeroDivisionError):
+            text += f"; {self.check(results, n, 'in_run'):.3g} counting Kale's in-run time only"
+        return text + ")"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    what: str
+    full: int
+    quick: int
+    layout: str  # "rate", "hop", "notebook" or "steps" (see report.py)
+    peers: tuple[Peer, ...]
+    repeat: bool = True
+    target: Target | None = None
+    timing: str = "Timed from submit to all done"
+
+
+Results = dict[str, dict[str, Any]]
+
+
+def _speedup_vs_htex(results: Results, _n: int, key: str) -> float:
+    value: float = results[HTEX]["median"] / results[KALE][key]
+    return value
+
+
+def _kale_ms_per_hop(results: Results, n: int, key: str) -> float:
+    value: float = 1000 * results[KALE][key] / n
+    return value
+
+
+def _kale_per_notebook(results: Results, _n: int, key: str) -> float:
+    if key != "median":
+        raise KeyError(key)  # already a per-task time
+    value: float = results[KALE]["per_task_median"]
+    return value
+
+
+def _spec_load(results: Results, _n: int, key: str) -> float:
+    if key != "median":
+        raise KeyError(key)
+    value: float = results[KALE]["steps"]["load"]["median"]
+    return value
+
+
+KALE_PY = Peer(KALE, "_peer_kale.py", note="fresh Kale home per run; includes worker start")
+HTEX_PY = Peer(HTEX, "_peer_parsl.py", ("--executor", "htex"),
+               note="LocalProvider, 1 block, max_workers_per_node=2")
+DASK = Peer("Dask LocalCluster", "_peer_dask.py",
+            note="2 worker processes x 1 thread, pure=False")
+THREADS = Peer("Parsl threads (reference)", "_peer_parsl.py", ("--executor", "threads"),
+               note="ThreadPoolExecutor(max_threads=2), in-process")
+
+
+def scenarios() -> list[Scenario]:
+    return [
+        Scenario(
+            "python", "No-op Python tasks",
+            "{n} independent Python tasks that return None, 2 workers.",
+            2000, 200, "rate", (KALE_PY, HTEX_PY, DASK, THREADS),
+            target=Target("Kale >= 1.5x the throughput of Parsl HTEX", _speedup_vs_htex,
+                          1.5, True)),
+        Scenario(
+            "shell", "Shell tasks (`true`)",
+            "{n} independent shell tasks running `true` (argv, no shell), 2 workers.",
+            500, 50, "rate", (
+                Peer(KALE, "_peer_kale.py", note="argv ['true']; fresh Kale home per run"),
+                Peer("Parsl bash_app on HTEX", "_peer_parsl.py", ("--executor", "htex"),
+                     note="returns 'true', run by the worker through a shell"),
+                Peer("subprocess.run loop", "_peer_baseline.py",
+                     note="one process at a time, no workflow system"))),
+        Scenario(
+            "chain", "Linear chain of Python tasks",
+            "{n} no-op Python tasks, each waiting for the one before; per-hop latency.",
+            500, 50, "hop", (KALE_PY, HTEX_PY, DASK, THREADS),
+            target=Target("Kale <= 1 ms per hop", _kale_ms_per_hop, 1.0, False)),
+        Scenario(
+            "notebook", "Trivial notebook tasks",
+            "{n} independent runs of a 2-cell notebook (a `parameters` cell and `y = x + 1`).",
+            20, 4, "notebook", (
+                Peer(KALE, "_peer_kale.py", note="jobs=2, warm kernels; per task = "
+                     "ended_at - started_at"),
+                Peer("papermill, sequential", "_peer_baseline.py",
+                     note="execute_notebook in-process, a new kernel each")),
+            repeat=False,
+            target=Target("Kale median per notebook task <= 0.25 s", _kale_per_notebook,
+                          0.25, False)),
+        Scenario(
+            "spec", "Large workflow definitions",
+            "{n} Python tasks in 100 chains (task i waits for task i-100).",
+            10_000, 1000, "steps", (Peer(KALE, "_peer_spec.py"),),
+            target=Target("kale.spec.load_workflow < 1 s", _spec_load, 1.0, False),
+            timing="Each step timed on its own"),
+    ]
+
