@@ -250,3 +250,38 @@ def test_kale_record_in_python_task_merges_into_result(home: Path) -> None:
 
     run = wf.run().wait()
     assert run.result("rec") == {"mean": 2.5}
+
+
+def test_python_tasks_do_not_leak_environment_or_cwd_to_each_other(home: Path) -> None:
+    wf = Workflow("isolation")
+
+    @wf.python(env={"ONLY_FOR_FIRST": "1"})
+    def first():
+        import os
+
+        os.environ["SET_BY_FIRST"] = "x"
+        os.chdir("/")
+        return os.environ.get("ONLY_FOR_FIRST")
+
+    @wf.python(after=["first"])
+    def second():
+        import os
+
+        return [os.environ.get("ONLY_FOR_FIRST"), os.environ.get("SET_BY_FIRST"),
+                os.path.basename(os.getcwd())]
+
+    run = wf.run(jobs=1).wait()
+    assert run.result("first") == "1"
+    assert run.result("second") == [None, None, "second"]
+
+
+def test_tasks_run_in_parallel_up_to_jobs(home: Path, tmp_path: Path) -> None:
+    wf = Workflow("parallel")
+    for i in range(4):
+        wf.shell(f"s{i}", f"date +%s.%N > {tmp_path}/start{i}; sleep 0.5")
+    t0 = time.monotonic()
+    run = wf.run(jobs=4).wait()
+    assert run.state is RunState.SUCCEEDED
+    starts = sorted(float((tmp_path / f"start{i}").read_text()) for i in range(4))
+    assert starts[-1] - starts[0] < 0.4  # all four started together
+    assert time.monotonic() - t0 < 2.0 + 1.5  # and did not run one after another (2 s)

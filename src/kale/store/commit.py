@@ -18,6 +18,9 @@ Listener = Callable[[list[Change]], None]
 
 
 class GroupCommitter:
+    #: after a commit, changes gather this long before the next one (unless someone waits)
+    LINGER = 0.002
+
     def __init__(self, store: Store, on_commit: Listener | None = None) -> None:
         self.store = store
         self.on_commit = on_commit
@@ -27,6 +30,7 @@ class GroupCommitter:
         self._committed = 0
         self._error: BaseException | None = None
         self._closed = False
+        self._waiting = 0
         self._thread = threading.Thread(target=self._loop, name="kale-commit", daemon=True)
         self._thread.start()
 
@@ -43,9 +47,11 @@ class GroupCommitter:
         """Wait until everything submitted so far is committed."""
         with self._cond:
             target = self._submitted
-            self._cond.notify()
+            self._waiting += 1
+            self._cond.notify_all()
             while self._committed < target and self._error is None:
                 self._cond.wait()
+            self._waiting -= 1
         self._raise()
 
     def close(self) -> None:
@@ -66,6 +72,9 @@ class GroupCommitter:
                     self._cond.wait()
                 if not self._queue and self._closed:
                     return
+                if not self._waiting and not self._closed:
+                    # let a burst of changes gather into one transaction
+                    self._cond.wait(self.LINGER)
                 items, self._queue = self._queue, []
             try:
                 self.store.write([b for b, _ in items])

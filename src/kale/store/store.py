@@ -319,11 +319,14 @@ class Store:
             new = [a for b in batches for a in b.new_attempts]
             if new:
                 w.executemany(_ATTEMPT_SQL, new)
+            groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for a in (a for b in batches for a in b.attempt_updates):
-                cols = [k for k in a if k not in ("run_id", "task", "number")]
+                cols = tuple(k for k in a if k not in ("run_id", "task", "number"))
+                groups.setdefault(cols, []).append(a)
+            for cols, rows in groups.items():
                 w.executemany(
                     f"UPDATE attempts SET {', '.join(f'{k} = :{k}' for k in cols)} "
-                    "WHERE run_id = :run_id AND task = :task AND number = :number", [a])
+                    "WHERE run_id = :run_id AND task = :task AND number = :number", rows)
 
     # -- cache ---------------------------------------------------------------------------
     def cached(self, workflow: str) -> dict[str, TaskRecord]:

@@ -68,7 +68,7 @@ def _dumps(value: Any) -> bytes:
 
 
 def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
-    saved_env = dict(os.environ)
+    saved_env = {k: os.environ.get(k) for k in job["env"]}
     sys.stdout.flush()
     sys.stderr.flush()
     out = os.open(job["stdout"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -97,23 +97,25 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        os.close(null)
+        os.dup2(_NULL, 1)
+        os.dup2(_NULL, 2)
         _restore_env(saved_env)
 
 
-def _restore_env(saved: dict[str, str]) -> None:
-    """Put os.environ back as it was, touching only the variables that changed."""
-    now = dict(os.environ)
-    if now == saved:
-        return
-    for k in now.keys() - saved.keys():
-        del os.environ[k]
+def _restore_env(saved: dict[str, str | None]) -> None:
+    """Put os.environ back as the worker started: first the variables the job set, then,
+    only if the task changed others itself, everything."""
     for k, v in saved.items():
-        if now.get(k) != v:
+        if v is None:
+            os.environ.pop(k, None)
+        else:
             os.environ[k] = v
+    if os.environ._data != _BASELINE:  # type: ignore[attr-defined]  # a dict compare, no copy
+        for k in set(os.environ) - set(_BASELINE_STR):
+            del os.environ[k]
+        for k, v in _BASELINE_STR.items():
+            if os.environ.get(k) != v:
+                os.environ[k] = v
 
 
 def _die_with_parent() -> None:
@@ -127,8 +129,17 @@ def _die_with_parent() -> None:
         pass
 
 
+_BASELINE: dict[bytes, bytes] = {}
+_BASELINE_STR: dict[str, str] = {}
+_NULL = -1
+
+
 def main() -> None:
+    global _BASELINE, _BASELINE_STR, _NULL
     _die_with_parent()
+    _BASELINE = dict(os.environ._data)  # type: ignore[attr-defined]
+    _BASELINE_STR = dict(os.environ)
+    _NULL = os.open(os.devnull, os.O_WRONLY)
     conn = Connection(int(sys.argv[1]))
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
