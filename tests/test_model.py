@@ -154,3 +154,14 @@ def test_store_refuses_illegal_transition_and_keeps_state(tmp_path) -> None:
     other = Store(f"sqlite:///{tmp_path / 'k.db'}")
     assert other.task("r1", "t").state is TaskState.RUNNING
     assert [e["new"] for e in other.events("r1") if e["task"] == "t"] == ["READY", "RUNNING"]
+
+
+def test_rich_display_of_workflow_and_task() -> None:
+    wf = Workflow("shown", description="# Title\nWhy it exists.")
+    a = wf.shell("fetch", "echo 1", description="Get **data**", outputs=["x.txt"])
+    wf.python("mod:fn", name="use", after=[a], retries=2)
+    md = wf._repr_markdown_()
+    assert "# Title" in md and "| `fetch` | shell | `echo 1` |  | Get **data** |" in md
+    assert "| `use` | python | `mod:fn` | fetch |" in md
+    tmd = a._repr_markdown_()
+    assert "Get **data**" in tmd and "outputs: x.txt" in tmd

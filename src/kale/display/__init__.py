@@ -46,6 +46,18 @@ def workflow_markdown(wf: Workflow) -> str:
     return "\n".join(lines)
 
 
+def task_markdown(t: Task) -> str:
+    lines = [f"**Task `{t.name}`** ({t.kind}): `{_cell(_target(t))}`", ""]
+    if t.description:
+        lines += [t.description.strip(), ""]
+    facts = [("after", ", ".join(t.upstream)), ("parameters", ", ".join(
+        f"`{k}={v}`" for k, v in t.parameters.items())), ("outputs", ", ".join(t.outputs)),
+             ("retries", str(t.retries) if t.retries else ""),
+             ("timeout", f"{t.timeout:g} s" if t.timeout else ""), ("tags", ", ".join(t.tags))]
+    lines += [f"- {k}: {v}" for k, v in facts if v]
+    return "\n".join(lines)
+
+
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return ""

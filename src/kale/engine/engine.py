@@ -94,7 +94,7 @@ class Engine:
         self.store.claim_run(self.run_id)
         self._committer = GroupCommitter(self.store, on_commit=self._notify)
         self.cached = {} if self.force else self.store.cached(self.wf.name)
-        kinds = Counter(self.wf.tasks[n].kind for n in self.selected)
+        kinds = Counter[str](self.wf.tasks[n].kind for n in self.selected)
         try:
             await self.executor.start(kinds)
             self._load()

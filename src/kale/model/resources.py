@@ -7,12 +7,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$|^(\d+)$")
-_MEMORY = re.compile(r"^\d+(?:\.\d+)?\s*[KMGTP]?i?B?$", re.IGNORECASE)
+_MEMORY = re.compile(r"\d+(?:\.\d+)?\s*[KMGTP]?i?B?", re.IGNORECASE)
 
 
 def walltime_seconds(text: str) -> int:
     """``"01:30:00"`` -> 5400; ``"2-00:00:00"`` -> 172800; ``"90"`` -> 90 minutes, as Slurm."""
-    m = _WALLTIME.match(text.strip())
+    m = _WALLTIME.fullmatch(text.strip())
     if not m:
         raise ValueError(f"walltime {text!r} is not [D-]HH:MM:SS or minutes")
     if m.group(5):
@@ -52,7 +52,7 @@ class Resources:
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "gpus" else 1):
                 out.append((name, f"must be an integer >= {0 if name == 'gpus' else 1}, got {v!r}"))
         if self.memory is not None and not (
-            isinstance(self.memory, str) and _MEMORY.match(self.memory)
+            isinstance(self.memory, str) and _MEMORY.fullmatch(self.memory)
         ):
             out.append(("memory", f"must look like 512M, 4G or 1.5GB, got {self.memory!r}"))
         if self.walltime is not None:

@@ -87,6 +87,14 @@ class Task:
                 deps.append(ref.task)
         return deps
 
+    def _repr_markdown_(self) -> str:
+        from kale.display import task_markdown
+
+        return task_markdown(self)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} ({self.kind})>"
+
     # -- canonical form ------------------------------------------------------------------
     def to_dict(self, *, for_store: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {self.kind: self._target_dict(for_store)}
@@ -287,7 +295,7 @@ class Workflow:
         if not isinstance(description, str):
             problems.append(Problem("must be a string (markdown)", ("description",)))
             description = ""
-        params = data.get("parameters") or {}
+        params = _given(data, "parameters", {})
         if not isinstance(params, dict):
             problems.append(Problem("must be a mapping of name: value", ("parameters",)))
             params = {}
@@ -374,6 +382,12 @@ def _source(func: Any) -> str:
     return hit[1]
 
 
+def _given(data: dict[str, Any], key: str, default: Any) -> Any:
+    """``data[key]``, or ``default`` when absent or null (a wrong type stays wrong)."""
+    value = data.get(key)
+    return default if value is None else value
+
+
 def _unknown(key: Any, allowed: Iterable[str]) -> str:
     import difflib
 
@@ -404,7 +418,7 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
     def bad(msg: str, *sub: str | int) -> None:
         out.append(Problem(msg, path + sub))
 
-    if not isinstance(t.name, str) or not NAME.match(t.name) or t.name == PARAMS:
+    if not isinstance(t.name, str) or not NAME.fullmatch(t.name) or t.name == PARAMS:
         bad("task names are letters, digits, '_' and '-', starting with a letter or '_'"
             + (f"; {PARAMS!r} is reserved" if t.name == PARAMS else ""))
     tgt = t.target
@@ -415,7 +429,7 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
             bad("must be a command line (string) or a non-empty argv list of strings", "shell")
     elif t.kind == "python":
         if isinstance(tgt, str):
-            if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", tgt):
+            if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", tgt):
                 bad(f"must be 'module:function', got {tgt!r}", "python")
         elif not callable(tgt):
             bad("must be 'module:function' or a callable", "python")
@@ -471,7 +485,7 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
         import cloudpickle
 
         target = cloudpickle.loads(base64.b64decode(target["pickle"]))
-    res_data = data.get("resources") or {}
+    res_data = _given(data, "resources", {})
     resources: Any
     if isinstance(res_data, dict):
         unknown_res = [k for k in res_data if k not in Resources.FIELDS]
@@ -484,15 +498,15 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
     task = Task(
         name=str(name), kind=kind, target=target,
         description=data.get("description", ""),
-        parameters=to_refs(data.get("parameters") or {}),
-        after=data.get("after") or [],
-        outputs=data.get("outputs") or [],
+        parameters=to_refs(_given(data, "parameters", {})),
+        after=_given(data, "after", []),
+        outputs=_given(data, "outputs", []),
         retries=data.get("retries", 0),
         retry_delay=data.get("retry_delay", 1.0),
         timeout=timeout,
         resources=resources,
-        tags=data.get("tags") or [],
-        env=data.get("env") or {},
+        tags=_given(data, "tags", []),
+        env=_given(data, "env", {}),
         kernel=data.get("kernel"),
     )
     problems += _task_problems(task, path)

@@ -1,0 +1,70 @@
+"""Reading workflow YAML: text -> plain data (with lines) -> validated :class:`Workflow`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kale.errors import Problem, ValidationError
+from kale.model.workflow import Workflow
+from kale.spec.composer import parse_full
+from kale.spec.document import Document
+from kale.spec.fastparse import parse_fast
+from kale.spec.flow import Unsupported
+
+
+def read_document(text: str, file: str | None = None) -> Document:
+    """Parse YAML text; syntax errors and duplicate keys raise ValidationError with lines."""
+    try:
+        return parse_fast(text)
+    except Unsupported:
+        return parse_full(text, file)
+
+
+def load_yaml_text(text: str, *, file: str | None = None) -> Any:
+    """The plain data (dicts, lists, YAML 1.2 scalars) in YAML ``text``."""
+    return read_document(text, file).data
+
+
+def load_workflow(source: str | Path, *,
+                  params_override: dict[str, Any] | None = None) -> Workflow:
+    """Load and validate a workflow from a YAML file path, or from YAML text (a ``str``
+    containing a newline). Relative paths in it resolve against the file's folder (the
+    current directory for text). ``params_override`` replaces workflow parameter values.
+    Every problem raises one :class:`ValidationError` whose problems carry file and line."""
+    if isinstance(source, str) and "\n" in source:
+        file, text, base_dir = None, source, Path.cwd()
+    else:
+        file, base_dir = str(source), Path(source).parent
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            problem = Problem(f"cannot read the workflow file: {e}", (), file)
+            raise ValidationError([problem]) from None
+    doc = read_document(text, file)
+    data = doc.data
+    if not isinstance(data, dict):
+        got = "an empty document" if data is None else f"a {type(data).__name__}"
+        raise ValidationError(doc.locate(
+            [Problem(f"a workflow must be a mapping with 'name' and 'tasks', got {got}")], file))
+    if params_override:
+        _override(data, params_override, doc, file)
+    try:
+        return Workflow.from_dict(data, base_dir=base_dir)
+    except ValidationError as e:
+        raise ValidationError(doc.locate(e.problems, file)) from None
+
+
+def _override(data: dict[str, Any], values: dict[str, Any], doc: Document,
+              file: str | None) -> None:
+    params = data.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        return  # Workflow.from_dict reports the bad 'parameters'
+    known = params or {}
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        names = ", ".join(known) or "none"
+        raise ValidationError(doc.locate(
+            [Problem(f"unknown workflow parameter {k!r} (parameters: {names})", ("parameters",))
+             for k in unknown], file))
+    known.update(values)
