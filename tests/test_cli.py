@@ -161,3 +161,35 @@ def test_detach_cancel_and_follow_logs(kale: Kale, tmp_path: Path) -> None:
     status = json.loads(kale("status", run_id, "--json").stdout)
     assert status["run"]["state"] == "CANCELLED"
     assert {t["name"]: t["state"] for t in status["tasks"]}["nap"] == "CANCELLED"
+
+
+def test_live_table_on_a_terminal(kale: Kale, tmp_path: Path) -> None:
+    """On a TTY, `kale run` draws a live task table with a progress bar."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    wf = tmp_path / "tty.yaml"
+    wf.write_text("name: tty\ntasks:\n  first:\n    shell: sleep 0.5\n"
+                  "  second:\n    shell: 'true'\n    after: [first]\n")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "kale.cli.main", "run", str(wf)],
+                            env=kale.env(), cwd=tmp_path, stdin=slave, stdout=slave,
+                            stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "\x1b[" in screen  # drawn, not printed line by line
+    assert "RUNNING" in screen and "SUCCEEDED" in screen
+    assert "2/2" in screen  # the progress bar's count
