@@ -31,6 +31,7 @@ class GroupCommitter:
         self._error: BaseException | None = None
         self._closed = False
         self._waiting = 0
+        self._urgent = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="kale-commit", daemon=True)
         self._thread.start()
 
@@ -48,16 +49,20 @@ class GroupCommitter:
         with self._cond:
             target = self._submitted
             self._waiting += 1
+            self._urgent.set()
             self._cond.notify_all()
             while self._committed < target and self._error is None:
                 self._cond.wait()
             self._waiting -= 1
+            if not self._waiting:
+                self._urgent.clear()
         self._raise()
 
     def close(self) -> None:
         self.sync()
         with self._cond:
             self._closed = True
+            self._urgent.set()
             self._cond.notify()
         self._thread.join()
 
@@ -72,9 +77,11 @@ class GroupCommitter:
                     self._cond.wait()
                 if not self._queue and self._closed:
                     return
-                if not self._waiting and not self._closed:
-                    # let a burst of changes gather into one transaction
-                    self._cond.wait(self.LINGER)
+            if self.LINGER:
+                # Let a burst of changes gather into one transaction; submit() does not cut
+                # this short, sync() and close() do.
+                self._urgent.wait(self.LINGER)
+            with self._cond:
                 items, self._queue = self._queue, []
             try:
                 self.store.write([b for b, _ in items])
