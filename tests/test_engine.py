@@ -285,3 +285,30 @@ def test_tasks_run_in_parallel_up_to_jobs(home: Path, tmp_path: Path) -> None:
     starts = sorted(float((tmp_path / f"start{i}").read_text()) for i in range(4))
     assert starts[-1] - starts[0] < 0.4  # all four started together
     assert time.monotonic() - t0 < 2.0 + 1.5  # and did not run one after another (2 s)
+
+
+def test_failing_notebook_cell_is_reported_with_index_and_traceback(home: Path,
+                                                                    tmp_path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# fails"),
+                nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print('before')"),
+                nbformat.v4.new_code_cell("1 / (x - 1)")]
+    nbformat.write(nb, tmp_path / "fails.ipynb")
+    wf = Workflow("nbfail", base_dir=tmp_path)
+    wf.notebook("nb", "fails.ipynb", parameters={"x": 1})
+    wf.shell("after_nb", "true", after=["nb"])
+    run = wf.run().wait()
+    rec = run["nb"].record
+    assert rec.state is TaskState.FAILED
+    assert rec.error == "cell 3: ZeroDivisionError: division by zero"
+    assert rec.details["cell_index"] == 3
+    assert "1 / (x - 1)" in (rec.traceback or "")
+    assert run["after_nb"].state is TaskState.SKIPPED
+    # the executed notebook, with the error in it, is kept with the run
+    kept = nbformat.read(rec.artifacts["notebook"], as_version=4)
+    assert any(o.get("ename") == "ZeroDivisionError" for c in kept.cells
+               if c.cell_type == "code" for o in c.outputs)
+    assert "before" in run.logs("nb")
