@@ -84,3 +84,58 @@ def test_resume_refuses_a_run_that_is_still_being_driven(kale: Kale, tmp_path: P
     status = _status(kale, run_id)
     assert status["run"]["state"] == "CANCELLED"
     assert status["tasks"][0]["state"] == "CANCELLED"
+
+
+def test_kale_cancel_of_a_run_whose_driver_died_kills_what_it_left(kale: Kale,
+                                                                    tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    wf = tmp_path / "orphan.yaml"
+    wf.write_text(f"name: orphan\ntasks:\n  nap:\n    shell: echo $$ > {pidfile}; exec sleep 60\n")
+    with kale.popen("run", str(wf)) as proc:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        deadline = time.monotonic() + 20
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    pid = int(pidfile.read_text())
+    assert _alive(pid)  # the orphan outlived its driver
+    out = kale("cancel", run_id)
+    assert out.returncode == 0 and "CANCELLED" in out.stdout, out.stderr
+    time.sleep(0.2)
+    assert not _alive(pid)
+    assert _status(kale, run_id)["tasks"][0]["state"] == "CANCELLED"
+
+
+def test_kale_cancel_of_a_run_driven_by_another_process_leaves_that_process_alive(
+        kale: Kale, tmp_path: Path) -> None:
+    """A run started from Python (a notebook) is cancelled without killing the notebook."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "nb.py"
+    script.write_text(
+        "import sys, kale\n"
+        "wf = kale.Workflow('embedded')\nwf.shell('nap', 'sleep 60')\n"
+        "run = wf.run()\nprint(run.id, flush=True)\nrun.wait()\n"
+        "print('still alive', run.state.value, flush=True)\n")
+    with subprocess.Popen([sys.executable, str(script)], env=kale.env(), cwd=tmp_path,
+                          stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        time.sleep(0.5)
+        out = kale("cancel", run_id)
+        assert out.returncode == 0, out.stderr
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=15) == 0
+    assert "still alive CANCELLED" in rest
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kale import TaskError, TaskState, Workflow
+from kale import TaskError, TaskState, ValidationError, Workflow
 from kale.model.states import RunState
 
 
@@ -312,3 +312,73 @@ def test_failing_notebook_cell_is_reported_with_index_and_traceback(home: Path,
     assert any(o.get("ename") == "ZeroDivisionError" for c in kept.cells
                if c.cell_type == "code" for o in c.outputs)
     assert "before" in run.logs("nb")
+
+
+K = 2
+
+
+def test_changed_global_of_a_notebook_function_is_not_reused(home: Path) -> None:
+    global K
+    wf = Workflow("globals")
+
+    def read_k() -> int:
+        return K
+
+    wf.python(read_k)
+    assert wf.run().wait().result("read_k") == 2
+    K = 3
+    try:
+        again = wf.run().wait()
+        assert again.result("read_k") == 3
+        assert again["read_k"].record.reused_from is None
+    finally:
+        K = 2
+
+
+def test_deleted_outputs_are_not_reused(home: Path) -> None:
+    import shutil
+
+    wf = Workflow("gone")
+    wf.shell("make", "echo 1 > out.txt", outputs=["out.txt"])
+    first = wf.run().wait()
+    shutil.rmtree(first.run_dir)
+    again = wf.run().wait()
+    assert again["make"].record.reused_from is None
+    assert Path(again.result("make")["out.txt"]).read_text() == "1\n"
+
+
+def test_outputs_must_stay_inside_the_task_directory() -> None:
+    wf = Workflow("escape")
+    with pytest.raises(ValidationError, match="outputs are paths inside"):
+        wf.shell("a", "true", outputs=["/etc/passwd"])
+    with pytest.raises(ValidationError, match="outputs are paths inside"):
+        wf.shell("b", "true", outputs=["../x"])
+
+
+def test_results_of_classes_from_a_module_beside_the_workflow(home: Path,
+                                                              tmp_path: Path) -> None:
+    (tmp_path / "pts.py").write_text(
+        "import kale\n\nclass P:\n    def __init__(self, v):\n        self.v = v\n\n"
+        "def make():\n    kale.record('also', P(2))\n    return P(1)\n\n"
+        "def use(make):\n    return make.v + 10\n")
+    wf = Workflow("classes", base_dir=tmp_path)
+    wf.python("pts:make", name="make")
+    wf.python("pts:use", name="use", after=["make"])
+    run = wf.run().wait()
+    assert run.state is RunState.SUCCEEDED, [(t.name, t.error) for t in run.tasks]
+    assert run.result("use") == 11
+
+
+def test_cancel_from_another_handle_stops_the_run(home: Path) -> None:
+    import kale
+
+    wf = Workflow("other-handle")
+    wf.shell("nap", "sleep 60")
+    run = wf.run()
+    deadline = time.monotonic() + 10
+    while run["nap"].state is not TaskState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kale.get_run(run.id).cancel()
+    run.wait(timeout=15)
+    assert run.state is RunState.CANCELLED
+    assert run["nap"].state is TaskState.CANCELLED

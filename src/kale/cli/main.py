@@ -228,13 +228,18 @@ def _python_workflow(source: str) -> Any:
     from kale.model.workflow import Workflow
 
     where, _, name = source.rpartition(":")
-    if where.endswith(".py"):
-        if not Path(where).is_file():
-            fail(f"no such file: {where}")
-        namespace = runpy.run_path(where)
-    else:
-        sys.path.insert(0, os.getcwd())
-        namespace = vars(importlib.import_module(where))
+    try:
+        if where.endswith(".py"):
+            if not Path(where).is_file():
+                fail(f"no such file: {where}")
+            namespace = runpy.run_path(where)
+        else:
+            sys.path.insert(0, os.getcwd())
+            namespace = vars(importlib.import_module(where))
+    except (Exception, SystemExit) as e:
+        if isinstance(e, typer.Exit):
+            raise
+        fail(f"{source}: cannot load {where}: {type(e).__name__}: {e}")
     wf = namespace.get(name)
     if not isinstance(wf, Workflow):
         fail(f"{source}: {name!r} is not a kale.Workflow")
@@ -358,7 +363,16 @@ def record(name: str, value: str) -> None:
     do_record(name, parse_param(f"{name}={value}")[1])
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    # Ctrl-C outside a run (a run handles it itself and cancels cleanly)
+    err.print("interrupted")
+    raise SystemExit(130)
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         app(standalone_mode=True)
     except ValidationError as e:

@@ -3,8 +3,7 @@ from Python), against the store in the Kale home."""
 
 from __future__ import annotations
 
-import os
-import signal
+import copy
 import threading
 import time
 from functools import cache
@@ -14,10 +13,12 @@ from typing import Any
 from kale.client.run import Run
 from kale.config import kale_home, store_url
 from kale.engine.runs import RunOptions, create_run, drive, make_engine
+from kale.errors import RunBusy
 from kale.model.selection import Selection
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
 from kale.store.store import Change, Store
+from kale.tasks.procs import kill_leftover
 
 
 @cache
@@ -48,7 +49,8 @@ def start_run(wf: Workflow, *, params: dict[str, Any] | None = None, only: Any =
                       selection=Selection(_names(only), _names(from_), _names(until),
                                           _names(tags)))
     rec = create_run(store, path, wf, opts)
-    engine = make_engine(store, rec, wf)
+    # The engine works on its own copy: the notebook may go on editing `wf`.
+    engine = make_engine(store, rec, copy.deepcopy(wf))
     run = Run(store, rec.id, engine=engine)
 
     def target() -> None:
@@ -82,24 +84,31 @@ def runs(*, home: str | Path | None = None, limit: int = 50) -> list[Run]:
 
 
 def cancel_run(store: Store, run_id: str, timeout: float = 15.0) -> RunState:
-    """Cancel a run: signal the process driving it, or, if none is alive, record the
-    cancellation of its unfinished tasks directly."""
+    """Cancel a run. The process driving it (a `kale run`, or a notebook) notices the
+    request within a second and cancels cleanly; if no process drives it, the unfinished
+    tasks are recorded CANCELLED here, after killing what a dead driver left running."""
     rec = store.get_run(run_id)
     if rec.state.terminal:
         return rec.state
-    if rec.owner_alive() and rec.owner_pid != os.getpid():
-        assert rec.owner_pid is not None
-        os.kill(rec.owner_pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rec = store.get_run(run_id)
-            if rec.state.terminal:
-                return rec.state
-            time.sleep(0.1)
+    store.request_cancel(rec.id)
+    deadline = time.monotonic() + timeout
+    while rec.owner_alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+        rec = store.get_run(run_id)
+        if rec.state.terminal:
+            return rec.state
+    if rec.owner_alive():
+        raise RunBusy(f"run {rec.id} did not stop within {timeout:g} s; its process "
+                      f"{rec.owner_pid} is still alive")
     store.claim_run(rec.id)
-    changes = [Change(rec.id, t.name, TaskState.CANCELLED, "cancelled (no process was running "
-                      "the run)", {"ended_at": time.time()})
-               for t in store.tasks(rec.id) if not t.state.terminal]
+    run_dir = Path(rec.run_dir)
+    changes = []
+    for t in store.tasks(rec.id):
+        if not t.state.terminal:
+            kill_leftover(run_dir / t.name, rec.id, t.name)
+            changes.append(Change(rec.id, t.name, TaskState.CANCELLED,
+                                  "cancelled (no process was running the run)",
+                                  {"ended_at": time.time()}))
     store.apply(changes)
     store.finish_run(rec.id, RunState.CANCELLED, "cancelled")
     return RunState.CANCELLED

@@ -98,9 +98,11 @@ class Run:
         return self
 
     def cancel(self) -> None:
-        """Cancel the run: running tasks are killed and recorded CANCELLED."""
+        """Cancel the run: running tasks are killed and recorded CANCELLED. Works from any
+        handle, in any process, like `kale cancel`."""
         if self._engine is not None and not self.done():
             self._engine.cancel("cancelled from Python")
+            self.wait()
             return
         from kale.client.local import cancel_run
 
@@ -113,10 +115,12 @@ class Run:
         if rec.state is not TaskState.SUCCEEDED:
             raise TaskError(task, f"{rec.state.value}" + (f": {rec.error}" if rec.error else
                                                           f" ({rec.reason})" if rec.reason else ""))
-        return results.decode(rec)
+        return results.decode(rec, self.record.base_dir)
 
     def results(self) -> dict[str, Any]:
-        return {t.name: results.decode(t) for t in self.tasks if t.state is TaskState.SUCCEEDED}
+        base = self.record.base_dir
+        return {t.name: results.decode(t, base) for t in self.tasks
+                if t.state is TaskState.SUCCEEDED}
 
     def logs(self, task: str, stream: str = "stdout") -> str:
         rec = self.store.task(self.id, task)

@@ -81,6 +81,9 @@ class Engine:
         self._quiet = asyncio.Event()  # set when nothing runs, waits or is ready
         self._failure: BaseException | None = None
         self._dispatch_soon = False
+        self._finished = False
+        self._poller: asyncio.TimerHandle | None = None
+        self.interrupted: dict[str, int] = {}  # attempts cut short by a dead driver
         self._loop: asyncio.AbstractEventLoop | None = None
         self._committer: GroupCommitter | None = None
         self._logs = self.run_dir / "logs"
@@ -102,18 +105,37 @@ class Engine:
                 self.cancelled = False
                 self._cancel(self._cancel_reason)
             self._dispatch()
+            self._poll_cancel()
             await self._quiet.wait()
+            self._finished = True
             if self._failure is not None:
                 raise self._failure
-        except BaseException:
-            self._abandon()
+        except BaseException as e:
+            self._finished = True
+            self._abandon(e)
             raise
         finally:
+            if self._poller is not None:
+                self._poller.cancel()
             await self.executor.close()
             self._committer.close()
         final = self._final_state()
         self.store.finish_run(self.run_id, final, self._summary())
         return final
+
+    POLL = 0.5  # seconds between looks at the store for a cancel request
+
+    def _poll_cancel(self) -> None:
+        """`kale cancel` (or a Run handle elsewhere) asks through the store."""
+        if self._finished:
+            return
+        try:
+            if self.store.cancel_requested(self.run_id):
+                self._cancel("cancelled (kale cancel)")
+        except Exception:  # the store is busy or away: look again next time
+            log.debug("cannot read cancel request", exc_info=True)
+        assert self._loop is not None
+        self._poller = self._loop.call_later(self.POLL, self._poll_cancel)
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Cancel the run (thread-safe): running tasks are killed, the rest not started."""
@@ -129,16 +151,28 @@ class Engine:
         for rec in self.store.tasks(self.run_id):
             self.state[rec.name] = rec.state
             self.attempts[rec.name] = rec.attempts
+            if rec.attempts and not rec.state.terminal:
+                self.interrupted[rec.name] = sum(
+                    1 for a in self.store.attempts(self.run_id, rec.name)
+                    if a["state"] == "INTERRUPTED")
             self.def_hash[rec.name] = rec.def_hash or ""
             if rec.state is S.SUCCEEDED:
-                self.results[rec.name] = results.decode(rec)
+                self.results[rec.name] = results.decode(rec, self.wf.base_dir)
                 self.hashes[rec.name] = f"{rec.cache_key}/{rec.result_hash}"
         for name in self.wf.order():
             st = self.state[name]
-            if st in (S.RUNNING, S.SUBMITTED, S.RETRYING):
-                # The previous driver of this run died; stop what it left running.
-                procs.kill_leftover(self.run_dir / name, self.run_id, name)
-                self._change(name, S.READY, "requeued: the process running it stopped")
+            if st.terminal:
+                continue
+            # The previous driver of this run died: stop whatever it left running (it may
+            # have started a task moments before it could record that).
+            procs.kill_leftover(self.run_dir / name, self.run_id, name)
+            if st in (S.RUNNING, S.SUBMITTED):
+                self.interrupted[name] = self.interrupted.get(name, 0) + 1
+                self._change(name, S.READY, "requeued: the process running it stopped",
+                             attempt={"number": self.attempts[name], "state": "INTERRUPTED",
+                                      "ended_at": time.time()})
+            elif st is S.RETRYING:
+                self._change(name, S.READY, "requeued after a restart")
             if self.state[name] is S.READY:
                 self._change(name, S.PENDING, "resumed")
         order = self.wf.order()
@@ -160,8 +194,14 @@ class Engine:
         # A rerun of failed tasks shows the whole workflow: every earlier success is reused.
         needed = bool(self.run_rec.options.get("rerun_of")) or any(
             d in self.selected or self.state.get(d) is S.PENDING for d in self.downstream[name])
-        prev = self.store.find_latest_success(self.wf.name, name, self.def_hash[name])
-        if needed and prev is not None and results.available(prev):
+        prev = None
+        if all(d in self.hashes for d in self.upstream[name]):
+            key = cache_key(self.wf.tasks[name], self.def_hash[name], self.upstream[name],
+                            self.hashes, self.params)
+            prev = self.cached.get(key)
+        if prev is None:
+            prev = self.store.find_latest_success(self.wf.name, name, self.def_hash[name])
+        if needed and prev is not None and results.available(prev, self.wf.tasks[name]):
             self._reuse(name, prev, f"not selected; reused result of run {prev.run_id}")
         elif needed:
             self._change(name, S.SKIPPED, "not selected, and no earlier result to reuse")
@@ -209,7 +249,7 @@ class Engine:
             return
         key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes, self.params)
         prev = self.cached.get(key)
-        if prev is not None and results.available(prev):
+        if prev is not None and results.available(prev, task):
             self._change(name, S.READY, "upstream done")
             self._reuse(name, prev, f"unchanged; reused result of run {prev.run_id}")
             return
@@ -218,7 +258,7 @@ class Engine:
         self.ready.append(name)
 
     def _reuse(self, name: str, prev: Any, reason: str) -> None:
-        self.results[name] = results.decode(prev)
+        self.results[name] = results.decode(prev, self.wf.base_dir)
         self.hashes[name] = f"{prev.cache_key}/{prev.result_hash}"
         self._change(name, S.SUCCEEDED, reason, {
             "result_json": prev.result_json, "result_path": prev.result_path,
@@ -348,10 +388,16 @@ class Engine:
             self._change(name, S.CANCELLED, self._cancel_reason, {"ended_at": now},
                          attempt_row)
             return
+        enc: dict[str, Any] = {}
         if item.how == "done" and out is not None and out.ok:
             out = self._collect(name, out)
+            if out.ok:
+                try:
+                    enc = results.encode(out.result, self.run_dir / name)
+                except Exception as e:
+                    out = Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
+                                  error=f"cannot store the result: {type(e).__name__}: {e}")
         if item.how == "done" and out is not None and out.ok:
-            enc = results.encode(out.result, self.run_dir / name)
             self.results[name] = out.result
             self.hashes[name] = f"{self._inputs[name][1]}/{enc['result_hash']}"
             attempt_row.update(state="SUCCEEDED", exit_code=out.exit_code)
@@ -370,7 +416,7 @@ class Engine:
                       "details": _json(out.details), "artifacts": _json(out.artifacts)}
         attempt_row.update(state=bad.value, exit_code=values["exit_code"], error=error)
         values["ended_at"] = now
-        if item.attempt <= task.retries and not self.cancelled:
+        if item.attempt - self.interrupted.get(name, 0) <= task.retries and not self.cancelled:
             delay = task.retry_delay * (2 ** (item.attempt - 1))
             self._change(name, S.RETRYING, f"attempt {item.attempt} {error}; "
                          f"retry {item.attempt}/{task.retries} in {delay:g} s", values,
@@ -383,7 +429,16 @@ class Engine:
         self._skip_descendants(name)
 
     def _collect(self, name: str, out: Outcome) -> Outcome:
-        """Check declared outputs and build the task's result."""
+        """Check declared outputs and build the task's result. Problems with what the
+        task left behind fail the task, never the engine."""
+        try:
+            return self._collect_checked(name, out)
+        except Exception as e:
+            return Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
+                           error=f"cannot read the task's results: {type(e).__name__}: {e}",
+                           traceback=traceback.format_exc())
+
+    def _collect_checked(self, name: str, out: Outcome) -> Outcome:
         task = self.wf.tasks[name]
         workdir = self.run_dir / name
         found: dict[str, str] = {}
@@ -396,7 +451,7 @@ class Engine:
                                      f"in {workdir}")
             found[pattern] = str(matches[0]) if len(matches) == 1 else \
                 ",".join(str(m) for m in matches)
-        records = read_records(workdir / RECORDS_FILE)
+        records = read_records(workdir / RECORDS_FILE, self.wf.base_dir)
         if task.kind == "python" and out.result is not None:
             result = out.result
         else:
@@ -408,7 +463,7 @@ class Engine:
     _cancel_reason = "cancelled"
 
     def _cancel(self, reason: str) -> None:
-        if self.cancelled:
+        if self.cancelled or self._finished:
             return
         self.cancelled = True
         self._cancel_reason = reason
@@ -419,26 +474,33 @@ class Engine:
         while self.ready:
             name = self.ready.popleft()
             self._change(name, S.CANCELLED, reason)
-        for name in self.wf.order():
-            if self.state[name] is S.PENDING and name in self.selected:
+        for name, st in list(self.state.items()):
+            if st is S.PENDING and name in self.selected:
                 self._change(name, S.CANCELLED, reason)
         for t in self.running.values():
             t.cancel()
         self._dispatch()
 
-    def _abandon(self) -> None:
-        """The loop itself failed (or was interrupted): stop the running tasks."""
+    def _abandon(self, error: BaseException) -> None:
+        """The loop itself failed (or was interrupted): stop the running tasks and say so in
+        the store. Unfinished tasks stay as they are, so `kale resume` can finish them."""
         for t in self.running.values():
             t.cancel()
         with contextlib.suppress(Exception):
             self._flush()
+            assert self._committer is not None
+            self._committer.sync()
+        with contextlib.suppress(Exception):
+            self.store.finish_run(self.run_id, RunState.FAILED,
+                                  f"Kale stopped: {type(error).__name__}: {error}; "
+                                  f"`kale resume {self.run_id}` finishes the run")
 
     def _final_state(self) -> RunState:
-        if self.cancelled:
-            return RunState.CANCELLED
         states = [self.state[n] for n in self.selected]
         if all(s is S.SUCCEEDED for s in states):
             return RunState.SUCCEEDED
+        if self.cancelled:
+            return RunState.CANCELLED
         return RunState.FAILED
 
     def _summary(self) -> str:

@@ -25,8 +25,9 @@ def cache_key(task: Task, definition: str, upstream: Sequence[str],
     if task.kind == "python":
         used = dict(params)
     else:
-        used = {r.key: params.get(r.key) for r in iter_refs(task.parameters)
-                if r.is_param and r.key is not None}
+        refs = [r for r in iter_refs(task.parameters) if r.is_param]
+        used = (dict(params) if any(r.key is None for r in refs)  # ${params}: all of them
+                else {r.key: params.get(r.key) for r in refs if r.key is not None})
     h = hashlib.sha256(definition.encode())
     h.update(json.dumps([[d, result_hashes.get(d, "")] for d in sorted(upstream)]).encode())
     h.update(json.dumps(used, sort_keys=True, default=repr).encode())

@@ -58,13 +58,14 @@ def create_run(store: Store, home: Path, wf: Workflow, opts: RunOptions) -> RunR
     run_id = new_run_id()
     run_dir = home / "runs" / run_id
     run_dir.mkdir(parents=True)
-    spec = wf.to_dict(for_store=True)
+    memo: dict[object, object] = {}
+    spec = wf.to_dict(for_store=True, memo=memo)
     store.create_run(
         run_id, wf.name, spec, base_dir=str(wf.base_dir), run_dir=str(run_dir), params=params,
         options={"selected": sorted(selected) if len(selected) < len(wf) else None,
                  "selection": opts.selection.to_dict(), "force": opts.force,
                  "executor": opts.executor, "jobs": opts.jobs, "rerun_of": opts.rerun_of},
-        tasks=[(n, t.kind, t.definition_hash(wf.base_dir)) for n, t in wf.tasks.items()])
+        tasks=[(n, t.kind, t.definition_hash(wf.base_dir, memo)) for n, t in wf.tasks.items()])
     return store.get_run(run_id)
 
 

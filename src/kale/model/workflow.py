@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
-import inspect
 import json
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,8 +96,11 @@ class Task:
         return f"<Task {self.name!r} ({self.kind})>"
 
     # -- canonical form ------------------------------------------------------------------
-    def to_dict(self, *, for_store: bool = False) -> dict[str, Any]:
-        d: dict[str, Any] = {self.kind: self._target_dict(for_store)}
+    def to_dict(self, *, for_store: bool = False, memo: Memo | None = None) -> dict[str, Any]:
+        """The canonical dict. ``for_store`` also accepts functions that only exist in
+        this process (pickled by value); ``memo`` shares work between the tasks of one
+        call (a function often backs thousands of tasks)."""
+        d: dict[str, Any] = {self.kind: self._target_dict(for_store, memo)}
         if self.description:
             d["description"] = self.description
         if self.parameters:
@@ -123,7 +126,7 @@ class Task:
             d["kernel"] = self.kernel
         return d
 
-    def _target_dict(self, for_store: bool) -> Any:
+    def _target_dict(self, for_store: bool, memo: Memo | None = None) -> Any:
         if self.kind == "shell" and isinstance(self.target, list | tuple):
             return list(self.target)
         if self.kind != "python" or isinstance(self.target, str):
@@ -132,16 +135,19 @@ class Task:
         if path:
             return path
         if for_store:
-            return {"pickle": _pickled(self.target), "name": self.target.__name__}
+            return {"pickle": _memo(memo, ("pickle", self.target), _pickle, self.target),
+                    "name": self.target.__name__}
         raise ExportError(
             f"task {self.name!r} runs {self.target.__qualname__}(), a function defined in a "
             "notebook or script; move it into a module and refer to it as 'module:function' "
             "to write the workflow as YAML"
         )
 
-    def definition_hash(self, base_dir: Path | None = None) -> str:
-        """Hash of everything that decides what this task computes (for result reuse)."""
-        d = self.to_dict(for_store=True)
+    def definition_hash(self, base_dir: Path | None = None, memo: Memo | None = None) -> str:
+        """Hash of everything that decides what this task computes (for result reuse):
+        its definition, the notebook file, the module file of its function (a function
+        defined in a notebook is pickled by value, with the globals it uses)."""
+        d = self.to_dict(for_store=True, memo=memo)
         for key in ("description", "retries", "retry_delay", "timeout", "tags"):
             d.pop(key, None)
         h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode())
@@ -149,15 +155,10 @@ class Task:
             path = base_dir / str(self.target)
             if path.is_file():
                 h.update(path.read_bytes())
-        elif self.kind == "python" and not isinstance(self.target, str):
-            h.update(_source(self.target).encode())
-        elif self.kind == "python" and base_dir is not None:
-            # A module beside the workflow: its text is part of the definition.
-            rel = Path(*self.target.partition(":")[0].split("."))
-            for path in (base_dir / rel.with_suffix(".py"), base_dir / rel / "__init__.py"):
-                if path.is_file():
-                    h.update(path.read_bytes())
-                    break
+        elif self.kind == "python":
+            module = _module_file(self.target, base_dir)
+            if module is not None:
+                h.update(_memo(memo, ("file", module), Path.read_bytes, module))
         return h.hexdigest()[:32]
 
 
@@ -266,13 +267,14 @@ class Workflow:
         return dag.topological({n: t.upstream for n, t in self.tasks.items()})
 
     # -- canonical dict ------------------------------------------------------------------
-    def to_dict(self, *, for_store: bool = False) -> dict[str, Any]:
+    def to_dict(self, *, for_store: bool = False, memo: Memo | None = None) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name}
         if self.description:
             d["description"] = self.description
         if self.parameters:
             d["parameters"] = dict(self.parameters)
-        d["tasks"] = {n: t.to_dict(for_store=for_store) for n, t in self.tasks.items()}
+        memo = {} if memo is None else memo
+        d["tasks"] = {n: t.to_dict(for_store=for_store, memo=memo) for n, t in self.tasks.items()}
         return d
 
     @classmethod
@@ -353,33 +355,38 @@ class Workflow:
 
 # -- helpers ------------------------------------------------------------------------------
 
-_PICKLED: dict[int, tuple[Any, str]] = {}
+Memo = dict[Any, Any]
 
 
-def _pickled(func: Any) -> str:
-    """cloudpickle of a function, base64; memoised because one function often backs
-    thousands of tasks."""
-    hit = _PICKLED.get(id(func))
-    if hit is None or hit[0] is not func:
-        import cloudpickle
-
-        hit = _PICKLED[id(func)] = (func, base64.b64encode(cloudpickle.dumps(func)).decode())
-    return hit[1]
+def _memo(memo: Memo | None, key: Any, compute: Callable[[Any], Any], arg: Any) -> Any:
+    if memo is None:
+        return compute(arg)
+    if key not in memo:
+        memo[key] = compute(arg)
+    return memo[key]
 
 
-_SOURCES: dict[int, tuple[Any, str]] = {}
+def _pickle(func: Any) -> str:
+    import cloudpickle
+
+    return base64.b64encode(cloudpickle.dumps(func)).decode()
 
 
-def _source(func: Any) -> str:
-    """The function's source text ("" if unavailable), memoised like :func:`_pickled`."""
-    hit = _SOURCES.get(id(func))
-    if hit is None or hit[0] is not func:
-        try:
-            text = inspect.getsource(func)
-        except (OSError, TypeError):
-            text = ""
-        hit = _SOURCES[id(func)] = (func, text)
-    return hit[1]
+def _module_file(target: Any, base_dir: Path | None) -> Path | None:
+    """The file of the module a Python task's function lives in, when it is a module
+    beside the workflow or an importable module; None for installed-package builtins."""
+    if isinstance(target, str):
+        if base_dir is None:
+            return None
+        rel = Path(*target.partition(":")[0].split("."))
+        for path in (base_dir / rel.with_suffix(".py"), base_dir / rel / "__init__.py"):
+            if path.is_file():
+                return path
+        return None
+    module = sys.modules.get(getattr(target, "__module__", "") or "")
+    file = getattr(module, "__file__", None)
+    return Path(file) if file and module is not None and module.__name__ != "__main__" \
+        else None
 
 
 def _given(data: dict[str, Any], key: str, default: Any) -> Any:
@@ -443,6 +450,11 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
         v = getattr(t, key)
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
             bad("must be a list of names" if key != "outputs" else "must be a list of paths", key)
+        elif key == "outputs":
+            for output in v:
+                if output.startswith("/") or ".." in Path(output).parts:
+                    bad(f"{output!r}: outputs are paths inside the task's directory "
+                        "(relative, without '..')", key)
     if isinstance(t.after, list) and t.name in t.after:
         bad("a task cannot depend on itself", "after")
     if not isinstance(t.retries, int) or isinstance(t.retries, bool) or t.retries < 0:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
+from kale.model.workflow import Task
 from kale.store.store import TaskRecord
 
 RESULT_FILE = ".kale-result.pkl"
@@ -36,17 +39,39 @@ def encode(value: Any, workdir: Path) -> dict[str, Any]:
     return {"result_json": None, "result_path": str(path), "result_hash": _hash(blob)}
 
 
-def decode(rec: TaskRecord) -> Any:
+def decode(rec: TaskRecord, base_dir: str | Path | None = None) -> Any:
     if rec.result_json is not None:
         return json.loads(rec.result_json)
     if rec.result_path:
-        return pickle.loads(Path(rec.result_path).read_bytes())
+        return loads(Path(rec.result_path).read_bytes(), base_dir)
     return None
 
 
-def available(rec: TaskRecord) -> bool:
-    """Whether a stored result (and the files it names) can still be used."""
-    return not rec.result_path or Path(rec.result_path).is_file()
+def loads(blob: bytes, base_dir: str | Path | None = None) -> Any:
+    """Unpickle a value a task made. Its classes may live in modules beside the workflow,
+    which task processes import from ``base_dir``: look there too."""
+    try:
+        return pickle.loads(blob)
+    except ImportError:
+        if base_dir is None or str(base_dir) in sys.path:
+            raise
+        sys.path.append(str(base_dir))
+        return pickle.loads(blob)
+
+
+def available(rec: TaskRecord, task: Task | None = None) -> bool:
+    """Whether a stored result can still be used: its pickle file and the task's declared
+    outputs it names still exist."""
+    if rec.result_path and not Path(rec.result_path).is_file():
+        return False
+    if task is not None and task.outputs and rec.result_json:
+        result = json.loads(rec.result_json)
+        if isinstance(result, dict):
+            for pattern in task.outputs:
+                paths = str(result.get(pattern, "")).split(",")
+                if not all(p and os.path.exists(p) for p in paths):
+                    return False
+    return True
 
 
 def _hash(b: bytes) -> str:

@@ -17,12 +17,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from kale.errors import IllegalTransition, KaleError, RunNotFound
+from kale.errors import IllegalTransition, KaleError, RunNotFound, UsageError
 from kale.model.states import RunState, TaskState, is_legal
 from kale.store import tables as T
 
@@ -106,19 +107,16 @@ class RunRecord:
     options: dict[str, Any]
     owner_pid: int | None
     owner_host: str | None
+    owner_start: str | None
+    cancel_requested: float | None
     message: str | None
 
     def owner_alive(self) -> bool:
-        """Whether the process that drives this run is still alive (same host only)."""
+        """Whether the process that drives this run is still alive (same host only; a pid
+        reused by another process since does not count)."""
         if not self.owner_pid or self.owner_host != socket.gethostname():
             return False
-        try:
-            os.kill(self.owner_pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return process_identity(self.owner_pid) == self.owner_start
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -128,6 +126,25 @@ class RunRecord:
             "driven_by_pid": self.owner_pid if self.owner_alive() else None,
             "message": self.message,
         }
+
+
+def process_identity(pid: int) -> str | None:
+    """``boot id:start time`` of a live process (None if it does not exist)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return f"{boot}:{fields[19]}"  # field 22 of stat: start time in clock ticks
+
+
+def _owner() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"owner_pid": pid, "owner_host": socket.gethostname(),
+            "owner_start": process_identity(pid)}
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -207,8 +224,7 @@ class Store:
         """Make this process the run's owner (on resume) and load its task states."""
         with self.engine.begin() as c:
             c.execute(T.runs.update().where(T.runs.c.id == run_id).values(
-                owner_pid=os.getpid(), owner_host=socket.gethostname(),
-                state=RunState.RUNNING.value, ended_at=None))
+                state=RunState.RUNNING.value, ended_at=None, cancel_requested=None, **_owner()))
         for t in self.tasks(run_id):
             self._states[(run_id, t.name)] = t.state
 
@@ -219,6 +235,18 @@ class Store:
                 state=state.value, ended_at=now, owner_pid=None, message=message or None))
             c.execute(T.events.insert().values(run_id=run_id, task=None, ts=now, old=None,
                                                new=state.value, reason=message))
+
+    def request_cancel(self, run_id: str) -> None:
+        """Ask the process driving a run to cancel it (it polls for this)."""
+        with self.engine.begin() as c:
+            c.execute(T.runs.update().where(T.runs.c.id == run_id).values(
+                cancel_requested=time.time()))
+
+    def cancel_requested(self, run_id: str) -> bool:
+        with self.engine.connect() as c:
+            value = c.execute(sa.select(T.runs.c.cancel_requested)
+                              .where(T.runs.c.id == run_id)).scalar()
+        return value is not None
 
     def get_run(self, run_id: str) -> RunRecord:
         """A run by id, unique id prefix, or ``latest``."""
@@ -261,7 +289,7 @@ class Store:
             row = c.execute(sa.select(T.tasks).where(
                 (T.tasks.c.run_id == run_id) & (T.tasks.c.name == name))).first()
         if row is None:
-            raise KaleError(f"run {run_id} has no task {name!r}")
+            raise UsageError(f"run {run_id} has no task {name!r}")
         return _task(row)
 
     def attempts(self, run_id: str, task: str) -> list[dict[str, Any]]:
@@ -412,6 +440,7 @@ def _run(row: Any) -> RunRecord:
         created_at=m["created_at"], ended_at=m["ended_at"], spec=json.loads(m["spec"]),
         base_dir=m["base_dir"], run_dir=m["run_dir"], params=json.loads(m["params"]),
         options=json.loads(m["options"]), owner_pid=m["owner_pid"], owner_host=m["owner_host"],
+        owner_start=m["owner_start"], cancel_requested=m["cancel_requested"],
         message=m["message"])
 
 

@@ -37,6 +37,8 @@ runs = Table(
     Column("options", Text, nullable=False),     # JSON: selection, force, jobs, rerun_of
     Column("owner_pid", Integer),                # process driving the run, if any
     Column("owner_host", String(256)),
+    Column("owner_start", String(64)),           # boot id + start time: a reused pid is not it
+    Column("cancel_requested", Float),           # set by `kale cancel`; the owner polls it
     Column("message", Text),
 )
 

@@ -148,9 +148,8 @@ def main() -> None:
             msg = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        job = pickle.loads(msg)
         try:
-            reply = run_job(job)
+            reply = run_job(pickle.loads(msg))
             conn.send_bytes(pickle.dumps(reply))
         except Exception as e:  # an unpicklable result, say
             conn.send_bytes(pickle.dumps(("err", type(e).__name__, str(e),

@@ -60,9 +60,11 @@ async def terminate(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
     try:
         await asyncio.wait_for(wait(proc), grace)
     except TimeoutError:
+        pass
+    finally:  # also when this wait is itself cancelled: never leave the group alive
         kill_group(proc)
+    if proc.poll() is None:
         await wait(proc)
-    kill_group(proc)
 
 
 PID_FILE = ".kale-pid"

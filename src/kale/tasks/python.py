@@ -14,6 +14,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
+from kale.store.results import loads
 from kale.tasks import procs
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
 
@@ -133,7 +134,7 @@ class PythonRunner(TaskRunner):
             raise
         if reply[0] == "ok":
             self._idle.append(w)
-            return Outcome(ok=True, exit_code=0, result=pickle.loads(reply[1]))
+            return Outcome(ok=True, exit_code=0, result=loads(reply[1], ctx.base_dir))
         if reply[0] == "err":
             self._idle.append(w)
             _, ename, evalue, tb = reply

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,28 @@ def record(name: str, value: Any) -> Any:
     return value
 
 
-def read_records(path: str | Path) -> dict[str, Any]:
-    """All values recorded to ``path``; a later record of a name wins."""
-    out: dict[str, Any] = {}
+def read_records(path: str | Path, base_dir: str | Path | None = None) -> dict[str, Any]:
+    """All values recorded to ``path``; a later record of a name wins. Values whose
+    classes live in modules beside the workflow are found through ``base_dir``."""
     try:
-        f = open(path, "rb")  # noqa: SIM115
+        data = Path(path).read_bytes()
     except FileNotFoundError:
-        return out
-    with f:
-        while True:
-            try:
-                name, value = pickle.load(f)
-            except EOFError:
-                break
-            out[name] = value
+        return {}
+    try:
+        return _unpickle_all(data)
+    except ImportError:
+        if base_dir is None or str(base_dir) in sys.path:
+            raise
+        sys.path.append(str(base_dir))
+        return _unpickle_all(data)
+
+
+def _unpickle_all(data: bytes) -> dict[str, Any]:
+    import io
+
+    out: dict[str, Any] = {}
+    f = io.BytesIO(data)
+    while f.tell() < len(data):
+        name, value = pickle.load(f)
+        out[name] = value
     return out
