@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +19,9 @@ from typing import Any
 
 from _common import main, parse_args, result
 
-HOMES = Path(tempfile.mkdtemp(prefix="kale-bench-"))
+# `--home-on DIR` puts the Kale homes (store and run directories) on another filesystem.
+_ON = sys.argv[sys.argv.index("--home-on") + 1] if "--home-on" in sys.argv else None
+HOMES = Path(tempfile.mkdtemp(prefix="kale-bench-", dir=_ON))
 os.environ["KALE_HOME"] = str(HOMES / "default")
 
 from kale import Workflow  # noqa: E402 - after KALE_HOME is set
@@ -105,7 +108,8 @@ def notebook(n: int) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    args = parse_args(["python", "shell", "chain", "notebook"])
+    args = parse_args(["python", "shell", "chain", "notebook"],
+                      ("--home-on", {"default": None, "help": "folder for the Kale homes"}))
     try:
         if args.scenario == "notebook":
             return notebook(args.n)

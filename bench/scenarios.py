@@ -87,6 +87,8 @@ def _spec_load(results: Results, _n: int, key: str) -> float:
 
 
 KALE_PY = Peer(KALE, "_peer_kale.py", note="fresh Kale home per run; includes worker start")
+KALE_TMPFS = Peer("Kale local, home on tmpfs", "_peer_kale.py", ("--home-on", "/dev/shm"),
+                 note="the same, run directories in /dev/shm: no disk metadata cost")
 HTEX_PY = Peer(HTEX, "_peer_parsl.py", ("--executor", "htex"),
                note="LocalProvider, 1 block, max_workers_per_node=2")
 DASK = Peer("Dask LocalCluster", "_peer_dask.py",
@@ -100,7 +102,7 @@ def scenarios() -> list[Scenario]:
         Scenario(
             "python", "No-op Python tasks",
             "{n} independent Python tasks that return None, 2 workers.",
-            2000, 200, "rate", (KALE_PY, HTEX_PY, DASK, THREADS),
+            2000, 200, "rate", (KALE_PY, KALE_TMPFS, HTEX_PY, DASK, THREADS),
             target=Target("Kale >= 1.5x the throughput of Parsl HTEX", _speedup_vs_htex,
                           1.5, True)),
         Scenario(
@@ -115,7 +117,7 @@ def scenarios() -> list[Scenario]:
         Scenario(
             "chain", "Linear chain of Python tasks",
             "{n} no-op Python tasks, each waiting for the one before; per-hop latency.",
-            500, 50, "hop", (KALE_PY, HTEX_PY, DASK, THREADS),
+            500, 50, "hop", (KALE_PY, KALE_TMPFS, HTEX_PY, DASK, THREADS),
             target=Target("Kale <= 1 ms per hop", _kale_ms_per_hop, 1.0, False)),
         Scenario(
             "notebook", "Trivial notebook tasks",

@@ -313,6 +313,8 @@ class Engine:
         except FileExistsError:  # an earlier attempt's records must not leak into this one
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(records)
+        except FileNotFoundError:  # the run directory itself was removed
+            workdir.mkdir(parents=True)
         logs = f"{self._logs}/{name}.{attempt}"
         out, err = Path(logs + ".out"), Path(logs + ".err")
         inputs, key = self._inputs.get(name) or ({}, "")
