@@ -110,6 +110,8 @@ def scenarios() -> list[Scenario]:
             "{n} independent shell tasks running `true` (argv, no shell), 2 workers.",
             500, 50, "rate", (
                 Peer(KALE, "_peer_kale.py", note="argv ['true']; fresh Kale home per run"),
+                Peer("Kale local, home on tmpfs", "_peer_kale.py", ("--home-on", "/dev/shm"),
+                     note="the same, run directories in /dev/shm"),
                 Peer("Parsl bash_app on HTEX", "_peer_parsl.py", ("--executor", "htex"),
                      note="returns 'true', run by the worker through a shell"),
                 Peer("subprocess.run loop", "_peer_baseline.py",

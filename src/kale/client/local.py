@@ -101,11 +101,10 @@ def cancel_run(store: Store, run_id: str, timeout: float = 15.0) -> RunState:
         raise RunBusy(f"run {rec.id} did not stop within {timeout:g} s; its process "
                       f"{rec.owner_pid} is still alive")
     store.claim_run(rec.id)
-    run_dir = Path(rec.run_dir)
     changes = []
     for t in store.tasks(rec.id):
         if not t.state.terminal:
-            kill_leftover(run_dir / t.name, rec.id, t.name)
+            kill_leftover(rec.id, t.name)
             changes.append(Change(rec.id, t.name, TaskState.CANCELLED,
                                   "cancelled (no process was running the run)",
                                   {"ended_at": time.time()}))

@@ -165,7 +165,7 @@ class Engine:
                 continue
             # The previous driver of this run died: stop whatever it left running (it may
             # have started a task moments before it could record that).
-            procs.kill_leftover(self.run_dir / name, self.run_id, name)
+            procs.kill_leftover(self.run_id, name)
             if st in (S.RUNNING, S.SUBMITTED):
                 self.interrupted[name] = self.interrupted.get(name, 0) + 1
                 self._change(name, S.READY, "requeued: the process running it stopped",

@@ -67,27 +67,23 @@ async def terminate(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
         await wait(proc)
 
 
-PID_FILE = ".kale-pid"
-
-
-def note_pid(workdir: Path, proc: subprocess.Popen[bytes]) -> None:
-    """Leave the process group id in the task directory so that a later driver of the run
-    can stop what a killed driver left behind (:func:`kill_leftover`)."""
-    with contextlib.suppress(OSError):
-        (workdir / PID_FILE).write_text(str(proc.pid))
-
-
-def kill_leftover(workdir: Path, run_id: str, task: str) -> bool:
-    """Kill the process group noted in ``workdir`` if it still runs this task of this run
-    (checked through its environment, so a reused pid is never touched)."""
-    try:
-        pid = int((workdir / PID_FILE).read_text())
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        return False
-    if f"KALE_RUN_ID={run_id}".encode() not in environ or \
-            f"KALE_TASK={task}".encode() not in environ:
-        return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    return True
+def kill_leftover(run_id: str, task: str) -> int:
+    """Kill every process still running this task of this run, found by the
+    ``KALE_RUN_ID``/``KALE_TASK`` variables Kale gives each task's environment (so a reused
+    pid is never touched, and nothing has to be written per task to find them later).
+    Used on resume and cancel, after the driver of a run died. Returns how many."""
+    want = (f"KALE_RUN_ID={run_id}".encode(), f"KALE_TASK={task}".encode())
+    me = os.getpid()
+    killed = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if all(w in environ for w in want):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed

@@ -43,7 +43,6 @@ class ShellRunner(TaskRunner):
             except OSError as e:
                 return Outcome(ok=False, exit_code=127, error=f"cannot start {argv[0]!r}: "
                                f"{e.strerror or e}")
-        procs.note_pid(ctx.workdir, proc)
         try:
             code = await procs.wait(proc)
         except asyncio.CancelledError:
