@@ -18,7 +18,7 @@ from kale.model.selection import Selection
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
 from kale.store.store import Change, Store
-from kale.tasks.procs import kill_leftover
+from kale.tasks.procs import kill_leftovers
 
 
 @cache
@@ -101,10 +101,10 @@ def cancel_run(store: Store, run_id: str, timeout: float = 15.0) -> RunState:
         raise RunBusy(f"run {rec.id} did not stop within {timeout:g} s; its process "
                       f"{rec.owner_pid} is still alive")
     store.claim_run(rec.id)
+    kill_leftovers(rec.id)
     changes = []
     for t in store.tasks(rec.id):
         if not t.state.terminal:
-            kill_leftover(rec.id, t.name)
             changes.append(Change(rec.id, t.name, TaskState.CANCELLED,
                                   "cancelled (no process was running the run)",
                                   {"ended_at": time.time()}))

@@ -159,13 +159,14 @@ class Engine:
             if rec.state is S.SUCCEEDED:
                 self.results[rec.name] = results.decode(rec, self.wf.base_dir)
                 self.hashes[rec.name] = f"{rec.cache_key}/{rec.result_hash}"
+        if any(self.attempts.values()):
+            # A resumed run: its previous driver died. Stop whatever it left running (it
+            # may have started a task moments before it could record that).
+            procs.kill_leftovers(self.run_id)
         for name in self.wf.order():
             st = self.state[name]
             if st.terminal:
                 continue
-            # The previous driver of this run died: stop whatever it left running (it may
-            # have started a task moments before it could record that).
-            procs.kill_leftover(self.run_id, name)
             if st in (S.RUNNING, S.SUBMITTED):
                 self.interrupted[name] = self.interrupted.get(name, 0) + 1
                 self._change(name, S.READY, "requeued: the process running it stopped",

@@ -67,12 +67,12 @@ async def terminate(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
         await wait(proc)
 
 
-def kill_leftover(run_id: str, task: str) -> int:
-    """Kill every process still running this task of this run, found by the
-    ``KALE_RUN_ID``/``KALE_TASK`` variables Kale gives each task's environment (so a reused
-    pid is never touched, and nothing has to be written per task to find them later).
-    Used on resume and cancel, after the driver of a run died. Returns how many."""
-    want = (f"KALE_RUN_ID={run_id}".encode(), f"KALE_TASK={task}".encode())
+def kill_leftovers(run_id: str) -> int:
+    """Kill every process still running a task of this run, found by the ``KALE_RUN_ID``
+    variable Kale puts in each task's environment (a reused pid never matches, and nothing
+    has to be written per task to find them later). Used on resume and cancel, after the
+    driver of a run died. Returns how many processes it killed."""
+    want = f"KALE_RUN_ID={run_id}".encode()
     me = os.getpid()
     killed = 0
     for entry in os.scandir("/proc"):
@@ -82,7 +82,7 @@ def kill_leftover(run_id: str, task: str) -> int:
             environ = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if all(w in environ for w in want):
+        if want in environ:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry.name), signal.SIGKILL)
                 killed += 1
