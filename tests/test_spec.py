@@ -367,7 +367,7 @@ def workflows(draw: st.DrawFn) -> Workflow:
             parameters["upstream"] = "${" + draw(st.sampled_from(earlier)) + ".key}"
         task["parameters"] = parameters
         task["after"] = draw(st.lists(st.sampled_from(earlier), unique=True)) if earlier else []
-        task["outputs"] = draw(st.lists(nonempty, max_size=2))
+        task["outputs"] = draw(st.lists(nonempty.filter(_inside), max_size=2))
         task["tags"] = draw(st.lists(nonempty, max_size=2))
         task["retries"] = draw(st.integers(0, 3))
         task["retry_delay"] = draw(st.floats(0, 1e6))
@@ -511,3 +511,10 @@ def test_many_flows_in_one_file_are_read_together() -> None:
     same_document(parse_fast(text), parse_full(text))
     wf = load_workflow(text)
     assert len(wf) == 300 and wf["t10"].parameters["y"] == [1, 2.5, "three", 16]
+
+
+def _inside(path: str) -> bool:
+    """Outputs are relative paths without '..' (the model refuses others)."""
+    from pathlib import PurePosixPath
+
+    return not path.startswith("/") and ".." not in PurePosixPath(path).parts
