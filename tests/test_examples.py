@@ -29,7 +29,7 @@ def test_quickstart_notebook_executes(home: Path, tmp_path: Path) -> None:
 def readme_commands() -> list[list[str]]:
     """The `$ kale ...` lines of the README's quickstart block."""
     text = (ROOT / "README.md").read_text()
-    block = text.split("## Quickstart", 1)[1]
+    block = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     return [shlex.split(m) for m in re.findall(r"^\$ (kale .+)$", block, re.M)]
 
 

@@ -21,6 +21,7 @@ _EXPORTS = {
     "RunState": "kale.model.states",
     "Selection": "kale.model.selection",
     "Run": "kale.client.run",
+    "Client": "kale.client.remote",
     "runs": "kale.client.local",
     "get_run": "kale.client.local",
     "record": "kale.tasks.record",
@@ -31,13 +32,14 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "KaleError", "NotebookCellError", "Ref", "Resources", "Run", "RunState", "Selection",
+    "Client", "KaleError", "NotebookCellError", "Ref", "Resources", "Run", "RunState", "Selection",
     "Task", "TaskError", "TaskState", "ValidationError", "Workflow", "__version__", "get_run",
     "record", "runs",
 ]
 
 if TYPE_CHECKING:
     from kale.client.local import get_run, runs
+    from kale.client.remote import Client
     from kale.client.run import Run
     from kale.errors import KaleError, NotebookCellError, TaskError, ValidationError
     from kale.model.refs import Ref

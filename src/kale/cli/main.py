@@ -354,6 +354,55 @@ def chunk_pending(path: str | None, pos: int) -> bool:
     return bool(path) and Path(str(path)).exists() and Path(str(path)).stat().st_size > pos
 
 
+manager_app = typer.Typer(help="The per-user manager service (hosts runs, serves the API).",
+                          no_args_is_help=True)
+app.add_typer(manager_app, name="manager")
+
+
+def _home_path(home: Path | None) -> Path:
+    from kale.config import kale_home
+
+    return kale_home(home)
+
+
+@manager_app.command("start")
+def manager_start(
+    port: Annotated[int, typer.Option(help="TCP port on the host.")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to listen on (keep it local).")
+                    ] = "127.0.0.1",
+    home: Home = None,
+) -> None:
+    """Start the manager in the background (no-op if it runs already); print its URL."""
+    from kale.manager import service
+
+    doc = service.start(_home_path(home), host=host, port=port)
+    out.print(doc["url"])
+
+
+@manager_app.command("stop")
+def manager_stop(home: Home = None) -> None:
+    """Stop the manager; the runs it drives stop with it and `kale resume` finishes them."""
+    from kale.manager import service
+
+    out.print("stopped" if service.stop(_home_path(home)) else "no manager was running")
+
+
+@manager_app.command("status")
+def manager_status(as_json: Annotated[bool, typer.Option("--json")] = False,
+                   home: Home = None) -> None:
+    """Where the manager listens, and its pid (exit 1 if none is running)."""
+    from kale.manager import service
+
+    doc = service.state(_home_path(home))
+    if as_json:
+        out.print_json(json.dumps(doc or {"url": None, "pid": None}))
+    elif doc:
+        out.print(f"manager running at {doc['url']} (pid {doc['pid']})")
+    else:
+        out.print("no manager is running")
+    raise typer.Exit(0 if doc else 1)
+
+
 @app.command()
 def record(name: str, value: str) -> None:
     """Record a value (read as JSON when it parses) as part of the current task's result:

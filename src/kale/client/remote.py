@@ -1,0 +1,130 @@
+"""``kale.Client``: the notebook's and the CLI's view of a running manager (httpx)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kale.config import kale_home
+from kale.errors import KaleError, TaskError
+from kale.model.states import RunState
+from kale.model.workflow import Workflow
+
+
+class Client:
+    """Talks to the manager of a Kale home (found through ``$KALE_HOME/manager.json`` and
+    its token file), or to ``url`` with ``token``."""
+
+    def __init__(self, url: str | None = None, token: str | None = None,
+                 home: str | Path | None = None, timeout: float = 30.0) -> None:
+        from kale.manager import service
+        from kale.manager.auth import read_token
+
+        path = kale_home(home)
+        if url is None:
+            doc = service.state(path)
+            if doc is None:
+                raise KaleError(f"no manager is running for {path}; `kale manager start`")
+            url = str(doc["url"])
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers={
+            "Authorization": f"Bearer {token or read_token(path)}"})
+
+    def _get(self, path: str, **params: Any) -> Any:
+        return self._check(self._http.get(path, params=params)).json()
+
+    @staticmethod
+    def _check(response: httpx.Response) -> httpx.Response:
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise KaleError(f"manager: {response.status_code}: {detail}")
+        return response
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._check(self._http.get("/health")).json())
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return list(self._get("/api/runs", limit=limit))
+
+    def submit(self, wf: Workflow, **options: Any) -> RemoteRun:
+        """Send ``wf`` to the manager, which runs it; returns a handle to the run."""
+        body = {"workflow": wf.to_dict(for_store=True), "base_dir": str(wf.base_dir),
+                **{("from" if k == "from_" else k): v for k, v in options.items()}}
+        response = self._check(self._http.post("/api/runs", content=json.dumps(body),
+                                               headers={"Content-Type": "application/json"}))
+        return RemoteRun(self, response.json()["id"])
+
+    def run(self, run_id: str) -> RemoteRun:
+        """Re-attach to a run by id."""
+        return RemoteRun(self, self.status(run_id)["run"]["id"])
+
+    def status(self, run_id: str) -> dict[str, Any]:
+        return dict(self._get(f"/api/runs/{run_id}"))
+
+    def cancel(self, run_id: str) -> str:
+        return str(self._check(self._http.post(f"/api/runs/{run_id}/cancel")).json()["state"])
+
+    def result(self, run_id: str, task: str) -> Any:
+        response = self._http.get(f"/api/runs/{run_id}/tasks/{task}/result")
+        if response.status_code == 409:
+            raise TaskError(task, response.json()["detail"])
+        doc = self._check(response).json()
+        if "pickle" in doc:
+            return pickle.loads(base64.b64decode(doc["pickle"]))
+        return json.loads(doc["json"]) if doc["json"] is not None else None
+
+    def logs(self, run_id: str, task: str, stream: str = "stdout") -> str:
+        return self._check(self._http.get(f"/api/runs/{run_id}/tasks/{task}/logs",
+                                          params={"stream": stream})).text
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RemoteRun:
+    """A run driven by the manager: survives the notebook that submitted it."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.client, self.id = client, run_id
+
+    @property
+    def state(self) -> RunState:
+        return RunState(self.client.status(self.id)["run"]["state"])
+
+    def wait(self, timeout: float | None = None, poll: float = 0.2) -> RemoteRun:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.state.terminal:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(poll)
+        return self
+
+    def status(self) -> dict[str, Any]:
+        return self.client.status(self.id)
+
+    def result(self, task: str) -> Any:
+        return self.client.result(self.id, task)
+
+    def logs(self, task: str, stream: str = "stdout") -> str:
+        return self.client.logs(self.id, task, stream)
+
+    def cancel(self) -> str:
+        return self.client.cancel(self.id)
+
+    def __repr__(self) -> str:
+        return f"<RemoteRun {self.id} {self.state.value}>"

@@ -1,0 +1,126 @@
+"""The manager as a real process: start/status/stop, token auth, submitting from Python,
+and a run that outlives the process that submitted it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import Kale
+from kale import Client, Workflow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def manager(kale: Kale, home: Path) -> Iterator[dict]:
+    out = kale("manager", "start", "--port", str(free_port()))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(kale("manager", "status", "--json").stdout)
+    yield doc
+    kale("manager", "stop")
+
+
+def test_start_status_stop_and_token_file(kale: Kale, home: Path, manager: dict) -> None:
+    assert manager["url"].startswith("http://127.0.0.1:") and manager["pid"] > 0
+    token = home / "token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    # a second start finds the running manager
+    again = kale("manager", "start")
+    assert again.returncode == 0 and again.stdout.strip() == manager["url"]
+    assert kale("manager", "stop").stdout.strip() == "stopped"
+    status = kale("manager", "status", "--json")
+    assert status.returncode == 1 and json.loads(status.stdout)["pid"] is None
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(manager["url"] + "/health", timeout=2)
+
+
+def test_every_endpoint_but_health_needs_the_token(home: Path, manager: dict) -> None:
+    url = manager["url"]
+    assert httpx.get(url + "/health").json()["status"] == "ok"
+    assert httpx.get(url + "/api/runs").status_code == 401
+    bad = {"Authorization": "Bearer nope"}
+    assert httpx.get(url + "/api/runs", headers=bad).status_code == 401
+    assert httpx.post(url + "/api/runs", json={}, headers=bad).status_code == 401
+    good = {"Authorization": "Bearer " + (home / "token").read_text().strip()}
+    assert httpx.get(url + "/api/runs", headers=good).json() == []
+    # malformed and oversized requests get 4xx with a message, never 5xx
+    r = httpx.post(url + "/api/runs", json={"workflow": "x"}, headers=good)
+    assert r.status_code == 422 and "detail" in r.json()
+    r = httpx.post(url + "/api/runs", headers=good,
+                   json={"workflow": {"name": "x", "tasks": {"a": {}}}, "base_dir": "/"})
+    assert r.status_code == 422 and "needs one of" in r.json()["detail"]
+    assert httpx.get(url + "/api/runs/nope", headers=good).status_code == 404
+    r = httpx.post(url + "/api/runs", headers=good, content=b" " * (17 * 1024 * 1024))
+    assert r.status_code == 413
+
+
+def test_submit_from_python_and_read_results(home: Path, manager: dict, tmp_path: Path) -> None:
+    with Client() as client:
+        submit_and_read(client, tmp_path)
+
+
+def submit_and_read(client: Client, tmp_path: Path) -> None:
+    wf = Workflow("remote", base_dir=tmp_path)
+    wf.shell("hello", "echo hello from the manager")
+
+    @wf.python(after=["hello"])
+    def numbers():
+        return {"squares": [i * i for i in range(4)], "set": {1, 2}}
+
+    run = client.submit(wf).wait(timeout=60)
+    assert run.state.value == "SUCCEEDED", run.status()
+    assert run.logs("hello") == "hello from the manager\n"
+    assert run.result("numbers") == {"squares": [0, 1, 4, 9], "set": {1, 2}}
+    assert [r["id"] for r in client.runs()] == [run.id]
+
+
+def test_run_outlives_the_process_that_submitted_it(kale: Kale, home: Path, manager: dict,
+                                                    tmp_path: Path) -> None:
+    script = tmp_path / "submit.py"
+    script.write_text(
+        "import kale\n"
+        "wf = kale.Workflow('detached')\n"
+        "wf.shell('slow', 'sleep 1; echo done')\n"
+        "with kale.Client() as client:\n"
+        "    print(client.submit(wf).id)\n")
+    out = subprocess.run([sys.executable, str(script)], env=kale.env(), capture_output=True,
+                         text=True, timeout=60, check=True)
+    run_id = out.stdout.strip()
+    # the submitting process is gone; a new client re-attaches by id
+    with Client() as client:
+        run = client.run(run_id).wait(timeout=60)
+        assert run.state.value == "SUCCEEDED"
+        assert run.logs("slow") == "done\n"
+    # the CLI sees the same store
+    status = json.loads(kale("status", run_id, "--json").stdout)
+    assert status["run"]["state"] == "SUCCEEDED"
+
+
+def test_cancel_through_the_manager(home: Path, manager: dict) -> None:
+    with Client() as client:
+        cancel_through(client)
+
+
+def cancel_through(client: Client) -> None:
+    wf = Workflow("cancel-remote")
+    wf.shell("nap", "sleep 60")
+    run = client.submit(wf)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and run.status()["tasks"][0]["state"] != "RUNNING":
+        time.sleep(0.1)
+    assert run.cancel() == "CANCELLED"
+    assert run.status()["tasks"][0]["state"] == "CANCELLED"
