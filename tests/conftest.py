@@ -48,3 +48,86 @@ class Kale:
 @pytest.fixture
 def kale(home: Path, tmp_path: Path) -> Kale:
     return Kale(home, tmp_path)
+
+
+# -- store backends -------------------------------------------------------------------------
+# Store-level tests run against SQLite and a real PostgreSQL server. The server comes from
+# $KALE_TEST_POSTGRES_URL, or from test-output/postgres.url, which
+# scripts/services/postgres.sh writes (scripts/test runs it). Without a server those tests
+# skip, except under CI=true, where they fail: CI must never skip them.
+
+POSTGRES_URL_FILE = ROOT / "test-output" / "postgres.url"
+_postgres_checked: list[tuple[str | None, str]] = []  # (url, reason) once per session
+
+
+def _postgres_base_url() -> tuple[str | None, str]:
+    """The test server's SQLAlchemy URL (psycopg driver), or None and why not."""
+    if _postgres_checked:
+        return _postgres_checked[0]
+    url = os.environ.get("KALE_TEST_POSTGRES_URL", "").strip()
+    source = "KALE_TEST_POSTGRES_URL"
+    if not url and POSTGRES_URL_FILE.is_file():
+        url, source = POSTGRES_URL_FILE.read_text().strip(), str(POSTGRES_URL_FILE)
+    result: tuple[str | None, str]
+    if not url:
+        result = (None, f"neither KALE_TEST_POSTGRES_URL nor {POSTGRES_URL_FILE} is set "
+                        "(run scripts/services/postgres.sh)")
+    else:
+        for plain in ("postgres://", "postgresql://"):
+            if url.startswith(plain):  # SQLAlchemy's default driver would be psycopg2
+                url = "postgresql+psycopg://" + url[len(plain):]
+        try:
+            import sqlalchemy as sa
+
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool,
+                                      connect_args={"connect_timeout": 5})
+            try:
+                with engine.connect() as c:
+                    c.execute(sa.text("SELECT 1"))
+            finally:
+                engine.dispose()
+            result = (url, "")
+        except Exception as e:
+            result = (None, f"cannot connect to the URL in {source}: "
+                            f"{type(e).__name__}: {str(e).strip().splitlines()[0]}")
+    _postgres_checked.append(result)
+    return result
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL for a fresh, empty store: a SQLite file, or a private schema on the test
+    PostgreSQL server (dropped afterwards), so tests never see each other's rows."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'kale.db'}"
+        return
+    base, reason = _postgres_base_url()
+    if base is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL not available: {reason}", pytrace=False)
+        pytest.skip(f"PostgreSQL not available: {reason}")
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"kale_test_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(base, poolclass=sa.pool.NullPool)
+    with admin.begin() as c:
+        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    # Every connection of the test's stores uses the schema (and is named after it).
+    url = sa.engine.make_url(base).update_query_dict(
+        {"options": f"-csearch_path={schema}", "application_name": schema})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        try:
+            with admin.begin() as c:
+                c.execute(sa.text("SET LOCAL lock_timeout = '10s'"))
+                c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        except sa.exc.OperationalError:
+            # A connection the test left inside a transaction holds a lock: end it.
+            with admin.begin() as c:
+                c.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE application_name = :s"), {"s": schema})
+                c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -216,7 +216,10 @@ def test_stdout_streams_to_log_while_running(tmp_path: Path) -> None:
     async def body(r: NotebookRunner) -> tuple[str, str, Outcome]:
         task = asyncio.ensure_future(r.run(ctx))
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "started" not in _read(ctx.stdout_path):
+        # stdout and stderr arrive as separate messages: wait for both, while the cell
+        # is still waiting for "go"
+        while time.monotonic() < deadline and not (
+                "started" in _read(ctx.stdout_path) and "stderr" in _read(ctx.stderr_path)):
             await asyncio.sleep(0.01)
         seen_out, seen_err = _read(ctx.stdout_path), _read(ctx.stderr_path)
         assert not task.done()

@@ -4,6 +4,11 @@ One process writes a run at a time (its *owner*); changes are applied in groups,
 short transaction per group (:meth:`Store.apply`), so a fast workflow costs one commit
 per engine step rather than one per task. SQLite runs in WAL mode with
 ``synchronous=NORMAL``: a killed process loses nothing that was committed.
+
+Any SQLAlchemy URL works; SQLite and PostgreSQL (``postgresql+psycopg://...``) are tested.
+Differences the code takes care of: PostgreSQL text cannot hold NUL characters (they are
+stored as U+FFFD), NULLs sort differently (orderings say where they go), and two processes
+may create the schema at once (an advisory lock serialises them).
 """
 
 from __future__ import annotations
@@ -167,8 +172,13 @@ class Store:
         self.engine: Engine = sa.create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        T.metadata.create_all(self.engine)
+        self._nul_free = self.engine.dialect.name == "postgresql"
         with self.engine.begin() as c:
+            if self._nul_free:
+                # Processes opening a new store at once would race to create its tables
+                # (PostgreSQL's DDL is transactional, so the lock covers all of it).
+                c.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            T.metadata.create_all(c)
             row = c.execute(sa.select(T.meta.c.value).where(T.meta.c.key == "schema")).first()
             if row is None:
                 c.execute(T.meta.insert().values(key="schema", value=str(T.SCHEMA_VERSION)))
@@ -185,11 +195,15 @@ class Store:
         """The one write connection of this store, inside a transaction."""
         with self._write_lock:
             if self._w is None:
-                self._w = _Writer(self.engine)
+                self._w = _Writer(self.engine, nul_free=self._nul_free)
             try:
                 yield self._w
             except BaseException:
-                self._w.raw.rollback()
+                try:
+                    self._w.raw.rollback()
+                except Exception:  # the connection is gone (a restarted server): drop it
+                    self._w.raw.invalidate()
+                    self._w = None
                 raise
             self._w.raw.commit()
 
@@ -231,6 +245,8 @@ class Store:
     def finish_run(self, run_id: str, state: RunState, message: str = "") -> None:
         now = time.time()
         with self.engine.begin() as c:
+            if self._nul_free:
+                message = _nul_free(message)
             c.execute(T.runs.update().where(T.runs.c.id == run_id).values(
                 state=state.value, ended_at=now, owner_pid=None, message=message or None))
             c.execute(T.events.insert().values(run_id=run_id, task=None, ts=now, old=None,
@@ -259,8 +275,8 @@ class Store:
             row = c.execute(sa.select(T.runs).where(T.runs.c.id == run_id)).first()
             if row is None:
                 # Unique prefix match, so people can type the start of an id.
-                rows = c.execute(sa.select(T.runs).where(T.runs.c.id.like(run_id + "%"))
-                                 .limit(2)).all()
+                rows = c.execute(sa.select(T.runs).where(
+                    T.runs.c.id.startswith(run_id, autoescape=True)).limit(2)).all()
                 if len(rows) != 1:
                     raise RunNotFound(run_id)
                 row = rows[0]
@@ -365,7 +381,7 @@ class Store:
                 sa.select(T.tasks).join(T.runs, T.runs.c.id == T.tasks.c.run_id)
                 .where((T.runs.c.workflow == workflow) & (T.tasks.c.state == "SUCCEEDED")
                        & T.tasks.c.cache_key.is_not(None))
-                .order_by(T.tasks.c.ended_at)).all()
+                .order_by(T.tasks.c.ended_at.asc().nulls_first())).all()
         return {r._mapping["cache_key"]: _task(r) for r in rows}
 
     def find_latest_success(self, workflow: str, task: str, def_hash: str) -> TaskRecord | None:
@@ -375,7 +391,7 @@ class Store:
                 sa.select(T.tasks).join(T.runs, T.runs.c.id == T.tasks.c.run_id).where(
                     (T.runs.c.workflow == workflow) & (T.tasks.c.name == task)
                     & (T.tasks.c.def_hash == def_hash) & (T.tasks.c.state == "SUCCEEDED"))
-                .order_by(T.tasks.c.ended_at.desc()).limit(1)).first()
+                .order_by(T.tasks.c.ended_at.desc().nulls_last()).limit(1)).first()
         return _task(row) if row else None
 
 
@@ -384,15 +400,25 @@ _EVENT_SQL = ("INSERT INTO events (run_id, task, ts, old, new, reason) "
 _ATTEMPT_SQL = ("INSERT INTO attempts (run_id, task, number, state, started_at) "
                 "VALUES (:run_id, :task, :number, :state, :started_at)")
 _PLACEHOLDER = re.compile(r":([A-Za-z_]\w*)")
+_SCHEMA_LOCK = 0x6B616C65  # "kale": the advisory lock held while creating the schema
+
+
+def _nul_free(value: Any) -> Any:
+    """PostgreSQL text cannot contain NUL: an error message or traceback that does keeps
+    the rest, with U+FFFD in its place."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
 
 
 class _Writer:
     """Runs named-parameter SQL on one raw DBAPI connection, in the driver's own
     paramstyle: the hot path of the store skips SQLAlchemy's statement machinery."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, nul_free: bool = False) -> None:
         self.raw = engine.raw_connection()
         self.style = engine.dialect.paramstyle
+        self.nul_free = nul_free
         self._sql: dict[str, tuple[str, list[str]]] = {}
 
     def _convert(self, sql: str) -> tuple[str, list[str]]:
@@ -407,6 +433,8 @@ class _Writer:
 
     def executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
         text, names = self._convert(sql)
+        if self.nul_free:
+            rows = [{n: _nul_free(r.get(n)) for n in names} for r in rows]
         if self.style in ("qmark", "format"):
             params: list[Any] = [tuple(r.get(n) for n in names) for r in rows]
         else:

@@ -1,4 +1,5 @@
-"""The store's tables (SQLAlchemy Core). Times are UNIX seconds (float)."""
+"""The store's tables (SQLAlchemy Core). Times are UNIX seconds (float). Names have no
+length limit (the model sets none; PostgreSQL would enforce one, SQLite ignores it)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ meta = Table(
 runs = Table(
     "runs", metadata,
     Column("id", String(64), primary_key=True),
-    Column("workflow", String(256), nullable=False, index=True),
+    Column("workflow", String, nullable=False, index=True),
     Column("state", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("ended_at", Float),
@@ -36,7 +37,7 @@ runs = Table(
     Column("params", Text, nullable=False),      # JSON
     Column("options", Text, nullable=False),     # JSON: selection, force, jobs, rerun_of
     Column("owner_pid", Integer),                # process driving the run, if any
-    Column("owner_host", String(256)),
+    Column("owner_host", String),
     Column("owner_start", String(64)),           # boot id + start time: a reused pid is not it
     Column("cancel_requested", Float),           # set by `kale cancel`; the owner polls it
     Column("message", Text),
@@ -45,7 +46,7 @@ runs = Table(
 tasks = Table(
     "tasks", metadata,
     Column("run_id", String(64), primary_key=True),
-    Column("name", String(256), primary_key=True),
+    Column("name", String, primary_key=True),
     Column("position", Integer, nullable=False, default=0),  # order in the workflow
     Column("state", String(16), nullable=False),
     Column("kind", String(16), nullable=False),
@@ -72,7 +73,7 @@ tasks = Table(
 attempts = Table(
     "attempts", metadata,
     Column("run_id", String(64), primary_key=True),
-    Column("task", String(256), primary_key=True),
+    Column("task", String, primary_key=True),
     Column("number", Integer, primary_key=True),
     Column("state", String(16), nullable=False),
     Column("started_at", Float),
@@ -85,7 +86,7 @@ events = Table(
     "events", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("run_id", String(64), nullable=False),
-    Column("task", String(256)),      # None for run-level events
+    Column("task", String),           # None for run-level events
     Column("ts", Float, nullable=False),
     Column("old", String(16)),
     Column("new", String(16), nullable=False),
