@@ -124,3 +124,25 @@ def cancel_through(client: Client) -> None:
         time.sleep(0.1)
     assert run.cancel() == "CANCELLED"
     assert run.status()["tasks"][0]["state"] == "CANCELLED"
+
+
+def test_event_stream_delivers_states_and_log_lines_within_half_a_second(
+        home: Path, manager: dict) -> None:
+    wf = Workflow("events")
+    # each line carries the time it was written
+    wf.shell("talk", "for i in 1 2 3; do echo $i $(date +%s.%N); sleep 0.7; done")
+    with Client() as client:
+        run = client.submit(wf)
+        states, delays = [], []
+        for event, data in client.events(run.id):
+            if event == "state" and data["task"] == "talk":
+                states.append(data["new"])
+            elif event == "log":
+                number, written = data["line"].split()
+                delays.append((int(number), time.time() - float(written)))
+            elif event == "end":
+                assert data["state"] == "SUCCEEDED"
+    assert states == ["READY", "RUNNING", "SUCCEEDED"]
+    assert [n for n, _ in delays] == [1, 2, 3]
+    # lines 2 and 3 were written while we were listening: seen within 0.5 s
+    assert all(d < 0.5 for n, d in delays if n > 1), delays

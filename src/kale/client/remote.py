@@ -6,6 +6,7 @@ import base64
 import json
 import pickle
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,24 @@ class Client:
     def logs(self, run_id: str, task: str, stream: str = "stdout") -> str:
         return self._check(self._http.get(f"/api/runs/{run_id}/tasks/{task}/logs",
                                           params={"stream": stream})).text
+
+    def events(self, run_id: str, after: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Live ``(event, data)`` pairs of a run: ``state`` changes, ``log`` lines, and a
+        final ``end``."""
+        with self._http.stream("GET", f"/api/runs/{run_id}/events", params={"after": after},
+                               timeout=httpx.Timeout(30.0, read=None)) as response:
+            self._check(response)
+            event, data = "", ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    data = line[6:]
+                elif not line and event:
+                    yield event, json.loads(data)
+                    if event == "end":
+                        return
+                    event, data = "", ""
 
     def close(self) -> None:
         self._http.close()

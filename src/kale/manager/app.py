@@ -4,14 +4,18 @@
 No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations,
 and the dependencies they name are local to :func:`create_app`."""
 
+import asyncio
 import base64
+import json
 import os
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 import kale
@@ -120,4 +124,59 @@ def create_app(home: Path, token: str) -> FastAPI:
             f.seek(max(0, offset))
             return f.read().decode(errors="replace")
 
+    @app.get("/api/runs/{run_id}/events", dependencies=[Auth])
+    async def events(run_id: str, after: int = 0) -> StreamingResponse:
+        """Server-sent events: every state change (``event: state``) and every new log
+        line of the run's tasks (``event: log``), until the run ends."""
+        rec = store.get_run(run_id)
+        return StreamingResponse(_event_stream(store, rec.id, after),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
     return app
+
+
+async def _event_stream(store: Any, run_id: str, after: int) -> AsyncIterator[str]:
+    offsets: dict[str, int] = {}  # log path -> bytes already sent
+    partial: dict[str, bytes] = {}
+    last = after
+    while True:
+        rows = await run_in_threadpool(store.events, run_id, last)
+        for e in rows:
+            last = e["id"]
+            yield _sse("state", {"id": e["id"], "task": e["task"], "old": e["old"],
+                                 "new": e["new"], "reason": e["reason"], "ts": e["ts"]})
+        tasks = await run_in_threadpool(store.tasks, run_id)
+        for t in tasks:
+            for stream, path in (("stdout", t.stdout), ("stderr", t.stderr)):
+                for line in _new_lines(path, offsets, partial):
+                    yield _sse("log", {"task": t.name, "stream": stream, "line": line})
+        run = await run_in_threadpool(store.get_run, run_id)
+        if run.state.terminal and not rows:
+            yield _sse("end", {"state": run.state.value})
+            return
+        await asyncio.sleep(0.1)
+
+
+def _new_lines(path: str | None, offsets: dict[str, int],
+               partial: dict[str, bytes]) -> list[str]:
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(offsets.get(path, 0))
+            chunk = f.read(1 << 20)
+    except FileNotFoundError:
+        return []
+    if not chunk:
+        return []
+    offsets[path] = offsets.get(path, 0) + len(chunk)
+    data = partial.pop(path, b"") + chunk
+    *lines, rest = data.split(b"\n")
+    if rest:
+        partial[path] = rest
+    return [line.decode(errors="replace") for line in lines]
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
