@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import Kale
+from conftest import Kale, process_alive
 
 
 def _status(kale: Kale, run_id: str) -> dict:
@@ -101,11 +101,11 @@ def test_kale_cancel_of_a_run_whose_driver_died_kills_what_it_left(kale: Kale,
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     pid = int(pidfile.read_text())
-    assert _alive(pid)  # the orphan outlived its driver
+    assert process_alive(pid)  # the orphan outlived its driver
     out = kale("cancel", run_id)
     assert out.returncode == 0 and "CANCELLED" in out.stdout, out.stderr
     time.sleep(0.2)
-    assert not _alive(pid)
+    assert not process_alive(pid)
     assert _status(kale, run_id)["tasks"][0]["state"] == "CANCELLED"
 
 
@@ -131,11 +131,3 @@ def test_kale_cancel_of_a_run_driven_by_another_process_leaves_that_process_aliv
         rest = proc.stdout.read()
         assert proc.wait(timeout=15) == 0
     assert "still alive CANCELLED" in rest
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

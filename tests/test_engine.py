@@ -8,17 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import process_alive
 from kale import TaskError, TaskState, ValidationError, Workflow
 from kale.model.states import RunState
-
-
-def alive(pid: int) -> bool:
-    """True if the process exists and is not a zombie waiting for its reaper."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def states(run) -> dict[str, str]:
@@ -109,7 +101,7 @@ def test_timeout_kills_the_process_group(home: Path, tmp_path: Path) -> None:
     assert "timed out after 0.5 s" in (rec.error or "")
     pid = int(pidfile.read_text())
     time.sleep(0.2)
-    assert not alive(pid)
+    assert not process_alive(pid)
 
 
 def test_python_timeout_kills_worker_and_next_task_runs(home: Path) -> None:
