@@ -7,9 +7,10 @@ A result is the JSON a peer printed: ``{"times": [...], "median": s, ...}``, or
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from scenarios import KALE, Scenario
+from scenarios import KALE, Peer, Scenario
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -49,41 +50,45 @@ def runs(res: dict[str, Any]) -> str:
     return ", ".join(sec(t) for t in res["times"])
 
 
+def _peer_rows(sc: Scenario, results: dict[str, dict[str, Any]], width: int,
+               cells: Callable[[Peer, dict[str, Any]], list[str]]) -> list[list[str]]:
+    """One row per peer: ``cells(peer, result)``, or the peer's error across the row."""
+    rows = []
+    for peer in sc.peers:
+        res = results[peer.label]
+        bad = failed(res)
+        rows.append([peer.label, bad, *[""] * (width - 3), peer.note] if bad
+                    else cells(peer, res))
+    return rows
+
+
 def _rate_rows(sc: Scenario, n: int, results: dict[str, dict[str, Any]]) -> str:
     per_hop = sc.layout == "hop"
     header = ["System", "median s", "ms/hop" if per_hop else "tasks/s", "Kale speed-up",
               "in-run s", "startup s", "first task s", "runs s", "notes"]
     kale = results.get(KALE, {})
-    rows = []
-    for peer in sc.peers:
-        res = results[peer.label]
-        bad = failed(res)
-        if bad:
-            rows.append([peer.label, bad, *[""] * 6, peer.note])
-            continue
+
+    def cells(peer: Peer, res: dict[str, Any]) -> list[str]:
         med = res["median"]
         metric = f"{1000 * med / n:.3f}" if per_hop else f"{n / med:,.0f}"
-        rows.append([peer.label, sec(med), metric, speedup(kale, res, peer.label),
-                     sec(res.get("in_run")), sec(res.get("startup")),
-                     sec(res.get("first_task")), runs(res), peer.note])
-    return table(header, rows)
+        return [peer.label, sec(med), metric, speedup(kale, res, peer.label),
+                sec(res.get("in_run")), sec(res.get("startup")),
+                sec(res.get("first_task")), runs(res), peer.note]
+
+    return table(header, _peer_rows(sc, results, len(header), cells))
 
 
 def _notebook_rows(sc: Scenario, n: int, results: dict[str, dict[str, Any]]) -> str:
     header = ["System", "total s", "notebooks/s", "Kale speed-up", "per notebook median s",
               "per notebook max s", "first notebook s", "notes"]
     kale = results.get(KALE, {})
-    rows = []
-    for peer in sc.peers:
-        res = results[peer.label]
-        bad = failed(res)
-        if bad:
-            rows.append([peer.label, bad, *[""] * 5, peer.note])
-            continue
-        rows.append([peer.label, sec(res["median"]), f"{n / res['median']:.1f}",
-                     speedup(kale, res, peer.label), sec(res["per_task_median"]),
-                     sec(res["per_task_max"]), sec(res.get("first_task")), peer.note])
-    return table(header, rows)
+
+    def cells(peer: Peer, res: dict[str, Any]) -> list[str]:
+        return [peer.label, sec(res["median"]), f"{n / res['median']:.1f}",
+                speedup(kale, res, peer.label), sec(res["per_task_median"]),
+                sec(res["per_task_max"]), sec(res.get("first_task")), peer.note]
+
+    return table(header, _peer_rows(sc, results, len(header), cells))
 
 
 STEP_TITLES = {

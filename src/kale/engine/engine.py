@@ -3,10 +3,13 @@ tasks to an executor, applies retries and timeouts, propagates failures, and rec
 transition in the store.
 
 Each step of the loop (1) takes every finished attempt, (2) works out the consequences
-(success, retry, failure and the SKIPPED tasks below it, newly ready tasks), (3) commits all
-of those changes in one transaction, and only then (4) starts the newly dispatched tasks.
-So a process killed at any instant leaves a store that :meth:`Engine.run` can resume from:
-a task recorded SUCCEEDED never runs again.
+(success, retry, failure and the SKIPPED tasks below it, newly ready tasks), (3) checks all
+of those changes against the state machine and hands them to the group committer, which
+commits them (with whatever else gathered in the last few ms) in one transaction, and
+(4) starts the newly dispatched tasks. A process killed at any instant leaves a consistent
+store that :meth:`Engine.run` can resume from: a task recorded SUCCEEDED never runs again;
+a task started moments before its RUNNING change was committed is found on resume by its
+environment and killed (see ``procs.kill_leftovers``).
 """
 
 from __future__ import annotations
@@ -289,7 +292,7 @@ class Engine:
 
     # -- dispatch ------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        """Commit what happened, then start ready tasks in the free slots."""
+        """Hand what happened to the committer, then start ready tasks in the free slots."""
         starting: list[tuple[str, int, TaskContext]] = []
         while self.ready and len(self.running) + len(starting) < self.executor.slots:
             name = self.ready.popleft()

@@ -17,10 +17,6 @@ class Selection:
     until: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
 
-    @property
-    def everything(self) -> bool:
-        return not (self.only or self.from_ or self.until or self.tags)
-
     def to_dict(self) -> dict[str, list[str]]:
         return {"only": self.only, "from": self.from_, "until": self.until, "tags": self.tags}
 
