@@ -142,7 +142,7 @@ def test_event_stream_delivers_states_and_log_lines_within_half_a_second(
                 delays.append((int(number), time.time() - float(written)))
             elif event == "end":
                 assert data["state"] == "SUCCEEDED"
-    assert states == ["READY", "RUNNING", "SUCCEEDED"]
+    assert states == ["READY", "SUBMITTED", "RUNNING", "SUCCEEDED"]
     assert [n for n, _ in delays] == [1, 2, 3]
     # lines 2 and 3 were written while we were listening: seen within 0.5 s
     assert all(d < 0.5 for n, d in delays if n > 1), delays

@@ -73,12 +73,13 @@ def test_transitions_write_task_columns_events_and_attempts(store: Store) -> Non
     t0 = time.time()
     store.apply([Change(run_id, "a", S.READY, "no upstream")])
     store.apply([Change(run_id, "a", S.RUNNING, "", {"attempts": 1, "started_at": t0},
-                        attempt={"number": 1, "state": "RUNNING", "started_at": t0})])
+                        attempt={"new": True, "number": 1, "state": "RUNNING",
+                                 "started_at": t0, "worker": "w1"})])
     rec = store.task(run_id, "a")
     assert (rec.state, rec.attempts, rec.started_at, rec.reason) == (S.RUNNING, 1, t0, None)
     assert store.attempts(run_id, "a") == [
         {"run_id": run_id, "task": "a", "number": 1, "state": "RUNNING", "started_at": t0,
-         "ended_at": None, "exit_code": None, "error": None}]
+         "ended_at": None, "exit_code": None, "error": None, "worker": "w1"}]
     t1 = t0 + 1.25
     result = '{"total": 85, "text": "gr\\u00fc\\u00df \\u2713"}'
     store.apply([Change(run_id, "a", S.SUCCEEDED, "finished",

@@ -17,7 +17,8 @@ from kale.display import COLORS, duration
 from kale.model.states import TaskState
 from kale.store.store import Change
 
-ACTIVE = {TaskState.RUNNING, TaskState.RETRYING, TaskState.SUBMITTED, TaskState.WAITING}
+ACTIVE = {TaskState.RUNNING, TaskState.RETRYING, TaskState.SUBMITTED, TaskState.WAITING,
+          TaskState.SUSPENDED}
 PROBLEM = {TaskState.FAILED, TaskState.TIMEOUT, TaskState.CANCELLED}
 
 

@@ -93,16 +93,24 @@ def run(
                                              help="Tasks at once (default: CPU count).")] = None,
     detach: Annotated[bool, typer.Option(help="Start the run in the background and exit.")
                       ] = False,
+    embedded: Annotated[bool, typer.Option(
+        help="Run in this process even when a manager is running.")] = False,
     home: Home = None,
 ) -> None:
-    """Run a workflow (all of it, or a selection) and print its run id."""
+    """Run a workflow (all of it, or a selection) and print its run id. With a manager
+    running (`kale manager start`), the manager runs it on its workers."""
     from kale.engine.runs import RunOptions, create_run
+    from kale.manager import service
     from kale.model.selection import Selection
     from kale.spec import load_workflow
 
     params = dict(parse_param(p) for p in param or [])
     store, path = _store(home)
     wf = load_workflow(file, params_override=params)
+    if not embedded and executor == "local" and service.state(path) is not None:
+        raise typer.Exit(_submit(path, wf, detach, params=params, only=only or [],
+                                 from_=from_ or [], until=until or [], tags=tag or [],
+                                 force=force, jobs=jobs, rerun_of=rerun_failed))
     opts = RunOptions(params=params, executor=executor, force=force, jobs=jobs,
                       rerun_of=store.get_run(rerun_failed).id if rerun_failed else None,
                       selection=Selection(only or [], from_ or [], until or [], tag or []))
@@ -112,6 +120,59 @@ def run(
         _spawn_driver(rec.id, path)
         return
     raise typer.Exit(_drive(store, rec, wf))
+
+
+def _submit(home: Path, wf: Any, detach: bool, **options: Any) -> int:
+    """Hand the run to the manager; unless detached, follow it until it ends (Ctrl-C
+    cancels it, as it does an embedded run)."""
+    from kale.client.remote import Client
+
+    with Client(home=home) as client:
+        if options.get("rerun_of"):
+            options["rerun_of"] = client.status(options["rerun_of"])["run"]["id"]
+        remote = client.submit(wf, **{k: v for k, v in options.items() if v is not None})
+        out.print(remote.id)
+        if detach:
+            return 0
+        try:
+            for event, data in client.events(remote.id):
+                if event == "state" and data["task"]:
+                    stamp = time.strftime("%H:%M:%S", time.localtime(data["ts"]))
+                    reason = f"  {data['reason']}" if data["reason"] else ""
+                    err.print(f"{stamp} {data['task']} {data['new']}{reason}", markup=False)
+                elif event == "end":
+                    break
+        except KeyboardInterrupt:
+            err.print(f"interrupted: cancelling run {remote.id} "
+                      "(--detach leaves a run running)")
+            client.cancel(remote.id)
+            return 130
+        doc = client.status(remote.id)
+    state = doc["run"]["state"]
+    color = {"SUCCEEDED": "green", "FAILED": "red"}.get(state, "yellow")
+    err.print(f"run {remote.id} [bold {color}]{state}[/] ({doc['run']['message']})",
+              markup=True)
+    for t in doc["tasks"]:
+        if t["state"] in ("FAILED", "TIMEOUT"):
+            err.print(f"  {t['name']}: {t['state']}: {t['error']}", markup=False)
+    return EXIT.get(state, 1)
+
+
+def _manager_client(home: Path | None) -> Any:
+    from kale.client.remote import Client
+    from kale.manager import service
+
+    path = _home_path(home)
+    if service.state(path) is None:
+        fail(f"no manager is running for {path}: tasks are cancelled, suspended and "
+             "resumed one by one through the manager (`kale manager start`)")
+    return Client(home=path)
+
+
+def _task_action(run_id: str, task: str, action: str, home: Path | None) -> None:
+    with _manager_client(home) as client:
+        doc = client.task_action(run_id, task, action)
+    out.print(f"{action} {doc['id']} {task} (was {doc['state']})")
 
 
 def _spawn_driver(run_id: str, home: Path) -> None:
@@ -166,11 +227,16 @@ def drive_cmd(run_id: str, home: Home = None) -> None:
 
 @app.command()
 def resume(run_id: Annotated[str, typer.Argument(metavar="RUN")],
+           task: Annotated[str | None, typer.Argument(metavar="[TASK]")] = None,
            jobs: Annotated[int | None, typer.Option("-j", "--jobs", min=1)] = None,
            home: Home = None) -> None:
-    """Finish a run whose process stopped: only tasks that have not succeeded run."""
+    """Finish a run whose process stopped: only tasks that have not succeeded run. With
+    TASK: let a suspended task go on (SIGCONT)."""
     from kale.engine.runs import check_resumable
 
+    if task is not None:
+        _task_action(run_id, task, "resume", home)
+        return
     store, _ = _store(home)
     rec = store.get_run(run_id)
     check_resumable(rec)
@@ -181,10 +247,23 @@ def resume(run_id: Annotated[str, typer.Argument(metavar="RUN")],
 
 
 @app.command()
-def cancel(run_id: Annotated[str, typer.Argument(metavar="RUN")], home: Home = None) -> None:
-    """Cancel a run: its running tasks are killed and recorded CANCELLED."""
+def suspend(run_id: Annotated[str, typer.Argument(metavar="RUN")],
+            task: Annotated[str, typer.Argument(metavar="TASK")], home: Home = None) -> None:
+    """Stop a running task's processes (SIGSTOP) until `kale resume RUN TASK`."""
+    _task_action(run_id, task, "suspend", home)
+
+
+@app.command()
+def cancel(run_id: Annotated[str, typer.Argument(metavar="RUN")],
+           task: Annotated[str | None, typer.Argument(metavar="[TASK]")] = None,
+           home: Home = None) -> None:
+    """Cancel a run: its running tasks are killed and recorded CANCELLED. With TASK: only
+    that task (the tasks below it are skipped)."""
     from kale.client.local import cancel_run
 
+    if task is not None:
+        _task_action(run_id, task, "cancel", home)
+        return
     store, _ = _store(home)
     state = cancel_run(store, store.get_run(run_id).id)
     out.print(f"run {run_id} {state.value}")
@@ -370,18 +449,41 @@ def manager_start(
     port: Annotated[int, typer.Option(help="TCP port on the host.")] = 8765,
     host: Annotated[str, typer.Option(help="Address to listen on (keep it local).")
                     ] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(
+        min=0, help="Local workers to keep while there is work (0: only workers you start "
+        "with `kale worker`).")] = 1,
+    worker_slots: Annotated[int | None, typer.Option(
+        min=1, help="Tasks at once per local worker (default: CPU count).")] = None,
+    heartbeat_timeout: Annotated[float, typer.Option(
+        min=0.5, help="Seconds of silence after which a worker is lost and its tasks "
+        "retried.")] = 15.0,
+    sample_interval: Annotated[float, typer.Option(
+        min=0.1, help="Seconds between resource samples of each running task.")] = 2.0,
     home: Home = None,
 ) -> None:
     """Start the manager in the background (no-op if it runs already); print its URL."""
     from kale.manager import service
 
-    doc = service.start(_home_path(home), host=host, port=port)
+    doc = service.start(_home_path(home), host=host, port=port, workers=workers,
+                        worker_slots=worker_slots, heartbeat_timeout=heartbeat_timeout,
+                        sample_interval=sample_interval)
     out.print(doc["url"])
+
+
+@manager_app.command("add-user")
+def manager_add_user(name: str, home: Home = None) -> None:
+    """Let another user use this manager (a shared PostgreSQL store): prints their user and
+    worker tokens as JSON, once; the store keeps only hashes."""
+    from kale.manager.auth import add_user
+
+    store, _ = _store(home)
+    out.print_json(json.dumps(add_user(store, name)))
 
 
 @manager_app.command("stop")
 def manager_stop(home: Home = None) -> None:
-    """Stop the manager; the runs it drives stop with it and `kale resume` finishes them."""
+    """Stop the manager and the local workers it started. Its unfinished runs are kept:
+    the next `kale manager start` resumes them."""
     from kale.manager import service
 
     out.print("stopped" if service.stop(_home_path(home)) else "no manager was running")
@@ -401,6 +503,58 @@ def manager_status(as_json: Annotated[bool, typer.Option("--json")] = False,
     else:
         out.print("no manager is running")
     raise typer.Exit(0 if doc else 1)
+
+
+@app.command()
+def worker(
+    manager: Annotated[str | None, typer.Option(
+        help="Manager URL (default: the running manager of the Kale home).")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        help="File holding a worker token (default: $KALE_WORKER_TOKEN, else "
+        "$KALE_HOME/worker-token).")] = None,
+    slots: Annotated[int | None, typer.Option(min=1, help="Tasks at once (default: CPUs).")
+                     ] = None,
+    worker_id: Annotated[str | None, typer.Option("--id", help="Worker id (default: "
+                                                  "host-pid-random).")] = None,
+    idle_exit: Annotated[float | None, typer.Option(
+        help="Exit after this many seconds without tasks.")] = None,
+    give_up: Annotated[float, typer.Option(
+        help="Exit when the manager has been unreachable this many seconds.")] = 600.0,
+    provider: Annotated[str | None, typer.Option(hidden=True)] = None,
+    home: Home = None,
+) -> None:
+    """Run tasks for a manager: connect, take tasks, run and monitor them, report."""
+    import asyncio
+    import logging
+
+    from kale.manager.auth import WORKER_TOKEN_FILE, read_token
+    from kale.worker import WorkerAgent
+
+    path = _home_path(home)
+    if manager is None:
+        from kale.manager import service
+
+        doc = service.state(path)
+        if doc is None:
+            fail(f"no manager is running for {path}; give --manager URL")
+        manager = str(doc["url"])
+    if not manager.startswith(("http://", "https://", "ws://", "wss://")):
+        fail(f"--manager {manager!r}: expected an http:// or ws:// URL")
+    if token_file is not None:
+        token = token_file.read_text().strip()
+    elif os.environ.get("KALE_WORKER_TOKEN"):
+        token = os.environ["KALE_WORKER_TOKEN"]
+    else:
+        try:
+            token = read_token(path, WORKER_TOKEN_FILE)
+        except FileNotFoundError:
+            fail(f"no worker token: {path / WORKER_TOKEN_FILE} does not exist "
+                 "(start the manager once, or give --token-file)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
+    agent = WorkerAgent(manager, token, slots=slots, worker_id=worker_id, provider=provider,
+                        give_up=give_up, idle_exit=idle_exit)
+    err.print(f"worker {agent.id} ({agent.slots} slots) for {manager}")
+    raise typer.Exit(asyncio.run(agent.run()))
 
 
 @app.command()

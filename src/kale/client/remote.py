@@ -71,6 +71,18 @@ class Client:
     def status(self, run_id: str) -> dict[str, Any]:
         return dict(self._get(f"/api/runs/{run_id}"))
 
+    def task_action(self, run_id: str, task: str, action: str) -> dict[str, Any]:
+        """``cancel``, ``suspend`` or ``resume`` one task of a run."""
+        return dict(self._check(self._http.post(
+            f"/api/runs/{run_id}/tasks/{task}/{action}")).json())
+
+    def resources(self, run_id: str, task: str) -> list[dict[str, Any]]:
+        """Resource samples of a task: ``ts``, ``cpu`` (%), ``rss``, I/O bytes, ``gpu``."""
+        return list(self._get(f"/api/runs/{run_id}/tasks/{task}/resources"))
+
+    def workers(self) -> list[dict[str, Any]]:
+        return list(self._get("/api/workers"))
+
     def cancel(self, run_id: str) -> str:
         return str(self._check(self._http.post(f"/api/runs/{run_id}/cancel")).json()["state"])
 

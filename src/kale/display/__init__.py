@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 COLORS = {
     "PENDING": "#9e9e9e", "READY": "#64b5f6", "SUBMITTED": "#7986cb", "RUNNING": "#1e88e5",
+    "SUSPENDED": "#90a4ae",
     "WAITING": "#ffb300", "RETRYING": "#fb8c00", "SUCCEEDED": "#43a047", "FAILED": "#e53935",
     "TIMEOUT": "#8e24aa", "CANCELLED": "#6d4c41", "SKIPPED": "#bdbdbd",
 }

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 import traceback
 from collections import Counter, deque
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kale.engine.keys import cache_key
-from kale.executors.base import Executor
+from kale.executors.base import Executor, Interrupted
 from kale.model import dag
 from kale.model.refs import MissingResult, resolve
 from kale.model.states import RunState, TaskState
@@ -49,7 +50,7 @@ _FAILED = (S.FAILED, S.TIMEOUT, S.CANCELLED, S.SKIPPED)
 class _Done:
     name: str
     attempt: int
-    how: str  # "done" | "timeout" | "cancelled" | "retry"
+    how: str  # "done" | "timeout" | "cancelled" | "retry" | "interrupted"
     outcome: Outcome | None = None
 
 
@@ -76,6 +77,7 @@ class Engine:
         self.waiting_on: dict[str, int] = {}
         self.ready: deque[str] = deque()
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.contexts: dict[str, TaskContext] = {}  # running attempts
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.changes: list[Change] = []
         self.cached: dict[str, TaskRecord] = {}
@@ -85,17 +87,22 @@ class Engine:
         self._failure: BaseException | None = None
         self._dispatch_soon = False
         self._finished = False
+        self._cancel_reasons: dict[str, str] = {}  # tasks cancelled one by one
+        self._started_at: dict[str, float] = {}  # attempts adopted after a restart
         self._poller: asyncio.TimerHandle | None = None
         self.interrupted: dict[str, int] = {}  # attempts cut short by a dead driver
         self._loop: asyncio.AbstractEventLoop | None = None
         self._committer: GroupCommitter | None = None
         self._logs = self.run_dir / "logs"
+        self.loaded = threading.Event()  # set once the store's picture is loaded
+        self._detached = False
 
     # -- public --------------------------------------------------------------------------
     async def run(self) -> RunState:
         """Drive the run to its end and return its final state."""
         self._loop = asyncio.get_running_loop()
         self._quiet = asyncio.Event()
+        self.executor.on_start = self._started_threadsafe
         self._logs.mkdir(parents=True, exist_ok=True)
         self.store.claim_run(self.run_id)
         self._committer = GroupCommitter(self.store, on_commit=self._notify)
@@ -104,6 +111,7 @@ class Engine:
         try:
             await self.executor.start(kinds)
             self._load()
+            self.loaded.set()
             if self.cancelled:
                 self.cancelled = False
                 self._cancel(self._cancel_reason)
@@ -113,8 +121,12 @@ class Engine:
             self._finished = True
             if self._failure is not None:
                 raise self._failure
+            if self._detached:
+                self._flush()
+                return RunState.RUNNING
         except BaseException as e:
             self._finished = True
+            self.loaded.set()
             self._abandon(e)
             raise
         finally:
@@ -148,6 +160,81 @@ class Engine:
             return
         loop.call_soon_threadsafe(self._cancel, reason)
 
+    def detach(self) -> None:
+        """Stop driving the run but leave it as it is (thread-safe): what a manager does
+        when it stops. Its tasks go on in their workers; the next driver adopts them."""
+        def now() -> None:
+            self._detached = True
+            self._quiet.set()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(now)
+
+    def cancel_task(self, name: str, reason: str = "cancelled") -> None:
+        """Cancel one task (thread-safe); the tasks below it are skipped."""
+        self._threadsafe(self._cancel_task, name, reason)
+
+    def control(self, name: str, action: str) -> None:
+        """``suspend`` or ``resume`` a running task (thread-safe)."""
+        self._threadsafe(self._control, name, action)
+
+    def _threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._finished:
+            raise RuntimeError("the run is not active")
+        loop.call_soon_threadsafe(self._guarded, fn, *args)
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+            self._dispatch()
+        except BaseException as e:  # a bug in the engine: stop the run loudly
+            self._failure = e
+            self._quiet.set()
+
+    def _cancel_task(self, name: str, reason: str) -> None:
+        st = self.state.get(name)
+        if st is None or st.terminal:
+            return
+        if name in self.running:
+            self._cancel_reasons[name] = reason
+            self.running[name].cancel()
+            return
+        timer = self.timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        self._change(name, S.CANCELLED, reason, {"ended_at": time.time()})
+        self._skip_descendants(name)
+
+    def _control(self, name: str, action: str) -> None:
+        ctx = self.contexts.get(name)
+        st = self.state.get(name)
+        want = {"suspend": (S.RUNNING, S.SUSPENDED), "resume": (S.SUSPENDED, S.RUNNING)}
+        if action not in want:
+            raise ValueError(f"unknown action {action!r}")
+        before, after = want[action]
+        if ctx is None or st is not before:
+            log.info("cannot %s %s: it is %s", action, name, st)
+            return
+        if self.executor.control(ctx, action):
+            self._change(name, after, f"{action}ed")
+
+    def _started_threadsafe(self, name: str, attempt: int, worker: str) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._started, name, attempt, worker)
+
+    def _started(self, name: str, attempt: int, worker: str) -> None:
+        """A queued attempt reached a worker."""
+        if self.state.get(name) is not S.SUBMITTED or self.attempts.get(name) != attempt:
+            return
+        now = time.time()
+        self._change(name, S.RUNNING, f"attempt {attempt} on worker {worker}",
+                     {"started_at": now},
+                     {"number": attempt, "state": "RUNNING", "started_at": now,
+                      "worker": worker})
+        self._schedule_dispatch()
+
     # -- setup ---------------------------------------------------------------------------
     def _load(self) -> None:
         """Bring the in-memory picture in line with the store (new or resumed run)."""
@@ -159,18 +246,24 @@ class Engine:
                     1 for a in self.store.attempts(self.run_id, rec.name)
                     if a["state"] == "INTERRUPTED")
             self.def_hash[rec.name] = rec.def_hash or ""
+            if rec.started_at is not None and not rec.state.terminal:
+                self._started_at[rec.name] = rec.started_at
             if rec.state is S.SUCCEEDED:
                 self.results[rec.name] = results.decode(rec, self.wf.base_dir)
                 self.hashes[rec.name] = f"{rec.cache_key}/{rec.result_hash}"
-        if any(self.attempts.values()):
+        if any(self.attempts.values()) and not self.executor.remote:
             # A resumed run: its previous driver died. Stop whatever it left running (it
             # may have started a task moments before it could record that).
             procs.kill_leftovers(self.run_id)
+        adopt: list[str] = []
         for name in self.wf.order():
             st = self.state[name]
             if st.terminal:
                 continue
-            if st in (S.RUNNING, S.SUBMITTED):
+            if st in (S.RUNNING, S.SUBMITTED, S.SUSPENDED) and self.executor.remote:
+                adopt.append(name)  # its worker may still be running it
+                continue
+            if st in (S.RUNNING, S.SUBMITTED, S.SUSPENDED):
                 self.interrupted[name] = self.interrupted.get(name, 0) + 1
                 self._change(name, S.READY, "requeued: the process running it stopped",
                              attempt={"number": self.attempts[name], "state": "INTERRUPTED",
@@ -191,6 +284,25 @@ class Engine:
                     self._skip_below_failed(name)
                 elif self.waiting_on[name] == 0:
                     self._became_ready(name)
+        for name in adopt:
+            self._adopt(name)
+
+    def _adopt(self, name: str) -> None:
+        """Wait for the worker that runs this attempt to report it (after a restart)."""
+        task = self.wf.tasks[name]
+        try:
+            inputs = resolve(task.parameters, self.results, self.params)
+        except MissingResult:
+            inputs = {}
+        key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes, self.params)
+        self._inputs[name] = (inputs, key)
+        attempt = self.attempts[name]
+        ctx = self._context(name, attempt)
+        started = self.state[name] is not S.SUBMITTED
+        assert self._loop is not None
+        self.contexts[name] = ctx
+        self.running[name] = self._loop.create_task(
+            self._execute(name, attempt, ctx, adopt=started, adopting=True))
 
     def _unselected(self, name: str) -> None:
         """A task outside the selection: reuse its latest result if a selected task needs
@@ -229,6 +341,12 @@ class Engine:
 
     def _notify(self, changes: list[Change]) -> None:
         """Called (in the commit thread) once changes are committed."""
+        for ch in changes:
+            if ch.receipt is not None:
+                try:
+                    ch.receipt()
+                except Exception:
+                    log.exception("receipt failed")
         for listener in self.listeners:
             try:
                 listener(changes)
@@ -307,47 +425,63 @@ class Engine:
             self._quiet.set()
 
     def _prepare(self, name: str) -> tuple[int, TaskContext]:
-        task = self.wf.tasks[name]
         attempt = self.attempts.get(name, 0) + 1
         self.attempts[name] = attempt
-        workdir = self.run_dir / name
-        records = workdir / RECORDS_FILE
-        try:
-            os.mkdir(workdir)
-        except FileExistsError:  # an earlier attempt's records must not leak into this one
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(records)
-        except FileNotFoundError:  # the run directory itself was removed
-            workdir.mkdir(parents=True)
-        logs = f"{self._logs}/{name}.{attempt}"
-        out, err = Path(logs + ".out"), Path(logs + ".err")
-        inputs, key = self._inputs.get(name) or ({}, "")
-        env = {"KALE_RUN_ID": self.run_id, "KALE_TASK": name, "KALE_ATTEMPT": str(attempt),
-               "KALE_RUN_DIR": str(self.run_dir), RECORD_ENV: str(records), **task.env}
-        ctx = TaskContext(
-            run_id=self.run_id, task=task, attempt=attempt, workdir=workdir,
-            stdout_path=out, stderr_path=err, base_dir=self.wf.base_dir, inputs=inputs,
-            upstream={d: self.results.get(d) for d in self.upstream[name]},
-            params=self.params, env=env)
-        now = time.time()
-        self._change(name, S.RUNNING, f"attempt {attempt}", {
-            "attempts": attempt, "started_at": now, "ended_at": None, "stdout": str(out),
-            "stderr": str(err), "cache_key": key, "exit_code": None, "error": None,
-            "traceback": None}, {"number": attempt, "state": "RUNNING", "started_at": now})
+        ctx = self._context(name, attempt, create=True)
+        if self.executor.queued:  # RUNNING once a worker has it (see _started)
+            state, reason, now = S.SUBMITTED, f"attempt {attempt} queued", None
+        else:
+            state, reason, now = S.RUNNING, f"attempt {attempt}", time.time()
+        self._change(name, state, reason, {
+            "attempts": attempt, "started_at": now, "ended_at": None,
+            "stdout": str(ctx.stdout_path), "stderr": str(ctx.stderr_path),
+            "cache_key": self._inputs.get(name, ({}, ""))[1], "exit_code": None,
+            "error": None, "traceback": None},
+            {"new": True, "number": attempt, "state": state.value, "started_at": now})
+        self.contexts[name] = ctx
         return attempt, ctx
 
-    async def _execute(self, name: str, attempt: int, ctx: TaskContext) -> None:
+    def _context(self, name: str, attempt: int, create: bool = False) -> TaskContext:
+        task = self.wf.tasks[name]
+        workdir = self.run_dir / name
+        records = workdir / RECORDS_FILE
+        if create:
+            try:
+                os.mkdir(workdir)
+            except FileExistsError:  # an earlier attempt's records must not leak into it
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(records)
+            except FileNotFoundError:  # the run directory itself was removed
+                workdir.mkdir(parents=True)
+        logs = f"{self._logs}/{name}.{attempt}"
+        inputs = self._inputs[name][0] if name in self._inputs else {}
+        env = {"KALE_RUN_ID": self.run_id, "KALE_TASK": name, "KALE_ATTEMPT": str(attempt),
+               "KALE_RUN_DIR": str(self.run_dir), RECORD_ENV: str(records), **task.env}
+        return TaskContext(
+            run_id=self.run_id, task=task, attempt=attempt, workdir=workdir,
+            stdout_path=Path(logs + ".out"), stderr_path=Path(logs + ".err"),
+            base_dir=self.wf.base_dir, inputs=inputs,
+            upstream={d: self.results.get(d) for d in self.upstream[name]},
+            params=self.params, env=env)
+
+    async def _execute(self, name: str, attempt: int, ctx: TaskContext, *,
+                       adopt: bool = False, adopting: bool = False) -> None:
         timeout = ctx.task.timeout
+        if timeout and adopting:  # the walltime started with the attempt, not now
+            timeout = max(0.001, timeout - (time.time() - self._started_at.get(name, 0.0)))
         how, outcome = "done", None
+        work = self.executor.adopt(ctx, adopt) if adopting else self.executor.execute(ctx)
         try:
             if timeout:
-                outcome = await asyncio.wait_for(self.executor.execute(ctx), timeout)
+                outcome = await asyncio.wait_for(work, timeout)
             else:
-                outcome = await self.executor.execute(ctx)
+                outcome = await work
         except TimeoutError:
             how = "timeout"
         except asyncio.CancelledError:
             how = "cancelled"
+        except Interrupted as e:
+            how, outcome = "interrupted", Outcome(ok=False, error=str(e))
         except Exception as e:
             outcome = Outcome(ok=False, error=f"Kale could not run the task: {e!r}",
                               traceback=traceback.format_exc())
@@ -356,12 +490,17 @@ class Engine:
     def _post(self, item: _Done) -> None:
         """An attempt ended (or a retry timer fired): record it now, and dispatch once for
         everything that ends in the same turn of the event loop."""
+        if self._detached:
+            return
         try:
             self._finish(item)
         except BaseException as e:  # a bug in the engine: stop the run loudly
             self._failure = e
             self._quiet.set()
             return
+        self._schedule_dispatch()
+
+    def _schedule_dispatch(self) -> None:
         if not self._dispatch_soon:
             self._dispatch_soon = True
             assert self._loop is not None
@@ -385,14 +524,40 @@ class Engine:
                 self.ready.append(name)
             return
         self.running.pop(name, None)
+        self.contexts.pop(name, None)
+        receipt = item.outcome.receipt if item.outcome is not None else None
+        mark = len(self.changes)
+        self._end(item)
+        if receipt is not None:  # a worker's report: acknowledged once this is durable
+            if len(self.changes) > mark:
+                self.changes[-1].receipt = receipt
+            else:
+                receipt()
+
+    def _end(self, item: _Done) -> None:
+        name = item.name
         now = time.time()
         task = self.wf.tasks[name]
         attempt_row: dict[str, Any] = {"number": item.attempt, "ended_at": now}
         out = item.outcome
         if item.how == "cancelled":
             attempt_row["state"] = "CANCELLED"
-            self._change(name, S.CANCELLED, self._cancel_reason, {"ended_at": now},
+            reason = self._cancel_reasons.pop(name, None)
+            self._change(name, S.CANCELLED, reason or self._cancel_reason, {"ended_at": now},
                          attempt_row)
+            if reason is not None:  # this task alone was cancelled
+                self._skip_descendants(name)
+            return
+        if item.how == "interrupted":
+            assert out is not None
+            self.interrupted[name] = self.interrupted.get(name, 0) + 1
+            attempt_row.update(state="INTERRUPTED", error=out.error)
+            if self.cancelled:
+                self._change(name, S.CANCELLED, self._cancel_reason, {"ended_at": now},
+                             attempt_row)
+                return
+            self._change(name, S.READY, f"requeued: {out.error}", {}, attempt_row)
+            self.ready.append(name)
             return
         enc: dict[str, Any] = {}
         if item.how == "done" and out is not None and out.ok:
@@ -420,7 +585,9 @@ class Engine:
             bad, error = S.FAILED, out.error or "failed"
             values = {"error": error, "exit_code": out.exit_code, "traceback": out.traceback,
                       "details": _json(out.details), "artifacts": _json(out.artifacts)}
-        attempt_row.update(state=bad.value, exit_code=values["exit_code"], error=error)
+        lost = out is not None and "lost_worker" in out.details
+        attempt_row.update(state="LOST" if lost else bad.value, exit_code=values["exit_code"],
+                           error=error)
         values["ended_at"] = now
         if item.attempt - self.interrupted.get(name, 0) <= task.retries and not self.cancelled:
             delay = task.retry_delay * (2 ** (item.attempt - 1))

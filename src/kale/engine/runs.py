@@ -28,6 +28,7 @@ class RunOptions:
     executor: str = "local"
     jobs: int | None = None
     rerun_of: str | None = None
+    submitted_by: str | None = None  # the manager user (runs submitted to a manager)
 
 
 def new_run_id() -> str:
@@ -64,7 +65,9 @@ def create_run(store: Store, home: Path, wf: Workflow, opts: RunOptions) -> RunR
         run_id, wf.name, spec, base_dir=str(wf.base_dir), run_dir=str(run_dir), params=params,
         options={"selected": sorted(selected) if len(selected) < len(wf) else None,
                  "selection": opts.selection.to_dict(), "force": opts.force,
-                 "executor": opts.executor, "jobs": opts.jobs, "rerun_of": opts.rerun_of},
+                 "executor": opts.executor, "jobs": opts.jobs, "rerun_of": opts.rerun_of,
+                 "manager": opts.submitted_by is not None},
+        submitted_by=opts.submitted_by,
         tasks=[(n, t.kind, t.definition_hash(wf.base_dir, memo)) for n, t in wf.tasks.items()])
     return store.get_run(run_id)
 

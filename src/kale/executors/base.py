@@ -1,19 +1,30 @@
 """Executors decide how tasks reach compute. The engine hands an executor a prepared task
-context and awaits its outcome; the local executor runs it here, batch executors (later)
-send it through a queue."""
+context and awaits its outcome: the local executor runs it in this process's runners; the
+worker executor (in the manager) queues it for workers, which may be local processes or
+pilots inside batch allocations."""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from kale.tasks.base import Outcome, TaskContext
+
+#: ``(task name, attempt, worker id)``: an attempt the executor had queued has started
+StartedCallback = Callable[[str, int, str], None]
 
 
 class Executor(abc.ABC):
     name: str
-    #: how many tasks may run at once
+    #: how many tasks may run (or wait in its queue) at once
     slots: int
+    #: tasks wait in a queue before they start: the engine records them SUBMITTED, and
+    #: RUNNING when the executor calls :attr:`on_start` (from any thread)
+    queued: bool = False
+    #: tasks run in processes that outlive the engine (workers): after a restart the engine
+    #: adopts running attempts (:meth:`adopt`) instead of killing and requeueing them
+    remote: bool = False
+    on_start: StartedCallback | None = None
 
     async def start(self, kinds: Mapping[str, int]) -> None:  # noqa: B027 - optional hook
         """Prepare to run tasks of these kinds (``kind -> number of tasks``): warm pools."""
@@ -22,5 +33,19 @@ class Executor(abc.ABC):
     async def execute(self, ctx: TaskContext) -> Outcome:
         """Run one attempt; cancellation must stop it."""
 
+    async def adopt(self, ctx: TaskContext, started: bool) -> Outcome:
+        """Await an attempt a previous engine started (``remote`` executors only). Raises
+        :class:`Interrupted` if no worker has it any more."""
+        raise Interrupted("this executor cannot adopt running tasks")
+
+    def control(self, ctx: TaskContext, action: str) -> bool:
+        """``suspend`` or ``resume`` a running attempt; False if this executor cannot."""
+        return False
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release everything started."""
+
+
+class Interrupted(Exception):
+    """The attempt stopped for reasons of its own executor (a worker shut down, or no
+    worker claimed it after a restart): requeue it without counting a retry."""

@@ -1,56 +1,112 @@
-"""The manager's HTTP API. Every endpoint but ``/health`` needs the user's token
-(``Authorization: Bearer TOKEN``).
+"""The manager's HTTP API. Every endpoint but ``/health`` needs a token
+(``Authorization: Bearer TOKEN``); a user sees only their own runs, and a worker token
+opens nothing but the worker link (``/api/workers/link``, a WebSocket).
 
 No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations,
 and the dependencies they name are local to :func:`create_app`."""
 
 import asyncio
 import base64
+import contextlib
 import json
+import logging
 import os
-import threading
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 import kale
 from kale.errors import KaleError, RunNotFound, UsageError, ValidationError
-from kale.manager.auth import same
+from kale.manager.auth import Identity, Tokens
+from kale.manager.limits import MAX_BODY, BodyLimit
 from kale.manager.models import Health, Submit, Submitted
+from kale.worker.protocol import HEARTBEAT_TIMEOUT, LINK_PATH
 
-MAX_BODY = 16 * 1024 * 1024  # a workflow document larger than this is refused
+log = logging.getLogger("kale.manager")
 
 
-def create_app(home: Path, token: str) -> FastAPI:
-    from kale.client.local import open_store, start_run
+@dataclass
+class Settings:
+    home: Path
+    url: str = ""                 # where workers reach this manager
+    workers: int = 1              # local workers kept while there is work
+    worker_slots: int | None = None
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT
+    sample_interval: float = 2.0
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from kale.client.local import open_store
+    from kale.manager.broker import Broker
+    from kale.manager.host import RunHost
+    from kale.manager.provider import LocalWorkers
     from kale.model.workflow import Workflow
+    from kale.store import workers as wstore
 
-    store, _ = open_store(home)
-    app = FastAPI(title="Kale manager", version=kale.__version__)
+    store, home = open_store(settings.home)
+    tokens = Tokens(home, store)
+    broker = Broker(store, heartbeat_timeout=settings.heartbeat_timeout,
+                    sample_interval=settings.sample_interval)
+    host = RunHost(store, home, broker, tokens.owner)
+    local: LocalWorkers | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        nonlocal local
+        await broker.start()
+        if settings.workers > 0 and settings.url:
+            from kale.manager.auth import WORKER_TOKEN_FILE, read_token
+
+            local = LocalWorkers(broker, home, settings.url, read_token(home, WORKER_TOKEN_FILE),
+                                 count=settings.workers, slots=settings.worker_slots)
+            broker.on_lost.append(lambda _w: _ensure(local))
+            host.on_submit.append(local.ensure)
+        resumed = await asyncio.to_thread(host.resume_all)
+        if resumed:
+            log.warning("resumed runs %s", ", ".join(resumed))
+        if local is not None and (resumed or broker.queued()):
+            local.ensure()
+        try:
+            yield
+        finally:
+            host.detach_all()
+            if local is not None:
+                await asyncio.to_thread(local.stop)
+            await broker.stop()
+
+    app = FastAPI(title="Kale manager", version=kale.__version__, lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.state.broker, app.state.host = broker, host
     bearer = HTTPBearer(auto_error=False)
-    live: dict[str, Any] = {}  # run id -> Run handle driven here
-    lock = threading.Lock()
 
-    def authorised(
+    def identity(
         cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> None:
-        if cred is None or not same(cred.credentials, token):
-            raise HTTPException(401, "a valid token is required (Authorization: Bearer ...)",
-                                headers={"WWW-Authenticate": "Bearer"})
+    ) -> Identity:
+        who = tokens.identify(cred.credentials) if cred is not None else None
+        if who is None or who.worker:
+            raise HTTPException(401, "a valid user token is required (Authorization: Bearer "
+                                "...)", headers={"WWW-Authenticate": "Bearer"})
+        return who
 
-    Auth = Depends(authorised)
+    User = Annotated[Identity, Depends(identity)]
 
-    @app.middleware("http")
-    async def limit_size(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY:
-            return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, 413)
-        return await call_next(request)
+    def users_of(who: Identity) -> list[str | None]:
+        # Runs made without a manager (`kale run`, a notebook) belong to the home's owner.
+        return [who.user, None] if who.user == tokens.owner else [who.user]
+
+    def own_run(who: Identity, run_id: str) -> Any:
+        rec = store.get_run(run_id)
+        if rec.submitted_by not in users_of(who):
+            raise RunNotFound(run_id)
+        return rec
 
     @app.exception_handler(KaleError)
     async def kale_error(_request: Request, exc: KaleError) -> JSONResponse:
@@ -67,42 +123,70 @@ def create_app(home: Path, token: str) -> FastAPI:
     def health() -> Health:
         return Health(status="ok", version=kale.__version__, pid=os.getpid())
 
-    @app.get("/api/runs", dependencies=[Auth])
-    def runs(limit: int = 50) -> list[dict[str, Any]]:
-        return [r.to_json() for r in store.runs(max(1, min(limit, 1000)))]
+    @app.get("/api/runs")
+    def runs(who: User, limit: int = 50) -> list[dict[str, Any]]:
+        return [r.to_json() for r in store.runs(max(1, min(limit, 1000)), users=users_of(who))]
 
-    @app.post("/api/runs", dependencies=[Auth], status_code=201)
-    def submit(body: Submit) -> Submitted:
+    @app.post("/api/runs", status_code=201)
+    def submit(who: User, body: Submit) -> Submitted:
         wf = Workflow.from_dict(body.workflow, base_dir=body.base_dir, trusted=True)
-        run = start_run(wf, params=body.params, only=body.only, from_=body.from_,
-                        until=body.until, tags=body.tags, force=body.force, jobs=body.jobs,
-                        home=home)
-        with lock:
-            live[run.id] = run
-        return Submitted(id=run.id)
+        rec = host.submit(wf, who.user, params=body.params, only=body.only, from_=body.from_,
+                          until=body.until, tags=body.tags, force=body.force, jobs=body.jobs,
+                          rerun_of=own_run(who, body.rerun_of).id if body.rerun_of else None)
+        return Submitted(id=rec.id)
 
-    @app.get("/api/runs/{run_id}", dependencies=[Auth])
-    def status(run_id: str) -> dict[str, Any]:
-        rec = store.get_run(run_id)
-        return {"run": rec.to_json(), "tasks": [t.to_json() for t in store.tasks(rec.id)]}
+    @app.get("/api/runs/{run_id}")
+    def status(who: User, run_id: str, tasks: bool = True) -> dict[str, Any]:
+        """The run, how many of its tasks are in each state, and (unless ``tasks=false``)
+        every task."""
+        rec = own_run(who, run_id)
+        engine = host.engine(rec.id)
+        records = store.tasks(rec.id) if tasks else None
+        if engine is not None:
+            counts = Counter(s.value for s in list(engine.state.values()))
+        elif records is not None:
+            counts = Counter(t.state.value for t in records)
+        else:
+            counts = Counter(store.task_counts(rec.id))
+        doc: dict[str, Any] = {"run": rec.to_json(), "counts": dict(counts)}
+        if records is not None:
+            doc["tasks"] = [t.to_json() for t in records]
+        return doc
 
-    @app.post("/api/runs/{run_id}/cancel", dependencies=[Auth])
-    def cancel(run_id: str) -> dict[str, Any]:
+    @app.post("/api/runs/{run_id}/cancel")
+    def cancel(who: User, run_id: str) -> dict[str, Any]:
         from kale.client.local import cancel_run
 
-        rec = store.get_run(run_id)
-        with lock:
-            run = live.get(rec.id)
-        if run is not None and not run.done():
-            run.cancel()
-            state = run.state
-        else:
-            state = cancel_run(store, rec.id)
-        return {"id": rec.id, "state": state.value}
+        rec = own_run(who, run_id)
+        engine = host.engine(rec.id)
+        if engine is not None:
+            engine.cancel("cancelled (API)")
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not rec.state.terminal:
+                time.sleep(0.05)
+                rec = store.get_run(rec.id)
+            return {"id": rec.id, "state": rec.state.value}
+        return {"id": rec.id, "state": cancel_run(store, rec.id).value}
 
-    @app.get("/api/runs/{run_id}/tasks/{task}/result", dependencies=[Auth])
-    def result(run_id: str, task: str) -> dict[str, Any]:
-        rec = store.task(store.get_run(run_id).id, task)
+    @app.post("/api/runs/{run_id}/tasks/{task}/{action}")
+    def task_action(who: User, run_id: str, task: str, action: str) -> dict[str, Any]:
+        """``cancel``, ``suspend`` (SIGSTOP its processes) or ``resume`` (SIGCONT) a task."""
+        if action not in ("cancel", "suspend", "resume"):
+            raise HTTPException(404, f"no task action {action!r} (cancel, suspend, resume)")
+        rec = own_run(who, run_id)
+        before = store.task(rec.id, task).state
+        engine = host.engine(rec.id)
+        if engine is None:
+            raise HTTPException(409, f"run {rec.id} is not active in this manager")
+        if action == "cancel":
+            engine.cancel_task(task, "cancelled (API)")
+        else:
+            engine.control(task, action)
+        return {"id": rec.id, "task": task, "action": action, "state": before.value}
+
+    @app.get("/api/runs/{run_id}/tasks/{task}/result")
+    def result(who: User, run_id: str, task: str) -> dict[str, Any]:
+        rec = store.task(own_run(who, run_id).id, task)
         if rec.state.value != "SUCCEEDED":
             raise HTTPException(409, f"task {task!r} is {rec.state.value}"
                                 + (f": {rec.error}" if rec.error else ""))
@@ -111,12 +195,11 @@ def create_app(home: Path, token: str) -> FastAPI:
             return {"pickle": base64.b64encode(blob).decode()}
         return {"json": rec.result_json}
 
-    @app.get("/api/runs/{run_id}/tasks/{task}/logs", dependencies=[Auth],
-             response_class=PlainTextResponse)
-    def logs(run_id: str, task: str, stream: str = "stdout", offset: int = 0) -> str:
+    @app.get("/api/runs/{run_id}/tasks/{task}/logs", response_class=PlainTextResponse)
+    def logs(who: User, run_id: str, task: str, stream: str = "stdout", offset: int = 0) -> str:
         if stream not in ("stdout", "stderr"):
             raise HTTPException(422, "stream is stdout or stderr")
-        rec = store.task(store.get_run(run_id).id, task)
+        rec = store.task(own_run(who, run_id).id, task)
         path = rec.stdout if stream == "stdout" else rec.stderr
         if not path or not Path(path).exists():
             return ""
@@ -124,22 +207,67 @@ def create_app(home: Path, token: str) -> FastAPI:
             f.seek(max(0, offset))
             return f.read().decode(errors="replace")
 
-    @app.get("/api/runs/{run_id}/events", dependencies=[Auth])
-    async def events(run_id: str, after: int = 0) -> StreamingResponse:
-        """Server-sent events: every state change (``event: state``) and every new log
-        line of the run's tasks (``event: log``), until the run ends."""
-        rec = store.get_run(run_id)
+    @app.get("/api/runs/{run_id}/tasks/{task}/resources")
+    def resources(who: User, run_id: str, task: str, after: int = 0) -> list[dict[str, Any]]:
+        """Resource samples of the task's process tree: CPU %, RSS, I/O, GPU."""
+        rec = own_run(who, run_id)
+        store.task(rec.id, task)  # 400 for an unknown task
+        return wstore.samples(store, rec.id, task, after_id=max(0, after))
+
+    @app.get("/api/runs/{run_id}/events")
+    async def events(who: User, run_id: str, after: int = 0) -> StreamingResponse:
+        """Server-sent events: state changes (``event: state``), new log lines (``log``)
+        and resource samples (``resources``) of the run's tasks, until the run ends."""
+        rec = await run_in_threadpool(own_run, who, run_id)
         return StreamingResponse(_event_stream(store, rec.id, after),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
+    @app.get("/api/workers")
+    def workers(who: User) -> list[dict[str, Any]]:
+        """The user's workers: connected or not, what they run, when last heard of."""
+        return broker.snapshot(who.user)
+
+    @app.websocket(LINK_PATH)
+    async def link(ws: WebSocket) -> None:
+        auth = ws.headers.get("authorization", "")
+        who = tokens.identify(auth[7:]) if auth.lower().startswith("bearer ") else None
+        if who is None or not who.worker:
+            await ws.close(code=1008, reason="a worker token is required")
+            return
+        await ws.accept()
+
+        async def receive() -> Any:
+            try:
+                return json.loads(await ws.receive_text())
+            except WebSocketDisconnect:
+                return None
+
+        async def send(msg: dict[str, Any]) -> None:
+            await ws.send_text(json.dumps(msg))
+
+        try:
+            await broker.serve(who.user, receive, send)
+        except (ValueError, PermissionError, KeyError) as e:
+            with contextlib.suppress(Exception):
+                await ws.close(code=1008, reason=str(e)[:120])
+        except WebSocketDisconnect:
+            pass
+
     return app
 
 
+def _ensure(local: Any) -> None:
+    if local is not None:
+        local.ensure()
+
+
 async def _event_stream(store: Any, run_id: str, after: int) -> AsyncIterator[str]:
+    from kale.store import workers as wstore
+
     offsets: dict[str, int] = {}  # log path -> bytes already sent
     partial: dict[str, bytes] = {}
-    last = after
+    last, last_sample = after, 0
     while True:
         rows = await run_in_threadpool(store.events, run_id, last)
         for e in rows:
@@ -151,6 +279,10 @@ async def _event_stream(store: Any, run_id: str, after: int) -> AsyncIterator[st
             for stream, path in (("stdout", t.stdout), ("stderr", t.stderr)):
                 for line in _new_lines(path, offsets, partial):
                     yield _sse("log", {"task": t.name, "stream": stream, "line": line})
+        samples = await run_in_threadpool(wstore.samples, store, run_id, None, last_sample)
+        for s in samples:
+            last_sample = s["id"]
+            yield _sse("resources", s)
         run = await run_in_threadpool(store.get_run, run_id)
         if run.state.terminal and not rows:
             yield _sse("end", {"state": run.state.value})

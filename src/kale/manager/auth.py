@@ -1,34 +1,49 @@
-"""The manager's token: made at first start, kept in a 0600 file in the Kale home."""
+"""Tokens. The home's owner has a user token (``$KALE_HOME/token``) and a worker token
+(``$KALE_HOME/worker-token``), both made at first start in 0600 files. A worker token can
+only open the worker link, and a worker holding it gets only its user's tasks. A manager
+on a shared PostgreSQL store can serve more users (``kale manager add-user``): their
+tokens live in the store as SHA-256 hashes, so the store never holds a usable token.
+"""
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import os
 import secrets
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from kale.errors import UsageError
+from kale.store import tables as T
+from kale.store.store import Store
+
 TOKEN_FILE = "token"
+WORKER_TOKEN_FILE = "worker-token"
 
 
 def token_path(home: Path) -> Path:
     return home / TOKEN_FILE
 
 
-def ensure_token(home: Path) -> str:
-    """The user's token, created (0600, never group/world readable) if it does not exist."""
-    path = token_path(home)
+def ensure_token(home: Path, name: str = TOKEN_FILE) -> str:
+    """A token file's token, created (0600, never group/world readable) if missing."""
     try:
-        return read_token(home)
+        return read_token(home, name)
     except FileNotFoundError:
         pass
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(home / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
 
 
-def read_token(home: Path) -> str:
-    path = token_path(home)
+def read_token(home: Path, name: str = TOKEN_FILE) -> str:
+    path = home / name
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise PermissionError(f"{path} is readable by others (mode {mode:o}); "
@@ -38,3 +53,63 @@ def read_token(home: Path) -> str:
 
 def same(given: str, expected: str) -> bool:
     return secrets.compare_digest(given.encode(), expected.encode())
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def owner_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return f"uid{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str
+    worker: bool  # a worker token: only the worker link
+
+
+class Tokens:
+    """Who a token belongs to: the owner's two token files, then the store's users."""
+
+    def __init__(self, home: Path, store: Store) -> None:
+        self.store = store
+        self.owner = owner_name()
+        self._known = {digest(ensure_token(home)): Identity(self.owner, False),
+                       digest(ensure_token(home, WORKER_TOKEN_FILE)): Identity(self.owner, True)}
+
+    def identify(self, token: str) -> Identity | None:
+        h = digest(token)
+        hit = self._known.get(h)
+        if hit is None:
+            hit = self._lookup(h)
+            if hit is not None:
+                self._known[h] = hit
+        return hit
+
+    def _lookup(self, h: str) -> Identity | None:
+        with self.store.engine.connect() as c:
+            row = c.execute(sa.select(T.users.c.name, T.users.c.token_hash).where(
+                (T.users.c.token_hash == h) | (T.users.c.worker_token_hash == h))).first()
+        if row is None:
+            return None
+        return Identity(row[0], worker=row[1] != h)
+
+
+def add_user(store: Store, name: str) -> dict[str, str]:
+    """Create a manager user; returns its two tokens (shown once, stored only hashed)."""
+    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"user name {name!r}: use letters, digits, - and _ (at most 64)")
+    if name == owner_name():
+        raise UsageError(f"{name!r} is this home's owner; its tokens are in the home")
+    token, worker = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    with store.engine.begin() as c:
+        if c.execute(sa.select(T.users.c.name).where(T.users.c.name == name)).first():
+            raise UsageError(f"user {name!r} exists already")
+        c.execute(T.users.insert().values(name=name, token_hash=digest(token),
+                                          worker_token_hash=digest(worker),
+                                          created_at=time.time()))
+    return {"user": name, "token": token, "worker_token": worker}

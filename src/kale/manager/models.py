@@ -20,6 +20,7 @@ class Submit(BaseModel):
     until: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     force: bool = False
+    rerun_of: str | None = None
     jobs: int | None = Field(default=None, ge=1, le=4096)
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from kale.errors import KaleError
-from kale.manager.auth import ensure_token
+from kale.manager.auth import WORKER_TOKEN_FILE, ensure_token
+from kale.worker.protocol import HEARTBEAT_TIMEOUT
 
 STATE_FILE = "manager.json"
 
@@ -44,17 +45,24 @@ def healthy(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def start(home: Path, host: str = "127.0.0.1", port: int = 8765,
-          timeout: float = 20.0) -> dict[str, Any]:
-    """Start the manager in the background (or return the running one's record)."""
+def start(home: Path, host: str = "127.0.0.1", port: int = 8765, *, workers: int = 1,
+          worker_slots: int | None = None, heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+          sample_interval: float = 2.0, timeout: float = 20.0) -> dict[str, Any]:
+    """Start the manager in the background (or return the running one's record). It keeps
+    ``workers`` local workers (of ``worker_slots`` slots each) while it has work; a worker
+    silent for ``heartbeat_timeout`` seconds is lost and its tasks retried."""
     running = state(home)
     if running is not None:
         return running
     ensure_token(home)
+    ensure_token(home, WORKER_TOKEN_FILE)
     log = home / "manager.log"
+    options = {"workers": workers, "worker_slots": worker_slots,
+               "heartbeat_timeout": heartbeat_timeout, "sample_interval": sample_interval}
     with open(log, "ab") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kale.manager.service", str(home), host, str(port)],
+            [sys.executable, "-m", "kale.manager.service", str(home), host, str(port),
+             json.dumps(options)],
             stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True,
             env={**os.environ, "KALE_HOME": str(home)})
     deadline = time.monotonic() + timeout
@@ -85,19 +93,23 @@ def stop(home: Path, timeout: float = 15.0) -> bool:
     return True
 
 
-def serve(home: Path, host: str, port: int) -> None:
+def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = None) -> None:
     """Run the manager in this process (what ``start`` launches)."""
+    import logging
+
     import uvicorn
 
-    from kale.manager.app import create_app
+    from kale.manager.app import Settings, create_app
     from kale.store.store import process_identity
 
-    token = ensure_token(home)
-    app = create_app(home, token)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            access_log=False)
-    server = uvicorn.Server(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    ensure_token(home)
+    ensure_token(home, WORKER_TOKEN_FILE)
     url = f"http://{host}:{port}"
+    app = create_app(Settings(home=home, url=url, **(options or {})))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            access_log=False, ws_max_size=1 << 27)
+    server = uvicorn.Server(config)
     doc = {"url": url, "pid": os.getpid(), "identity": process_identity(os.getpid()),
            "host": host, "port": port, "started": time.time()}
     path = home / STATE_FILE
@@ -117,4 +129,5 @@ def serve(home: Path, host: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    serve(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]))
+    serve(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]),
+          json.loads(sys.argv[4]) if len(sys.argv) > 4 else None)

@@ -11,6 +11,7 @@ PENDING    waiting on upstream tasks
 READY      upstream done; waiting for a free slot on its executor
 SUBMITTED  handed to a batch queue, not started yet
 RUNNING    started on a worker
+SUSPENDED  stopped (SIGSTOP) by a person; RUNNING again when resumed
 WAITING    an interactive step waiting for a person
 RETRYING   failed or timed out; goes back to READY after its backoff
 SUCCEEDED  finished with exit code 0 (terminal)
@@ -31,6 +32,7 @@ class TaskState(StrEnum):
     READY = "READY"
     SUBMITTED = "SUBMITTED"
     RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
     WAITING = "WAITING"
     RETRYING = "RETRYING"
     SUCCEEDED = "SUCCEEDED"
@@ -70,7 +72,10 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     # RUNNING -> READY: the process running it died (crash, lost worker) and the task is
     # requeued without counting against its retries.
     S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.TIMEOUT, S.CANCELLED, S.RETRYING, S.READY,
-                          S.WAITING}),
+                          S.WAITING, S.SUSPENDED}),
+    # A suspended task still ends: a timeout (walltime runs on), a cancel, a lost worker.
+    S.SUSPENDED: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.TIMEOUT, S.CANCELLED,
+                            S.RETRYING, S.READY}),
     S.WAITING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.READY}),
     S.RETRYING: frozenset({S.READY, S.CANCELLED, S.FAILED}),
     # Terminal states may be re-opened only by an explicit re-run of the task.

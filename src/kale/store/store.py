@@ -20,7 +20,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from kale.errors import IllegalTransition, KaleError, RunNotFound, UsageError
+from kale.errors import IllegalTransition, RunNotFound, UsageError
 from kale.model.states import RunState, TaskState, is_legal
+from kale.store import schema
 from kale.store import tables as T
 
 
@@ -42,7 +43,11 @@ class Change:
     new: TaskState
     reason: str = ""
     values: dict[str, Any] = field(default_factory=dict)  # extra task columns
-    attempt: dict[str, Any] | None = None  # insert/update of the attempt row
+    #: the attempt row's columns; ``"new": True`` inserts it, else it is an update
+    attempt: dict[str, Any] | None = None
+    #: called (in the committing thread) once the change is durable: how a worker's
+    #: report is acknowledged only after what it caused is on disk
+    receipt: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -115,6 +120,7 @@ class RunRecord:
     owner_start: str | None
     cancel_requested: float | None
     message: str | None
+    submitted_by: str | None = None
 
     def owner_alive(self) -> bool:
         """Whether the process that drives this run is still alive (same host only; a pid
@@ -178,13 +184,7 @@ class Store:
                 # Processes opening a new store at once would race to create its tables
                 # (PostgreSQL's DDL is transactional, so the lock covers all of it).
                 c.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-            T.metadata.create_all(c)
-            row = c.execute(sa.select(T.meta.c.value).where(T.meta.c.key == "schema")).first()
-            if row is None:
-                c.execute(T.meta.insert().values(key="schema", value=str(T.SCHEMA_VERSION)))
-            elif int(row[0]) > T.SCHEMA_VERSION:
-                raise KaleError(f"the store at {url} has schema {row[0]}, newer than this Kale "
-                                f"({T.SCHEMA_VERSION}); upgrade Kale")
+            schema.migrate(c)  # create, or upgrade an older store; KaleError if newer
         # Current task states of the runs this process writes, for transition checks.
         self._states: dict[tuple[str, str], TaskState] = {}
         self._w: _Writer | None = None
@@ -216,7 +216,8 @@ class Store:
     # -- runs ----------------------------------------------------------------------------
     def create_run(self, run_id: str, workflow: str, spec: dict[str, Any], *, base_dir: str,
                    run_dir: str, params: dict[str, Any], options: dict[str, Any],
-                   tasks: Sequence[tuple[str, str, str]]) -> None:
+                   tasks: Sequence[tuple[str, str, str]], submitted_by: str | None = None
+                   ) -> None:
         """Insert a run and its tasks (``(name, kind, def_hash)``), all PENDING."""
         now = time.time()
         with self.engine.begin() as c:
@@ -224,7 +225,7 @@ class Store:
                 id=run_id, workflow=workflow, state=RunState.RUNNING.value, created_at=now,
                 spec=json.dumps(spec), base_dir=base_dir, run_dir=run_dir,
                 params=json.dumps(params, default=repr), options=json.dumps(options),
-                owner_pid=os.getpid(), owner_host=socket.gethostname()))
+                submitted_by=submitted_by, **_owner()))
             if tasks:
                 c.execute(T.tasks.insert(), [
                     {"run_id": run_id, "name": n, "kind": k, "state": "PENDING", "attempts": 0,
@@ -287,10 +288,19 @@ class Store:
             row = c.execute(sa.select(T.runs).order_by(T.runs.c.created_at.desc()).limit(1)).first()
         return _run(row) if row else None
 
-    def runs(self, limit: int = 50) -> list[RunRecord]:
+    def runs(self, limit: int = 50, users: Sequence[str | None] | None = None
+             ) -> list[RunRecord]:
+        """The newest runs; ``users``: only runs submitted by these (None: not through a
+        manager)."""
+        q = sa.select(T.runs).order_by(T.runs.c.created_at.desc()).limit(limit)
+        if users is not None:
+            named = [u for u in users if u is not None]
+            cond: Any = T.runs.c.submitted_by.in_(named)
+            if None in users:
+                cond = cond | T.runs.c.submitted_by.is_(None)
+            q = q.where(cond)
         with self.engine.connect() as c:
-            rows = c.execute(sa.select(T.runs).order_by(T.runs.c.created_at.desc())
-                             .limit(limit)).all()
+            rows = c.execute(q).all()
         return [_run(r) for r in rows]
 
     # -- tasks ---------------------------------------------------------------------------
@@ -299,6 +309,13 @@ class Store:
             rows = c.execute(sa.select(T.tasks).where(T.tasks.c.run_id == run_id)
                              .order_by(T.tasks.c.position)).all()
         return [_task(r) for r in rows]
+
+    def task_counts(self, run_id: str) -> dict[str, int]:
+        """How many of the run's tasks are in each state."""
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(T.tasks.c.state, sa.func.count()).where(
+                T.tasks.c.run_id == run_id).group_by(T.tasks.c.state)).all()
+        return {r[0]: r[1] for r in rows}
 
     def task(self, run_id: str, name: str) -> TaskRecord:
         with self.engine.connect() as c:
@@ -348,8 +365,7 @@ class Store:
                                  "old": old.value, "new": ch.new.value, "reason": ch.reason})
             if ch.attempt is not None:
                 a = {"run_id": ch.run_id, "task": ch.task, **ch.attempt}
-                (batch.new_attempts if a.get("state") == TaskState.RUNNING.value
-                 and "started_at" in a else batch.attempt_updates).append(a)
+                (batch.new_attempts if a.pop("new", False) else batch.attempt_updates).append(a)
         self._states.update(staged)
         return batch
 
@@ -397,8 +413,8 @@ class Store:
 
 _EVENT_SQL = ("INSERT INTO events (run_id, task, ts, old, new, reason) "
               "VALUES (:run_id, :task, :ts, :old, :new, :reason)")
-_ATTEMPT_SQL = ("INSERT INTO attempts (run_id, task, number, state, started_at) "
-                "VALUES (:run_id, :task, :number, :state, :started_at)")
+_ATTEMPT_SQL = ("INSERT INTO attempts (run_id, task, number, state, started_at, worker) "
+                "VALUES (:run_id, :task, :number, :state, :started_at, :worker)")
 _PLACEHOLDER = re.compile(r":([A-Za-z_]\w*)")
 _SCHEMA_LOCK = 0x6B616C65  # "kale": the advisory lock held while creating the schema
 
@@ -469,7 +485,7 @@ def _run(row: Any) -> RunRecord:
         base_dir=m["base_dir"], run_dir=m["run_dir"], params=json.loads(m["params"]),
         options=json.loads(m["options"]), owner_pid=m["owner_pid"], owner_host=m["owner_host"],
         owner_start=m["owner_start"], cancel_requested=m["cancel_requested"],
-        message=m["message"])
+        message=m["message"], submitted_by=m.get("submitted_by"))
 
 
 def _task(row: Any) -> TaskRecord:

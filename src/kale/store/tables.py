@@ -14,7 +14,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -41,6 +41,8 @@ runs = Table(
     Column("owner_start", String(64)),           # boot id + start time: a reused pid is not it
     Column("cancel_requested", Float),           # set by `kale cancel`; the owner polls it
     Column("message", Text),
+    Column("submitted_by", String(64)),          # the manager user who submitted it
+    Index("ix_runs_submitted_by", "submitted_by", "created_at"),
 )
 
 tasks = Table(
@@ -80,6 +82,7 @@ attempts = Table(
     Column("ended_at", Float),
     Column("exit_code", Integer),
     Column("error", Text),
+    Column("worker", String(64)),     # the worker that ran it (manager runs)
 )
 
 events = Table(
@@ -92,4 +95,42 @@ events = Table(
     Column("new", String(16), nullable=False),
     Column("reason", Text),
     Index("ix_events_run", "run_id", "id"),
+)
+
+users = Table(
+    "users", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),         # sha256 hex
+    Column("worker_token_hash", String(64), nullable=False, unique=True),  # sha256 hex
+    Column("created_at", Float, nullable=False),
+)
+
+workers = Table(
+    "workers", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user", String(64), nullable=False),
+    Column("host", String, nullable=False),
+    Column("pid", Integer),
+    Column("provider", String(32)),   # "local" when the manager started it, else None
+    Column("slots", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # ACTIVE | LOST | STOPPED
+    Column("started_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("info", Text),             # JSON: python, kale version, kinds
+)
+
+samples = Table(
+    "samples", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False),
+    Column("task", String, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("cpu", Float),             # percent of one core, summed over the process tree
+    Column("rss", Integer),           # bytes
+    Column("read_bytes", Integer),    # cumulative
+    Column("write_bytes", Integer),   # cumulative
+    Column("procs", Integer),         # processes in the tree
+    Column("gpu", Text),              # JSON list per GPU: util %, memory bytes (NVML)
+    Index("ix_samples_run", "run_id", "task", "id"),
 )

@@ -9,6 +9,7 @@ whatever it started (the whole process group) before re-raising.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ class TaskContext:
     upstream: dict[str, Any] = field(default_factory=dict)  # results of upstream tasks, by name
     params: dict[str, Any] = field(default_factory=dict)    # workflow parameters
     env: dict[str, str] = field(default_factory=dict)       # task.env plus KALE_* variables
+    #: processes running the task, filled in by its runner as it starts them: what a
+    #: worker samples (CPU, memory, I/O) and suspends or resumes
+    pids: list[int] = field(default_factory=list)
 
     @property
     def records_path(self) -> Path:
@@ -46,6 +50,9 @@ class Outcome:
     traceback: str | None = None    # full text for `kale status RUN TASK` and logs
     details: dict[str, Any] = field(default_factory=dict)  # e.g. {"cell_index": 3}
     artifacts: dict[str, str] = field(default_factory=dict)  # e.g. {"notebook": path}
+    #: set by executors whose outcomes arrive as reports: called once the engine's record
+    #: of this outcome is committed (the report is then acknowledged to its sender)
+    receipt: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
 
 class TaskRunner(abc.ABC):

@@ -169,6 +169,8 @@ class NotebookRunner(TaskRunner):
         except KernelFailed as e:
             return Outcome(ok=False, exit_code=1, error=str(e))
         reusable = False
+        if kernel.pid is not None:
+            ctx.pids.append(kernel.pid)
         try:
             if kernel.language_info:
                 nb.metadata["language_info"] = kernel.language_info

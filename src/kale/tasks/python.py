@@ -125,6 +125,7 @@ class PythonRunner(TaskRunner):
 
             data = cloudpickle.dumps(job)
         w = self._acquire()
+        ctx.pids.append(w.proc.pid)
         try:
             reply = await w.call(data)
         except BaseException:

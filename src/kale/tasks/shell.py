@@ -43,6 +43,7 @@ class ShellRunner(TaskRunner):
             except OSError as e:
                 return Outcome(ok=False, exit_code=127, error=f"cannot start {argv[0]!r}: "
                                f"{e.strerror or e}")
+        ctx.pids.append(proc.pid)
         try:
             code = await procs.wait(proc)
         except asyncio.CancelledError:

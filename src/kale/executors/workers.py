@@ -1,0 +1,86 @@
+"""The worker executor (in the manager): attempts go to the broker, which hands them to
+connected workers; outcomes come back as their reports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from kale.executors.base import Executor
+from kale.tasks.base import Outcome, TaskContext
+from kale.worker.protocol import encode_context
+
+if TYPE_CHECKING:
+    from kale.manager.broker import Broker, Pending
+
+#: attempts of one run queued or running at once, unless the run says otherwise (``jobs``)
+WINDOW = 1024
+
+
+class WorkerExecutor(Executor):
+    name = "workers"
+    queued = True
+    remote = True
+
+    def __init__(self, broker: Broker, user: str, run_id: str, jobs: int | None = None) -> None:
+        self.broker, self.user, self.run_id = broker, user, run_id
+        self.slots = jobs or WINDOW
+        self._closed = False
+
+    async def start(self, kinds: Mapping[str, int]) -> None:
+        self.broker.live_runs.add(self.run_id)
+
+    async def execute(self, ctx: TaskContext) -> Outcome:
+        return await self._await(ctx, False, True)
+
+    async def adopt(self, ctx: TaskContext, started: bool) -> Outcome:
+        return await self._await(ctx, True, started)
+
+    async def _await(self, ctx: TaskContext, adopted: bool, running: bool) -> Outcome:
+        from kale.manager.broker import Pending
+
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Outcome] = loop.create_future()
+
+        def resolve(value: Outcome | BaseException) -> None:
+            loop.call_soon_threadsafe(_settle, fut, value)
+
+        name, attempt = ctx.task.name, ctx.attempt
+        on_start = self.on_start
+
+        def started(worker: str) -> None:
+            if on_start is not None:
+                on_start(name, attempt, worker)
+
+        key = (ctx.run_id, name, attempt)
+        p: Pending = Pending(key, self.user, resolve, encode_context(ctx), started,
+                             adopted=adopted, was_running=running)
+        if adopted:
+            self.broker.adopt(p)
+        else:
+            self.broker.submit(p)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if not self._closed:  # closed: the manager stops; the task runs on
+                self.broker.withdraw(key)
+            raise
+
+    def control(self, ctx: TaskContext, action: str) -> bool:
+        return self.broker.control((ctx.run_id, ctx.task.name, ctx.attempt), action)
+
+    async def close(self) -> None:
+        self._closed = True
+        self.broker.live_runs.discard(self.run_id)
+
+
+def _settle(fut: asyncio.Future[Outcome], value: Outcome | BaseException) -> None:
+    if fut.done():
+        return
+    if isinstance(value, asyncio.CancelledError):
+        fut.cancel()
+    elif isinstance(value, BaseException):
+        fut.set_exception(value)
+    else:
+        fut.set_result(value)

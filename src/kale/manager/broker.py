@@ -1,0 +1,489 @@
+"""The broker: the manager's side of the worker link (see :mod:`kale.worker.protocol`).
+
+Engines (one thread each) hand it attempts through :class:`~kale.executors.workers.
+WorkerExecutor`; connected workers take them one per credit. The broker keeps who runs
+what, applies each report once, acknowledges a report only after the engine's record of
+it is committed, declares a worker lost after ``heartbeat_timeout`` seconds of silence
+(its attempts then fail with ``lost_worker`` and are retried per the task's policy), and
+after a manager restart lets reconnecting workers claim the attempts the resumed runs
+adopt.
+
+Threads: the WebSocket side runs on the server's event loop; engines call in from their
+own threads. One lock guards the shared state; everything done under it is short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kale.executors.base import Interrupted
+from kale.store import workers as wstore
+from kale.store.store import Store
+from kale.tasks.base import Outcome
+from kale.worker.protocol import HEARTBEAT_TIMEOUT, Key, key_of, outcome_of
+
+log = logging.getLogger("kale.broker")
+
+Resolve = Callable[[Outcome | BaseException], None]
+
+
+@dataclass
+class Pending:
+    """An attempt an engine awaits."""
+
+    key: Key
+    user: str
+    resolve: Resolve
+    payload: str
+    started: Callable[[str], None] | None = None
+    worker: str | None = None
+    adopted: bool = False        # after a restart: wait for its worker to claim it
+    was_running: bool = True     # adopted: it had reached a worker before
+
+
+@dataclass
+class Worker:
+    id: str
+    user: str
+    host: str = ""
+    pid: int | None = None
+    provider: str | None = None
+    slots: int = 1
+    state: str = "ACTIVE"
+    started_at: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.monotonic)
+    attempts: set[Key] = field(default_factory=set)
+    link: Link | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "user": self.user, "host": self.host, "pid": self.pid,
+                "provider": self.provider, "slots": self.slots, "state": self.state,
+                "connected": self.link is not None, "running": len(self.attempts),
+                "started_at": self.started_at,
+                "silent_for": round(time.monotonic() - self.last_seen, 3)}
+
+
+class Link:
+    """One worker's open connection."""
+
+    def __init__(self, worker: Worker, send: Callable[[dict[str, Any]], Any]) -> None:
+        self.worker = worker
+        self.send = send
+        self.credits = 0
+        self.wake = asyncio.Event()
+        self.acks: list[int] = []
+        self.controls: list[dict[str, Any]] = []
+        self.closed = False
+
+
+class Broker:
+    def __init__(self, store: Store, *, heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
+                 sample_interval: float = 2.0) -> None:
+        self.store = store
+        self.heartbeat_timeout = heartbeat_timeout
+        self.sample_interval = sample_interval
+        self.instance = secrets.token_hex(8)  # a new one per manager start
+        self.lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pending: dict[Key, Pending] = {}
+        self.offers: dict[str, deque[Key]] = {}
+        self.workers: dict[str, Worker] = {}
+        self.claims: dict[Key, str] = {}            # declared by workers, not yet adopted
+        self.unclaimed: dict[Key, tuple[str, dict[str, Any]]] = {}  # reports nobody awaits
+        self.inflight: set[tuple[str, int]] = set()  # applied, not yet committed
+        self.live_runs: set[str] = set()
+        self.on_samples: list[Callable[[list[dict[str, Any]]], None]] = []
+        self.on_lost: list[Callable[[Worker], None]] = []
+        self._wake_scheduled: set[str] = set()
+        self._grace_until = time.monotonic() + heartbeat_timeout
+        self._expected: set[str] = set()            # workers active before a restart
+        self._judged = False
+        self._resumed = threading.Event()           # resumed runs have adopted
+        self._tick = time.monotonic()
+        self._reaper: asyncio.Task[None] | None = None
+        self._loop_thread: int | None = None
+
+    # -- lifecycle (server loop) -----------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        now = time.monotonic()
+        for row in wstore.workers(self.store, states=("ACTIVE",)):
+            # Workers alive when the previous manager died: give them the heartbeat
+            # timeout to reconnect and claim their attempts.
+            w = Worker(row["id"], row["user"], row["host"], row["pid"], row["provider"],
+                       row["slots"], started_at=row["started_at"], last_seen=now,
+                       info=row["info"])
+            self.workers[w.id] = w
+            self._expected.add(w.id)
+        self._grace_until = now + self.heartbeat_timeout
+        self._reaper = asyncio.create_task(self._reap())
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+
+    def resumed(self) -> None:
+        """The runs resumed at start have adopted their attempts (thread-safe)."""
+        self._resumed.set()
+
+    # -- engine side (any thread) ----------------------------------------------------------
+    def submit(self, p: Pending) -> None:
+        with self.lock:
+            self.pending[p.key] = p
+            self.offers.setdefault(p.user, deque()).append(p.key)
+        self._wake_user(p.user)
+
+    def adopt(self, p: Pending) -> None:
+        """Await an attempt started before a restart."""
+        with self.lock:
+            held = self.unclaimed.pop(p.key, None)
+            if held is not None:
+                self.pending[p.key] = p
+                self._apply(held[0], held[1])
+                return
+            self.pending[p.key] = p
+            owner = self.claims.pop(p.key, None)
+            if owner is not None and owner in self.workers:
+                p.worker = owner
+                self.workers[owner].attempts.add(p.key)
+            elif self._judged:
+                self._unclaimed_adoption(p)
+
+    def withdraw(self, key: Key) -> None:
+        """The engine no longer awaits this attempt (cancel, timeout): stop it."""
+        with self.lock:
+            p = self.pending.pop(key, None)
+            if p is None or p.worker is None:
+                return
+            w = self.workers.get(p.worker)
+            if w is None:
+                return
+            w.attempts.discard(key)
+            if w.link is not None:
+                w.link.controls.append({"action": "cancel", "key": list(key)})
+                self._wake_link(w.link)
+
+    def control(self, key: Key, action: str) -> bool:
+        with self.lock:
+            p = self.pending.get(key)
+            w = self.workers.get(p.worker) if p is not None and p.worker else None
+            if w is None or w.link is None:
+                return False
+            w.link.controls.append({"action": action, "key": list(key)})
+            self._wake_link(w.link)
+            return True
+
+    def snapshot(self, user: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [w.to_json() for w in self.workers.values()
+                    if user is None or w.user == user]
+
+    def live_workers(self, provider: str | None = None) -> list[Worker]:
+        with self.lock:
+            return [w for w in self.workers.values() if w.state == "ACTIVE"
+                    and (provider is None or w.provider == provider)]
+
+    def queued(self, user: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for p in self.pending.values()
+                       if p.worker is None and (user is None or p.user == user))
+
+    # -- worker side (server loop) ---------------------------------------------------------
+    async def serve(self, user: str, receive: Callable[[], Any],
+                    send: Callable[[dict[str, Any]], Any]) -> None:
+        """Handle one worker connection until it closes."""
+        hello = await receive()
+        if not isinstance(hello, dict) or hello.get("op") != "hello":
+            raise ValueError("the first message must be hello")
+        wid = str(hello["worker"])
+        with self.lock:
+            w = self.workers.get(wid)
+            if w is not None and w.user != user:
+                raise PermissionError(f"worker {wid} belongs to another user")
+            if w is None:
+                w = self.workers[wid] = Worker(wid, user)
+            w.host, w.pid = str(hello.get("host", "")), hello.get("pid")
+            w.provider, w.slots = hello.get("provider"), int(hello.get("slots", 1))
+            w.info = dict(hello.get("info") or {})
+            w.state, w.last_seen = "ACTIVE", time.monotonic()
+            old = w.link
+            if old is not None:
+                old.closed = True
+                old.wake.set()
+            link = w.link = Link(w, send)
+            running = {key_of(k) for k in hello.get("running", [])}
+            reported = {key_of(r["key"]) for r in hello.get("reports", [])}
+            forget: list[Key] = []
+            # Offers sent on a connection that broke before they arrived: requeue them.
+            for key in list(w.attempts):
+                if key not in running and key not in reported:
+                    w.attempts.discard(key)
+                    p = self.pending.get(key)
+                    if p is not None and not p.adopted:
+                        p.worker = None
+                        self.offers.setdefault(p.user, deque()).appendleft(key)
+            for key in running:
+                p = self.pending.get(key)
+                if p is not None and p.worker in (None, wid):
+                    p.worker = wid
+                    w.attempts.add(key)
+                elif self._stale(key):
+                    forget.append(key)
+                else:
+                    self.claims[key] = wid
+            for rep in hello.get("reports", []):
+                self._report(wid, rep)
+            link.credits = max(0, w.slots - len(running))
+            self._expected.discard(wid)
+        await asyncio.to_thread(wstore.save_worker, self.store, self._row(w))
+        await send({"op": "welcome", "manager": self.instance,
+                    "heartbeat": self.heartbeat_timeout, "sample_interval": self.sample_interval,
+                    "forget": [list(k) for k in forget]})
+        sender = asyncio.create_task(self._sender(link))
+        try:
+            while True:
+                msg = await receive()
+                if msg is None:
+                    break
+                self._message(w, link, msg)
+        finally:
+            link.closed = True
+            link.wake.set()
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            with self.lock:
+                if w.link is link:
+                    w.link = None
+
+    def _message(self, w: Worker, link: Link, msg: dict[str, Any]) -> None:
+        samples = msg.get("samples") or []
+        with self.lock:
+            w.last_seen = time.monotonic()
+            for rep in msg.get("reports", ()):
+                self._report(w.id, rep)
+            link.credits += int(msg.get("credit", 0))
+            if link.credits > 0 and self.offers.get(w.user):
+                self._wake_link(link)
+        if msg.get("bye"):
+            w.state = "STOPPED"
+        if samples:
+            rows = []
+            for s in samples:
+                run, task, attempt = key_of(s.pop("key"))
+                rows.append({"run_id": run, "task": task, "attempt": attempt, **s})
+            for listener in self.on_samples:
+                listener(rows)
+            assert self.loop is not None
+            self.loop.run_in_executor(None, wstore.add_samples, self.store, rows)
+
+    async def _sender(self, link: Link) -> None:
+        while not link.closed:
+            await link.wake.wait()
+            link.wake.clear()
+            if link.closed:
+                return
+            started: list[tuple[Pending, str]] = []
+            with self.lock:
+                w = link.worker
+                items = []
+                queue = self.offers.get(w.user)
+                while queue and link.credits > 0:
+                    key = queue.popleft()
+                    p = self.pending.get(key)
+                    if p is None or p.worker is not None or p.adopted:
+                        continue
+                    p.worker = w.id
+                    w.attempts.add(key)
+                    link.credits -= 1
+                    items.append({"key": list(key), "payload": p.payload})
+                    started.append((p, w.id))
+                acks, link.acks = link.acks, []
+                controls, link.controls = link.controls, []
+            for p, wid in started:
+                if p.started is not None:
+                    p.started(wid)
+            if items:
+                await link.send({"op": "tasks", "items": items})
+            if acks:
+                await link.send({"op": "acks", "seqs": acks})
+            for c in controls:
+                await link.send({"op": "control", **c})
+
+    # -- reports (under the lock) ----------------------------------------------------------
+    def _report(self, wid: str, rep: dict[str, Any]) -> None:
+        seq = int(rep["seq"])
+        if (wid, seq) in self.inflight:
+            return  # a resend of a report still being committed
+        key = key_of(rep["key"])
+        p = self.pending.get(key)
+        if p is not None and p.worker in (None, wid):
+            self._apply(wid, rep)
+        elif p is None and (self._stale(key) or key[0] in self.live_runs):
+            self._ack(wid, seq)  # nobody awaits it any more (a duplicate, or cancelled)
+        else:
+            self.unclaimed[key] = (wid, rep)  # a run still loading after a restart
+
+    def _apply(self, wid: str, rep: dict[str, Any]) -> None:
+        key, seq = key_of(rep["key"]), int(rep["seq"])
+        p = self.pending.pop(key)
+        w = self.workers.get(wid)
+        if w is not None:
+            w.attempts.discard(key)
+        how = rep.get("how")
+        if how == "interrupted":
+            self._ack(wid, seq)
+            p.resolve(Interrupted(rep.get("error") or f"worker {wid} stopped"))
+            return
+        if how == "cancelled":
+            self._ack(wid, seq)
+            p.resolve(asyncio.CancelledError())
+            return
+        try:
+            out = outcome_of(rep)
+        except Exception as e:
+            out = Outcome(ok=False, error=f"cannot read the worker's report: {e!r}")
+        self.inflight.add((wid, seq))
+        out.receipt = lambda: self._ack_threadsafe(wid, seq)
+        p.resolve(out)
+
+    def _ack_threadsafe(self, wid: str, seq: int) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._ack_locked, wid, seq)
+
+    def _ack_locked(self, wid: str, seq: int) -> None:
+        with self.lock:
+            self._ack(wid, seq)
+
+    def _ack(self, wid: str, seq: int) -> None:
+        self.inflight.discard((wid, seq))
+        w = self.workers.get(wid)
+        if w is not None and w.link is not None:
+            w.link.acks.append(seq)
+            self._wake_link(w.link)
+
+    def _stale(self, key: Key) -> bool:
+        """Whether the store shows this attempt as over (so nobody will await it)."""
+        run, task, attempt = key
+        try:
+            rec = self.store.task(run, task)
+        except Exception:
+            return True  # no such run or task
+        return rec.state.terminal or rec.attempts > attempt
+
+    # -- lost workers ----------------------------------------------------------------------
+    async def _reap(self) -> None:
+        period = max(0.1, min(1.0, self.heartbeat_timeout / 10))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            if now - self._tick > max(2.0, self.heartbeat_timeout / 2):
+                # This process itself was stopped (SIGSTOP, a frozen VM): the silence was
+                # ours, not the workers'. Start counting again.
+                with self.lock:
+                    for w in self.workers.values():
+                        w.last_seen = now
+            self._tick = now
+            lost: list[Worker] = []
+            with self.lock:
+                for w in self.workers.values():
+                    if w.state == "ACTIVE" and now - w.last_seen > self.heartbeat_timeout:
+                        lost.append(w)
+                        self._lose(w)
+                if not self._judged and self._resumed.is_set() and (
+                        not self._expected or now > self._grace_until):
+                    self._judge()
+            if lost:
+                await asyncio.to_thread(wstore.set_worker_state, self.store,
+                                        [w.id for w in lost], "LOST")
+                for w in lost:
+                    log.warning("worker %s lost: no word for %.0f s", w.id,
+                                self.heartbeat_timeout)
+                    for listener in self.on_lost:
+                        listener(w)
+
+    def _lose(self, w: Worker) -> None:
+        w.state = "LOST"
+        for key in list(w.attempts):
+            p = self.pending.pop(key, None)
+            if p is not None:
+                p.resolve(self._lost_outcome(w.id, p))
+        w.attempts.clear()
+        if w.link is not None:
+            w.link.closed = True
+            w.link.wake.set()
+
+    def _lost_outcome(self, wid: str, p: Pending) -> Outcome | BaseException:
+        if not p.was_running:
+            return Interrupted(f"worker {wid} was lost before it started the task")
+        return Outcome(ok=False, error=f"worker {wid} was lost: no word from it for "
+                       f"{self.heartbeat_timeout:g} s", details={"lost_worker": wid})
+
+    def _judge(self) -> None:
+        """After a restart's grace: attempts no worker claimed are lost; claims no run
+        adopted are forgotten."""
+        self._judged = True
+        for p in list(self.pending.values()):
+            if p.adopted and p.worker is None:
+                self._unclaimed_adoption(p)
+        for key, wid in list(self.claims.items()):
+            w = self.workers.get(wid)
+            if w is not None and w.link is not None:
+                w.link.controls.append({"action": "cancel", "key": list(key)})
+                self._wake_link(w.link)
+        self.claims.clear()
+
+    def _unclaimed_adoption(self, p: Pending) -> None:
+        """No worker claimed an adopted attempt: one that had started is lost with its
+        worker; one that was still queued is simply offered again (same attempt)."""
+        if p.was_running:
+            del self.pending[p.key]
+            p.resolve(Outcome(ok=False, error="its worker did not come back after the "
+                              "manager restarted", details={"lost_worker": "unknown"}))
+        else:
+            p.adopted = False
+            self.offers.setdefault(p.user, deque()).append(p.key)
+            self._wake_user(p.user)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _wake_user(self, user: str) -> None:
+        loop = self.loop
+        if loop is None or user in self._wake_scheduled:
+            return
+        self._wake_scheduled.add(user)
+        loop.call_soon_threadsafe(self._wake_user_now, user)
+
+    def _wake_user_now(self, user: str) -> None:
+        self._wake_scheduled.discard(user)
+        with self.lock:
+            for w in self.workers.values():
+                if w.user == user and w.link is not None and w.link.credits > 0:
+                    w.link.wake.set()
+
+    def _wake_link(self, link: Link) -> None:
+        """Wake a link's sender (under the lock; from any thread)."""
+        loop = self.loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            link.wake.set()
+        else:
+            loop.call_soon_threadsafe(link.wake.set)
+
+    def _row(self, w: Worker) -> dict[str, Any]:
+        return {"id": w.id, "user": w.user, "host": w.host, "pid": w.pid,
+                "provider": w.provider, "slots": w.slots, "state": w.state,
+                "started_at": w.started_at, "last_seen": time.time(), "info": w.info}

@@ -1,0 +1,96 @@
+"""The runs a manager drives: one engine thread per run, its tasks sent to workers through
+the broker. At start the manager resumes the runs a previous manager left unfinished; at a
+clean stop it detaches from them (their tasks go on in the workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from kale.engine.engine import Engine
+from kale.engine.runs import RunOptions, create_run, load_workflow
+from kale.executors.workers import WorkerExecutor
+from kale.manager.broker import Broker
+from kale.model.selection import Selection
+from kale.model.states import RunState
+from kale.model.workflow import Workflow
+from kale.store.store import RunRecord, Store
+
+log = logging.getLogger("kale.manager")
+
+
+class RunHost:
+    def __init__(self, store: Store, home: Path, broker: Broker, owner: str) -> None:
+        self.store, self.home, self.broker, self.owner = store, home, broker, owner
+        self.engines: dict[str, Engine] = {}
+        self.threads: dict[str, threading.Thread] = {}
+        self.lock = threading.Lock()
+        self.on_submit: list[Any] = []
+
+    def submit(self, wf: Workflow, user: str, *, params: dict[str, Any], only: list[str],
+               from_: list[str], until: list[str], tags: list[str], force: bool,
+               jobs: int | None, rerun_of: str | None = None) -> RunRecord:
+        opts = RunOptions(params=dict(params), force=force, jobs=jobs, rerun_of=rerun_of,
+                          selection=Selection(only, from_, until, tags), submitted_by=user)
+        rec = create_run(self.store, self.home, wf, opts)
+        self._drive(rec, copy.deepcopy(wf))
+        for hook in self.on_submit:
+            hook()
+        return rec
+
+    def resume_all(self) -> list[str]:
+        """Resume the runs a previous manager of this store left unfinished; returns
+        their ids once each has adopted its running attempts."""
+        resumed = []
+        for rec in self.store.runs(limit=100_000):
+            if rec.state is RunState.RUNNING and rec.options.get("manager") \
+                    and not rec.owner_alive():
+                try:
+                    engine = self._drive(rec)
+                except Exception:
+                    log.exception("cannot resume run %s", rec.id)
+                    continue
+                engine.loaded.wait(60)
+                resumed.append(rec.id)
+        self.broker.resumed()
+        return resumed
+
+    def _drive(self, rec: RunRecord, wf: Workflow | None = None) -> Engine:
+        wf = wf or load_workflow(rec)
+        executor = WorkerExecutor(self.broker, rec.submitted_by or self.owner, rec.id,
+                                  jobs=rec.options.get("jobs"))
+        engine = Engine(self.store, rec, wf, executor, force=bool(rec.options.get("force")))
+
+        def target() -> None:
+            try:
+                asyncio.run(engine.run())
+            except BaseException:
+                log.exception("run %s stopped", rec.id)
+            finally:
+                with self.lock:
+                    self.engines.pop(rec.id, None)
+                    self.threads.pop(rec.id, None)
+
+        thread = threading.Thread(target=target, name=f"kale-run-{rec.id}", daemon=True)
+        with self.lock:
+            self.engines[rec.id] = engine
+            self.threads[rec.id] = thread
+        thread.start()
+        return engine
+
+    def engine(self, run_id: str) -> Engine | None:
+        with self.lock:
+            return self.engines.get(run_id)
+
+    def detach_all(self, timeout: float = 10.0) -> None:
+        with self.lock:
+            engines = list(self.engines.values())
+            threads = list(self.threads.values())
+        for e in engines:
+            e.detach()
+        for t in threads:
+            t.join(timeout)

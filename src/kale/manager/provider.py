@@ -1,0 +1,66 @@
+"""Local workers: the manager keeps ``count`` ``kale worker`` processes on this machine
+while there is work, and replaces one that is lost. They run in their own sessions, so a
+manager that dies leaves them running; they reconnect to the next one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kale.manager.broker import Broker
+
+log = logging.getLogger("kale.manager")
+
+
+class LocalWorkers:
+    provider = "local"
+
+    def __init__(self, broker: Broker, home: Path, url: str, token: str, *, count: int,
+                 slots: int | None = None) -> None:
+        self.broker, self.home, self.url, self.token = broker, home, url, token
+        self.count, self.slots = count, slots
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._last_spawn = 0.0
+
+    def ensure(self) -> int:
+        """Start workers until ``count`` are alive; returns how many it started."""
+        self.procs = [p for p in self.procs if p.poll() is None]
+        live = {w.id for w in self.broker.live_workers(self.provider)}
+        starting = [p for p in self.procs if not any(w.endswith(f"-{p.pid}") for w in live)]
+        missing = self.count - len(live) - len(starting)
+        for _ in range(max(0, missing)):
+            self._spawn()
+        return max(0, missing)
+
+    def _spawn(self) -> None:
+        logs = self.home / "workers"
+        logs.mkdir(exist_ok=True)
+        argv = [sys.executable, "-m", "kale.worker", "--manager", self.url,
+                "--provider", self.provider]
+        if self.slots:
+            argv += ["--slots", str(self.slots)]
+        env = {**os.environ, "KALE_HOME": str(self.home), "KALE_WORKER_TOKEN": self.token}
+        log_path = logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.procs)}.log"
+        with open(log_path, "ab") as f:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
+                                    start_new_session=True, env=env)
+        self.procs.append(proc)
+        self._last_spawn = time.monotonic()
+        log.info("started local worker pid %d", proc.pid)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the workers this manager started (their tasks are handed back)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

@@ -1,0 +1,339 @@
+"""The worker: connects to a manager, takes tasks, runs them with the task runners, and
+reports. What ``kale worker`` runs, locally or (later) inside a batch allocation.
+
+It keeps every report until the manager acknowledges it, and reconnects with backoff when
+the link breaks, so a manager that is killed, restarted or unreachable for a while loses
+nothing: tasks go on running meanwhile, and their reports arrive when it is back. It
+samples each task's process tree (CPU, memory, I/O, GPU) every few seconds, and suspends,
+resumes or cancels a task when told to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from typing import Any
+
+from kale.tasks.base import Outcome, TaskContext, TaskRunner
+from kale.worker.protocol import LINK_PATH, Key, decode_context, key_of, report
+
+log = logging.getLogger("kale.worker")
+
+
+class WorkerAgent:
+    def __init__(self, url: str, token: str, *, slots: int | None = None,
+                 worker_id: str | None = None, provider: str | None = None,
+                 give_up: float = 600.0, idle_exit: float | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.slots = max(1, slots or os.cpu_count() or 1)
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+        self.provider = provider
+        self.give_up = give_up
+        self.idle_exit = idle_exit
+        self.tasks: dict[Key, asyncio.Task[None]] = {}
+        self.contexts: dict[Key, TaskContext] = {}
+        self.forgotten: set[Key] = set()
+        self.unacked: dict[int, dict[str, Any]] = {}   # seq -> report
+        self.unsent: list[int] = []                    # seqs not sent on this connection
+        self.samples: list[dict[str, Any]] = []
+        self.credit = 0
+        self.seq = 0
+        self.runners: dict[str, TaskRunner] = {}
+        self._starting: dict[str, asyncio.Task[TaskRunner]] = {}
+        self.stopping = False
+        self.heartbeat = 2.0
+        self.sample_interval = 2.0
+        self.manager: str | None = None
+        self._dirty = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._idle_since = time.monotonic()
+        self.connections = 0
+
+    # -- main loop -----------------------------------------------------------------------
+    async def run(self) -> int:
+        """Serve until stopped (SIGTERM/SIGINT), idle for ``idle_exit`` seconds, or the
+        manager unreachable for ``give_up`` seconds. Returns an exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        sampler = asyncio.create_task(self._sample_loop())
+        code = 0
+        backoff, away_since = 0.05, None
+        try:
+            while not self.stopping:
+                try:
+                    await self._connect()
+                    backoff, away_since = 0.05, None
+                except (OSError, TimeoutError, _LinkClosed) as e:
+                    log.info("manager link: %s", e)
+                except Exception as e:
+                    if not _is_ws_error(e):
+                        raise
+                    log.info("manager link: %s", e)
+                if self.stopping:
+                    break
+                now = time.monotonic()
+                away_since = away_since or now
+                if now - away_since > self.give_up:
+                    log.error("the manager at %s has been unreachable for %.0f s; giving up",
+                              self.url, now - away_since)
+                    code = 3
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), backoff)
+                backoff = min(backoff * 2, 2.0)
+        finally:
+            sampler.cancel()
+            await self._shutdown()
+        return code
+
+    def stop(self) -> None:
+        """Stop taking tasks; running ones are interrupted and handed back."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self._stopped.set()
+        for t in self.tasks.values():
+            t.cancel()
+        self._dirty.set()
+
+    async def _connect(self) -> None:
+        from websockets.asyncio.client import connect
+
+        ws_url = "ws" + self.url[4:] + LINK_PATH if self.url.startswith("http") else self.url
+        async with connect(ws_url, additional_headers={"Authorization": f"Bearer {self.token}"},
+                           open_timeout=5, ping_interval=5, ping_timeout=10,
+                           max_size=1 << 27, compression=None) as ws:
+            self.connections += 1
+            hello = {"op": "hello", "worker": self.id, "slots": self.slots,
+                     "host": socket.gethostname(), "pid": os.getpid(),
+                     "provider": self.provider, "info": _info(),
+                     "running": [list(k) for k in self.tasks],
+                     "reports": [self.unacked[s] for s in sorted(self.unacked)]}
+            self.unsent = []
+            self.credit = 0  # the manager counts free slots from `running`
+            await ws.send(json.dumps(hello))
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if welcome.get("op") != "welcome":
+                raise _LinkClosed(f"unexpected answer {welcome.get('op')!r}")
+            self._welcome(welcome)
+            reader = asyncio.create_task(self._reader(ws))
+            try:
+                await self._writer(ws, reader)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+
+    def _welcome(self, msg: dict[str, Any]) -> None:
+        if self.manager is not None and self.manager != msg.get("manager"):
+            log.info("the manager restarted; resent %d reports", len(self.unacked))
+        self.manager = msg.get("manager")
+        self.heartbeat = max(0.05, min(2.0, float(msg.get("heartbeat", 15)) / 5))
+        self.sample_interval = float(msg.get("sample_interval", 2.0))
+        for k in msg.get("forget", []):
+            self._forget(key_of(k))
+
+    async def _reader(self, ws: Any) -> None:
+        async for raw in ws:
+            msg = json.loads(raw)
+            op = msg.get("op")
+            if op == "tasks":
+                for item in msg["items"]:
+                    self._start(key_of(item["key"]), item["payload"])
+            elif op == "acks":
+                for s in msg["seqs"]:
+                    self.unacked.pop(int(s), None)
+            elif op == "control":
+                self._control(msg.get("action", ""), key_of(msg["key"]))
+        raise _LinkClosed("the manager closed the link")
+
+    async def _writer(self, ws: Any, reader: asyncio.Task[None]) -> None:
+        last = 0.0
+        while True:
+            if reader.done():
+                reader.result()  # raises why it ended
+            now = time.monotonic()
+            due = self.heartbeat - (now - last)
+            if due > 0 and not self._dirty.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._dirty.wait(), min(due, 0.5))
+                if not self._dirty.is_set() and time.monotonic() - last < self.heartbeat:
+                    if self._idle_too_long():
+                        self.stop()
+                    continue
+            self._dirty.clear()
+            seqs, self.unsent = self.unsent, []
+            msg: dict[str, Any] = {"op": "sync",
+                                   "reports": [self.unacked[s] for s in seqs if s in self.unacked],
+                                   "credit": 0 if self.stopping else self.credit}
+            self.credit = 0
+            if self.samples:
+                msg["samples"], self.samples = self.samples, []
+            if self.stopping:
+                msg["bye"] = True
+            try:
+                await ws.send(json.dumps(msg))
+            except BaseException:
+                self.unsent = seqs + self.unsent
+                raise
+            last = time.monotonic()
+            if self.stopping and not self.tasks:
+                # Wait (briefly) for the acks of the last reports, then go.
+                deadline = time.monotonic() + 5
+                while self.unacked and time.monotonic() < deadline and not reader.done():
+                    await asyncio.sleep(0.02)
+                return
+
+    def _idle_too_long(self) -> bool:
+        if self.idle_exit is None or self.tasks:
+            self._idle_since = time.monotonic()
+            return False
+        return time.monotonic() - self._idle_since > self.idle_exit
+
+    # -- tasks ---------------------------------------------------------------------------
+    def _start(self, key: Key, payload: str) -> None:
+        if key in self.tasks:
+            return  # sent again after a reconnect; it is running already
+        try:
+            ctx = decode_context(payload)
+        except Exception as e:
+            self._report(key, "done", Outcome(ok=False, error=f"cannot read the task: {e!r}"))
+            self.credit += 1
+            return
+        self.contexts[key] = ctx
+        self.tasks[key] = asyncio.create_task(self._run(key, ctx))
+
+    async def _run(self, key: Key, ctx: TaskContext) -> None:
+        how, out = "done", None
+        try:
+            runner = await self._runner(ctx.task.kind)
+            out = await runner.run(ctx)
+        except asyncio.CancelledError:
+            how = "interrupted" if self.stopping else "cancelled"
+            out = Outcome(ok=False, error=f"worker {self.id} stopped" if self.stopping
+                          else "cancelled")
+        except Exception as e:
+            out = Outcome(ok=False, error=f"Kale could not run the task: {e!r}")
+        finally:
+            self.tasks.pop(key, None)
+            self.contexts.pop(key, None)
+            self.credit += 1
+            self._idle_since = time.monotonic()
+        if key in self.forgotten:
+            self.forgotten.discard(key)
+            self._dirty.set()
+            return
+        self._report(key, how, out)
+
+    def _report(self, key: Key, how: str, out: Outcome | None) -> None:
+        self.seq += 1
+        self.unacked[self.seq] = report(self.seq, key, how, out)
+        self.unsent.append(self.seq)
+        self._dirty.set()
+
+    async def _runner(self, kind: str) -> TaskRunner:
+        runner = self.runners.get(kind)
+        if runner is not None:
+            return runner
+        starting = self._starting.get(kind)
+        if starting is None:
+            starting = self._starting[kind] = asyncio.create_task(self._make_runner(kind))
+        return await asyncio.shield(starting)
+
+    async def _make_runner(self, kind: str) -> TaskRunner:
+        from kale.tasks.registry import runner_class
+
+        runner = runner_class(kind)(slots=self.slots)
+        await runner.start()
+        self.runners[kind] = runner
+        return runner
+
+    def _control(self, action: str, key: Key) -> None:
+        import signal as sig
+
+        from kale.worker.monitor import signal_tree
+
+        task, ctx = self.tasks.get(key), self.contexts.get(key)
+        if task is None or ctx is None:
+            return
+        if action == "cancel":
+            task.cancel()
+        elif action == "suspend":
+            signal_tree(ctx.pids, sig.SIGSTOP)
+        elif action == "resume":
+            signal_tree(ctx.pids, sig.SIGCONT)
+
+    def _forget(self, key: Key) -> None:
+        """The manager no longer wants this attempt: stop it and send nothing."""
+        task = self.tasks.get(key)
+        if task is not None:
+            self.forgotten.add(key)
+            task.cancel()
+        for s, rep in list(self.unacked.items()):
+            if key_of(rep["key"]) == key:
+                del self.unacked[s]
+
+    # -- resources -----------------------------------------------------------------------
+    async def _sample_loop(self) -> None:
+        from kale.worker.monitor import TreeMonitor
+
+        monitor: TreeMonitor[Key] = TreeMonitor()
+        watched: dict[Key, list[int]] = {}
+        while True:
+            await asyncio.sleep(self.sample_interval)
+            current = {k: list(c.pids) for k, c in self.contexts.items() if c.pids}
+            for k in watched.keys() - current.keys():
+                monitor.unwatch(k)
+            for k, pids in current.items():
+                if watched.get(k) != pids:  # new, or its runner started another process
+                    monitor.watch(k, pids)
+            watched = current
+            if not current:
+                continue
+            try:
+                taken = await asyncio.to_thread(monitor.sample)
+            except Exception:
+                log.exception("sampling failed")
+                continue
+            for k, s in taken.items():
+                if s.procs:
+                    self.samples.append({"key": list(k), **s.to_json()})
+            del self.samples[:-1000]
+            self._dirty.set()
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        for t in list(self.tasks.values()):
+            t.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await asyncio.gather(*(r.close() for r in self.runners.values()),
+                             return_exceptions=True)
+
+
+class _LinkClosed(Exception):
+    pass
+
+
+def _is_ws_error(e: Exception) -> bool:
+    from websockets.exceptions import WebSocketException
+
+    return isinstance(e, WebSocketException)
+
+
+def _info() -> dict[str, Any]:
+    import sys
+
+    import kale
+
+    return {"python": sys.version.split()[0], "kale": kale.__version__}

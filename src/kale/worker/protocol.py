@@ -1,0 +1,96 @@
+"""The worker link: JSON messages over one WebSocket per worker (``/api/workers/link``).
+
+A worker authenticates with a worker token (``Authorization: Bearer``), which can do
+nothing but this. Messages are JSON objects with an ``op``:
+
+worker -> manager
+    ``hello``    ``{worker, slots, host, pid, provider, info, running: [key...],
+                 reports: [report...]}``: first message on every connection; ``running``
+                 lists the attempts it is running, ``reports`` every report not yet
+                 acknowledged (so the manager reconciles both at once after a restart)
+    ``sync``     ``{reports: [report...], credit: n, samples: [sample...]}``: new reports,
+                 ``n`` more tasks it can take, resource samples; also the heartbeat
+manager -> worker
+    ``welcome``  ``{manager, heartbeat, sample_interval, forget: [key...]}``: ``forget`` are
+                 attempts the manager no longer wants (the worker kills them)
+    ``tasks``    ``{items: [{key, payload}...]}``: one per credit; ``payload`` is the
+                 pickled :class:`~kale.tasks.base.TaskContext`, base64
+    ``acks``     ``{seqs: [seq...]}``: reports whose effects are committed; the worker
+                 forgets them
+    ``control``  ``{action: cancel|suspend|resume, key}``
+
+A key is ``[run_id, task, attempt]``. A report is ``{seq, key, how, ok, exit_code, error,
+traceback, details, artifacts, result}``; ``seq`` numbers a worker's reports, ``how`` is
+``done``, ``cancelled`` or ``interrupted``, ``result`` is a base64 pickle or None.
+
+Exactly-once: a report is applied only while its attempt is the one the engine awaits,
+and acknowledged only after the resulting state change is committed; the worker resends
+unacknowledged reports on every new connection. A duplicate therefore finds its attempt
+already ended and is only acknowledged, and a manager killed between applying and
+committing gets the report again.
+"""
+
+from __future__ import annotations
+
+import base64
+import pickle
+from typing import Any
+
+from kale.tasks.base import Outcome, TaskContext
+
+Key = tuple[str, str, int]
+LINK_PATH = "/api/workers/link"
+#: default seconds of silence after which the manager declares a worker lost
+HEARTBEAT_TIMEOUT = 15.0
+
+
+def key_of(value: Any) -> Key:
+    run, task, attempt = value
+    return (str(run), str(task), int(attempt))
+
+
+def pack(obj: Any) -> str:
+    try:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # functions defined in a notebook, lambdas
+        import cloudpickle
+
+        data = cloudpickle.dumps(obj)
+    return base64.b64encode(data).decode("ascii")
+
+
+def unpack(text: str) -> Any:
+    return pickle.loads(base64.b64decode(text))
+
+
+def encode_context(ctx: TaskContext) -> str:
+    return pack(ctx)
+
+
+def decode_context(payload: str) -> TaskContext:
+    ctx = unpack(payload)
+    if not isinstance(ctx, TaskContext):
+        raise TypeError(f"not a task context: {type(ctx).__name__}")
+    return ctx
+
+
+def report(seq: int, key: Key, how: str, outcome: Outcome | None) -> dict[str, Any]:
+    out = outcome or Outcome(ok=False)
+    result = None
+    if out.result is not None:
+        try:
+            result = pack(out.result)
+        except Exception as e:
+            out = Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
+                          error=f"cannot send the result: {type(e).__name__}: {e}")
+    return {"seq": seq, "key": list(key), "how": how, "ok": out.ok,
+            "exit_code": out.exit_code, "error": out.error, "traceback": out.traceback,
+            "details": out.details, "artifacts": out.artifacts, "result": result}
+
+
+def outcome_of(rep: dict[str, Any]) -> Outcome:
+    result = unpack(rep["result"]) if rep.get("result") else None
+    return Outcome(ok=bool(rep.get("ok")), result=result, exit_code=rep.get("exit_code"),
+                   error=rep.get("error"), traceback=rep.get("traceback"),
+                   details=dict(rep.get("details") or {}),
+                   artifacts=dict(rep.get("artifacts") or {}))

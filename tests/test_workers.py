@@ -1,0 +1,419 @@
+"""Manager and workers as real processes: tasks run on workers, resources are sampled,
+tasks are suspended and resumed, and the faults the issue names are real faults: a
+SIGKILLed worker, a SIGKILLed manager, a manager frozen (SIGSTOP) for 30 s."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Kale, process_alive
+from kale import Client, Workflow
+from kale.worker.protocol import HEARTBEAT_TIMEOUT
+from test_manager import free_port
+
+pytestmark = pytest.mark.slow
+
+
+class Manager:
+    def __init__(self, kale: Kale, home: Path, *args: str) -> None:
+        self.kale, self.home, self.args = kale, home, args
+        self.port = free_port()
+        self.start()
+
+    def start(self) -> None:
+        out = self.kale("manager", "start", "--port", str(self.port), *self.args)
+        assert out.returncode == 0, out.stderr
+        self.doc = json.loads(self.kale("manager", "status", "--json").stdout)
+
+    @property
+    def url(self) -> str:
+        return str(self.doc["url"])
+
+    def client(self) -> Client:
+        return Client(home=self.home)
+
+    def headers(self, name: str = "token") -> dict[str, str]:
+        return {"Authorization": "Bearer " + (self.home / name).read_text().strip()}
+
+
+@pytest.fixture
+def managers(kale: Kale, home: Path) -> Iterator[Callable[..., Manager]]:
+    started: list[Manager] = []
+
+    def make(*args: str) -> Manager:
+        m = Manager(kale, home, *args)
+        started.append(m)
+        return m
+
+    yield make
+    for m in started:
+        pid = int(m.doc["pid"])
+        if process_alive(pid):
+            os.kill(pid, signal.SIGCONT)
+        kale("manager", "stop")
+    _kill_workers(home)
+
+
+def _kill_workers(home: Path) -> None:
+    """Workers left by a killed manager (they outlive it on purpose)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kale.worker" in cmd and f"KALE_HOME={home}".encode() in env:
+            os.kill(int(entry.name), signal.SIGKILL)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or check}")
+
+
+def task(client: Client, run_id: str, name: str) -> dict[str, Any]:
+    return next(t for t in client.status(run_id)["tasks"] if t["name"] == name)
+
+
+def attempts(kale: Kale, run_id: str, name: str) -> list[dict[str, Any]]:
+    out = kale("status", run_id, name, "--json")
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout)["attempts"])
+
+
+def test_default_heartbeat_timeout_is_at_most_15_s() -> None:
+    assert HEARTBEAT_TIMEOUT <= 15
+
+
+def test_tasks_run_on_a_worker_with_resource_samples(
+        kale: Kale, home: Path, managers: Callable[..., Manager], tmp_path: Path) -> None:
+    m = managers("--workers", "0", "--sample-interval", "0.3")
+    worker = kale.popen("worker", "--slots", "2", "--id", "w-one")
+    try:
+        wf = Workflow("on-workers", base_dir=tmp_path)
+        wf.shell("burn", [sys.executable, "-c",
+                          "import time\nt = time.time()\nx = bytearray(60_000_000)\n"
+                          "while time.time() - t < 2.5: pass\nprint('burnt')"])
+
+        @wf.python(after=["burn"])
+        def double(n: int = 21) -> int:
+            return 2 * n
+
+        with m.client() as client:
+            run = client.submit(wf)
+            assert run.wait(60).state.value == "SUCCEEDED", client.status(run.id)
+            assert run.result("double") == 42
+            assert run.logs("burn").strip() == "burnt"
+            workers = client.workers()
+            assert [w["id"] for w in workers] == ["w-one"] and workers[0]["connected"]
+            samples = client.resources(run.id, "burn")
+        assert samples, "no resource samples of a 2.5 s task sampled every 0.3 s"
+        assert max(s["cpu"] for s in samples) > 30
+        assert max(s["rss"] for s in samples) > 50_000_000
+        assert all(s["procs"] >= 1 and s["attempt"] == 1 for s in samples)
+        assert attempts(kale, run.id, "burn")[0]["worker"] == "w-one"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, log = worker.communicate(timeout=20)
+        assert worker.returncode == 0, log
+
+
+def test_worker_tokens_only_open_the_worker_link(
+        kale: Kale, home: Path, managers: Callable[..., Manager]) -> None:
+    import asyncio
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus, WebSocketException
+
+    m = managers("--workers", "0")
+    assert httpx.get(m.url + "/api/runs", headers=m.headers("worker-token")).status_code == 401
+    assert httpx.get(m.url + "/api/runs", headers=m.headers()).status_code == 200
+
+    async def link(headers: dict[str, str]) -> str:
+        ws_url = "ws" + m.url[4:] + "/api/workers/link"
+        try:
+            async with connect(ws_url, additional_headers=headers) as ws:
+                await ws.send(json.dumps({"op": "hello", "worker": "probe", "slots": 0}))
+                return str(json.loads(await ws.recv())["op"])
+        except (InvalidStatus, WebSocketException) as e:
+            return f"refused: {e}"
+
+    assert asyncio.run(link(m.headers("worker-token"))) == "welcome"
+    assert asyncio.run(link(m.headers())).startswith("refused")
+    assert asyncio.run(link({})).startswith("refused")
+
+
+def test_suspend_and_resume_a_task(kale: Kale, home: Path,
+                                   managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "1")
+    wf = Workflow("pause")
+    wf.shell("count", "i=0; while [ $i -lt 40 ]; do echo $i; i=$((i+1)); sleep 0.1; done")
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: task(client, run.id, "count")["state"] == "RUNNING", what="RUNNING")
+        wait_for(lambda: client.logs(run.id, "count").count("\n") >= 3, what="output")
+        out = kale("suspend", run.id, "count")
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: task(client, run.id, "count")["state"] == "SUSPENDED")
+        time.sleep(0.5)  # a stopped task writes nothing
+        before = client.logs(run.id, "count")
+        time.sleep(1.0)
+        assert client.logs(run.id, "count") == before
+        out = kale("resume", run.id, "count")
+        assert out.returncode == 0, out.stderr
+        assert run.wait(60).state.value == "SUCCEEDED"
+        assert client.logs(run.id, "count").split() == [str(i) for i in range(40)]
+        states = [e["new"] for e in _events(m, run.id) if e["task"] == "count"]
+        assert "SUSPENDED" in states and states[-1] == "SUCCEEDED"
+
+
+def _events(m: Manager, run_id: str) -> list[dict[str, Any]]:
+    with m.client() as client:
+        return [d for e, d in client.events(run_id) if e == "state"]
+
+
+def test_cancel_one_task_skips_the_tasks_below(kale: Kale, home: Path,
+                                               managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "1")
+    wf = Workflow("cancel-one")
+    wf.shell("slow", "sleep 30")
+    wf.shell("after", "echo never", after=["slow"])
+    wf.shell("other", "echo fine")
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: task(client, run.id, "slow")["state"] == "RUNNING")
+        out = kale("cancel", run.id, "slow")
+        assert out.returncode == 0, out.stderr
+        run.wait(30)
+        states = {t["name"]: t["state"] for t in client.status(run.id)["tasks"]}
+    assert states == {"slow": "CANCELLED", "after": "SKIPPED", "other": "SUCCEEDED"}
+
+
+def test_sigkill_a_worker_mid_task_retries_it_on_another(
+        kale: Kale, home: Path, managers: Callable[..., Manager], tmp_path: Path) -> None:
+    m = managers("--workers", "2", "--worker-slots", "1", "--heartbeat-timeout", "3")
+    wf = Workflow("lose-a-worker")
+    wf.shell("long", "sleep 3; echo done", retries=1)
+    with m.client() as client:
+        run = client.submit(wf)
+        first = wait_for(lambda: attempts(kale, run.id, "long")[0]["worker"], what="worker")
+        victim = next(w for w in client.workers() if w["id"] == first)
+        os.kill(victim["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(lambda: task(client, run.id, "long")["attempts"] == 2, timeout=15,
+                 what="the retry")
+        detected = time.monotonic() - killed
+        assert run.wait(60).state.value == "SUCCEEDED"
+        tries = attempts(kale, run.id, "long")
+    assert detected < 3 + 3, detected  # the heartbeat timeout, plus a reaper tick
+    assert [a["state"] for a in tries] == ["LOST", "SUCCEEDED"]
+    assert tries[1]["worker"] != first and "lost" in tries[0]["error"]
+
+
+def test_sigkill_the_manager_mid_run_loses_nothing_and_reruns_nothing(
+        kale: Kale, home: Path, managers: Callable[..., Manager], tmp_path: Path) -> None:
+    ledger = tmp_path / "ran.txt"
+    m = managers("--workers", "2", "--worker-slots", "2", "--heartbeat-timeout", "5")
+    wf = Workflow("survive-the-manager")
+    for i in range(8):
+        # each task notes that it ran; half of them are still running at the kill
+        wf.shell(f"t{i}", f"sleep {1 + (i % 4)}; echo t{i} >> {ledger}")
+    wf.shell("last", f"echo last >> {ledger}", after=[f"t{i}" for i in range(8)])
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: ledger.exists() and len(ledger.read_text().split()) >= 2,
+                 what="two tasks done")
+    os.kill(int(m.doc["pid"]), signal.SIGKILL)
+    time.sleep(3)  # tasks finish meanwhile; their workers keep the reports
+    m.start()
+    with m.client() as client:
+        assert client.run(run.id).wait(60).state.value == "SUCCEEDED"
+        tasks = client.status(run.id)["tasks"]
+    ran = ledger.read_text().split()
+    assert sorted(ran) == sorted([f"t{i}" for i in range(8)] + ["last"]), ran
+    assert all(t["attempts"] == 1 for t in tasks), [(t["name"], t["attempts"]) for t in tasks]
+
+
+def test_manager_unreachable_for_30_s_the_run_still_completes(
+        kale: Kale, home: Path, managers: Callable[..., Manager], tmp_path: Path) -> None:
+    ledger = tmp_path / "ran.txt"
+    m = managers("--workers", "1", "--worker-slots", "2")
+    wf = Workflow("frozen-manager")
+    for i in range(4):
+        wf.shell(f"t{i}", f"sleep {2 + i}; echo t{i} >> {ledger}")
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: task(client, run.id, "t0")["state"] == "RUNNING")
+    pid = int(m.doc["pid"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(30)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with m.client() as client:
+        assert client.run(run.id).wait(60).state.value == "SUCCEEDED"
+        tasks = client.status(run.id)["tasks"]
+    assert sorted(ledger.read_text().split()) == [f"t{i}" for i in range(4)]
+    assert all(t["attempts"] == 1 for t in tasks)
+
+
+def test_kale_run_submits_to_the_running_manager(
+        kale: Kale, home: Path, managers: Callable[..., Manager], tmp_path: Path) -> None:
+    managers("--workers", "1")
+    spec = tmp_path / "wf.yaml"
+    spec.write_text("name: via-manager\ntasks:\n  hello:\n    shell: echo hi\n"
+                    "  bye:\n    shell: echo bye\n    after: [hello]\n")
+    out = kale("run", str(spec))
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.strip()
+    assert "hello RUNNING" in out.stderr and "SUCCEEDED" in out.stderr
+    assert attempts(kale, run_id, "bye")[0]["worker"]  # ran on a worker
+    out = kale("run", str(spec), "--embedded", "--force")
+    assert out.returncode == 0, out.stderr
+    assert attempts(kale, out.stdout.strip(), "bye")[0]["worker"] is None
+
+
+def test_worker_command_errors_are_clear(kale: Kale, home: Path) -> None:
+    out = kale("worker")
+    assert out.returncode == 2 and "no manager is running" in out.stderr
+    out = kale("worker", "--manager", "localhost:1")
+    assert out.returncode == 2 and "expected an http://" in out.stderr
+
+
+def test_chunked_oversized_body_is_refused(managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "0")
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b" " * (1024 * 1024)
+
+    r = httpx.post(m.url + "/api/runs", headers=m.headers(), content=chunks())
+    assert r.status_code == 413 and "over" in r.json()["detail"]
+
+
+
+def _link(m: Manager, token: str = "worker-token") -> Any:
+    from websockets.sync.client import connect
+
+    return connect("ws" + m.url[4:] + "/api/workers/link", additional_headers=m.headers(token))
+
+
+_backlog: list[dict[str, Any]] = []
+
+
+def _recv(ws: Any, op: str, timeout: float = 20) -> dict[str, Any]:
+    """The next message of kind ``op``; others wait in a backlog for their turn."""
+    for msg in _backlog:
+        if msg["op"] == op:
+            _backlog.remove(msg)
+            return msg
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        if msg["op"] == op:
+            return dict(msg)
+        _backlog.append(msg)
+
+
+def test_a_report_delivered_twice_is_applied_once(
+        kale: Kale, home: Path, managers: Callable[..., Manager]) -> None:
+    """The test speaks the worker protocol itself, to deliver a report three times: twice
+    at once, and once more after the manager acknowledged it."""
+    m = managers("--workers", "0")
+    _backlog.clear()
+    with _link(m) as ws:
+        ws.send(json.dumps({"op": "hello", "worker": "twice", "slots": 1, "running": [],
+                            "reports": []}))
+        assert _recv(ws, "welcome")["forget"] == []
+        wf = Workflow("twice")
+        wf.shell("a", "echo a")
+        wf.shell("b", "echo b", after=["a"])
+        with m.client() as client:
+            run = client.submit(wf)
+            offered = _recv(ws, "tasks")["items"]
+            assert [i["key"] for i in offered] == [[run.id, "a", 1]]
+            report = {"seq": 1, "key": [run.id, "a", 1], "how": "done", "ok": True,
+                      "exit_code": 0, "result": None}
+            ws.send(json.dumps({"op": "sync", "reports": [report, report], "credit": 1}))
+            assert 1 in _recv(ws, "acks")["seqs"]
+            ws.send(json.dumps({"op": "sync", "reports": [report], "credit": 0}))
+            assert 1 in _recv(ws, "acks")["seqs"]  # acknowledged again, applied never
+            # a report for an attempt that never was is acknowledged and ignored
+            stale = {**report, "seq": 2, "key": [run.id, "a", 7], "ok": False}
+            ws.send(json.dumps({"op": "sync", "reports": [stale], "credit": 0}))
+            assert 2 in _recv(ws, "acks")["seqs"]
+            offered = _recv(ws, "tasks")["items"]
+            assert [i["key"] for i in offered] == [[run.id, "b", 1]]
+            done_b = {**report, "seq": 3, "key": [run.id, "b", 1]}
+            ws.send(json.dumps({"op": "sync", "reports": [done_b], "credit": 1}))
+            assert run.wait(30).state.value == "SUCCEEDED"
+            a_states = [d["new"] for e, d in client.events(run.id)
+                        if e == "state" and d["task"] == "a"]
+        assert a_states.count("SUCCEEDED") == 1
+        assert [t["attempts"] for t in client_status(m, run.id)] == [1, 1]
+
+
+def client_status(m: Manager, run_id: str) -> list[dict[str, Any]]:
+    with m.client() as client:
+        return list(client.status(run_id)["tasks"])
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_two_users_on_one_postgresql_manager_see_only_their_own_runs(
+        kale: Kale, home: Path, managers: Callable[..., Manager], store_url: str,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KALE_STORE_URL", store_url)
+    m = managers("--workers", "1")
+    out = kale("manager", "add-user", "alice")
+    assert out.returncode == 0, out.stderr
+    alice = json.loads(out.stdout)
+    assert kale("manager", "add-user", "alice").returncode == 2  # exists already
+    wf = Workflow("mine")
+    wf.shell("hi", "echo owner")
+    with m.client() as owner:
+        own = owner.submit(wf)
+        assert own.wait(60).state.value == "SUCCEEDED"
+    token_file = tmp_path / "alice-worker-token"
+    token_file.write_text(alice["worker_token"])
+    worker = kale.popen("worker", "--token-file", str(token_file), "--id", "alice-1")
+    try:
+        with Client(url=m.url, token=alice["token"]) as as_alice:
+            hers = Workflow("hers")
+            hers.shell("hi", "echo alice")
+            theirs = as_alice.submit(hers)
+            assert theirs.wait(60).state.value == "SUCCEEDED"
+            assert [r["id"] for r in as_alice.runs()] == [theirs.id]
+            with pytest.raises(Exception, match="404"):
+                as_alice.status(own.id)
+            assert [w["id"] for w in as_alice.workers()] == ["alice-1"]
+            assert as_alice.logs(theirs.id, "hi").strip() == "alice"
+        with m.client() as owner:
+            assert [r["id"] for r in owner.runs()] == [own.id]
+            with pytest.raises(Exception, match="404"):
+                owner.status(theirs.id)
+        # alice's task ran on alice's worker, the owner's on the owner's
+        assert attempts(kale, theirs.id, "hi")[0]["worker"] == "alice-1"
+        assert attempts(kale, own.id, "hi")[0]["worker"] != "alice-1"
+        # her user token is no worker token, and her worker token opens no API
+        assert httpx.get(m.url + "/api/runs", headers={
+            "Authorization": "Bearer " + alice["worker_token"]}).status_code == 401
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=20)
