@@ -42,3 +42,44 @@ def test_readme_quickstart_commands_work(kale: Kale, tmp_path: Path) -> None:
         assert out.returncode == 0, (argv, out.stderr)
     last = json.loads(kale("status", "--json").stdout)
     assert last["run"]["state"] == "SUCCEEDED"
+
+
+def test_readme_manager_section_works(kale: Kale, home: Path, tmp_path: Path) -> None:
+    """Start the manager, submit from one Python process that then exits (a notebook
+    closed), re-attach from another: the README's manager section, run as written."""
+    import socket
+    import subprocess
+    import sys
+
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## The manager and workers", 1)[1].split("\n## ", 1)[0]
+    commands = [shlex.split(m) for m in re.findall(r"^\$ (kale .+?)(?:\s+#.*)?$", section,
+                                                   re.M)]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert [c[:2] for c in commands] == [["kale", "manager"], ["kale", "run"]]
+    assert len(blocks) == 2
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    try:
+        for argv in commands:
+            extra = ["--port", port] if argv[1] == "manager" else []
+            out = kale(*argv[1:], *extra)
+            assert out.returncode == 0, (argv, out.stderr)
+        env = kale.env()
+        submit = ("from kale import Workflow\n"
+                  "wf = Workflow.from_yaml('examples/quickstart/workflow.yaml')\n"
+                  + blocks[0] + "\nprint(run.id)\n")
+        first = subprocess.run([sys.executable, "-c", submit], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert first.returncode == 0, first.stderr
+        run_id = first.stdout.split()[-1]
+        attach = re.sub(r'"\d{8}-\d{6}-[0-9a-f]+"', repr(run_id), blocks[1])
+        second = subprocess.run([sys.executable, "-c", attach + "\nprint(run.result("
+                                 "'summarize'))\n"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 0, second.stderr
+        assert "1807" in second.stdout  # the quickstart's summary
+    finally:
+        kale("manager", "stop")
