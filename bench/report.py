@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from scenarios import KALE, Peer, Scenario
+from scenarios import KALE, ManagerScenario, Peer, Scenario
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -125,3 +125,111 @@ def section(index: int, sc: Scenario, n: int, repeat: int,
     if sc.target is not None:
         parts += ["", sc.target.verdict(results, n)]
     return "\n".join(parts)
+
+
+# -- the manager service (bench/_manager.py) -----------------------------------------------
+def ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _manager_rows(sc: ManagerScenario, results: dict[str, dict[str, Any]], width: int,
+                  cells: Callable[[dict[str, Any]], list[str]]) -> list[list[str]]:
+    """One row per case that ran: label, ``cells(result)``, note; or its error."""
+    rows = []
+    for case in sc.cases:
+        if case.label not in results:
+            continue
+        res = results[case.label]
+        bad = failed(res)
+        rows.append([case.label, bad, *[""] * (width - 3), case.note] if bad
+                    else [case.label, *cells(res), case.note])
+    return rows
+
+
+def _verdict(sc: ManagerScenario, ok: bool, measured: str) -> str:
+    return f"Target: {sc.target}: **{'met' if ok else 'NOT met'}** (measured {measured})"
+
+
+def _throughput(sc: ManagerScenario, results: dict[str, dict[str, Any]],
+                htex_rate: float | None) -> str:
+    header = ["Setup", "s", "tasks/s", "vs Parsl HTEX", "status p50 ms", "p99 ms", "max ms",
+              "requests", "submit s", "warm-up s", "notes"]
+
+    def cells(res: dict[str, Any]) -> list[str]:
+        vs = f"{res['tasks_per_s'] / htex_rate:.2f}x" if htex_rate else "—"
+        return [sec(res["seconds"]), f"{res['tasks_per_s']:,.0f}", vs, ms(res.get("p50_ms")),
+                ms(res.get("p99_ms")), ms(res.get("max_ms")),
+                f"{res['requests']:,}" if "requests" in res else "—",
+                sec(res["submit_s"]), sec(res["warmup_s"])]
+
+    parts = [table(header, _manager_rows(sc, results, len(header), cells))]
+    parts.append(f"Parsl HTEX in scenario 1 of this run: {htex_rate:,.0f} tasks/s." if htex_rate
+                 else "Parsl HTEX: not measured in this run (scenario 1 did not run).")
+    first = results.get(sc.cases[0].label, {})
+    if first and not failed(first) and "p99_ms" in first:
+        parts.append(_verdict(sc, first["tasks_per_s"] >= 1000 and first["p99_ms"] <= 50,
+                              f"{first['tasks_per_s']:,.0f} tasks/s, p99 "
+                              f"{first['p99_ms']:.1f} ms"))
+    return "\n\n".join(parts)
+
+
+def _memory(sc: ManagerScenario, results: dict[str, dict[str, Any]],
+            _htex: float | None) -> str:
+    header = ["System", "tasks", "run s", "tasks/s", "RSS before MB", "at end MB", "peak MB",
+              "3 s later MB", "KB/task at end", "KB/task peak", "notes"]
+
+    def cells(res: dict[str, Any]) -> list[str]:
+        return [f"{res['n']:,}", sec(res["seconds"]), f"{res['tasks_per_s']:,.0f}",
+                f"{res['rss_before_mb']:.1f}", f"{res['rss_end_mb']:.1f}",
+                f"{res['rss_peak_mb']:.1f}", f"{res['rss_later_mb']:.1f}",
+                f"{res['kb_per_task_end']:.2f}", f"{res['kb_per_task_peak']:.2f}"]
+
+    rows = _manager_rows(sc, results, len(header), cells)
+    for label, kb in (("Parsl HTEX interchange", "~2.6"), ("Dask scheduler", "~6.2")):
+        rows.append([label, "", "", "", "", "", "", "", kb, "",
+                     "the issue's figure; not measured in this run"])
+    parts = [table(header, rows)]
+    res = results.get(sc.cases[0].label, {})
+    if res and not failed(res):
+        parts.append(_verdict(sc, res["kb_per_task_end"] <= 3,
+                              f"{res['kb_per_task_end']:.2f} KB/task"))
+    return "\n\n".join(parts)
+
+
+def _lost(sc: ManagerScenario, results: dict[str, dict[str, Any]],
+          _htex: float | None) -> str:
+    header = ["Setup", "kill to 2nd attempt s", "over the timeout s",
+              "1st attempt ended (lost) after s", "notes"]
+
+    def cells(res: dict[str, Any]) -> list[str]:
+        return [sec(res["seconds"]), f"{res['seconds'] - res['heartbeat']:+.2f}",
+                sec(res.get("attempt1_ended_after_s"))]
+
+    return table(header, _manager_rows(sc, results, len(header), cells))
+
+
+def _resume(sc: ManagerScenario, results: dict[str, dict[str, Any]],
+            _htex: float | None) -> str:
+    header = ["System", "tasks", "killed at s", "succeeded at kill", "/health s",
+              "`manager start` returns s", "progress s", "run SUCCEEDED s",
+              "tasks with > 1 attempt", "notes"]
+
+    def cells(res: dict[str, Any]) -> list[str]:
+        return [f"{res['n']:,}", sec(res["killed_after_s"]), str(res["succeeded_at_kill"]),
+                sec(res["health_s"]), sec(res["cli_start_s"]), sec(res["progress_s"]),
+                sec(res["done_s"]), f"{res['tasks_over_1_attempt']} (max attempts "
+                f"{res['max_attempts']})"]
+
+    return table(header, _manager_rows(sc, results, len(header), cells))
+
+
+MANAGER_LAYOUTS: dict[str, Callable[[ManagerScenario, dict[str, dict[str, Any]],
+                                     float | None], str]] = {
+    "throughput": _throughput, "memory": _memory, "lost": _lost, "resume": _resume}
+
+
+def manager_section(index: int, sc: ManagerScenario, n: int | None,
+                    results: dict[str, dict[str, Any]], htex_rate: float | None) -> str:
+    what = sc.what.format(n=f"{n:,}" if n is not None else "N")
+    return "\n".join([f"### {index}. {sc.title}", "", what, "",
+                      MANAGER_LAYOUTS[sc.layout](sc, results, htex_rate)])

@@ -3,10 +3,13 @@
     python bench/run.py                 # every scenario, full size -> bench/results/latest.md
     python bench/run.py --quick         # small sizes (CI smoke, < 60 s) -> results/partial.md
     python bench/run.py --only chain    # one scenario -> results/partial.md
+    python bench/run.py --only manager  # the manager's scenarios only -> results/partial.md
 
 Each peer runs in its own fresh process (one per scenario and system, one after the other),
 so their threads and workers never share the machine and one failing peer only blanks its
-own row. Every system gets 2 workers.
+own row. Every system gets 2 workers. The manager scenarios (``bench/_manager.py``) run
+``kale manager start`` and its workers in a Kale home on tmpfs; whatever they leave running
+is killed afterwards.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,9 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from _common import MARKER
+from _manager import reap
 from environment import describe, load_average
-from report import section, table
-from scenarios import Peer, Scenario, scenarios
+from report import manager_section, section, table
+from scenarios import (
+    HTEX,
+    ManagerCase,
+    ManagerScenario,
+    Peer,
+    Scenario,
+    manager_scenarios,
+    scenarios,
+)
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -87,7 +100,7 @@ def summary(res: dict[str, Any]) -> str:
     return "done"
 
 
-def run_scenario(index: int, sc: Scenario, quick: bool) -> str:
+def run_scenario(index: int, sc: Scenario, quick: bool) -> tuple[str, dict[str, Any]]:
     n = sc.quick if quick else sc.full
     timeout = 60 if quick else 900
     results: dict[str, dict[str, Any]] = {}
@@ -96,12 +109,62 @@ def run_scenario(index: int, sc: Scenario, quick: bool) -> str:
         t0 = time.perf_counter()
         results[peer.label] = res = run_peer(peer.script, peer_args(sc, peer, n), timeout)
         print(f"{summary(res)} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
-    return section(index, sc, n, REPEAT, results)
+    return section(index, sc, n, REPEAT, results), results
+
+
+def htex_rate(python: dict[str, Any] | None, quick: bool) -> float | None:
+    """Parsl HTEX's tasks/s in scenario 1 ("python") of this bench run, if it ran."""
+    res = (python or {}).get(HTEX, {})
+    if "median" not in res:
+        return None
+    n = next(sc.quick if quick else sc.full for sc in scenarios() if sc.name == "python")
+    rate: float = n / res["median"]
+    return rate
+
+
+def run_manager_case(case: ManagerCase, n: int, quick: bool) -> dict[str, Any]:
+    """One ``bench/_manager.py`` run, its Kale homes in a fresh folder on tmpfs; every
+    process left with a home there is killed afterwards, however the script ended."""
+    timeout = case.timeout[0 if quick else 1]
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    root = tempfile.mkdtemp(prefix="kale-bench-manager-", dir=shm)
+    args = [case.case, "--n", str(n), "--root", root, "--timeout", f"{timeout - 20:g}",
+            *case.options]
+    try:
+        return run_peer("_manager.py", args, timeout)
+    finally:
+        reap(root)
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_manager_scenario(index: int, sc: ManagerScenario, quick: bool,
+                         htex: float | None) -> str:
+    results: dict[str, dict[str, Any]] = {}
+    sizes = []
+    for case in sc.cases:
+        n = case.quick if quick else case.full
+        if n is None:
+            continue
+        sizes.append(n)
+        print(f"[{sc.name}] {case.label} (n={n}) ...", end=" ", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        results[case.label] = res = run_manager_case(case, n, quick)
+        print(f"{manager_summary(res)} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    return manager_section(index, sc, sizes[0] if sizes else None, results, htex)
+
+
+def manager_summary(res: dict[str, Any]) -> str:
+    if "error" in res or "skipped" in res:
+        return summary(res)
+    keys = ("tasks_per_s", "p99_ms", "kb_per_task_end", "seconds", "done_s")
+    return ", ".join(f"{k} {res[k]:.4g}" for k in keys if k in res)
 
 
 def main() -> None:
     all_scenarios = scenarios()
-    names = [sc.name for sc in all_scenarios]
+    managed = manager_scenarios()
+    names = [sc.name for sc in all_scenarios] + [sc.name for sc in managed] + ["manager"]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, for a CI smoke run")
     p.add_argument("--only", choices=names, action="append", metavar="NAME",
@@ -114,14 +177,26 @@ def main() -> None:
 
     t0 = time.perf_counter()
     load_before = load_average()
-    sections = [run_scenario(i, sc, args.quick) for i, sc in enumerate(all_scenarios, 1)
-                if not args.only or sc.name in args.only]
+    chosen = set(args.only or names)
+    if "manager" in chosen:
+        chosen |= {sc.name for sc in managed}
+    sections, python = [], None
+    for i, sc in enumerate(all_scenarios, 1):
+        if sc.name in chosen:
+            text, results = run_scenario(i, sc, args.quick)
+            sections.append(text)
+            python = results if sc.name == "python" else python
+    htex = htex_rate(python, args.quick)
+    for i, msc in enumerate(managed, len(all_scenarios) + 1):
+        if msc.name in chosen:
+            sections.append(run_manager_scenario(i, msc, args.quick, htex))
     env = [*describe(BENCH.parent), ("load average (1/5/15 min)",
                                      f"{load_before} before, {load_average()} after"),
            ("command", " ".join(["python bench/run.py", *sys.argv[1:]])),
            ("bench wall time", f"{time.perf_counter() - t0:.0f} s")]
     text = "\n\n".join([
-        "## Kale local engine vs peers" + (" (quick sizes)" if args.quick else ""),
+        "## Kale local engine vs peers, and the manager service"
+        + (" (quick sizes)" if args.quick else ""),
         table(["", ""], [[k, v] for k, v in env]),
         METHOD + (QUICK if args.quick else ""), *sections]) + "\n"
     print(text)

@@ -140,3 +140,88 @@ def scenarios() -> list[Scenario]:
             timing="Each step timed on its own"),
     ]
 
+
+
+# -- the manager service (bench/_manager.py) -----------------------------------------------
+MANAGER = "Kale manager"
+
+
+@dataclass(frozen=True)
+class ManagerCase:
+    """One run of ``python bench/_manager.py CASE --n N [OPTIONS]`` (one row)."""
+
+    label: str
+    case: str  # "throughput", "memory", "lost" or "resume"
+    full: int
+    quick: int | None  # None: not in --quick runs
+    options: tuple[str, ...] = ()
+    note: str = ""
+    timeout: tuple[float, float] = (90, 600)  # seconds allowed: quick, full
+
+
+@dataclass(frozen=True)
+class ManagerScenario:
+    name: str
+    title: str
+    what: str
+    layout: str  # "throughput", "memory", "lost" or "resume" (see report.py)
+    cases: tuple[ManagerCase, ...]
+    target: str = ""
+
+
+def manager_scenarios() -> list[ManagerScenario]:
+    return [
+        ManagerScenario(
+            "manager-throughput", "Manager: throughput and status latency",
+            "{n} independent no-op Python tasks (`noops:noop`, built as in scenario 1), "
+            "submitted with `kale.Client` to `kale manager start --workers 2`; timed from "
+            "the submit until a client sees the run SUCCEEDED. Meanwhile 20 threads, each "
+            "with its own `httpx.Client`, poll `GET /api/runs/{{id}}?tasks=false` (50 ms "
+            "between a response and the next request) and time every request. The "
+            "manager's workers are started by a 100-task warm-up run first. *vs Parsl "
+            "HTEX* is this row's tasks/s over Parsl HTEX's in scenario 1 of the same bench "
+            "run (its size, not this one). One run each; Kale home on tmpfs.",
+            "throughput", (
+                ManagerCase("2 workers x CPU-count slots, 20 pollers", "throughput", 10_000,
+                            2_000, note="the default slots (`--worker-slots` unset)"),
+                ManagerCase("2 workers x 2 slots, 20 pollers", "throughput", 10_000, 2_000,
+                            ("--slots", "2"), note="`--worker-slots 2`"),
+                ManagerCase("2 workers x CPU-count slots, no pollers", "throughput", 10_000,
+                            2_000, ("--pollers", "0"),
+                            note="the same without the 20 pollers (one client polls "
+                            "every 10 ms)"),
+            ),
+            target=">= 1,000 tasks/s and status p99 <= 50 ms with 20 pollers"),
+        ManagerScenario(
+            "manager-memory", "Manager: memory per finished task",
+            "One run of {n} no-op Python tasks through the manager and 2 workers. The "
+            "manager's RSS (psutil) is read after a 100-task warm-up run, right before the "
+            "submit, every 50 ms while the run goes (peak), the moment a client sees the "
+            "run end, and 3 s later. KB/task = (RSS - RSS before) / tasks. Kale home on "
+            "tmpfs.",
+            "memory", (
+                ManagerCase(MANAGER, "memory", 100_000, 20_000,
+                            note="2 workers x CPU-count slots", timeout=(150, 1800)),),
+            target="<= 3 KB per finished task (at the run's end)"),
+        ManagerScenario(
+            "manager-lost", "Manager: lost-worker detection",
+            "One `sleep 30` shell task (`retries=1`, `retry_delay=0`) on `--workers 2 "
+            "--worker-slots 1 --heartbeat-timeout T`. Once it runs, the worker running it "
+            "(`kale status RUN TASK --json`, then `/api/workers` for its pid) is SIGKILLed; "
+            "timed from the kill until the task's attempts reach 2 (the retry dispatched to "
+            "the other worker).",
+            "lost", (
+                ManagerCase("heartbeat timeout 3 s", "lost", 1, 1, ("--heartbeat", "3"),
+                            timeout=(60, 120)),
+                ManagerCase("heartbeat timeout 15 s (default)", "lost", 1, None,
+                            ("--heartbeat", "15"), timeout=(60, 120)),
+            )),
+        ManagerScenario(
+            "manager-resume", "Manager: resume after a restart",
+            "{n} shell tasks `sleep 1` on 2 workers (CPU-count slots each). Once a third "
+            "have succeeded the manager is SIGKILLed and `kale manager start` run again at "
+            "once (same port, same options); timed from the kill. *Progress* is the run's "
+            "SUCCEEDED count passing what the store held at the kill.",
+            "resume", (
+                ManagerCase(MANAGER, "resume", 200, 40, timeout=(90, 300)),)),
+    ]

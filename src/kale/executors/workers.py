@@ -4,6 +4,7 @@ connected workers; outcomes come back as their reports."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -44,7 +45,9 @@ class WorkerExecutor(Executor):
         fut: asyncio.Future[Outcome] = loop.create_future()
 
         def resolve(value: Outcome | BaseException) -> None:
-            loop.call_soon_threadsafe(_settle, fut, value)
+            if not loop.is_closed():  # closed: the engine detached (the manager stops)
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, fut, value)
 
         name, attempt = ctx.task.name, ctx.attempt
         on_start = self.on_start

@@ -77,9 +77,11 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            host.detach_all()
+            # Workers first: the tasks they hand back are requeued by live engines (not
+            # counted as retries), then the engines let go of their runs as they are.
             if local is not None:
                 await asyncio.to_thread(local.stop)
+            host.detach_all()
             await broker.stop()
 
     app = FastAPI(title="Kale manager", version=kale.__version__, lifespan=lifespan)
@@ -263,22 +265,43 @@ def _ensure(local: Any) -> None:
 
 
 async def _event_stream(store: Any, run_id: str, after: int) -> AsyncIterator[str]:
+    """Polls the store every 0.1 s. Log files are tailed only for tasks that have started
+    and not ended (plus one last read when they end), so a run of thousands of tasks costs
+    a stream little more than its new events."""
     from kale.store import workers as wstore
 
     offsets: dict[str, int] = {}  # log path -> bytes already sent
     partial: dict[str, bytes] = {}
+    logs: dict[str, tuple[str | None, str | None]] = {}  # task -> its current log files
+    active: set[str] = set()
+    for t in await run_in_threadpool(store.tasks, run_id):
+        if t.stdout or t.stderr:
+            logs[t.name] = (t.stdout, t.stderr)
+            active.add(t.name)  # sends what is there, then follows it if it runs
     last, last_sample = after, 0
     while True:
         rows = await run_in_threadpool(store.events, run_id, last)
+        ending: set[str] = set()
         for e in rows:
             last = e["id"]
             yield _sse("state", {"id": e["id"], "task": e["task"], "old": e["old"],
                                  "new": e["new"], "reason": e["reason"], "ts": e["ts"]})
-        tasks = await run_in_threadpool(store.tasks, run_id)
-        for t in tasks:
-            for stream, path in (("stdout", t.stdout), ("stderr", t.stderr)):
+            name = e["task"]
+            if name is None:
+                continue
+            if e["new"] in ("SUBMITTED", "RUNNING"):
+                active.add(name)
+                logs.pop(name, None)  # a new attempt: new log files
+            elif e["new"] not in ("SUSPENDED",):
+                ending.add(name)
+        for name in active:
+            if name not in logs:
+                t = await run_in_threadpool(store.task, run_id, name)
+                logs[name] = (t.stdout, t.stderr)
+            for stream, path in zip(("stdout", "stderr"), logs[name], strict=True):
                 for line in _new_lines(path, offsets, partial):
-                    yield _sse("log", {"task": t.name, "stream": stream, "line": line})
+                    yield _sse("log", {"task": name, "stream": stream, "line": line})
+        active -= ending
         samples = await run_in_threadpool(wstore.samples, store, run_id, None, last_sample)
         for s in samples:
             last_sample = s["id"]

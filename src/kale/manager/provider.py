@@ -4,8 +4,11 @@ manager that dies leaves them running; they reconnect to the next one."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,8 +32,8 @@ class LocalWorkers:
     def ensure(self) -> int:
         """Start workers until ``count`` are alive; returns how many it started."""
         self.procs = [p for p in self.procs if p.poll() is None]
-        live = {w.id for w in self.broker.live_workers(self.provider)}
-        starting = [p for p in self.procs if not any(w.endswith(f"-{p.pid}") for w in live)]
+        live = {w.pid for w in self.broker.live_workers(self.provider)}
+        starting = [p for p in self.procs if p.pid not in live]
         missing = self.count - len(live) - len(starting)
         for _ in range(max(0, missing)):
             self._spawn()
@@ -53,10 +56,18 @@ class LocalWorkers:
         log.info("started local worker pid %d", proc.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the workers this manager started (their tasks are handed back)."""
+        """Stop the local workers: those this manager started, and those an earlier
+        manager started that reconnected to it. Their tasks are handed back."""
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
+        mine = {p.pid for p in self.procs}
+        here = socket.gethostname()
+        others = [w.pid for w in self.broker.live_workers(self.provider)
+                  if w.pid and w.host == here and w.pid not in mine and _is_worker(w.pid)]
+        for pid in others:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for p in self.procs:
             try:
@@ -64,3 +75,15 @@ class LocalWorkers:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        while others and time.monotonic() < deadline:
+            others = [pid for pid in others if _is_worker(pid)]
+            time.sleep(0.05)
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return b"kale.worker" in cmd and state != "Z"
