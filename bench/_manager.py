@@ -430,10 +430,14 @@ def resume(root: Path, n: int, timeout: float) -> dict[str, Any]:
         with m.http() as http2:
             def progress() -> bool:
                 try:
-                    return bool(counts(http2, run.id)["counts"].get("SUCCEEDED", 0)
-                                > done_before)
+                    doc = counts(http2, run.id)
+                    state, done = doc["run"]["state"], doc["counts"].get("SUCCEEDED", 0)
                 except (httpx.HTTPError, KeyError, ValueError):
                     return False
+                if state in TERMINAL and state != "SUCCEEDED":
+                    raise RuntimeError(f"run {run.id} {state} after the restart: "
+                                       f"{doc['run'].get('message')}")
+                return bool(done > done_before)
 
             wait_until("progress after the restart", progress, 60, every=0.02)
             t_progress = time.perf_counter() - t_kill
@@ -495,7 +499,7 @@ def run() -> dict[str, Any]:
             return lost(root, args.heartbeat, args.timeout)
         return resume(root, args.n, args.timeout)
     finally:
-        reap(root) if not os.environ.get("KEEP") else None
+        reap(root)
 
 
 if __name__ == "__main__":

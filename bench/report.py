@@ -198,7 +198,7 @@ def _memory(sc: ManagerScenario, results: dict[str, dict[str, Any]],
 
 def _lost(sc: ManagerScenario, results: dict[str, dict[str, Any]],
           _htex: float | None) -> str:
-    header = ["Setup", "kill to 2nd attempt s", "over the timeout s",
+    header = ["Setup", "kill to 2nd attempt s", "minus the timeout s",
               "1st attempt ended (lost) after s", "notes"]
 
     def cells(res: dict[str, Any]) -> list[str]:

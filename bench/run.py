@@ -134,7 +134,7 @@ def run_manager_case(case: ManagerCase, n: int, quick: bool) -> dict[str, Any]:
         return run_peer("_manager.py", args, timeout)
     finally:
         reap(root)
-        if not os.environ.get("KEEP"):
+        if not os.environ.get("KALE_BENCH_KEEP"):  # keep the homes, to read their logs
             shutil.rmtree(root, ignore_errors=True)
 
 

@@ -209,7 +209,9 @@ def manager_scenarios() -> list[ManagerScenario]:
             "--worker-slots 1 --heartbeat-timeout T`. Once it runs, the worker running it "
             "(`kale status RUN TASK --json`, then `/api/workers` for its pid) is SIGKILLed; "
             "timed from the kill until the task's attempts reach 2 (the retry dispatched to "
-            "the other worker).",
+            "the other worker). The manager counts the silence from the worker's last "
+            "message (it sends one every timeout / 5 s, at most 2 s apart), so the time "
+            "from the kill can be up to that interval shorter than the timeout.",
             "lost", (
                 ManagerCase("heartbeat timeout 3 s", "lost", 1, 1, ("--heartbeat", "3"),
                             timeout=(60, 120)),

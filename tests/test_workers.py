@@ -417,3 +417,25 @@ def test_two_users_on_one_postgresql_manager_see_only_their_own_runs(
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=20)
+
+
+def test_manager_stop_hands_tasks_back_and_start_resumes_the_run(
+        kale: Kale, home: Path, managers: Callable[..., Manager], tmp_path: Path) -> None:
+    ledger = tmp_path / "ran.txt"
+    m = managers("--workers", "1", "--worker-slots", "2")
+    wf = Workflow("stop-start")
+    for i in range(4):
+        wf.shell(f"t{i}", f"sleep 2; echo t{i} >> {ledger}")
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: task(client, run.id, "t0")["state"] == "RUNNING")
+    assert kale("manager", "stop").returncode == 0
+    doc = json.loads(kale("status", run.id, "--json").stdout)
+    assert doc["run"]["state"] == "RUNNING"  # kept for the next manager
+    assert not any(t["state"] == "SUCCEEDED" for t in doc["tasks"])
+    m.start()
+    with m.client() as client:
+        assert client.run(run.id).wait(60).state.value == "SUCCEEDED"
+    assert sorted(ledger.read_text().split()) == [f"t{i}" for i in range(4)]
+    tries = attempts(kale, run.id, "t0")
+    assert [a["state"] for a in tries] == ["INTERRUPTED", "SUCCEEDED"]

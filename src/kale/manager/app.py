@@ -77,16 +77,21 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            # Workers first: the tasks they hand back are requeued by live engines (not
-            # counted as retries), then the engines let go of their runs as they are.
-            if local is not None:
-                await asyncio.to_thread(local.stop)
-            host.detach_all()
+            await asyncio.to_thread(drain)
             await broker.stop()
+
+    def drain() -> None:
+        """Workers first: the tasks they hand back are requeued by live engines (not
+        counted as retries); then the engines let go of their runs as they are. Called
+        on SIGTERM while the server still serves the worker links, and again (a no-op
+        by then) at shutdown."""
+        if local is not None:
+            local.stop()
+        host.detach_all()
 
     app = FastAPI(title="Kale manager", version=kale.__version__, lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
-    app.state.broker, app.state.host = broker, host
+    app.state.broker, app.state.host, app.state.drain = broker, host, drain
     bearer = HTTPBearer(auto_error=False)
 
     def identity(

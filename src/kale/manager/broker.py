@@ -240,7 +240,7 @@ class Broker:
                 if p is not None and p.worker in (None, wid):
                     p.worker = wid
                     w.attempts.add(key)
-                elif self._stale(key):
+                elif self._abandoned(key):
                     forget.append(key)
                 else:
                     self.claims[key] = wid
@@ -268,6 +268,9 @@ class Broker:
             with self.lock:
                 if w.link is link:
                     w.link = None
+            if w.state == "STOPPED":
+                await asyncio.to_thread(wstore.set_worker_state, self.store, [w.id],
+                                        "STOPPED")
 
     def _message(self, w: Worker, link: Link, msg: dict[str, Any]) -> None:
         samples = msg.get("samples") or []
@@ -332,7 +335,7 @@ class Broker:
         p = self.pending.get(key)
         if p is not None and p.worker in (None, wid):
             self._apply(wid, rep)
-        elif p is None and (self._stale(key) or key[0] in self.live_runs):
+        elif p is None and self._abandoned(key):
             self._ack(wid, seq)  # nobody awaits it any more (a duplicate, or cancelled)
         else:
             self.unclaimed[key] = (wid, rep)  # a run still loading after a restart
@@ -374,6 +377,13 @@ class Broker:
         if w is not None and w.link is not None:
             w.link.acks.append(seq)
             self._wake_link(w.link)
+
+    def _abandoned(self, key: Key) -> bool:
+        """Nobody awaits this attempt and nobody will: its run is driven here and has
+        adopted what it had (so it would be pending), or the store shows it over."""
+        if key[0] in self.live_runs and self._resumed.is_set():
+            return True
+        return self._stale(key)
 
     def _stale(self, key: Key) -> bool:
         """Whether the store shows this attempt as over (so nobody will await it)."""

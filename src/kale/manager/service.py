@@ -93,6 +93,33 @@ def stop(home: Path, timeout: float = 15.0) -> bool:
     return True
 
 
+def _server(config: Any, drain: Any) -> Any:
+    """uvicorn's server, except that SIGTERM/SIGINT first ``drain`` the manager (its local
+    workers hand their tasks back over links that are still open), then stop it."""
+    import threading
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        draining = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.draining:  # a second signal: stop now
+                super().handle_exit(sig, frame)
+                return
+            self.draining = True
+
+            def then_exit() -> None:
+                try:
+                    drain()
+                finally:
+                    uvicorn.Server.handle_exit(self, sig, frame)
+
+            threading.Thread(target=then_exit, name="kale-drain", daemon=True).start()
+
+    return Server(config)
+
+
 def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = None) -> None:
     """Run the manager in this process (what ``start`` launches)."""
     import logging
@@ -109,7 +136,7 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
     app = create_app(Settings(home=home, url=url, **(options or {})))
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             access_log=False, ws_max_size=1 << 27)
-    server = uvicorn.Server(config)
+    server = _server(config, app.state.drain)
     doc = {"url": url, "pid": os.getpid(), "identity": process_identity(os.getpid()),
            "host": host, "port": port, "started": time.time()}
     path = home / STATE_FILE
