@@ -97,17 +97,24 @@ class _Backend(NamedTuple):
     read_io: Callable[[int, float], tuple[int, int] | None]  # (read, written) or unknown
 
 
-def _proc_stat(pid: int) -> _Proc | None:
+def _read(path: str) -> bytes | None:
+    """A small /proc file in one read (None if it is gone or not ours to read)."""
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
-        data = os.read(fd, 4096)
+        return os.read(fd, 4096)
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def _proc_stat(pid: int) -> _Proc | None:
+    data = _read(f"/proc/{pid}/stat")
+    if data is None:
+        return None
     try:
         f = data[data.rindex(b")") + 2:].split()  # the name in (...) may hold spaces, ')'
         return _Proc(ppid=int(f[1]), start=float(f[19]), live=f[0] not in (b"Z", b"X"),
@@ -132,16 +139,9 @@ def _proc_start(pid: int) -> float | None:
 
 def _proc_io(pid: int, start: float) -> tuple[int, int] | None:
     # no start check: read right after the scan that found this process
-    try:
-        fd = os.open(f"/proc/{pid}/io", os.O_RDONLY)  # ours only: EACCES for other users
-    except OSError:
+    data = _read(f"/proc/{pid}/io")  # ours only: EACCES for other users
+    if data is None:
         return None
-    try:
-        data = os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
     rchar = wchar = None
     for line in data.splitlines():
         if line.startswith(b"rchar:"):
