@@ -124,6 +124,9 @@ def test_tasks_run_on_a_worker_with_resource_samples(
             workers = client.workers()
             assert [w["id"] for w in workers] == ["w-one"] and workers[0]["connected"]
             samples = client.resources(run.id, "burn")
+            streamed = [d for e, d in client.events(run.id)
+                        if e == "resources" and d["task"] == "burn"]
+        assert [s["id"] for s in streamed] == [s["id"] for s in samples]  # also on the stream
         assert samples, "no resource samples of a 2.5 s task sampled every 0.3 s"
         assert max(s["cpu"] for s in samples) > 30
         assert max(s["rss"] for s in samples) > 50_000_000
@@ -228,7 +231,9 @@ def test_sigkill_a_worker_mid_task_retries_it_on_another(
 
 
 def test_sigkill_the_manager_mid_run_loses_nothing_and_reruns_nothing(
-        kale: Kale, home: Path, managers: Callable[..., Manager], tmp_path: Path) -> None:
+        kale: Kale, home: Path, managers: Callable[..., Manager], tmp_path: Path,
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KALE_STORE_URL", store_url)  # SQLite and PostgreSQL
     ledger = tmp_path / "ran.txt"
     m = managers("--workers", "2", "--worker-slots", "2", "--heartbeat-timeout", "5")
     wf = Workflow("survive-the-manager")
