@@ -189,7 +189,7 @@ def manager_scenarios() -> list[ManagerScenario]:
                 ManagerCase("2 workers x CPU-count slots, no pollers", "throughput", 10_000,
                             2_000, ("--pollers", "0"),
                             note="the same without the 20 pollers (one client polls "
-                            "every 10 ms)"),
+                            "every 100 ms)"),
             ),
             target=">= 1,000 tasks/s and status p99 <= 50 ms with 20 pollers"),
         ManagerScenario(
