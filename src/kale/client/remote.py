@@ -66,10 +66,11 @@ class Client:
 
     def run(self, run_id: str) -> RemoteRun:
         """Re-attach to a run by id."""
-        return RemoteRun(self, self.status(run_id)["run"]["id"])
+        return RemoteRun(self, self.status(run_id, tasks=False)["run"]["id"])
 
-    def status(self, run_id: str) -> dict[str, Any]:
-        return dict(self._get(f"/api/runs/{run_id}"))
+    def status(self, run_id: str, tasks: bool = True) -> dict[str, Any]:
+        """``{"run", "counts"}`` (tasks per state) and, with ``tasks``, ``"tasks"``."""
+        return dict(self._get(f"/api/runs/{run_id}", tasks=str(tasks).lower()))
 
     def task_action(self, run_id: str, task: str, action: str) -> dict[str, Any]:
         """``cancel``, ``suspend`` or ``resume`` one task of a run."""
@@ -135,7 +136,7 @@ class RemoteRun:
 
     @property
     def state(self) -> RunState:
-        return RunState(self.client.status(self.id)["run"]["state"])
+        return RunState(self.client.status(self.id, tasks=False)["run"]["state"])
 
     def wait(self, timeout: float | None = None, poll: float = 0.2) -> RemoteRun:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -70,6 +70,9 @@ class Engine:
         self.upstream = {n: t.upstream for n, t in wf.tasks.items()}
         self.downstream = dag.downstream_map(self.upstream)
         self.state: dict[str, TaskState] = {}
+        #: tasks per state, kept as states change (every state is a key, so other threads
+        #: may copy it while the engine runs)
+        self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
         self.attempts: dict[str, int] = {}
         self.def_hash: dict[str, str] = {}
         self.results: dict[str, Any] = {}
@@ -240,6 +243,7 @@ class Engine:
         """Bring the in-memory picture in line with the store (new or resumed run)."""
         for rec in self.store.tasks(self.run_id):
             self.state[rec.name] = rec.state
+            self.counts[rec.state] += 1
             self.attempts[rec.name] = rec.attempts
             if rec.attempts and not rec.state.terminal:
                 self.interrupted[rec.name] = sum(
@@ -328,6 +332,10 @@ class Engine:
     def _change(self, name: str, new: TaskState, reason: str = "",
                 values: dict[str, Any] | None = None, attempt: dict[str, Any] | None = None
                 ) -> None:
+        old = self.state.get(name)
+        if old is not None:
+            self.counts[old] -= 1
+        self.counts[new] += 1
         self.state[name] = new
         self.changes.append(Change(self.run_id, name, new, reason, values or {}, attempt))
 
@@ -570,7 +578,9 @@ class Engine:
                                   error=f"cannot store the result: {type(e).__name__}: {e}")
         if item.how == "done" and out is not None and out.ok:
             self.results[name] = out.result
-            self.hashes[name] = f"{self._inputs[name][1]}/{enc['result_hash']}"
+            self.hashes[name] = f"{self._inputs.pop(name)[1]}/{enc['result_hash']}"
+            if self.state[name] is S.SUBMITTED:  # its worker reported it after a restart
+                self._change(name, S.RUNNING, "started (reported by its worker)")
             attempt_row.update(state="SUCCEEDED", exit_code=out.exit_code)
             self._change(name, S.SUCCEEDED, "", {
                 "ended_at": now, "exit_code": out.exit_code, **enc,

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 import kale
@@ -94,7 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.broker, app.state.host, app.state.drain = broker, host, drain
     bearer = HTTPBearer(auto_error=False)
 
-    def identity(
+    async def identity(
         cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Identity:
         who = tokens.identify(cred.credentials) if cred is not None else None
@@ -143,19 +143,27 @@ def create_app(settings: Settings) -> FastAPI:
         return Submitted(id=rec.id)
 
     @app.get("/api/runs/{run_id}")
-    def status(who: User, run_id: str, tasks: bool = True) -> dict[str, Any]:
+    async def status(who: User, run_id: str, tasks: bool = True) -> Response:
         """The run, how many of its tasks are in each state, and (unless ``tasks=false``)
-        every task."""
+        every task. A live run's summary comes from memory: what progress bars poll."""
+        live = host.live(run_id)
+        if live is not None and not tasks and live[0].submitted_by in users_of(who):
+            rec, engine = live
+            counts = {s.value: n for s, n in dict(engine.counts).items() if n}
+            return _json({"run": rec.to_json(alive=True), "counts": counts})
+        return _json(await run_in_threadpool(stored_status, who, run_id, tasks))
+
+    def stored_status(who: Identity, run_id: str, tasks: bool) -> dict[str, Any]:
         rec = own_run(who, run_id)
         engine = host.engine(rec.id)
         records = store.tasks(rec.id) if tasks else None
         if engine is not None:
-            counts = Counter(s.value for s in list(engine.state.values()))
+            counts = {s.value: n for s, n in dict(engine.counts).items() if n}
         elif records is not None:
-            counts = Counter(t.state.value for t in records)
+            counts = dict(Counter(t.state.value for t in records))
         else:
-            counts = Counter(store.task_counts(rec.id))
-        doc: dict[str, Any] = {"run": rec.to_json(), "counts": dict(counts)}
+            counts = store.task_counts(rec.id)
+        doc: dict[str, Any] = {"run": rec.to_json(), "counts": counts}
         if records is not None:
             doc["tasks"] = [t.to_json() for t in records]
         return doc
@@ -262,6 +270,10 @@ def create_app(settings: Settings) -> FastAPI:
             pass
 
     return app
+
+
+def _json(doc: Any) -> Response:
+    return Response(json.dumps(doc, default=str), media_type="application/json")
 
 
 def _ensure(local: Any) -> None:

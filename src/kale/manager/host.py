@@ -5,8 +5,9 @@ clean stop it detaches from them (their tasks go on in the workers)."""
 from __future__ import annotations
 
 import asyncio
-import copy
+import dataclasses
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ class RunHost:
     def __init__(self, store: Store, home: Path, broker: Broker, owner: str) -> None:
         self.store, self.home, self.broker, self.owner = store, home, broker, owner
         self.engines: dict[str, Engine] = {}
+        self.records: dict[str, RunRecord] = {}  # of the live runs, without their spec
         self.threads: dict[str, threading.Thread] = {}
         self.lock = threading.Lock()
         self.on_submit: list[Any] = []
@@ -37,7 +39,7 @@ class RunHost:
         opts = RunOptions(params=dict(params), force=force, jobs=jobs, rerun_of=rerun_of,
                           selection=Selection(only, from_, until, tags), submitted_by=user)
         rec = create_run(self.store, self.home, wf, opts)
-        self._drive(rec, copy.deepcopy(wf))
+        self._drive(rec, wf)  # `wf` was made for this request: no copy needed
         for hook in self.on_submit:
             hook()
         return rec
@@ -73,10 +75,12 @@ class RunHost:
             finally:
                 with self.lock:
                     self.engines.pop(rec.id, None)
+                    self.records.pop(rec.id, None)
                     self.threads.pop(rec.id, None)
 
         thread = threading.Thread(target=target, name=f"kale-run-{rec.id}", daemon=True)
         with self.lock:
+            self.records[rec.id] = dataclasses.replace(rec, owner_pid=os.getpid())
             self.engines[rec.id] = engine
             self.threads[rec.id] = thread
         thread.start()
@@ -85,6 +89,13 @@ class RunHost:
     def engine(self, run_id: str) -> Engine | None:
         with self.lock:
             return self.engines.get(run_id)
+
+    def live(self, run_id: str) -> tuple[RunRecord, Engine] | None:
+        """A run this manager drives now (by exact id), with its engine: what a status
+        request can answer from memory."""
+        with self.lock:
+            rec, engine = self.records.get(run_id), self.engines.get(run_id)
+        return None if rec is None or engine is None else (rec, engine)
 
     def detach_all(self, timeout: float = 10.0) -> None:
         with self.lock:

@@ -14,6 +14,7 @@ may create the schema at once (an advisory lock serialises them).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -110,7 +111,6 @@ class RunRecord:
     state: RunState
     created_at: float
     ended_at: float | None
-    spec: dict[str, Any]
     base_dir: str
     run_dir: str
     params: dict[str, Any]
@@ -121,6 +121,13 @@ class RunRecord:
     cancel_requested: float | None
     message: str | None
     submitted_by: str | None = None
+    _store: Store | None = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def spec(self) -> dict[str, Any]:
+        """The run's canonical workflow dict: read on first use (it can be megabytes)."""
+        assert self._store is not None
+        return self._store.run_spec(self.id)
 
     def owner_alive(self) -> bool:
         """Whether the process that drives this run is still alive (same host only; a pid
@@ -129,13 +136,16 @@ class RunRecord:
             return False
         return process_identity(self.owner_pid) == self.owner_start
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, alive: bool | None = None) -> dict[str, Any]:
+        """``alive``: whether its owner is known to be alive (else it is checked)."""
+        if alive is None:
+            alive = self.owner_alive()
         return {
             "id": self.id, "workflow": self.workflow, "state": self.state.value,
             "created_at": self.created_at, "ended_at": self.ended_at,
             "run_dir": self.run_dir, "params": self.params, "options": self.options,
-            "driven_by_pid": self.owner_pid if self.owner_alive() else None,
-            "message": self.message,
+            "driven_by_pid": self.owner_pid if alive else None,
+            "message": self.message, "submitted_by": self.submitted_by,
         }
 
 
@@ -273,26 +283,35 @@ class Store:
                 raise RunNotFound(run_id)
             return latest
         with self.engine.connect() as c:
-            row = c.execute(sa.select(T.runs).where(T.runs.c.id == run_id)).first()
+            row = c.execute(sa.select(*_RUN_COLUMNS).where(T.runs.c.id == run_id)).first()
             if row is None:
                 # Unique prefix match, so people can type the start of an id.
-                rows = c.execute(sa.select(T.runs).where(
+                rows = c.execute(sa.select(*_RUN_COLUMNS).where(
                     T.runs.c.id.startswith(run_id, autoescape=True)).limit(2)).all()
                 if len(rows) != 1:
                     raise RunNotFound(run_id)
                 row = rows[0]
-        return _run(row)
+        return _run(row, self)
+
+    def run_spec(self, run_id: str) -> dict[str, Any]:
+        with self.engine.connect() as c:
+            text = c.execute(sa.select(T.runs.c.spec).where(T.runs.c.id == run_id)).scalar()
+        if text is None:
+            raise RunNotFound(run_id)
+        spec: dict[str, Any] = json.loads(text)
+        return spec
 
     def latest_run(self) -> RunRecord | None:
         with self.engine.connect() as c:
-            row = c.execute(sa.select(T.runs).order_by(T.runs.c.created_at.desc()).limit(1)).first()
-        return _run(row) if row else None
+            row = c.execute(sa.select(*_RUN_COLUMNS)
+                            .order_by(T.runs.c.created_at.desc()).limit(1)).first()
+        return _run(row, self) if row else None
 
     def runs(self, limit: int = 50, users: Sequence[str | None] | None = None
              ) -> list[RunRecord]:
         """The newest runs; ``users``: only runs submitted by these (None: not through a
         manager)."""
-        q = sa.select(T.runs).order_by(T.runs.c.created_at.desc()).limit(limit)
+        q = sa.select(*_RUN_COLUMNS).order_by(T.runs.c.created_at.desc()).limit(limit)
         if users is not None:
             named = [u for u in users if u is not None]
             cond: Any = T.runs.c.submitted_by.in_(named)
@@ -301,7 +320,7 @@ class Store:
             q = q.where(cond)
         with self.engine.connect() as c:
             rows = c.execute(q).all()
-        return [_run(r) for r in rows]
+        return [_run(r, self) for r in rows]
 
     # -- tasks ---------------------------------------------------------------------------
     def tasks(self, run_id: str) -> list[TaskRecord]:
@@ -477,11 +496,14 @@ def _update_tasks(w: _Writer, rows: list[dict[str, Any]]) -> None:
         w.executemany(f"UPDATE tasks SET {sets} WHERE run_id = :_run AND name = :_name", group)
 
 
-def _run(row: Any) -> RunRecord:
+_RUN_COLUMNS = [c for c in T.runs.c if c.name != "spec"]
+
+
+def _run(row: Any, store: Store) -> RunRecord:
     m = row._mapping
     return RunRecord(
         id=m["id"], workflow=m["workflow"], state=RunState(m["state"]),
-        created_at=m["created_at"], ended_at=m["ended_at"], spec=json.loads(m["spec"]),
+        created_at=m["created_at"], ended_at=m["ended_at"], _store=store,
         base_dir=m["base_dir"], run_dir=m["run_dir"], params=json.loads(m["params"]),
         options=json.loads(m["options"]), owner_pid=m["owner_pid"], owner_host=m["owner_host"],
         owner_start=m["owner_start"], cancel_requested=m["cancel_requested"],
