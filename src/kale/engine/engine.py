@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 import time
 import traceback
@@ -453,24 +452,19 @@ class Engine:
         task = self.wf.tasks[name]
         workdir = self.run_dir / name
         records = workdir / RECORDS_FILE
-        if create:
-            try:
-                os.mkdir(workdir)
-            except FileExistsError:  # an earlier attempt's records must not leak into it
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(records)
-            except FileNotFoundError:  # the run directory itself was removed
-                workdir.mkdir(parents=True)
         logs = f"{self._logs}/{name}.{attempt}"
         inputs = self._inputs[name][0] if name in self._inputs else {}
         env = {"KALE_RUN_ID": self.run_id, "KALE_TASK": name, "KALE_ATTEMPT": str(attempt),
                "KALE_RUN_DIR": str(self.run_dir), RECORD_ENV: str(records), **task.env}
-        return TaskContext(
+        ctx = TaskContext(
             run_id=self.run_id, task=task, attempt=attempt, workdir=workdir,
             stdout_path=Path(logs + ".out"), stderr_path=Path(logs + ".err"),
             base_dir=self.wf.base_dir, inputs=inputs,
             upstream={d: self.results.get(d) for d in self.upstream[name]},
             params=self.params, env=env)
+        if create and not self.executor.remote:  # remote: the worker makes it
+            ctx.make_workdir()
+        return ctx
 
     async def _execute(self, name: str, attempt: int, ctx: TaskContext, *,
                        adopt: bool = False, adopting: bool = False) -> None:
@@ -634,7 +628,8 @@ class Engine:
                                      f"in {workdir}")
             found[pattern] = str(matches[0]) if len(matches) == 1 else \
                 ",".join(str(m) for m in matches)
-        records = read_records(workdir / RECORDS_FILE, self.wf.base_dir)
+        records = out.records if out.records is not None else \
+            read_records(workdir / RECORDS_FILE, self.wf.base_dir)
         if task.kind == "python" and out.result is not None:
             result = out.result
         else:

@@ -9,6 +9,8 @@ whatever it started (the whole process group) before re-raising.
 from __future__ import annotations
 
 import abc
+import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,17 @@ class TaskContext:
     def records_path(self) -> Path:
         return self.workdir / RECORDS_FILE
 
+    def make_workdir(self) -> None:
+        """Create the task's directory (done where the task runs), or clear an earlier
+        attempt's records from it."""
+        try:
+            os.mkdir(self.workdir)
+        except FileExistsError:  # an earlier attempt's records must not leak into this one
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.records_path)
+        except FileNotFoundError:  # the run directory itself was removed
+            self.workdir.mkdir(parents=True)
+
 
 @dataclass
 class Outcome:
@@ -53,6 +66,9 @@ class Outcome:
     #: set by executors whose outcomes arrive as reports: called once the engine's record
     #: of this outcome is committed (the report is then acknowledged to its sender)
     receipt: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    #: values recorded with ``kale.record``, when the executor read them where the task
+    #: ran (None: the engine reads them from the task's directory)
+    records: dict[str, Any] | None = None
 
 
 class TaskRunner(abc.ABC):

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
+from kale.tasks.record import read_records
 from kale.worker.protocol import LINK_PATH, Key, decode_context, key_of, report
 
 log = logging.getLogger("kale.worker")
@@ -216,8 +217,12 @@ class WorkerAgent:
     async def _run(self, key: Key, ctx: TaskContext) -> None:
         how, out = "done", None
         try:
+            ctx.make_workdir()
             runner = await self._runner(ctx.task.kind)
             out = await runner.run(ctx)
+            if out.ok:  # what kale.record kept goes with the report
+                out.records = read_records(ctx.records_path, ctx.base_dir) \
+                    if os.path.exists(ctx.records_path) else {}
         except asyncio.CancelledError:
             how = "interrupted" if self.stopping else "cancelled"
             out = Outcome(ok=False, error=f"worker {self.id} stopped" if self.stopping

@@ -20,8 +20,10 @@ manager -> worker
     ``control``  ``{action: cancel|suspend|resume, key}``
 
 A key is ``[run_id, task, attempt]``. A report is ``{seq, key, how, ok, exit_code, error,
-traceback, details, artifacts, result}``; ``seq`` numbers a worker's reports, ``how`` is
-``done``, ``cancelled`` or ``interrupted``, ``result`` is a base64 pickle or None.
+traceback, details, artifacts, result, records}``; ``seq`` numbers a worker's reports,
+``how`` is ``done``, ``cancelled`` or ``interrupted``, ``result`` is a base64 pickle or
+None, ``records`` (what ``kale.record`` kept, read where the task ran) a base64 pickle, ""
+for none, or None when not read.
 
 Exactly-once: a report is applied only while its attempt is the one the engine awaits,
 and acknowledged only after the resulting state change is committed; the worker resends
@@ -83,14 +85,20 @@ def report(seq: int, key: Key, how: str, outcome: Outcome | None) -> dict[str, A
         except Exception as e:
             out = Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
                           error=f"cannot send the result: {type(e).__name__}: {e}")
+    # records: None = not read (the engine reads the file), "" = none, else a pickle
+    records = None if out.records is None else pack(out.records) if out.records else ""
     return {"seq": seq, "key": list(key), "how": how, "ok": out.ok,
             "exit_code": out.exit_code, "error": out.error, "traceback": out.traceback,
-            "details": out.details, "artifacts": out.artifacts, "result": result}
+            "details": out.details, "artifacts": out.artifacts, "result": result,
+            "records": records}
 
 
 def outcome_of(rep: dict[str, Any]) -> Outcome:
     result = unpack(rep["result"]) if rep.get("result") else None
+    raw = rep.get("records")
+    records = None if raw is None else unpack(raw) if raw else {}
     return Outcome(ok=bool(rep.get("ok")), result=result, exit_code=rep.get("exit_code"),
+                   records=records,
                    error=rep.get("error"), traceback=rep.get("traceback"),
                    details=dict(rep.get("details") or {}),
                    artifacts=dict(rep.get("artifacts") or {}))
