@@ -294,8 +294,11 @@ class Broker:
             self.loop.run_in_executor(None, wstore.add_samples, self.store, rows)
 
     async def _sender(self, link: Link) -> None:
+        """Sends a worker what is for it: new tasks, acknowledgements and controls, in one
+        message per wake-up (one write to the socket, however much there is)."""
         while not link.closed:
             await link.wake.wait()
+            await asyncio.sleep(0)  # let wake-ups queued in the same loop turn join in
             link.wake.clear()
             if link.closed:
                 return
@@ -319,12 +322,15 @@ class Broker:
             for p, wid in started:
                 if p.started is not None:
                     p.started(wid)
+            msg: dict[str, Any] = {"op": "batch"}
             if items:
-                await link.send({"op": "tasks", "items": items})
+                msg["tasks"] = items
             if acks:
-                await link.send({"op": "acks", "seqs": acks})
-            for c in controls:
-                await link.send({"op": "control", **c})
+                msg["acks"] = acks
+            if controls:
+                msg["controls"] = controls
+            if len(msg) > 1:
+                await link.send(msg)
 
     # -- reports (under the lock) ----------------------------------------------------------
     def _report(self, wid: str, rep: dict[str, Any]) -> None:

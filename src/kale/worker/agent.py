@@ -147,15 +147,14 @@ class WorkerAgent:
     async def _reader(self, ws: Any) -> None:
         async for raw in ws:
             msg = json.loads(raw)
-            op = msg.get("op")
-            if op == "tasks":
-                for item in msg["items"]:
-                    self._start(key_of(item["key"]), item["payload"])
-            elif op == "acks":
-                for s in msg["seqs"]:
-                    self.unacked.pop(int(s), None)
-            elif op == "control":
-                self._control(msg.get("action", ""), key_of(msg["key"]))
+            if msg.get("op") != "batch":
+                continue
+            for s in msg.get("acks", ()):
+                self.unacked.pop(int(s), None)
+            for item in msg.get("tasks", ()):
+                self._start(key_of(item["key"]), item["payload"])
+            for c in msg.get("controls", ()):
+                self._control(c.get("action", ""), key_of(c["key"]))
         raise _LinkClosed("the manager closed the link")
 
     async def _writer(self, ws: Any, reader: asyncio.Task[None]) -> None:

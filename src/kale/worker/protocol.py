@@ -13,11 +13,12 @@ worker -> manager
 manager -> worker
     ``welcome``  ``{manager, heartbeat, sample_interval, forget: [key...]}``: ``forget`` are
                  attempts the manager no longer wants (the worker kills them)
-    ``tasks``    ``{items: [{key, payload}...]}``: one per credit; ``payload`` is the
-                 pickled :class:`~kale.tasks.base.TaskContext`, base64
-    ``acks``     ``{seqs: [seq...]}``: reports whose effects are committed; the worker
-                 forgets them
-    ``control``  ``{action: cancel|suspend|resume, key}``
+    ``batch``    ``{tasks: [{key, payload}...], acks: [seq...], controls: [{action,
+                 key}...]}``, each part present only when not empty. ``tasks``: one per
+                 credit, ``payload`` the pickled :class:`~kale.tasks.base.TaskContext`
+                 (base64); ``acks``: reports whose effects are committed, which the worker
+                 then forgets; ``controls``: ``cancel``, ``suspend`` or ``resume`` an
+                 attempt
 
 A key is ``[run_id, task, attempt]``. A report is ``{seq, key, how, ok, exit_code, error,
 traceback, details, artifacts, result, records}``; ``seq`` numbers a worker's reports,
