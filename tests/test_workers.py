@@ -452,3 +452,27 @@ def test_manager_stop_hands_tasks_back_and_start_resumes_the_run(
     assert sorted(ledger.read_text().split()) == [f"t{i}" for i in range(4)]
     tries = attempts(kale, run.id, "t0")
     assert [a["state"] for a in tries] == ["INTERRUPTED", "SUCCEEDED"]
+
+
+def test_live_run_summary_answers_only_its_owner(
+        kale: Kale, home: Path, managers: Callable[..., Manager]) -> None:
+    """The summary progress bars poll (answered from memory, ahead of the framework)
+    says the same as the full status, and refuses whoever does not own the run."""
+    m = managers("--workers", "1")
+    wf = Workflow("summary")
+    wf.shell("nap", "sleep 30")
+    wf.shell("after", "true", after=["nap"])
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: task(client, run.id, "nap")["state"] == "RUNNING")
+        url = f"{m.url}/api/runs/{run.id}?tasks=false"
+        fast = httpx.get(url, headers=m.headers())
+        assert fast.status_code == 200
+        assert fast.json()["counts"] == {"RUNNING": 1, "PENDING": 1}
+        assert fast.json()["run"]["id"] == run.id and "tasks" not in fast.json()
+        full = client.status(run.id)
+        assert {t["state"] for t in full["tasks"]} == {"RUNNING", "PENDING"}
+        assert full["counts"] == fast.json()["counts"]
+        for bad in ({}, m.headers("worker-token"), {"Authorization": "Bearer nope"}):
+            assert httpx.get(url, headers=bad).status_code == 401
+        run.cancel()

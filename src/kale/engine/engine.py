@@ -104,7 +104,7 @@ class Engine:
         """Drive the run to its end and return its final state."""
         self._loop = asyncio.get_running_loop()
         self._quiet = asyncio.Event()
-        self.executor.on_start = self._started_threadsafe
+        self.executor.on_start = self._started
         self._logs.mkdir(parents=True, exist_ok=True)
         self.store.claim_run(self.run_id)
         self._committer = GroupCommitter(self.store, on_commit=self._notify)
@@ -220,11 +220,6 @@ class Engine:
             return
         if self.executor.control(ctx, action):
             self._change(name, after, f"{action}ed")
-
-    def _started_threadsafe(self, name: str, attempt: int, worker: str) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._started, name, attempt, worker)
 
     def _started(self, name: str, attempt: int, worker: str) -> None:
         """A queued attempt reached a worker."""

@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping
 
 from kale.tasks.base import Outcome, TaskContext
 
-#: ``(task name, attempt, worker id)``: an attempt the executor had queued has started
+#: ``(task name, attempt, worker id)``: an attempt the executor had queued has started;
+#: called in the engine's event loop
 StartedCallback = Callable[[str, int, str], None]
 
 
@@ -19,7 +20,7 @@ class Executor(abc.ABC):
     #: how many tasks may run (or wait in its queue) at once
     slots: int
     #: tasks wait in a queue before they start: the engine records them SUBMITTED, and
-    #: RUNNING when the executor calls :attr:`on_start` (from any thread)
+    #: RUNNING when the executor calls :attr:`on_start` (in the engine's loop)
     queued: bool = False
     #: tasks run in processes that outlive the engine (workers): after a restart the engine
     #: adopts running attempts (:meth:`adopt`) instead of killing and requeueing them

@@ -4,11 +4,11 @@ connected workers; outcomes come back as their reports."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from kale.executors.base import Executor
+from kale.executors.mailbox import Mailbox
 from kale.tasks.base import Outcome, TaskContext
 from kale.worker.protocol import encode_context
 
@@ -30,6 +30,7 @@ class WorkerExecutor(Executor):
         self._closed = False
 
     async def start(self, kinds: Mapping[str, int]) -> None:
+        self.mailbox = Mailbox(asyncio.get_running_loop())
         self.broker.live_runs.add(self.run_id)
 
     async def execute(self, ctx: TaskContext) -> Outcome:
@@ -41,20 +42,18 @@ class WorkerExecutor(Executor):
     async def _await(self, ctx: TaskContext, adopted: bool, running: bool) -> Outcome:
         from kale.manager.broker import Pending
 
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Outcome] = loop.create_future()
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        post = self.mailbox.post  # from the broker's thread into this loop
 
         def resolve(value: Outcome | BaseException) -> None:
-            if not loop.is_closed():  # closed: the engine detached (the manager stops)
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_settle, fut, value)
+            post(_settle, fut, value)
 
         name, attempt = ctx.task.name, ctx.attempt
         on_start = self.on_start
 
         def started(worker: str) -> None:
             if on_start is not None:
-                on_start(name, attempt, worker)
+                post(on_start, name, attempt, worker)
 
         key = (ctx.run_id, name, attempt)
         p: Pending = Pending(key, self.user, resolve, encode_context(ctx), started,

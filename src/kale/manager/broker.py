@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kale.executors.base import Interrupted
+from kale.executors.mailbox import Mailbox
 from kale.store import workers as wstore
 from kale.store.store import Store
 from kale.tasks.base import Outcome
@@ -112,10 +113,12 @@ class Broker:
         self._tick = time.monotonic()
         self._reaper: asyncio.Task[None] | None = None
         self._loop_thread: int | None = None
+        self._mailbox: Mailbox | None = None
 
     # -- lifecycle (server loop) -----------------------------------------------------------
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._mailbox = Mailbox(self.loop)
         self._loop_thread = threading.get_ident()
         now = time.monotonic()
         for row in wstore.workers(self.store, states=("ACTIVE",)):
@@ -370,8 +373,8 @@ class Broker:
         p.resolve(out)
 
     def _ack_threadsafe(self, wid: str, seq: int) -> None:
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._ack_locked, wid, seq)
+        if self._mailbox is not None:
+            self._mailbox.post(self._ack_locked, wid, seq)
 
     def _ack_locked(self, wid: str, seq: int) -> None:
         with self.lock:

@@ -138,7 +138,7 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
     url = f"http://{host}:{port}"
     app = create_app(Settings(home=home, url=url, **(options or {})))
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            access_log=False, ws_max_size=1 << 27)
+                            access_log=False, ws_max_size=1 << 27, proxy_headers=False)
     server = _server(config, app.state.drain)
     doc = {"url": url, "pid": os.getpid(), "identity": process_identity(os.getpid()),
            "host": host, "port": port, "started": time.time()}
