@@ -66,8 +66,12 @@ class Engine:
         self.run_dir = Path(run.run_dir)
         self.params = dict(run.params)
         self.selected: set[str] = set(run.options.get("selected") or wf.tasks)
-        self.upstream = {n: t.upstream for n, t in wf.tasks.items()}
-        self.downstream = dag.downstream_map(self.upstream)
+        # Tuples, and one shared empty one: a run may hold 100,000 of each.
+        none: tuple[str, ...] = ()
+        self.upstream: dict[str, tuple[str, ...]] = {
+            n: tuple(t.upstream) or none for n, t in wf.tasks.items()}
+        self.downstream: dict[str, tuple[str, ...]] = {
+            n: tuple(ds) or none for n, ds in dag.downstream_map(self.upstream).items()}
         self.state: dict[str, TaskState] = {}
         #: tasks per state, kept as states change (every state is a key, so other threads
         #: may copy it while the engine runs)
@@ -243,10 +247,11 @@ class Engine:
                 self.interrupted[rec.name] = sum(
                     1 for a in self.store.attempts(self.run_id, rec.name)
                     if a["state"] == "INTERRUPTED")
-            self.def_hash[rec.name] = rec.def_hash or ""
+            if not rec.state.terminal:
+                self.def_hash[rec.name] = rec.def_hash or ""
             if rec.started_at is not None and not rec.state.terminal:
                 self._started_at[rec.name] = rec.started_at
-            if rec.state is S.SUCCEEDED:
+            if rec.state is S.SUCCEEDED and self.downstream[rec.name]:
                 self.results[rec.name] = results.decode(rec, self.wf.base_dir)
                 self.hashes[rec.name] = f"{rec.cache_key}/{rec.result_hash}"
         if any(self.attempts.values()) and not self.executor.remote:
@@ -382,8 +387,10 @@ class Engine:
         self.ready.append(name)
 
     def _reuse(self, name: str, prev: Any, reason: str) -> None:
-        self.results[name] = results.decode(prev, self.wf.base_dir)
-        self.hashes[name] = f"{prev.cache_key}/{prev.result_hash}"
+        self.def_hash.pop(name, None)
+        if self.downstream[name]:  # only what tasks below need is kept
+            self.results[name] = results.decode(prev, self.wf.base_dir)
+            self.hashes[name] = f"{prev.cache_key}/{prev.result_hash}"
         self._change(name, S.SUCCEEDED, reason, {
             "result_json": prev.result_json, "result_path": prev.result_path,
             "result_hash": prev.result_hash, "cache_key": prev.cache_key,
@@ -566,8 +573,11 @@ class Engine:
                     out = Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
                                   error=f"cannot store the result: {type(e).__name__}: {e}")
         if item.how == "done" and out is not None and out.ok:
-            self.results[name] = out.result
-            self.hashes[name] = f"{self._inputs.pop(name)[1]}/{enc['result_hash']}"
+            key = self._inputs.pop(name)[1]
+            self.def_hash.pop(name, None)
+            if self.downstream[name]:  # only what tasks below need is kept
+                self.results[name] = out.result
+                self.hashes[name] = f"{key}/{enc['result_hash']}"
             if self.state[name] is S.SUBMITTED:  # its worker reported it after a restart
                 self._change(name, S.RUNNING, "started (reported by its worker)")
             attempt_row.update(state="SUCCEEDED", exit_code=out.exit_code)

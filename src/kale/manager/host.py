@@ -5,6 +5,7 @@ clean stop it detaches from them (their tasks go on in the workers)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -42,6 +43,7 @@ class RunHost:
         self._drive(rec, wf)  # `wf` was made for this request: no copy needed
         for hook in self.on_submit:
             hook()
+        _give_back_memory()
         return rec
 
     def resume_all(self) -> list[str]:
@@ -105,3 +107,13 @@ class RunHost:
             e.detach()
         for t in threads:
             t.join(timeout)
+
+
+def _give_back_memory() -> None:
+    """Reading and recording a large workflow takes tens of MB for a moment; glibc keeps
+    freed memory for reuse unless asked to return it (a long-lived manager should)."""
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):  # not glibc
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)

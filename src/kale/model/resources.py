@@ -21,7 +21,7 @@ def walltime_seconds(text: str) -> int:
     return ((days * 24 + int(m.group(2))) * 60 + int(m.group(3))) * 60 + int(m.group(4))
 
 
-@dataclass
+@dataclass(slots=True)
 class Resources:
     nodes: int = 1
     cpus: int = 1

@@ -49,7 +49,7 @@ def _callable_path(func: Callable[..., Any]) -> str | None:
     return f"{module}:{qualname}" if obj is func else None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: a workflow may hold 100,000 of them
 class Task:
     """One step of a workflow. Build tasks with :meth:`Workflow.shell`, :meth:`Workflow.python`
     and :meth:`Workflow.notebook`; ``task["key"]`` is a reference to a key of its result."""

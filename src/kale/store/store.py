@@ -385,7 +385,11 @@ class Store:
             if ch.attempt is not None:
                 a = {"run_id": ch.run_id, "task": ch.task, **ch.attempt}
                 (batch.new_attempts if a.pop("new", False) else batch.attempt_updates).append(a)
-        self._states.update(staged)
+        for key, state in staged.items():  # an ended task's state is read back if needed
+            if state.terminal:
+                self._states.pop(key, None)
+            else:
+                self._states[key] = state
         return batch
 
     def write(self, batches: Sequence[Batch]) -> None:
