@@ -313,6 +313,9 @@ async def _event_stream(store: Any, run_id: str, after: int) -> AsyncIterator[st
             active.add(t.name)  # sends what is there, then follows it if it runs
     last, last_sample = after, 0
     while True:
+        # The run's state first: once it is seen ended, the events read next include every
+        # task's last event (they were committed before the run's end).
+        ended = (await run_in_threadpool(store.get_run, run_id)).state
         rows = await run_in_threadpool(store.events, run_id, last)
         ending: set[str] = set()
         for e in rows:
@@ -339,9 +342,8 @@ async def _event_stream(store: Any, run_id: str, after: int) -> AsyncIterator[st
         for s in samples:
             last_sample = s["id"]
             yield _sse("resources", s)
-        run = await run_in_threadpool(store.get_run, run_id)
-        if run.state.terminal and not rows:
-            yield _sse("end", {"state": run.state.value})
+        if ended.terminal and not rows:
+            yield _sse("end", {"state": ended.value})
             return
         await asyncio.sleep(0.1)
 
