@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,17 +28,18 @@ class LocalWorkers:
         self.broker, self.home, self.url, self.token = broker, home, url, token
         self.count, self.slots = count, slots
         self.procs: list[subprocess.Popen[bytes]] = []
-        self._last_spawn = 0.0
+        self._lock = threading.Lock()  # submits (API threads) and lost workers (the loop)
 
     def ensure(self) -> int:
         """Start workers until ``count`` are alive; returns how many it started."""
-        self.procs = [p for p in self.procs if p.poll() is None]
-        live = {w.pid for w in self.broker.live_workers(self.provider)}
-        starting = [p for p in self.procs if p.pid not in live]
-        missing = self.count - len(live) - len(starting)
-        for _ in range(max(0, missing)):
-            self._spawn()
-        return max(0, missing)
+        with self._lock:
+            self.procs = [p for p in self.procs if p.poll() is None]
+            live = {w.pid for w in self.broker.live_workers(self.provider)}
+            starting = [p for p in self.procs if p.pid not in live]
+            missing = self.count - len(live) - len(starting)
+            for _ in range(max(0, missing)):
+                self._spawn()
+            return max(0, missing)
 
     def _spawn(self) -> None:
         logs = self.home / "workers"
@@ -52,7 +54,6 @@ class LocalWorkers:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
                                     start_new_session=True, env=env)
         self.procs.append(proc)
-        self._last_spawn = time.monotonic()
         log.info("started local worker pid %d", proc.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
