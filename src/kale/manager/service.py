@@ -130,9 +130,6 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
     from kale.store.store import process_identity
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    import os as _os
-    if _os.environ.get("KALE_SWITCH"):
-        sys.setswitchinterval(float(_os.environ["KALE_SWITCH"]))
     ensure_token(home)
     ensure_token(home, WORKER_TOKEN_FILE)
     url = f"http://{host}:{port}"
