@@ -56,7 +56,6 @@ class WorkerAgent:
         self._dirty = asyncio.Event()
         self._stopped = asyncio.Event()
         self._idle_since = time.monotonic()
-        self.connections = 0
 
     # -- main loop -----------------------------------------------------------------------
     async def run(self) -> int:
@@ -114,7 +113,6 @@ class WorkerAgent:
         async with connect(ws_url, additional_headers={"Authorization": f"Bearer {self.token}"},
                            open_timeout=5, ping_interval=5, ping_timeout=10,
                            max_size=1 << 27, compression=None) as ws:
-            self.connections += 1
             hello = {"op": "hello", "worker": self.id, "slots": self.slots,
                      "host": socket.gethostname(), "pid": os.getpid(),
                      "provider": self.provider, "info": _info(),
