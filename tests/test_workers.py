@@ -98,6 +98,15 @@ def attempts(kale: Kale, run_id: str, name: str) -> list[dict[str, Any]]:
     return list(json.loads(out.stdout)["attempts"])
 
 
+def ledger_workflow(name: str, ledger: Path, sleeps: list[float]) -> Workflow:
+    """Tasks ``t0``, ``t1``, ... that sleep, then write their name to ``ledger``: the
+    ledger shows which tasks finished, and a task that ran twice shows twice."""
+    wf = Workflow(name)
+    for i, seconds in enumerate(sleeps):
+        wf.shell(f"t{i}", f"sleep {seconds:g}; echo t{i} >> {ledger}")
+    return wf
+
+
 def test_default_heartbeat_timeout_is_at_most_15_s() -> None:
     assert HEARTBEAT_TIMEOUT <= 15
 
@@ -236,10 +245,8 @@ def test_sigkill_the_manager_mid_run_loses_nothing_and_reruns_nothing(
     monkeypatch.setenv("KALE_STORE_URL", store_url)  # SQLite and PostgreSQL
     ledger = tmp_path / "ran.txt"
     m = managers("--workers", "2", "--worker-slots", "2", "--heartbeat-timeout", "5")
-    wf = Workflow("survive-the-manager")
-    for i in range(8):
-        # each task notes that it ran; half of them are still running at the kill
-        wf.shell(f"t{i}", f"sleep {1 + (i % 4)}; echo t{i} >> {ledger}")
+    # half of the tasks are still running at the kill
+    wf = ledger_workflow("survive-the-manager", ledger, [1 + (i % 4) for i in range(8)])
     wf.shell("last", f"echo last >> {ledger}", after=[f"t{i}" for i in range(8)])
     with m.client() as client:
         run = client.submit(wf)
@@ -260,9 +267,7 @@ def test_manager_unreachable_for_30_s_the_run_still_completes(
         kale: Kale, home: Path, managers: Callable[..., Manager], tmp_path: Path) -> None:
     ledger = tmp_path / "ran.txt"
     m = managers("--workers", "1", "--worker-slots", "2")
-    wf = Workflow("frozen-manager")
-    for i in range(4):
-        wf.shell(f"t{i}", f"sleep {2 + i}; echo t{i} >> {ledger}")
+    wf = ledger_workflow("frozen-manager", ledger, [2 + i for i in range(4)])
     with m.client() as client:
         run = client.submit(wf)
         wait_for(lambda: task(client, run.id, "t0")["state"] == "RUNNING")
@@ -436,9 +441,7 @@ def test_manager_stop_hands_tasks_back_and_start_resumes_the_run(
         kale: Kale, home: Path, managers: Callable[..., Manager], tmp_path: Path) -> None:
     ledger = tmp_path / "ran.txt"
     m = managers("--workers", "1", "--worker-slots", "2")
-    wf = Workflow("stop-start")
-    for i in range(4):
-        wf.shell(f"t{i}", f"sleep 2; echo t{i} >> {ledger}")
+    wf = ledger_workflow("stop-start", ledger, [2] * 4)
     with m.client() as client:
         run = client.submit(wf)
         wait_for(lambda: task(client, run.id, "t0")["state"] == "RUNNING")
