@@ -197,8 +197,9 @@ def test_a_version_1_store_keeps_every_run_when_opened(v1_store: Path,
         assert [{k: v for k, v in r.items() if k not in new} for r in after] == rows
         assert all(r[c] is None for r in after for c in new)
     assert sqlite_tables(v1_store) == {*T.metadata.tables, "alembic_version"}
-    assert raw_rows(v1_store, "kale_meta") == [{"key": "schema", "value": "2"}]
-    assert raw_rows(v1_store, "alembic_version") == [{"version_num": "0002"}]
+    assert raw_rows(v1_store, "kale_meta") == [{"key": "schema",
+                                                 "value": str(T.SCHEMA_VERSION)}]
+    assert raw_rows(v1_store, "alembic_version") == [{"version_num": schema.HEAD}]
     assert any(s.startswith("ALTER TABLE runs ADD COLUMN submitted_by") for s in statements)
 
     # Opening it again reads its version and does nothing else.
@@ -259,7 +260,7 @@ def test_processes_opening_a_version_1_store_at_once_upgrade_it_once(v1_store: P
     for p in procs:
         out, err = p.communicate(timeout=60)
         assert (p.returncode, out.strip()) == (0, "4"), err
-    assert raw_rows(v1_store, "alembic_version") == [{"version_num": "0002"}]
+    assert raw_rows(v1_store, "alembic_version") == [{"version_num": schema.HEAD}]
     assert len(raw_rows(v1_store, "runs")) == 4
 
 
@@ -305,7 +306,7 @@ def test_a_new_store_has_exactly_the_schema_of_tables_py(store_url: str,
         assert compare_metadata(MigrationContext.configure(c), T.metadata) == []
         assert versions(c) == (schema.HEAD, str(T.SCHEMA_VERSION))
     head = ScriptDirectory.from_config(schema.alembic_config()).get_current_head()
-    assert head == schema.HEAD == "0002"
+    assert head == schema.HEAD == "0003"
 
 
 def test_the_migrations_make_the_same_schema_as_a_new_store(store_url: str,
@@ -438,7 +439,7 @@ def test_the_migrations_ship_inside_the_package() -> None:
     assert folder.resolve() == schema.MIGRATIONS
     assert {p.name for p in folder.iterdir()} >= {"env.py", "script.py.mako", "versions"}
     assert sorted(p.name for p in (folder / "versions").glob("*.py")) == [
-        "0001_core.py", "0002_manager.py"]
+        "0001_core.py", "0002_manager.py", "0003_batch.py"]
     script = ScriptDirectory.from_config(schema.alembic_config())
     assert [r.revision for r in reversed(list(script.walk_revisions()))] == [
         schema.revision(v) for v in range(1, T.SCHEMA_VERSION + 1)]

@@ -88,3 +88,22 @@ class NotebookCellError(KaleError):
 
 class ExportError(KaleError):
     """The workflow holds something that cannot be written as YAML."""
+
+
+class SchedulerError(KaleError):
+    """A batch scheduler command failed. Carries the command, the scheduler's own message
+    and whether trying again later may help (``transient``)."""
+
+    def __init__(self, message: str, *, command: Sequence[str] = (), stderr: str = "",
+                 transient: bool = False) -> None:
+        self.command, self.stderr, self.transient = list(command), stderr, transient
+        super().__init__(message)
+
+
+class SubmitError(SchedulerError):
+    """The scheduler refused a job (unknown partition, walltime over its limit...)."""
+
+    def __init__(self, scheduler: str, message: str, *, transient: bool = False) -> None:
+        self.scheduler = scheduler
+        super().__init__(f"{scheduler} refused the job: {message}", stderr=message,
+                         transient=transient)

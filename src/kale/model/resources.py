@@ -24,6 +24,8 @@ def walltime_seconds(text: str) -> int:
 @dataclass(slots=True)
 class Resources:
     nodes: int = 1
+    #: processes (MPI ranks) per node; ``cpus`` and ``gpus`` are per rank
+    ranks: int = 1
     cpus: int = 1
     gpus: int = 0
     memory: str | None = None
@@ -32,7 +34,7 @@ class Resources:
     account: str | None = None
     options: list[str] = field(default_factory=list)
 
-    FIELDS = ("nodes", "cpus", "gpus", "memory", "walltime", "queue", "account", "options")
+    FIELDS = ("nodes", "ranks", "cpus", "gpus", "memory", "walltime", "queue", "account", "options")
 
     def to_dict(self) -> dict[str, Any]:
         """Only the fields that differ from the defaults, in a fixed order."""
@@ -47,7 +49,7 @@ class Resources:
     def problems(self) -> list[tuple[str, str]]:
         """``(field, message)`` for each bad value."""
         out = []
-        for name in ("nodes", "cpus", "gpus"):
+        for name in ("nodes", "ranks", "cpus", "gpus"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "gpus" else 1):
                 out.append((name, f"must be an integer >= {0 if name == 'gpus' else 1}, got {v!r}"))

@@ -21,17 +21,19 @@ from typing import Any, Literal, TypeVar, overload
 from kale.errors import ExportError, Problem, ValidationError
 from kale.model import dag
 from kale.model.refs import PARAMS, Ref, iter_refs, to_refs, to_text
+from kale.model.executor import ExecutorSpec
 from kale.model.resources import Resources
 
 Kind = Literal["shell", "python", "notebook"]
 KINDS: tuple[Kind, ...] = ("shell", "python", "notebook")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
-WORKFLOW_KEYS = ("name", "description", "parameters", "tasks")
+WORKFLOW_KEYS = ("name", "description", "parameters", "executor", "tasks")
 TASK_KEYS = (
     *KINDS, "description", "parameters", "after", "outputs", "retries", "retry_delay",
-    "timeout", "resources", "tags", "env", "kernel",
+    "timeout", "resources", "tags", "env", "kernel", "executor", "launcher",
 )
+LAUNCHERS = ("srun", "mpiexec", "mpirun")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -68,6 +70,10 @@ class Task:
     tags: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     kernel: str | None = None
+    #: where it runs; None: the workflow's executor
+    executor: ExecutorSpec | None = None
+    #: how a multi-rank shell task starts its ranks across its allocation
+    launcher: str | None = None
 
     # -- references ----------------------------------------------------------------------
     def __getitem__(self, key: str) -> Ref:
@@ -124,6 +130,10 @@ class Task:
             d["env"] = dict(self.env)
         if self.kernel is not None:
             d["kernel"] = self.kernel
+        if self.executor is not None:
+            d["executor"] = self.executor.to_value()
+        if self.launcher is not None:
+            d["launcher"] = self.launcher
         return d
 
     def _target_dict(self, for_store: bool, memo: Memo | None = None) -> Any:
@@ -148,7 +158,7 @@ class Task:
         its definition, the notebook file, the module file of its function (a function
         defined in a notebook is pickled by value, with the globals it uses)."""
         d = self.to_dict(for_store=True, memo=memo)
-        for key in ("description", "retries", "retry_delay", "timeout", "tags"):
+        for key in ("description", "retries", "retry_delay", "timeout", "tags", "executor"):
             d.pop(key, None)
         h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode())
         if self.kind == "notebook" and base_dir is not None:
@@ -174,12 +184,20 @@ class Workflow:
 
     def __init__(self, name: str, description: str = "", *,
                  parameters: Mapping[str, Any] | None = None,
-                 base_dir: str | Path | None = None) -> None:
+                 base_dir: str | Path | None = None,
+                 executor: str | dict[str, Any] | ExecutorSpec | None = None) -> None:
         self.name = name
         self.description = description
         self.parameters: dict[str, Any] = dict(parameters or {})
         self.base_dir = Path(base_dir).resolve() if base_dir else Path.cwd()
         self.tasks: dict[str, Task] = {}
+        #: where tasks without an ``executor`` of their own run (None: local)
+        self.executor: ExecutorSpec | None = None
+        if executor is not None:
+            spec, problems = ExecutorSpec.parse(executor)
+            if problems:
+                raise ValidationError([Problem(m, ("executor", *p)) for p, m in problems])
+            self.executor = spec
 
     # -- building ------------------------------------------------------------------------
     def add(self, task: Task) -> Task:
@@ -273,6 +291,8 @@ class Workflow:
             d["description"] = self.description
         if self.parameters:
             d["parameters"] = dict(self.parameters)
+        if self.executor is not None:
+            d["executor"] = self.executor.to_value()
         memo = {} if memo is None else memo
         d["tasks"] = {n: t.to_dict(for_store=for_store, memo=memo) for n, t in self.tasks.items()}
         return d
@@ -302,6 +322,10 @@ class Workflow:
             problems.append(Problem("must be a mapping of name: value", ("parameters",)))
             params = {}
         wf = cls(name, description, parameters=params, base_dir=base_dir)
+        if data.get("executor") is not None:
+            spec, eprobs = ExecutorSpec.parse(data["executor"])
+            problems += [Problem(m, ("executor", *p)) for p, m in eprobs]
+            wf.executor = spec
         tasks = data.get("tasks")
         if not isinstance(tasks, dict) or not tasks:
             problems.append(Problem("'tasks' is required: a mapping of task name -> task",
@@ -409,6 +433,13 @@ def _make(name: str, kind: Kind, target: Any, options: dict[str, Any]) -> Task:
     if isinstance(resources, dict):
         resources = Resources(**resources)
     params = to_refs(options.pop("parameters", {}) or {})
+    executor = options.pop("executor", None)
+    if executor is not None:
+        spec, problems = ExecutorSpec.parse(executor)
+        if problems:
+            raise ValidationError([Problem(m, ("tasks", name, "executor", *p))
+                                   for p, m in problems])
+        options["executor"] = spec
     unknown = set(options) - set(TASK_KEYS)
     if unknown:
         raise ValidationError([Problem(_unknown(k, TASK_KEYS), ("tasks", name))
@@ -475,6 +506,14 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
         bad("must be a mapping of NAME: \"string\"", "env")
     if t.kernel is not None and (t.kind != "notebook" or not isinstance(t.kernel, str)):
         bad("only notebook tasks take a kernel name (a string)", "kernel")
+    if t.launcher is not None:
+        if t.launcher not in LAUNCHERS:
+            bad(f"must be one of {', '.join(LAUNCHERS)}, got {t.launcher!r}", "launcher")
+        elif t.kind != "shell":
+            bad("only shell tasks take a launcher (run Python under MPI as a shell "
+                "command, e.g. 'python script.py')", "launcher")
+    if t.executor is not None and not isinstance(t.executor, ExecutorSpec):
+        bad("must be an executor name or a mapping", "executor")
     return out
 
 
@@ -507,6 +546,10 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
     else:
         resources = res_data
     timeout = data.get("timeout")
+    executor = None
+    if data.get("executor") is not None:
+        executor, eprobs = ExecutorSpec.parse(data["executor"])
+        problems += [Problem(m, (*path, "executor", *p)) for p, m in eprobs]
     task = Task(
         name=str(name), kind=kind, target=target,
         description=data.get("description", ""),
@@ -520,6 +563,8 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
         tags=_given(data, "tags", []),
         env=_given(data, "env", {}),
         kernel=data.get("kernel"),
+        executor=executor,
+        launcher=data.get("launcher"),
     )
     problems += _task_problems(task, path)
     return task, problems

@@ -14,7 +14,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -133,4 +133,20 @@ samples = Table(
     Column("procs", Integer),         # processes in the tree
     Column("gpu", Text),              # JSON list per GPU: util %, memory bytes (NVML)
     Index("ix_samples_run", "run_id", "task", "id"),
+)
+
+batch_jobs = Table(
+    "batch_jobs", metadata,
+    Column("id", String(64), primary_key=True),   # Kale's id, also the job's name
+    Column("user", String(64), nullable=False),
+    Column("scheduler", String(32), nullable=False),
+    Column("mode", String(8), nullable=False),     # job (one task) | pilot
+    Column("pool", String, nullable=False),        # which tasks its worker takes
+    Column("native_id", String(64)),               # the scheduler's job id
+    Column("state", String(16), nullable=False),   # NEW QUEUED ACTIVE COMPLETED FAILED CANCELED
+    Column("nodes", Integer, nullable=False),
+    Column("submitted_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("info", Text),                          # JSON: attempt key, message, exit code
+    Index("ix_batch_jobs_state", "state"),
 )

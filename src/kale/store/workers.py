@@ -75,3 +75,36 @@ def samples(store: Store, run_id: str, task: str | None = None, after_id: int = 
         d["gpu"] = json.loads(d["gpu"]) if d["gpu"] else None
         out.append(d)
     return out
+
+
+# -- batch jobs ----------------------------------------------------------------------------
+def save_job(store: Store, doc: dict[str, Any]) -> None:
+    """Insert or update a batch job's row (``doc`` has the batch_jobs table's columns)."""
+    row = {**doc, "updated_at": time.time()}
+    if "info" in row:
+        row["info"] = json.dumps(row["info"] or {})
+    with store.engine.begin() as c:
+        updated = c.execute(T.batch_jobs.update().where(T.batch_jobs.c.id == row["id"])
+                            .values(**{k: v for k, v in row.items() if k != "id"})).rowcount
+        if not updated:
+            c.execute(T.batch_jobs.insert().values(**row))
+
+
+def jobs(store: Store, user: str | None = None, states: Sequence[str] = (),
+         limit: int | None = None) -> list[dict[str, Any]]:
+    """Batch jobs, newest first."""
+    q = sa.select(T.batch_jobs).order_by(T.batch_jobs.c.submitted_at.desc())
+    if user is not None:
+        q = q.where(T.batch_jobs.c.user == user)
+    if states:
+        q = q.where(T.batch_jobs.c.state.in_(list(states)))
+    if limit:
+        q = q.limit(limit)
+    with store.engine.connect() as c:
+        rows = c.execute(q).all()
+    out = []
+    for r in rows:
+        d = dict(r._mapping)
+        d["info"] = json.loads(d["info"]) if d["info"] else {}
+        out.append(d)
+    return out
