@@ -145,8 +145,12 @@ class Task:
         if path:
             return path
         if for_store:
-            return {"pickle": _memo(memo, ("pickle", self.target), _pickle, self.target),
-                    "name": self.target.__name__}
+            out = {"pickle": _memo(memo, ("pickle", self.target), _pickle, self.target),
+                   "name": self.target.__name__}
+            code = getattr(self.target, "__code__", None)
+            if code is not None:  # cloudpickle >= 3.1.3 drops it; tracebacks want it
+                out["file"] = code.co_filename
+            return out
         raise ExportError(
             f"task {self.name!r} runs {self.target.__qualname__}(), a function defined in a "
             "notebook or script; move it into a module and refer to it as 'module:function' "
@@ -160,6 +164,8 @@ class Task:
         d = self.to_dict(for_store=True, memo=memo)
         for key in ("description", "retries", "retry_delay", "timeout", "tags", "executor"):
             d.pop(key, None)
+        if isinstance(d.get("python"), dict):  # where it was defined is not what it does
+            d["python"] = {k: v for k, v in d["python"].items() if k != "file"}
         h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode())
         if self.kind == "notebook" and base_dir is not None:
             path = base_dir / str(self.target)
@@ -535,7 +541,12 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
     if kind == "python" and isinstance(target, dict) and trusted and "pickle" in target:
         import cloudpickle
 
+        file = target.get("file")
         target = cloudpickle.loads(base64.b64decode(target["pickle"]))
+        if isinstance(file, str):
+            from kale.tasks.pickled import restore_filename
+
+            target = restore_filename(target, file)
     res_data = _given(data, "resources", {})
     resources: Any
     if isinstance(res_data, dict):

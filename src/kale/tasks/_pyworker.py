@@ -29,9 +29,9 @@ def _load(func: Any) -> Any:
                 obj = getattr(obj, part)
             _funcs[key] = obj
         else:
-            import cloudpickle
+            from kale.tasks import pickled
 
-            _funcs[key] = cloudpickle.loads(func)
+            _funcs[key] = pickled.loads(func)
     return _funcs[key]
 
 

@@ -106,9 +106,9 @@ class PythonRunner(TaskRunner):
             return target
         blob = self._blobs.get(id(target))
         if blob is None:
-            import cloudpickle
+            from kale.tasks import pickled
 
-            blob = self._blobs[id(target)] = cloudpickle.dumps(target)
+            blob = self._blobs[id(target)] = pickled.dumps(target)
         return blob
 
     async def run(self, ctx: TaskContext) -> Outcome:
