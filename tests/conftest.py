@@ -140,3 +140,46 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
                                   "WHERE application_name = :s"), {"s": schema})
                 c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+# -- Slurm ----------------------------------------------------------------------------------
+# The batch tests submit real jobs to a single-node Slurm cluster on localhost, which
+# scripts/services/slurm.sh starts (scripts/test runs it) and describes in
+# test-output/slurm.env. Without it they skip, except under CI=true, where they fail.
+
+SLURM_ENV_FILE = ROOT / "test-output" / "slurm.env"
+
+
+def slurm_conf() -> tuple[str | None, str]:
+    """The test cluster's SLURM_CONF, or None and why there is none."""
+    conf = os.environ.get("SLURM_CONF", "")
+    if not conf and SLURM_ENV_FILE.is_file():
+        for line in SLURM_ENV_FILE.read_text().splitlines():
+            if line.startswith("export SLURM_CONF="):
+                conf = line.split("=", 1)[1].strip()
+    if not conf:
+        return None, f"no Slurm cluster: {SLURM_ENV_FILE} is missing " \
+                     "(run scripts/services/slurm.sh as root)"
+    import shutil
+    import subprocess
+
+    if not shutil.which("sinfo"):
+        return None, "no Slurm cluster: sinfo is not on PATH"
+    probe = subprocess.run(["sinfo", "-h", "-o", "%a"], capture_output=True, text=True,
+                           env={**os.environ, "SLURM_CONF": conf}, timeout=30)
+    if probe.returncode != 0 or "up" not in probe.stdout:
+        return None, f"the Slurm cluster of {conf} does not answer: {probe.stderr.strip()}"
+    return conf, ""
+
+
+@pytest.fixture
+def slurm(monkeypatch: pytest.MonkeyPatch) -> str:
+    """SLURM_CONF of the test cluster, set for this test and the commands it starts."""
+    conf, reason = slurm_conf()
+    if conf is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        print(f"skipping: {reason}")
+        pytest.skip(reason)
+    monkeypatch.setenv("SLURM_CONF", conf)
+    return conf

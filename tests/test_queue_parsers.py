@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
 import subprocess
 import sys
 from datetime import datetime
@@ -247,12 +246,9 @@ def test_slurm_states(native: str, reason: str | None, state: str) -> None:
     assert slurm.job_state(native, reason) == state
 
 
-def test_slurm_live() -> None:
+def test_slurm_live(slurm: str) -> None:
     """The real queue() and partitions() against the Slurm on this machine: a held job
     (which never runs) shows up as HELD."""
-    if not shutil.which("squeue") or not os.environ.get("SLURM_CONF"):
-        skip_or_fail("no Slurm here (squeue on PATH and SLURM_CONF set; "
-                     "source /tmp/local-slurm/env.sh)")
     s = scheduler("slurm")
     parts = s.partitions()
     assert parts and sum(p.default for p in parts) == 1

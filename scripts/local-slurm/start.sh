@@ -161,6 +161,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
 MinJobAge=300
+EnforcePartLimits=ALL
 InactiveLimit=0
 KillWait=2
 Waittime=0

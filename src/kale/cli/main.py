@@ -76,7 +76,12 @@ def run(
     file: Annotated[Path, typer.Argument(help="Workflow YAML file.")],
     param: Annotated[list[str] | None, typer.Option("-p", "--param", metavar="KEY=VALUE",
                                                     help="Override a workflow parameter.")] = None,
-    executor: Annotated[str, typer.Option(help="Where tasks run.")] = "local",
+    executor: Annotated[str | None, typer.Option(
+        help="Where tasks without their own executor run: local, slurm, pbs, lsf, flux, "
+        "cobalt (default: the workflow's executor, else local).")] = None,
+    pilot: Annotated[bool, typer.Option(
+        help="With a batch --executor: run tasks in pilot jobs, not one job per task.")
+    ] = False,
     only: Annotated[list[str] | None, typer.Option(help="Run only this task.")] = None,
     from_: Annotated[list[str] | None, typer.Option("--from",
                                                     help="Run this task and everything below it.")
@@ -107,11 +112,17 @@ def run(
     params = dict(parse_param(p) for p in param or [])
     store, path = _store(home)
     wf = load_workflow(file, params_override=params)
-    if not embedded and executor == "local" and service.state(path) is not None:
+    chosen = _executor_option(executor, pilot)
+    batch = _uses_batch(wf, chosen)
+    if not embedded and (batch or service.state(path) is not None):
+        if batch and service.state(path) is None:
+            service.start(path)  # batch jobs need a manager to outlive this command
+            err.print(f"started the Kale manager for {path} (batch jobs report to it)")
         raise typer.Exit(_submit(path, wf, detach, params=params, only=only or [],
                                  from_=from_ or [], until=until or [], tags=tag or [],
-                                 force=force, jobs=jobs, rerun_of=rerun_failed))
-    opts = RunOptions(params=params, executor=executor, force=force, jobs=jobs,
+                                 force=force, jobs=jobs, rerun_of=rerun_failed,
+                                 executor=chosen))
+    opts = RunOptions(params=params, executor=chosen, force=force, jobs=jobs,
                       rerun_of=store.get_run(rerun_failed).id if rerun_failed else None,
                       selection=Selection(only or [], from_ or [], until or [], tag or []))
     rec = create_run(store, path, wf, opts)
@@ -120,6 +131,27 @@ def run(
         _spawn_driver(rec.id, path)
         return
     raise typer.Exit(_drive(store, rec, wf))
+
+
+def _executor_option(name: str | None, pilot: bool) -> str | dict[str, Any] | None:
+    from kale.model.executor import ExecutorSpec
+
+    if name is None:
+        if pilot:
+            fail("--pilot needs a batch --executor (slurm, pbs, lsf, flux, cobalt)")
+        return None
+    spec, problems = ExecutorSpec.parse({"kind": name, "mode": "pilot" if pilot else "job"})
+    if problems:
+        fail("--executor: " + "; ".join(m for _p, m in problems))
+    return spec.to_value()
+
+
+def _uses_batch(wf: Any, chosen: str | dict[str, Any] | None) -> bool:
+    from kale.model.executor import ExecutorSpec
+
+    default = ExecutorSpec.parse(chosen)[0] if chosen is not None else wf.executor
+    return bool((default is not None and default.batch)
+                or any(t.executor is not None and t.executor.batch for t in wf.tasks.values()))
 
 
 def _submit(home: Path, wf: Any, detach: bool, **options: Any) -> int:
@@ -521,6 +553,11 @@ def worker(
     give_up: Annotated[float, typer.Option(
         help="Exit when the manager has been unreachable this many seconds.")] = 600.0,
     provider: Annotated[str | None, typer.Option(hidden=True)] = None,
+    pool: Annotated[str | None, typer.Option(hidden=True)] = None,
+    job: Annotated[str | None, typer.Option(hidden=True)] = None,
+    once: Annotated[bool, typer.Option(hidden=True)] = False,
+    walltime: Annotated[float | None, typer.Option(hidden=True)] = None,
+    batch: Annotated[bool, typer.Option(hidden=True)] = False,
     home: Home = None,
 ) -> None:
     """Run tasks for a manager: connect, take tasks, run and monitor them, report."""
@@ -551,10 +588,77 @@ def worker(
             fail(f"no worker token: {path / WORKER_TOKEN_FILE} does not exist "
                  "(start the manager once, or give --token-file)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
-    agent = WorkerAgent(manager, token, slots=slots, worker_id=worker_id, provider=provider,
-                        give_up=give_up, idle_exit=idle_exit)
+    agent = WorkerAgent(manager, token, slots=1 if once else slots, worker_id=worker_id,
+                        provider=provider, give_up=give_up, idle_exit=idle_exit, pool=pool,
+                        job=job, once=once, walltime=walltime, batch=batch)
     err.print(f"worker {agent.id} ({agent.slots} slots) for {manager}")
     raise typer.Exit(asyncio.run(agent.run()))
+
+
+@app.command()
+def queue(
+    scheduler: Annotated[str | None, typer.Option(
+        help="slurm, pbs, lsf, flux or cobalt (default: the one on PATH).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    home: Home = None,
+) -> None:
+    """Your batch jobs (state, reason, time queued, expected start) and the partitions;
+    jobs Kale submitted say which task or pilot they are."""
+    import getpass
+
+    from kale.batch.queue import queue_status
+    from kale.errors import KaleError
+    from kale.store import workers as wstore
+
+    store, _path = _store(home)
+    try:
+        doc = queue_status(scheduler, getpass.getuser(), wstore.jobs(store, limit=1000))
+    except KaleError as e:
+        fail(str(e))
+    if as_json:
+        out.print_json(data=doc)
+        return
+    _print_queue(doc)
+
+
+def _print_queue(doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    def ago(seconds: float | None) -> str:
+        if seconds is None:
+            return ""
+        m, s = divmod(int(seconds), 60)
+        h, m = divmod(m, 60)
+        return f"{h}:{m:02d}:{s:02d}"
+
+    jobs = Table(title=f"{doc['scheduler']} jobs", title_justify="left")
+    for col in ("job", "name", "state", "reason", "partition", "nodes", "queued",
+                "expected start", "kale"):
+        jobs.add_column(col)
+    for j in doc["jobs"]:
+        start = time.strftime("%H:%M:%S", time.localtime(j["start"])) \
+            if j.get("start") and j["state"] == "PENDING" else ""
+        kale_doc = j.get("kale") or {}
+        what = "/".join(map(str, kale_doc["task"][:2])) if kale_doc.get("task") \
+            else kale_doc.get("mode", "")
+        jobs.add_row(j["id"], j["name"], j["state"], j.get("reason") or "",
+                     j.get("partition") or "", str(j.get("nodes") or ""),
+                     ago(j.get("queued_for")), start, what)
+    out.print(jobs)
+    parts = Table(title="partitions", title_justify="left")
+    for col in ("partition", "available", "nodes", "idle nodes", "cpus", "idle cpus",
+                "max walltime"):
+        parts.add_column(col)
+    for p in doc["partitions"]:
+        parts.add_row(p["name"] + ("*" if p.get("default") else ""),
+                      "up" if p["available"] else "down", str(p.get("nodes") or ""),
+                      str(p.get("idle_nodes") if p.get("idle_nodes") is not None else ""),
+                      str(p.get("cpus") or ""),
+                      str(p.get("idle_cpus") if p.get("idle_cpus") is not None else ""),
+                      ago(p["max_walltime"]) if p.get("max_walltime") else "unlimited")
+    out.print(parts)
+    for e in doc["errors"]:
+        err.print(f"warning: {e}", markup=False)
 
 
 @app.command()

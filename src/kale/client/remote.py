@@ -84,6 +84,12 @@ class Client:
     def workers(self) -> list[dict[str, Any]]:
         return list(self._get("/api/workers"))
 
+    def queue(self, scheduler: str | None = None) -> dict[str, Any]:
+        """The batch queue: ``{"scheduler", "jobs", "partitions", "errors"}``; jobs Kale
+        submitted carry ``kale`` (the task or pilot they are for)."""
+        params = {"scheduler": scheduler} if scheduler else {}
+        return dict(self._get("/api/queue", **params))
+
     def cancel(self, run_id: str) -> str:
         return str(self._check(self._http.post(f"/api/runs/{run_id}/cancel")).json()["state"])
 

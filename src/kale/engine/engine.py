@@ -589,6 +589,9 @@ class Engine:
         if item.how == "timeout":
             bad, error = S.TIMEOUT, f"timed out after {task.timeout:g} s"
             values: dict[str, Any] = {"error": error, "exit_code": None}
+        elif out is not None and out.details.get("timed_out"):  # a batch job's walltime
+            bad, error = S.TIMEOUT, out.error or "reached its walltime"
+            values = {"error": error, "exit_code": None, "details": _json(out.details)}
         else:
             assert out is not None
             bad, error = S.FAILED, out.error or "failed"

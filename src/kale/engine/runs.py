@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from kale.engine.engine import Engine, Listener
-from kale.errors import Problem, RunBusy, ValidationError
+from kale.errors import Problem, RunBusy, UsageError, ValidationError
 from kale.executors import make_executor
+from kale.model.executor import ExecutorSpec
 from kale.model.selection import Selection
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
@@ -25,7 +26,9 @@ class RunOptions:
     params: dict[str, Any] = field(default_factory=dict)
     selection: Selection = field(default_factory=Selection)
     force: bool = False
-    executor: str = "local"
+    #: where tasks without an executor of their own run: a name or an executor mapping
+    #: (None: the workflow's ``executor``, else local)
+    executor: str | dict[str, Any] | None = None
     jobs: int | None = None
     rerun_of: str | None = None
     submitted_by: str | None = None  # the manager user (runs submitted to a manager)
@@ -49,7 +52,7 @@ def create_run(store: Store, home: Path, wf: Workflow, opts: RunOptions) -> RunR
     """Validate, select, and record a new run (all tasks PENDING)."""
     wf.validate()
     params = apply_params(wf, opts.params)
-    make_executor(opts.executor, jobs=opts.jobs)  # an unknown executor fails before recording
+    check_executor(wf, opts)  # an unknown executor fails before recording
     selected = opts.selection.apply(wf)
     if opts.rerun_of:
         prev = {t.name: t.state for t in store.tasks(store.get_run(opts.rerun_of).id)}
@@ -72,6 +75,22 @@ def create_run(store: Store, home: Path, wf: Workflow, opts: RunOptions) -> RunR
     return store.get_run(run_id)
 
 
+def check_executor(wf: Workflow, opts: RunOptions) -> None:
+    """The chosen executor exists; batch executors only through a manager."""
+    spec = wf.executor
+    if opts.executor is not None:
+        spec, problems = ExecutorSpec.parse(opts.executor)
+        if problems:
+            raise UsageError("executor: " + "; ".join(
+                (".".join(p) + ": " if p else "") + m for p, m in problems))
+    if opts.submitted_by is None and (
+            (spec is not None and spec.batch)
+            or any(t.executor is not None and t.executor.batch for t in wf.tasks.values())):
+        raise UsageError("batch executors run through the Kale manager, which holds the "
+                         "jobs while this process is gone: `kale run` starts one when needed; "
+                         "from Python use kale.Client().submit(wf)")
+
+
 def load_workflow(run: RunRecord) -> Workflow:
     return Workflow.from_dict(run.spec, base_dir=run.base_dir, trusted=True)
 
@@ -85,7 +104,8 @@ def check_resumable(run: RunRecord) -> None:
 def make_engine(store: Store, run: RunRecord, wf: Workflow | None = None, *,
                 listeners: Sequence[Listener] = (), jobs: int | None = None) -> Engine:
     wf = wf or load_workflow(run)
-    executor = make_executor(run.options.get("executor") or "local",
+    chosen = run.options.get("executor")
+    executor = make_executor(chosen if isinstance(chosen, str) else "local",
                              jobs=jobs or run.options.get("jobs"))
     return Engine(store, run, wf, executor, force=bool(run.options.get("force")),
                   listeners=list(listeners))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from kale.executors.base import Executor
 from kale.executors.mailbox import Mailbox
+from kale.model.executor import ExecutorSpec
 from kale.tasks.base import Outcome, TaskContext
 from kale.worker.protocol import encode_context
 
@@ -24,9 +25,12 @@ class WorkerExecutor(Executor):
     queued = True
     remote = True
 
-    def __init__(self, broker: Broker, user: str, run_id: str, jobs: int | None = None) -> None:
+    def __init__(self, broker: Broker, user: str, run_id: str, jobs: int | None = None,
+                 default: ExecutorSpec | None = None) -> None:
         self.broker, self.user, self.run_id = broker, user, run_id
         self.slots = jobs or WINDOW
+        #: where tasks without an executor of their own go (None: general workers)
+        self.default = default
         self._closed = False
 
     async def start(self, kinds: Mapping[str, int]) -> None:
@@ -56,8 +60,15 @@ class WorkerExecutor(Executor):
                 post(on_start, name, attempt, worker)
 
         key = (ctx.run_id, name, attempt)
+        spec = ctx.task.executor or self.default
+        pool, placement = None, None
+        if spec is not None and spec.batch:
+            pool = batch_pool(key, spec)
+            placement = {"spec": spec, "resources": ctx.task.resources,
+                         "walltime": ctx.task.resources.walltime}
         p: Pending = Pending(key, self.user, resolve, encode_context(ctx), started,
-                             adopted=adopted, was_running=running)
+                             adopted=adopted, was_running=running, pool=pool,
+                             placement=placement)
         if adopted:
             self.broker.adopt(p)
         else:
@@ -75,6 +86,18 @@ class WorkerExecutor(Executor):
     async def close(self) -> None:
         self._closed = True
         self.broker.live_runs.discard(self.run_id)
+
+
+def batch_pool(key: tuple[str, str, int], spec: ExecutorSpec) -> str:
+    """The pool of workers that may take an attempt: a job of its own (``task:...``), or
+    the pilots of one executor spec (``pilot:slurm:<hash of the spec>``)."""
+    import hashlib
+    import json
+
+    if not spec.pilot:
+        return f"task:{key[0]}/{key[1]}/{key[2]}"
+    digest = hashlib.sha256(json.dumps(spec.options, sort_keys=True).encode()).hexdigest()
+    return f"pilot:{spec.kind}:{digest[:12]}"
 
 
 def _settle(fut: asyncio.Future[Outcome], value: Outcome | BaseException) -> None:

@@ -46,6 +46,7 @@ class Settings:
 
 def create_app(settings: Settings) -> FastAPI:
     from kale.client.local import open_store
+    from kale.manager.batch import BatchWorkers
     from kale.manager.broker import Broker
     from kale.manager.host import RunHost
     from kale.manager.provider import LocalWorkers
@@ -58,11 +59,20 @@ def create_app(settings: Settings) -> FastAPI:
                     sample_interval=settings.sample_interval)
     host = RunHost(store, home, broker, tokens.owner)
     local: LocalWorkers | None = None
+    batch: BatchWorkers | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        nonlocal local
+        nonlocal local, batch
         await broker.start()
+        if settings.url:
+            from kale.manager.auth import WORKER_TOKEN_FILE, read_token
+
+            import psij  # noqa: F401 - here, in the main thread, as PSI/J prefers
+
+            batch = BatchWorkers(broker, store, home, settings.url,
+                                 read_token(home, WORKER_TOKEN_FILE))
+            await asyncio.to_thread(batch.start)
         if settings.workers > 0 and settings.url:
             from kale.manager.auth import WORKER_TOKEN_FILE, read_token
 
@@ -88,6 +98,8 @@ def create_app(settings: Settings) -> FastAPI:
         by then) at shutdown."""
         if local is not None:
             local.stop()
+        if batch is not None:
+            batch.stop()  # batch jobs go on; the next manager re-attaches to them
         host.detach_all()
 
     app = FastAPI(title="Kale manager", version=kale.__version__, lifespan=lifespan)
@@ -140,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
         wf = Workflow.from_dict(body.workflow, base_dir=body.base_dir, trusted=True)
         rec = host.submit(wf, who.user, params=body.params, only=body.only, from_=body.from_,
                           until=body.until, tags=body.tags, force=body.force, jobs=body.jobs,
+                          executor=body.executor,
                           rerun_of=own_run(who, body.rerun_of).id if body.rerun_of else None)
         return Submitted(id=rec.id)
 
@@ -258,6 +271,20 @@ def create_app(settings: Settings) -> FastAPI:
     def workers(who: User) -> list[dict[str, Any]]:
         """The user's workers: connected or not, what they run, when last heard of."""
         return broker.snapshot(who.user)
+
+    @app.get("/api/queue")
+    def queue(who: User, scheduler: str | None = None) -> dict[str, Any]:
+        """The batch queue: the jobs of this manager's account (state, reason, time
+        queued, expected start), partitions, and which jobs Kale submitted for what."""
+        import getpass
+
+        from kale.batch.queue import queue_status
+
+        try:
+            return queue_status(scheduler, getpass.getuser(),
+                                wstore.jobs(store, who.user, limit=1000))
+        except KaleError as e:
+            raise HTTPException(400, str(e)) from None
 
     @app.websocket(LINK_PATH)
     async def link(ws: WebSocket) -> None:

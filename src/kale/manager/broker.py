@@ -49,6 +49,11 @@ class Pending:
     worker: str | None = None
     adopted: bool = False        # after a restart: wait for its worker to claim it
     was_running: bool = True     # adopted: it had reached a worker before
+    #: which workers may take it: None for general ones (local workers, ``kale worker``);
+    #: a batch pool (``task:RUN/TASK/N`` for a job of its own, ``pilot:...``) otherwise
+    pool: str | None = None
+    #: what a batch provider needs to place it (executor spec, resources)
+    placement: dict[str, Any] | None = None
 
 
 @dataclass
@@ -59,6 +64,8 @@ class Worker:
     pid: int | None = None
     provider: str | None = None
     slots: int = 1
+    pool: str | None = None      # the tasks it takes (see Pending.pool)
+    job: str | None = None       # the batch job it runs in (Kale's id)
     state: str = "ACTIVE"
     started_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
@@ -69,6 +76,7 @@ class Worker:
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "user": self.user, "host": self.host, "pid": self.pid,
                 "provider": self.provider, "slots": self.slots, "state": self.state,
+                "pool": self.pool, "job": self.job,
                 "connected": self.link is not None, "running": len(self.attempts),
                 "started_at": self.started_at,
                 "silent_for": round(time.monotonic() - self.last_seen, 3)}
@@ -97,7 +105,7 @@ class Broker:
         self.lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending: dict[Key, Pending] = {}
-        self.offers: dict[str, deque[Key]] = {}
+        self.offers: dict[tuple[str, str | None], deque[Key]] = {}  # (user, pool) -> keys
         self.workers: dict[str, Worker] = {}
         self.claims: dict[Key, str] = {}            # declared by workers, not yet adopted
         self.unclaimed: dict[Key, tuple[str, dict[str, Any]]] = {}  # reports nobody awaits
@@ -105,6 +113,10 @@ class Broker:
         self.live_runs: set[str] = set()
         self.on_samples: list[Callable[[list[dict[str, Any]]], None]] = []
         self.on_lost: list[Callable[[Worker], None]] = []
+        #: batch providers hear of attempts for a pool (new, adopted after a restart, or
+        #: withdrawn); called outside the lock, from an engine's thread
+        self.on_offer: list[Callable[[Pending], None]] = []
+        self.on_withdraw: list[Callable[[Pending], None]] = []
         self._wake_scheduled: set[str] = set()
         self._grace_until = time.monotonic() + heartbeat_timeout
         self._expected: set[str] = set()            # workers active before a restart
@@ -146,7 +158,10 @@ class Broker:
     def submit(self, p: Pending) -> None:
         with self.lock:
             self.pending[p.key] = p
-            self.offers.setdefault(p.user, deque()).append(p.key)
+            self.offers.setdefault((p.user, p.pool), deque()).append(p.key)
+        if p.pool is not None:
+            for hook in self.on_offer:
+                hook(p)
         self._wake_user(p.user)
 
     def adopt(self, p: Pending) -> None:
@@ -164,11 +179,18 @@ class Broker:
                 self.workers[owner].attempts.add(p.key)
             elif self._judged:
                 self._unclaimed_adoption(p)
+        if p.pool is not None:
+            for hook in self.on_offer:
+                hook(p)
 
     def withdraw(self, key: Key) -> None:
         """The engine no longer awaits this attempt (cancel, timeout): stop it."""
         with self.lock:
             p = self.pending.pop(key, None)
+        if p is not None and p.pool is not None:
+            for hook in self.on_withdraw:
+                hook(p)
+        with self.lock:
             if p is None or p.worker is None:
                 return
             w = self.workers.get(p.worker)
@@ -199,6 +221,41 @@ class Broker:
             return [w for w in self.workers.values() if w.state == "ACTIVE"
                     and (provider is None or w.provider == provider)]
 
+    def backlog(self, user: str, pool: str) -> int:
+        """Attempts for ``pool`` that no worker has taken yet."""
+        with self.lock:
+            return sum(1 for k in self.offers.get((user, pool), ())
+                       if (p := self.pending.get(k)) is not None and p.worker is None)
+
+    def pending_for(self, key: Key) -> Pending | None:
+        with self.lock:
+            return self.pending.get(key)
+
+    def end_job(self, job: str, outcome: Callable[[Pending], Outcome | BaseException],
+                keys: tuple[Key, ...] = ()) -> int:
+        """A batch job ended: the attempts its workers held, and ``keys`` (attempts meant
+        for it that no worker took), get ``outcome(p)``; its workers are stopped. Returns
+        how many attempts it resolved."""
+        ended: list[tuple[Pending, Outcome | BaseException]] = []
+        with self.lock:
+            held = set(keys)
+            for w in self.workers.values():
+                if w.job == job:
+                    held |= w.attempts
+                    w.attempts.clear()
+                    if w.state == "ACTIVE":
+                        w.state = "STOPPED"
+            for key in held:
+                p = self.pending.get(key)
+                if p is None or (key in keys and p.worker is not None
+                                 and self.workers.get(p.worker, Worker("", "")).job != job):
+                    continue
+                del self.pending[key]
+                ended.append((p, outcome(p)))
+        for p, out in ended:
+            p.resolve(out)
+        return len(ended)
+
     def queued(self, user: str | None = None) -> int:
         with self.lock:
             return sum(1 for p in self.pending.values()
@@ -220,6 +277,7 @@ class Broker:
                 w = self.workers[wid] = Worker(wid, user)
             w.host, w.pid = str(hello.get("host", "")), hello.get("pid")
             w.provider, w.slots = hello.get("provider"), int(hello.get("slots", 1))
+            w.pool, w.job = hello.get("pool"), hello.get("job")
             w.info = dict(hello.get("info") or {})
             w.state, w.last_seen = "ACTIVE", time.monotonic()
             old = w.link
@@ -237,7 +295,7 @@ class Broker:
                     p = self.pending.get(key)
                     if p is not None and not p.adopted:
                         p.worker = None
-                        self.offers.setdefault(p.user, deque()).appendleft(key)
+                        self.offers.setdefault((p.user, p.pool), deque()).appendleft(key)
             for key in running:
                 p = self.pending.get(key)
                 if p is not None and p.worker in (None, wid):
@@ -282,7 +340,9 @@ class Broker:
             for rep in msg.get("reports", ()):
                 self._report(w.id, rep)
             link.credits += int(msg.get("credit", 0))
-            if link.credits > 0 and self.offers.get(w.user):
+            if msg.get("drain"):  # a pilot near its walltime takes nothing more
+                link.credits = 0
+            if link.credits > 0 and self.offers.get((w.user, w.pool)):
                 self._wake_link(link)
         if msg.get("bye"):
             w.state = "STOPPED"
@@ -309,7 +369,7 @@ class Broker:
             with self.lock:
                 w = link.worker
                 items = []
-                queue = self.offers.get(w.user)
+                queue = self.offers.get((w.user, w.pool))
                 while queue and link.credits > 0:
                     key = queue.popleft()
                     p = self.pending.get(key)
@@ -474,7 +534,7 @@ class Broker:
                               "manager restarted", details={"lost_worker": "unknown"}))
         else:
             p.adopted = False
-            self.offers.setdefault(p.user, deque()).append(p.key)
+            self.offers.setdefault((p.user, p.pool), deque()).append(p.key)
             self._wake_user(p.user)
 
     # -- helpers ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from kale.engine.engine import Engine
 from kale.engine.runs import RunOptions, create_run, load_workflow
 from kale.executors.workers import WorkerExecutor
 from kale.manager.broker import Broker
+from kale.model.executor import ExecutorSpec
 from kale.model.selection import Selection
 from kale.model.states import RunState
 from kale.model.workflow import Workflow
@@ -36,9 +37,11 @@ class RunHost:
 
     def submit(self, wf: Workflow, user: str, *, params: dict[str, Any], only: list[str],
                from_: list[str], until: list[str], tags: list[str], force: bool,
-               jobs: int | None, rerun_of: str | None = None) -> RunRecord:
+               jobs: int | None, rerun_of: str | None = None,
+               executor: str | dict[str, Any] | None = None) -> RunRecord:
         opts = RunOptions(params=dict(params), force=force, jobs=jobs, rerun_of=rerun_of,
-                          selection=Selection(only, from_, until, tags), submitted_by=user)
+                          selection=Selection(only, from_, until, tags), submitted_by=user,
+                          executor=executor)
         rec = create_run(self.store, self.home, wf, opts)
         self._drive(rec, wf)  # `wf` was made for this request: no copy needed
         for hook in self.on_submit:
@@ -65,8 +68,11 @@ class RunHost:
 
     def _drive(self, rec: RunRecord, wf: Workflow | None = None) -> Engine:
         wf = wf or load_workflow(rec)
+        chosen = rec.options.get("executor")
+        default = ExecutorSpec.parse(chosen)[0] if chosen not in (None, "local") \
+            else wf.executor
         executor = WorkerExecutor(self.broker, rec.submitted_by or self.owner, rec.id,
-                                  jobs=rec.options.get("jobs"))
+                                  jobs=rec.options.get("jobs"), default=default)
         engine = Engine(self.store, rec, wf, executor, force=bool(rec.options.get("force")))
 
         def target() -> None:

@@ -22,6 +22,9 @@ class Submit(BaseModel):
     force: bool = False
     rerun_of: str | None = None
     jobs: int | None = Field(default=None, ge=1, le=4096)
+    #: where tasks without an executor of their own run: "slurm", or a mapping such as
+    #: {"kind": "slurm", "mode": "pilot"} (None: the workflow's own choice)
+    executor: str | dict[str, Any] | None = None
 
 
 class Submitted(BaseModel):

@@ -20,8 +20,8 @@ from typing import Any, Literal, TypeVar, overload
 
 from kale.errors import ExportError, Problem, ValidationError
 from kale.model import dag
-from kale.model.refs import PARAMS, Ref, iter_refs, to_refs, to_text
 from kale.model.executor import ExecutorSpec
+from kale.model.refs import PARAMS, Ref, iter_refs, to_refs, to_text
 from kale.model.resources import Resources
 
 Kind = Literal["shell", "python", "notebook"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from kale.tasks import procs
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
+from kale.tasks.launchers import launch_prefix
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -36,6 +37,8 @@ class ShellRunner(TaskRunner):
     async def run(self, ctx: TaskContext) -> Outcome:
         target = ctx.task.target
         argv = ["/bin/sh", "-c", target] if isinstance(target, str) else list(target)
+        if ctx.task.launcher:
+            argv = launch_prefix(ctx.task.launcher, ctx.task.resources) + argv
         with open(ctx.stdout_path, "ab") as out, open(ctx.stderr_path, "ab") as err:
             try:
                 proc = procs.spawn(argv, cwd=ctx.workdir, env=task_env(ctx), stdout=out,

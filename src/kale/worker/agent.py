@@ -31,7 +31,9 @@ log = logging.getLogger("kale.worker")
 class WorkerAgent:
     def __init__(self, url: str, token: str, *, slots: int | None = None,
                  worker_id: str | None = None, provider: str | None = None,
-                 give_up: float = 600.0, idle_exit: float | None = None) -> None:
+                 give_up: float = 600.0, idle_exit: float | None = None,
+                 pool: str | None = None, job: str | None = None, once: bool = False,
+                 walltime: float | None = None, batch: bool = False) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.slots = max(1, slots or os.cpu_count() or 1)
@@ -39,6 +41,17 @@ class WorkerAgent:
         self.provider = provider
         self.give_up = give_up
         self.idle_exit = idle_exit
+        #: batch: the pool of tasks it takes, the job it runs in, one task only (a job
+        #: per task), the job's walltime (a pilot stops taking tasks before it ends and
+        #: hands back what it cannot finish)
+        self.pool, self.job, self.once = pool, job, once
+        self.deadline = time.monotonic() + walltime if walltime else None
+        #: in a batch job, SIGTERM means the scheduler ends the job (walltime, scancel):
+        #: the manager hears why from the scheduler, so running tasks are not handed back
+        self.batch = batch
+        self.abandon = False
+        self.draining = False
+        self.taken = 0
         self.tasks: dict[Key, asyncio.Task[None]] = {}
         self.contexts: dict[Key, TaskContext] = {}
         self.forgotten: set[Key] = set()
@@ -64,8 +77,12 @@ class WorkerAgent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop)
+                loop.add_signal_handler(sig, self._signalled)
         sampler = asyncio.create_task(self._sample_loop())
+        if self.deadline is not None:
+            self._timers = [loop.call_later(max(0.0, self.deadline - time.monotonic() - d), f)
+                            for d, f in _walltime_plan(self.deadline - time.monotonic(),
+                                                       self._drain, self.stop)]
         code = 0
         backoff, away_since = 0.05, None
         try:
@@ -96,6 +113,17 @@ class WorkerAgent:
             await self._shutdown()
         return code
 
+    def _signalled(self) -> None:
+        if self.batch:
+            self.abandon = True
+        self.stop()
+
+    def _drain(self) -> None:
+        """Near the walltime: take no more tasks (those running may still finish)."""
+        log.info("walltime near: taking no more tasks")
+        self.draining = True
+        self._dirty.set()
+
     def stop(self) -> None:
         """Stop taking tasks; running ones are interrupted and handed back."""
         if self.stopping:
@@ -116,6 +144,7 @@ class WorkerAgent:
             hello = {"op": "hello", "worker": self.id, "slots": self.slots,
                      "host": socket.gethostname(), "pid": os.getpid(),
                      "provider": self.provider, "info": _info(),
+                     "pool": self.pool, "job": self.job,
                      "running": [list(k) for k in self.tasks],
                      "reports": [self.unacked[s] for s in sorted(self.unacked)]}
             self.unsent = []
@@ -149,6 +178,8 @@ class WorkerAgent:
                 continue
             for s in msg.get("acks", ()):
                 self.unacked.pop(int(s), None)
+            if self.once and self.taken and not self.tasks and not self.unacked:
+                self._dirty.set()  # the one task is reported: time to go
             for item in msg.get("tasks", ()):
                 self._start(key_of(item["key"]), item["payload"])
             for c in msg.get("controls", ()):
@@ -173,18 +204,24 @@ class WorkerAgent:
             seqs, self.unsent = self.unsent, []
             msg: dict[str, Any] = {"op": "sync",
                                    "reports": [self.unacked[s] for s in seqs if s in self.unacked],
-                                   "credit": 0 if self.stopping else self.credit}
+                                   "credit": 0 if self.stopping or self.draining
+                                   else self.credit}
+            if self.draining:
+                msg["drain"] = True
             self.credit = 0
             if self.samples:
                 msg["samples"], self.samples = self.samples, []
             if self.stopping:
-                msg["bye"] = True
+                msg["bye"] = "signalled" if self.abandon else True
             try:
                 await ws.send(json.dumps(msg))
             except BaseException:
                 self.unsent = seqs + self.unsent
                 raise
             last = time.monotonic()
+            if self.once and self.taken and not self.tasks and not self.unacked:
+                self.stopping = True
+                return
             if self.stopping and not self.tasks:
                 # Wait (briefly) for the acks of the last reports, then go.
                 deadline = time.monotonic() + 5
@@ -209,6 +246,7 @@ class WorkerAgent:
             self.credit += 1
             return
         self.contexts[key] = ctx
+        self.taken += 1
         self.tasks[key] = asyncio.create_task(self._run(key, ctx))
 
     async def _run(self, key: Key, ctx: TaskContext) -> None:
@@ -217,6 +255,10 @@ class WorkerAgent:
             ctx.make_workdir()
             runner = await self._runner(ctx.task.kind)
             out = await runner.run(ctx)
+            if self.batch and not out.ok and out.exit_code in _KILLED:
+                # The scheduler signals every process of a job it ends, the task's too:
+                # wait for our own signal, so the scheduler's reason is the one told.
+                await asyncio.sleep(1.0)
             if out.ok:  # what kale.record kept goes with the report
                 out.records = read_records(ctx.records_path, ctx.base_dir) \
                     if os.path.exists(ctx.records_path) else {}
@@ -229,8 +271,13 @@ class WorkerAgent:
         finally:
             self.tasks.pop(key, None)
             self.contexts.pop(key, None)
-            self.credit += 1
+            if not self.once:
+                self.credit += 1
             self._idle_since = time.monotonic()
+        if self.abandon and (how == "interrupted" or (out is not None and not out.ok
+                                                      and out.exit_code in _KILLED)):
+            self._dirty.set()  # the scheduler ended the job; the manager hears it there
+            return
         if key in self.forgotten:
             self.forgotten.discard(key)
             self._dirty.set()
@@ -323,8 +370,18 @@ class WorkerAgent:
                              return_exceptions=True)
 
 
+#: exit codes of a task killed by SIGTERM or SIGKILL (a signal, or a shell that reports it)
+_KILLED = (-15, -9, 143, 137)
+
+
 class _LinkClosed(Exception):
     pass
+
+
+def _walltime_plan(left: float, drain: Any, stop: Any) -> list[tuple[float, Any]]:
+    """When, before the walltime, a pilot stops taking tasks and when it hands back what
+    still runs: 10% of the walltime (5 s to 2 min) and 5% (2 s to 30 s)."""
+    return [(max(5.0, min(120.0, left * 0.1)), drain), (max(2.0, min(30.0, left * 0.05)), stop)]
 
 
 def _is_ws_error(e: Exception) -> bool:

@@ -1,0 +1,53 @@
+"""The queue status a user sees (``kale queue``, ``GET /api/queue``): their batch jobs with
+state, reason, time queued and expected start, the scheduler's partitions, and for each
+job Kale submitted, what it is for (a task of a run, or a pilot)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any
+
+from kale.batch.schedulers import scheduler as get_scheduler
+from kale.errors import SchedulerError, UsageError
+
+#: the command that tells which scheduler this machine has
+_PROBES = (("slurm", "squeue"), ("pbs", "qstat"), ("lsf", "bjobs"), ("flux", "flux"))
+
+
+def detect() -> str:
+    """The scheduler whose commands are on PATH."""
+    for name, command in _PROBES:
+        if shutil.which(command):
+            return name
+    raise UsageError("no batch scheduler found on PATH (looked for squeue, qstat, bjobs, "
+                     "flux); name one with --scheduler")
+
+
+def queue_status(name: str | None = None, user: str | None = None,
+                 kale_jobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``{"scheduler", "jobs": [...], "partitions": [...], "errors": [...]}``; each job
+    is the scheduler's view plus ``kale`` (what Kale submitted it for) when Kale did."""
+    name = name or detect()
+    sched = get_scheduler(name)
+    by_native = {j["native_id"]: j for j in kale_jobs or [] if j.get("native_id")}
+    now = time.time()
+    errors: list[str] = []
+    jobs: list[dict[str, Any]] = []
+    try:
+        for j in sched.queue(user):
+            doc = j.to_json()
+            doc["queued_for"] = round(now - j.submitted, 1) if j.submitted else None
+            k = by_native.get(j.id)
+            if k is not None:
+                doc["kale"] = {"id": k["id"], "mode": k["mode"], "pool": k["pool"],
+                               "task": (k.get("info") or {}).get("key")}
+            jobs.append(doc)
+    except SchedulerError as e:
+        errors.append(str(e))
+    partitions: list[dict[str, Any]] = []
+    try:
+        partitions = [p.to_json() for p in sched.partitions()]
+    except SchedulerError as e:
+        errors.append(str(e))
+    return {"scheduler": name, "jobs": jobs, "partitions": partitions, "errors": errors}

@@ -1,0 +1,350 @@
+"""Batch workers: the manager puts workers into batch jobs (through PSI/J).
+
+Two modes, both a ``kale worker`` inside a batch job, connected back to this manager:
+
+- **job**: each attempt gets a job of its own, sized by the task's resources. Its worker
+  takes that one attempt (``--once``, pool ``task:RUN/TASK/N``) and exits.
+- **pilot**: jobs whose workers take any attempt of one executor spec (pool ``pilot:...``).
+  Every second the provider compares each pool's backlog with the slots of its pilots
+  still queued, and submits more within the spec's ``max_jobs`` (queued or running) and
+  ``max_nodes``; a pilot with nothing to do for ``idle`` seconds ends itself, and one
+  near its walltime stops taking tasks and hands back what it cannot finish.
+
+The scheduler's word on a job decides what happens to attempts its worker did not
+report: a job that hit its walltime makes its task TIMEOUT, a job cancelled outside Kale
+or one that failed fails its attempts (retried per their policy), with the scheduler's
+message. Jobs are recorded in the store (``batch_jobs``), so a restarted manager
+re-attaches to those still queued or running.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kale.batch.jobs import BatchJobs, JobRequest, JobUpdate
+from kale.errors import SubmitError
+from kale.executors.base import Interrupted
+from kale.manager.broker import Broker, Pending
+from kale.model.executor import ExecutorSpec
+from kale.model.resources import Resources, walltime_seconds
+from kale.store import workers as wstore
+from kale.store.store import Store
+from kale.tasks.base import Outcome
+from kale.worker.protocol import Key
+
+log = logging.getLogger("kale.batch")
+
+LIVE = ("NEW", "QUEUED", "ACTIVE")
+#: how long a per-task job's worker waits for its task before it gives up
+ONCE_IDLE = 120.0
+
+
+@dataclass
+class Job:
+    id: str
+    user: str
+    scheduler: str
+    mode: str                 # job | pilot
+    pool: str
+    nodes: int
+    slots: int
+    native_id: str | None = None
+    state: str = "NEW"
+    key: Key | None = None    # job mode: the attempt it is for
+    cancelled: bool = False   # by Kale
+    submitted_at: float = field(default_factory=time.time)
+    message: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {"id": self.id, "user": self.user, "scheduler": self.scheduler,
+                "mode": self.mode, "pool": self.pool, "native_id": self.native_id,
+                "state": self.state, "nodes": self.nodes, "submitted_at": self.submitted_at,
+                "info": {"key": list(self.key) if self.key else None, "slots": self.slots,
+                         "cancelled": self.cancelled, "message": self.message}}
+
+
+class BatchWorkers:
+    def __init__(self, broker: Broker, store: Store, home: Path, url: str, token: str, *,
+                 poll: float = 1.0) -> None:
+        self.broker, self.store, self.home, self.url, self.token = \
+            broker, store, home, url, token
+        self.poll = poll
+        self.systems: dict[str, BatchJobs] = {}
+        self.jobs: dict[str, Job] = {}
+        self.pilots: dict[tuple[str, str], ExecutorSpec] = {}   # (user, pool) -> spec
+        self.lock = threading.RLock()
+        self._todo: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._submitters = ThreadPoolExecutor(4, thread_name_prefix="kale-sbatch")
+        self._thread: threading.Thread | None = None
+        self._kick = threading.Event()
+        self._stopped = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Re-attach to the jobs an earlier manager left queued or running; hook into
+        the broker; start sizing pilots."""
+        for row in wstore.jobs(self.store, states=LIVE):
+            info = row["info"]
+            job = Job(row["id"], row["user"], row["scheduler"], row["mode"], row["pool"],
+                      row["nodes"], int(info.get("slots") or 1), row["native_id"], row["state"],
+                      tuple(info["key"]) if info.get("key") else None,
+                      submitted_at=row["submitted_at"])
+            if job.native_id is None:  # died between recording and submitting
+                job.state, job.message = "FAILED", "the manager stopped while submitting"
+                self._save(job)
+                continue
+            self.jobs[job.id] = job
+            try:
+                self._system(job.scheduler).attach(job.id, job.native_id)
+                log.info("re-attached to %s job %s (%s)", job.scheduler, job.native_id, job.id)
+            except Exception as e:
+                log.warning("cannot re-attach to job %s: %s", job.native_id, e)
+        self.broker.on_offer.append(self._offered)
+        self.broker.on_withdraw.append(self._withdrawn)
+        self._thread = threading.Thread(target=self._loop, name="kale-batch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sizing; jobs go on (a restarted manager re-attaches to them)."""
+        self._stopped = True
+        self._todo.put(None)
+        self._kick.set()
+        self._submitters.shutdown(wait=False, cancel_futures=True)
+
+    def snapshot(self, user: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [{**j.row(), "info": None, "key": list(j.key) if j.key else None,
+                     "message": j.message}
+                    for j in self.jobs.values() if user is None or j.user == user]
+
+    # -- broker hooks (engine threads) ---------------------------------------------------
+    def _offered(self, p: Pending) -> None:
+        assert p.pool is not None and p.placement is not None
+        spec: ExecutorSpec = p.placement["spec"]
+        if spec.pilot:
+            with self.lock:
+                self.pilots[(p.user, p.pool)] = spec
+            self._kick.set()
+            return
+        with self.lock:
+            if any(j.pool == p.pool and j.state in LIVE for j in self.jobs.values()):
+                return  # re-attached after a restart: its worker will take it
+        self._submitters.submit(self._submit_for_task, p)
+
+    def _withdrawn(self, p: Pending) -> None:
+        """An attempt was cancelled (or timed out in Kale): its own job goes too."""
+        if p.pool is None or not p.pool.startswith("task:"):
+            return
+        with self.lock:
+            jobs = [j for j in self.jobs.values() if j.pool == p.pool and j.state in LIVE]
+            for j in jobs:
+                j.cancelled = True
+        for j in jobs:
+            self._submitters.submit(self._system(j.scheduler).cancel, j.id)
+
+    # -- submitting ----------------------------------------------------------------------
+    def _submit_for_task(self, p: Pending) -> None:
+        assert p.pool is not None and p.placement is not None
+        spec: ExecutorSpec = p.placement["spec"]
+        res: Resources = p.placement["resources"]
+        job = Job(_job_id(p.key[1]), p.user, spec.kind, "job", p.pool, res.nodes, 1,
+                  key=p.key)
+        argv = self._worker_argv(job, ["--once", "--idle-exit", str(ONCE_IDLE)])
+        try:
+            self._submit(job, JobRequest(job.id, argv, self.home, res, res.walltime,
+                                         self._env()))
+        except SubmitError as e:
+            # The scheduler refused it: the task fails with the scheduler's message.
+            refused = Outcome(ok=False, error=str(e), details={"batch_job": None})
+            self.broker.end_job(job.id, lambda _p: refused, keys=(p.key,))
+
+    def _submit_pilot(self, user: str, pool: str, spec: ExecutorSpec) -> None:
+        slots = int(spec.setting("slots") or 0)
+        nodes = int(spec.setting("nodes"))
+        walltime = str(spec.setting("walltime"))
+        job = Job(_job_id("pilot"), user, spec.kind, "pilot", pool, nodes,
+                  slots * nodes if slots else _guess_slots(nodes))
+        extra = ["--walltime", str(walltime_seconds(walltime)),
+                 "--idle-exit", str(spec.setting("idle"))]
+        if slots:
+            extra += ["--slots", str(slots * nodes)]
+        res = Resources(nodes=nodes, queue=spec.setting("queue"),
+                        account=spec.setting("account"),
+                        options=list(spec.setting("options") or []))
+        try:
+            self._submit(job, JobRequest(job.id, self._worker_argv(job, extra), self.home,
+                                         res, walltime, self._env()))
+        except SubmitError as e:
+            # Nothing can run in this pool as configured: fail what waits for it.
+            log.error("pilot for %s refused: %s", pool, e)
+            with self.lock:
+                self.pilots.pop((user, pool), None)
+            self._fail_backlog(user, pool, str(e))
+
+    def _submit(self, job: Job, req: JobRequest) -> None:
+        with self.lock:
+            self.jobs[job.id] = job
+        self._save(job)  # before sbatch: a restart knows it may exist
+        try:
+            job.native_id = self._system(job.scheduler).submit(req)
+        except SubmitError as e:
+            with self.lock:
+                job.state, job.message = "FAILED", str(e)
+                self.jobs.pop(job.id, None)
+            self._save(job)
+            raise
+        with self.lock:
+            if job.state == "NEW":
+                job.state = "QUEUED"
+        self._save(job)
+        log.info("submitted %s job %s (%s) for %s", job.scheduler, job.native_id, job.id,
+                 job.pool)
+
+    def _worker_argv(self, job: Job, extra: list[str]) -> list[str]:
+        return [sys.executable, "-m", "kale.worker", "--manager", self.url,
+                "--provider", job.scheduler, "--pool", job.pool, "--job", job.id,
+                "--batch", *extra]
+
+    def _env(self) -> dict[str, str]:
+        return {"KALE_HOME": str(self.home), "KALE_WORKER_TOKEN": self.token,
+                "PYTHONUNBUFFERED": "1"}
+
+    def _system(self, scheduler: str) -> BatchJobs:
+        with self.lock:
+            system = self.systems.get(scheduler)
+            if system is None:
+                system = self.systems[scheduler] = BatchJobs(
+                    scheduler, self.home / "batch" / scheduler, self._update, poll=self.poll)
+            return system
+
+    # -- the scheduler's word (PSI/J's polling thread) -------------------------------------
+    def _update(self, u: JobUpdate) -> None:
+        with self.lock:
+            job = self.jobs.get(u.key)
+            if job is None:
+                return
+            job.native_id = u.native_id or job.native_id
+            job.state = u.state
+            if u.message:
+                job.message = u.message
+            if u.final:
+                self.jobs.pop(job.id, None)
+        self._save(job)
+        if u.final:
+            self._ended(job, u)
+            self._kick.set()
+
+    def _ended(self, job: Job, u: JobUpdate) -> None:
+        native = f"{job.scheduler} job {job.native_id}"
+        what = "pilot " if job.mode == "pilot" else ""
+        log_hint = f" (job output: {self.home / 'batch' / job.scheduler / job.id}.out)"
+
+        def outcome(p: Pending) -> Outcome | BaseException:
+            if u.state == "COMPLETED":
+                # The worker ended without reporting this attempt (it gave up waiting,
+                # or handed it back): run it again, not counted as a retry.
+                return Interrupted(f"{what}{native} ended before the task did")
+            if u.state == "CANCELED":
+                return Outcome(ok=False, error=f"{what}{native} was cancelled outside Kale",
+                               details={"batch_job": job.native_id})
+            if u.timed_out:
+                if job.mode == "job":
+                    return Outcome(ok=False, error=f"{native} reached its walltime",
+                                   details={"timed_out": True, "batch_job": job.native_id})
+                return Outcome(ok=False, error=f"pilot {native} reached its walltime before "
+                               "the task ended", details={"batch_job": job.native_id})
+            msg = (u.message or "").strip().splitlines()
+            return Outcome(ok=False, exit_code=u.exit_code,
+                           error=f"{what}{native} failed"
+                                 + (f": {msg[0]}" if msg else "") + log_hint,
+                           details={"batch_job": job.native_id})
+
+        if job.cancelled and u.state == "CANCELED":
+            self.broker.end_job(job.id, lambda _p: Interrupted(f"{native} was cancelled"),
+                                keys=(job.key,) if job.key else ())
+            return
+        n = self.broker.end_job(job.id, outcome, keys=(job.key,) if job.key else ())
+        if n:
+            log.warning("%s%s ended (%s): %d attempt(s) affected", what, native, u.state, n)
+
+    # -- pilots --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopped:
+            self._kick.wait(1.0)
+            self._kick.clear()
+            if self._stopped:
+                return
+            try:
+                self._size_pilots()
+            except Exception:
+                log.exception("sizing pilots failed")
+
+    def _size_pilots(self) -> None:
+        with self.lock:
+            pools = list(self.pilots.items())
+        for (user, pool), spec in pools:
+            backlog = self.broker.backlog(user, pool)
+            with self.lock:
+                mine = [j for j in self.jobs.values() if j.pool == pool and j.state in LIVE]
+            connected = {w.job for w in self.broker.live_workers() if w.job}
+            waiting = [j for j in mine if j.id not in connected]
+            # Slots still to come: pilots queued, or started but not yet connected.
+            coming = sum(j.slots for j in waiting)
+            if not backlog:
+                # Nothing left to take: pilots still in the queue are not needed (those
+                # running end by themselves after `idle` seconds).
+                for j in waiting:
+                    if j.state == "QUEUED" and not j.cancelled:
+                        j.cancelled = True
+                        self._system(j.scheduler).cancel(j.id)
+                if not mine:
+                    with self.lock:
+                        self.pilots.pop((user, pool), None)
+                continue
+            if backlog <= coming:
+                continue
+            per_job = waiting[0].slots if waiting else (
+                int(spec.setting("slots") or 0) * int(spec.setting("nodes"))
+                or _guess_slots(int(spec.setting("nodes"))))
+            want = math.ceil((backlog - coming) / max(1, per_job))
+            nodes = sum(j.nodes for j in mine)
+            room_jobs = int(spec.setting("max_jobs")) - len(mine)
+            room_nodes = (int(spec.setting("max_nodes")) - nodes) // int(spec.setting("nodes"))
+            for _ in range(max(0, min(want, room_jobs, room_nodes))):
+                self._submit_pilot(user, pool, spec)
+
+    def _fail_backlog(self, user: str, pool: str, error: str) -> None:
+        with self.broker.lock:
+            keys = [k for k in self.broker.offers.get((user, pool), ())
+                    if (p := self.broker.pending.get(k)) is not None and p.worker is None]
+        self.broker.end_job("", lambda _p: Outcome(ok=False, error=error), keys=tuple(keys))
+
+    # -- store ---------------------------------------------------------------------------
+    def _save(self, job: Job) -> None:
+        try:
+            wstore.save_job(self.store, job.row())
+        except Exception:
+            log.exception("cannot record batch job %s", job.id)
+
+
+def _job_id(what: str) -> str:
+    return f"kale-{what[:40]}-{secrets.token_hex(3)}"
+
+
+def _guess_slots(nodes: int) -> int:
+    """Slots of a pilot whose size is not given: this machine's CPUs per node (compute
+    nodes usually match the node the manager runs on; the worker reports the truth)."""
+    import os
+
+    return nodes * (os.cpu_count() or 1)
