@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from conftest import Kale
+from conftest import Kale, Manager
 from kale.store import workers as wstore
 from kale.store.store import Store
-from test_workers import Manager, managers, wait_for  # noqa: F401 - fixture
+from test_workers import wait_for
 
 pytestmark = pytest.mark.slow
 

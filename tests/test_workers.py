@@ -16,66 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Kale, process_alive
+from conftest import Kale, Manager
 from kale import Client, Workflow
 from kale.worker.protocol import HEARTBEAT_TIMEOUT
-from test_manager import free_port
 
 pytestmark = pytest.mark.slow
-
-
-class Manager:
-    def __init__(self, kale: Kale, home: Path, *args: str) -> None:
-        self.kale, self.home, self.args = kale, home, args
-        self.port = free_port()
-        self.start()
-
-    def start(self) -> None:
-        out = self.kale("manager", "start", "--port", str(self.port), *self.args)
-        assert out.returncode == 0, out.stderr
-        self.doc = json.loads(self.kale("manager", "status", "--json").stdout)
-
-    @property
-    def url(self) -> str:
-        return str(self.doc["url"])
-
-    def client(self) -> Client:
-        return Client(home=self.home)
-
-    def headers(self, name: str = "token") -> dict[str, str]:
-        return {"Authorization": "Bearer " + (self.home / name).read_text().strip()}
-
-
-@pytest.fixture
-def managers(kale: Kale, home: Path) -> Iterator[Callable[..., Manager]]:
-    started: list[Manager] = []
-
-    def make(*args: str) -> Manager:
-        m = Manager(kale, home, *args)
-        started.append(m)
-        return m
-
-    yield make
-    for m in started:
-        pid = int(m.doc["pid"])
-        if process_alive(pid):
-            os.kill(pid, signal.SIGCONT)
-        kale("manager", "stop")
-    _kill_workers(home)
-
-
-def _kill_workers(home: Path) -> None:
-    """Workers left by a killed manager (they outlive it on purpose)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            env = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"kale.worker" in cmd and f"KALE_HOME={home}".encode() in env:
-            os.kill(int(entry.name), signal.SIGKILL)
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:

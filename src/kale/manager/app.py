@@ -66,9 +66,9 @@ def create_app(settings: Settings) -> FastAPI:
         nonlocal local, batch
         await broker.start()
         if settings.url:
-            from kale.manager.auth import WORKER_TOKEN_FILE, read_token
-
             import psij  # noqa: F401 - here, in the main thread, as PSI/J prefers
+
+            from kale.manager.auth import WORKER_TOKEN_FILE, read_token
 
             batch = BatchWorkers(broker, store, home, settings.url,
                                  read_token(home, WORKER_TOKEN_FILE))
