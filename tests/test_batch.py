@@ -285,3 +285,26 @@ tasks:
     assert "invalid partition" in tasks["nowhere"]["error"].lower()
     assert tasks["too_long"]["state"] == "FAILED"
     assert "time limit" in tasks["too_long"]["error"].lower()
+
+
+def test_from_python_a_run_on_slurm_goes_through_the_manager(slurm: str, kale: Kale,
+                                                             home: Path) -> None:
+    """What a notebook does: ``wf.run()`` with a batch executor starts the manager if need
+    be, and a function defined right here runs inside a Slurm job."""
+    from kale import Workflow
+
+    wf = Workflow("from-python", executor="slurm")
+
+    @wf.python
+    def where() -> str:
+        import os
+
+        return os.environ["SLURM_JOB_ID"]
+
+    try:
+        run = wf.run()
+        assert run.wait(90).state.value == "SUCCEEDED"
+        job = run.result("where")
+        assert job in {j["native_id"] for j in batch_jobs(home)}
+    finally:
+        kale("manager", "stop")

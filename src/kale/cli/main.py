@@ -113,7 +113,7 @@ def run(
     store, path = _store(home)
     wf = load_workflow(file, params_override=params)
     chosen = _executor_option(executor, pilot)
-    batch = _uses_batch(wf, chosen)
+    batch = wf.uses_batch(chosen)
     if not embedded and (batch or service.state(path) is not None):
         if batch and service.state(path) is None:
             service.start(path)  # batch jobs need a manager to outlive this command
@@ -144,14 +144,6 @@ def _executor_option(name: str | None, pilot: bool) -> str | dict[str, Any] | No
     if problems:
         fail("--executor: " + "; ".join(m for _p, m in problems))
     return spec.to_value()
-
-
-def _uses_batch(wf: Any, chosen: str | dict[str, Any] | None) -> bool:
-    from kale.model.executor import ExecutorSpec
-
-    default = ExecutorSpec.parse(chosen)[0] if chosen is not None else wf.executor
-    return bool((default is not None and default.batch)
-                or any(t.executor is not None and t.executor.batch for t in wf.tasks.values()))
 
 
 def _submit(home: Path, wf: Any, detach: bool, **options: Any) -> int:

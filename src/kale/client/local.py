@@ -41,10 +41,30 @@ def _names(value: Any) -> list[str]:
 
 def start_run(wf: Workflow, *, params: dict[str, Any] | None = None, only: Any = None,
               from_: Any = None, until: Any = None, tags: Any = None, force: bool = False,
-              jobs: int | None = None, executor: str = "local",
-              home: str | Path | None = None) -> Run:
-    """Record a new run of ``wf`` and drive it in a background thread."""
+              jobs: int | None = None, executor: str | dict[str, Any] | None = None,
+              home: str | Path | None = None) -> Any:
+    """Record a new run of ``wf`` and drive it in a background thread. A run that uses a
+    batch executor goes to the manager instead (started if need be), which holds its jobs
+    while this process is gone; it returns a :class:`kale.client.remote.RemoteRun`."""
     store, path = open_store(home)
+    if wf.uses_batch(executor):
+        from kale.client.remote import Client
+        from kale.manager import service
+
+        service.start(path)
+        options = {"params": dict(params or {}), "only": _names(only), "from_": _names(from_),
+                   "until": _names(until), "tags": _names(tags), "force": force,
+                   "jobs": jobs, "executor": executor}
+        from kale.client.remote import RemoteRun
+
+        client = Client(home=path)
+        try:
+            run_id = client.submit(wf, **{k: v for k, v in options.items()
+                                          if v is not None}).id
+        except BaseException:
+            client.close()
+            raise
+        return RemoteRun(client, run_id, owns_client=True)
     opts = RunOptions(params=dict(params or {}), force=force, jobs=jobs, executor=executor,
                       selection=Selection(_names(only), _names(from_), _names(until),
                                           _names(tags)))

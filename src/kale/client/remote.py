@@ -137,8 +137,13 @@ class Client:
 class RemoteRun:
     """A run driven by the manager: survives the notebook that submitted it."""
 
-    def __init__(self, client: Client, run_id: str) -> None:
+    def __init__(self, client: Client, run_id: str, *, owns_client: bool = False) -> None:
         self.client, self.id = client, run_id
+        self._owns_client = owns_client  # made for this run (``wf.run()``): closed with it
+
+    def __del__(self) -> None:
+        if getattr(self, "_owns_client", False):
+            self.client.close()
 
     @property
     def state(self) -> RunState:

@@ -83,9 +83,7 @@ def check_executor(wf: Workflow, opts: RunOptions) -> None:
         if problems:
             raise UsageError("executor: " + "; ".join(
                 (".".join(p) + ": " if p else "") + m for p, m in problems))
-    if opts.submitted_by is None and (
-            (spec is not None and spec.batch)
-            or any(t.executor is not None and t.executor.batch for t in wf.tasks.values())):
+    if opts.submitted_by is None and wf.uses_batch(spec):
         raise UsageError("batch executors run through the Kale manager, which holds the "
                          "jobs while this process is gone: `kale run` starts one when needed; "
                          "from Python use kale.Client().submit(wf)")

@@ -65,6 +65,8 @@ def start(home: Path, host: str = "127.0.0.1", port: int = 8765, *, workers: int
              json.dumps(options)],
             stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True,
             env={**os.environ, "KALE_HOME": str(home)})
+    _reap()
+    _started.append(proc)  # reaped once it ends (a notebook that started it lives on)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         doc = state(home)
@@ -90,7 +92,17 @@ def stop(home: Path, timeout: float = 15.0) -> bool:
     if state(home) is not None:
         os.kill(int(doc["pid"]), signal.SIGKILL)
     (home / STATE_FILE).unlink(missing_ok=True)
+    _reap()
     return True
+
+
+#: managers this process started (a long-lived process, such as a notebook's kernel, reaps
+#: them when they end instead of keeping zombies)
+_started: list[subprocess.Popen[bytes]] = []
+
+
+def _reap() -> None:
+    _started[:] = [p for p in _started if p.poll() is None]
 
 
 def _server(config: Any, drain: Any) -> Any:

@@ -286,6 +286,14 @@ class Workflow:
             raise ValidationError(problems)
         return self
 
+    def uses_batch(self, executor: str | dict[str, Any] | ExecutorSpec | None = None) -> bool:
+        """Whether some task runs on a batch scheduler (``executor`` overrides the
+        workflow's own default, as ``kale run --executor`` does)."""
+        default = ExecutorSpec.parse(executor)[0] if executor is not None else self.executor
+        return bool((default is not None and default.batch)
+                    or any(t.executor is not None and t.executor.batch
+                           for t in self.tasks.values()))
+
     def order(self) -> list[str]:
         """Task names in a dependency-respecting order."""
         return dag.topological({n: t.upstream for n, t in self.tasks.items()})
