@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from conftest import ROOT, Kale
@@ -81,5 +82,30 @@ def test_readme_manager_section_works(kale: Kale, home: Path, tmp_path: Path) ->
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 0, second.stderr
         assert "1807" in second.stdout  # the quickstart's summary
+    finally:
+        kale("manager", "stop")
+
+
+@pytest.mark.slow
+def test_readme_batch_section_works(slurm: str, kale: Kale, home: Path,
+                                    tmp_path: Path) -> None:
+    """The README's batch queue commands, as written, against the test Slurm cluster (the
+    `sudo` lines start and stop a cluster, which the test suite has done already)."""
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Batch queues", 1)[1].split("\n## ", 1)[0]
+    commands = [shlex.split(m) for m in re.findall(r"^\$ (kale .+?)(?:\s+#.*)?$", section,
+                                                   re.M)]
+    assert [c[:2] for c in commands] == [["kale", "run"], ["kale", "queue"]]
+    try:
+        run = kale(*commands[0][1:])
+        assert run.returncode == 0, run.stderr
+        queue = kale(*commands[1][1:])
+        assert queue.returncode == 0 and "partitions" in queue.stdout, queue.stderr
+        doc = json.loads(kale("status", run.stdout.strip(), "--json").stdout)
+        assert {t["name"]: t["state"] for t in doc["tasks"]} == dict.fromkeys(
+            ("simulate", "measure_a", "measure_b", "report"), "SUCCEEDED")
+        report = kale("logs", run.stdout.strip(), "report").stdout.split("\n")
+        assert sorted(r for r in report if r) == ["rank 0 of 2", "rank 1 of 2"]
     finally:
         kale("manager", "stop")
