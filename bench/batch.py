@@ -6,7 +6,7 @@
 Needs a Slurm cluster (``scripts/services/slurm.sh`` starts one on localhost; its
 SLURM_CONF is read from test-output/slurm.env when not set).
 
-``latency``  one ``sleep 1`` task, R times, one after the other:
+``latency``  one ``sleep 1`` task, R times, one after the other, each from an idle queue:
              - raw: ``sbatch --wrap "sleep 1"``, then ``squeue -j ID`` every 0.1 s until the
                job is RUNNING, then until it is gone or COMPLETED;
              - Kale: ``Client.submit`` of a one-task workflow (``executor: slurm``, one job
@@ -101,6 +101,14 @@ def many(client: Any, n: int, executor: Any) -> float:
     return elapsed
 
 
+def settle() -> None:
+    """Each measurement starts from the same state: an empty queue and a scheduler that is
+    not busy finishing the previous job (a job submitted while another is completing waits
+    for the next scheduling pass, up to 1 s here: that would bias whichever came second)."""
+    wait_idle()
+    time.sleep(1.5)
+
+
 def wait_idle() -> None:
     """Let pilots of the previous case end before timing the next."""
     deadline = time.monotonic() + 120
@@ -110,12 +118,28 @@ def wait_idle() -> None:
         time.sleep(0.5)
 
 
+def cancel_leftovers(home: Path) -> None:
+    """Cancel the jobs this benchmark's manager submitted that are still queued or running
+    (idle pilots would end by themselves; nothing else of the user's is touched)."""
+    from kale.store import workers as wstore
+    from kale.store.store import Store
+
+    store = Store(f"sqlite:///{home / 'kale.db'}")
+    try:
+        ids = [j["native_id"] for j in wstore.jobs(store, states=("QUEUED", "ACTIVE"))
+               if j["native_id"]]
+    finally:
+        store.close()
+    if ids:
+        subprocess.run(["scancel", *ids], check=False)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     slurm_env()
-    repeat, n = (3, 20) if args.quick else (9, 200)
+    repeat, n = (3, 20) if args.quick else (15, 200)
 
     from kale import Client, Workflow
     from kale.manager import service
@@ -130,7 +154,9 @@ def main() -> None:
             kale_once(client, one)  # warm-up: the manager's first job (PSI/J, imports)
             raw, kale = [], []
             for _ in range(repeat):  # interleaved, so that drift hits both alike
+                settle()
                 raw.append(raw_once())
+                settle()
                 kale.append(kale_once(client, one))
             wait_idle()
             per_task = many(client, n, "slurm")
@@ -142,7 +168,7 @@ def main() -> None:
                                             "slots": 25, "idle": 2})
     finally:
         service.stop(home)
-        subprocess.run(["scancel", "-u", os.environ.get("USER", "root")], check=False)
+        cancel_leftovers(home)
 
     med = statistics.median
     r_run, r_done = med(x[0] for x in raw), med(x[1] for x in raw)
@@ -163,13 +189,20 @@ def main() -> None:
 
 def report(doc: dict[str, Any], quick: bool) -> str:
     lat, pil = doc["latency"], doc["pilots"]
+    def spread(runs: list[list[float]], i: int) -> str:
+        values = [r[i] for r in runs]
+        return f"{min(values):.2f}-{max(values):.2f}"
+
     rows = [
-        "| `sleep 1`, one job | raw sbatch + squeue | Kale (job per task) | Kale adds |",
-        "|---|---:|---:|---:|",
+        "| `sleep 1`, one job | raw sbatch + squeue | Kale (job per task) | Kale adds "
+        "| range raw | range Kale |",
+        "|---|---:|---:|---:|---:|---:|",
         f"| submit -> RUNNING | {lat['raw_running']:.2f} s | {lat['kale_running']:.2f} s "
-        f"| {lat['kale_running'] - lat['raw_running']:+.2f} s |",
+        f"| {lat['kale_running'] - lat['raw_running']:+.2f} s | {spread(lat['raw'], 0)} "
+        f"| {spread(lat['kale'], 0)} |",
         f"| submit -> done | {lat['raw_done']:.2f} s | {lat['kale_done']:.2f} s "
-        f"| {lat['kale_done'] - lat['raw_done']:+.2f} s |",
+        f"| {lat['kale_done'] - lat['raw_done']:+.2f} s | {spread(lat['raw'], 1)} "
+        f"| {spread(lat['kale'], 1)} |",
         "",
         f"| {doc['n']} x `sleep 1` | seconds | vs one job per task |",
         "|---|---:|---:|",

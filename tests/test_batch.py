@@ -287,6 +287,27 @@ tasks:
     assert "time limit" in tasks["too_long"]["error"].lower()
 
 
+def test_pilots_the_scheduler_refuses_fail_the_tasks_waiting_for_them(
+        slurm: str, kale: Kale, home: Path, tmp_path: Path,
+        managers: Callable[..., Manager]) -> None:
+    managers("--workers", "1")  # for the local task
+    wf = write(tmp_path / "wf.yaml", """\
+name: refused-pilots
+executor: {kind: slurm, mode: pilot, queue: nosuch}
+tasks:
+  a: {shell: echo a}
+  b: {shell: echo b, after: [a]}
+  local: {shell: echo fine, executor: local}
+""")
+    out = kale("run", str(wf))
+    assert out.returncode == 1, out.stderr
+    tasks = status(kale, out.stdout.strip())
+    assert tasks["a"]["state"] == "FAILED" and tasks["b"]["state"] == "SKIPPED"
+    assert tasks["local"]["state"] == "SUCCEEDED"
+    assert "slurm refused the job" in tasks["a"]["error"]
+    assert "invalid partition" in tasks["a"]["error"].lower()
+
+
 def test_from_python_a_run_on_slurm_goes_through_the_manager(slurm: str, kale: Kale,
                                                              home: Path) -> None:
     """What a notebook does: ``wf.run()`` with a batch executor starts the manager if need

@@ -122,12 +122,6 @@ class BatchWorkers:
         self._kick.set()
         self._submitters.shutdown(wait=False, cancel_futures=True)
 
-    def snapshot(self, user: str | None = None) -> list[dict[str, Any]]:
-        with self.lock:
-            return [{**j.row(), "info": None, "key": list(j.key) if j.key else None,
-                     "message": j.message}
-                    for j in self.jobs.values() if user is None or j.user == user]
-
     # -- broker hooks (engine threads) ---------------------------------------------------
     def _offered(self, p: Pending) -> None:
         assert p.pool is not None and p.placement is not None
@@ -294,7 +288,7 @@ class BatchWorkers:
         with self.lock:
             pools = list(self.pilots.items())
         for (user, pool), spec in pools:
-            backlog = self.broker.backlog(user, pool)
+            backlog = len(self.broker.waiting(user, pool))
             with self.lock:
                 mine = [j for j in self.jobs.values() if j.pool == pool and j.state in LIVE]
             connected = {w.job for w in self.broker.live_workers() if w.job}
@@ -325,10 +319,8 @@ class BatchWorkers:
                 self._submit_pilot(user, pool, spec)
 
     def _fail_backlog(self, user: str, pool: str, error: str) -> None:
-        with self.broker.lock:
-            keys = [k for k in self.broker.offers.get((user, pool), ())
-                    if (p := self.broker.pending.get(k)) is not None and p.worker is None]
-        self.broker.end_job("", lambda _p: Outcome(ok=False, error=error), keys=tuple(keys))
+        keys = tuple(self.broker.waiting(user, pool))
+        self.broker.end_job("", lambda _p: Outcome(ok=False, error=error), keys=keys)
 
     # -- store ---------------------------------------------------------------------------
     def _save(self, job: Job) -> None:

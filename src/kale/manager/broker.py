@@ -221,11 +221,11 @@ class Broker:
             return [w for w in self.workers.values() if w.state == "ACTIVE"
                     and (provider is None or w.provider == provider)]
 
-    def backlog(self, user: str, pool: str) -> int:
-        """Attempts for ``pool`` that no worker has taken yet."""
+    def waiting(self, user: str, pool: str) -> list[Key]:
+        """Attempts for ``pool`` that no worker has taken yet (its backlog)."""
         with self.lock:
-            return sum(1 for k in self.offers.get((user, pool), ())
-                       if (p := self.pending.get(k)) is not None and p.worker is None)
+            return [k for k in self.offers.get((user, pool), ())
+                    if (p := self.pending.get(k)) is not None and p.worker is None]
 
     def pending_for(self, key: Key) -> Pending | None:
         with self.lock:
