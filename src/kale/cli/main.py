@@ -278,6 +278,34 @@ def suspend(run_id: Annotated[str, typer.Argument(metavar="RUN")],
 
 
 @app.command()
+def attach(run_id: Annotated[str, typer.Argument(metavar="RUN")],
+           task: Annotated[str, typer.Argument(metavar="TASK")],
+           home: Home = None) -> None:
+    """Open a Jupyter console on the kernel a running task executes in: read its
+    variables, change them to steer it. The task goes on running meanwhile."""
+    from kale.errors import KaleError
+    from kale.kernels.attach import write_connection_file
+
+    path = _home_path(home)
+    try:
+        with _manager_client(home) as client:
+            info = client.kernel_info(run_id, task)
+            run = client.status(run_id, tasks=False)["run"]["id"]
+    except KaleError as e:
+        fail(str(e))
+    conn = write_connection_file(info, path / "attach", f"{run}-{task}")
+    err.print(f"attached to {task} of run {run} (kernel {info.get('kernel_name')} on "
+              f"{info.get('host')}); Ctrl-D leaves it running", markup=False)
+    try:
+        code = subprocess.run([sys.executable, "-m", "jupyter_console", "--existing",
+                               str(conn), "--no-confirm-exit",
+                               ]).returncode
+    finally:
+        conn.unlink(missing_ok=True)
+    raise typer.Exit(code)
+
+
+@app.command()
 def cancel(run_id: Annotated[str, typer.Argument(metavar="RUN")],
            task: Annotated[str | None, typer.Argument(metavar="[TASK]")] = None,
            home: Home = None) -> None:

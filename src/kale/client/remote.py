@@ -84,6 +84,19 @@ class Client:
     def workers(self) -> list[dict[str, Any]]:
         return list(self._get("/api/workers"))
 
+    def kernel_info(self, run_id: str, task: str) -> dict[str, Any]:
+        """Connection info of the kernel a running task executes in (with its HMAC key)."""
+        return dict(self._get(f"/api/runs/{run_id}/tasks/{task}/kernel"))
+
+    def kernel(self, run_id: str, task: str, *, timeout: float = 10.0) -> Any:
+        """A started ``jupyter_client.BlockingKernelClient`` on the running task's kernel:
+        ``execute_interactive("print(x)")`` reads the task's variables, assignments steer
+        it. The task itself runs in a subshell of that kernel, so answers come while it
+        runs. A kernel on another host is reached through an SSH tunnel to that host."""
+        from kale.kernels.attach import connect
+
+        return connect(self.kernel_info(run_id, task), timeout=timeout)
+
     def queue(self, scheduler: str | None = None) -> dict[str, Any]:
         """The batch queue: ``{"scheduler", "jobs", "partitions", "errors"}``; jobs Kale
         submitted carry ``kale`` (the task or pilot they are for)."""
@@ -169,5 +182,32 @@ class RemoteRun:
     def cancel(self) -> str:
         return self.client.cancel(self.id)
 
+    def __getitem__(self, task: str) -> RemoteTask:
+        return RemoteTask(self, task)
+
     def __repr__(self) -> str:
         return f"<RemoteRun {self.id} {self.state.value}>"
+
+
+class RemoteTask:
+    """One task of a manager run: ``run["simulate"].kernel()`` attaches to its kernel."""
+
+    def __init__(self, run: RemoteRun, name: str) -> None:
+        self.run, self.name = run, name
+
+    @property
+    def state(self) -> RunState:
+        doc = next(t for t in self.run.status()["tasks"] if t["name"] == self.name)
+        return doc["state"]  # type: ignore[no-any-return]
+
+    def kernel(self, *, timeout: float = 10.0) -> Any:
+        return self.run.client.kernel(self.run.id, self.name, timeout=timeout)
+
+    def result(self) -> Any:
+        return self.run.result(self.name)
+
+    def logs(self, stream: str = "stdout") -> str:
+        return self.run.logs(self.name, stream)
+
+    def __repr__(self) -> str:
+        return f"<RemoteTask {self.run.id}/{self.name}>"

@@ -272,6 +272,17 @@ def create_app(settings: Settings) -> FastAPI:
         """The user's workers: connected or not, what they run, when last heard of."""
         return broker.snapshot(who.user)
 
+    @app.get("/api/runs/{run_id}/tasks/{task}/kernel")
+    def kernel(who: User, run_id: str, task: str) -> dict[str, Any]:
+        """How to reach the Jupyter kernel the task runs in (ports, HMAC key, host), while
+        it runs: only the run's owner gets it, and only through this authenticated call."""
+        rec = own_run(who, run_id)
+        info = broker.kernel(rec.id, task)
+        if info is None:
+            raise HTTPException(404, f"task {task!r} of run {rec.id} has no running kernel "
+                                "(notebook tasks have one while they run on a worker)")
+        return info
+
     @app.get("/api/queue")
     def queue(who: User, scheduler: str | None = None) -> dict[str, Any]:
         """The batch queue: the jobs of this manager's account (state, reason, time

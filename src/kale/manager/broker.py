@@ -111,6 +111,8 @@ class Broker:
         self.unclaimed: dict[Key, tuple[str, dict[str, Any]]] = {}  # reports nobody awaits
         self.inflight: set[tuple[str, int]] = set()  # applied, not yet committed
         self.live_runs: set[str] = set()
+        #: kernels of running tasks, as their workers announce them (connection info)
+        self.kernels: dict[Key, tuple[str, dict[str, Any]]] = {}
         self.on_samples: list[Callable[[list[dict[str, Any]]], None]] = []
         self.on_lost: list[Callable[[Worker], None]] = []
         #: batch providers hear of attempts for a pool (new, adopted after a restart, or
@@ -307,6 +309,9 @@ class Broker:
                     self.claims[key] = wid
             for rep in hello.get("reports", []):
                 self._report(wid, rep)
+            for k in [k for k, (owner, _) in self.kernels.items() if owner == wid]:
+                del self.kernels[k]
+            self._kernels(wid, hello.get("kernels") or ())
             link.credits = max(0, w.slots - len(running))
             self._expected.discard(wid)
         await asyncio.to_thread(wstore.save_worker, self.store, self._row(w))
@@ -339,6 +344,7 @@ class Broker:
             w.last_seen = time.monotonic()
             for rep in msg.get("reports", ()):
                 self._report(w.id, rep)
+            self._kernels(w.id, msg.get("kernels") or ())
             link.credits += int(msg.get("credit", 0))
             if msg.get("drain"):  # a pilot near its walltime takes nothing more
                 link.credits = 0
@@ -394,6 +400,21 @@ class Broker:
                 msg["controls"] = controls
             if len(msg) > 1:
                 await link.send(msg)
+
+    def _kernels(self, wid: str, news: Any) -> None:
+        for item in news:
+            key = key_of(item["key"])
+            if item.get("info"):
+                self.kernels[key] = (wid, dict(item["info"]))
+            else:
+                self.kernels.pop(key, None)
+
+    def kernel(self, run_id: str, task: str) -> dict[str, Any] | None:
+        """The connection info of the kernel a task runs in now (its latest attempt)."""
+        with self.lock:
+            found = [(k[2], info) for k, (_w, info) in self.kernels.items()
+                     if k[0] == run_id and k[1] == task]
+        return max(found, key=lambda f: f[0])[1] if found else None
 
     # -- reports (under the lock) ----------------------------------------------------------
     def _report(self, wid: str, rep: dict[str, Any]) -> None:
@@ -496,6 +517,8 @@ class Broker:
 
     def _lose(self, w: Worker) -> None:
         w.state = "LOST"
+        for k in [k for k, (owner, _) in self.kernels.items() if owner == w.id]:
+            del self.kernels[k]
         for key in list(w.attempts):
             p = self.pending.pop(key, None)
             if p is not None:

@@ -37,6 +37,11 @@ class TaskContext:
     #: processes running the task, filled in by its runner as it starts them: what a
     #: worker samples (CPU, memory, I/O) and suspends or resumes
     pids: list[int] = field(default_factory=list)
+    #: set where the task runs under a worker: a runner that runs the task in a Jupyter
+    #: kernel calls it with the kernel's connection info (and None when the task is over),
+    #: so the manager can let the task's owner attach to the kernel
+    on_kernel: Callable[[dict[str, Any] | None], None] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def records_path(self) -> Path:

@@ -64,8 +64,37 @@ def _boot():
         gc.freeze()
 
     sys.modules["_kale_kernel"] = types.SimpleNamespace(enter=enter, reset=reset)
+    _guard(ip)
     gc.collect()
     gc.freeze()
+
+def _guard(ip):
+    """People attach to this kernel while a task runs in it. `exit` in their console
+    leaves the kernel running (jupyter_console would shut it down); a shutdown request
+    ends the process for certain, so the task fails at once instead of hanging on a
+    kernel whose subshell still runs."""
+    try:
+        from ipykernel.zmqshell import ZMQExitAutocall
+        call = ZMQExitAutocall.__call__
+        def keep(self, keep_kernel=True):
+            return call(self, keep_kernel=keep_kernel)
+        ZMQExitAutocall.__call__ = keep
+    except Exception:
+        pass
+    kernel = getattr(ip, "kernel", None)
+    for handlers in (getattr(kernel, "control_handlers", None),
+                     getattr(kernel, "shell_handlers", None)):
+        if not handlers or "shutdown_request" not in handlers:
+            continue
+        def wrap(original):
+            async def shutdown(*args, **kwargs):
+                import threading
+                threading.Timer(1.0, os._exit, (0,)).start()
+                result = original(*args, **kwargs)
+                if hasattr(result, "__await__"):
+                    await result
+            return shutdown
+        handlers["shutdown_request"] = wrap(handlers["shutdown_request"])
 
 _boot()
 '''
@@ -95,6 +124,9 @@ class Kernel:
         self.successor_ready = False  # ...and is ready: shut this one down when free
         self.language_info: dict[str, Any] = {}
         self.dead = False
+        #: the subshell tasks run in (ipykernel >= 7, JEP 91): the kernel's main shell
+        #: stays free, so a person attached to it gets answers while a cell runs
+        self.subshell: str | None = None
 
     def __repr__(self) -> str:
         return f"<Kernel {self.name} pid={self.pid} uses={self.uses}>"
@@ -121,6 +153,43 @@ class Kernel:
         await self.execute(f"exec({_BOOT!r}, {{}})", timeout)
         reply = await kc.kernel_info(reply=True, timeout=timeout)
         self.language_info = dict(reply["content"].get("language_info") or {})
+        if "kernel subshells" in (reply["content"].get("supported_features") or ()):
+            await self._into_subshell(timeout)
+
+    async def _into_subshell(self, timeout: float) -> None:
+        """Create a subshell and send this client's code there from now on."""
+        kc = self.client
+        msg = kc.session.msg("create_subshell_request", {})
+        kc.control_channel.send(msg)
+        while True:
+            reply = await asyncio.wait_for(kc.control_channel.get_msg(), timeout)
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                break
+        sid = reply["content"].get("subshell_id")
+        if reply["content"].get("status") != "ok" or not sid:
+            return
+        self.subshell = str(sid)
+        make = kc.session.msg
+
+        def msg_in_subshell(msg_type: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            m: dict[str, Any] = make(msg_type, *args, **kwargs)
+            if msg_type == "execute_request":
+                m["header"]["subshell_id"] = sid
+            return m
+
+        kc.session.msg = msg_in_subshell
+
+    def connection(self) -> dict[str, Any]:
+        """What a client needs to attach: ports, transport, HMAC key (secret), and where."""
+        import socket
+
+        info = dict(self.km.get_connection_info(session=False))
+        session = self.km.session
+        key = session.key
+        info.update(key=key.decode() if isinstance(key, bytes) else str(key),
+                    signature_scheme=session.signature_scheme)
+        return {**info, "kernel_name": self.name, "host": socket.gethostname(),
+                "pid": self.pid, "subshell": self.subshell}
 
     async def execute(self, code: str, timeout: float) -> None:
         """Run ``code`` silently (no outputs, no history); raise if it fails."""

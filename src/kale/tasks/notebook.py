@@ -178,6 +178,8 @@ class NotebookRunner(TaskRunner):
             if source.parent != ctx.base_dir:
                 path.append(str(source.parent))
             await kernel.enter(ctx.workdir, ctx.env, path)
+            if ctx.on_kernel is not None:  # a person may attach while the cells run
+                ctx.on_kernel(kernel.connection())
             logs = _Logs(ctx)
             try:
                 outcome, reusable = await self._cells(kernel, nb, origin, logs)
@@ -193,6 +195,8 @@ class NotebookRunner(TaskRunner):
         except KernelFailed as e:
             outcome = Outcome(ok=False, exit_code=1, error=str(e))
         finally:
+            if ctx.on_kernel is not None:
+                ctx.on_kernel(None)
             self.pool.release(kernel, reusable)  # no-op once discarded
         try:
             _save(nb, saved)

@@ -58,6 +58,9 @@ class WorkerAgent:
         self.unacked: dict[int, dict[str, Any]] = {}   # seq -> report
         self.unsent: list[int] = []                    # seqs not sent on this connection
         self.samples: list[dict[str, Any]] = []
+        #: kernels of running tasks (connection info), and the changes not yet sent
+        self.kernels: dict[Key, dict[str, Any]] = {}
+        self.kernel_news: dict[Key, dict[str, Any] | None] = {}
         self.credit = 0
         self.seq = 0
         self.runners: dict[str, TaskRunner] = {}
@@ -145,6 +148,7 @@ class WorkerAgent:
                      "host": socket.gethostname(), "pid": os.getpid(),
                      "provider": self.provider, "info": _info(),
                      "pool": self.pool, "job": self.job,
+                     "kernels": [{"key": list(k), "info": v} for k, v in self.kernels.items()],
                      "running": [list(k) for k in self.tasks],
                      "reports": [self.unacked[s] for s in sorted(self.unacked)]}
             self.unsent = []
@@ -211,6 +215,10 @@ class WorkerAgent:
             self.credit = 0
             if self.samples:
                 msg["samples"], self.samples = self.samples, []
+            if self.kernel_news:
+                msg["kernels"] = [{"key": list(k), "info": v}
+                                  for k, v in self.kernel_news.items()]
+                self.kernel_news = {}
             if self.stopping:
                 msg["bye"] = "signalled" if self.abandon else True
             try:
@@ -246,6 +254,7 @@ class WorkerAgent:
             self.credit += 1
             return
         self.contexts[key] = ctx
+        ctx.on_kernel = lambda info: self._kernel(key, info)
         self.taken += 1
         self.tasks[key] = asyncio.create_task(self._run(key, ctx))
 
@@ -283,6 +292,16 @@ class WorkerAgent:
             self._dirty.set()
             return
         self._report(key, how, out)
+
+    def _kernel(self, key: Key, info: dict[str, Any] | None) -> None:
+        """A task's kernel started (or its task ended): tell the manager."""
+        if info is None:
+            if self.kernels.pop(key, None) is None:
+                return
+        else:
+            self.kernels[key] = info
+        self.kernel_news[key] = info
+        self._dirty.set()
 
     def _report(self, key: Key, how: str, out: Outcome | None) -> None:
         self.seq += 1

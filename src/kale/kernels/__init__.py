@@ -1,0 +1,1 @@
+"""Kernels of running tasks: attaching to them (from Python, a console, JupyterLab)."""

@@ -1,0 +1,179 @@
+"""Attaching to a running task's kernel, with real kernels on real workers: read a
+variable while the task runs, change one that steers the rest of the task, see it in the
+result. From Python, from `kale attach` (a Jupyter console), locally and in a Slurm job."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nbformat
+import pytest
+
+from conftest import Kale, Manager
+from kale import Workflow
+from test_workers import task, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def loop_notebook(path: Path, n: int = 80) -> Path:
+    """A loop that adds ``step`` to ``total`` every 0.1 s, then records ``total``."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(f"n = {n}\nstep = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell("import time\ntotal = 0\nfor i in range(n):\n"
+                                  "    total += step\n    time.sleep(0.1)"),
+        nbformat.v4.new_code_cell("import kale\nkale.record('total', total)"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def run_code(kc: Any, code: str) -> str:
+    """Execute ``code`` on the kernel's main shell; return what it printed."""
+    out: list[str] = []
+
+    def hook(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+
+    reply = kc.execute_interactive(code, timeout=10, output_hook=hook)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return "".join(out)
+
+
+def steer(client: Any, run: Any) -> tuple[int, float]:
+    """Attach once the loop runs (``run["loop"].kernel()``, as in a notebook), read
+    ``total``, set ``step`` to 1000; returns what was read and how long attaching took."""
+    wait_for(lambda: task(client, run.id, "loop")["state"] == "RUNNING", 60, "RUNNING")
+    wait_for(lambda: _has_kernel(client, run.id), 30, "the kernel to be announced")
+    time.sleep(1.0)  # the loop has gone round a few times
+    t0 = time.perf_counter()
+    kc = run["loop"].kernel()
+    first = run_code(kc, "print(total)")
+    took = time.perf_counter() - t0
+    try:
+        run_code(kc, "step = 1000")
+    finally:
+        kc.stop_channels()
+    return int(first), took
+
+
+def _has_kernel(client: Any, run_id: str) -> bool:
+    try:
+        client.kernel_info(run_id, "loop")
+    except Exception:
+        return False
+    return True
+
+
+def test_attach_reads_and_steers_a_running_notebook_task(
+        kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "1")
+    wf = Workflow("steer", base_dir=tmp_path)
+    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb")))
+    with m.client() as client:
+        run = client.submit(wf)
+        read, took = steer(client, run)
+        assert 0 < read < 80  # the loop was part way through
+        assert run.wait(60).state.value == "SUCCEEDED"
+        total = run.result("loop")["total"]
+    # Each of the steps after the change added 1000: the person's change steered it.
+    assert total > 1000 and total % 1000 != 0, total
+    assert took < 5
+
+
+def test_kernel_info_only_for_the_owner_and_only_while_it_runs(
+        kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "1")
+    wf = Workflow("who", base_dir=tmp_path)
+    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb", n=30)))
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+        url = f"{m.url}/api/runs/{run.id}/tasks/loop/kernel"
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, headers=m.headers("worker-token")).status_code == 401
+        info = httpx.get(url, headers=m.headers()).json()
+        assert info["ip"] == "127.0.0.1" and info["key"] and info["signature_scheme"]
+        run.wait(60)
+        gone = httpx.get(url, headers=m.headers())
+        assert gone.status_code == 404 and "no running kernel" in gone.json()["detail"]
+
+
+def test_kale_attach_opens_a_console_on_the_task(
+        kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "1")
+    wf = Workflow("console", base_dir=tmp_path)
+    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb")))
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+        console = subprocess.run(
+            [sys.executable, "-m", "kale.cli.main", "attach", run.id, "loop"],
+            input="print('seen', total > 0)\nstep = 1000\nexit\n", capture_output=True,
+            text=True, timeout=60, env={**kale.env(), "TERM": "dumb"})
+        assert console.returncode == 0, console.stderr
+        assert "seen True" in console.stdout, console.stdout
+        assert "attached to loop" in console.stderr
+        assert run.wait(60).state.value == "SUCCEEDED"
+        assert run.result("loop")["total"] > 1000
+    assert not list((home / "attach").glob("*.json"))  # the key is not left behind
+
+
+def test_attach_errors_are_clear(kale: Kale, home: Path, tmp_path: Path,
+                                 managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "1")
+    wf = Workflow("plain", base_dir=tmp_path)
+    wf.shell("quick", "true")
+    with m.client() as client:
+        run = client.submit(wf).wait(30)
+    out = kale("attach", run.id, "quick")
+    assert out.returncode == 2 and "has no running kernel" in out.stderr, out.stderr
+    out = kale("attach", "nosuchrun", "quick")
+    assert out.returncode == 2 and "no run 'nosuchrun'" in out.stderr, out.stderr
+
+
+def test_attach_to_a_notebook_task_in_a_slurm_job(
+        slurm: str, kale: Kale, home: Path, tmp_path: Path,
+        managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "0")
+    wf = Workflow("steer-slurm", base_dir=tmp_path, executor="slurm")
+    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb")))
+    with m.client() as client:
+        run = client.submit(wf)
+        read, _took = steer(client, run)
+        assert 0 < read < 80
+        assert run.wait(90).state.value == "SUCCEEDED"
+        assert run.result("loop")["total"] > 1000
+    doc = json.loads(kale("status", run.id, "loop", "--json").stdout)
+    assert doc["attempts"][0]["worker"]  # ran on the worker inside the job
+
+
+def test_shutting_the_kernel_down_from_outside_fails_the_task(
+        kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    """A person who shuts the kernel down (a kernel menu, ``kc.shutdown()``) ends the
+    task at once, FAILED, instead of leaving it RUNNING on a half-dead kernel."""
+    m = managers("--workers", "1")
+    wf = Workflow("shutdown", base_dir=tmp_path)
+    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb", n=600)))
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+        kc = run["loop"].kernel()
+        kc.shutdown()
+        kc.stop_channels()
+        assert run.wait(30).state.value == "FAILED"
+        doc = task(client, run.id, "loop")
+    assert "the kernel died while running cell 1" in doc["error"], doc["error"]
