@@ -113,11 +113,12 @@ def run(
     store, path = _store(home)
     wf = load_workflow(file, params_override=params)
     chosen = _executor_option(executor, pilot)
-    batch = wf.uses_batch(chosen)
+    batch = wf.needs_manager(chosen)
     if not embedded and (batch or service.state(path) is not None):
         if batch and service.state(path) is None:
             service.start(path)  # batch jobs need a manager to outlive this command
-            err.print(f"started the Kale manager for {path} (batch jobs report to it)")
+            err.print(f"started the Kale manager for {path} (batch jobs and interactive "
+                      "steps need it)")
         raise typer.Exit(_submit(path, wf, detach, params=params, only=only or [],
                                  from_=from_ or [], until=until or [], tags=tag or [],
                                  force=force, jobs=jobs, rerun_of=rerun_failed,
@@ -193,9 +194,15 @@ def _manager_client(home: Path | None) -> Any:
     return Client(home=path)
 
 
-def _task_action(run_id: str, task: str, action: str, home: Path | None) -> None:
+def _task_action(run_id: str, task: str, action: str, home: Path | None,
+                 reason: str | None = None) -> None:
+    from kale.errors import KaleError
+
     with _manager_client(home) as client:
-        doc = client.task_action(run_id, task, action)
+        try:
+            doc = client.task_action(run_id, task, action, reason)
+        except KaleError as e:
+            fail(str(e))
     out.print(f"{action} {doc['id']} {task} (was {doc['state']})")
 
 
@@ -275,6 +282,23 @@ def suspend(run_id: Annotated[str, typer.Argument(metavar="RUN")],
             task: Annotated[str, typer.Argument(metavar="TASK")], home: Home = None) -> None:
     """Stop a running task's processes (SIGSTOP) until `kale resume RUN TASK`."""
     _task_action(run_id, task, "suspend", home)
+
+
+@app.command("continue")
+def continue_(run_id: Annotated[str, typer.Argument(metavar="RUN")],
+              task: Annotated[str, typer.Argument(metavar="TASK")],
+              home: Home = None) -> None:
+    """Mark an interactive step done: the workflow goes on with what it recorded."""
+    _task_action(run_id, task, "continue", home)
+
+
+@app.command()
+def reject(run_id: Annotated[str, typer.Argument(metavar="RUN")],
+           task: Annotated[str, typer.Argument(metavar="TASK")],
+           reason: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
+           home: Home = None) -> None:
+    """Reject an interactive step: it fails and the tasks below it are skipped."""
+    _task_action(run_id, task, "reject", home, reason)
 
 
 @app.command()

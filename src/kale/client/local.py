@@ -47,7 +47,7 @@ def start_run(wf: Workflow, *, params: dict[str, Any] | None = None, only: Any =
     batch executor goes to the manager instead (started if need be), which holds its jobs
     while this process is gone; it returns a :class:`kale.client.remote.RemoteRun`."""
     store, path = open_store(home)
-    if wf.uses_batch(executor):
+    if wf.needs_manager(executor):
         from kale.client.remote import Client
         from kale.manager import service
 

@@ -72,10 +72,13 @@ class Client:
         """``{"run", "counts"}`` (tasks per state) and, with ``tasks``, ``"tasks"``."""
         return dict(self._get(f"/api/runs/{run_id}", tasks=str(tasks).lower()))
 
-    def task_action(self, run_id: str, task: str, action: str) -> dict[str, Any]:
-        """``cancel``, ``suspend`` or ``resume`` one task of a run."""
+    def task_action(self, run_id: str, task: str, action: str,
+                    reason: str | None = None) -> dict[str, Any]:
+        """``cancel``, ``suspend`` or ``resume`` one task of a run; ``continue`` or
+        ``reject`` an interactive step that waits for a person."""
+        params = {"reason": reason} if reason else None
         return dict(self._check(self._http.post(
-            f"/api/runs/{run_id}/tasks/{task}/{action}")).json())
+            f"/api/runs/{run_id}/tasks/{task}/{action}", params=params)).json())
 
     def resources(self, run_id: str, task: str) -> list[dict[str, Any]]:
         """Resource samples of a task: ``ts``, ``cpu`` (%), ``rss``, I/O bytes, ``gpu``."""
@@ -202,6 +205,14 @@ class RemoteTask:
 
     def kernel(self, *, timeout: float = 10.0) -> Any:
         return self.run.client.kernel(self.run.id, self.name, timeout=timeout)
+
+    def continue_(self) -> dict[str, Any]:
+        """Mark this waiting step done: the workflow goes on with what it recorded."""
+        return self.run.client.task_action(self.run.id, self.name, "continue")
+
+    def reject(self, reason: str = "") -> dict[str, Any]:
+        """Reject this waiting step: it fails and the tasks below it are skipped."""
+        return self.run.client.task_action(self.run.id, self.name, "reject", reason or None)
 
     def result(self) -> Any:
         return self.run.result(self.name)

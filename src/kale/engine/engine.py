@@ -109,6 +109,7 @@ class Engine:
         self._loop = asyncio.get_running_loop()
         self._quiet = asyncio.Event()
         self.executor.on_start = self._started
+        self.executor.on_wait = self._waiting
         self._logs.mkdir(parents=True, exist_ok=True)
         self.store.claim_run(self.run_id)
         self._committer = GroupCommitter(self.store, on_commit=self._notify)
@@ -180,9 +181,10 @@ class Engine:
         """Cancel one task (thread-safe); the tasks below it are skipped."""
         self._threadsafe(self._cancel_task, name, reason)
 
-    def control(self, name: str, action: str) -> None:
-        """``suspend`` or ``resume`` a running task (thread-safe)."""
-        self._threadsafe(self._control, name, action)
+    def control(self, name: str, action: str, reason: str = "") -> None:
+        """``suspend`` or ``resume`` a running task, ``continue`` or ``reject`` a waiting
+        step (thread-safe)."""
+        self._threadsafe(self._control, name, action, reason)
 
     def _threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
@@ -212,9 +214,15 @@ class Engine:
         self._change(name, S.CANCELLED, reason, {"ended_at": time.time()})
         self._skip_descendants(name)
 
-    def _control(self, name: str, action: str) -> None:
+    def _control(self, name: str, action: str, reason: str = "") -> None:
         ctx = self.contexts.get(name)
         st = self.state.get(name)
+        if action in ("continue", "reject"):
+            # The step's runner ends the attempt; its outcome moves the task on.
+            if ctx is None or st is not S.WAITING or not self.executor.control(
+                    ctx, action, reason):
+                log.info("cannot %s %s: it is %s", action, name, st)
+            return
         want = {"suspend": (S.RUNNING, S.SUSPENDED), "resume": (S.SUSPENDED, S.RUNNING)}
         if action not in want:
             raise ValueError(f"unknown action {action!r}")
@@ -235,6 +243,18 @@ class Engine:
                      {"number": attempt, "state": "RUNNING", "started_at": now,
                       "worker": worker})
         self._schedule_dispatch()
+
+    def _waiting(self, name: str, attempt: int, info: dict[str, Any]) -> None:
+        """An interactive step waits for a person."""
+        if self.state.get(name) not in (S.RUNNING, S.SUBMITTED) \
+                or self.attempts.get(name) != attempt:
+            return
+        if self.state[name] is S.SUBMITTED:
+            self._started(name, attempt, str(info.get("worker", "")))
+        where = info.get("notebook", "")
+        self._change(name, S.WAITING, f"waiting for a person: open {where}; then "
+                     f"`kale continue {self.run_id} {name}` or `kale reject ...`")
+        self._schedule_dispatch()  # which also commits the change
 
     # -- setup ---------------------------------------------------------------------------
     def _load(self) -> None:
@@ -601,7 +621,9 @@ class Engine:
         attempt_row.update(state="LOST" if lost else bad.value, exit_code=values["exit_code"],
                            error=error)
         values["ended_at"] = now
-        if item.attempt - self.interrupted.get(name, 0) <= task.retries and not self.cancelled:
+        rejected = out is not None and bool(out.details.get("rejected"))
+        if item.attempt - self.interrupted.get(name, 0) <= task.retries \
+                and not self.cancelled and not rejected:
             delay = task.retry_delay * (2 ** (item.attempt - 1))
             self._change(name, S.RETRYING, f"attempt {item.attempt} {error}; "
                          f"retry {item.attempt}/{task.retries} in {delay:g} s", values,

@@ -83,10 +83,11 @@ def check_executor(wf: Workflow, opts: RunOptions) -> None:
         if problems:
             raise UsageError("executor: " + "; ".join(
                 (".".join(p) + ": " if p else "") + m for p, m in problems))
-    if opts.submitted_by is None and wf.uses_batch(spec):
-        raise UsageError("batch executors run through the Kale manager, which holds the "
-                         "jobs while this process is gone: `kale run` starts one when needed; "
-                         "from Python use kale.Client().submit(wf)")
+    if opts.submitted_by is None and wf.needs_manager(spec):
+        what = "batch executors" if wf.uses_batch(spec) else "interactive steps"
+        raise UsageError(f"{what} run through the Kale manager, which holds the run while "
+                         "this process is gone: `kale run` and `wf.run()` start one when "
+                         "needed")
 
 
 def load_workflow(run: RunRecord) -> Workflow:

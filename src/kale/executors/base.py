@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from kale.tasks.base import Outcome, TaskContext
 
 #: ``(task name, attempt, worker id)``: an attempt the executor had queued has started;
 #: called in the engine's event loop
 StartedCallback = Callable[[str, int, str], None]
+#: ``(task name, attempt, info)``: an interactive step now waits for a person
+WaitingCallback = Callable[[str, int, dict[str, Any]], None]
 
 
 class Executor(abc.ABC):
@@ -26,6 +29,7 @@ class Executor(abc.ABC):
     #: adopts running attempts (:meth:`adopt`) instead of killing and requeueing them
     remote: bool = False
     on_start: StartedCallback | None = None
+    on_wait: WaitingCallback | None = None
 
     async def start(self, kinds: Mapping[str, int]) -> None:  # noqa: B027 - optional hook
         """Prepare to run tasks of these kinds (``kind -> number of tasks``): warm pools."""
@@ -39,8 +43,9 @@ class Executor(abc.ABC):
         :class:`Interrupted` if no worker has it any more."""
         raise Interrupted("this executor cannot adopt running tasks")
 
-    def control(self, ctx: TaskContext, action: str) -> bool:
-        """``suspend`` or ``resume`` a running attempt; False if this executor cannot."""
+    def control(self, ctx: TaskContext, action: str, reason: str = "") -> bool:
+        """``suspend`` or ``resume`` a running attempt, ``continue`` or ``reject`` a
+        waiting step; False if this executor cannot."""
         return False
 
     async def close(self) -> None:  # noqa: B027 - optional hook

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kale.executors.base import Executor
 from kale.executors.mailbox import Mailbox
@@ -59,6 +59,12 @@ class WorkerExecutor(Executor):
             if on_start is not None:
                 post(on_start, name, attempt, worker)
 
+        on_wait = self.on_wait
+
+        def waiting(info: dict[str, Any]) -> None:
+            if on_wait is not None:
+                post(on_wait, name, attempt, info)
+
         key = (ctx.run_id, name, attempt)
         spec = ctx.task.executor or self.default
         pool, placement = None, None
@@ -68,7 +74,7 @@ class WorkerExecutor(Executor):
                          "walltime": ctx.task.resources.walltime}
         p: Pending = Pending(key, self.user, resolve, encode_context(ctx), started,
                              adopted=adopted, was_running=running, pool=pool,
-                             placement=placement)
+                             placement=placement, waiting=waiting)
         if adopted:
             self.broker.adopt(p)
         else:
@@ -80,8 +86,8 @@ class WorkerExecutor(Executor):
                 self.broker.withdraw(key)
             raise
 
-    def control(self, ctx: TaskContext, action: str) -> bool:
-        return self.broker.control((ctx.run_id, ctx.task.name, ctx.attempt), action)
+    def control(self, ctx: TaskContext, action: str, reason: str = "") -> bool:
+        return self.broker.control((ctx.run_id, ctx.task.name, ctx.attempt), action, reason)
 
     async def close(self) -> None:
         self._closed = True

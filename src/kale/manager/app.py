@@ -213,19 +213,26 @@ def create_app(settings: Settings) -> FastAPI:
         return {"id": rec.id, "state": cancel_run(store, rec.id).value}
 
     @app.post("/api/runs/{run_id}/tasks/{task}/{action}")
-    def task_action(who: User, run_id: str, task: str, action: str) -> dict[str, Any]:
-        """``cancel``, ``suspend`` (SIGSTOP its processes) or ``resume`` (SIGCONT) a task."""
-        if action not in ("cancel", "suspend", "resume"):
-            raise HTTPException(404, f"no task action {action!r} (cancel, suspend, resume)")
+    def task_action(who: User, run_id: str, task: str, action: str,
+                    reason: str | None = None) -> dict[str, Any]:
+        """``cancel``, ``suspend`` (SIGSTOP its processes) or ``resume`` (SIGCONT) a task;
+        ``continue`` or ``reject`` an interactive step that waits for a person (``reason``
+        says why, for the record)."""
+        if action not in TASK_ACTIONS:
+            raise HTTPException(404, f"no task action {action!r} ({', '.join(TASK_ACTIONS)})")
         rec = own_run(who, run_id)
         before = store.task(rec.id, task).state
+        if action in ("continue", "reject") and before.value != "WAITING":
+            raise HTTPException(409, f"task {task!r} is {before.value}, not WAITING for a "
+                                "person: only an interactive step can be continued or "
+                                "rejected")
         engine = host.engine(rec.id)
         if engine is None:
             raise HTTPException(409, f"run {rec.id} is not active in this manager")
         if action == "cancel":
             engine.cancel_task(task, "cancelled (API)")
         else:
-            engine.control(task, action)
+            engine.control(task, action, reason or "")
         return {"id": rec.id, "task": task, "action": action, "state": before.value}
 
     @app.get("/api/runs/{run_id}/tasks/{task}/result")
@@ -328,6 +335,9 @@ def create_app(settings: Settings) -> FastAPI:
 
 def _json(doc: Any) -> Response:
     return Response(json.dumps(doc, default=str), media_type="application/json")
+
+
+TASK_ACTIONS = ("cancel", "suspend", "resume", "continue", "reject")
 
 
 def _ensure(local: Any) -> None:

@@ -46,6 +46,8 @@ class Pending:
     resolve: Resolve
     payload: str
     started: Callable[[str], None] | None = None
+    #: an interactive step now waits for a person (info: its step notebook)
+    waiting: Callable[[dict[str, Any]], None] | None = None
     worker: str | None = None
     adopted: bool = False        # after a restart: wait for its worker to claim it
     was_running: bool = True     # adopted: it had reached a worker before
@@ -203,13 +205,13 @@ class Broker:
                 w.link.controls.append({"action": "cancel", "key": list(key)})
                 self._wake_link(w.link)
 
-    def control(self, key: Key, action: str) -> bool:
+    def control(self, key: Key, action: str, reason: str = "") -> bool:
         with self.lock:
             p = self.pending.get(key)
             w = self.workers.get(p.worker) if p is not None and p.worker else None
             if w is None or w.link is None:
                 return False
-            w.link.controls.append({"action": action, "key": list(key)})
+            w.link.controls.append({"action": action, "key": list(key), "reason": reason})
             self._wake_link(w.link)
             return True
 
@@ -312,6 +314,7 @@ class Broker:
             for k in [k for k, (owner, _) in self.kernels.items() if owner == wid]:
                 del self.kernels[k]
             self._kernels(wid, hello.get("kernels") or ())
+            self._waiting(hello.get("waiting") or ())
             link.credits = max(0, w.slots - len(running))
             self._expected.discard(wid)
         await asyncio.to_thread(wstore.save_worker, self.store, self._row(w))
@@ -345,6 +348,7 @@ class Broker:
             for rep in msg.get("reports", ()):
                 self._report(w.id, rep)
             self._kernels(w.id, msg.get("kernels") or ())
+            self._waiting(msg.get("waiting") or ())
             link.credits += int(msg.get("credit", 0))
             if msg.get("drain"):  # a pilot near its walltime takes nothing more
                 link.credits = 0
@@ -400,6 +404,12 @@ class Broker:
                 msg["controls"] = controls
             if len(msg) > 1:
                 await link.send(msg)
+
+    def _waiting(self, news: Any) -> None:
+        for item in news:
+            p = self.pending.get(key_of(item["key"]))
+            if p is not None and p.waiting is not None:
+                p.waiting(dict(item.get("info") or {}))
 
     def _kernels(self, wid: str, news: Any) -> None:
         for item in news:

@@ -31,8 +31,10 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 WORKFLOW_KEYS = ("name", "description", "parameters", "executor", "tasks")
 TASK_KEYS = (
     *KINDS, "description", "parameters", "after", "outputs", "retries", "retry_delay",
-    "timeout", "resources", "tags", "env", "kernel", "executor", "launcher",
+    "timeout", "resources", "tags", "env", "kernel", "executor", "launcher", "interactive",
 )
+#: what an interactive step does when nobody decided within its timeout
+ON_TIMEOUT = ("continue", "reject")
 LAUNCHERS = ("srun", "mpiexec", "mpirun")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,6 +76,9 @@ class Task:
     executor: ExecutorSpec | None = None
     #: how a multi-rank shell task starts its ranks across its allocation
     launcher: str | None = None
+    #: a notebook step a person works through: ``{}``, or ``{"timeout": seconds,
+    #: "on_timeout": "continue" | "reject"}``; None for an ordinary task
+    interactive: dict[str, Any] | None = None
 
     # -- references ----------------------------------------------------------------------
     def __getitem__(self, key: str) -> Ref:
@@ -134,6 +139,8 @@ class Task:
             d["executor"] = self.executor.to_value()
         if self.launcher is not None:
             d["launcher"] = self.launcher
+        if self.interactive is not None:
+            d["interactive"] = dict(self.interactive) or True
         return d
 
     def _target_dict(self, for_store: bool, memo: Memo | None = None) -> Any:
@@ -294,6 +301,13 @@ class Workflow:
                     or any(t.executor is not None and t.executor.batch
                            for t in self.tasks.values()))
 
+    def needs_manager(self, executor: str | dict[str, Any] | ExecutorSpec | None = None
+                      ) -> bool:
+        """Whether a run must go through the manager: batch jobs, or steps that wait for a
+        person (both outlive the process that started the run)."""
+        return self.uses_batch(executor) or any(
+            t.interactive is not None for t in self.tasks.values())
+
     def order(self) -> list[str]:
         """Task names in a dependency-respecting order."""
         return dag.topological({n: t.upstream for n, t in self.tasks.items()})
@@ -441,6 +455,15 @@ def _unknown(key: Any, allowed: Iterable[str]) -> str:
     return f"unknown key {key!r}{hint}; allowed: {', '.join(allowed)}"
 
 
+def _interactive(value: Any) -> Any:
+    """``interactive: true`` -> ``{}``; false or absent -> None; a mapping as it is."""
+    if value is True:
+        return {}
+    if value is None or value is False:
+        return None
+    return value
+
+
 def _make(name: str, kind: Kind, target: Any, options: dict[str, Any]) -> Task:
     after = [a.name if isinstance(a, Task) else a for a in options.pop("after", [])]
     resources = options.pop("resources", None)
@@ -454,6 +477,8 @@ def _make(name: str, kind: Kind, target: Any, options: dict[str, Any]) -> Task:
             raise ValidationError([Problem(m, ("tasks", name, "executor", *p))
                                    for p, m in problems])
         options["executor"] = spec
+    if "interactive" in options:
+        options["interactive"] = _interactive(options["interactive"])
     unknown = set(options) - set(TASK_KEYS)
     if unknown:
         raise ValidationError([Problem(_unknown(k, TASK_KEYS), ("tasks", name))
@@ -526,6 +551,22 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
         elif t.kind != "shell":
             bad("only shell tasks take a launcher (run Python under MPI as a shell "
                 "command, e.g. 'python script.py')", "launcher")
+    if t.interactive is not None:
+        if t.kind != "notebook":
+            bad("only notebook tasks can be interactive steps", "interactive")
+        elif not isinstance(t.interactive, dict):
+            bad("must be true or a mapping with timeout and on_timeout", "interactive")
+        else:
+            for k in t.interactive:
+                if k not in ("timeout", "on_timeout"):
+                    bad(_unknown(k, ("timeout", "on_timeout")), "interactive", str(k))
+            tmo = t.interactive.get("timeout")
+            if tmo is not None and (not isinstance(tmo, int | float) or isinstance(tmo, bool)
+                                    or tmo <= 0):
+                bad(f"must be a number of seconds > 0, got {tmo!r}", "interactive", "timeout")
+            act = t.interactive.get("on_timeout", "reject")
+            if act not in ON_TIMEOUT:
+                bad(f"must be continue or reject, got {act!r}", "interactive", "on_timeout")
     if t.executor is not None and not isinstance(t.executor, ExecutorSpec):
         bad("must be an executor name or a mapping", "executor")
     return out
@@ -584,6 +625,7 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
         kernel=data.get("kernel"),
         executor=executor,
         launcher=data.get("launcher"),
+        interactive=_interactive(data.get("interactive")),
     )
     problems += _task_problems(task, path)
     return task, problems

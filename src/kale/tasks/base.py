@@ -42,6 +42,13 @@ class TaskContext:
     #: so the manager can let the task's owner attach to the kernel
     on_kernel: Callable[[dict[str, Any] | None], None] | None = field(
         default=None, repr=False, compare=False)
+    #: set where the task runs under a worker: an interactive step calls it once it waits
+    #: for a person (with its step notebook's path), so the task shows WAITING
+    on_waiting: Callable[[dict[str, Any]], None] | None = field(
+        default=None, repr=False, compare=False)
+    #: set by the runner of a waiting step: the worker calls it with ``"continue"`` or
+    #: ``"reject"`` and a reason when the person decides
+    decide: Callable[[str, str], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def records_path(self) -> Path:

@@ -180,6 +180,12 @@ class NotebookRunner(TaskRunner):
             await kernel.enter(ctx.workdir, ctx.env, path)
             if ctx.on_kernel is not None:  # a person may attach while the cells run
                 ctx.on_kernel(kernel.connection())
+            if ctx.task.interactive is not None:
+                saved = ctx.workdir / "step.ipynb"
+                artifacts = {"notebook": str(saved)}
+                outcome, reusable = await self._wait_for_person(ctx, kernel, nb, saved)
+                outcome.artifacts.update(artifacts)
+                return outcome
             logs = _Logs(ctx)
             try:
                 outcome, reusable = await self._cells(kernel, nb, origin, logs)
@@ -208,6 +214,42 @@ class NotebookRunner(TaskRunner):
             return outcome
         outcome.artifacts.update(artifacts)
         return outcome
+
+    async def _wait_for_person(self, ctx: TaskContext, kernel: Kernel, nb: NotebookNode,
+                               path: Path) -> tuple[Outcome, bool]:
+        """An interactive step: load its inputs into its kernel, write its step notebook,
+        say it waits (WAITING), and wait for ``continue`` or ``reject`` (or the timeout's
+        default action)."""
+        from kale.kernels.steps import load_code, step_notebook
+
+        if ctx.on_waiting is None:
+            return Outcome(ok=False, exit_code=1, error="interactive steps run on a manager's "
+                           "workers (a person continues them through it)"), True
+        await kernel.execute(load_code(ctx), 60)
+        _save(step_notebook(ctx, nb, kernel.name), path)
+        loop = asyncio.get_running_loop()
+        decided: asyncio.Future[tuple[str, str]] = loop.create_future()
+
+        def decide(action: str, reason: str) -> None:
+            if not decided.done():
+                decided.set_result((action, reason))
+
+        ctx.decide = decide
+        ctx.on_waiting({"notebook": str(path)})
+        settings = ctx.task.interactive or {}
+        timeout = settings.get("timeout")
+        try:
+            action, reason = await asyncio.wait_for(decided, timeout)
+        except TimeoutError:
+            action = str(settings.get("on_timeout", "reject"))
+            reason = f"nobody decided within {timeout:g} s"
+        if action == "continue":
+            return Outcome(ok=True, exit_code=0, details={"decision": "continue",
+                                                           **({"reason": reason} if reason
+                                                              else {})}), True
+        return Outcome(ok=False, exit_code=1, error="rejected" + (f": {reason}" if reason
+                                                                   else " by a person"),
+                       details={"rejected": True, "decision": "reject"}), True
 
     async def _cells(self, kernel: Kernel, nb: NotebookNode, origin: list[int | None],
                      logs: _Logs) -> tuple[Outcome, bool]:

@@ -61,6 +61,9 @@ class WorkerAgent:
         #: kernels of running tasks (connection info), and the changes not yet sent
         self.kernels: dict[Key, dict[str, Any]] = {}
         self.kernel_news: dict[Key, dict[str, Any] | None] = {}
+        #: interactive steps waiting for a person, and those not yet told to the manager
+        self.waiting: dict[Key, dict[str, Any]] = {}
+        self.waiting_news: list[Key] = []
         self.credit = 0
         self.seq = 0
         self.runners: dict[str, TaskRunner] = {}
@@ -149,6 +152,7 @@ class WorkerAgent:
                      "provider": self.provider, "info": _info(),
                      "pool": self.pool, "job": self.job,
                      "kernels": [{"key": list(k), "info": v} for k, v in self.kernels.items()],
+                     "waiting": [{"key": list(k), "info": v} for k, v in self.waiting.items()],
                      "running": [list(k) for k in self.tasks],
                      "reports": [self.unacked[s] for s in sorted(self.unacked)]}
             self.unsent = []
@@ -187,7 +191,7 @@ class WorkerAgent:
             for item in msg.get("tasks", ()):
                 self._start(key_of(item["key"]), item["payload"])
             for c in msg.get("controls", ()):
-                self._control(c.get("action", ""), key_of(c["key"]))
+                self._control(c.get("action", ""), key_of(c["key"]), c.get("reason") or "")
         raise _LinkClosed("the manager closed the link")
 
     async def _writer(self, ws: Any, reader: asyncio.Task[None]) -> None:
@@ -215,6 +219,10 @@ class WorkerAgent:
             self.credit = 0
             if self.samples:
                 msg["samples"], self.samples = self.samples, []
+            if self.waiting_news:
+                msg["waiting"] = [{"key": list(k), "info": self.waiting[k]}
+                                  for k in self.waiting_news if k in self.waiting]
+                self.waiting_news = []
             if self.kernel_news:
                 msg["kernels"] = [{"key": list(k), "info": v}
                                   for k, v in self.kernel_news.items()]
@@ -255,6 +263,7 @@ class WorkerAgent:
             return
         self.contexts[key] = ctx
         ctx.on_kernel = lambda info: self._kernel(key, info)
+        ctx.on_waiting = lambda info: self._waiting(key, info)
         self.taken += 1
         self.tasks[key] = asyncio.create_task(self._run(key, ctx))
 
@@ -280,6 +289,7 @@ class WorkerAgent:
         finally:
             self.tasks.pop(key, None)
             self.contexts.pop(key, None)
+            self.waiting.pop(key, None)
             if not self.once:
                 self.credit += 1
             self._idle_since = time.monotonic()
@@ -292,6 +302,11 @@ class WorkerAgent:
             self._dirty.set()
             return
         self._report(key, how, out)
+
+    def _waiting(self, key: Key, info: dict[str, Any]) -> None:
+        self.waiting[key] = info
+        self.waiting_news.append(key)
+        self._dirty.set()
 
     def _kernel(self, key: Key, info: dict[str, Any] | None) -> None:
         """A task's kernel started (or its task ended): tell the manager."""
@@ -326,7 +341,7 @@ class WorkerAgent:
         self.runners[kind] = runner
         return runner
 
-    def _control(self, action: str, key: Key) -> None:
+    def _control(self, action: str, key: Key, reason: str = "") -> None:
         import signal as sig
 
         from kale.worker.monitor import signal_tree
@@ -340,6 +355,8 @@ class WorkerAgent:
             signal_tree(ctx.pids, sig.SIGSTOP)
         elif action == "resume":
             signal_tree(ctx.pids, sig.SIGCONT)
+        elif action in ("continue", "reject") and ctx.decide is not None:
+            ctx.decide(action, reason)
 
     def _forget(self, key: Key) -> None:
         """The manager no longer wants this attempt: stop it and send nothing."""
