@@ -70,9 +70,9 @@ def steer(client: Any, run: Any) -> tuple[int, float]:
     return int(first), took
 
 
-def _has_kernel(client: Any, run_id: str) -> bool:
+def _has_kernel(client: Any, run_id: str, name: str = "loop") -> bool:
     try:
-        client.kernel_info(run_id, "loop")
+        client.kernel_info(run_id, name)
     except Exception:
         return False
     return True
@@ -177,3 +177,28 @@ def test_shutting_the_kernel_down_from_outside_fails_the_task(
         assert run.wait(30).state.value == "FAILED"
         doc = task(client, run.id, "loop")
     assert "the kernel died while running cell 1" in doc["error"], doc["error"]
+
+
+def test_a_failed_tasks_kernel_is_kept_for_debugging(
+        kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    """``debug_for``: the failing notebook's kernel stays up, with the failure's state in
+    its namespace, for a person to attach to; then it goes."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("data = [1, 2, 3]\nfactor = 7"),
+                nbformat.v4.new_code_cell("scaled = [x * factor for x in data]\ndata[10]")]
+    nbformat.write(nb, tmp_path / "broken.ipynb")
+    m = managers("--workers", "1")
+    wf = Workflow("debug", base_dir=tmp_path)
+    wf.notebook("broken", "broken.ipynb", debug_for=4)
+    with m.client() as client:
+        run = client.submit(wf)
+        assert run.wait(60).state.value == "FAILED"
+        doc = task(client, run.id, "broken")
+        assert doc["error"].startswith("cell 1: IndexError: list index out of range")
+        assert f"kale attach {run.id} broken" in doc["error"]
+        kc = run["broken"].kernel()
+        try:
+            assert run_code(kc, "print(scaled)").strip() == "[7, 14, 21]"
+        finally:
+            kc.stop_channels()
+        wait_for(lambda: not _has_kernel(client, run.id, "broken"), 30, "the kernel to go")

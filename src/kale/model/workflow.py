@@ -32,6 +32,7 @@ WORKFLOW_KEYS = ("name", "description", "parameters", "executor", "tasks")
 TASK_KEYS = (
     *KINDS, "description", "parameters", "after", "outputs", "retries", "retry_delay",
     "timeout", "resources", "tags", "env", "kernel", "executor", "launcher", "interactive",
+    "debug_for",
 )
 #: what an interactive step does when nobody decided within its timeout
 ON_TIMEOUT = ("continue", "reject")
@@ -79,6 +80,9 @@ class Task:
     #: a notebook step a person works through: ``{}``, or ``{"timeout": seconds,
     #: "on_timeout": "continue" | "reject"}``; None for an ordinary task
     interactive: dict[str, Any] | None = None
+    #: when the task fails in its kernel, keep the kernel up this many seconds so a person
+    #: can attach and look at the failure (``kale attach RUN TASK``)
+    debug_for: float | None = None
 
     # -- references ----------------------------------------------------------------------
     def __getitem__(self, key: str) -> Ref:
@@ -141,6 +145,8 @@ class Task:
             d["launcher"] = self.launcher
         if self.interactive is not None:
             d["interactive"] = dict(self.interactive) or True
+        if self.debug_for is not None:
+            d["debug_for"] = self.debug_for
         return d
 
     def _target_dict(self, for_store: bool, memo: Memo | None = None) -> Any:
@@ -169,7 +175,8 @@ class Task:
         its definition, the notebook file, the module file of its function (a function
         defined in a notebook is pickled by value, with the globals it uses)."""
         d = self.to_dict(for_store=True, memo=memo)
-        for key in ("description", "retries", "retry_delay", "timeout", "tags", "executor"):
+        for key in ("description", "retries", "retry_delay", "timeout", "tags", "executor",
+                    "debug_for"):
             d.pop(key, None)
         if isinstance(d.get("python"), dict):  # where it was defined is not what it does
             d["python"] = {k: v for k, v in d["python"].items() if k != "file"}
@@ -567,6 +574,13 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
             act = t.interactive.get("on_timeout", "reject")
             if act not in ON_TIMEOUT:
                 bad(f"must be continue or reject, got {act!r}", "interactive", "on_timeout")
+    if t.debug_for is not None:
+        if t.kind != "notebook":
+            bad("only notebook tasks run in a kernel that can be kept for debugging",
+                "debug_for")
+        elif not isinstance(t.debug_for, int | float) or isinstance(t.debug_for, bool) \
+                or t.debug_for <= 0:
+            bad(f"must be a number of seconds > 0, got {t.debug_for!r}", "debug_for")
     if t.executor is not None and not isinstance(t.executor, ExecutorSpec):
         bad("must be an executor name or a mapping", "executor")
     return out
@@ -626,6 +640,7 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
         executor=executor,
         launcher=data.get("launcher"),
         interactive=_interactive(data.get("interactive")),
+        debug_for=data.get("debug_for"),
     )
     problems += _task_problems(task, path)
     return task, problems

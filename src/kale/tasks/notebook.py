@@ -121,6 +121,7 @@ class NotebookRunner(TaskRunner):
     def __init__(self, slots: int = 1, pool_size: int | None = None, *,
                  default_kernel: str = "python3", max_uses: int = 20) -> None:
         super().__init__(slots)
+        self.lingering: set[asyncio.Task[None]] = set()  # failed tasks' kernels, kept
         self.pool = KernelPool(slots if pool_size is None else pool_size,
                                default=default_kernel, max_uses=max_uses)
 
@@ -133,6 +134,9 @@ class NotebookRunner(TaskRunner):
             log.warning("notebook kernels could not be started: %s", e)
 
     async def close(self) -> None:
+        for t in list(self.lingering):
+            t.cancel()
+        await asyncio.gather(*self.lingering, return_exceptions=True)
         await self.pool.close()
 
     async def run(self, ctx: TaskContext) -> Outcome:
@@ -168,7 +172,7 @@ class NotebookRunner(TaskRunner):
             return Outcome(ok=False, exit_code=1, error=str(e))
         except KernelFailed as e:
             return Outcome(ok=False, exit_code=1, error=str(e))
-        reusable = False
+        reusable = keep = False
         if kernel.pid is not None:
             ctx.pids.append(kernel.pid)
         try:
@@ -191,6 +195,12 @@ class NotebookRunner(TaskRunner):
                 outcome, reusable = await self._cells(kernel, nb, origin, logs)
             finally:
                 logs.close()
+            seconds = ctx.task.debug_for
+            if seconds and not outcome.ok and "ename" in outcome.details \
+                    and ctx.on_kernel is not None:
+                keep = True  # a person may look at the failure in the kernel's namespace
+                outcome.error = (f"{outcome.error} (its kernel stays up {seconds:g} s: "
+                                 f"kale attach {ctx.run_id} {ctx.task.name})")
         except asyncio.CancelledError:
             # Timeout or Ctrl-C: the kernel dies now; what ran so far is saved.
             kernel.kill_now()
@@ -201,9 +211,12 @@ class NotebookRunner(TaskRunner):
         except KernelFailed as e:
             outcome = Outcome(ok=False, exit_code=1, error=str(e))
         finally:
-            if ctx.on_kernel is not None:
-                ctx.on_kernel(None)
-            self.pool.release(kernel, reusable)  # no-op once discarded
+            if keep:
+                self._linger(kernel, ctx)
+            else:
+                if ctx.on_kernel is not None:
+                    ctx.on_kernel(None)
+                self.pool.release(kernel, reusable)  # no-op once discarded
         try:
             _save(nb, saved)
         except Exception as e:
@@ -214,6 +227,21 @@ class NotebookRunner(TaskRunner):
             return outcome
         outcome.artifacts.update(artifacts)
         return outcome
+
+    def _linger(self, kernel: Kernel, ctx: TaskContext) -> None:
+        """Keep a failed task's kernel for ``debug_for`` seconds, then let it go."""
+
+        async def linger() -> None:
+            try:
+                await asyncio.sleep(float(ctx.task.debug_for or 0))
+            finally:
+                if ctx.on_kernel is not None:
+                    ctx.on_kernel(None)
+                await self.pool.discard(kernel)
+
+        task = asyncio.ensure_future(linger())
+        self.lingering.add(task)
+        task.add_done_callback(self.lingering.discard)
 
     async def _wait_for_person(self, ctx: TaskContext, kernel: Kernel, nb: NotebookNode,
                                path: Path) -> tuple[Outcome, bool]:
