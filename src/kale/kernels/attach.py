@@ -42,11 +42,41 @@ def connect(info: dict[str, Any], *, timeout: float = 10.0) -> Any:
     kc.load_connection_info(local_info(info))  # type: ignore[arg-type]
     kc.start_channels()
     try:
-        kc.wait_for_ready(timeout=timeout)
+        _wait_for_ready(kc, timeout)
     except BaseException:
         kc.stop_channels()
         raise
     return kc
+
+
+def _wait_for_ready(kc: Any, timeout: float) -> None:
+    """The kernel answers on its shell and this client hears its IOPub. (jupyter_client's
+    ``wait_for_ready`` first polls the heartbeat with 0.2 s sleeps: most of an attach.)"""
+    import time
+    from queue import Empty
+
+    deadline = time.monotonic() + timeout
+    while True:
+        msg_id = kc.kernel_info()
+        left = deadline - time.monotonic()
+        try:
+            reply = kc.get_shell_msg(timeout=max(0.05, min(1.0, left)))
+        except Empty:
+            reply = None
+        if reply is not None and reply["parent_header"].get("msg_id") == msg_id:
+            try:  # the kernel_info's busy/idle on IOPub: subscribed (ZMQ joins late)
+                kc.get_iopub_msg(timeout=0.2)
+            except Empty:
+                pass
+            else:
+                break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the task's kernel did not answer within {timeout:g} s")
+    while True:  # what is left of this exchange on IOPub
+        try:
+            kc.get_iopub_msg(timeout=0.02)
+        except Empty:
+            return
 
 
 def write_connection_file(info: dict[str, Any], directory: Path, name: str) -> Path:
