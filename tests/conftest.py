@@ -26,6 +26,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "kale-home"
     monkeypatch.setenv("KALE_HOME", str(path))
     monkeypatch.delenv("KALE_STORE_URL", raising=False)
+    # Kernelspecs Kale installs (kale-task) go here, not to the user's own Jupyter.
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter-data"))
     yield path
 
 
@@ -253,3 +255,27 @@ def _kill_workers(home: Path) -> None:
             continue
         if b"kale.worker" in cmd and f"KALE_HOME={home}".encode() in env:
             os.kill(int(entry.name), signal.SIGKILL)
+
+
+# -- Chromium -------------------------------------------------------------------------------
+CHROMIUM_FILE = ROOT / "test-output" / "chromium.path"
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The headless Chromium for browser tests (scripts/services/chromium.sh)."""
+    exe = CHROMIUM_FILE.read_text().strip() if CHROMIUM_FILE.is_file() else ""
+    reason = ""
+    if not exe or not os.access(exe, os.X_OK):
+        reason = f"no Chromium: {CHROMIUM_FILE} is missing (run scripts/services/chromium.sh)"
+    else:
+        try:
+            import playwright  # noqa: F401
+        except ImportError:
+            reason = "no Playwright (pip install -e '.[test]')"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        print(f"skipping: {reason}")
+        pytest.skip(reason)
+    return exe

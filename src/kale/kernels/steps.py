@@ -42,7 +42,7 @@ def load_code(ctx: TaskContext) -> str:
             "    globals().update(_kale_p.load(_kale_f))\ndel _kale_p, _kale_f\n")
 
 
-def step_notebook(ctx: TaskContext, user: Any | None, kernel_name: str) -> Any:
+def step_notebook(ctx: TaskContext, user: Any | None) -> Any:
     """The step notebook: the template's cells filled in, with the task's own notebook's
     cells (``user``) between the introduction and the decision."""
     text = files("kale.kernels").joinpath("templates/step.ipynb").read_text("utf-8")
@@ -61,14 +61,15 @@ def step_notebook(ctx: TaskContext, user: Any | None, kernel_name: str) -> Any:
         "outputs": "\n".join(f"- [`{o}`]({ctx.workdir / o})" for o in task.outputs)
         or "_(none declared)_",
         "workdir": str(ctx.workdir),
-        "names": ", ".join(sorted(namespace(ctx))) or "(nothing)",
+        "names_list": repr(sorted(namespace(ctx))),
     }
     for cell in nb.cells:
         cell.source = Template(cell.source).safe_substitute(values)
     if user is not None:
         head, tail = nb.cells[:4], nb.cells[4:]
         nb.cells = head + [copy.deepcopy(c) for c in user.cells] + tail
-    nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": kernel_name,
+    # JupyterLab opens it on the ``kale-task`` kernel: the step's own, attached to.
+    nb.metadata["kernelspec"] = {"name": "kale-task", "display_name": "Kale task (attach)",
                                  "language": "python"}
     nb.metadata["kale"] = {"run_id": ctx.run_id, "task": task.name, "attempt": ctx.attempt,
                            "step": True}

@@ -69,10 +69,10 @@ def _boot():
     gc.freeze()
 
 def _guard(ip):
-    """People attach to this kernel while a task runs in it. `exit` in their console
-    leaves the kernel running (jupyter_console would shut it down); a shutdown request
-    ends the process for certain, so the task fails at once instead of hanging on a
-    kernel whose subshell still runs."""
+    """People attach to this kernel (a console, JupyterLab) while a task runs in it; the
+    kernel is the task's, not theirs. `exit` in a console leaves it running, and a
+    shutdown request (a "shut down kernel" menu, a server stopping) is answered but not
+    obeyed: Kale ends its kernels itself, by signal."""
     try:
         from ipykernel.zmqshell import ZMQExitAutocall
         call = ZMQExitAutocall.__call__
@@ -82,19 +82,16 @@ def _guard(ip):
     except Exception:
         pass
     kernel = getattr(ip, "kernel", None)
+    if kernel is None:
+        return
+    async def shutdown(stream, ident, parent):
+        restart = bool(parent.get("content", {}).get("restart", False))
+        kernel.session.send(stream, "shutdown_reply", {"status": "ok", "restart": restart},
+                            parent, ident=ident)
     for handlers in (getattr(kernel, "control_handlers", None),
                      getattr(kernel, "shell_handlers", None)):
-        if not handlers or "shutdown_request" not in handlers:
-            continue
-        def wrap(original):
-            async def shutdown(*args, **kwargs):
-                import threading
-                threading.Timer(1.0, os._exit, (0,)).start()
-                result = original(*args, **kwargs)
-                if hasattr(result, "__await__"):
-                    await result
-            return shutdown
-        handlers["shutdown_request"] = wrap(handlers["shutdown_request"])
+        if handlers and "shutdown_request" in handlers:
+            handlers["shutdown_request"] = shutdown
 
 _boot()
 '''

@@ -254,7 +254,13 @@ class NotebookRunner(TaskRunner):
             return Outcome(ok=False, exit_code=1, error="interactive steps run on a manager's "
                            "workers (a person continues them through it)"), True
         await kernel.execute(load_code(ctx), 60)
-        _save(step_notebook(ctx, nb, kernel.name), path)
+        try:  # so that JupyterLab can open the step notebook on this kernel
+            from kale.kernels.provisioner import install_kernelspec
+
+            install_kernelspec()
+        except Exception as e:
+            log.warning("cannot install the kale-task kernelspec: %s", e)
+        _save(step_notebook(ctx, nb), path)
         loop = asyncio.get_running_loop()
         decided: asyncio.Future[tuple[str, str]] = loop.create_future()
 
