@@ -206,3 +206,57 @@ def test_a_failed_tasks_kernel_is_kept_for_debugging(
         finally:
             kc.stop_channels()
         wait_for(lambda: not _has_kernel(client, run.id, "broken"), 30, "the kernel to go")
+
+
+step = 1  # read by crunch() below through its globals: a person attached changes it
+
+
+def test_a_python_task_in_a_kernel_is_attached_to_and_steered(
+        kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    """``kernel:`` on a Python task runs the function in a kernel; its module-level names
+    are the kernel's, so a person reads ``progress`` and changes ``step``."""
+    def crunch(n: int) -> int:
+        global progress
+        progress = 0
+        for _ in range(n):
+            progress += step
+            time.sleep(0.1)
+        return progress
+
+    m = managers("--workers", "1")
+    wf = Workflow("py-kernel", base_dir=tmp_path)
+    wf.python(crunch, name="loop", kernel="python3", parameters={"n": 60})
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+        time.sleep(1.0)
+        kc = run["loop"].kernel()
+        try:
+            assert 0 < int(run_code(kc, "print(progress)")) < 60
+            run_code(kc, "step = 1000")
+        finally:
+            kc.stop_channels()
+        assert run.wait(60).state.value == "SUCCEEDED"
+        total = run.result("loop")
+    assert total > 1000 and total % 1000 != 0, total
+
+
+def test_python_tasks_in_a_kernel_return_values_and_word_errors_as_python_tasks(
+        home: Path, tmp_path: Path) -> None:
+    """Embedded too (no manager): the return value comes back, a failure reads like a
+    Python task's, with the user's traceback."""
+    def double(x: int) -> dict[str, int]:
+        return {"twice": 2 * x}
+
+    def broken() -> None:
+        values: list[int] = []
+        values[3]
+
+    wf = Workflow("py-kernel-local", base_dir=tmp_path)
+    wf.python(double, kernel="python3", parameters={"x": 21})
+    wf.python(broken, kernel="python3")
+    run = wf.run().wait(60)
+    assert run.result("double") == {"twice": 42}
+    rec = run["broken"].record
+    assert rec.error == "IndexError: list index out of range"
+    assert "values[3]" in (rec.traceback or "")

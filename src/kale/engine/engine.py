@@ -114,7 +114,9 @@ class Engine:
         self.store.claim_run(self.run_id)
         self._committer = GroupCommitter(self.store, on_commit=self._notify)
         self.cached = {} if self.force else self.store.cached(self.wf.name)
-        kinds = Counter[str](self.wf.tasks[n].kind for n in self.selected)
+        from kale.tasks.registry import runner_kind
+
+        kinds = Counter[str](runner_kind(self.wf.tasks[n]) for n in self.selected)
         try:
             await self.executor.start(kinds)
             self._load()

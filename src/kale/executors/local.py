@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from kale.executors.base import Executor
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
-from kale.tasks.registry import runner_class
+from kale.tasks.registry import runner_class, runner_kind
 
 
 class LocalExecutor(Executor):
@@ -30,7 +30,7 @@ class LocalExecutor(Executor):
         await asyncio.gather(*(self._runner(k, n).start() for k, n in sorted(kinds.items())))
 
     async def execute(self, ctx: TaskContext) -> Outcome:
-        return await self._runner(ctx.task.kind).run(ctx)
+        return await self._runner(runner_kind(ctx.task)).run(ctx)
 
     async def close(self) -> None:
         await asyncio.gather(*(r.close() for r in self.runners.values()),

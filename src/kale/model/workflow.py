@@ -550,8 +550,9 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
     if not isinstance(t.env, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in t.env.items()):
         bad("must be a mapping of NAME: \"string\"", "env")
-    if t.kernel is not None and (t.kind != "notebook" or not isinstance(t.kernel, str)):
-        bad("only notebook tasks take a kernel name (a string)", "kernel")
+    if t.kernel is not None and (t.kind not in ("notebook", "python")
+                                 or not isinstance(t.kernel, str)):
+        bad("only notebook and Python tasks take a kernel name (a string)", "kernel")
     if t.launcher is not None:
         if t.launcher not in LAUNCHERS:
             bad(f"must be one of {', '.join(LAUNCHERS)}, got {t.launcher!r}", "launcher")
@@ -575,9 +576,9 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
             if act not in ON_TIMEOUT:
                 bad(f"must be continue or reject, got {act!r}", "interactive", "on_timeout")
     if t.debug_for is not None:
-        if t.kind != "notebook":
-            bad("only notebook tasks run in a kernel that can be kept for debugging",
-                "debug_for")
+        if t.kind != "notebook" and not (t.kind == "python" and t.kernel):
+            bad("only tasks that run in a kernel (notebook tasks, Python tasks with a "
+                "kernel) can keep it for debugging", "debug_for")
         elif not isinstance(t.debug_for, int | float) or isinstance(t.debug_for, bool) \
                 or t.debug_for <= 0:
             bad(f"must be a number of seconds > 0, got {t.debug_for!r}", "debug_for")

@@ -140,14 +140,24 @@ class NotebookRunner(TaskRunner):
         await self.pool.close()
 
     async def run(self, ctx: TaskContext) -> Outcome:
-        source = ctx.base_dir / str(ctx.task.target)
-        if not source.is_file():
-            return Outcome(ok=False, exit_code=1, error=f"notebook not found: {source}")
         kernel_name = ctx.task.kernel or self.pool.default
         try:
             self.pool.check(kernel_name)
         except UnknownKernel as e:
             return Outcome(ok=False, exit_code=1, error=str(e))
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        if ctx.task.kind == "python":  # a Python task run in a kernel: one cell calls it
+            from kale.tasks.python_kernel import call_notebook
+
+            call = ctx.workdir / ".kale-call.ipynb"
+            outcome = await self._run_notebook(ctx, kernel_name, call_notebook(ctx), [None],
+                                               call, call)
+            from kale.tasks.python_kernel import python_outcome
+
+            return python_outcome(ctx, outcome)
+        source = ctx.base_dir / str(ctx.task.target)
+        if not source.is_file():
+            return Outcome(ok=False, exit_code=1, error=f"notebook not found: {source}")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -155,12 +165,15 @@ class NotebookRunner(TaskRunner):
         except Exception as e:
             return Outcome(ok=False, exit_code=1,
                            error=f"cannot read notebook {source}: {type(e).__name__}: {e}")
-        ctx.workdir.mkdir(parents=True, exist_ok=True)
         try:
             origin = inject(nb, ctx.inputs, ctx.workdir)
         except ParameterError as e:
             return Outcome(ok=False, exit_code=1, error=str(e))
         saved = _output_path(ctx.workdir, source)
+        return await self._run_notebook(ctx, kernel_name, nb, origin, source, saved)
+
+    async def _run_notebook(self, ctx: TaskContext, kernel_name: str, nb: NotebookNode,
+                            origin: list[int | None], source: Path, saved: Path) -> Outcome:
         nb.metadata["kale"] = {"run_id": ctx.run_id, "task": ctx.task.name,
                                "attempt": ctx.attempt, "kernel": kernel_name,
                                "source": str(source)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import import_module
 from importlib.metadata import entry_points
+from typing import Any
 
 from kale.errors import KaleError
 from kale.tasks.base import TaskRunner
@@ -22,6 +23,14 @@ _BUILTIN = {
 def _registered() -> dict[str, str]:
     found = {ep.name: ep.value for ep in entry_points(group=GROUP)}
     return {**_BUILTIN, **found}
+
+
+def runner_kind(task: Any) -> str:
+    """Which runner runs ``task``: its kind's, except that a Python task given a
+    ``kernel`` runs in a Jupyter kernel (the notebook runner's, as a one-cell notebook)."""
+    if task.kind == "python" and task.kernel:
+        return "notebook"
+    return str(task.kind)
 
 
 def runner_class(kind: str) -> type[TaskRunner]:

@@ -271,7 +271,9 @@ class WorkerAgent:
         how, out = "done", None
         try:
             ctx.make_workdir()
-            runner = await self._runner(ctx.task.kind)
+            from kale.tasks.registry import runner_kind
+
+            runner = await self._runner(runner_kind(ctx.task))
             out = await runner.run(ctx)
             if self.batch and not out.ok and out.exit_code in _KILLED:
                 # The scheduler signals every process of a job it ends, the task's too:
