@@ -279,3 +279,20 @@ def chromium() -> str:
         print(f"skipping: {reason}")
         pytest.skip(reason)
     return exe
+
+
+# -- SSH ------------------------------------------------------------------------------------
+SSH_HOST_FILE = ROOT / "test-output" / "ssh.host"
+
+
+@pytest.fixture
+def ssh_host() -> str:
+    """An ssh alias that logs in to this machine with a key (scripts/services/sshd.sh)."""
+    host = SSH_HOST_FILE.read_text().strip() if SSH_HOST_FILE.is_file() else ""
+    if not host:
+        reason = f"no SSH server: {SSH_HOST_FILE} is missing (run scripts/services/sshd.sh)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason, pytrace=False)
+        print(f"skipping: {reason}")
+        pytest.skip(reason)
+    return host

@@ -260,3 +260,29 @@ def test_python_tasks_in_a_kernel_return_values_and_word_errors_as_python_tasks(
     rec = run["broken"].record
     assert rec.error == "IndexError: list index out of range"
     assert "values[3]" in (rec.traceback or "")
+
+
+def test_a_kernel_on_another_host_is_reached_through_an_ssh_tunnel(
+        ssh_host: str, kale: Kale, home: Path, tmp_path: Path,
+        managers: Callable[..., Manager]) -> None:
+    """What a client on a login node does for a kernel on a compute node: the kernel's
+    host (here an ssh alias for this machine, through a real sshd) is not this one, so
+    the client forwards the kernel's ports over SSH and talks to it through them."""
+    from kale.kernels.attach import connect
+
+    m = managers("--workers", "1")
+    wf = Workflow("tunnel", base_dir=tmp_path)
+    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb")))
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+        info = {**client.kernel_info(run.id, "loop"), "host": ssh_host}
+        kc = connect(info, timeout=30)
+        try:
+            assert kc.shell_port != info["shell_port"]  # a forwarded port, not the kernel's
+            assert int(run_code(kc, "print(total)")) > 0
+            run_code(kc, "step = 1000")
+        finally:
+            kc.stop_channels()
+        assert run.wait(60).state.value == "SUCCEEDED"
+        assert run.result("loop")["total"] > 1000
