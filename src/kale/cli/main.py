@@ -308,7 +308,7 @@ def attach(run_id: Annotated[str, typer.Argument(metavar="RUN")],
     """Open a Jupyter console on the kernel a running task executes in: read its
     variables, change them to steer it. The task goes on running meanwhile."""
     from kale.errors import KaleError
-    from kale.kernels.attach import write_connection_file
+    from kale.kernels.attach import reachable, write_connection_file
 
     path = _home_path(home)
     try:
@@ -317,7 +317,11 @@ def attach(run_id: Annotated[str, typer.Argument(metavar="RUN")],
             run = client.status(run_id, tasks=False)["run"]["id"]
     except KaleError as e:
         fail(str(e))
-    conn = write_connection_file(info, path / "attach", f"{run}-{task}")
+    try:
+        usable, tunnel = reachable(info)
+    except (OSError, TimeoutError) as e:
+        fail(f"cannot reach the kernel on {info.get('host')}: {e}", 1)
+    conn = write_connection_file(usable, path / "attach", f"{run}-{task}")
     err.print(f"attached to {task} of run {run} (kernel {info.get('kernel_name')} on "
               f"{info.get('host')}); Ctrl-D leaves it running", markup=False)
     try:
@@ -326,6 +330,8 @@ def attach(run_id: Annotated[str, typer.Argument(metavar="RUN")],
                                ]).returncode
     finally:
         conn.unlink(missing_ok=True)
+        if tunnel is not None:
+            tunnel.close()
     raise typer.Exit(code)
 
 

@@ -1,8 +1,8 @@
 """Attach to a running task's kernel from its connection info (fetched from the manager).
 
 The kernel listens on its node's loopback. On the same host a client connects directly;
-from another host it goes through an SSH tunnel to the kernel's host (jupyter_client's
-tunnel support, with the user's SSH keys or agent)."""
+from another host it goes through an SSH tunnel to the kernel's host (one ``ssh -N``
+forwarding every port, with the user's SSH keys, agent and config)."""
 
 from __future__ import annotations
 
@@ -18,28 +18,95 @@ def is_local(info: dict[str, Any]) -> bool:
     return not host or host in (socket.gethostname(), "localhost", socket.getfqdn())
 
 
-def local_info(info: dict[str, Any]) -> dict[str, Any]:
-    """Connection info usable from here: as it is on the kernel's host, else with ports
-    forwarded through an SSH tunnel to that host."""
-    keys = ("transport", "ip", "shell_port", "iopub_port", "stdin_port", "hb_port",
-            "control_port", "signature_scheme", "key", "kernel_name")
-    out = {k: info[k] for k in keys if k in info}
-    if is_local(info):
-        return out
-    from jupyter_client import tunnel_to_kernel
+PORTS = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
+_KEYS = ("transport", "ip", *PORTS, "signature_scheme", "key", "kernel_name")
 
-    ports = tunnel_to_kernel(out, str(info["host"]))  # type: ignore[arg-type]
-    names = ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port")
-    out.update(dict(zip(names, ports, strict=True)), ip="127.0.0.1")
-    return out
+
+def local_info(info: dict[str, Any]) -> dict[str, Any]:
+    """Connection info as it is on the kernel's host (for this host only)."""
+    return {k: info[k] for k in _KEYS if k in info}
+
+
+class Tunnel:
+    """One ``ssh -N`` process forwarding local ports to every port of a kernel on
+    ``host`` (its loopback). jupyter_client's tunnel support starts one ssh per port
+    through pexpect and returns before they all listen; one of five was often missing."""
+
+    def __init__(self, host: str, info: dict[str, Any], timeout: float = 30.0) -> None:
+        import subprocess
+        import time
+
+        self.host = host
+        self.local = {name: _free_port() for name in PORTS}
+        argv = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes"]
+        for name in PORTS:
+            argv += ["-L", f"127.0.0.1:{self.local[name]}:{info['ip']}:{info[name]}"]
+        self.proc = subprocess.Popen([*argv, host], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while not all(_listening(p) for p in self.local.values()):
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr \
+                    else ""
+                raise ConnectionError(f"ssh to {host} failed: {err.strip() or 'no output'}")
+            if time.monotonic() > deadline:
+                self.close()
+                raise TimeoutError(f"the SSH tunnel to {host} was not up within {timeout:g} s")
+            time.sleep(0.05)
+
+    def info(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {**local_info(info), **self.local, "ip": "127.0.0.1"}
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def reachable(info: dict[str, Any], timeout: float = 30.0) -> tuple[dict[str, Any],
+                                                                    Tunnel | None]:
+    """Connection info usable from here, and the tunnel it needs (None on the kernel's
+    own host); the caller closes the tunnel when done."""
+    if is_local(info):
+        return local_info(info), None
+    tunnel = Tunnel(str(info["host"]), info, timeout)
+    return tunnel.info(info), tunnel
 
 
 def connect(info: dict[str, Any], *, timeout: float = 10.0) -> Any:
-    """A started, ready ``BlockingKernelClient`` on the kernel."""
+    """A started, ready ``BlockingKernelClient`` on the kernel; through an SSH tunnel
+    (closed with the client's channels) when the kernel is on another host."""
     from jupyter_client.blocking.client import BlockingKernelClient
 
-    kc = BlockingKernelClient()
-    kc.load_connection_info(local_info(info))  # type: ignore[arg-type]
+    tunnel = None if is_local(info) else Tunnel(str(info["host"]), info, timeout)
+
+    class Client(BlockingKernelClient):
+        def stop_channels(self) -> None:
+            super().stop_channels()
+            if tunnel is not None:
+                tunnel.close()
+
+    kc = Client()
+    where = tunnel.info(info) if tunnel is not None else local_info(info)
+    kc.load_connection_info(where)  # type: ignore[arg-type]
     kc.start_channels()
     try:
         _wait_for_ready(kc, timeout)
@@ -81,11 +148,11 @@ def _wait_for_ready(kc: Any, timeout: float) -> None:
 
 def write_connection_file(info: dict[str, Any], directory: Path, name: str) -> Path:
     """A connection file (mode 0600: it holds the kernel's key) for tools that take one,
-    such as ``jupyter console --existing``."""
+    such as ``jupyter console --existing``; ``info`` as :func:`reachable` gives it."""
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     path = directory / f"kernel-{name}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(local_info(info), f)
+        json.dump(info, f)
     return path

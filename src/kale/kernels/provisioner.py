@@ -41,6 +41,7 @@ class TaskKernelProvisioner(KernelProvisionerBase):
 
     _info: dict[str, Any] | None = None
     _where: tuple[str, str, str] | None = None
+    _tunnel: Any = None  # to a kernel on another host
 
     @property
     def has_process(self) -> bool:
@@ -63,13 +64,13 @@ class TaskKernelProvisioner(KernelProvisionerBase):
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         from kale.client.remote import Client
-        from kale.kernels.attach import local_info
+        from kale.kernels.attach import reachable
 
         home, run, task = locate(kwargs.get("cwd"), dict(self.config or {}))
         with Client(home=home) as client:
             info = client.kernel_info(run, task)
         self._where = (str(home), run, task)
-        self._info = local_info(info)
+        self._info, self._tunnel = reachable(info)
         kwargs = await super().pre_launch(**kwargs)
         kwargs.setdefault("cmd", list(self.kernel_spec.argv))
         return kwargs
@@ -81,7 +82,11 @@ class TaskKernelProvisioner(KernelProvisionerBase):
         return info
 
     async def cleanup(self, restart: bool = False) -> None:
-        self._info = None if not restart else self._info
+        if not restart:
+            self._info = None
+            if self._tunnel is not None:
+                self._tunnel.close()
+                self._tunnel = None
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info: dict[str, Any] = await super().get_provisioner_info()
