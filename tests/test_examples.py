@@ -109,3 +109,23 @@ def test_readme_batch_section_works(slurm: str, kale: Kale, home: Path,
         assert sorted(r for r in report if r) == ["rank 0 of 2", "rank 1 of 2"]
     finally:
         kale("manager", "stop")
+
+
+def test_every_yaml_block_of_the_readme_is_a_valid_workflow_or_fragment() -> None:
+    """The README's YAML snippets are what users copy: each is a workflow, its task list,
+    or one task, and each must validate as written (fragments inside a minimal workflow)."""
+    import yaml
+
+    from kale import Workflow
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 2
+    for text in blocks:
+        data = yaml.safe_load(text)
+        if "tasks" not in data:  # one or more tasks, as under `tasks:`
+            data = {"tasks": data}
+        data.setdefault("name", "readme")
+        for t in list(data["tasks"].values()):  # names they refer to, left out of the snippet
+            for dep in t.get("after", []):
+                data["tasks"].setdefault(dep, {"shell": "true"})
+        Workflow.from_dict(data)
