@@ -115,6 +115,10 @@ class _Client(NotebookClient):
             task.cancel()
 
 
+#: seconds a step's kernel stays after the decision (the deciding cell gets its reply)
+STEP_GRACE = 3.0
+
+
 class NotebookRunner(TaskRunner):
     kind = "notebook"
 
@@ -186,6 +190,7 @@ class NotebookRunner(TaskRunner):
         except KernelFailed as e:
             return Outcome(ok=False, exit_code=1, error=str(e))
         reusable = keep = False
+        linger = float(ctx.task.debug_for or 0)
         if kernel.pid is not None:
             ctx.pids.append(kernel.pid)
         try:
@@ -202,6 +207,9 @@ class NotebookRunner(TaskRunner):
                 artifacts = {"notebook": str(saved)}
                 outcome, reusable = await self._wait_for_person(ctx, kernel, nb, saved)
                 outcome.artifacts.update(artifacts)
+                # Let the person's last cell (the one that continued it) get its reply,
+                # then let the kernel go; it is not reused (someone may be attached).
+                keep, linger = True, STEP_GRACE
                 return outcome
             logs = _Logs(ctx)
             try:
@@ -225,7 +233,7 @@ class NotebookRunner(TaskRunner):
             outcome = Outcome(ok=False, exit_code=1, error=str(e))
         finally:
             if keep:
-                self._linger(kernel, ctx)
+                self._linger(kernel, ctx, linger)
             else:
                 if ctx.on_kernel is not None:
                     ctx.on_kernel(None)
@@ -241,12 +249,13 @@ class NotebookRunner(TaskRunner):
         outcome.artifacts.update(artifacts)
         return outcome
 
-    def _linger(self, kernel: Kernel, ctx: TaskContext) -> None:
-        """Keep a failed task's kernel for ``debug_for`` seconds, then let it go."""
+    def _linger(self, kernel: Kernel, ctx: TaskContext, seconds: float) -> None:
+        """Keep a kernel (a failed task's, for ``debug_for``; a step's, briefly) for
+        ``seconds``, still announced for attaching, then discard it."""
 
         async def linger() -> None:
             try:
-                await asyncio.sleep(float(ctx.task.debug_for or 0))
+                await asyncio.sleep(seconds)
             finally:
                 if ctx.on_kernel is not None:
                     ctx.on_kernel(None)
@@ -260,7 +269,8 @@ class NotebookRunner(TaskRunner):
                                path: Path) -> tuple[Outcome, bool]:
         """An interactive step: load its inputs into its kernel, write its step notebook,
         say it waits (WAITING), and wait for ``continue`` or ``reject`` (or the timeout's
-        default action)."""
+        default action). Its kernel is not reused afterwards: a person (a JupyterLab
+        session) may still be attached to it."""
         from kale.kernels.steps import load_code, step_notebook
 
         if ctx.on_waiting is None:
@@ -293,10 +303,10 @@ class NotebookRunner(TaskRunner):
         if action == "continue":
             return Outcome(ok=True, exit_code=0, details={"decision": "continue",
                                                            **({"reason": reason} if reason
-                                                              else {})}), True
+                                                              else {})}), False
         return Outcome(ok=False, exit_code=1, error="rejected" + (f": {reason}" if reason
                                                                    else " by a person"),
-                       details={"rejected": True, "decision": "reject"}), True
+                       details={"rejected": True, "decision": "reject"}), False
 
     async def _cells(self, kernel: Kernel, nb: NotebookNode, origin: list[int | None],
                      logs: _Logs) -> tuple[Outcome, bool]:
