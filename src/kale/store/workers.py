@@ -13,14 +13,36 @@ from kale.store import tables as T
 from kale.store.store import Store
 
 
-def save_worker(store: Store, doc: dict[str, Any]) -> None:
-    """Insert or update a worker's row (``doc`` has the workers table's columns)."""
-    row = {**doc, "info": json.dumps(doc.get("info") or {})}
+def _upsert(store: Store, table: sa.Table, row: dict[str, Any]) -> None:
+    """Insert ``row`` (keyed by ``id``), or update the row already there."""
     with store.engine.begin() as c:
-        updated = c.execute(T.workers.update().where(T.workers.c.id == row["id"])
+        updated = c.execute(table.update().where(table.c.id == row["id"])
                             .values(**{k: v for k, v in row.items() if k != "id"})).rowcount
         if not updated:
-            c.execute(T.workers.insert().values(**row))
+            c.execute(table.insert().values(**row))
+
+
+def _rows(store: Store, query: Any, table: sa.Table, user: str | None,
+          states: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of ``query`` for ``user`` in ``states`` (all when not given), with their
+    ``info`` JSON decoded."""
+    if user is not None:
+        query = query.where(table.c.user == user)
+    if states:
+        query = query.where(table.c.state.in_(list(states)))
+    with store.engine.connect() as c:
+        rows = c.execute(query).all()
+    out = []
+    for r in rows:
+        d = dict(r._mapping)
+        d["info"] = json.loads(d["info"]) if d["info"] else {}
+        out.append(d)
+    return out
+
+
+def save_worker(store: Store, doc: dict[str, Any]) -> None:
+    """Insert or update a worker's row (``doc`` has the workers table's columns)."""
+    _upsert(store, T.workers, {**doc, "info": json.dumps(doc.get("info") or {})})
 
 
 def set_worker_state(store: Store, worker_ids: Sequence[str], state: str) -> None:
@@ -33,19 +55,8 @@ def set_worker_state(store: Store, worker_ids: Sequence[str], state: str) -> Non
 
 def workers(store: Store, user: str | None = None, states: Sequence[str] = ()
             ) -> list[dict[str, Any]]:
-    q = sa.select(T.workers).order_by(T.workers.c.started_at)
-    if user is not None:
-        q = q.where(T.workers.c.user == user)
-    if states:
-        q = q.where(T.workers.c.state.in_(list(states)))
-    with store.engine.connect() as c:
-        rows = c.execute(q).all()
-    out = []
-    for r in rows:
-        d = dict(r._mapping)
-        d["info"] = json.loads(d["info"]) if d["info"] else {}
-        out.append(d)
-    return out
+    return _rows(store, sa.select(T.workers).order_by(T.workers.c.started_at), T.workers,
+                 user, states)
 
 
 SAMPLE_COLUMNS = ("run_id", "task", "attempt", "ts", "cpu", "rss", "read_bytes",
@@ -83,28 +94,13 @@ def save_job(store: Store, doc: dict[str, Any]) -> None:
     row = {**doc, "updated_at": time.time()}
     if "info" in row:
         row["info"] = json.dumps(row["info"] or {})
-    with store.engine.begin() as c:
-        updated = c.execute(T.batch_jobs.update().where(T.batch_jobs.c.id == row["id"])
-                            .values(**{k: v for k, v in row.items() if k != "id"})).rowcount
-        if not updated:
-            c.execute(T.batch_jobs.insert().values(**row))
+    _upsert(store, T.batch_jobs, row)
 
 
 def jobs(store: Store, user: str | None = None, states: Sequence[str] = (),
          limit: int | None = None) -> list[dict[str, Any]]:
     """Batch jobs, newest first."""
     q = sa.select(T.batch_jobs).order_by(T.batch_jobs.c.submitted_at.desc())
-    if user is not None:
-        q = q.where(T.batch_jobs.c.user == user)
-    if states:
-        q = q.where(T.batch_jobs.c.state.in_(list(states)))
     if limit:
         q = q.limit(limit)
-    with store.engine.connect() as c:
-        rows = c.execute(q).all()
-    out = []
-    for r in rows:
-        d = dict(r._mapping)
-        d["info"] = json.loads(d["info"]) if d["info"] else {}
-        out.append(d)
-    return out
+    return _rows(store, q, T.batch_jobs, user, states)
