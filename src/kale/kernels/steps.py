@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import pickle
 from importlib.resources import files
 from string import Template
 from typing import Any
@@ -28,16 +27,10 @@ def namespace(ctx: TaskContext) -> dict[str, Any]:
 def load_code(ctx: TaskContext) -> str:
     """Code that loads :func:`namespace` into the kernel (written to a file first: values
     need not have a source form)."""
-    path = ctx.workdir / INPUTS_FILE
-    with open(path, "wb") as f:
-        try:
-            pickle.dump(namespace(ctx), f)
-        except Exception:
-            import cloudpickle
+    from kale.tasks._pyworker import _dumps  # pickle, else cloudpickle
 
-            f.seek(0)
-            f.truncate()
-            cloudpickle.dump(namespace(ctx), f)
+    path = ctx.workdir / INPUTS_FILE
+    path.write_bytes(_dumps(namespace(ctx)))
     return (f"import pickle as _kale_p\nwith open({str(path)!r}, 'rb') as _kale_f:\n"
             "    globals().update(_kale_p.load(_kale_f))\ndel _kale_p, _kale_f\n")
 

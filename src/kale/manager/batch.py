@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +82,6 @@ class BatchWorkers:
         self.jobs: dict[str, Job] = {}
         self.pilots: dict[tuple[str, str], ExecutorSpec] = {}   # (user, pool) -> spec
         self.lock = threading.RLock()
-        self._todo: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._submitters = ThreadPoolExecutor(4, thread_name_prefix="kale-sbatch")
         self._thread: threading.Thread | None = None
         self._kick = threading.Event()
@@ -118,7 +115,6 @@ class BatchWorkers:
     def stop(self) -> None:
         """Stop sizing; jobs go on (a restarted manager re-attaches to them)."""
         self._stopped = True
-        self._todo.put(None)
         self._kick.set()
         self._submitters.shutdown(wait=False, cancel_futures=True)
 
@@ -167,8 +163,7 @@ class BatchWorkers:
         slots = int(spec.setting("slots") or 0)
         nodes = int(spec.setting("nodes"))
         walltime = str(spec.setting("walltime"))
-        job = Job(_job_id("pilot"), user, spec.kind, "pilot", pool, nodes,
-                  slots * nodes if slots else _guess_slots(nodes))
+        job = Job(_job_id("pilot"), user, spec.kind, "pilot", pool, nodes, _pilot_slots(spec))
         extra = ["--walltime", str(walltime_seconds(walltime)),
                  "--idle-exit", str(spec.setting("idle"))]
         if slots:
@@ -308,9 +303,7 @@ class BatchWorkers:
                 continue
             if backlog <= coming:
                 continue
-            per_job = waiting[0].slots if waiting else (
-                int(spec.setting("slots") or 0) * int(spec.setting("nodes"))
-                or _guess_slots(int(spec.setting("nodes"))))
+            per_job = waiting[0].slots if waiting else _pilot_slots(spec)
             want = math.ceil((backlog - coming) / max(1, per_job))
             nodes = sum(j.nodes for j in mine)
             room_jobs = int(spec.setting("max_jobs")) - len(mine)
@@ -334,9 +327,10 @@ def _job_id(what: str) -> str:
     return f"kale-{what[:40]}-{secrets.token_hex(3)}"
 
 
-def _guess_slots(nodes: int) -> int:
-    """Slots of a pilot whose size is not given: this machine's CPUs per node (compute
-    nodes usually match the node the manager runs on; the worker reports the truth)."""
+def _pilot_slots(spec: ExecutorSpec) -> int:
+    """Tasks one pilot of ``spec`` runs at once: ``slots`` per node, else this machine's
+    CPUs per node (compute nodes usually match the node the manager runs on; the worker
+    reports the truth)."""
     import os
 
-    return nodes * (os.cpu_count() or 1)
+    return int(spec.setting("nodes")) * (int(spec.setting("slots") or 0) or os.cpu_count() or 1)

@@ -231,10 +231,6 @@ class Broker:
             return [k for k in self.offers.get((user, pool), ())
                     if (p := self.pending.get(k)) is not None and p.worker is None]
 
-    def pending_for(self, key: Key) -> Pending | None:
-        with self.lock:
-            return self.pending.get(key)
-
     def end_job(self, job: str, outcome: Callable[[Pending], Outcome | BaseException],
                 keys: tuple[Key, ...] = ()) -> int:
         """A batch job ended: the attempts its workers held, and ``keys`` (attempts meant
@@ -311,8 +307,7 @@ class Broker:
                     self.claims[key] = wid
             for rep in hello.get("reports", []):
                 self._report(wid, rep)
-            for k in [k for k, (owner, _) in self.kernels.items() if owner == wid]:
-                del self.kernels[k]
+            self._forget_kernels(wid)  # the worker says again which it has
             self._kernels(wid, hello.get("kernels") or ())
             self._waiting(hello.get("waiting") or ())
             link.credits = max(0, w.slots - len(running))
@@ -418,6 +413,10 @@ class Broker:
                 self.kernels[key] = (wid, dict(item["info"]))
             else:
                 self.kernels.pop(key, None)
+
+    def _forget_kernels(self, wid: str) -> None:
+        for k in [k for k, (owner, _) in self.kernels.items() if owner == wid]:
+            del self.kernels[k]
 
     def kernel(self, run_id: str, task: str) -> dict[str, Any] | None:
         """The connection info of the kernel a task runs in now (its latest attempt)."""
@@ -527,8 +526,7 @@ class Broker:
 
     def _lose(self, w: Worker) -> None:
         w.state = "LOST"
-        for k in [k for k, (owner, _) in self.kernels.items() if owner == w.id]:
-            del self.kernels[k]
+        self._forget_kernels(w.id)
         for key in list(w.attempts):
             p = self.pending.pop(key, None)
             if p is not None:

@@ -86,9 +86,9 @@ class WorkerAgent:
                 loop.add_signal_handler(sig, self._signalled)
         sampler = asyncio.create_task(self._sample_loop())
         if self.deadline is not None:
-            self._timers = [loop.call_later(max(0.0, self.deadline - time.monotonic() - d), f)
-                            for d, f in _walltime_plan(self.deadline - time.monotonic(),
-                                                       self._drain, self.stop)]
+            left = self.deadline - time.monotonic()
+            for before, action in _walltime_plan(left, self._drain, self.stop):
+                loop.call_later(max(0.0, left - before), action)
         code = 0
         backoff, away_since = 0.05, None
         try:
@@ -118,6 +118,11 @@ class WorkerAgent:
             sampler.cancel()
             await self._shutdown()
         return code
+
+    @property
+    def _once_done(self) -> bool:
+        """A ``--once`` worker ran its task and the manager has its report."""
+        return self.once and bool(self.taken) and not self.tasks and not self.unacked
 
     def _signalled(self) -> None:
         if self.batch:
@@ -186,7 +191,7 @@ class WorkerAgent:
                 continue
             for s in msg.get("acks", ()):
                 self.unacked.pop(int(s), None)
-            if self.once and self.taken and not self.tasks and not self.unacked:
+            if self._once_done:
                 self._dirty.set()  # the one task is reported: time to go
             for item in msg.get("tasks", ()):
                 self._start(key_of(item["key"]), item["payload"])
@@ -235,7 +240,7 @@ class WorkerAgent:
                 self.unsent = seqs + self.unsent
                 raise
             last = time.monotonic()
-            if self.once and self.taken and not self.tasks and not self.unacked:
+            if self._once_done:
                 self.stopping = True
                 return
             if self.stopping and not self.tasks:
