@@ -113,10 +113,10 @@ def run(
     store, path = _store(home)
     wf = load_workflow(file, params_override=params)
     chosen = _executor_option(executor, pilot)
-    batch = wf.needs_manager(chosen)
-    if not embedded and (batch or service.state(path) is not None):
-        if batch and service.state(path) is None:
-            service.start(path)  # batch jobs need a manager to outlive this command
+    needed = wf.needs_manager(chosen)
+    if not embedded and (needed or service.state(path) is not None):
+        if needed and service.state(path) is None:
+            service.start(path)  # batch jobs and steps need a manager to outlive this
             err.print(f"started the Kale manager for {path} (batch jobs and interactive "
                       "steps need it)")
         raise typer.Exit(_submit(path, wf, detach, params=params, only=only or [],

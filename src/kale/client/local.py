@@ -48,15 +48,13 @@ def start_run(wf: Workflow, *, params: dict[str, Any] | None = None, only: Any =
     while this process is gone; it returns a :class:`kale.client.remote.RemoteRun`."""
     store, path = open_store(home)
     if wf.needs_manager(executor):
-        from kale.client.remote import Client
+        from kale.client.remote import Client, RemoteRun
         from kale.manager import service
 
         service.start(path)
         options = {"params": dict(params or {}), "only": _names(only), "from_": _names(from_),
                    "until": _names(until), "tags": _names(tags), "force": force,
                    "jobs": jobs, "executor": executor}
-        from kale.client.remote import RemoteRun
-
         client = Client(home=path)
         try:
             run_id = client.submit(wf, **{k: v for k, v in options.items()

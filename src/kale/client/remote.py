@@ -14,7 +14,7 @@ import httpx
 
 from kale.config import kale_home
 from kale.errors import KaleError, TaskError
-from kale.model.states import RunState
+from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
 
 
@@ -199,9 +199,9 @@ class RemoteTask:
         self.run, self.name = run, name
 
     @property
-    def state(self) -> RunState:
+    def state(self) -> TaskState:
         doc = next(t for t in self.run.status()["tasks"] if t["name"] == self.name)
-        return doc["state"]  # type: ignore[no-any-return]
+        return TaskState(doc["state"])
 
     def kernel(self, *, timeout: float = 10.0) -> Any:
         return self.run.client.kernel(self.run.id, self.name, timeout=timeout)
