@@ -60,3 +60,17 @@ def main(run: Callable[[], dict[str, Any]]) -> None:
         emit({"error": f"{type(e).__name__}: {e}"})
         sys.exit(1)
     emit(payload)
+
+
+def timed_manager_run(client: Any, wf: Any) -> float:
+    """Seconds from submitting ``wf`` to a manager (``kale.Client``; results not reused)
+    until its event stream ends; the run must have succeeded."""
+    t0 = time.perf_counter()
+    run = client.submit(wf, force=True)
+    for event, _data in client.events(run.id):
+        if event == "end":
+            break
+    took = time.perf_counter() - t0
+    state = client.status(run.id, tasks=False)["run"]["state"]
+    assert state == "SUCCEEDED", f"run {run.id} of {wf.name}: {state}"
+    return took

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import timed_manager_run
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -90,15 +92,7 @@ def many(client: Any, n: int, executor: Any) -> float:
     wf = Workflow("many-sleeps", executor=executor)
     for i in range(n):
         wf.shell(f"t{i}", "sleep 1")
-    t0 = time.perf_counter()
-    run = client.submit(wf, force=True)
-    for event, _data in client.events(run.id):
-        if event == "end":
-            break
-    elapsed = time.perf_counter() - t0
-    state = client.status(run.id, tasks=False)["run"]["state"]
-    assert state == "SUCCEEDED", f"{n} tasks on {executor}: {state}"
-    return elapsed
+    return timed_manager_run(client, wf)
 
 
 def settle() -> None:

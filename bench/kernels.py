@@ -27,6 +27,8 @@ from typing import Any
 
 import nbformat
 
+from _common import timed_manager_run
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
@@ -66,14 +68,7 @@ def attach_once(client: Any, run_id: str) -> float:
 
 
 def per_task(client: Any, wf: Any) -> float:
-    t0 = time.perf_counter()
-    run = client.submit(wf, force=True)
-    for event, _ in client.events(run.id):
-        if event == "end":
-            break
-    took = time.perf_counter() - t0
-    assert client.status(run.id, tasks=False)["run"]["state"] == "SUCCEEDED"
-    return took / len(wf)
+    return timed_manager_run(client, wf) / len(wf)
 
 
 def main() -> None:

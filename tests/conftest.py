@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from hypothesis import settings
@@ -18,6 +18,15 @@ if os.environ.get("CI") == "true":
     settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def service_missing(reason: str) -> NoReturn:
+    """A real service a test needs (PostgreSQL, Slurm, Chromium, sshd) is not here: the
+    test skips and says why, except under CI=true, where it fails: CI never skips them."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason, pytrace=False)
+    print(f"skipping: {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -117,9 +126,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     base, reason = _postgres_base_url()
     if base is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL not available: {reason}", pytrace=False)
-        pytest.skip(f"PostgreSQL not available: {reason}")
+        service_missing(f"PostgreSQL not available: {reason}")
     import uuid
 
     import sqlalchemy as sa
@@ -182,10 +189,7 @@ def slurm(monkeypatch: pytest.MonkeyPatch) -> str:
     """SLURM_CONF of the test cluster, set for this test and the commands it starts."""
     conf, reason = slurm_conf()
     if conf is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        print(f"skipping: {reason}")
-        pytest.skip(reason)
+        service_missing(reason)
     monkeypatch.setenv("SLURM_CONF", conf)
     return conf
 
@@ -274,10 +278,7 @@ def chromium() -> str:
         except ImportError:
             reason = "no Playwright (pip install -e '.[test]')"
     if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        print(f"skipping: {reason}")
-        pytest.skip(reason)
+        service_missing(reason)
     return exe
 
 
@@ -290,9 +291,6 @@ def ssh_host() -> str:
     """An ssh alias that logs in to this machine with a key (scripts/services/sshd.sh)."""
     host = SSH_HOST_FILE.read_text().strip() if SSH_HOST_FILE.is_file() else ""
     if not host:
-        reason = f"no SSH server: {SSH_HOST_FILE} is missing (run scripts/services/sshd.sh)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        print(f"skipping: {reason}")
-        pytest.skip(reason)
+        service_missing(f"no SSH server: {SSH_HOST_FILE} is missing "
+                        "(run scripts/services/sshd.sh)")
     return host

@@ -78,13 +78,23 @@ def _has_kernel(client: Any, run_id: str, name: str = "loop") -> bool:
     return True
 
 
+def submit_loop(client: Any, tmp_path: Path, name: str, *, n: int = 80,
+                executor: str | None = None, wait: bool = True) -> Any:
+    """Submit a workflow whose one task, ``loop``, is :func:`loop_notebook`; with
+    ``wait``, return once its kernel is announced."""
+    wf = Workflow(name, base_dir=tmp_path, executor=executor)
+    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb", n=n)))
+    run = client.submit(wf)
+    if wait:
+        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+    return run
+
+
 def test_attach_reads_and_steers_a_running_notebook_task(
         kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
     m = managers("--workers", "1")
-    wf = Workflow("steer", base_dir=tmp_path)
-    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb")))
     with m.client() as client:
-        run = client.submit(wf)
+        run = submit_loop(client, tmp_path, "steer", wait=False)
         read, took = steer(client, run)
         assert 0 < read < 80  # the loop was part way through
         assert run.wait(60).state.value == "SUCCEEDED"
@@ -97,11 +107,8 @@ def test_attach_reads_and_steers_a_running_notebook_task(
 def test_kernel_info_only_for_the_owner_and_only_while_it_runs(
         kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
     m = managers("--workers", "1")
-    wf = Workflow("who", base_dir=tmp_path)
-    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb", n=30)))
     with m.client() as client:
-        run = client.submit(wf)
-        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+        run = submit_loop(client, tmp_path, "who", n=30)
         url = f"{m.url}/api/runs/{run.id}/tasks/loop/kernel"
         assert httpx.get(url).status_code == 401
         assert httpx.get(url, headers=m.headers("worker-token")).status_code == 401
@@ -115,11 +122,8 @@ def test_kernel_info_only_for_the_owner_and_only_while_it_runs(
 def test_kale_attach_opens_a_console_on_the_task(
         kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
     m = managers("--workers", "1")
-    wf = Workflow("console", base_dir=tmp_path)
-    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb")))
     with m.client() as client:
-        run = client.submit(wf)
-        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+        run = submit_loop(client, tmp_path, "console")
         console = subprocess.run(
             [sys.executable, "-m", "kale.cli.main", "attach", run.id, "loop"],
             input="print('seen', total > 0)\nstep = 1000\nexit\n", capture_output=True,
@@ -149,10 +153,8 @@ def test_attach_to_a_notebook_task_in_a_slurm_job(
         slurm: str, kale: Kale, home: Path, tmp_path: Path,
         managers: Callable[..., Manager]) -> None:
     m = managers("--workers", "0")
-    wf = Workflow("steer-slurm", base_dir=tmp_path, executor="slurm")
-    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb")))
     with m.client() as client:
-        run = client.submit(wf)
+        run = submit_loop(client, tmp_path, "steer-slurm", executor="slurm", wait=False)
         read, _took = steer(client, run)
         assert 0 < read < 80
         assert run.wait(90).state.value == "SUCCEEDED"
@@ -166,11 +168,8 @@ def test_a_shutdown_request_from_outside_leaves_the_task_running(
     """The kernel is the task's: a person's "shut down kernel" (or a server that stops)
     is answered, not obeyed, and the task goes on to its end."""
     m = managers("--workers", "1")
-    wf = Workflow("shutdown", base_dir=tmp_path)
-    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb", n=40)))
     with m.client() as client:
-        run = client.submit(wf)
-        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+        run = submit_loop(client, tmp_path, "shutdown", n=40)
         kc = run["loop"].kernel()
         try:
             kc.shutdown()
@@ -271,11 +270,8 @@ def test_a_kernel_on_another_host_is_reached_through_an_ssh_tunnel(
     from kale.kernels.attach import connect
 
     m = managers("--workers", "1")
-    wf = Workflow("tunnel", base_dir=tmp_path)
-    wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb")))
     with m.client() as client:
-        run = client.submit(wf)
-        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+        run = submit_loop(client, tmp_path, "tunnel")
         info = {**client.kernel_info(run.id, "loop"), "host": ssh_host}
         kc = connect(info, timeout=30)
         try:

@@ -5,7 +5,6 @@ Slurm when there is one."""
 from __future__ import annotations
 
 import getpass
-import os
 import subprocess
 import sys
 from datetime import datetime
@@ -44,15 +43,6 @@ def by_id(jobs: list[QueueJob]) -> dict[str, QueueJob]:
 
 def by_name(parts: list[Partition]) -> dict[str, Partition]:
     return {p.name: p for p in parts}
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip, except under CI=true, where a missing service is a failure (as conftest does
-    for PostgreSQL)."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason, pytrace=False)
-    print(f"skipping: {reason}")
-    pytest.skip(reason)
 
 
 # -- parse_duration -------------------------------------------------------------------------
