@@ -42,19 +42,21 @@ def _names(value: Any) -> list[str]:
 def start_run(wf: Workflow, *, params: dict[str, Any] | None = None, only: Any = None,
               from_: Any = None, until: Any = None, tags: Any = None, force: bool = False,
               jobs: int | None = None, executor: str | dict[str, Any] | None = None,
+              rerun_of: str | None = None, manager: bool = False,
               home: str | Path | None = None) -> Any:
     """Record a new run of ``wf`` and drive it in a background thread. A run that uses a
-    batch executor goes to the manager instead (started if need be), which holds its jobs
-    while this process is gone; it returns a :class:`kale.client.remote.RemoteRun`."""
+    batch executor or has interactive steps, or is asked to (``manager=True``), goes to
+    this home's manager instead (started if need be), which drives it while this process
+    is gone; it returns a :class:`kale.client.remote.RemoteRun`."""
     store, path = open_store(home)
-    if wf.needs_manager(executor):
+    if manager or wf.needs_manager(executor):
         from kale.client.remote import Client, RemoteRun
         from kale.manager import service
 
         service.start(path)
         options = {"params": dict(params or {}), "only": _names(only), "from_": _names(from_),
                    "until": _names(until), "tags": _names(tags), "force": force,
-                   "jobs": jobs, "executor": executor}
+                   "jobs": jobs, "executor": executor, "rerun_of": rerun_of}
         client = Client(home=path)
         try:
             run_id = client.submit(wf, **{k: v for k, v in options.items()
@@ -64,12 +66,13 @@ def start_run(wf: Workflow, *, params: dict[str, Any] | None = None, only: Any =
             raise
         return RemoteRun(client, run_id, owns_client=True)
     opts = RunOptions(params=dict(params or {}), force=force, jobs=jobs, executor=executor,
-                      selection=Selection(_names(only), _names(from_), _names(until),
+                      rerun_of=rerun_of, selection=Selection(_names(only), _names(from_), _names(until),
                                           _names(tags)))
     rec = create_run(store, path, wf, opts)
     # The engine works on its own copy: the notebook may go on editing `wf`.
     engine = make_engine(store, rec, copy.deepcopy(wf))
     run = Run(store, rec.id, engine=engine)
+    run.home = path
 
     def target() -> None:
         try:
@@ -93,7 +96,9 @@ def get_run(run_id: str | None = None, *, home: str | Path | None = None) -> Run
 
             raise KaleError("no runs yet in this Kale home")
         run_id = latest.id
-    return Run(store, store.get_run(run_id).id)
+    run = Run(store, store.get_run(run_id).id)
+    run.home = path
+    return run
 
 
 def runs(*, home: str | Path | None = None, limit: int = 50) -> list[Run]:

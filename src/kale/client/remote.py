@@ -87,6 +87,42 @@ class Client:
     def workers(self) -> list[dict[str, Any]]:
         return list(self._get("/api/workers"))
 
+    def workflow(self, run_id: str) -> dict[str, Any]:
+        """The workflow a run was made from, as its canonical dict."""
+        return dict(self._get(f"/api/runs/{run_id}/workflow"))
+
+    def task(self, run_id: str, task: str) -> dict[str, Any]:
+        """One task: its record, its description and parameters from the workflow, and
+        ``attempt_rows`` (state, times, exit code, error and worker of each attempt)."""
+        return dict(self._get(f"/api/runs/{run_id}/tasks/{task}"))
+
+    def rerun(self, run_id: str, *, failed: bool = False, only: list[str] | None = None,
+              from_: list[str] | None = None, force: bool = False) -> RemoteRun:
+        """Run a run's workflow again as a new run: the tasks that did not succeed
+        (``failed=True``), a selection (``only``), or everything below ``from_``."""
+        body = {"failed": failed, "only": only or [], "from": from_ or [], "force": force}
+        response = self._check(self._http.post(f"/api/runs/{run_id}/rerun", json=body))
+        return RemoteRun(self, response.json()["id"])
+
+    def start_workers(self, kind: str = "local", count: int = 1, **options: Any
+                      ) -> dict[str, Any]:
+        """Start ``count`` local workers (``slots``), or ``count`` pilot jobs of a batch
+        scheduler (``kind="slurm"``, with ``nodes``, ``walltime``, ``queue``, ``account``,
+        ``slots``)."""
+        body = {"kind": kind, "count": count, **options}
+        return dict(self._check(self._http.post("/api/workers", json=body)).json())
+
+    def stop_worker(self, worker_id: str) -> dict[str, Any]:
+        """Stop a worker (its tasks are handed back and run elsewhere)."""
+        return dict(self._check(self._http.post(f"/api/workers/{worker_id}/stop")).json())
+
+    def jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The batch jobs the manager submitted for you (pilots and jobs per task)."""
+        return list(self._get("/api/jobs", limit=limit))
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._check(self._http.post(f"/api/jobs/{job_id}/cancel")).json())
+
     def kernel_info(self, run_id: str, task: str) -> dict[str, Any]:
         """Connection info of the kernel a running task executes in (with its HMAC key)."""
         return dict(self._get(f"/api/runs/{run_id}/tasks/{task}/kernel"))
@@ -184,6 +220,17 @@ class RemoteRun:
 
     def cancel(self) -> str:
         return self.client.cancel(self.id)
+
+    def rerun(self, *, failed: bool = False, only: list[str] | None = None,
+              from_: list[str] | None = None) -> RemoteRun:
+        """This run's workflow again, as a new run (see :meth:`Client.rerun`)."""
+        return self.client.rerun(self.id, failed=failed, only=only, from_=from_)
+
+    def dashboard(self) -> Any:
+        """A live :class:`kale.widgets.Dashboard` of this run (in Jupyter)."""
+        from kale.widgets import Dashboard
+
+        return Dashboard(self)
 
     def __getitem__(self, task: str) -> RemoteTask:
         return RemoteTask(self, task)

@@ -52,6 +52,7 @@ class Run:
         self._thread = thread
         self._engine = engine
         self._error: BaseException | None = None
+        self.home: Path | None = None  # the Kale home it belongs to, when known
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -134,6 +135,12 @@ class Run:
         return {"run": self.record.to_json(), "tasks": [t.to_json() for t in self.tasks]}
 
     # -- display -------------------------------------------------------------------------
+    def dashboard(self) -> Any:
+        """A live :class:`kale.widgets.Dashboard` of this run (in Jupyter)."""
+        from kale.widgets import Dashboard
+
+        return Dashboard(self)
+
     def _repr_html_(self) -> str:
         from kale.display import run_html
 

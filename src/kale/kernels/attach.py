@@ -28,19 +28,24 @@ def local_info(info: dict[str, Any]) -> dict[str, Any]:
 
 
 class Tunnel:
-    """One ``ssh -N`` process forwarding local ports to every port of a kernel on
-    ``host`` (its loopback). jupyter_client's tunnel support starts one ssh per port
-    through pexpect and returns before they all listen; one of five was often missing."""
+    """One ``ssh -N`` process forwarding a local port to each of ``forwards`` (name ->
+    (address, port) as seen from ``host``): every port of a kernel, or a manager's API.
+    jupyter_client's tunnel support starts one ssh per port through pexpect and returns
+    before they all listen; one of five was often missing. This waits until all listen.
+    ``identity``: an SSH key file (else the agent and ssh's own defaults)."""
 
-    def __init__(self, host: str, info: dict[str, Any], timeout: float = 30.0) -> None:
+    def __init__(self, host: str, forwards: dict[str, tuple[str, int]],
+                 timeout: float = 30.0, identity: str | None = None) -> None:
         import subprocess
         import time
 
         self.host = host
-        self.local = {name: _free_port() for name in PORTS}
+        self.local = {name: _free_port() for name in forwards}
         argv = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes"]
-        for name in PORTS:
-            argv += ["-L", f"127.0.0.1:{self.local[name]}:{info['ip']}:{info[name]}"]
+        if identity:
+            argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
+        for name, (address, port) in forwards.items():
+            argv += ["-L", f"127.0.0.1:{self.local[name]}:{address}:{port}"]
         self.proc = subprocess.Popen([*argv, host], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
@@ -53,6 +58,10 @@ class Tunnel:
                 self.close()
                 raise TimeoutError(f"the SSH tunnel to {host} was not up within {timeout:g} s")
             time.sleep(0.05)
+
+    @classmethod
+    def for_kernel(cls, host: str, info: dict[str, Any], timeout: float = 30.0) -> Tunnel:
+        return cls(host, {name: (str(info["ip"]), int(info[name])) for name in PORTS}, timeout)
 
     def info(self, info: dict[str, Any]) -> dict[str, Any]:
         return {**local_info(info), **self.local, "ip": "127.0.0.1"}
@@ -87,7 +96,7 @@ def reachable(info: dict[str, Any], timeout: float = 30.0) -> tuple[dict[str, An
     own host); the caller closes the tunnel when done."""
     if is_local(info):
         return local_info(info), None
-    tunnel = Tunnel(str(info["host"]), info, timeout)
+    tunnel = Tunnel.for_kernel(str(info["host"]), info, timeout)
     return tunnel.info(info), tunnel
 
 
@@ -96,7 +105,7 @@ def connect(info: dict[str, Any], *, timeout: float = 10.0) -> Any:
     (closed with the client's channels) when the kernel is on another host."""
     from jupyter_client.blocking.client import BlockingKernelClient
 
-    tunnel = None if is_local(info) else Tunnel(str(info["host"]), info, timeout)
+    tunnel = None if is_local(info) else Tunnel.for_kernel(str(info["host"]), info, timeout)
 
     class Client(BlockingKernelClient):
         def stop_channels(self) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from kale.errors import KaleError, RunNotFound, UsageError, ValidationError
 from kale.manager.auth import Identity, Tokens
 from kale.manager.fastpath import LiveStatus
 from kale.manager.limits import MAX_BODY, BodyLimit
-from kale.manager.models import Health, Submit, Submitted
+from kale.manager.models import Health, Rerun, StartWorkers, Submit, Submitted
 from kale.worker.protocol import HEARTBEAT_TIMEOUT, LINK_PATH
 
 log = logging.getLogger("kale.manager")
@@ -279,6 +280,88 @@ def create_app(settings: Settings) -> FastAPI:
         """The user's workers: connected or not, what they run, when last heard of."""
         return broker.snapshot(who.user)
 
+    @app.get("/api/runs/{run_id}/workflow")
+    def run_workflow(who: User, run_id: str) -> dict[str, Any]:
+        """The workflow the run was made from (its canonical dict)."""
+        return dict(own_run(who, run_id).spec)
+
+    @app.get("/api/runs/{run_id}/tasks/{task}")
+    def task_detail(who: User, run_id: str, task: str) -> dict[str, Any]:
+        """One task: its record, as the workflow describes it (description, parameters,
+        upstream tasks), and each attempt (state, times, exit code, error, worker)."""
+        rec = own_run(who, run_id)
+        doc = store.task(rec.id, task).to_json()
+        spec = (rec.spec.get("tasks") or {}).get(task) or {}
+        after = spec.get("after") or []
+        doc.update(description=spec.get("description", ""),
+                   parameters=spec.get("parameters") or {},
+                   after=[after] if isinstance(after, str) else list(after),
+                   attempt_rows=store.attempts(rec.id, task))
+        return doc
+
+    @app.post("/api/runs/{run_id}/rerun", status_code=201)
+    def rerun(who: User, run_id: str, body: Rerun) -> Submitted:
+        """Run a run's workflow again, as a new run: its tasks that did not succeed
+        (``failed``: what succeeded is reused), a selection (``only``), or everything
+        below some tasks (``from``). The workflow is the one the run was made from."""
+        rec = own_run(who, run_id)
+        wf = Workflow.from_dict(rec.spec, base_dir=rec.base_dir, trusted=True)
+        new = host.submit(wf, who.user, params=rec.params, only=body.only, from_=body.from_,
+                          until=[], tags=[], force=body.force, jobs=rec.options.get("jobs"),
+                          executor=rec.options.get("executor"),
+                          rerun_of=rec.id if body.failed else None)
+        return Submitted(id=new.id)
+
+    @app.post("/api/workers", status_code=201)
+    def start_workers(who: User, body: StartWorkers) -> dict[str, Any]:
+        """Start workers by hand: local worker processes, or pilot jobs of a scheduler."""
+        from kale.model.executor import ExecutorSpec
+
+        if body.kind == "local":
+            if local is None or who.user != tokens.owner:
+                raise HTTPException(409, "this manager starts no local workers (it runs "
+                                    "with --workers 0, or you are not the home's owner)")
+            return {"kind": "local", "pids": local.add(body.count, body.slots)}
+        spec, problems = ExecutorSpec.parse({
+            "kind": body.kind, "mode": "pilot", "nodes": body.nodes,
+            "walltime": body.walltime, "queue": body.queue, "account": body.account,
+            **({"slots": body.slots} if body.slots else {})})
+        if problems:
+            raise HTTPException(422, "; ".join(f"{'.'.join(p) or 'executor'}: {m}"
+                                               for p, m in problems))
+        if batch is None:
+            raise HTTPException(409, "this manager has no URL its batch jobs could reach")
+        try:
+            return {"kind": body.kind, "jobs": batch.start_pilots(who.user, spec, body.count)}
+        except KaleError as e:
+            raise HTTPException(400, str(e)) from None
+
+    @app.post("/api/workers/{worker_id}/stop")
+    def stop_worker(who: User, worker_id: str) -> dict[str, Any]:
+        """Stop a worker: its tasks are handed back and run elsewhere. A batch worker's
+        job is cancelled; a local worker is sent SIGTERM."""
+        w = next((w for w in broker.snapshot(who.user) if w["id"] == worker_id), None)
+        if w is None:
+            raise HTTPException(404, f"no worker {worker_id!r}")
+        if w["job"] and batch is not None and batch.cancel_job(who.user, w["job"]):
+            return {"id": worker_id, "stopped": True, "job": w["job"]}
+        if local is not None and w["provider"] == "local" and w["pid"] \
+                and w["host"] == socket.gethostname() and local.stop_one(int(w["pid"])):
+            return {"id": worker_id, "stopped": True}
+        raise HTTPException(409, f"worker {worker_id} was not started by this manager "
+                            f"(pid {w['pid']} on {w['host']}); stop it where it runs")
+
+    @app.get("/api/jobs")
+    def jobs(who: User, limit: int = 100) -> list[dict[str, Any]]:
+        """The batch jobs this manager submitted for the user, newest first."""
+        return wstore.jobs(store, who.user, limit=max(1, min(limit, 1000)))
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel_job(who: User, job_id: str) -> dict[str, Any]:
+        if batch is None or not batch.cancel_job(who.user, job_id):
+            raise HTTPException(404, f"no queued or running batch job {job_id!r}")
+        return {"id": job_id, "cancelled": True}
+
     @app.get("/api/runs/{run_id}/tasks/{task}/kernel")
     def kernel(who: User, run_id: str, task: str) -> dict[str, Any]:
         """How to reach the Jupyter kernel the task runs in (ports, HMAC key, host), while
@@ -346,74 +429,15 @@ def _ensure(local: Any) -> None:
 
 
 async def _event_stream(store: Any, run_id: str, after: int) -> AsyncIterator[str]:
-    """Polls the store every 0.1 s. Log files are tailed only for tasks that have started
-    and not ended (plus one last read when they end), so a run of thousands of tasks costs
-    a stream little more than its new events."""
-    from kale.store import workers as wstore
+    """A run's events (:class:`kale.store.tail.RunTail`), read every 0.1 s, as SSE."""
+    from kale.store.tail import RunTail
 
-    offsets: dict[str, int] = {}  # log path -> bytes already sent
-    partial: dict[str, bytes] = {}
-    logs: dict[str, tuple[str | None, str | None]] = {}  # task -> its current log files
-    active: set[str] = set()
-    for t in await run_in_threadpool(store.tasks, run_id):
-        if t.stdout or t.stderr:
-            logs[t.name] = (t.stdout, t.stderr)
-            active.add(t.name)  # sends what is there, then follows it if it runs
-    last, last_sample = after, 0
-    while True:
-        # The run's state first: once it is seen ended, the events read next include every
-        # task's last event (they were committed before the run's end).
-        ended = (await run_in_threadpool(store.get_run, run_id)).state
-        rows = await run_in_threadpool(store.events, run_id, last)
-        ending: set[str] = set()
-        for e in rows:
-            last = e["id"]
-            yield _sse("state", {"id": e["id"], "task": e["task"], "old": e["old"],
-                                 "new": e["new"], "reason": e["reason"], "ts": e["ts"]})
-            name = e["task"]
-            if name is None:
-                continue
-            if e["new"] in ("SUBMITTED", "RUNNING"):
-                active.add(name)
-                logs.pop(name, None)  # a new attempt: new log files
-            elif e["new"] not in ("SUSPENDED",):
-                ending.add(name)
-        for name in active:
-            if name not in logs:
-                t = await run_in_threadpool(store.task, run_id, name)
-                logs[name] = (t.stdout, t.stderr)
-            for stream, path in zip(("stdout", "stderr"), logs[name], strict=True):
-                for line in _new_lines(path, offsets, partial):
-                    yield _sse("log", {"task": name, "stream": stream, "line": line})
-        active -= ending
-        samples = await run_in_threadpool(wstore.samples, store, run_id, None, last_sample)
-        for s in samples:
-            last_sample = s["id"]
-            yield _sse("resources", s)
-        if ended.terminal and not rows:
-            yield _sse("end", {"state": ended.value})
-            return
-        await asyncio.sleep(0.1)
-
-
-def _new_lines(path: str | None, offsets: dict[str, int],
-               partial: dict[str, bytes]) -> list[str]:
-    if not path:
-        return []
-    try:
-        with open(path, "rb") as f:
-            f.seek(offsets.get(path, 0))
-            chunk = f.read(1 << 20)
-    except FileNotFoundError:
-        return []
-    if not chunk:
-        return []
-    offsets[path] = offsets.get(path, 0) + len(chunk)
-    data = partial.pop(path, b"") + chunk
-    *lines, rest = data.split(b"\n")
-    if rest:
-        partial[path] = rest
-    return [line.decode(errors="replace") for line in lines]
+    tail = await run_in_threadpool(RunTail, store, run_id, after)
+    while not tail.ended:
+        for event, data in await run_in_threadpool(tail.poll):
+            yield _sse(event, data)
+        if not tail.ended:
+            await asyncio.sleep(0.1)
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:

@@ -159,7 +159,7 @@ class BatchWorkers:
             refused = Outcome(ok=False, error=str(e), details={"batch_job": None})
             self.broker.end_job(job.id, lambda _p: refused, keys=(p.key,))
 
-    def _submit_pilot(self, user: str, pool: str, spec: ExecutorSpec) -> None:
+    def _pilot(self, user: str, pool: str, spec: ExecutorSpec) -> tuple[Job, JobRequest]:
         slots = int(spec.setting("slots") or 0)
         nodes = int(spec.setting("nodes"))
         walltime = str(spec.setting("walltime"))
@@ -171,15 +171,43 @@ class BatchWorkers:
         res = Resources(nodes=nodes, queue=spec.setting("queue"),
                         account=spec.setting("account"),
                         options=list(spec.setting("options") or []))
+        return job, JobRequest(job.id, self._worker_argv(job, extra), self.home, res,
+                               walltime, self._env())
+
+    def _submit_pilot(self, user: str, pool: str, spec: ExecutorSpec) -> None:
         try:
-            self._submit(job, JobRequest(job.id, self._worker_argv(job, extra), self.home,
-                                         res, walltime, self._env()))
+            self._submit(*self._pilot(user, pool, spec))
         except SubmitError as e:
             # Nothing can run in this pool as configured: fail what waits for it.
             log.error("pilot for %s refused: %s", pool, e)
             with self.lock:
                 self.pilots.pop((user, pool), None)
             self._fail_backlog(user, pool, str(e))
+
+    # -- by hand (the API, a dashboard) --------------------------------------------------
+    def start_pilots(self, user: str, spec: ExecutorSpec, count: int) -> list[str]:
+        """Submit ``count`` pilots of ``spec`` now: they take the tasks of runs whose
+        executor is the same spec, and end after ``idle`` seconds without work. Raises
+        :class:`SubmitError` with the scheduler's words if it refuses one."""
+        from kale.executors.workers import batch_pool
+
+        pool = batch_pool(("", "", 0), spec)
+        ids = []
+        for _ in range(count):
+            job, req = self._pilot(user, pool, spec)
+            self._submit(job, req)
+            ids.append(job.id)
+        return ids
+
+    def cancel_job(self, user: str, job_id: str) -> bool:
+        """Cancel one of ``user``'s batch jobs (what its workers run is handed back)."""
+        with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None or job.user != user or job.state not in LIVE:
+                return False
+            job.cancelled = True
+        self._system(job.scheduler).cancel(job.id)
+        return True
 
     def _submit(self, job: Job, req: JobRequest) -> None:
         with self.lock:

@@ -35,3 +35,30 @@ class Health(BaseModel):
     status: str
     version: str
     pid: int
+
+
+class Rerun(BaseModel):
+    """Run a run's workflow again: its failed tasks (``failed``), a selection of its
+    tasks (``only``), or everything from some tasks down (``from``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    failed: bool = False
+    only: list[str] = Field(default_factory=list)
+    from_: list[str] = Field(default_factory=list, alias="from")
+    force: bool = False
+
+
+class StartWorkers(BaseModel):
+    """Start workers by hand: ``count`` local worker processes, or ``count`` pilot jobs
+    of a batch scheduler (``kind``) sized by ``nodes``, ``walltime``, ``queue``..."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = "local"
+    count: int = Field(default=1, ge=1, le=64)
+    slots: int | None = Field(default=None, ge=1, le=4096)
+    nodes: int = Field(default=1, ge=1, le=10_000)
+    walltime: str = "00:30:00"
+    queue: str | None = None
+    account: str | None = None

@@ -27,6 +27,7 @@ class LocalWorkers:
                  slots: int | None = None) -> None:
         self.broker, self.home, self.url, self.token = broker, home, url, token
         self.count, self.slots = count, slots
+        self.floor = count  # what the manager was started with
         self.procs: list[subprocess.Popen[bytes]] = []
         self._lock = threading.Lock()  # submits (API threads) and lost workers (the loop)
 
@@ -41,13 +42,31 @@ class LocalWorkers:
                 self._spawn()
             return max(0, missing)
 
-    def _spawn(self) -> None:
+    def add(self, count: int, slots: int | None = None) -> list[int]:
+        """Start ``count`` more workers now (a person asked for them), and keep them:
+        the number kept while there is work grows by ``count``. Returns their pids."""
+        with self._lock:
+            self.count += count
+            return [self._spawn(slots) for _ in range(count)]
+
+    def stop_one(self, pid: int) -> bool:
+        """Stop the local worker ``pid`` (its tasks are handed back and requeued), and
+        keep one fewer from now on, though never fewer than ``floor``."""
+        if not _is_worker(pid):
+            return False
+        with self._lock:
+            self.count = max(self.floor, self.count - 1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        return True
+
+    def _spawn(self, slots: int | None = None) -> int:
         logs = self.home / "workers"
         logs.mkdir(exist_ok=True)
         argv = [sys.executable, "-m", "kale.worker", "--manager", self.url,
                 "--provider", self.provider]
-        if self.slots:
-            argv += ["--slots", str(self.slots)]
+        if slots or self.slots:
+            argv += ["--slots", str(slots or self.slots)]
         env = {**os.environ, "KALE_HOME": str(self.home), "KALE_WORKER_TOKEN": self.token}
         log_path = logs / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.procs)}.log"
         with open(log_path, "ab") as f:
@@ -55,6 +74,7 @@ class LocalWorkers:
                                     start_new_session=True, env=env)
         self.procs.append(proc)
         log.info("started local worker pid %d", proc.pid)
+        return proc.pid
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the local workers: those this manager started, and those an earlier

@@ -397,7 +397,9 @@ class Workflow:
         """Start a run in the background and return its :class:`kale.Run` handle.
 
         Options: ``params``, ``only``, ``from_``, ``until``, ``tags``, ``force``,
-        ``jobs`` (parallel slots), ``home`` (Kale home)."""
+        ``jobs`` (parallel slots), ``home`` (Kale home), ``manager=True`` (run it in this
+        home's manager, started if need be: the run outlives the notebook, and its
+        dashboard can steer it)."""
         from kale.client.local import start_run
 
         return start_run(self, **options)
@@ -472,7 +474,10 @@ def _interactive(value: Any) -> Any:
 
 
 def _make(name: str, kind: Kind, target: Any, options: dict[str, Any]) -> Task:
-    after = [a.name if isinstance(a, Task) else a for a in options.pop("after", [])]
+    after = options.pop("after", None) or []
+    if isinstance(after, (str, Task)):  # one upstream task, not a list of them
+        after = [after]
+    after = [a.name if isinstance(a, Task) else a for a in after]
     resources = options.pop("resources", None)
     if isinstance(resources, dict):
         resources = Resources(**resources)

@@ -1,0 +1,147 @@
+"""What every Kale widget shares: its JavaScript and CSS come from files inside the
+package (nothing is fetched at run time), it reads from a :mod:`~kale.widgets.source`,
+and it shows a failed action as a message in the widget rather than a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import traitlets as T
+
+from kale.errors import KaleError
+from kale.widgets.feed import Feed
+from kale.widgets.source import Event, Source, source_of
+
+STATIC = Path(__file__).with_name("static")
+
+
+def asset(*names: str) -> str:
+    """The packaged files ``names`` (``common.js`` first when asked), joined: an anywidget
+    module is one file, so shared helpers are prepended rather than imported."""
+    return "\n".join((STATIC / n).read_text() for n in names)
+
+
+class KaleWidget(anywidget.AnyWidget):
+    """Base of the views: a source, and ``error`` / ``message`` lines the view shows."""
+
+    _css = asset("kale.css")
+    error = T.Unicode("").tag(sync=True)
+    message = T.Unicode("").tag(sync=True)
+
+    def __init__(self, source: Source | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.source: Any = source  # None: a view of a workflow not yet run
+        self.on_msg(self._on_custom)
+
+    def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if isinstance(content, dict) and "action" in content:
+            with self.reporting():
+                self.act(str(content["action"]), content)
+
+    def act(self, action: str, content: dict[str, Any]) -> None:
+        """A button pressed in the browser (``content`` carries the form's values)."""
+        raise KaleError(f"{type(self).__name__} has no action {action!r}")
+
+    @contextlib.contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Show what went wrong in the widget (a manager's refusal, a bad form)."""
+        self.error = ""
+        try:
+            yield
+        except (KaleError, OSError, ValueError) as e:
+            self.error = str(e)
+
+
+class RunView(KaleWidget):
+    """A view of one run, kept live by a :class:`Feed` of its events."""
+
+    run_id = T.Unicode("").tag(sync=True)
+
+    def __init__(self, run: Any = None, *, client: Any = None, source: Source | None = None,
+                 feed: Feed | None = None, **kwargs: Any) -> None:
+        run_id = run if isinstance(run, str) else None
+        if source is None and (run is not None or client is not None):
+            source, found = source_of(client if run_id or run is None else run)
+            run_id = run_id or found
+        self._feed: Feed | None = None
+        self._own_feed = False
+        self._lock = threading.RLock()  # feed deliveries vs. the kernel's thread
+        super().__init__(source, **kwargs)
+        if run_id:
+            self.show_run(run_id, feed)
+
+    def show_run(self, run_id: str, feed: Feed | None = None) -> None:
+        """Show run ``run_id`` (following ``feed``, else a feed of its own)."""
+        self._drop_feed()
+        own = feed is None
+        feed = feed or Feed(self.source, run_id)
+        with self._lock:
+            self.reset(run_id)
+        self._feed, self._own_feed = feed, own
+        feed.subscribe(self._take)
+        if own:
+            feed.start()
+
+    def _take(self, batch: list[Event]) -> None:
+        with self._lock, self.hold_sync():
+            self.on_events(batch)
+
+    def reset(self, run_id: str) -> None:
+        """Load what the run is now (before its events start to arrive)."""
+        self.run_id = run_id
+
+    def on_events(self, batch: list[Event]) -> None:
+        """Take a batch of the run's events (in a delivery thread)."""
+
+    def _drop_feed(self) -> None:
+        if self._feed is not None:
+            self._feed.unsubscribe(self._take)
+            if self._own_feed:
+                self._feed.close()
+        self._feed = None
+
+    def close(self) -> None:
+        self._drop_feed()
+        super().close()
+
+
+class Refreshing(KaleWidget):
+    """A view of something without an event stream (the batch queue, the workers, the
+    runs): read again every ``interval`` seconds while the widget lives (one thread),
+    and when its Refresh button is pressed."""
+
+    interval = T.Float(10.0).tag(sync=True)
+    updated = T.Float(0.0).tag(sync=True)
+
+    def __init__(self, source: Source, *, interval: float = 10.0, start: bool = True,
+                 **kwargs: Any) -> None:
+        self._closed = threading.Event()
+        super().__init__(source, interval=interval, **kwargs)
+        with self.reporting():
+            self.refresh()
+        if start and interval > 0:
+            threading.Thread(target=self._loop, daemon=True,
+                             name=f"kale-{type(self).__name__}").start()
+
+    def _loop(self) -> None:
+        while not self._closed.wait(self.interval):
+            with self.reporting():
+                self.refresh()
+
+    def refresh(self) -> None:
+        raise NotImplementedError
+
+    def act(self, action: str, content: dict[str, Any]) -> None:
+        if action == "refresh":
+            self.refresh()
+        else:
+            super().act(action, content)
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()

@@ -1,0 +1,93 @@
+"""Dashboard: the views of one run together, sharing one event stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as W
+
+from kale.widgets.dag import DagView
+from kale.widgets.feed import Feed
+from kale.widgets.log import LogView
+from kale.widgets.login import Login
+from kale.widgets.queue import QueueView
+from kale.widgets.resources import ResourceView
+from kale.widgets.runs import RunsView
+from kale.widgets.source import Source, source_of
+from kale.widgets.workers import WorkersView
+
+
+class Dashboard(W.VBox):
+    """A run's graph on top; below it, tabs with the focused task's log, resource
+    charts, the batch queue (when there is a scheduler), workers, runs, and a login.
+    One event stream feeds the live views. Clicking a task shows its log; retrying or
+    opening another run switches every view to it.
+
+    ``Dashboard(run)`` or ``run.dashboard()``; ``Dashboard()`` for this home's manager
+    (pick a run under "Runs"); ``Dashboard(client=c)`` for another manager."""
+
+    def __init__(self, run: Any = None, *, client: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_class("kale-dashboard")
+        self.login = Login()
+        self.login.on_connect.append(self.connect)
+        self._feed: Feed | None = None
+        self.run_id: str | None = None
+        source, run_id = source_of(run if run is not None else client)
+        self._build(source)
+        if run_id:
+            self.show_run(run_id)
+
+    def _build(self, source: Source) -> None:
+        self.source = source
+        self.dag = DagView(source=source)
+        self.logs = LogView(source=source)
+        self.resources = ResourceView(source=source)
+        self.workers = WorkersView(source=source)
+        self.runs = RunsView(source=source)
+        self.queue = QueueView(source=source)
+        self.dag.on_new_run.append(self.show_run)
+        self.runs.on_open.append(self.show_run)
+        self.dag.observe(self._focus, names="focus")
+        pages: list[tuple[str, W.Widget]] = [("Log", self.logs), ("Resources", self.resources)]
+        if not self.queue.error:  # a batch scheduler answers
+            pages.append(("Queue", self.queue))
+        pages += [("Workers", self.workers), ("Runs", self.runs), ("Connect", self.login)]
+        self.tabs = W.Tab(children=[w for _, w in pages], titles=[t for t, _ in pages])
+        self.children = [self.dag, self.tabs]
+
+    def _focus(self, change: dict[str, Any]) -> None:
+        if change["new"] and change["new"] in self.logs.tasks:
+            self.logs.task = change["new"]
+
+    def show_run(self, run_id: str) -> None:
+        """Show run ``run_id`` in every view."""
+        old = self._feed
+        feed = Feed(self.source, run_id)
+        for view in (self.dag, self.logs, self.resources):
+            view.show_run(run_id, feed)
+        self._feed, self.run_id = feed, self.dag.run_id
+        feed.start()
+        if old is not None:
+            old.close()
+        self.runs.opened = self.dag.run_id
+        self.runs.refresh()
+
+    def connect(self, client: Any) -> None:
+        """Use another manager (the Connect tab calls this)."""
+        self._close_views()
+        self._build(source_of(client)[0])
+        self.run_id = None
+        self.tabs.selected_index = len(self.tabs.children) - 2  # Runs: pick one
+
+    def _close_views(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
+        for view in (self.dag, self.logs, self.resources, self.queue, self.workers, self.runs):
+            view.close()
+
+    def close(self) -> None:
+        self._close_views()
+        self.login.close()
+        super().close()

@@ -1,0 +1,38 @@
+"""QueueView: your batch jobs and the partitions they can go to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import traitlets as T
+
+from kale.widgets.base import Refreshing, asset
+from kale.widgets.source import Source, source_of
+
+
+class QueueView(Refreshing):
+    """The batch scheduler's view of your jobs (state, why they wait, when they are
+    expected to start, and which Kale task or pilot each is for) and of its partitions
+    (up or down, idle nodes and CPUs, longest walltime), read every ``interval``
+    seconds. ``QueueView()`` uses this home's manager; ``QueueView(client)`` another."""
+
+    _esm = asset("common.js", "queue.js")
+    scheduler = T.Unicode("").tag(sync=True)
+    jobs = T.List().tag(sync=True)
+    partitions = T.List().tag(sync=True)
+    problems = T.List(T.Unicode()).tag(sync=True)
+
+    def __init__(self, client: Any = None, *, source: Source | None = None,
+                 interval: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(source or source_of(client)[0], interval=interval, **kwargs)
+
+    def refresh(self) -> None:
+        import time
+
+        doc = self.source.queue()
+        with self.hold_sync():
+            self.scheduler = doc.get("scheduler", "")
+            self.jobs = doc.get("jobs", [])
+            self.partitions = doc.get("partitions", [])
+            self.problems = doc.get("errors", [])
+            self.updated = time.time()

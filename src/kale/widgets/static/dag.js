@@ -1,0 +1,114 @@
+// DagView: the server draws the graph (kale.widgets.layout.dag_svg); this module shows
+// it, recolours only the boxes whose state changed, and turns clicks into selection,
+// details and actions.
+function render({ model, el }) {
+  const root = h("div", { class: "kale-dag" });
+  const title = h("div", { class: "kale-title" });
+  const counts = h("div", { class: "kale-counts" });
+  const buttons = {
+    run_selection: h("button", { class: "kale-btn", title: "Run the selected tasks again (a new run)" }, "Run selection"),
+    run_from: h("button", { class: "kale-btn", title: "Run the clicked task and everything below it again" }, "Run from here"),
+    retry_failed: h("button", { class: "kale-btn kale-primary", title: "Run again what did not succeed; what did is reused" }, "Retry failed"),
+    cancel: h("button", { class: "kale-btn kale-danger", title: "Cancel the selected tasks, or else the whole run" }, "Cancel"),
+  };
+  for (const [action, b] of Object.entries(buttons)) b.addEventListener("click", () => send(model, action));
+  const toolbar = h("div", { class: "kale-toolbar" }, Object.values(buttons));
+  const canvas = h("div", { class: "kale-dag-canvas" });
+  const detail = h("div", { class: "kale-dag-detail" });
+  root.append(h("div", { class: "kale-head" }, title, counts), toolbar, banner(model),
+              h("div", { class: "kale-dag-body" }, canvas, detail));
+  el.append(root);
+
+  let nodes = new Map();      // task -> its <g>
+  let shown = {};             // task -> state drawn
+  const paint = (name, state) => {
+    const g = nodes.get(name);
+    if (!g || shown[name] === state) return;
+    const color = model.get("colors")[state] || "#9e9e9e";
+    g.dataset.state = state;
+    g.querySelector("rect").setAttribute("fill", color);
+    g.querySelector("text").setAttribute("fill", ["PENDING", "SKIPPED", "READY"].includes(state) ? "#222" : "#fff");
+    g.querySelector("title").textContent = `${name} ${state}`;
+    shown[name] = state;
+  };
+  const drawStates = () => {
+    const states = model.get("states");
+    for (const name in states) paint(name, states[name]);
+  };
+  const drawSelection = () => {
+    const sel = new Set(model.get("selected")), focus = model.get("focus");
+    for (const [name, g] of nodes) {
+      g.classList.toggle("kale-selected", sel.has(name));
+      g.classList.toggle("kale-focus", name === focus);
+    }
+    buttons.run_selection.disabled = !sel.size || !model.get("run_id");
+    buttons.run_from.disabled = !focus || !model.get("run_id");
+    buttons.retry_failed.disabled = !model.get("run_id");
+    buttons.cancel.disabled = !model.get("run_id");
+  };
+  const drawGraph = () => {
+    canvas.innerHTML = model.get("svg");
+    nodes = new Map();
+    shown = {};
+    for (const g of canvas.querySelectorAll("g.kale-node")) nodes.set(g.dataset.task, g);
+    drawStates();
+    drawSelection();
+  };
+  canvas.addEventListener("click", (ev) => {
+    const g = ev.target.closest && ev.target.closest("g.kale-node");
+    if (!g) return;
+    const name = g.dataset.task;
+    if (ev.shiftKey || ev.ctrlKey || ev.metaKey) {
+      const sel = new Set(model.get("selected"));
+      sel.has(name) ? sel.delete(name) : sel.add(name);
+      model.set("selected", [...sel]);
+    } else {
+      model.set("selected", [name]);
+      model.set("focus", name);
+    }
+    model.save_changes();
+  });
+  const drawHead = () => {
+    title.textContent = model.get("title");
+    const c = model.get("counts"), colors = model.get("colors");
+    const run = model.get("run_state");
+    counts.replaceChildren(...(run ? [h("span", { class: "kale-count kale-run-state" }, "run ", stateChip(run, colors), " · tasks:")] : []),
+      ...Object.entries(c).map(([s, n]) => h("span", { class: "kale-count", "data-count": s }, `${n} `, stateChip(s, colors))));
+  };
+  const drawDetail = () => {
+    const d = model.get("detail");
+    detail.replaceChildren();
+    if (!d || !d.name) {
+      detail.append(h("div", { class: "kale-hint" }, "Click a task for its details; shift-click to select more."));
+      return;
+    }
+    const colors = model.get("colors");
+    const desc = h("div", { class: "kale-markdown" });
+    desc.innerHTML = d.description || "";  // rendered by markdown-it with raw HTML off
+    const params = Object.entries(d.parameters || {});
+    detail.append(...[
+      h("div", { class: "kale-detail-head" }, h("b", {}, d.name), " ", stateChip(d.state, colors), ` ${d.kind || ""}`),
+      desc,
+      d.after && d.after.length ? h("div", { class: "kale-after" }, `after: ${d.after.join(", ")}`) : null,
+      params.length ? table(["parameter", "value"], params) : null,
+      d.error ? h("pre", { class: "kale-error-text" }, d.error) : null,
+      d.attempts && d.attempts.length ? table(["#", "state", "started", "took", "exit", "worker", "error"],
+        d.attempts.map((a) => [String(a.number), stateChip(a.state, colors), fmtTime(a.started_at),
+          a.ended_at && a.started_at ? fmtSeconds(a.ended_at - a.started_at) : "",
+          a.exit_code === null ? "" : String(a.exit_code), a.worker, a.error])) : null,
+      h("div", { class: "kale-log-label" }, "stdout"), h("pre", { class: "kale-log kale-stdout" }, d.stdout || ""),
+      h("div", { class: "kale-log-label" }, "stderr"), h("pre", { class: "kale-log kale-stderr" }, d.stderr || ""),
+    ].filter(Boolean));
+  };
+  drawGraph(); drawHead(); drawDetail();
+  model.on("change:svg", drawGraph);
+  model.on("change:states", () => { drawStates(); });
+  model.on("change:selected", drawSelection);
+  model.on("change:focus", drawSelection);
+  model.on("change:run_id", drawSelection);
+  model.on("change:counts", drawHead);
+  model.on("change:run_state", drawHead);
+  model.on("change:title", drawHead);
+  model.on("change:detail", drawDetail);
+}
+export default { render };

@@ -1,0 +1,99 @@
+"""The dashboard in a real browser: JupyterLab 4 (and Notebook 7) in headless Chromium
+through Playwright, on the example notebook, against a real manager and workers."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, Manager
+from kale.display import COLORS
+from test_lab import CHROMIUM_ARGS, TOKEN, Lab, lab_for  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.slow
+EXAMPLE = ROOT / "examples" / "dashboard" / "dashboard.ipynb"
+ALL_RAN = """() => { const ps = [...document.querySelectorAll(
+    '.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')];
+    return ps.length && ps.every(p => /\\[\\d+\\]/.test(p.textContent)); }"""
+
+
+def _rgb(hex_color: str) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({r}, {g}, {b})"
+
+
+def test_the_example_dashboard_in_jupyterlab(
+        chromium: str, home: Path, tmp_path: Path, managers: Callable[..., Manager],
+        lab_for: Callable[[Path], Lab]) -> None:  # noqa: F811
+    from playwright.sync_api import expect, sync_playwright
+
+    managers("--workers", "1")  # the notebook's wf.run(manager=True) finds it
+    root = tmp_path / "lab"
+    root.mkdir()
+    shutil.copy(EXAMPLE, root / "dashboard.ipynb")
+    lab = lab_for(root)
+    shot = ROOT / "test-output" / "dashboard.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                    args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{lab.base}/lab/tree/dashboard.ipynb?token={TOKEN}")
+            idle = page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\| Idle"))
+            expect(idle.first).to_be_visible(timeout=60_000)
+            page.locator("#jp-menu-panel").get_by_text("Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            page.wait_for_function(ALL_RAN, timeout=60_000)
+
+            def node(name: str) -> object:
+                return page.locator(f".kale-dag g.kale-node[data-task='{name}']")
+
+            # The run goes on live: boxes turn the succeeded colour as tasks end.
+            expect(page.locator(".kale-dag g.kale-node")).to_have_count(7, timeout=30_000)
+            for name in ("fetch", "clean-a", "clean-b", "clean-c", "summarise"):
+                expect(node(name)).to_have_attribute("data-state", "SUCCEEDED",
+                                                     timeout=60_000)
+            fill = node("fetch").locator("rect")  # type: ignore[attr-defined]
+            expect(fill).to_have_attribute("fill", COLORS["SUCCEEDED"])
+            expect(node("plot")).to_have_attribute("data-state", "FAILED", timeout=30_000)
+            expect(node("report")).to_have_attribute("data-state", "SKIPPED", timeout=30_000)
+
+            # Click the failed task: its description, attempts and log.
+            node("plot").click()  # type: ignore[attr-defined]
+            detail = page.locator(".kale-dag-detail")
+            expect(detail).to_contain_text("Fails the first time")
+            expect(detail.locator(".kale-stderr")).to_contain_text("no display to plot on")
+            expect(detail).to_contain_text("exit code 1")
+            log = page.locator(".kale-log-view .kale-log-text")
+            page.get_by_role("tab", name="Log").click()
+            expect(page.locator(".kale-log-view select.kale-task-select")).to_have_value("plot")
+
+            # Retry what failed: a new run, where plot and then report succeed.
+            first = page.locator(".kale-dag .kale-title").inner_text()
+            page.locator(".kale-dag button", has_text="Retry failed").click()
+            expect(page.locator(".kale-dag .kale-title")).not_to_have_text(first,
+                                                                        timeout=30_000)
+            expect(node("plot")).to_have_attribute("data-state", "SUCCEEDED", timeout=60_000)
+            expect(node("report")).to_have_attribute("data-state", "SUCCEEDED",
+                                                     timeout=60_000)
+            expect(node("fetch")).to_have_attribute("data-state", "SUCCEEDED")
+            expect(node("plot").locator("rect")).to_have_attribute(  # type: ignore[attr-defined]
+                "fill", COLORS["SUCCEEDED"])
+            node("plot").click()  # type: ignore[attr-defined]
+            expect(detail.locator(".kale-stdout")).to_contain_text("plotted")
+            page.select_option(".kale-log-view select.kale-stream-select", "stdout")
+            expect(log).to_contain_text("plotted", timeout=30_000)
+            assert _rgb(COLORS["SUCCEEDED"])  # the palette is hex: compared as written
+            page.locator(".kale-dag").scroll_into_view_if_needed()
+            shot.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(shot), full_page=False)
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
