@@ -55,6 +55,7 @@ class RunTail:
             if e["new"] in ("SUBMITTED", "RUNNING"):
                 self._active.add(name)
                 self._logs.pop(name, None)  # a new attempt: new log files
+                ending.discard(name)  # (READY, then SUBMITTED, in one read)
             elif e["new"] != "SUSPENDED":
                 ending.add(name)
         for name in sorted(self._active):

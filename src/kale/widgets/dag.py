@@ -152,22 +152,25 @@ class DagView(RunView):
 
     def run_selection(self, tasks: list[str] | None = None) -> str:
         """Run the selected tasks (or ``tasks``) again, as a new run; returns its id."""
+        run_id = self._need_run()
         names = list(tasks or self.selected)
         if not names:
             raise KaleError("select the tasks to run first (click a box; shift-click for "
                             "more)")
-        return self._new_run(self.source.rerun(self._need_run(), only=names))
+        return self._new_run(self.source.rerun(run_id, only=names))
 
     def run_from(self, task: str | None = None) -> str:
         """Run ``task`` (or the one shown) and everything below it again, as a new run."""
+        run_id = self._need_run()
         name = task or self.focus
         if not name:
             raise KaleError("click the task to run from first")
-        return self._new_run(self.source.rerun(self._need_run(), from_=[name]))
+        return self._new_run(self.source.rerun(run_id, from_=[name]))
 
     def retry_failed(self) -> str:
         """Run again what did not succeed (what did is reused), as a new run."""
-        return self._new_run(self.source.rerun(self._need_run(), failed=True))
+        run_id = self._need_run()
+        return self._new_run(self.source.rerun(run_id, failed=True))
 
     def cancel(self, tasks: list[str] | None = None) -> None:
         """Cancel the selected tasks (or ``tasks``); with none selected, the whole run."""

@@ -14,7 +14,8 @@ class QueueView(Refreshing):
     """The batch scheduler's view of your jobs (state, why they wait, when they are
     expected to start, and which Kale task or pilot each is for) and of its partitions
     (up or down, idle nodes and CPUs, longest walltime), read every ``interval``
-    seconds. ``QueueView()`` uses this home's manager; ``QueueView(client)`` another."""
+    seconds. ``QueueView()`` uses this home's manager; ``QueueView(client)`` another;
+    ``scheduler`` names one when several are on PATH (else the one found)."""
 
     _esm = asset("common.js", "queue.js")
     scheduler = T.Unicode("").tag(sync=True)
@@ -23,13 +24,15 @@ class QueueView(Refreshing):
     problems = T.List(T.Unicode()).tag(sync=True)
 
     def __init__(self, client: Any = None, *, source: Source | None = None,
-                 interval: float = 10.0, **kwargs: Any) -> None:
+                 interval: float = 10.0, scheduler: str | None = None,
+                 **kwargs: Any) -> None:
+        self._scheduler = scheduler
         super().__init__(source or source_of(client)[0], interval=interval, **kwargs)
 
     def refresh(self) -> None:
         import time
 
-        doc = self.source.queue()
+        doc = self.source.queue(self._scheduler)
         with self.hold_sync():
             self.scheduler = doc.get("scheduler", "")
             self.jobs = doc.get("jobs", [])

@@ -29,7 +29,7 @@ class Source(Protocol):
               from_: list[str] | None = None) -> str: ...
     def cancel(self, run_id: str) -> None: ...
     def cancel_task(self, run_id: str, task: str) -> None: ...
-    def queue(self) -> dict[str, Any]: ...
+    def queue(self, scheduler: str | None = None) -> dict[str, Any]: ...
     def workers(self) -> list[dict[str, Any]]: ...
     def jobs(self) -> list[dict[str, Any]]: ...
     def start_workers(self, kind: str, count: int, **options: Any) -> dict[str, Any]: ...
@@ -71,8 +71,8 @@ class ManagerSource:
     def cancel_task(self, run_id: str, task: str) -> None:
         self.client.task_action(run_id, task, "cancel")
 
-    def queue(self) -> dict[str, Any]:
-        return dict(self.client.queue())
+    def queue(self, scheduler: str | None = None) -> dict[str, Any]:
+        return dict(self.client.queue(scheduler))
 
     def workers(self) -> list[dict[str, Any]]:
         return list(self.client.workers())
@@ -156,10 +156,10 @@ class StoreSource:
         raise KaleError("cancelling one task needs the manager (`kale manager start`); "
                         "a run without one can be cancelled whole")
 
-    def queue(self) -> dict[str, Any]:
+    def queue(self, scheduler: str | None = None) -> dict[str, Any]:
         from kale.batch.queue import queue_status
 
-        return queue_status(None, getpass.getuser(), [])
+        return queue_status(scheduler, getpass.getuser(), [])
 
     def workers(self) -> list[dict[str, Any]]:
         return []

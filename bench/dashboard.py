@@ -1,0 +1,567 @@
+"""DagView in real JupyterLab: how long a large DAG takes to show, and whether the view keeps
+up with a run's state changes. Kale's view beside a naive ipywidgets one, in the same run.
+
+    python bench/dashboard.py            # 1,000 tasks -> bench/results/dashboard.md
+    python bench/dashboard.py --quick    # 100 tasks, one repetition (CI smoke)
+
+Real pieces only: a Kale manager (``kale manager start --workers 1``, its home on tmpfs), a
+JupyterLab server of our own (own port, token, root, settings and workspaces; its kernels
+get ``KALE_HOME``, so ``kale.Client()`` in a cell finds the manager), and Debian's headless
+Chromium driven by Playwright. The bench writes a notebook into the lab's root, opens it,
+and runs its cells one at a time (click the cell, Ctrl+Enter: run in place). Each
+measured cell first closes the previous cell's widget, so one view at a time is live.
+
+Both views show the workflow as the same SVG (``kale.widgets.layout.dag_svg``: one
+``<g class="kale-node" data-state=...>`` per task) and read the same manager event
+stream, batched every 0.1 s:
+
+``kale``   ``DagView(run)``: the SVG is sent once; then only the ``states`` dict changes
+           and the browser recolours the boxes whose state changed.
+``naive``  :func:`naive_dag`: an ``ipywidgets.HTML`` whose ``value`` is the whole graph
+           drawn again with ``dag_svg`` after every batch of events (one thread reads
+           ``kale.Client().events(run)``, another redraws every 0.1 s if something changed).
+
+In the page, a MutationObserver on the cell notes, for each task, when its box first
+shows SUCCEEDED (``Date.now()``), and when all N boxes do; a keydown listener notes when
+Ctrl+Enter was pressed (``performance.now()``).
+
+``render``  a finished N-task run (shell ``true``, 10 layers of N/10 tasks, each task after
+            one or two tasks of the layer above), submitted and waited for before the browser
+            opens. The cell: ``t0 = time.time(); from kale.widgets import DagView;
+            v = DagView(kale.Client().run(RUN_ID)); print(time.time() - t0); v``. Time from
+            the key press until all N boxes are in the DOM with ``data-state="SUCCEEDED"``
+            (*DOM*), and until the frame after that has been painted (*on screen*:
+            ``requestAnimationFrame`` then ``setTimeout 0``). The first execution in the fresh
+            kernel (*cold*: imports, the browser loading the widget's module) is reported on
+            its own; then R repetitions, alternating Kale and naive; medians.
+``live``    the cell submits an N-task run of the same shape and shows it at once:
+            ``burst`` (``true``: thousands of state changes a second) and ``steady``
+            (``sleep 0.05``: about 150 a second, near the issue's 100). Each system gets a
+            run of its own. From the manager (the run's stored state events): changes per
+            second (task state events over the span from the first to the last), the run's
+            ``ended_at``. From the page: when every box showed its final state. Reported:
+            that moment minus ``ended_at`` (*lag at the end*); per task, the moment its box
+            turned SUCCEEDED minus its SUCCEEDED event's ``ts`` (p50/p95/max); *most tasks
+            behind*: the largest gap, sampled every 0.1 s, between tasks SUCCEEDED per the
+            manager and per the DOM; boxes that went back to an earlier state
+            (*regressions*); and the CPU seconds the kernel, the Jupyter server and Chromium
+            used during the cell.
+
+Every wait has a timeout: a DOM that never reaches the expected state fails the script
+(with what it did show). Nothing here asserts a timing. ``--keep`` keeps the temporary
+folder (manager, worker and lab logs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from _manager import free_port, kale_cli, reap
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+TOKEN = "kale-bench-dashboard"
+LAYERS = 10
+SYSTEMS = ("kale", "naive")
+LIVE = {"burst": "true", "steady": "sleep 0.05"}
+
+
+# -- the workflow and the baseline (both also imported by the notebook's kernel) --------------
+def layered(n: int, command: str, layers: int = LAYERS) -> Any:
+    """``n`` shell tasks in ``layers`` layers; each task after the task above it and, for
+    most, one more of the layer above (so edges cross, as in a real DAG)."""
+    from kale import Workflow
+
+    width = max(1, n // layers)
+    wf = Workflow(f"dag-{n}")
+    for i in range(n):
+        layer, j = divmod(i, width)
+        above = (layer - 1) * width
+        after = [] if layer == 0 else sorted({f"t{above + j}", f"t{above + (7 * j + 3) % width}"})
+        wf.shell(f"t{i}", command, after=after)
+    return wf
+
+
+def naive_dag(run: Any, interval: float = 0.1) -> Any:
+    """The baseline: what one writes with ipywidgets alone. An ``ipywidgets.HTML`` showing the
+    whole graph, drawn again (``dag_svg``) and sent whole after each batch of the run's
+    events: a thread reads the manager's stream, another redraws every ``interval`` seconds
+    when a state changed (the cadence of Kale's own feed)."""
+    import ipywidgets
+
+    import kale
+    from kale.widgets.layout import dag_svg
+
+    tasks = (run.client.workflow(run.id).get("tasks") or {})
+    upstream = {}
+    for name, t in tasks.items():
+        after = t.get("after") or []
+        upstream[name] = [after] if isinstance(after, str) else list(after)
+    states = {t["name"]: t["state"] for t in run.client.status(run.id)["tasks"]}
+    view = ipywidgets.HTML(dag_svg(upstream, states))
+    pending: dict[str, str] = {}
+    lock, read_all = threading.Lock(), threading.Event()
+
+    def read() -> None:
+        try:
+            for event, data in kale.Client().events(run.id):
+                if event == "state" and data["task"] is not None:
+                    with lock:
+                        pending[data["task"]] = data["new"]
+        finally:
+            read_all.set()
+
+    def draw() -> None:
+        while True:
+            ended = read_all.wait(interval)
+            with lock:
+                changed = dict(pending)
+                pending.clear()
+            if changed:
+                states.update(changed)
+                view.value = dag_svg(upstream, states)
+            if ended:
+                return
+
+    for target in (read, draw):
+        threading.Thread(target=target, daemon=True).start()
+    return view
+
+
+# -- the notebook --------------------------------------------------------------------------
+def cells(render_run: str, n: int) -> dict[str, str]:
+    """The notebook's cells by key (in order). Each measured cell counts itself in ``REP``
+    and prints ``rep REP``, so the page can tell its output from the last one's."""
+    head = "REP += 1\nif v is not None:\n    v.close()\nt0 = time.time()\n"
+    make = {"kale": "from kale.widgets import DagView\nv = DagView({})",
+            "naive": "v = naive_dag({})"}
+    out = {"setup": f"import sys, time\nsys.path.insert(0, {str(BENCH)!r})\nimport kale\n"
+                    "from dashboard import layered, naive_dag\nREP, v = 0, None"}
+    for system in SYSTEMS:
+        out[f"render-{system}"] = (
+            head + make[system].format(f"kale.Client().run({render_run!r})")
+            + '\nprint(f"rep {REP} built in {time.time() - t0:.4f} s")\nv')
+    for mode, command in LIVE.items():
+        for system in SYSTEMS:
+            out[f"{mode}-{system}"] = (
+                head + f"run = kale.Client().submit(layered({n}, {command!r}), force=True)\n"
+                + make[system].format("run")
+                + '\nprint(f"rep {REP} run {run.id} built in {time.time() - t0:.4f} s")\nv')
+    return out
+
+
+def write_notebook(path: Path, sources: dict[str, str]) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in sources.values()]
+    nbformat.write(nb, path)
+
+
+# -- JupyterLab ----------------------------------------------------------------------------
+class Lab:
+    """A JupyterLab server of our own: its own port, token, root, settings, workspaces."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        private = root.parent / "_lab"
+        settings = private / "settings" / "@jupyterlab" / "apputils-extension"
+        settings.mkdir(parents=True)
+        (settings / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        self.log = private / "lab.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+                 f"--port={self.port}", "--ServerApp.port_retries=0",
+                 f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
+                 f"--LabApp.user_settings_dir={private / 'settings'}",
+                 f"--LabApp.workspaces_dir={private / 'ws'}", "--LabApp.news_url=None"],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 90
+        while not self._answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("JupyterLab did not start:\n"
+                                   + self.log.read_text()[-3000:])
+            time.sleep(0.3)
+
+    def _answers(self) -> bool:
+        try:
+            self.call("/api/status")
+            return True
+        except OSError:
+            return False
+
+    def call(self, path: str, method: str = "GET") -> str:
+        req = urllib.request.Request(self.base + path, method=method,
+                                     headers={"Authorization": f"token {TOKEN}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return str(r.read().decode())
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.call("/api/shutdown", "POST")
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def chromium() -> str:
+    path = ROOT / "test-output" / "chromium.path"
+    exe = path.read_text().strip() if path.is_file() else "/usr/bin/chromium"
+    if not os.access(exe, os.X_OK):
+        sys.exit(f"no Chromium at {exe} (scripts/services/chromium.sh)")
+    return exe
+
+
+# -- in the page -----------------------------------------------------------------------------
+KEYS = """() => document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && e.ctrlKey) window.__pressed = performance.now(); }, true)"""
+
+# Watch cell ``index`` for its output ``marker`` and then its N boxes: per task, when it first
+# showed SUCCEEDED; when all N did (and the frame after that was painted); regressions.
+WATCH = """([index, n, marker]) => {
+  const RANK = {PENDING: 0, READY: 1, SUBMITTED: 2, RUNNING: 3, SUCCEEDED: 4};
+  if (window.__bench) window.__bench.observer.disconnect();
+  const cell = document.querySelectorAll('.jp-NotebookPanel .jp-Cell')[index];
+  const w = window.__bench = {ours: false, done: null, doneAt: null, painted: null, nodes: 0,
+                              count: 0, final: {}, last: {}, regressions: 0, error: null};
+  const scan = () => {
+    const err = cell.querySelector('.jp-OutputArea-output[data-mime-type*="error"]');
+    if (err) w.error = err.textContent;
+    if (!w.ours) {
+      w.ours = [...cell.querySelectorAll('.jp-RenderedText')]
+        .some((o) => o.textContent.includes(marker));
+      if (!w.ours) return;
+    }
+    const now = Date.now(), nodes = cell.querySelectorAll('g.kale-node');
+    let count = 0;
+    for (const g of nodes) {
+      const name = g.dataset.task, state = g.dataset.state, rank = RANK[state] ?? 5;
+      if (rank < (w.last[name] ?? -1)) w.regressions++;
+      w.last[name] = rank;
+      if (state === 'SUCCEEDED') {
+        count++;
+        if (!(name in w.final)) w.final[name] = now;
+      }
+    }
+    w.nodes = nodes.length;
+    w.count = count;
+    if (w.done === null && nodes.length === n && count === n) {
+      w.done = performance.now();
+      w.doneAt = now;
+      requestAnimationFrame(() => setTimeout(() => { w.painted = performance.now(); }, 0));
+    }
+  };
+  w.observer = new MutationObserver(scan);
+  w.observer.observe(cell, {subtree: true, childList: true, attributes: true,
+                            attributeFilter: ['data-state']});
+}"""
+RESULT = """() => { const w = window.__bench;
+  return {pressed: window.__pressed, done: w.done, doneAt: w.doneAt, painted: w.painted,
+          final: w.final, regressions: w.regressions}; }"""
+STATE = """() => { const w = window.__bench;
+  return {marker_seen: w.ours, nodes: w.nodes, succeeded: w.count, error: w.error}; }"""
+
+
+class Notebook:
+    """The notebook open in JupyterLab: runs a cell and watches its output."""
+
+    def __init__(self, page: Any, keys: list[str], lab: Lab) -> None:
+        self.page, self.keys, self.lab = page, keys, lab
+        self.rep = 0
+        self.errors: list[str] = []
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.evaluate(KEYS)
+
+    def cell(self, key: str) -> Any:
+        return self.page.locator(".jp-NotebookPanel .jp-Cell").nth(self.keys.index(key))
+
+    def press(self, key: str) -> None:
+        cell = self.cell(key)
+        cell.locator(".jp-InputPrompt").click()
+        cell.evaluate("(e) => e.scrollIntoView({block: 'start'})")
+        self.page.keyboard.press("Control+Enter")
+
+    def setup(self) -> None:
+        self.press("setup")
+        prompt = self.cell("setup").locator(".jp-InputPrompt")
+        deadline = time.monotonic() + 60
+        while not re.search(r"\[\d+\]", prompt.inner_text()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the setup cell did not run in 60 s")
+            time.sleep(0.1)
+        errors = self.cell("setup").locator(".jp-OutputArea-output[data-mime-type*='error']")
+        if errors.count():
+            raise RuntimeError(f"the setup cell failed: {errors.first.inner_text()}")
+
+    def measure(self, key: str, n: int, timeout: float) -> dict[str, Any]:
+        """Run cell ``key``; wait until its N boxes all show SUCCEEDED (and a frame later)."""
+        self.rep += 1
+        marker = f"rep {self.rep} "
+        self.page.evaluate(WATCH, [self.keys.index(key), n, marker])
+        procs = Processes(self.lab)
+        self.press(key)
+        try:
+            self.page.wait_for_function(
+                "() => window.__bench.painted !== null || window.__bench.error !== null",
+                timeout=timeout * 1000, polling=50)
+        except Exception as e:
+            raise RuntimeError(f"cell {key}: the DOM did not show {n} SUCCEEDED boxes within "
+                               f"{timeout:.0f} s: {self.page.evaluate(STATE)}; "
+                               f"page errors: {self.errors}") from e
+        cpu = procs.used()
+        state = self.page.evaluate(STATE)
+        if state["error"]:
+            raise RuntimeError(f"cell {key} failed: {state['error']}")
+        out = self.page.evaluate(RESULT)
+        text = "\n".join(self.cell(key).locator(".jp-RenderedText").all_inner_texts())
+        line = re.search(rf"{marker}(?:run (\S+) )?built in ([\d.]+) s", text)
+        if line is None:
+            raise RuntimeError(f"cell {key}: no '{marker}... built in' line in {text!r}")
+        out.update(run_id=line.group(1), build=float(line.group(2)), cpu=cpu)
+        return out
+
+
+class Processes:
+    """CPU seconds used from now on by the kernel, the Jupyter server and Chromium."""
+
+    def __init__(self, lab: Lab) -> None:
+        import psutil
+
+        server = psutil.Process(lab.proc.pid)
+        browser = [p for p in psutil.Process().children(recursive=True)
+                   if "chrom" in p.name().lower()]
+        self.groups = {"kernel": [p for p in server.children(recursive=True)
+                                  if "ipykernel" in " ".join(p.cmdline())],
+                       "server": [server], "chromium": browser}
+        self.start = self._times()
+
+    def _times(self) -> dict[str, float]:
+        import psutil
+
+        out = {}
+        for group, procs in self.groups.items():
+            total = 0.0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+            out[group] = total
+        return out
+
+    def used(self) -> dict[str, float]:
+        now = self._times()
+        return {g: now[g] - self.start[g] for g in now}
+
+
+# -- measurements ----------------------------------------------------------------------------
+def render(nb: Notebook, n: int, reps: int) -> dict[str, Any]:
+    def once(system: str) -> dict[str, Any]:
+        r = nb.measure(f"render-{system}", n, timeout=120)
+        return {"screen": (r["painted"] - r["pressed"]) / 1000,
+                "dom": (r["done"] - r["pressed"]) / 1000, "build": r["build"],
+                "regressions": r["regressions"], "cpu": r["cpu"]}
+
+    out: dict[str, Any] = {s: {"cold": once(s), "reps": []} for s in SYSTEMS}
+    for _ in range(reps):
+        for system in SYSTEMS:  # alternating, so that drift hits both alike
+            out[system]["reps"].append(once(system))
+    return out
+
+
+def live(nb: Notebook, client: Any, mode: str, system: str, n: int) -> dict[str, Any]:
+    r = nb.measure(f"{mode}-{system}", n, timeout=240)
+    run_id = r["run_id"]
+    client.run(run_id).wait(120)
+    doc = client.status(run_id, tasks=False)["run"]
+    if doc["state"] != "SUCCEEDED":
+        raise RuntimeError(f"live run {run_id} ({mode}, {system}): {doc['state']}")
+    events = [d for e, d in client.events(run_id) if e == "state" and d["task"] is not None]
+    ts = [d["ts"] for d in events]
+    done_ts = {d["task"]: d["ts"] for d in events if d["new"] == "SUCCEEDED"}
+    shown = {name: ms / 1000 for name, ms in r["final"].items()}
+    lags = sorted(shown[name] - at for name, at in done_ts.items())
+    manager_times, dom_times = sorted(done_ts.values()), sorted(shown.values())
+    behind, t = 0, min(ts)
+    while t <= max(dom_times):
+        behind = max(behind, _count_le(manager_times, t) - _count_le(dom_times, t))
+        t += 0.1
+    return {"run_id": run_id, "changes": len(events), "span": max(ts) - min(ts),
+            "rate": len(events) / (max(ts) - min(ts)),
+            "run_seconds": doc["ended_at"] - doc["created_at"],
+            "end_lag": r["doneAt"] / 1000 - doc["ended_at"],
+            "lag_p50": _pct(lags, 50), "lag_p95": _pct(lags, 95), "lag_max": lags[-1],
+            "behind": behind, "regressions": r["regressions"], "build": r["build"],
+            "cpu": r["cpu"]}
+
+
+def _count_le(sorted_times: list[float], t: float) -> int:
+    import bisect
+
+    return bisect.bisect_right(sorted_times, t)
+
+
+def _pct(xs: list[float], p: float) -> float:
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+# -- the report ------------------------------------------------------------------------------
+def report(doc: dict[str, Any], quick: bool) -> str:
+    med = statistics.median
+    n = doc["n"]
+    rnd = doc["render"]
+
+    def reps(system: str, field: str) -> list[float]:
+        return [r[field] for r in rnd[system]["reps"]]
+
+    def row(label: str, k: float, b: float, unit: str = "s", digits: int = 2) -> str:
+        return (f"| {label} | {k:.{digits}f} {unit} | {b:.{digits}f} {unit} | "
+                f"{b / k if k else float('nan'):.1f}x |\n")
+
+    out = [f"### Dashboard ({'quick' if quick else 'full'} sizes: {n} tasks)\n\n",
+           f"Environment: {doc['environment']}\n\n",
+           f"Render a finished {n}-task run (median of {len(rnd['kale']['reps'])}, from "
+           "Ctrl+Enter)\n\n| | Kale DagView | naive ipywidgets.HTML | naive / Kale |\n"
+           "|---|---:|---:|---:|\n"]
+    out.append(row("on screen (DOM final, next frame painted)", med(reps("kale", "screen")),
+                   med(reps("naive", "screen"))))
+    out.append(row("DOM: all boxes SUCCEEDED", med(reps("kale", "dom")),
+                   med(reps("naive", "dom"))))
+    out.append(row("Python: build the widget (the cell's own timing)",
+                   med(reps("kale", "build")), med(reps("naive", "build")), digits=3))
+    rng = {s: f"{min(reps(s, 'screen')):.2f}-{max(reps(s, 'screen')):.2f} s" for s in SYSTEMS}
+    out.append(f"| on screen, range | {rng['kale']} | {rng['naive']} | |\n")
+    k, b = rnd["kale"]["cold"], rnd["naive"]["cold"]
+    out.append(row("first display in a fresh kernel (cold), on screen", k["screen"],
+                   b["screen"]))
+    out.append(row("first display, Python build", k["build"], b["build"], digits=3))
+    for mode, command in LIVE.items():
+        lv = doc["live"][mode]
+        k, b = lv["kale"], lv["naive"]
+        out.append(f"\nLive `{command}` run ({mode}), one run per view, widget shown as the "
+                   f"run starts\n\n| | Kale DagView | naive ipywidgets.HTML | naive / Kale |\n"
+                   "|---|---:|---:|---:|\n")
+        out.append(f"| task state changes / s (changes, span) | {k['rate']:,.0f} "
+                   f"({k['changes']}, {k['span']:.1f} s) | {b['rate']:,.0f} ({b['changes']}, "
+                   f"{b['span']:.1f} s) | |\n")
+        out.append(row("run, created to ended", k["run_seconds"], b["run_seconds"]))
+        out.append(row("lag at the end: all boxes final minus run ended_at", k["end_lag"],
+                       b["end_lag"]))
+        for p in ("p50", "p95", "max"):
+            out.append(row(f"per-task lag (box SUCCEEDED minus event ts), {p}", k[f"lag_{p}"],
+                           b[f"lag_{p}"]))
+        out.append(f"| most tasks behind the manager (0.1 s samples) | {k['behind']} | "
+                   f"{b['behind']} | |\n")
+        out.append(f"| boxes that went back to an earlier state | {k['regressions']} | "
+                   f"{b['regressions']} | |\n")
+        for g in ("kernel", "server", "chromium"):
+            out.append(row(f"CPU s during the cell: {g}", k["cpu"][g], b["cpu"][g]))
+    return "".join(out)
+
+
+def environment() -> str:
+    from importlib.metadata import version
+
+    browser = subprocess.run([chromium(), "--version"], capture_output=True,
+                             text=True).stdout.strip()
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{time.strftime('%Y-%m-%d %H:%M %Z')}, nproc {os.cpu_count()}, "
+            f"JupyterLab {version('jupyterlab')}, anywidget {version('anywidget')}, "
+            f"ipywidgets {version('ipywidgets')}, {browser}, load average {load} at start")
+
+
+# -- main --------------------------------------------------------------------------------------
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true", help="100 tasks, one repetition")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = p.parse_args()
+    n, reps = (100, 1) if args.quick else (1000, 5)
+
+    from playwright.sync_api import sync_playwright
+
+    from kale import Client
+
+    tmp = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    root = Path(tempfile.mkdtemp(prefix="kale-bench-dashboard-", dir=tmp))
+    home, lab_root = root / "home", root / "lab"
+    lab_root.mkdir()
+    env = {**os.environ, "KALE_HOME": str(home), "IPYTHONDIR": str(root / "ipython"),
+           **{f"JUPYTER_{d.upper()}_DIR": str(root / d) for d in ("config", "data", "runtime")}}
+    env.pop("KALE_STORE_URL", None)
+    doc: dict[str, Any] = {"n": n, "reps": reps, "environment": environment()}
+    kale_cli(home, "manager", "start", "--port", str(free_port()), "--workers", "1")
+    try:
+        client = Client(home=home, timeout=120)
+        run = client.submit(layered(n, "true"), force=True)
+        state = run.wait(300).state.value
+        if state != "SUCCEEDED":
+            raise RuntimeError(f"the {n}-task run to render: {state}")
+        sources = cells(run.id, n)
+        write_notebook(lab_root / "dashboard.ipynb", sources)
+        lab = Lab(lab_root, env)
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=chromium(), headless=True,
+                                             args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    page.goto(f"{lab.base}/lab/tree/dashboard.ipynb?token={TOKEN}")
+                    page.locator("#jp-main-statusbar").get_by_text(
+                        re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
+                    nb = Notebook(page, list(sources), lab)
+                    nb.setup()
+                    doc["render"] = render(nb, n, reps)
+                    doc["live"] = {mode: {s: live(nb, client, mode, s, n) for s in SYSTEMS}
+                                   for mode in LIVE}
+                    doc["page_errors"] = nb.errors
+                finally:
+                    browser.close()
+        finally:
+            lab.stop()
+    finally:
+        with contextlib.suppress(Exception):
+            kale_cli(home, "manager", "stop", timeout=30)
+        reap(root)  # workers of this home, and anything else left with it
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"kept {root}")
+
+    text = report(doc, args.quick)
+    if doc["page_errors"]:
+        text += f"\nPage errors: {doc['page_errors']}\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    name = "dashboard-quick" if args.quick else "dashboard"
+    (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1))
+
+
+if __name__ == "__main__":
+    main()

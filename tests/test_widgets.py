@@ -1,0 +1,394 @@
+"""The dashboard widgets' Python side, against a real manager, real workers and (for the
+queue and pilots) the real Slurm cluster: what each view holds is what the browser
+draws (tests/test_dashboard_lab.py checks the drawing itself)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kale.widgets as kw
+from conftest import Kale, Manager
+from kale import Client, Workflow
+from kale.display import COLORS
+from kale.widgets.layout import MAX_ROW, NODE_H, NODE_W, dag_svg, layers, layout
+from test_workers import wait_for
+
+STATIC = Path(kw.__file__).with_name("static")
+
+
+# -- layout and pictures (pure) -------------------------------------------------------------
+def test_layout_puts_each_task_below_what_it_waits_for_without_overlap() -> None:
+    up = {"fetch": [], "a": ["fetch"], "b": ["fetch"], "c": ["fetch"], "join": ["a", "b", "c"],
+          "late": ["join", "fetch"]}
+    assert layers(up) == [["fetch"], ["a", "b", "c"], ["join"], ["late"]]
+    lay = layout(up)
+    for name, ups in up.items():
+        for u in ups:
+            assert lay.pos[u][1] + NODE_H < lay.pos[name][1], (u, name)
+    boxes = sorted(lay.pos.values())
+    for (x1, y1), (x2, y2) in zip(boxes, boxes[1:], strict=False):
+        assert y1 != y2 or x2 - x1 >= NODE_W, "boxes overlap"
+    assert all(0 <= x and x + NODE_W <= lay.width for x, _ in lay.pos.values())
+    assert sorted(lay.edges) == sorted((u, n) for n, ups in up.items() for u in ups)
+
+
+def test_a_wide_layer_wraps_and_a_thousand_tasks_lay_out() -> None:
+    up: dict[str, list[str]] = {"root": []} | {f"t{i}": ["root"] for i in range(1000)}
+    lay = layout(up)
+    rows = {y for name, (_, y) in lay.pos.items() if name != "root"}
+    assert len(rows) == -(-1000 // MAX_ROW)  # wrapped into rows of at most MAX_ROW
+    assert len(lay.pos) == 1001 and lay.width < (MAX_ROW + 1) * (NODE_W + 20)
+
+
+def test_the_static_svg_colours_each_task_by_state_and_escapes_names() -> None:
+    svg = dag_svg({"a": [], "b<&>": ["a"]}, {"a": "SUCCEEDED", "b<&>": "FAILED"},
+                  title="report <1>")
+    assert svg.startswith("<svg") and svg.count('class="kale-node"') == 2
+    assert re.search(r'data-task="a" data-state="SUCCEEDED".*?fill="' + COLORS["SUCCEEDED"], svg)
+    assert 'data-task="b&lt;&amp;&gt;" data-state="FAILED"' in svg
+    assert "report &lt;1&gt;" in svg and "<&>" not in svg
+    import xml.dom.minidom
+
+    xml.dom.minidom.parseString(svg)  # well-formed
+
+
+def test_a_workflow_not_yet_run_draws_and_exports(tmp_path: Path) -> None:
+    wf = Workflow("plan")
+    a = wf.shell("a", "true")
+    wf.shell("b", "true", after=a)  # one upstream task, not a list
+    view = kw.DagView(wf)
+    assert view.title == "plan" and view.svg.count("kale-node") == 2
+    assert view.to_svg(tmp_path / "plan.svg").count('data-state="PENDING"') == 2
+    png = view.to_png(tmp_path / "plan.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    view._on_custom(view, {"action": "retry_failed"}, [])
+    assert "run it first" in view.error  # a message in the widget, not a traceback
+
+
+def test_widget_assets_ship_in_the_package_and_fetch_nothing() -> None:
+    names = {p.name for p in STATIC.iterdir()}
+    assert {"common.js", "dag.js", "log.js", "resources.js", "queue.js", "workers.js",
+            "runs.js", "login.js", "kale.css"} <= names
+    for path in STATIC.iterdir():
+        text = path.read_text()
+        urls = set(re.findall(r"https?://[^\s\"'`)]+", text)) - {"http://www.w3.org/2000/svg"}
+        urls = {u for u in urls if not u.startswith("http://127.0.0.1")}
+        assert not urls, f"{path.name} refers to the network: {urls}"
+        assert "import " not in text.split("export default")[0].replace("important", ""), \
+            f"{path.name} imports a module (must be self-contained)"
+
+
+def test_the_public_api_exports_what_it_says() -> None:
+    for name in kw.__all__:
+        assert getattr(kw, name) is not None
+    assert {"DagView", "LogView", "ResourceView", "QueueView", "WorkersView", "RunsView",
+            "Login", "Dashboard"} <= set(kw.__all__)
+
+
+# -- live views of real runs ----------------------------------------------------------------
+def demo(tmp_path: Path, name: str = "demo") -> Workflow:
+    marker = tmp_path / f"{name}.marker"
+    wf = Workflow(name, base_dir=tmp_path)
+    prep = wf.shell("prep", "echo preparing; sleep 0.3; echo ready",
+                    description="**Prepare** <script>alert(1)</script>")
+    flaky = wf.shell("flaky", f"test -e {marker} || {{ touch {marker}; echo no >&2; exit 4; }}"
+                              "; echo fine", after=prep, parameters={"n": 3})
+    wf.shell("last", "echo done", after=flaky)
+    return wf
+
+
+def settled(view: kw.DagView, **states: str) -> bool:
+    return all(view.states.get(k) == v for k, v in states.items())
+
+
+def test_dagview_follows_a_run_shows_details_and_retries_what_failed(
+        tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "1")
+    with m.client() as client:
+        run = client.submit(demo(tmp_path))
+        view = kw.DagView(run)
+        assert view.run_id == run.id and set(view.states) == {"prep", "flaky", "last"}
+        wait_for(lambda: settled(view, prep="SUCCEEDED", flaky="FAILED", last="SKIPPED"),
+                 60, "the states to arrive through the event stream")
+        wait_for(lambda: view.run_state == "FAILED", 10, "the run's end")
+        assert view.counts == {"SUCCEEDED": 1, "FAILED": 1, "SKIPPED": 1}
+
+        view.focus = "flaky"  # what a click does
+        d = view.detail
+        assert d["name"] == "flaky" and d["state"] == "FAILED" and d["exit_code"] == 4
+        assert d["parameters"] == {"n": "3"} and d["after"] == ["prep"]
+        assert d["stderr"] == "no\n" and "exit code 4" in d["error"]
+        assert [a["state"] for a in d["attempts"]] == ["FAILED"] and d["attempts"][0]["worker"]
+        view.show("prep")
+        assert "<strong>Prepare</strong>" in view.detail["description"]
+        assert "<script>" not in view.detail["description"]  # raw HTML shown as text
+
+        view._on_custom(view, {"action": "run_selection"}, [])
+        assert "select the tasks" in view.error
+        view._on_custom(view, {"action": "retry_failed"}, [])  # the button
+        assert not view.error and view.run_id != run.id
+        assert view.message == f"started run {view.run_id}"
+        wait_for(lambda: settled(view, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "the retry")
+        assert client.status(view.run_id)["run"]["options"]["rerun_of"] == run.id
+        # What succeeded was reused, not run again.
+        assert next(t for t in client.status(view.run_id)["tasks"]
+                    if t["name"] == "prep")["reused_from"]
+
+        again = view.run_id
+        view.selected = ["last"]
+        view.run_selection()
+        wait_for(lambda: settled(view, last="SUCCEEDED") and view.run_state == "SUCCEEDED",
+                 60, "the selection's run")
+        assert client.status(view.run_id)["run"]["options"]["selected"] == ["last"]
+        view.run_from("flaky")
+        wait_for(lambda: view.run_state == "SUCCEEDED", 60, "the run from flaky")
+        assert view.run_id != again
+        view.close()
+
+
+def test_cancel_in_the_dagview_cancels_the_selected_task_or_the_run(
+        tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    wf = Workflow("long", base_dir=tmp_path)
+    wf.shell("a", "sleep 60")
+    wf.shell("b", "sleep 60")
+    m = managers("--workers", "1", "--worker-slots", "2")
+    with m.client() as client:
+        view = kw.DagView(client.submit(wf))
+        wait_for(lambda: settled(view, a="RUNNING", b="RUNNING"), 60, "both to run")
+        view.selected = ["a"]
+        view._on_custom(view, {"action": "cancel"}, [])
+        wait_for(lambda: settled(view, a="CANCELLED", b="RUNNING"), 30, "a cancelled")
+        view.selected = []
+        view.cancel()
+        wait_for(lambda: view.states.get("b") == "CANCELLED" and view.run_state == "CANCELLED",
+                 30, "the run cancelled")
+        view.close()
+
+
+def test_logview_follows_a_task_and_switches_streams(
+        tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    wf = Workflow("talk", base_dir=tmp_path)
+    wf.shell("talk", "for i in 1 2 3 4 5; do echo line $i; echo err $i >&2; sleep 0.3; done")
+    m = managers("--workers", "1")
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_for(lambda: client.status(run.id)["tasks"][0]["state"] == "RUNNING", 30, "running")
+        view = kw.LogView(run)
+        assert view.task == "talk" and view.tasks == ["talk"] and view.follow
+        wait_for(lambda: view.text == "".join(f"line {i}\n" for i in range(1, 6)), 30,
+                 "every line, once, in order")
+        view.stream = "stderr"
+        assert view.text == "".join(f"err {i}\n" for i in range(1, 6))
+        # Lines a reconnected stream sends again are not shown twice.
+        view.on_events([("log", {"task": "talk", "stream": "stderr", "line": "err 5",
+                                 "offset": 30})])
+        assert view.text.count("err 5") == 1
+        view.close()
+
+
+def test_resourceview_charts_each_task_and_each_worker(
+        tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    wf = Workflow("burn", base_dir=tmp_path)
+    wf.shell("burn", ["python", "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
+    wf.shell("idle", "sleep 3")
+    m = managers("--workers", "1", "--worker-slots", "2", "--sample-interval", "0.5")
+    with m.client() as client:
+        view = kw.ResourceView(client.submit(wf))
+        wait_for(lambda: {"burn", "idle"} <= set(view.series)
+                 and len(view.series["burn"]["t"]) >= 2, 30, "samples of both tasks")
+        client.run(view.run_id).wait(30)
+        wait_for(lambda: len(view.series["burn"]["t"])
+                 == len(client.resources(view.run_id, "burn")), 10, "every sample")
+        assert max(view.series["burn"]["cpu"]) > 50 > max(view.series["idle"]["cpu"])
+        assert min(view.series["burn"]["rss"]) > 1_000_000
+        view.task = "idle"
+        assert list(view.series) == ["idle"]
+        view.by = "worker"
+        (worker,) = view.series  # one worker ran both
+        assert worker in {w["id"] for w in client.workers()}
+        assert max(view.series[worker]["cpu"]) > 50
+        view.close()
+
+
+def test_runsview_lists_runs_and_opens_one(tmp_path: Path,
+                                          managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "1")
+    with m.client() as client:
+        run = client.submit(demo(tmp_path)).wait(60)
+        view = kw.RunsView(client, interval=0)
+        assert [(r["id"], r["state"]) for r in view.runs] == [(run.id, "FAILED")]
+        opened: list[str] = []
+        view.on_open.append(opened.append)
+        view._on_custom(view, {"action": "open", "id": run.id}, [])
+        assert opened == [run.id] and view.opened == run.id
+        view.close()
+
+
+def test_workersview_starts_and_stops_local_workers(managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "1")
+    with m.client() as client:
+        view = kw.WorkersView(client, interval=0)
+        assert view.workers == []  # none until there is work
+        view._on_custom(view, {"action": "start",
+                               "form": {"kind": "local", "count": "2", "slots": "1"}}, [])
+        assert not view.error and view.message == "started 2 local worker(s)"
+        wait_for(lambda: (view.refresh(), len(view.workers) == 2)[1], 30, "two workers")
+        assert {w["slots"] for w in view.workers} == {1}
+        victim = view.workers[0]
+        view._on_custom(view, {"action": "stop", "id": victim["id"]}, [])
+        wait_for(lambda: (view.refresh(), [w["id"] for w in view.workers]
+                          == [view.workers[-1]["id"]] and len(view.workers) == 1)[1],
+                 30, "one worker left")
+        wait_for(lambda: not Path(f"/proc/{victim['pid']}").exists()
+                 or "Z" in Path(f"/proc/{victim['pid']}/stat").read_text().split(")")[1][:3],
+                 30, "the stopped worker's process to end")
+        view._on_custom(view, {"action": "start", "form": {"kind": "local", "count": "x"}}, [])
+        assert "whole numbers" in view.error
+        view._on_custom(view, {"action": "stop", "id": "nobody"}, [])
+        assert "no worker 'nobody'" in view.error
+        view.close()
+
+
+def test_queueview_and_pilots_from_the_workersview_on_slurm(
+        slurm: str, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "0")
+    with m.client() as client:
+        queue = kw.QueueView(client, interval=0)
+        assert queue.scheduler == "slurm" and not queue.error
+        assert {p["name"] for p in queue.partitions} >= {"debug", "short"}
+        workers = kw.WorkersView(client, interval=0)
+        workers.start("slurm", 1, walltime="00:05:00", nodes=1, queue="debug")
+        (job,) = workers.jobs
+        assert job["mode"] == "pilot" and job["scheduler"] == "slurm"
+        queue.refresh()
+        mine = [j for j in queue.jobs if (j.get("kale") or {}).get("id") == job["id"]]
+        assert mine and mine[0]["partition"] == "debug"
+        wait_for(lambda: (workers.refresh(), any(w["job"] == job["id"]
+                                                 for w in workers.workers))[1],
+                 60, "the pilot's worker to connect")
+        workers._on_custom(workers, {"action": "cancel_job", "id": job["id"]}, [])
+        assert not workers.error
+        wait_for(lambda: (workers.refresh(), not workers.jobs and not workers.workers)[1],
+                 60, "the pilot gone")
+        workers._on_custom(workers, {"action": "start", "form": {
+            "kind": "slurm", "count": "1", "walltime": "99:00:00", "queue": "short"}}, [])
+        assert "slurm refused the job" in workers.error  # in the scheduler's words
+        assert "time limit" in workers.error
+        queue.close()
+        workers.close()
+
+
+def test_queueview_without_a_scheduler_says_so(managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "0")
+    with m.client() as client:
+        view = kw.QueueView(client, interval=0, scheduler="pbs")  # no qstat here
+        assert view.scheduler == "pbs" and view.jobs == [] and view.partitions == []
+        assert view.problems and all("qstat" in p for p in view.problems), view.problems
+        view.close()
+
+
+def test_login_with_a_token_or_a_token_file(managers: Callable[..., Manager],
+                                            home: Path) -> None:
+    m = managers("--workers", "0")
+    login = kw.Login()
+    connected: list[Any] = []
+    login.on_connect.append(connected.append)
+    login._on_custom(login, {"action": "connect", "form": {
+        "method": "token", "url": m.url, "token": "not-the-token"}}, [])
+    assert "401" in login.error and login.client is None and not login.connected
+    login._on_custom(login, {"action": "connect", "form": {
+        "method": "token", "url": m.url, "token_file": str(home / "token")}}, [])
+    assert not login.error and login.connected == f"manager at {m.url}"
+    assert connected == [login.client] and login.client.runs() == []
+    assert "token" not in login.trait_names() and "not-the-token" not in str(login.get_state())
+    login.close()
+
+
+def test_login_through_ssh_reads_the_remote_home_and_tunnels(
+        ssh_host: str, managers: Callable[..., Manager], home: Path, tmp_path: Path) -> None:
+    m = managers("--workers", "1")
+    with m.client() as client:
+        run = client.submit(demo(tmp_path)).wait(60)
+    login = kw.Login()
+    login._on_custom(login, {"action": "connect", "form": {
+        "method": "ssh", "host": ssh_host, "remote_home": str(home)}}, [])
+    assert not login.error, login.error
+    assert login.connected == f"manager on {ssh_host} (through SSH)"
+    assert login.client.url != m.url  # the tunnel's local end
+    assert [r["id"] for r in login.client.runs()] == [run.id]
+    login.close()
+
+
+def test_login_over_ssh_to_a_home_without_a_manager_says_so(ssh_host: str,
+                                                           tmp_path: Path) -> None:
+    login = kw.Login()
+    login._on_custom(login, {"action": "connect", "form": {
+        "method": "ssh", "host": ssh_host, "remote_home": str(tmp_path / "none")}}, [])
+    assert "no manager runs there" in login.error
+    login._on_custom(login, {"action": "connect", "form": {"method": "ssh", "host": ""}}, [])
+    assert "SSH host" in login.error
+    login.close()
+
+
+def test_the_dashboard_shares_one_feed_and_follows_a_retry(
+        tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    m = managers("--workers", "1")
+    with m.client() as client:
+        run = client.submit(demo(tmp_path))
+        dash = run.dashboard() if hasattr(run, "dashboard") else kw.Dashboard(run)
+        assert dash.dag._feed is dash.logs._feed is dash.resources._feed
+        wait_for(lambda: settled(dash.dag, flaky="FAILED", last="SKIPPED"), 60, "the failure")
+        dash.dag.focus = "flaky"
+        assert dash.logs.task == "flaky"
+        titles = [dash.tabs.get_title(i) for i in range(len(dash.tabs.children))]
+        assert titles[:2] == ["Log", "Resources"] and titles[-3:] == ["Workers", "Runs", "Connect"]
+        dash.dag.retry_failed()
+        new = dash.dag.run_id
+        assert new != run.id and dash.logs.run_id == new == dash.resources.run_id == dash.run_id
+        wait_for(lambda: settled(dash.dag, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "retry")
+        assert dash.runs.opened == new
+        dash.runs.open_run(run.id)  # back to the first run
+        assert dash.dag.run_id == run.id and dash.dag.states["flaky"] == "FAILED"
+        dash.close()
+
+
+def test_a_dashboard_of_a_run_without_a_manager(tmp_path: Path, home: Path) -> None:
+    run = demo(tmp_path).run()
+    dash = run.dashboard()
+    wait_for(lambda: settled(dash.dag, prep="SUCCEEDED", flaky="FAILED", last="SKIPPED"),
+             60, "states from the store")
+    assert "Workers" in [dash.tabs.get_title(i) for i in range(len(dash.tabs.children))]
+    dash.dag.retry_failed()
+    wait_for(lambda: settled(dash.dag, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "the retry")
+    dash.dag.selected = ["last"]
+    dash.dag._on_custom(dash.dag, {"action": "cancel"}, [])
+    assert "needs the manager" in dash.dag.error
+    dash.close()
+
+
+def test_the_feed_reconnects_after_the_manager_is_killed(
+        tmp_path: Path, kale: Kale, managers: Callable[..., Manager]) -> None:
+    wf = Workflow("steady", base_dir=tmp_path)
+    prev = None
+    for i in range(6):
+        prev = wf.shell(f"s{i}", "sleep 0.7", after=[prev] if prev else [])
+    m = managers("--workers", "1")
+    client = m.client()
+    view = kw.DagView(client.submit(wf))
+    wait_for(lambda: view.states.get("s1") == "RUNNING", 30, "s1 running")
+    os.kill(int(m.doc["pid"]), signal.SIGKILL)  # the stream breaks mid-run
+    time.sleep(1)
+    m.start()  # a new manager resumes the run, the feed reconnects to it
+    wait_for(lambda: view.run_state == "SUCCEEDED", 90, "the run's end, seen through the feed")
+    assert set(view.states.values()) == {"SUCCEEDED"}
+    view.close()
+    client.close()
+    assert isinstance(client, Client)
