@@ -243,13 +243,16 @@ KEYS = """() => document.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && e.ctrlKey) window.__pressed = performance.now(); }, true)"""
 
 # Watch cell ``index`` for its output ``marker`` and then its N boxes: per task, when it first
-# showed SUCCEEDED; when all N did (and the frame after that was painted); regressions.
+# showed SUCCEEDED; when all N first did (and when the frame after that was painted), and
+# when they last came to (after boxes that went back to an earlier state); the number of
+# such regressions, in all and after all N had shown SUCCEEDED; how many SVGs were drawn.
 WATCH = """([index, n, marker]) => {
   const RANK = {PENDING: 0, READY: 1, SUBMITTED: 2, RUNNING: 3, SUCCEEDED: 4};
   if (window.__bench) window.__bench.observer.disconnect();
   const cell = document.querySelectorAll('.jp-NotebookPanel .jp-Cell')[index];
-  const w = window.__bench = {ours: false, done: null, doneAt: null, painted: null, nodes: 0,
-                              count: 0, final: {}, last: {}, regressions: 0, error: null};
+  const w = window.__bench = {ours: false, done: null, doneAt: null, painted: null,
+    settled: null, complete: false, nodes: 0, count: 0, final: {}, last: {}, regressions: 0,
+    late: 0, svg: null, svgs: 0, error: null};
   const scan = () => {
     const err = cell.querySelector('.jp-OutputArea-output[data-mime-type*="error"]');
     if (err) w.error = err.textContent;
@@ -258,11 +261,19 @@ WATCH = """([index, n, marker]) => {
         .some((o) => o.textContent.includes(marker));
       if (!w.ours) return;
     }
+    const svg = cell.querySelector('svg.kale-dag-svg');
+    if (svg !== w.svg) {
+      w.svg = svg;
+      if (svg) w.svgs++;
+    }
     const now = Date.now(), nodes = cell.querySelectorAll('g.kale-node');
     let count = 0;
     for (const g of nodes) {
       const name = g.dataset.task, state = g.dataset.state, rank = RANK[state] ?? 5;
-      if (rank < (w.last[name] ?? -1)) w.regressions++;
+      if (rank < (w.last[name] ?? -1)) {
+        w.regressions++;
+        if (w.done !== null) w.late++;
+      }
       w.last[name] = rank;
       if (state === 'SUCCEEDED') {
         count++;
@@ -271,7 +282,10 @@ WATCH = """([index, n, marker]) => {
     }
     w.nodes = nodes.length;
     w.count = count;
-    if (w.done === null && nodes.length === n && count === n) {
+    const complete = nodes.length === n && count === n;
+    if (complete && !w.complete) w.settled = performance.now();
+    w.complete = complete;
+    if (complete && w.done === null) {
       w.done = performance.now();
       w.doneAt = now;
       requestAnimationFrame(() => setTimeout(() => { w.painted = performance.now(); }, 0));
@@ -283,7 +297,8 @@ WATCH = """([index, n, marker]) => {
 }"""
 RESULT = """() => { const w = window.__bench;
   return {pressed: window.__pressed, done: w.done, doneAt: w.doneAt, painted: w.painted,
-          final: w.final, regressions: w.regressions}; }"""
+          settled: w.settled, complete: w.complete, final: w.final,
+          regressions: w.regressions, late: w.late, svgs: w.svgs}; }"""
 STATE = """() => { const w = window.__bench;
   return {marker_seen: w.ours, nodes: w.nodes, succeeded: w.count, error: w.error}; }"""
 
@@ -319,8 +334,9 @@ class Notebook:
         if errors.count():
             raise RuntimeError(f"the setup cell failed: {errors.first.inner_text()}")
 
-    def measure(self, key: str, n: int, timeout: float) -> dict[str, Any]:
-        """Run cell ``key``; wait until its N boxes all show SUCCEEDED (and a frame later)."""
+    def measure(self, key: str, n: int, timeout: float, settle: float) -> dict[str, Any]:
+        """Run cell ``key``; wait until its N boxes all show SUCCEEDED (and a frame later),
+        then ``settle`` seconds more, watching for boxes that go back."""
         self.rep += 1
         marker = f"rep {self.rep} "
         self.page.evaluate(WATCH, [self.keys.index(key), n, marker])
@@ -338,7 +354,11 @@ class Notebook:
         state = self.page.evaluate(STATE)
         if state["error"]:
             raise RuntimeError(f"cell {key} failed: {state['error']}")
+        time.sleep(settle)
         out = self.page.evaluate(RESULT)
+        if not out["complete"]:
+            raise RuntimeError(f"cell {key}: {n} SUCCEEDED boxes, then not {settle:g} s later: "
+                               f"{self.page.evaluate(STATE)}")
         text = "\n".join(self.cell(key).locator(".jp-RenderedText").all_inner_texts())
         line = re.search(rf"{marker}(?:run (\S+) )?built in ([\d.]+) s", text)
         if line is None:
@@ -382,10 +402,11 @@ class Processes:
 # -- measurements ----------------------------------------------------------------------------
 def render(nb: Notebook, n: int, reps: int) -> dict[str, Any]:
     def once(system: str) -> dict[str, Any]:
-        r = nb.measure(f"render-{system}", n, timeout=120)
+        r = nb.measure(f"render-{system}", n, timeout=120, settle=2.0)
         return {"screen": (r["painted"] - r["pressed"]) / 1000,
-                "dom": (r["done"] - r["pressed"]) / 1000, "build": r["build"],
-                "regressions": r["regressions"], "cpu": r["cpu"]}
+                "dom": (r["done"] - r["pressed"]) / 1000,
+                "settled": (r["settled"] - r["pressed"]) / 1000, "build": r["build"],
+                "regressions": r["regressions"], "late": r["late"], "cpu": r["cpu"]}
 
     out: dict[str, Any] = {s: {"cold": once(s), "reps": []} for s in SYSTEMS}
     for _ in range(reps):
@@ -395,7 +416,7 @@ def render(nb: Notebook, n: int, reps: int) -> dict[str, Any]:
 
 
 def live(nb: Notebook, client: Any, mode: str, system: str, n: int) -> dict[str, Any]:
-    r = nb.measure(f"{mode}-{system}", n, timeout=240)
+    r = nb.measure(f"{mode}-{system}", n, timeout=240, settle=1.0)
     run_id = r["run_id"]
     client.run(run_id).wait(120)
     doc = client.status(run_id, tasks=False)["run"]
@@ -416,8 +437,16 @@ def live(nb: Notebook, client: Any, mode: str, system: str, n: int) -> dict[str,
             "run_seconds": doc["ended_at"] - doc["created_at"],
             "end_lag": r["doneAt"] / 1000 - doc["ended_at"],
             "lag_p50": _pct(lags, 50), "lag_p95": _pct(lags, 95), "lag_max": lags[-1],
-            "behind": behind, "regressions": r["regressions"], "build": r["build"],
+            "behind": behind, "regressions": r["regressions"], "svgs": r["svgs"],
+            "build": r["build"],
             "cpu": r["cpu"]}
+
+
+def idle(lab: Lab, seconds: float = 3.0) -> dict[str, float]:
+    """CPU seconds per second with nothing changing (the last graph still shown)."""
+    procs = Processes(lab)
+    time.sleep(seconds)
+    return {g: used / seconds for g, used in procs.used().items()}
 
 
 def _count_le(sorted_times: list[float], t: float) -> int:
@@ -433,54 +462,67 @@ def _pct(xs: list[float], p: float) -> float:
 # -- the report ------------------------------------------------------------------------------
 def report(doc: dict[str, Any], quick: bool) -> str:
     med = statistics.median
-    n = doc["n"]
-    rnd = doc["render"]
+    n, rnd = doc["n"], doc["render"]
+    head = "| | Kale DagView | naive ipywidgets.HTML | naive / Kale |\n|---|---:|---:|---:|\n"
 
     def reps(system: str, field: str) -> list[float]:
         return [r[field] for r in rnd[system]["reps"]]
 
-    def row(label: str, k: float, b: float, unit: str = "s", digits: int = 2) -> str:
-        return (f"| {label} | {k:.{digits}f} {unit} | {b:.{digits}f} {unit} | "
-                f"{b / k if k else float('nan'):.1f}x |\n")
+    def row(label: str, k: float, b: float, unit: str = " s", digits: int = 2) -> str:
+        ratio = f"{b / k:.1f}x" if k > 0 and b > 0 else ""
+        return f"| {label} | {k:.{digits}f}{unit} | {b:.{digits}f}{unit} | {ratio} |\n"
+
+    def plain(label: str, k: Any, b: Any) -> str:
+        return f"| {label} | {k} | {b} | |\n"
+
+    def flicker(system: str) -> str:
+        runs = [*rnd[system]["reps"], rnd[system]["cold"]]
+        hit = [r["late"] for r in runs if r["late"]]
+        return f"{sum(hit)} in {len(hit)} of {len(runs)} displays"
 
     out = [f"### Dashboard ({'quick' if quick else 'full'} sizes: {n} tasks)\n\n",
-           f"Environment: {doc['environment']}\n\n",
-           f"Render a finished {n}-task run (median of {len(rnd['kale']['reps'])}, from "
-           "Ctrl+Enter)\n\n| | Kale DagView | naive ipywidgets.HTML | naive / Kale |\n"
-           "|---|---:|---:|---:|\n"]
-    out.append(row("on screen (DOM final, next frame painted)", med(reps("kale", "screen")),
-                   med(reps("naive", "screen"))))
-    out.append(row("DOM: all boxes SUCCEEDED", med(reps("kale", "dom")),
-                   med(reps("naive", "dom"))))
-    out.append(row("Python: build the widget (the cell's own timing)",
-                   med(reps("kale", "build")), med(reps("naive", "build")), digits=3))
-    rng = {s: f"{min(reps(s, 'screen')):.2f}-{max(reps(s, 'screen')):.2f} s" for s in SYSTEMS}
-    out.append(f"| on screen, range | {rng['kale']} | {rng['naive']} | |\n")
-    k, b = rnd["kale"]["cold"], rnd["naive"]["cold"]
-    out.append(row("first display in a fresh kernel (cold), on screen", k["screen"],
-                   b["screen"]))
-    out.append(row("first display, Python build", k["build"], b["build"], digits=3))
+           f"{doc['environment']}\n\n",
+           f"Render a finished {n}-task run: from Ctrl+Enter, median of "
+           f"{len(rnd['kale']['reps'])} (after a first, cold display)\n\n", head,
+           row("on screen (all boxes SUCCEEDED, next frame painted)",
+               med(reps("kale", "screen")), med(reps("naive", "screen"))),
+           plain("on screen, range",
+                 *(f"{min(reps(s, 'screen')):.2f}-{max(reps(s, 'screen')):.2f} s"
+                   for s in SYSTEMS)),
+           row("DOM: all boxes SUCCEEDED", med(reps("kale", "dom")), med(reps("naive", "dom"))),
+           row("Python: build the widget (the cell's own timing)", med(reps("kale", "build")),
+               med(reps("naive", "build")), digits=3),
+           row("first display in a fresh kernel (cold), on screen",
+               rnd["kale"]["cold"]["screen"], rnd["naive"]["cold"]["screen"]),
+           row("first display, Python build", rnd["kale"]["cold"]["build"],
+               rnd["naive"]["cold"]["build"], digits=3),
+           plain("boxes that went back to an earlier state in the next 2 s",
+                 flicker("kale"), flicker("naive")),
+           row("all boxes SUCCEEDED for good (after any such flicker)",
+               med(reps("kale", "settled")), med(reps("naive", "settled")))]
     for mode, command in LIVE.items():
-        lv = doc["live"][mode]
-        k, b = lv["kale"], lv["naive"]
-        out.append(f"\nLive `{command}` run ({mode}), one run per view, widget shown as the "
-                   f"run starts\n\n| | Kale DagView | naive ipywidgets.HTML | naive / Kale |\n"
-                   "|---|---:|---:|---:|\n")
-        out.append(f"| task state changes / s (changes, span) | {k['rate']:,.0f} "
-                   f"({k['changes']}, {k['span']:.1f} s) | {b['rate']:,.0f} ({b['changes']}, "
-                   f"{b['span']:.1f} s) | |\n")
-        out.append(row("run, created to ended", k["run_seconds"], b["run_seconds"]))
-        out.append(row("lag at the end: all boxes final minus run ended_at", k["end_lag"],
-                       b["end_lag"]))
-        for p in ("p50", "p95", "max"):
-            out.append(row(f"per-task lag (box SUCCEEDED minus event ts), {p}", k[f"lag_{p}"],
-                           b[f"lag_{p}"]))
-        out.append(f"| most tasks behind the manager (0.1 s samples) | {k['behind']} | "
-                   f"{b['behind']} | |\n")
-        out.append(f"| boxes that went back to an earlier state | {k['regressions']} | "
-                   f"{b['regressions']} | |\n")
-        for g in ("kernel", "server", "chromium"):
-            out.append(row(f"CPU s during the cell: {g}", k["cpu"][g], b["cpu"][g]))
+        k, b = doc["live"][mode]["kale"], doc["live"][mode]["naive"]
+        out += [f"\nLive `{command}` run ({mode}): one run per view, the cell submits it and "
+                "shows it\n\n", head,
+                plain("task state changes / s (changes in s)",
+                      *(f"{r['rate']:,.0f} ({r['changes']} in {r['span']:.1f} s)"
+                        for r in (k, b))),
+                row("run, created to ended", k["run_seconds"], b["run_seconds"]),
+                row("lag at the end: all boxes final minus the run's ended_at", k["end_lag"],
+                    b["end_lag"]),
+                *(row(f"per-task lag (box SUCCEEDED minus its event's ts), {p}",
+                      k[f"lag_{p}"], b[f"lag_{p}"]) for p in ("p50", "p95", "max")),
+                plain("most tasks behind the manager (0.1 s samples)", k["behind"],
+                      b["behind"]),
+                plain("SVGs drawn in the page", k["svgs"], b["svgs"]),
+                plain("boxes that went back to an earlier state", k["regressions"],
+                      b["regressions"]),
+                *(row(f"CPU s during the cell: {g}", k["cpu"][g], b["cpu"][g])
+                  for g in ("kernel", "server", "chromium"))]
+    idle = doc["idle"]
+    out.append(f"\nIdle (the notebook open, a finished graph shown), CPU s per s: kernel "
+               f"{idle['kernel']:.3f}, server {idle['server']:.3f}, "
+               f"Chromium {idle['chromium']:.3f}\n")
     return "".join(out)
 
 
@@ -537,6 +579,7 @@ def main() -> None:
                     nb = Notebook(page, list(sources), lab)
                     nb.setup()
                     doc["render"] = render(nb, n, reps)
+                    doc["idle"] = idle(lab)
                     doc["live"] = {mode: {s: live(nb, client, mode, s, n) for s in SYSTEMS}
                                    for mode in LIVE}
                     doc["page_errors"] = nb.errors
