@@ -4,6 +4,7 @@ draws (tests/test_dashboard_lab.py checks the drawing itself)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -11,8 +12,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 import kale.widgets as kw
 from conftest import Kale, Manager
@@ -34,9 +33,9 @@ def test_layout_puts_each_task_below_what_it_waits_for_without_overlap() -> None
         for u in ups:
             assert lay.pos[u][1] + NODE_H < lay.pos[name][1], (u, name)
     boxes = sorted(lay.pos.values())
-    for (x1, y1), (x2, y2) in zip(boxes, boxes[1:], strict=False):
+    for (x1, y1), (x2, y2) in itertools.pairwise(boxes):
         assert y1 != y2 or x2 - x1 >= NODE_W, "boxes overlap"
-    assert all(0 <= x and x + NODE_W <= lay.width for x, _ in lay.pos.values())
+    assert all(x >= 0 and x + NODE_W <= lay.width for x, _ in lay.pos.values())
     assert sorted(lay.edges) == sorted((u, n) for n, ups in up.items() for u in ups)
 
 

@@ -56,7 +56,8 @@ def start_run(wf: Workflow, *, params: dict[str, Any] | None = None, only: Any =
         service.start(path)
         options = {"params": dict(params or {}), "only": _names(only), "from_": _names(from_),
                    "until": _names(until), "tags": _names(tags), "force": force,
-                   "jobs": jobs, "executor": executor, "rerun_of": rerun_of}
+                   "jobs": jobs, "executor": executor,
+                   "rerun_of": rerun_of}
         client = Client(home=path)
         try:
             run_id = client.submit(wf, **{k: v for k, v in options.items()
@@ -66,8 +67,8 @@ def start_run(wf: Workflow, *, params: dict[str, Any] | None = None, only: Any =
             raise
         return RemoteRun(client, run_id, owns_client=True)
     opts = RunOptions(params=dict(params or {}), force=force, jobs=jobs, executor=executor,
-                      rerun_of=rerun_of, selection=Selection(_names(only), _names(from_), _names(until),
-                                          _names(tags)))
+                      rerun_of=rerun_of, selection=Selection(
+                          _names(only), _names(from_), _names(until), _names(tags)))
     rec = create_run(store, path, wf, opts)
     # The engine works on its own copy: the notebook may go on editing `wf`.
     engine = make_engine(store, rec, copy.deepcopy(wf))
@@ -88,7 +89,7 @@ def start_run(wf: Workflow, *, params: dict[str, Any] | None = None, only: Any =
 
 def get_run(run_id: str | None = None, *, home: str | Path | None = None) -> Run:
     """Re-attach to a run by id (or id prefix); the newest run if no id is given."""
-    store, _ = open_store(home)
+    store, path = open_store(home)
     if run_id is None:
         latest = store.latest_run()
         if latest is None:

@@ -25,5 +25,18 @@ from kale.widgets.runs import RunsView
 from kale.widgets.source import ManagerSource, StoreSource
 from kale.widgets.workers import WorkersView
 
-__all__ = ["Dashboard", "DagView", "Feed", "LogView", "Login", "ManagerSource", "QueueView",
-           "ResourceView", "RunsView", "StoreSource", "WorkersView", "dag_svg", "layout"]
+__all__ = [
+           "DagView",
+           "Dashboard",
+           "Feed",
+           "LogView",
+           "Login",
+           "ManagerSource",
+           "QueueView",
+           "ResourceView",
+           "RunsView",
+           "StoreSource",
+           "WorkersView",
+           "dag_svg",
+           "layout",
+]

@@ -17,7 +17,7 @@ from kale.widgets.source import Source, source_of
 from kale.widgets.workers import WorkersView
 
 
-class Dashboard(W.VBox):
+class Dashboard(W.VBox):  # type: ignore[misc]
     """A run's graph on top; below it, tabs with the focused task's log, resource
     charts, the batch queue (when there is a scheduler), workers, runs, and a login.
     One event stream feeds the live views. Clicking a task shows its log; retrying or

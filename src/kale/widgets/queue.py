@@ -19,8 +19,8 @@ class QueueView(Refreshing):
 
     _esm = asset("common.js", "queue.js")
     scheduler = T.Unicode("").tag(sync=True)
-    jobs = T.List().tag(sync=True)
-    partitions = T.List().tag(sync=True)
+    jobs: T.List[dict[str, Any]] = T.List().tag(sync=True)
+    partitions: T.List[dict[str, Any]] = T.List().tag(sync=True)
     problems = T.List(T.Unicode()).tag(sync=True)
 
     def __init__(self, client: Any = None, *, source: Source | None = None,

@@ -12,7 +12,7 @@ from kale.widgets.source import Event
 POINTS = 300  # kept per line
 
 
-def _empty() -> dict[str, list[float]]:
+def _empty() -> dict[str, list[float | None]]:
     return {"t": [], "cpu": [], "rss": [], "gpu": []}
 
 
@@ -28,7 +28,7 @@ class ResourceView(RunView):
     series = T.Dict().tag(sync=True)
 
     def __init__(self, run: Any = None, **kwargs: Any) -> None:
-        self._tasks: dict[str, dict[str, list[float]]] = {}
+        self._tasks: dict[str, dict[str, list[float | None]]] = {}
         self._workers: dict[str, dict[int, list[float]]] = {}  # worker -> second -> sums
         self._seen = 0
         super().__init__(run, **kwargs)

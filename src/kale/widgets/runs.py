@@ -18,7 +18,7 @@ class RunsView(Refreshing):
     to the run's id and calls the ``on_open`` callbacks (a Dashboard shows that run)."""
 
     _esm = asset("common.js", "runs.js")
-    runs = T.List().tag(sync=True)
+    runs: T.List[dict[str, Any]] = T.List().tag(sync=True)
     opened = T.Unicode("").tag(sync=True)
     colors = T.Dict(dict(COLORS)).tag(sync=True)
     limit = T.Int(50).tag(sync=True)

@@ -19,8 +19,8 @@ class WorkersView(Refreshing):
     cancel a job. Read again every ``interval`` seconds and after each action."""
 
     _esm = asset("common.js", "workers.js")
-    workers = T.List().tag(sync=True)
-    jobs = T.List().tag(sync=True)
+    workers: T.List[dict[str, Any]] = T.List().tag(sync=True)
+    jobs: T.List[dict[str, Any]] = T.List().tag(sync=True)
     kinds = T.List(T.Unicode(), ["local", "slurm", "pbs", "lsf", "flux", "cobalt"]).tag(sync=True)
 
     def __init__(self, client: Any = None, *, source: Source | None = None,
@@ -43,7 +43,7 @@ class WorkersView(Refreshing):
         self.message = f"started {len(started)} {kind} " + (
             "worker(s)" if kind == "local" else "pilot job(s)")
         self.refresh()
-        return done
+        return dict(done)
 
     def stop(self, worker_id: str) -> None:
         self.source.stop_worker(worker_id)
