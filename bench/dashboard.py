@@ -258,8 +258,9 @@ WATCH = """([index, n, marker]) => {
     settled: null, complete: false, nodes: 0, count: 0, final: {}, last: {}, regressions: 0,
     late: 0, svg: null, svgs: 0, error: null};
   const scan = () => {
-    const err = cell.querySelector('.jp-OutputArea-output[data-mime-type*="error"]');
-    if (err) w.error = err.textContent;
+    for (const o of cell.querySelectorAll('.jp-OutputArea-output[data-mime-type*="std"]')) {
+      if (o.textContent.includes('Traceback')) w.error = o.textContent;  // a traceback
+    }
     if (!w.ours) {
       w.ours = [...cell.querySelectorAll('.jp-RenderedText')]
         .some((o) => o.textContent.includes(marker));
@@ -334,7 +335,7 @@ class Notebook:
             if time.monotonic() > deadline:
                 raise RuntimeError("the setup cell did not run in 60 s")
             time.sleep(0.1)
-        errors = self.cell("setup").locator(".jp-OutputArea-output[data-mime-type*='error']")
+        errors = self.cell("setup").locator(".jp-OutputArea-output", has_text="Traceback")
         if errors.count():
             raise RuntimeError(f"the setup cell failed: {errors.first.inner_text()}")
 

@@ -6,13 +6,15 @@ import json
 import re
 import shlex
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import ROOT, Kale
+from conftest import ROOT, Kale, Manager
 
 
 def test_quickstart_notebook_executes(home: Path, tmp_path: Path) -> None:
@@ -129,3 +131,28 @@ def test_every_yaml_block_of_the_readme_is_a_valid_workflow_or_fragment() -> Non
             for dep in t.get("after", []):
                 data["tasks"].setdefault(dep, {"shell": "true"})
         Workflow.from_dict(data)
+
+
+def test_readme_dashboard_section_works(home: Path, tmp_path: Path,
+                                        managers: Callable[..., Manager],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's dashboard snippets, as written (outside a browser: the widgets'
+    Python side; tests/test_dashboard_lab.py shows them in JupyterLab)."""
+    from kale import Workflow
+    from test_workers import wait_for
+
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    managers("--workers", "1")
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Dashboard", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    ns: dict[str, Any] = {"wf": Workflow.from_yaml("examples/quickstart/workflow.yaml")}
+    exec(blocks[0], ns)
+    dash = ns["dash"]
+    wait_for(lambda: dash.dag.run_state == "SUCCEEDED", 120, "the run, in the dashboard")
+    assert set(dash.dag.states.values()) == {"SUCCEEDED"}
+    exec(blocks[1], ns)
+    assert (tmp_path / "plan.svg").read_text().count('class="kale-node"') == 3
+    dash.close()
