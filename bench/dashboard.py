@@ -59,6 +59,7 @@ folder (manager, worker and lab logs).
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import json
 import os
@@ -443,8 +444,7 @@ def live(nb: Notebook, client: Any, mode: str, system: str, n: int) -> dict[str,
             "end_lag": r["doneAt"] / 1000 - doc["ended_at"],
             "lag_p50": _pct(lags, 50), "lag_p95": _pct(lags, 95), "lag_max": lags[-1],
             "behind": behind, "regressions": r["regressions"], "svgs": r["svgs"],
-            "build": r["build"],
-            "cpu": r["cpu"]}
+            "build": r["build"], "cpu": r["cpu"]}
 
 
 def idle(lab: Lab, seconds: float = 3.0) -> dict[str, float]:
@@ -455,8 +455,6 @@ def idle(lab: Lab, seconds: float = 3.0) -> dict[str, float]:
 
 
 def _count_le(sorted_times: list[float], t: float) -> int:
-    import bisect
-
     return bisect.bisect_right(sorted_times, t)
 
 

@@ -150,6 +150,9 @@ def test_dagview_follows_a_run_shows_details_and_retries_what_failed(
         view.run_from("flaky")
         wait_for(lambda: view.run_state == "SUCCEEDED", 60, "the run from flaky")
         assert view.run_id != again
+        done = view.run_id
+        view._on_custom(view, {"action": "retry_failed"}, [])
+        assert "has no failed tasks to rerun" in view.error and view.run_id == done
         view.close()
 
 

@@ -367,6 +367,19 @@ def test_two_users_on_one_postgresql_manager_see_only_their_own_runs(
                 as_alice.status(own.id)
             assert [w["id"] for w in as_alice.workers()] == ["alice-1"]
             assert as_alice.logs(theirs.id, "hi").strip() == "alice"
+            # What the dashboard does, she may do only to her own runs and workers.
+            for call in (lambda: as_alice.rerun(own.id, failed=True),
+                         lambda: as_alice.workflow(own.id),
+                         lambda: as_alice.task(own.id, "hi")):
+                with pytest.raises(Exception, match="404"):
+                    call()
+            with m.client() as owner:
+                owners_worker = next(w["id"] for w in owner.workers())
+            with pytest.raises(Exception, match="404"):
+                as_alice.stop_worker(owners_worker)
+            with pytest.raises(Exception, match="409: this manager starts no local"):
+                as_alice.start_workers("local", 1)  # the owner's machine, not hers
+            assert as_alice.workflow(theirs.id)["tasks"]["hi"] == {"shell": "echo alice"}
         with m.client() as owner:
             assert [r["id"] for r in owner.runs()] == [own.id]
             with pytest.raises(Exception, match="404"):
@@ -376,6 +389,8 @@ def test_two_users_on_one_postgresql_manager_see_only_their_own_runs(
         assert attempts(kale, own.id, "hi")[0]["worker"] != "alice-1"
         # her user token is no worker token, and her worker token opens no API
         assert httpx.get(m.url + "/api/runs", headers={
+            "Authorization": "Bearer " + alice["worker_token"]}).status_code == 401
+        assert httpx.post(m.url + "/api/workers", json={"kind": "local"}, headers={
             "Authorization": "Bearer " + alice["worker_token"]}).status_code == 401
     finally:
         worker.send_signal(signal.SIGTERM)
