@@ -232,6 +232,16 @@ def test_runsview_lists_runs_and_opens_one(tmp_path: Path,
         view._on_custom(view, {"action": "open", "id": run.id}, [])
         assert opened == [run.id] and view.opened == run.id
         view.close()
+        # A finished run shows as it ended, from the first frame: its history is not
+        # replayed over it (boxes going back to RUNNING and forth again).
+        dag = kw.DagView(run)
+        final = dict(dag.states)
+        seen: list[Any] = []
+        dag.observe(lambda c: seen.append(c["new"]), names=["states", "run_state"])
+        assert dag._feed is not None and dag._feed.wait(10)
+        assert final == {"prep": "SUCCEEDED", "flaky": "FAILED", "last": "SKIPPED"}
+        assert all(s in (final, "FAILED") for s in seen), seen
+        dag.close()
 
 
 def test_workersview_starts_and_stops_local_workers(managers: Callable[..., Manager]) -> None:

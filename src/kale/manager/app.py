@@ -186,6 +186,7 @@ def create_app(settings: Settings) -> FastAPI:
     def stored_status(who: Identity, run_id: str, tasks: bool) -> dict[str, Any]:
         rec = own_run(who, run_id)
         engine = host.engine(rec.id)
+        last_event = store.last_event(rec.id) if tasks else None  # before the tasks
         records = store.tasks(rec.id) if tasks else None
         if engine is not None:
             counts = {s.value: n for s, n in dict(engine.counts).items() if n}
@@ -196,6 +197,7 @@ def create_app(settings: Settings) -> FastAPI:
         doc: dict[str, Any] = {"run": rec.to_json(), "counts": counts}
         if records is not None:
             doc["tasks"] = [t.to_json() for t in records]
+            doc["last_event"] = last_event  # the events after it are news to these tasks
         return doc
 
     @app.post("/api/runs/{run_id}/cancel")

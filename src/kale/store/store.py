@@ -329,6 +329,13 @@ class Store:
                              .order_by(T.tasks.c.position)).all()
         return [_task(r) for r in rows]
 
+    def last_event(self, run_id: str) -> int:
+        """The id of the run's latest event (0: none yet): where to follow it from."""
+        with self.engine.connect() as c:
+            last = c.execute(sa.select(sa.func.max(T.events.c.id)).where(
+                T.events.c.run_id == run_id)).scalar()
+        return int(last or 0)
+
     def task_counts(self, run_id: str) -> dict[str, int]:
         """How many of the run's tasks are in each state."""
         with self.engine.connect() as c:

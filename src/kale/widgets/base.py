@@ -70,6 +70,7 @@ class RunView(KaleWidget):
             run_id = run_id or found
         self._feed: Feed | None = None
         self._own_feed = False
+        self.after = 0  # the last state event the view's snapshot includes
         self._lock = threading.RLock()  # feed deliveries vs. the kernel's thread
         super().__init__(source, **kwargs)
         if run_id:
@@ -81,7 +82,10 @@ class RunView(KaleWidget):
         own = feed is None
         feed = feed or Feed(self.source, run_id)
         with self._lock:
+            self.after = 0
             self.reset(run_id)
+        if own:  # (a shared feed starts where its owner says: the oldest snapshot)
+            feed.last_id = max(feed.last_id, self.after)
         self._feed, self._own_feed = feed, own
         feed.subscribe(self._take)
         if own:
@@ -92,7 +96,9 @@ class RunView(KaleWidget):
             self.on_events(batch)
 
     def reset(self, run_id: str) -> None:
-        """Load what the run is now (before its events start to arrive)."""
+        """Load what the run is now (before its events start to arrive), and set
+        ``after`` to the last event that snapshot includes: the feed starts after it, and
+        :meth:`on_events` can skip state events up to it (a shared feed may resend them)."""
         self.run_id = run_id
 
     def on_events(self, batch: list[Event]) -> None:

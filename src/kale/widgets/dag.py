@@ -73,6 +73,7 @@ class DagView(RunView):
         self.run_id, self.run_state = run["id"], run["state"]
         self._draw(self.source.workflow(run_id), f"{run['workflow']} · run {run['id']}")
         self.states = {t["name"]: t["state"] for t in doc.get("tasks", [])}
+        self.after = int(doc.get("last_event") or 0)
         self.counts = dict(Counter(self.states.values()))
         self.selected, self.message = [], ""
         if self.focus in self._upstream:
@@ -88,6 +89,8 @@ class DagView(RunView):
     def on_events(self, batch: list[Event]) -> None:
         changed: dict[str, str] = {}
         for event, data in batch:
+            if event == "state" and int(data["id"]) <= self.after:
+                continue  # the snapshot has it already (or newer)
             if event == "state":
                 if data["task"] is None:
                     self.run_state = data["new"]

@@ -66,6 +66,7 @@ class Dashboard(W.VBox):  # type: ignore[misc]
         feed = Feed(self.source, run_id)
         for view in (self.dag, self.logs, self.resources):
             view.show_run(run_id, feed)
+        feed.last_id = self.dag.after  # the views that need state events have it
         self._feed, self.run_id = feed, self.dag.run_id
         feed.start()
         if old is not None:

@@ -35,6 +35,7 @@ class LogView(RunView):
         self.run_id = doc["run"]["id"]
         tasks = doc.get("tasks", [])
         self.tasks = [t["name"] for t in tasks]
+        self.after = int(doc.get("last_event") or 0)
         if self._wanted in self.tasks:
             task = self._wanted
         elif self.task in self.tasks:
@@ -64,7 +65,7 @@ class LogView(RunView):
                 if offset > self._bytes:  # not already in the text (a reconnection resends)
                     new.append(data["line"] + "\n")
                     self._bytes = offset
-            elif event == "state" and data["task"] == self.task \
+            elif event == "state" and int(data["id"]) > self.after and data["task"] == self.task \
                     and data["new"] in ("SUBMITTED", "RUNNING") and data["old"] in (
                         "RETRYING", "READY", "PENDING"):
                 self._bytes = 0  # a new attempt writes new log files

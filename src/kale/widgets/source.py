@@ -104,7 +104,9 @@ class StoreSource:
 
     def status(self, run_id: str) -> dict[str, Any]:
         rec = self.store.get_run(run_id)
-        return {"run": rec.to_json(), "tasks": [t.to_json() for t in self.store.tasks(rec.id)]}
+        last = self.store.last_event(rec.id)  # before the tasks: nothing missed between
+        return {"run": rec.to_json(), "tasks": [t.to_json() for t in self.store.tasks(rec.id)],
+                "last_event": last}
 
     def workflow(self, run_id: str) -> dict[str, Any]:
         return dict(self.store.run_spec(self.store.get_run(run_id).id))
