@@ -125,6 +125,12 @@ def test_the_example_dashboard_in_jupyterlab(
             page.locator(".kale-dag").scroll_into_view_if_needed()
             shot.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(shot), full_page=False)
+            # Zoom: fit the graph to the width, then zoom in from there.
+            svg = page.locator(".kale-dag-canvas svg")
+            page.locator(".kale-dag button", has_text="Fit").click()
+            expect(svg).to_have_attribute("style", re.compile(r"width: 100%"))
+            page.locator(".kale-dag button", has_text="+").click()
+            expect(page.locator(".kale-dag .kale-zoom")).not_to_have_text("fit")
             assert not errors, errors
         finally:
             browser.close()

@@ -12,7 +12,27 @@ function render({ model, el }) {
     cancel: h("button", { class: "kale-btn kale-danger", title: "Cancel the selected tasks, or else the whole run" }, "Cancel"),
   };
   for (const [action, b] of Object.entries(buttons)) b.addEventListener("click", () => send(model, action));
-  const toolbar = h("div", { class: "kale-toolbar" }, Object.values(buttons));
+  // Zoom: the drawing has a viewBox, so scaling its width scales it all.
+  let zoom = 1;
+  const zoomLabel = h("span", { class: "kale-hint kale-zoom" });
+  const applyZoom = () => {
+    const svg = canvas.querySelector("svg");
+    if (!svg) return;
+    const w = Number(svg.getAttribute("width"));
+    if (zoom === "fit") { svg.style.width = "100%"; svg.style.height = "auto"; }
+    else { svg.style.width = `${w * zoom}px`; svg.style.height = "auto"; }
+    zoomLabel.textContent = zoom === "fit" ? "fit" : `${Math.round(zoom * 100)}%`;
+  };
+  const zoomBy = (f) => () => {
+    const svg = canvas.querySelector("svg");
+    const current = zoom === "fit" && svg ? svg.getBoundingClientRect().width / Number(svg.getAttribute("width")) : zoom;
+    zoom = Math.min(4, Math.max(0.05, current * f));
+    applyZoom();
+  };
+  const zoomButtons = [h("button", { class: "kale-btn", title: "Zoom out", onclick: zoomBy(1 / 1.25) }, "−"),
+    h("button", { class: "kale-btn", title: "Fit the graph to the width", onclick: () => { zoom = "fit"; applyZoom(); } }, "Fit"),
+    h("button", { class: "kale-btn", title: "Zoom in", onclick: zoomBy(1.25) }, "+"), zoomLabel];
+  const toolbar = h("div", { class: "kale-toolbar" }, Object.values(buttons), h("span", { class: "kale-spacer" }), zoomButtons);
   const canvas = h("div", { class: "kale-dag-canvas" });
   const detail = h("div", { class: "kale-dag-detail" });
   root.append(h("div", { class: "kale-head" }, title, counts), toolbar, banner(model),
@@ -51,6 +71,8 @@ function render({ model, el }) {
     nodes = new Map();
     shown = {};
     for (const g of canvas.querySelectorAll("g.kale-node")) nodes.set(g.dataset.task, g);
+    if (zoom === 1 && Number(canvas.querySelector("svg")?.getAttribute("width")) > 2000) zoom = "fit";
+    applyZoom();
     drawStates();
     drawSelection();
   };
