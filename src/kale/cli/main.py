@@ -614,7 +614,7 @@ def worker(
     import asyncio
     import logging
 
-    from kale.manager.auth import WORKER_TOKEN_FILE, read_token
+    from kale.manager.tokens import WORKER_TOKEN_FILE, read_token
     from kale.worker import WorkerAgent
 
     path = _home_path(home)

@@ -25,7 +25,7 @@ class Client:
     def __init__(self, url: str | None = None, token: str | None = None,
                  home: str | Path | None = None, timeout: float = 30.0) -> None:
         from kale.manager import service
-        from kale.manager.auth import read_token
+        from kale.manager.tokens import read_token
 
         path = kale_home(home)
         if url is None:

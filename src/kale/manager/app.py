@@ -69,13 +69,13 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.url:
             import psij  # noqa: F401 - here, in the main thread, as PSI/J prefers
 
-            from kale.manager.auth import WORKER_TOKEN_FILE, read_token
+            from kale.manager.tokens import WORKER_TOKEN_FILE, read_token
 
             batch = BatchWorkers(broker, store, home, settings.url,
                                  read_token(home, WORKER_TOKEN_FILE))
             await asyncio.to_thread(batch.start)
         if settings.workers > 0 and settings.url:
-            from kale.manager.auth import WORKER_TOKEN_FILE, read_token
+            from kale.manager.tokens import WORKER_TOKEN_FILE, read_token
 
             local = LocalWorkers(broker, home, settings.url, read_token(home, WORKER_TOKEN_FILE),
                                  count=settings.workers, slots=settings.worker_slots)

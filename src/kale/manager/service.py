@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kale.errors import KaleError
-from kale.manager.auth import WORKER_TOKEN_FILE, ensure_token
+from kale.manager.tokens import WORKER_TOKEN_FILE, ensure_token
 from kale.worker.protocol import HEARTBEAT_TIMEOUT
 
 STATE_FILE = "manager.json"
