@@ -3,10 +3,11 @@ through Playwright, on the example notebook, against a real manager and workers.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,112 +62,110 @@ def run_all(page: Any) -> None:
     _until(page, lambda: bool(page.evaluate(f"({ALL_RAN})()")), "every cell to run")
 
 
-def test_the_example_dashboard_in_jupyterlab(
-        chromium: str, home: Path, tmp_path: Path, managers: Callable[..., Manager],
-        lab_for: Callable[[Path], Lab]) -> None:  # noqa: F811
-    from playwright.sync_api import expect, sync_playwright
+@contextlib.contextmanager
+def example_page(chromium: str, tmp_path: Path, make_lab: Callable[[Path], Lab], path: str,
+                 idle: str, viewport: dict[str, int]) -> Iterator[tuple[Any, list[str]]]:
+    """The example notebook, copied to a lab of its own, opened at ``path`` in Chromium;
+    every cell run. Yields the page and the page errors seen."""
+    from playwright.sync_api import sync_playwright
 
-    managers("--workers", "1")  # the notebook's wf.run(manager=True) finds it
     root = tmp_path / "lab"
     root.mkdir()
     shutil.copy(EXAMPLE, root / "dashboard.ipynb")
-    lab = lab_for(root)
-    shot = ROOT / "test-output" / "dashboard.png"
+    lab = make_lab(root)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True,
                                     args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page = browser.new_page(viewport=viewport)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{lab.base}/lab/tree/dashboard.ipynb?token={TOKEN}")
-            kernel_ready(page, page.locator("#jp-main-statusbar").get_by_text(
-                re.compile(r"\| Idle")))
+            page.goto(f"{lab.base}/{path}?token={TOKEN}")
+            kernel_ready(page, page.locator(idle))
             run_all(page)
-
-            def node(name: str) -> object:
-                return page.locator(f".kale-dag g.kale-node[data-task='{name}']")
-
-            # The run goes on live: boxes turn the succeeded colour as tasks end.
-            expect(page.locator(".kale-dag g.kale-node")).to_have_count(7, timeout=30_000)
-            for name in ("fetch", "clean-a", "clean-b", "clean-c", "summarise"):
-                expect(node(name)).to_have_attribute("data-state", "SUCCEEDED",
-                                                     timeout=60_000)
-            fill = node("fetch").locator("rect")  # type: ignore[attr-defined]
-            expect(fill).to_have_attribute("fill", COLORS["SUCCEEDED"])
-            expect(node("plot")).to_have_attribute("data-state", "FAILED", timeout=30_000)
-            expect(node("report")).to_have_attribute("data-state", "SKIPPED", timeout=30_000)
-
-            # Click the failed task: its description, attempts and log.
-            node("plot").click()  # type: ignore[attr-defined]
-            detail = page.locator(".kale-dag-detail")
-            expect(detail).to_contain_text("Fails the first time")
-            expect(detail.locator(".kale-stderr")).to_contain_text("no display to plot on")
-            expect(detail).to_contain_text("exit code 1")
-            log = page.locator(".kale-log-view .kale-log-text")
-            page.get_by_role("tab", name="Log").click()
-            expect(page.locator(".kale-log-view select.kale-task-select")).to_have_value("plot")
-
-            # Retry what failed: a new run, where plot and then report succeed.
-            first = page.locator(".kale-dag .kale-title").inner_text()
-            page.locator(".kale-dag button", has_text="Retry failed").click()
-            expect(page.locator(".kale-dag .kale-title")).not_to_have_text(first,
-                                                                        timeout=30_000)
-            expect(node("plot")).to_have_attribute("data-state", "SUCCEEDED", timeout=60_000)
-            expect(node("report")).to_have_attribute("data-state", "SUCCEEDED",
-                                                     timeout=60_000)
-            expect(node("fetch")).to_have_attribute("data-state", "SUCCEEDED")
-            expect(node("plot").locator("rect")).to_have_attribute(  # type: ignore[attr-defined]
-                "fill", COLORS["SUCCEEDED"])
-            node("plot").click()  # type: ignore[attr-defined]
-            expect(detail.locator(".kale-stdout")).to_contain_text("plotted")
-            page.select_option(".kale-log-view select.kale-stream-select", "stdout")
-            expect(log).to_contain_text("plotted", timeout=30_000)
-            page.locator(".kale-dag").scroll_into_view_if_needed()
-            shot.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(shot), full_page=False)
-            # Zoom: fit the graph to the width, then zoom in from there.
-            svg = page.locator(".kale-dag-canvas svg")
-            page.locator(".kale-dag button", has_text="Fit").click()
-            expect(svg).to_have_attribute("style", re.compile(r"width: 100%"))
-            page.locator(".kale-dag button", has_text="+").click()
-            expect(page.locator(".kale-dag .kale-zoom")).not_to_have_text("fit")
-            assert not errors, errors
+            yield page, errors
         finally:
             browser.close()
+
+
+def test_the_example_dashboard_in_jupyterlab(
+        chromium: str, home: Path, tmp_path: Path, managers: Callable[..., Manager],
+        lab_for: Callable[[Path], Lab]) -> None:  # noqa: F811
+    from playwright.sync_api import expect
+
+    managers("--workers", "1")  # the notebook's wf.run(manager=True) finds it
+    shot = ROOT / "test-output" / "dashboard.png"
+    with example_page(chromium, tmp_path, lab_for, "lab/tree/dashboard.ipynb",
+                      "#jp-main-statusbar >> text=/\\| Idle/",
+                      {"width": 1400, "height": 1100}) as (page, errors):
+        def node(name: str) -> object:
+            return page.locator(f".kale-dag g.kale-node[data-task='{name}']")
+
+        # The run goes on live: boxes turn the succeeded colour as tasks end.
+        expect(page.locator(".kale-dag g.kale-node")).to_have_count(7, timeout=30_000)
+        for name in ("fetch", "clean-a", "clean-b", "clean-c", "summarise"):
+            expect(node(name)).to_have_attribute("data-state", "SUCCEEDED",
+                                                 timeout=60_000)
+        fill = node("fetch").locator("rect")  # type: ignore[attr-defined]
+        expect(fill).to_have_attribute("fill", COLORS["SUCCEEDED"])
+        expect(node("plot")).to_have_attribute("data-state", "FAILED", timeout=30_000)
+        expect(node("report")).to_have_attribute("data-state", "SKIPPED", timeout=30_000)
+
+        # Click the failed task: its description, attempts and log.
+        node("plot").click()  # type: ignore[attr-defined]
+        detail = page.locator(".kale-dag-detail")
+        expect(detail).to_contain_text("Fails the first time")
+        expect(detail.locator(".kale-stderr")).to_contain_text("no display to plot on")
+        expect(detail).to_contain_text("exit code 1")
+        log = page.locator(".kale-log-view .kale-log-text")
+        page.get_by_role("tab", name="Log").click()
+        expect(page.locator(".kale-log-view select.kale-task-select")).to_have_value("plot")
+
+        # Retry what failed: a new run, where plot and then report succeed.
+        first = page.locator(".kale-dag .kale-title").inner_text()
+        page.locator(".kale-dag button", has_text="Retry failed").click()
+        expect(page.locator(".kale-dag .kale-title")).not_to_have_text(first,
+                                                                    timeout=30_000)
+        expect(node("plot")).to_have_attribute("data-state", "SUCCEEDED", timeout=60_000)
+        expect(node("report")).to_have_attribute("data-state", "SUCCEEDED",
+                                                 timeout=60_000)
+        expect(node("fetch")).to_have_attribute("data-state", "SUCCEEDED")
+        expect(node("plot").locator("rect")).to_have_attribute(  # type: ignore[attr-defined]
+            "fill", COLORS["SUCCEEDED"])
+        node("plot").click()  # type: ignore[attr-defined]
+        expect(detail.locator(".kale-stdout")).to_contain_text("plotted")
+        page.select_option(".kale-log-view select.kale-stream-select", "stdout")
+        expect(log).to_contain_text("plotted", timeout=30_000)
+        page.locator(".kale-dag").scroll_into_view_if_needed()
+        shot.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(shot), full_page=False)
+        # Zoom: fit the graph to the width, then zoom in from there.
+        svg = page.locator(".kale-dag-canvas svg")
+        page.locator(".kale-dag button", has_text="Fit").click()
+        expect(svg).to_have_attribute("style", re.compile(r"width: 100%"))
+        page.locator(".kale-dag button", has_text="+").click()
+        expect(page.locator(".kale-dag .kale-zoom")).not_to_have_text("fit")
+        assert not errors, errors
     assert shot.stat().st_size > 10_000
 
 
 def test_the_example_dashboard_in_notebook_7(
         chromium: str, home: Path, tmp_path: Path, managers: Callable[..., Manager],
         lab_for: Callable[[Path], Lab]) -> None:  # noqa: F811
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     managers("--workers", "1")
-    root = tmp_path / "nb7"
-    root.mkdir()
-    shutil.copy(EXAMPLE, root / "dashboard.ipynb")
-    lab = lab_for(root)  # the same server serves Notebook 7 at /notebooks/
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True,
-                                    args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{lab.base}/notebooks/dashboard.ipynb?token={TOKEN}")
-            kernel_ready(page, page.locator(
-                ".jp-Notebook-ExecutionIndicator[data-status='idle']"))
-            run_all(page)
-            node = page.locator(".kale-dag g.kale-node[data-task='plot']")
-            expect(node).to_have_attribute("data-state", "FAILED", timeout=60_000)
-            page.locator(".kale-dag button", has_text="Retry failed").click()
-            expect(node).to_have_attribute("data-state", "SUCCEEDED", timeout=60_000)
-            expect(node.locator("rect")).to_have_attribute("fill", COLORS["SUCCEEDED"])
-            page.screenshot(path=str(ROOT / "test-output" / "dashboard-notebook7.png"))
-            # Notebook 7.6 itself throws this once for any ipywidget (a plain IntSlider
-            # does it too): its settings plugin finds no schema for the widget manager.
-            ours = [e for e in errors if "reading 'schema'" not in e]
-            assert not ours, ours
-        finally:
-            browser.close()
+    # the same server serves Notebook 7 at /notebooks/
+    with example_page(chromium, tmp_path, lab_for, "notebooks/dashboard.ipynb",
+                      ".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                      {"width": 1300, "height": 1000}) as (page, errors):
+        node = page.locator(".kale-dag g.kale-node[data-task='plot']")
+        expect(node).to_have_attribute("data-state", "FAILED", timeout=60_000)
+        page.locator(".kale-dag button", has_text="Retry failed").click()
+        expect(node).to_have_attribute("data-state", "SUCCEEDED", timeout=60_000)
+        expect(node.locator("rect")).to_have_attribute("fill", COLORS["SUCCEEDED"])
+        page.screenshot(path=str(ROOT / "test-output" / "dashboard-notebook7.png"))
+        # Notebook 7.6 itself throws this once for any ipywidget (a plain IntSlider
+        # does it too): its settings plugin finds no schema for the widget manager.
+        ours = [e for e in errors if "reading 'schema'" not in e]
+        assert not ours, ours

@@ -107,6 +107,20 @@ def runs(*, home: str | Path | None = None, limit: int = 50) -> list[Run]:
     return [Run(store, r.id) for r in store.runs(limit)]
 
 
+def task_detail(store: Store, rec: Any, task: str) -> dict[str, Any]:
+    """One task of run ``rec``: its record, its description, parameters and upstream
+    tasks as the workflow gives them, and ``attempt_rows`` (each attempt's state, times,
+    exit code, error and worker). What a dashboard shows when a task is clicked."""
+    doc = store.task(rec.id, task).to_json()
+    spec = (rec.spec.get("tasks") or {}).get(task) or {}
+    after = spec.get("after") or []
+    doc.update(description=spec.get("description", ""),
+               parameters=spec.get("parameters") or {},
+               after=[after] if isinstance(after, str) else list(after),
+               attempt_rows=store.attempts(rec.id, task))
+    return doc
+
+
 def cancel_run(store: Store, run_id: str, timeout: float = 15.0) -> RunState:
     """Cancel a run. The process driving it (a `kale run`, or a notebook) notices the
     request within a second and cancels cleanly; if no process drives it, the unfinished

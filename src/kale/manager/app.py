@@ -291,15 +291,9 @@ def create_app(settings: Settings) -> FastAPI:
     def task_detail(who: User, run_id: str, task: str) -> dict[str, Any]:
         """One task: its record, as the workflow describes it (description, parameters,
         upstream tasks), and each attempt (state, times, exit code, error, worker)."""
-        rec = own_run(who, run_id)
-        doc = store.task(rec.id, task).to_json()
-        spec = (rec.spec.get("tasks") or {}).get(task) or {}
-        after = spec.get("after") or []
-        doc.update(description=spec.get("description", ""),
-                   parameters=spec.get("parameters") or {},
-                   after=[after] if isinstance(after, str) else list(after),
-                   attempt_rows=store.attempts(rec.id, task))
-        return doc
+        from kale.client.local import task_detail
+
+        return task_detail(store, own_run(who, run_id), task)
 
     @app.post("/api/runs/{run_id}/rerun", status_code=201)
     def rerun(who: User, run_id: str, body: Rerun) -> Submitted:

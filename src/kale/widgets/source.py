@@ -112,15 +112,9 @@ class StoreSource:
         return dict(self.store.run_spec(self.store.get_run(run_id).id))
 
     def task(self, run_id: str, task: str) -> dict[str, Any]:
-        rec = self.store.get_run(run_id)
-        doc = self.store.task(rec.id, task).to_json()
-        spec = (rec.spec.get("tasks") or {}).get(task) or {}
-        after = spec.get("after") or []
-        doc.update(description=spec.get("description", ""),
-                   parameters=spec.get("parameters") or {},
-                   after=[after] if isinstance(after, str) else list(after),
-                   attempt_rows=self.store.attempts(rec.id, task))
-        return doc
+        from kale.client.local import task_detail
+
+        return task_detail(self.store, self.store.get_run(run_id), task)
 
     def logs(self, run_id: str, task: str, stream: str = "stdout") -> str:
         rec = self.store.task(self.store.get_run(run_id).id, task)
