@@ -139,6 +139,15 @@ def test_the_example_dashboard_in_jupyterlab(
         page.locator(".kale-dag").scroll_into_view_if_needed()
         shot.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(shot), full_page=False)
+        # The other tabs draw what the manager has: both runs, the worker, the charts.
+        page.get_by_role("tab", name="Runs").click()
+        expect(page.locator(".kale-runs tr[data-run]")).to_have_count(2)
+        page.get_by_role("tab", name="Workers").click()
+        expect(page.locator(".kale-workers tr[data-worker]")).to_have_count(1)
+        page.get_by_role("tab", name="Resources").click()
+        expect(page.locator(".kale-resources svg.kale-chart")).to_have_count(2)
+        page.get_by_role("tab", name="Connect").click()
+        expect(page.locator(".kale-login .kale-connected")).to_have_text("not connected")
         # Zoom: fit the graph to the width, then zoom in from there.
         svg = page.locator(".kale-dag-canvas svg")
         page.locator(".kale-dag button", has_text="Fit").click()
