@@ -156,3 +156,11 @@ def test_readme_dashboard_section_works(home: Path, tmp_path: Path,
     exec(blocks[1], ns)
     assert (tmp_path / "plan.svg").read_text().count('class="kale-node"') == 3
     dash.close()
+    from ipywidgets.widgets.widget import _instances
+
+    from kale.widgets.base import KaleWidget
+
+    shown = [w for w in list(_instances.values()) if isinstance(w, KaleWidget)]
+    assert {type(w).__name__ for w in shown} >= {"QueueView", "WorkersView", "RunsView"}
+    for w in shown:  # what a closed notebook would close: their refresh threads end
+        w.close()

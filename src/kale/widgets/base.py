@@ -5,12 +5,14 @@ and it shows a failed action as a message in the widget rather than a traceback.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anywidget
+import httpx
 import traitlets as T
 
 from kale.errors import KaleError
@@ -18,6 +20,7 @@ from kale.widgets.feed import Feed
 from kale.widgets.source import Event, Source, source_of
 
 STATIC = Path(__file__).with_name("static")
+log = logging.getLogger("kale.widgets")
 
 
 def asset(*names: str) -> str:
@@ -33,15 +36,22 @@ class KaleWidget(anywidget.AnyWidget):
     error = T.Unicode("").tag(sync=True)
     message = T.Unicode("").tag(sync=True)
 
-    def __init__(self, source: Source | None, **kwargs: Any) -> None:
+    def __init__(self, source: Source | None, *, own_source: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.source: Any = source  # None: a view of a workflow not yet run
+        self._own_source = own_source  # made for this view: closed with it
         self.on_msg(self._on_custom)
 
     def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if isinstance(content, dict) and "action" in content:
             with self.reporting():
                 self.act(str(content["action"]), content)
+
+    def close(self) -> None:
+        if self._own_source and self.source is not None:
+            self.source.close()
+        super().close()
 
     def act(self, action: str, content: dict[str, Any]) -> None:
         """A button pressed in the browser (``content`` carries the form's values)."""
@@ -53,6 +63,8 @@ class KaleWidget(anywidget.AnyWidget):
         self.error = ""
         try:
             yield
+        except httpx.HTTPError as e:  # the manager went away, or the network
+            self.error = f"cannot reach the manager: {e}"
         except (KaleError, OSError, ValueError) as e:
             self.error = str(e)
 
@@ -65,9 +77,11 @@ class RunView(KaleWidget):
     def __init__(self, run: Any = None, *, client: Any = None, source: Source | None = None,
                  feed: Feed | None = None, **kwargs: Any) -> None:
         run_id = run if isinstance(run, str) else None
-        if source is None and (run is not None or client is not None):
+        own = source is None and (run is not None or client is not None)
+        if own:
             source, found = source_of(client if run_id or run is None else run)
             run_id = run_id or found
+        kwargs.setdefault("own_source", own)
         self._feed: Feed | None = None
         self._own_feed = False
         self.after = 0  # the last state event the view's snapshot includes
@@ -136,8 +150,14 @@ class Refreshing(KaleWidget):
 
     def _loop(self) -> None:
         while not self._closed.wait(self.interval):
-            with self.reporting():
-                self.refresh()
+            if self.comm is None:  # closed (as a notebook's widget) without close()
+                return
+            try:
+                with self.reporting():
+                    self.refresh()
+            except Exception as e:  # the loop outlives any one failure, and says it
+                log.exception("refreshing %s failed", type(self).__name__)
+                self.error = f"{type(e).__name__}: {e}"
 
     def refresh(self) -> None:
         raise NotImplementedError

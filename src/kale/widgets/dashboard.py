@@ -35,6 +35,7 @@ class Dashboard(W.VBox):  # type: ignore[misc]
         self.run_id: str | None = None
         source, run_id = source_of(run if run is not None else client)
         self._build(source)
+        self._source_owned = True  # made here (around a given client or run): closed here
         if run_id:
             self.show_run(run_id)
 
@@ -77,6 +78,7 @@ class Dashboard(W.VBox):  # type: ignore[misc]
     def connect(self, client: Any) -> None:
         """Use another manager (the Connect tab calls this)."""
         self._close_views()
+        self._drop_source()
         self._build(source_of(client)[0])
         self.run_id = None
         self.tabs.selected_index = len(self.tabs.children) - 2  # Runs: pick one
@@ -88,7 +90,13 @@ class Dashboard(W.VBox):  # type: ignore[misc]
         for view in (self.dag, self.logs, self.resources, self.queue, self.workers, self.runs):
             view.close()
 
+    def _drop_source(self) -> None:
+        if self._source_owned:
+            self.source.close()
+        self._source_owned = False
+
     def close(self) -> None:
         self._close_views()
+        self._drop_source()
         self.login.close()
         super().close()

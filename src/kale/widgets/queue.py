@@ -27,7 +27,8 @@ class QueueView(Refreshing):
                  interval: float = 10.0, scheduler: str | None = None,
                  **kwargs: Any) -> None:
         self._scheduler = scheduler
-        super().__init__(source or source_of(client)[0], interval=interval, **kwargs)
+        super().__init__(source or source_of(client)[0], own_source=source is None,
+                         interval=interval, **kwargs)
 
     def refresh(self) -> None:
         import time

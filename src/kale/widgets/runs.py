@@ -26,7 +26,8 @@ class RunsView(Refreshing):
     def __init__(self, client: Any = None, *, source: Source | None = None,
                  interval: float = 10.0, limit: int = 50, **kwargs: Any) -> None:
         self.on_open: list[Callable[[str], Any]] = []
-        super().__init__(source or source_of(client)[0], interval=interval, limit=limit,
+        super().__init__(source or source_of(client)[0], own_source=source is None,
+                         interval=interval, limit=limit,
                          **kwargs)
 
     def refresh(self) -> None:

@@ -30,6 +30,7 @@ class Source(Protocol):
     def cancel(self, run_id: str) -> None: ...
     def cancel_task(self, run_id: str, task: str) -> None: ...
     def queue(self, scheduler: str | None = None) -> dict[str, Any]: ...
+    def close(self) -> None: ...
     def workers(self) -> list[dict[str, Any]]: ...
     def jobs(self) -> list[dict[str, Any]]: ...
     def start_workers(self, kind: str, count: int, **options: Any) -> dict[str, Any]: ...
@@ -40,8 +41,13 @@ class Source(Protocol):
 class ManagerSource:
     """A manager, through its API (the usual case: runs that outlive the notebook)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, owns_client: bool = False) -> None:
         self.client = client
+        self.owns_client = owns_client  # made for this source: closed with it
+
+    def close(self) -> None:
+        if self.owns_client:
+            self.client.close()
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         return list(self.client.runs(limit))
@@ -172,6 +178,9 @@ class StoreSource:
     def cancel_job(self, job_id: str) -> None:
         raise KaleError("batch jobs are the manager's (`kale manager start`)")
 
+    def close(self) -> None:
+        """Nothing to close: the store is the process's, shared (``open_store``)."""
+
 
 def source_of(obj: Any = None) -> tuple[Source, str | None]:
     """The source behind a run handle, a client, a source, or nothing (this home's
@@ -182,14 +191,14 @@ def source_of(obj: Any = None) -> tuple[Source, str | None]:
     if isinstance(obj, RemoteRun):
         return ManagerSource(obj.client), obj.id
     if isinstance(obj, Run):
-        return StoreSource(getattr(obj, "home", None)), obj.id
+        return StoreSource(obj.home), obj.id
     if isinstance(obj, Client):
         return ManagerSource(obj), None
     if isinstance(obj, ManagerSource | StoreSource):
         return obj, None
     if obj is None:
         try:
-            return ManagerSource(Client()), None
+            return ManagerSource(Client(), owns_client=True), None
         except KaleError:
             return StoreSource(), None
     raise TypeError(f"expected a run, a kale Client or nothing, not {type(obj).__name__}")

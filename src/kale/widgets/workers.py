@@ -25,7 +25,8 @@ class WorkersView(Refreshing):
 
     def __init__(self, client: Any = None, *, source: Source | None = None,
                  interval: float = 5.0, **kwargs: Any) -> None:
-        super().__init__(source or source_of(client)[0], interval=interval, **kwargs)
+        super().__init__(source or source_of(client)[0], own_source=source is None,
+                         interval=interval, **kwargs)
 
     def refresh(self) -> None:
         workers, jobs = self.source.workers(), self.source.jobs()
