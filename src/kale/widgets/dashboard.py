@@ -73,7 +73,8 @@ class Dashboard(W.VBox):  # type: ignore[misc]
         if old is not None:
             old.close()
         self.runs.opened = self.dag.run_id
-        self.runs.refresh()
+        with self.runs.reporting():
+            self.runs.refresh()
 
     def connect(self, client: Any) -> None:
         """Use another manager (the Connect tab calls this)."""
