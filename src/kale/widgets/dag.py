@@ -113,8 +113,9 @@ class DagView(RunView):
         """Show ``task``'s details (as clicking its box does)."""
         if task not in self._upstream:
             raise KaleError(f"no task {task!r} in this workflow")
+        if self.focus == task:
+            self._load_detail(task)  # (a new focus loads them: _focused)
         self.focus = task
-        self._load_detail(task)
 
     def _load_detail(self, task: str) -> None:
         if not task or not self.run_id:

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kale.display import COLORS
+from kale.model.dag import topological
 
 NODE_W, NODE_H = 150, 32        # a node's box
 GAP_X, GAP_Y = 18, 46           # between boxes side by side, between layers
@@ -29,32 +30,12 @@ class Layout:
 def layers(upstream: Mapping[str, Sequence[str]]) -> list[list[str]]:
     """Tasks by depth: a task sits one layer below the deepest task it waits for."""
     depth: dict[str, int] = {}
-    for name in _topological(upstream):
+    for name in topological(upstream):
         depth[name] = 1 + max((depth[u] for u in upstream[name] if u in depth), default=-1)
     out: list[list[str]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
     for name in upstream:  # the workflow's own order within a layer, to start with
         out[depth[name]].append(name)
     return out
-
-
-def _topological(upstream: Mapping[str, Sequence[str]]) -> list[str]:
-    down: dict[str, list[str]] = {n: [] for n in upstream}
-    waiting = {n: 0 for n in upstream}
-    for n, ups in upstream.items():
-        for u in ups:
-            if u in down:
-                down[u].append(n)
-                waiting[n] += 1
-    ready = [n for n in upstream if not waiting[n]]
-    order = []
-    while ready:
-        n = ready.pop()
-        order.append(n)
-        for d in down[n]:
-            waiting[d] -= 1
-            if not waiting[d]:
-                ready.append(d)
-    return order
 
 
 def layout(upstream: Mapping[str, Sequence[str]]) -> Layout:
