@@ -58,3 +58,13 @@ function table(headers, rows, attrs = {}) {
     h("thead", {}, h("tr", {}, headers.map((c) => h("th", {}, c)))),
     h("tbody", {}, rows.map((r) => h("tr", r.attrs || {}, (r.cells || r).map((c) => h("td", {}, c))))));
 }
+
+// A view read again on a timer (kale.widgets.base.Refreshing): a Refresh button and a
+// status line above the error/message lines and the view's body.
+function refreshFrame(model, el, cls) {
+  const refresh = h("button", { class: "kale-btn", onclick: () => send(model, "refresh") }, "Refresh");
+  const head = h("span", { class: "kale-hint" });
+  const body = h("div");
+  el.append(h("div", { class: cls }, h("div", { class: "kale-toolbar" }, refresh, head), banner(model), body));
+  return { head, body };
+}

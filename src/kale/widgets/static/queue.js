@@ -1,9 +1,6 @@
 // QueueView: the scheduler's jobs and partitions.
 function render({ model, el }) {
-  const refresh = h("button", { class: "kale-btn", onclick: () => send(model, "refresh") }, "Refresh");
-  const head = h("span", { class: "kale-hint" });
-  const body = h("div");
-  el.append(h("div", { class: "kale-queue" }, h("div", { class: "kale-toolbar" }, refresh, head), banner(model), body));
+  const { head, body } = refreshFrame(model, el, "kale-queue");
   const draw = () => {
     head.textContent = `${model.get("scheduler") || "no scheduler"} · updated ${fmtTime(model.get("updated"))}`;
     const jobs = model.get("jobs"), parts = model.get("partitions");

@@ -1,9 +1,6 @@
 // RunsView: runs, newest first; open one.
 function render({ model, el }) {
-  const refresh = h("button", { class: "kale-btn", onclick: () => send(model, "refresh") }, "Refresh");
-  const head = h("span", { class: "kale-hint" });
-  const body = h("div");
-  el.append(h("div", { class: "kale-runs" }, h("div", { class: "kale-toolbar" }, refresh, head), banner(model), body));
+  const { head, body } = refreshFrame(model, el, "kale-runs");
   const draw = () => {
     const runs = model.get("runs"), colors = model.get("colors"), opened = model.get("opened");
     head.textContent = `${runs.length} runs · updated ${fmtTime(model.get("updated"))}`;
