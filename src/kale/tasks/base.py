@@ -81,6 +81,9 @@ class Outcome:
     #: values recorded with ``kale.record``, when the executor read them where the task
     #: ran (None: the engine reads them from the task's directory)
     records: dict[str, Any] | None = None
+    #: the user code the task ran (:func:`kale.tasks.usercode.loaded`: file -> content
+    #: hash), stored with its result; a result is reused only while those files are unchanged
+    code: dict[str, str] | None = None
 
 
 class TaskRunner(abc.ABC):

@@ -1,0 +1,119 @@
+"""The user code a process has loaded: the files of its modules that are neither the
+standard library, nor installed packages (site-packages, dist-packages), nor Kale itself.
+
+Two promises rest on this (see docs/reuse in the README):
+
+* a warm process (a Python worker, a kernel) never runs a task with code older than what is
+  on disk: before each task it calls :func:`stale` on what it has loaded, and is replaced
+  when anything changed;
+* a reused result is the result of the code on disk now: each result is stored with the
+  :func:`loaded` manifest of the process that made it (path -> content hash), and is reused
+  only while every one of those files still has that content (:func:`stale`).
+
+Hashes are memoised by (path, size, mtime, ctime, inode), so checking costs one ``stat``
+per file. The module is self-contained (standard library only): kernels import it too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import site
+import sys
+import sysconfig
+from collections.abc import Iterable, Mapping
+from types import ModuleType
+
+_memo: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+_kind: dict[str, bool] = {}  # file -> is it user code
+
+
+def _system_prefixes() -> tuple[str, ...]:
+    paths: set[str] = set()
+    for scheme_key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        p = sysconfig.get_paths().get(scheme_key)
+        if p:
+            paths.add(p)
+    for getter in (site.getsitepackages, site.getusersitepackages):
+        try:
+            got = getter()
+        except Exception:  # virtualenv's old site.py lacks them
+            continue
+        paths.update([got] if isinstance(got, str) else got)
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        paths.add(os.path.join(prefix, "lib"))
+        paths.add(os.path.join(prefix, "lib64"))
+    paths.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # kale itself
+    return tuple(sorted(os.path.join(os.path.realpath(p), "") for p in paths if p))
+
+
+_SYSTEM: tuple[str, ...] | None = None
+
+
+def is_user_file(path: str) -> bool:
+    """True for a module file that belongs to the user, not to Python or a package."""
+    known = _kind.get(path)
+    if known is not None:
+        return known
+    global _SYSTEM
+    if _SYSTEM is None:
+        _SYSTEM = _system_prefixes()
+    real = os.path.realpath(path)
+    user = (not real.startswith(_SYSTEM) and "/site-packages/" not in real
+            and "/dist-packages/" not in real and os.path.isfile(real))
+    _kind[path] = user
+    return user
+
+
+def _module_files(modules: Iterable[ModuleType]) -> set[str]:
+    files = set()
+    for m in modules:
+        f = getattr(m, "__file__", None)
+        if isinstance(f, str) and f and is_user_file(f):
+            files.add(os.path.realpath(f))
+    return files
+
+
+def file_hash(path: str) -> str | None:
+    """Content hash of a file (memoised by its stat), or None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    hit = _memo.get(path)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:32]
+    except OSError:
+        return None
+    _memo[path] = (sig, digest)
+    return digest
+
+
+def loaded(modules: Iterable[ModuleType] | None = None) -> dict[str, str]:
+    """Manifest of the user code loaded in this process: file path -> content hash."""
+    mods = list(sys.modules.values()) if modules is None else list(modules)
+    out = {}
+    for path in sorted(_module_files(mods)):
+        h = file_hash(path)
+        if h is not None:
+            out[path] = h
+    return out
+
+
+def stale(manifest: Mapping[str, str]) -> list[str]:
+    """The files of a manifest whose content on disk is no longer what it recorded."""
+    return [p for p, h in manifest.items() if file_hash(p) != h]
+
+
+def kernel_snippet() -> str:
+    """Code that prints this process's manifest as JSON, for a kernel to run."""
+    return ("import json as _j\n"
+            "try:\n"
+            "    from kale.tasks.usercode import loaded as _l\n"
+            "    print(_j.dumps(_l()))\n"
+            "except ImportError:\n"
+            "    print('null')\n")
