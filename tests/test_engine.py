@@ -196,14 +196,21 @@ def test_selection_only_from_until_tags(home: Path) -> None:
     assert {t.name for t in run.tasks if t.reused_from is None} == {"c", "d"}
 
 
-def test_selected_task_without_earlier_upstream_result_is_skipped(home: Path) -> None:
+def test_a_needed_upstream_without_an_earlier_result_runs_first(home: Path) -> None:
     wf = Workflow("sel2")
-    a = wf.shell("a", "true")
-    wf.shell("b", "true", after=[a])
+    a = wf.shell("a", "echo a > a.txt", outputs=["a.txt"])
+    wf.shell("b", 'cat "$f"', parameters={"f": a["a.txt"]})
+    wf.shell("c", "true")  # neither selected nor needed
     run = wf.run(only=["b"]).wait()
-    assert states(run) == {"a": "SKIPPED", "b": "SKIPPED"}
-    assert "no earlier result" in (run["a"].record.reason or "")
-    assert run.state is RunState.FAILED
+    assert states(run) == {"a": "SUCCEEDED", "b": "SUCCEEDED", "c": "SKIPPED"}
+    assert run["a"].record.reused_from is None
+    reasons = [e["reason"] for e in run.store.events(run.id) if e["task"] == "a"]
+    assert any("not selected, but b needs it" in (r or "") for r in reasons), reasons
+    assert run.logs("b") == "a\n"
+    # now a has a result for these inputs: --only b reuses it
+    again = wf.run(only=["b"], force=True).wait()
+    assert again["a"].record.reused_from == run.id
+    assert again["b"].record.reused_from is None
 
 
 def test_non_json_results_round_trip_through_pickle(home: Path) -> None:

@@ -21,21 +21,21 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kale.engine.keys import cache_key
+from kale.engine.keys import cache_key, upstream_id
 from kale.executors.base import Executor, Interrupted
 from kale.model import dag
 from kale.model.refs import MissingResult, resolve
 from kale.model.states import RunState, TaskState
-from kale.model.workflow import Workflow
+from kale.model.workflow import Task, Workflow
 from kale.store import results
 from kale.store.commit import GroupCommitter
 from kale.store.store import Change, RunRecord, Store, TaskRecord
-from kale.tasks import procs
+from kale.tasks import procs, usercode
 from kale.tasks.base import RECORDS_FILE, Outcome, TaskContext
 from kale.tasks.record import ENV as RECORD_ENV
 from kale.tasks.record import read_records
@@ -58,7 +58,8 @@ Listener = Callable[[list[Change]], None]
 
 class Engine:
     def __init__(self, store: Store, run: RunRecord, wf: Workflow, executor: Executor, *,
-                 force: bool = False, listeners: list[Listener] | None = None) -> None:
+                 force: bool = False, listeners: list[Listener] | None = None,
+                 reuse_users: Sequence[str | None] | None = None) -> None:
         self.store, self.run_rec, self.wf, self.executor = store, run, wf, executor
         self.run_id = run.id
         self.force = force
@@ -66,12 +67,19 @@ class Engine:
         self.run_dir = Path(run.run_dir)
         self.params = dict(run.params)
         self.selected: set[str] = set(run.options.get("selected") or wf.tasks)
+        #: whose earlier results this run may reuse (None stands for runs made without a
+        #: manager): its own user's only
+        self.reuse_users: list[str | None] = list(
+            reuse_users if reuse_users is not None else [run.submitted_by])
         # Tuples, and one shared empty one: a run may hold 100,000 of each.
         none: tuple[str, ...] = ()
         self.upstream: dict[str, tuple[str, ...]] = {
             n: tuple(t.upstream) or none for n, t in wf.tasks.items()}
         self.downstream: dict[str, tuple[str, ...]] = {
             n: tuple(ds) or none for n, ds in dag.downstream_map(self.upstream).items()}
+        #: tasks outside the selection whose results selected tasks need
+        self.needed: set[str] = (dag.ancestors(self.upstream, self.selected) - self.selected
+                                 if len(self.selected) < len(wf.tasks) else set())
         self.state: dict[str, TaskState] = {}
         #: tasks per state, kept as states change (every state is a key, so other threads
         #: may copy it while the engine runs)
@@ -113,7 +121,8 @@ class Engine:
         self._logs.mkdir(parents=True, exist_ok=True)
         self.store.claim_run(self.run_id)
         self._committer = GroupCommitter(self.store, on_commit=self._notify)
-        self.cached = {} if self.force else self.store.cached(self.wf.name)
+        # --force runs the selected tasks again; tasks outside the selection still reuse
+        self.cached = self.store.cached(self.wf.name, self.reuse_users)
         from kale.tasks.registry import runner_kind
 
         kinds = Counter[str](runner_kind(self.wf.tasks[n]) for n in self.selected)
@@ -261,6 +270,8 @@ class Engine:
     # -- setup ---------------------------------------------------------------------------
     def _load(self) -> None:
         """Bring the in-memory picture in line with the store (new or resumed run)."""
+        if self.run_rec.state is RunState.CANCELLED:
+            self._reopen_cancelled()
         for rec in self.store.tasks(self.run_id):
             self.state[rec.name] = rec.state
             self.counts[rec.state] += 1
@@ -275,7 +286,7 @@ class Engine:
                 self._started_at[rec.name] = rec.started_at
             if rec.state is S.SUCCEEDED and self.downstream[rec.name]:
                 self.results[rec.name] = results.decode(rec, self.wf.base_dir)
-                self.hashes[rec.name] = f"{rec.cache_key}/{rec.result_hash}"
+                self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash)
         if any(self.attempts.values()) and not self.executor.remote:
             # A resumed run: its previous driver died. Stop whatever it left running (it
             # may have started a task moments before it could record that).
@@ -312,6 +323,16 @@ class Engine:
         for name in adopt:
             self._adopt(name)
 
+    def _reopen_cancelled(self) -> None:
+        """Resuming a cancelled run (Ctrl-C, `kale cancel`): what it cancelled, and what
+        was skipped below that, runs after all; what succeeded stays."""
+        reopen = [Change(self.run_id, rec.name, S.PENDING, "resumed after the run was "
+                         "cancelled", {"ended_at": None, "error": None})
+                  for rec in self.store.tasks(self.run_id)
+                  if rec.name in self.selected and rec.state in (S.CANCELLED, S.SKIPPED)]
+        if reopen:
+            self.store.apply(reopen)
+
     def _adopt(self, name: str) -> None:
         """Wait for the worker that runs this attempt to report it (after a restart)."""
         task = self.wf.tasks[name]
@@ -330,24 +351,43 @@ class Engine:
             self._execute(name, attempt, ctx, adopt=started, adopting=True))
 
     def _unselected(self, name: str) -> None:
-        """A task outside the selection: reuse its latest result if a selected task needs
-        it, else skip it."""
-        # A rerun of failed tasks shows the whole workflow: every earlier success is reused.
-        needed = bool(self.run_rec.options.get("rerun_of")) or any(
-            d in self.selected or self.state.get(d) is S.PENDING for d in self.downstream[name])
+        """A task outside the selection: reuse its result if a selected task needs it (or
+        the run reruns failed tasks, which shows the whole workflow), else skip it. A needed
+        task without a result made from its current inputs and code runs after all: a
+        selected task never gets an upstream result computed from other inputs."""
+        task = self.wf.tasks[name]
+        wanted = name in self.needed
+        if not wanted and not self.run_rec.options.get("rerun_of"):
+            self._change(name, S.SKIPPED, "not selected")
+            return
         prev = None
         if all(d in self.hashes for d in self.upstream[name]):
-            key = cache_key(self.wf.tasks[name], self.def_hash[name], self.upstream[name],
-                            self.hashes, self.params)
+            key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes,
+                            self.params)
             prev = self.cached.get(key)
-        if prev is None:
-            prev = self.store.find_latest_success(self.wf.name, name, self.def_hash[name])
-        if needed and prev is not None and results.available(prev, self.wf.tasks[name]):
+        if prev is not None and self._reusable(prev, task):
             self._reuse(name, prev, f"not selected; reused result of run {prev.run_id}")
-        elif needed:
-            self._change(name, S.SKIPPED, "not selected, and no earlier result to reuse")
+        elif wanted:
+            below = sorted(d for d in self.downstream[name]
+                           if d in self.selected or d in self.needed)
+            self.selected.add(name)
+            self._became_ready(name, f"not selected, but {', '.join(below)} needs it and no "
+                               "earlier result of it matches its current inputs and code")
         else:
             self._change(name, S.SKIPPED, "not selected")
+
+    def _reusable(self, prev: TaskRecord, task: Task) -> bool:
+        """An earlier result may stand for this task's: it still exists, and the user code
+        it was made with is unchanged on disk."""
+        return results.available(prev, task) and not (prev.code and usercode.stale(prev.code))
+
+    def _output_files(self, name: str, result: Any) -> dict[str, str]:
+        """The declared output files in a shell or notebook task's result (their content,
+        not their path, goes into the result's hash)."""
+        task = self.wf.tasks[name]
+        if task.kind == "python" or not isinstance(result, dict):
+            return {}
+        return {o: result[o] for o in task.outputs if isinstance(result.get(o), str)}
 
     # -- transitions ---------------------------------------------------------------------
     def _change(self, name: str, new: TaskState, reason: str = "",
@@ -382,7 +422,7 @@ class Engine:
             except Exception:  # a display must never stop a run
                 log.exception("listener failed")
 
-    def _became_ready(self, name: str) -> None:
+    def _became_ready(self, name: str, why: str = "") -> None:
         """All upstream tasks succeeded: resolve inputs, reuse a result, or queue it."""
         task = self.wf.tasks[name]
         if name not in self.selected:
@@ -399,25 +439,27 @@ class Engine:
             self._skip_descendants(name)
             return
         key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes, self.params)
-        prev = self.cached.get(key)
-        if prev is not None and results.available(prev, task):
+        prev = None if self.force else self.cached.get(key)
+        if prev is not None and self._reusable(prev, task):
             self._change(name, S.READY, "upstream done")
             self._reuse(name, prev, f"unchanged; reused result of run {prev.run_id}")
             return
         self._inputs[name] = (inputs, key)
-        self._change(name, S.READY, "upstream done" if self.upstream[name] else "no upstream")
+        self._change(name, S.READY,
+                     why or ("upstream done" if self.upstream[name] else "no upstream"))
         self.ready.append(name)
 
     def _reuse(self, name: str, prev: Any, reason: str) -> None:
         self.def_hash.pop(name, None)
         if self.downstream[name]:  # only what tasks below need is kept
             self.results[name] = results.decode(prev, self.wf.base_dir)
-            self.hashes[name] = f"{prev.cache_key}/{prev.result_hash}"
+            self.hashes[name] = upstream_id(prev.cache_key, prev.result_hash)
         self._change(name, S.SUCCEEDED, reason, {
             "result_json": prev.result_json, "result_path": prev.result_path,
             "result_hash": prev.result_hash, "cache_key": prev.cache_key,
             "reused_from": prev.reused_from or prev.run_id, "exit_code": prev.exit_code,
             "stdout": prev.stdout, "stderr": prev.stderr, "artifacts": _json(prev.artifacts),
+            "code": _json(prev.code),
             "started_at": None, "ended_at": time.time()})
         self._upstream_done(name)
 
@@ -590,7 +632,8 @@ class Engine:
             out = self._collect(name, out)
             if out.ok:
                 try:
-                    enc = results.encode(out.result, self.run_dir / name)
+                    enc = results.encode(out.result, self.run_dir / name,
+                                         self._output_files(name, out.result))
                 except Exception as e:
                     out = Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
                                   error=f"cannot store the result: {type(e).__name__}: {e}")
@@ -599,13 +642,13 @@ class Engine:
             self.def_hash.pop(name, None)
             if self.downstream[name]:  # only what tasks below need is kept
                 self.results[name] = out.result
-                self.hashes[name] = f"{key}/{enc['result_hash']}"
+                self.hashes[name] = upstream_id(key, enc["result_hash"])
             if self.state[name] is S.SUBMITTED:  # its worker reported it after a restart
                 self._change(name, S.RUNNING, "started (reported by its worker)")
             attempt_row.update(state="SUCCEEDED", exit_code=out.exit_code)
             self._change(name, S.SUCCEEDED, "", {
                 "ended_at": now, "exit_code": out.exit_code, **enc,
-                "artifacts": _json(out.artifacts)}, attempt_row)
+                "artifacts": _json(out.artifacts), "code": _json(out.code)}, attempt_row)
             self._upstream_done(name)
             return
         if item.how == "timeout":

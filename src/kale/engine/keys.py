@@ -1,4 +1,17 @@
-"""Result reuse: a task's cache key covers its definition and everything it receives."""
+"""Result reuse: what a task's cache key covers, and what a downstream task sees of an
+upstream result.
+
+A task reuses an earlier result only when all of these hold (see "Reuse" in the README):
+
+* it is the *same task* (same name, in a run of the same workflow, of the same user): two
+  replicas with identical definitions never share a result;
+* same definition (:meth:`Task.definition_hash`: command, notebook file, the module of its
+  function), same workflow parameters used, same upstream results (:func:`upstream_id`);
+* the user code the earlier attempt actually ran (the modules it imported from outside the
+  standard library and site-packages, recorded with the result) is unchanged on disk
+  (checked by the engine with :mod:`kale.tasks.usercode`);
+* the stored result, and the output files it names, still exist.
+"""
 
 from __future__ import annotations
 
@@ -10,25 +23,38 @@ from typing import Any
 from kale.model.refs import iter_refs
 from kale.model.workflow import Task
 
+#: the result hash of ``None`` (see kale.store.results)
+NULL_RESULT = hashlib.sha256(b"null").hexdigest()[:32]
+
 
 def cache_key(task: Task, definition: str, upstream: Sequence[str],
-              result_hashes: Mapping[str, str], params: Mapping[str, Any]) -> str:
-    """Same key <=> same definition, same upstream results, same workflow parameters used.
+              result_ids: Mapping[str, str], params: Mapping[str, Any]) -> str:
+    """Same key <=> same task, same definition, same upstream results, same workflow
+    parameters used.
 
-    ``result_hashes`` holds, per upstream task, its own cache key and its result's hash: a
-    task whose upstream ran again with a changed definition runs again too, even when that
-    upstream's result (say, None for a shell command) looks the same.
-
-    ``definition`` is :meth:`Task.definition_hash`, computed once when the run is created.
-    Python tasks may take any workflow parameter by argument name, so all of them count;
-    shell and notebook tasks see only the parameters they reference."""
+    ``result_ids`` holds, per upstream task, its :func:`upstream_id`. ``definition`` is
+    :meth:`Task.definition_hash`, computed once when the run is created. Python tasks may
+    take any workflow parameter by argument name, so all of them count; shell and notebook
+    tasks see only the parameters they reference."""
     if task.kind == "python":
         used = dict(params)
     else:
         refs = [r for r in iter_refs(task.parameters) if r.is_param]
         used = (dict(params) if any(r.key is None for r in refs)  # ${params}: all of them
                 else {r.key: params.get(r.key) for r in refs if r.key is not None})
-    h = hashlib.sha256(definition.encode())
-    h.update(json.dumps([[d, result_hashes.get(d, "")] for d in sorted(upstream)]).encode())
+    h = hashlib.sha256(json.dumps([task.name, definition]).encode())
+    h.update(json.dumps([[d, result_ids.get(d, "")] for d in sorted(upstream)]).encode())
     h.update(json.dumps(used, sort_keys=True, default=repr).encode())
     return h.hexdigest()[:32]
+
+
+def upstream_id(key: str | None, result_hash: str | None) -> str:
+    """What a downstream task's key sees of an upstream result: the result itself (its
+    content hash; declared output files by their content), so an upstream that ran again
+    and produced the same result leaves everything below it reusable. A task whose result
+    says nothing (None: a command without declared outputs or records) may have worked
+    through side effects, so then its own key counts: when it changed, what is below runs
+    again."""
+    if result_hash is None or result_hash == NULL_RESULT:
+        return f"key:{key or ''}"
+    return f"result:{result_hash}"

@@ -73,7 +73,11 @@ class RunHost:
             else wf.executor
         executor = WorkerExecutor(self.broker, rec.submitted_by or self.owner, rec.id,
                                   jobs=rec.options.get("jobs"), default=default)
-        engine = Engine(self.store, rec, wf, executor, force=bool(rec.options.get("force")))
+        user = rec.submitted_by or self.owner
+        # The home's owner also reuses the results of runs made without the manager.
+        users: list[str | None] = [user, None] if user == self.owner else [user]
+        engine = Engine(self.store, rec, wf, executor, force=bool(rec.options.get("force")),
+                        reuse_users=users)
 
         def target() -> None:
             try:

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,24 @@ from kale.store.store import TaskRecord
 RESULT_FILE = ".kale-result.pkl"
 
 
-def encode(value: Any, workdir: Path) -> dict[str, Any]:
-    """Columns (``result_json``/``result_path``/``result_hash``) for a task's result."""
+def encode(value: Any, workdir: Path, files: Mapping[str, str] | None = None
+           ) -> dict[str, Any]:
+    """Columns (``result_json``/``result_path``/``result_hash``) for a task's result.
+
+    ``files``: the declared outputs in the result (name -> path, or paths joined by commas).
+    The hash covers their *content*, not where they are: the same files made again in
+    another run's directory are the same result."""
     if value is None:
         return {"result_json": None, "result_path": None, "result_hash": _hash(b"null")}
     try:
         text = json.dumps(value, sort_keys=False, allow_nan=True)
         if json.loads(text) == value and _same_types(json.loads(text), value):
+            view = value
+            if files and isinstance(value, dict):
+                view = {k: (f"content:{content_hash(v)}"
+                            if k in files and v == files[k] else v) for k, v in value.items()}
             return {"result_json": text, "result_path": None,
-                    "result_hash": _hash(json.dumps(value, sort_keys=True).encode())}
+                    "result_hash": _hash(json.dumps(view, sort_keys=True).encode())}
     except (TypeError, ValueError, RecursionError):
         pass
     try:
@@ -72,6 +82,25 @@ def available(rec: TaskRecord, task: Task | None = None) -> bool:
                 if not all(p and os.path.exists(p) for p in paths):
                     return False
     return True
+
+
+def content_hash(paths: str) -> str:
+    """Hash of the content of files or directories (paths joined by commas, as a result
+    names several matches of a glob), independent of where they are."""
+    h = hashlib.sha256()
+    for path in paths.split(","):
+        p = Path(path)
+        items = [(p, "")] if not p.is_dir() else sorted(
+            (f, str(f.relative_to(p))) for f in p.rglob("*") if f.is_file())
+        for f, rel in items:
+            h.update(f"\0{rel}\0".encode())
+            try:
+                with open(f, "rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        h.update(chunk)
+            except OSError:
+                h.update(b"\0missing")
+    return h.hexdigest()[:32]
 
 
 def _hash(b: bytes) -> str:

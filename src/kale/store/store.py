@@ -84,6 +84,8 @@ class TaskRecord:
     reused_from: str | None
     stdout: str | None
     stderr: str | None
+    #: the user code the result was made with (file -> content hash), see kale.tasks.usercode
+    code: dict[str, str] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -419,26 +421,25 @@ class Store:
                     "WHERE run_id = :run_id AND task = :task AND number = :number", rows)
 
     # -- cache ---------------------------------------------------------------------------
-    def cached(self, workflow: str) -> dict[str, TaskRecord]:
-        """Every succeeded task in runs of ``workflow``, by cache key, newest winning: one
-        query, so checking thousands of tasks for reuse costs one round trip."""
+    def cached(self, workflow: str, users: Sequence[str | None] | None = None
+               ) -> dict[str, TaskRecord]:
+        """Every succeeded task in runs of ``workflow`` (of ``users`` only: None stands for
+        runs made without a manager), by cache key, newest winning: one query, so checking
+        thousands of tasks for reuse costs one round trip. A cache key includes the task's
+        name, so a task only ever finds its own results."""
+        q = (sa.select(T.tasks).join(T.runs, T.runs.c.id == T.tasks.c.run_id)
+             .where((T.runs.c.workflow == workflow) & (T.tasks.c.state == "SUCCEEDED")
+                    & T.tasks.c.cache_key.is_not(None))
+             .order_by(T.tasks.c.ended_at.asc().nulls_first()))
+        if users is not None:
+            named = [u for u in users if u is not None]
+            cond: Any = T.runs.c.submitted_by.in_(named)
+            if None in users:
+                cond = cond | T.runs.c.submitted_by.is_(None)
+            q = q.where(cond)
         with self.engine.connect() as c:
-            rows = c.execute(
-                sa.select(T.tasks).join(T.runs, T.runs.c.id == T.tasks.c.run_id)
-                .where((T.runs.c.workflow == workflow) & (T.tasks.c.state == "SUCCEEDED")
-                       & T.tasks.c.cache_key.is_not(None))
-                .order_by(T.tasks.c.ended_at.asc().nulls_first())).all()
+            rows = c.execute(q).all()
         return {r._mapping["cache_key"]: _task(r) for r in rows}
-
-    def find_latest_success(self, workflow: str, task: str, def_hash: str) -> TaskRecord | None:
-        """The newest success of this task definition in a run of this workflow."""
-        with self.engine.connect() as c:
-            row = c.execute(
-                sa.select(T.tasks).join(T.runs, T.runs.c.id == T.tasks.c.run_id).where(
-                    (T.runs.c.workflow == workflow) & (T.tasks.c.name == task)
-                    & (T.tasks.c.def_hash == def_hash) & (T.tasks.c.state == "SUCCEEDED"))
-                .order_by(T.tasks.c.ended_at.desc().nulls_last()).limit(1)).first()
-        return _task(row) if row else None
 
 
 _EVENT_SQL = ("INSERT INTO events (run_id, task, ts, old, new, reason) "
@@ -531,4 +532,5 @@ def _task(row: Any) -> TaskRecord:
         artifacts=json.loads(m["artifacts"]) if m["artifacts"] else {},
         def_hash=m["def_hash"], cache_key=m["cache_key"], result_json=m["result_json"],
         result_path=m["result_path"], result_hash=m["result_hash"],
-        reused_from=m["reused_from"], stdout=m["stdout"], stderr=m["stderr"])
+        reused_from=m["reused_from"], stdout=m["stdout"], stderr=m["stderr"],
+        code=json.loads(m["code"]) if m.get("code") else None)

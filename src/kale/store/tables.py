@@ -14,7 +14,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -69,6 +69,7 @@ tasks = Table(
     Column("reused_from", String(64)),  # run id whose result this task reused
     Column("stdout", Text),
     Column("stderr", Text),
+    Column("code", Text),             # JSON: the user code the result was made with
     Index("ix_tasks_cache_key", "cache_key"),
 )
 

@@ -91,7 +91,7 @@ def report(seq: int, key: Key, how: str, outcome: Outcome | None) -> dict[str, A
     return {"seq": seq, "key": list(key), "how": how, "ok": out.ok,
             "exit_code": out.exit_code, "error": out.error, "traceback": out.traceback,
             "details": out.details, "artifacts": out.artifacts, "result": result,
-            "records": records}
+            "records": records, "code": out.code}
 
 
 def outcome_of(rep: dict[str, Any]) -> Outcome:
@@ -102,4 +102,12 @@ def outcome_of(rep: dict[str, Any]) -> Outcome:
                    records=records,
                    error=rep.get("error"), traceback=rep.get("traceback"),
                    details=dict(rep.get("details") or {}),
-                   artifacts=dict(rep.get("artifacts") or {}))
+                   artifacts=dict(rep.get("artifacts") or {}),
+                   code=_code(rep.get("code")))
+
+
+def _code(raw: Any) -> dict[str, str] | None:
+    """A report's code manifest (file -> hash), checked: it decides later reuse."""
+    if not isinstance(raw, dict):
+        return None
+    return {str(k): str(v) for k, v in raw.items()}
