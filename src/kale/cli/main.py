@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kale.cli.values import RULE as VALUE_HELP
 from kale.errors import (
     ExportError,
     KaleError,
@@ -54,16 +55,18 @@ def _store(home: Path | None) -> Any:
     return open_store(home)
 
 
-def parse_param(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE``; VALUE is read as JSON when it parses (numbers, true, lists), else as a
-    string."""
+def parse_param(text: str, hint: str = "-p") -> tuple[str, Any]:
+    """``KEY=VALUE``, VALUE read by :func:`kale.cli.values.parse_value` (the one rule for
+    every value typed on the command line)."""
+    from kale.cli.values import parse_value
+
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise typer.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="-p")
+        raise typer.BadParameter(f"{text!r} is not KEY=VALUE", param_hint=hint)
     try:
-        return key.strip(), json.loads(value)
-    except ValueError:
-        return key.strip(), value
+        return key.strip(), parse_value(value)
+    except ValueError as e:
+        raise typer.BadParameter(f"{key.strip()}: {e}", param_hint=hint) from None
 
 
 def _print_problems(e: ValidationError) -> None:
@@ -74,8 +77,9 @@ def _print_problems(e: ValidationError) -> None:
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(help="Workflow YAML file.")],
-    param: Annotated[list[str] | None, typer.Option("-p", "--param", metavar="KEY=VALUE",
-                                                    help="Override a workflow parameter.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "-p", "--param", metavar="NAME=VALUE",
+        help="Override a workflow parameter (repeatable). " + VALUE_HELP)] = None,
     executor: Annotated[str | None, typer.Option(
         help="Where tasks without their own executor run: local, slurm, pbs, lsf, flux, "
         "cobalt (default: the workflow's executor, else local).")] = None,
@@ -712,12 +716,18 @@ def _print_queue(doc: dict[str, Any]) -> None:
 
 
 @app.command()
-def record(name: str, value: str) -> None:
-    """Record a value (read as JSON when it parses) as part of the current task's result:
-    for shell tasks."""
+def record(name: Annotated[str, typer.Argument(metavar="NAME", help="The result key.")],
+           value: Annotated[str, typer.Argument(metavar="VALUE", help=VALUE_HELP)]) -> None:
+    """Record a value as part of the current task's result (for shell tasks; in Python,
+    kale.record(name, value))."""
+    from kale.cli.values import parse_value
     from kale.tasks.record import record as do_record
 
-    do_record(name, parse_param(f"{name}={value}")[1])
+    try:
+        typed = parse_value(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="VALUE") from None
+    do_record(name, typed)
 
 
 def _interrupted(signum: int, frame: Any) -> None:
