@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 from hypothesis import settings
@@ -18,6 +20,39 @@ if os.environ.get("CI") == "true":
     settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+# -- waiting on events, not on the clock ----------------------------------------------------
+# CI runs the suite on a loaded 2-core machine. A test waits for the event it means (a state
+# in the store, a file or log line a task writes, a process gone from /proc, a gate file the
+# test itself opens), never for "long enough"; timeouts are only safety nets, and generous.
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 120, what: str = "") -> T:
+    """Poll ``predicate`` until it returns something true, and return that. ``timeout`` is
+    a safety net for a stuck test, never part of what is tested: it fails the test, saying
+    what did not happen. (The predicate gets one last look once the time is up, so that a
+    test descheduled past its deadline does not fail for nothing.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for "
+                                 f"{what or predicate}")
+        time.sleep(0.05)
+
+
+def gate_sh(gate: Path, limit: float = 300) -> str:
+    """Shell that blocks until the test creates the file ``gate``: a task that has to be
+    still running when the test acts on it waits for the test, not for the clock. After
+    ``limit`` seconds it gives up and fails the task, so a test that failed before opening
+    its gate leaves no process behind."""
+    rounds = int(limit / 0.1)
+    return (f"i=0; until [ -e {shlex.quote(str(gate))} ]; do [ $i -lt {rounds} ] || exit 99; "
+            "i=$((i+1)); sleep 0.1; done")
 
 
 def service_missing(reason: str) -> NoReturn:

@@ -16,9 +16,9 @@ import httpx
 import nbformat
 import pytest
 
-from conftest import Kale, Manager
+from conftest import Kale, Manager, wait_until
 from kale import Workflow
-from test_workers import task, wait_for
+from test_workers import task
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,8 @@ def run_code(kc: Any, code: str) -> str:
 def steer(client: Any, run: Any) -> tuple[int, float]:
     """Attach once the loop runs (``run["loop"].kernel()``, as in a notebook), read
     ``total``, set ``step`` to 1000; returns what was read and how long attaching took."""
-    wait_for(lambda: task(client, run.id, "loop")["state"] == "RUNNING", 60, "RUNNING")
-    wait_for(lambda: _has_kernel(client, run.id), 30, "the kernel to be announced")
+    wait_until(lambda: task(client, run.id, "loop")["state"] == "RUNNING", 60, "RUNNING")
+    wait_until(lambda: _has_kernel(client, run.id), 30, "the kernel to be announced")
     time.sleep(1.0)  # the loop has gone round a few times
     t0 = time.perf_counter()
     kc = run["loop"].kernel()
@@ -86,7 +86,7 @@ def submit_loop(client: Any, tmp_path: Path, name: str, *, n: int = 80,
     wf.notebook("loop", str(loop_notebook(tmp_path / "loop.ipynb", n=n)))
     run = client.submit(wf)
     if wait:
-        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+        wait_until(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
     return run
 
 
@@ -204,7 +204,7 @@ def test_a_failed_tasks_kernel_is_kept_for_debugging(
             assert run_code(kc, "print(scaled)").strip() == "[7, 14, 21]"
         finally:
             kc.stop_channels()
-        wait_for(lambda: not _has_kernel(client, run.id, "broken"), 30, "the kernel to go")
+        wait_until(lambda: not _has_kernel(client, run.id, "broken"), 30, "the kernel to go")
 
 
 step = 1  # read by crunch() below through its globals: a person attached changes it
@@ -227,7 +227,7 @@ def test_a_python_task_in_a_kernel_is_attached_to_and_steered(
     wf.python(crunch, name="loop", kernel="python3", parameters={"n": 60})
     with m.client() as client:
         run = client.submit(wf)
-        wait_for(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
+        wait_until(lambda: _has_kernel(client, run.id), 60, "the kernel to be announced")
         time.sleep(1.0)
         kc = run["loop"].kernel()
         try:

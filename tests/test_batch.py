@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Kale, Manager
+from conftest import Kale, Manager, wait_until
 from kale.store import workers as wstore
 from kale.store.store import Store
-from test_workers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +56,7 @@ def native_id(home: Path, run_id: str, task: str, attempt: int = 1) -> str:
             if j["info"].get("key") == [run_id, task, attempt] and j["native_id"]:
                 return str(j["native_id"])
         return None
-    return str(wait_for(find, 30, f"the batch job of {task}"))
+    return str(wait_until(find, 30, f"the batch job of {task}"))
 
 
 def test_a_workflow_runs_one_slurm_job_per_task(slurm: str, kale: Kale, home: Path,
@@ -121,7 +120,7 @@ def test_pilots_run_a_burst_of_tasks_and_end_when_idle(
     assert 1 <= len(pilots) <= 4, pilots  # the default max_jobs
     # Pilots end by themselves once idle (and queued ones that are not needed go).
     ids = [j["native_id"] for j in pilots]
-    wait_for(lambda: not subprocess.run(["squeue", "-h", "-j", ",".join(ids)],
+    wait_until(lambda: not subprocess.run(["squeue", "-h", "-j", ",".join(ids)],
                                         capture_output=True, text=True).stdout.strip(),
              60, "idle pilots to end")
 
@@ -146,9 +145,9 @@ def test_queue_shows_kale_jobs_and_partitions(
         api = client.queue()
         assert job in {j["id"] for j in api["jobs"]}
         client.cancel(run_id)
-    wait_for(lambda: run_state(kale, run_id) == "CANCELLED", 30, "the run to cancel")
+    wait_until(lambda: run_state(kale, run_id) == "CANCELLED", 30, "the run to cancel")
     # Cancelling the run cancelled its job.
-    wait_for(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True,
+    wait_until(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True,
                                         text=True).stdout.strip(), 30, "the job to go")
 
 
@@ -170,9 +169,9 @@ tasks:
 """)
     run_id = kale("run", str(wf), "--detach").stdout.strip()
     job = native_id(home, run_id, "victim")
-    wait_for(marker.exists, 60, "the first attempt to start")
+    wait_until(marker.exists, 60, "the first attempt to start")
     subprocess.run(["scancel", job], check=True, timeout=30)
-    wait_for(lambda: run_state(kale, run_id) == "SUCCEEDED", 90, "the run to succeed")
+    wait_until(lambda: run_state(kale, run_id) == "SUCCEEDED", 90, "the run to succeed")
     attempts = json.loads(kale("status", run_id, "victim", "--json").stdout)["attempts"]
     assert [a["state"] for a in attempts] == ["FAILED", "SUCCEEDED"]
     assert f"slurm job {job} was cancelled outside Kale" in attempts[0]["error"]
@@ -199,7 +198,7 @@ tasks:
 """)
     run_id = kale("run", str(wf), "--detach").stdout.strip()
     job = native_id(home, run_id, "slow")
-    wait_for(lambda: run_state(kale, run_id) == "FAILED", 200, "the walltime")
+    wait_until(lambda: run_state(kale, run_id) == "FAILED", 200, "the walltime")
     tasks = status(kale, run_id)
     assert tasks["slow"]["state"] == "TIMEOUT"
     assert f"slurm job {job} reached its walltime" in tasks["slow"]["error"]
@@ -248,12 +247,12 @@ def test_the_manager_killed_while_jobs_wait_reattaches_to_them(
                    f"    resources: {{cpus: 2}}\n" for i in range(3))
     wf = write(tmp_path / "wf.yaml", "name: reattach\nexecutor: slurm\ntasks:\n" + body)
     run_id = kale("run", str(wf), "--detach").stdout.strip()
-    wait_for(lambda: len([j for j in batch_jobs(home) if j["native_id"]]) == 3, 30,
+    wait_until(lambda: len([j for j in batch_jobs(home) if j["native_id"]]) == 3, 30,
              "three jobs submitted")
     os.kill(int(m.doc["pid"]), signal.SIGKILL)
     time.sleep(1)
     m.start()
-    wait_for(lambda: run_state(kale, run_id) == "SUCCEEDED", 120, "the run to succeed")
+    wait_until(lambda: run_state(kale, run_id) == "SUCCEEDED", 120, "the run to succeed")
     assert sorted(ledger.read_text().split()) == ["t0", "t1", "t2"]
     assert all(t["attempts"] == 1 for t in status(kale, run_id).values())
     assert len(batch_jobs(home)) == 3  # re-attached, not resubmitted

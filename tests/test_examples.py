@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import ROOT, Kale, Manager
+from conftest import ROOT, Kale, Manager, wait_until
 
 
 def test_quickstart_notebook_executes(home: Path, tmp_path: Path) -> None:
@@ -139,7 +139,6 @@ def test_readme_dashboard_section_works(home: Path, tmp_path: Path,
     """The README's dashboard snippets, as written (outside a browser: the widgets'
     Python side; tests/test_dashboard_lab.py shows them in JupyterLab)."""
     from kale import Workflow
-    from test_workers import wait_for
 
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     monkeypatch.chdir(tmp_path)
@@ -151,7 +150,7 @@ def test_readme_dashboard_section_works(home: Path, tmp_path: Path,
     ns: dict[str, Any] = {"wf": Workflow.from_yaml("examples/quickstart/workflow.yaml")}
     exec(blocks[0], ns)
     dash = ns["dash"]
-    wait_for(lambda: dash.dag.run_state == "SUCCEEDED", 120, "the run, in the dashboard")
+    wait_until(lambda: dash.dag.run_state == "SUCCEEDED", 120, "the run, in the dashboard")
     assert set(dash.dag.states.values()) == {"SUCCEEDED"}
     exec(blocks[1], ns)
     assert (tmp_path / "plan.svg").read_text().count('class="kale-node"') == 3

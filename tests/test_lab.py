@@ -18,9 +18,9 @@ from typing import Any
 import nbformat
 import pytest
 
-from conftest import ROOT, Kale, Manager, free_port
+from conftest import ROOT, Kale, Manager, free_port, wait_until
 from kale import Workflow
-from test_workers import task, wait_for
+from test_workers import task
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ class Lab:
         self.log = root / "_lab" / "lab.log"
         with open(self.log, "w") as log:
             self.proc = self._start(root, env, log)
-        wait_for(lambda: self._ours(root), 60, "JupyterLab to answer")
+        wait_until(lambda: self._ours(root), 60, "JupyterLab to answer")
 
     def _start(self, root: Path, env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -113,7 +113,7 @@ def test_a_step_notebook_runs_on_the_tasks_kernel_in_jupyterlab(
     m = managers("--workers", "1")
     with m.client() as client:
         run = client.submit(wf)
-        wait_for(lambda: task(client, run.id, "review")["state"] == "WAITING", 60, "WAITING")
+        wait_until(lambda: task(client, run.id, "review")["state"] == "WAITING", 60, "WAITING")
         kernel_pid = client.kernel_info(run.id, "review")["pid"]
     runs = home / "runs" / run.id
     lab = lab_for(runs)

@@ -13,10 +13,10 @@ from typing import Any
 import nbformat
 import pytest
 
-from conftest import Kale, Manager
+from conftest import Kale, Manager, wait_until
 from kale import Workflow
 from kale.errors import ValidationError
-from test_workers import task, wait_for
+from test_workers import task
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def step_workflow(tmp_path: Path, **interactive: Any) -> Workflow:
 
 
 def waiting(client: Any, run_id: str) -> dict[str, Any]:
-    return wait_for(lambda: (t := task(client, run_id, "review"))["state"] == "WAITING" and t,
+    return wait_until(lambda: (t := task(client, run_id, "review"))["state"] == "WAITING" and t,
                     60, "the step to wait")
 
 
@@ -59,7 +59,7 @@ def test_a_person_records_a_value_and_continues_the_step(
         doc = waiting(client, run.id)
         assert f"kale continue {run.id} review" in doc["reason"]
         # Independent branches went on while the step waits.
-        wait_for(lambda: task(client, run.id, "side")["state"] == "SUCCEEDED", 30, "side")
+        wait_until(lambda: task(client, run.id, "side")["state"] == "SUCCEEDED", 30, "side")
         assert task(client, run.id, "use")["state"] == "PENDING"
         # The step notebook, made from the template, says what the step is about.
         step = Path(doc["reason"].split("open ", 1)[1].split(";", 1)[0])

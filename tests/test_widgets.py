@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import kale.widgets as kw
-from conftest import Kale, Manager
+from conftest import Kale, Manager, wait_until
 from kale import Workflow
 from kale.display import COLORS
 from kale.widgets.layout import MAX_ROW, NODE_H, NODE_W, dag_svg, layers, layout
-from test_workers import wait_for
 
 STATIC = Path(kw.__file__).with_name("static")
 
@@ -122,9 +121,9 @@ def test_dagview_follows_a_run_shows_details_and_retries_what_failed(
         run = client.submit(demo(tmp_path))
         view = kw.DagView(run)
         assert view.run_id == run.id and set(view.states) == {"prep", "flaky", "last"}
-        wait_for(lambda: settled(view, prep="SUCCEEDED", flaky="FAILED", last="SKIPPED"),
+        wait_until(lambda: settled(view, prep="SUCCEEDED", flaky="FAILED", last="SKIPPED"),
                  60, "the states to arrive through the event stream")
-        wait_for(lambda: view.run_state == "FAILED", 10, "the run's end")
+        wait_until(lambda: view.run_state == "FAILED", 10, "the run's end")
         assert view.counts == {"SUCCEEDED": 1, "FAILED": 1, "SKIPPED": 1}
 
         view.focus = "flaky"  # what a click does
@@ -142,7 +141,7 @@ def test_dagview_follows_a_run_shows_details_and_retries_what_failed(
         view._on_custom(view, {"action": "retry_failed"}, [])  # the button
         assert not view.error and view.run_id != run.id
         assert view.message == f"started run {view.run_id}"
-        wait_for(lambda: settled(view, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "the retry")
+        wait_until(lambda: settled(view, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "the retry")
         assert client.status(view.run_id)["run"]["options"]["rerun_of"] == run.id
         # What succeeded was reused, not run again.
         assert next(t for t in client.status(view.run_id)["tasks"]
@@ -151,11 +150,11 @@ def test_dagview_follows_a_run_shows_details_and_retries_what_failed(
         again = view.run_id
         view.selected = ["last"]
         view.run_selection()
-        wait_for(lambda: settled(view, last="SUCCEEDED") and view.run_state == "SUCCEEDED",
+        wait_until(lambda: settled(view, last="SUCCEEDED") and view.run_state == "SUCCEEDED",
                  60, "the selection's run")
         assert client.status(view.run_id)["run"]["options"]["selected"] == ["last"]
         view.run_from("flaky")
-        wait_for(lambda: view.run_state == "SUCCEEDED", 60, "the run from flaky")
+        wait_until(lambda: view.run_state == "SUCCEEDED", 60, "the run from flaky")
         assert view.run_id != again
         done = view.run_id
         view._on_custom(view, {"action": "retry_failed"}, [])
@@ -171,13 +170,13 @@ def test_cancel_in_the_dagview_cancels_the_selected_task_or_the_run(
     m = managers("--workers", "1", "--worker-slots", "2")
     with m.client() as client:
         view = kw.DagView(client.submit(wf))
-        wait_for(lambda: settled(view, a="RUNNING", b="RUNNING"), 60, "both to run")
+        wait_until(lambda: settled(view, a="RUNNING", b="RUNNING"), 60, "both to run")
         view.selected = ["a"]
         view._on_custom(view, {"action": "cancel"}, [])
-        wait_for(lambda: settled(view, a="CANCELLED", b="RUNNING"), 30, "a cancelled")
+        wait_until(lambda: settled(view, a="CANCELLED", b="RUNNING"), 30, "a cancelled")
         view.selected = []
         view.cancel()
-        wait_for(lambda: view.states.get("b") == "CANCELLED" and view.run_state == "CANCELLED",
+        wait_until(lambda: view.states.get("b") == "CANCELLED" and view.run_state == "CANCELLED",
                  30, "the run cancelled")
         view.close()
 
@@ -189,10 +188,10 @@ def test_logview_follows_a_task_and_switches_streams(
     m = managers("--workers", "1")
     with m.client() as client:
         run = client.submit(wf)
-        wait_for(lambda: client.status(run.id)["tasks"][0]["state"] == "RUNNING", 30, "running")
+        wait_until(lambda: client.status(run.id)["tasks"][0]["state"] == "RUNNING", 30, "running")
         view = kw.LogView(run)
         assert view.task == "talk" and view.tasks == ["talk"] and view.follow
-        wait_for(lambda: view.text == "".join(f"line {i}\n" for i in range(1, 6)), 30,
+        wait_until(lambda: view.text == "".join(f"line {i}\n" for i in range(1, 6)), 30,
                  "every line, once, in order")
         view.stream = "stderr"
         assert view.text == "".join(f"err {i}\n" for i in range(1, 6))
@@ -211,10 +210,10 @@ def test_resourceview_charts_each_task_and_each_worker(
     m = managers("--workers", "1", "--worker-slots", "2", "--sample-interval", "0.5")
     with m.client() as client:
         view = kw.ResourceView(client.submit(wf))
-        wait_for(lambda: {"burn", "idle"} <= set(view.series)
+        wait_until(lambda: {"burn", "idle"} <= set(view.series)
                  and len(view.series["burn"]["t"]) >= 2, 30, "samples of both tasks")
         client.run(view.run_id).wait(30)
-        wait_for(lambda: len(view.series["burn"]["t"])
+        wait_until(lambda: len(view.series["burn"]["t"])
                  == len(client.resources(view.run_id, "burn")), 10, "every sample")
         assert max(view.series["burn"]["cpu"]) > 50 > max(view.series["idle"]["cpu"])
         assert min(view.series["burn"]["rss"]) > 1_000_000
@@ -259,14 +258,14 @@ def test_workersview_starts_and_stops_local_workers(managers: Callable[..., Mana
         view._on_custom(view, {"action": "start",
                                "form": {"kind": "local", "count": "2", "slots": "1"}}, [])
         assert not view.error and view.message == "started 2 local worker(s)"
-        wait_for(lambda: (view.refresh(), len(view.workers) == 2)[1], 30, "two workers")
+        wait_until(lambda: (view.refresh(), len(view.workers) == 2)[1], 30, "two workers")
         assert {w["slots"] for w in view.workers} == {1}
         victim = view.workers[0]
         view._on_custom(view, {"action": "stop", "id": victim["id"]}, [])
-        wait_for(lambda: (view.refresh(), [w["id"] for w in view.workers]
+        wait_until(lambda: (view.refresh(), [w["id"] for w in view.workers]
                           == [view.workers[-1]["id"]] and len(view.workers) == 1)[1],
                  30, "one worker left")
-        wait_for(lambda: not Path(f"/proc/{victim['pid']}").exists()
+        wait_until(lambda: not Path(f"/proc/{victim['pid']}").exists()
                  or "Z" in Path(f"/proc/{victim['pid']}/stat").read_text().split(")")[1][:3],
                  30, "the stopped worker's process to end")
         view._on_custom(view, {"action": "start", "form": {"kind": "local", "count": "x"}}, [])
@@ -290,12 +289,12 @@ def test_queueview_and_pilots_from_the_workersview_on_slurm(
         queue.refresh()
         mine = [j for j in queue.jobs if (j.get("kale") or {}).get("id") == job["id"]]
         assert mine and mine[0]["partition"] == "debug"
-        wait_for(lambda: (workers.refresh(), any(w["job"] == job["id"]
+        wait_until(lambda: (workers.refresh(), any(w["job"] == job["id"]
                                                  for w in workers.workers))[1],
                  60, "the pilot's worker to connect")
         workers._on_custom(workers, {"action": "cancel_job", "id": job["id"]}, [])
         assert not workers.error
-        wait_for(lambda: (workers.refresh(), not workers.jobs and not workers.workers)[1],
+        wait_until(lambda: (workers.refresh(), not workers.jobs and not workers.workers)[1],
                  60, "the pilot gone")
         workers._on_custom(workers, {"action": "start", "form": {
             "kind": "slurm", "count": "1", "walltime": "99:00:00", "queue": "short"}}, [])
@@ -364,7 +363,7 @@ def test_the_dashboard_shares_one_feed_and_follows_a_retry(
         run = client.submit(demo(tmp_path))
         dash = run.dashboard() if hasattr(run, "dashboard") else kw.Dashboard(run)
         assert dash.dag._feed is dash.logs._feed is dash.resources._feed
-        wait_for(lambda: settled(dash.dag, flaky="FAILED", last="SKIPPED"), 60, "the failure")
+        wait_until(lambda: settled(dash.dag, flaky="FAILED", last="SKIPPED"), 60, "the failure")
         dash.dag.focus = "flaky"
         assert dash.logs.task == "flaky"
         titles = [dash.tabs.get_title(i) for i in range(len(dash.tabs.children))]
@@ -372,7 +371,7 @@ def test_the_dashboard_shares_one_feed_and_follows_a_retry(
         dash.dag.retry_failed()
         new = dash.dag.run_id
         assert new != run.id and dash.logs.run_id == new == dash.resources.run_id == dash.run_id
-        wait_for(lambda: settled(dash.dag, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "retry")
+        wait_until(lambda: settled(dash.dag, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "retry")
         assert dash.runs.opened == new
         dash.runs.open_run(run.id)  # back to the first run
         assert dash.dag.run_id == run.id and dash.dag.states["flaky"] == "FAILED"
@@ -382,11 +381,11 @@ def test_the_dashboard_shares_one_feed_and_follows_a_retry(
 def test_a_dashboard_of_a_run_without_a_manager(tmp_path: Path, home: Path) -> None:
     run = demo(tmp_path).run()
     dash = run.dashboard()
-    wait_for(lambda: settled(dash.dag, prep="SUCCEEDED", flaky="FAILED", last="SKIPPED"),
+    wait_until(lambda: settled(dash.dag, prep="SUCCEEDED", flaky="FAILED", last="SKIPPED"),
              60, "states from the store")
     assert "Workers" in [dash.tabs.get_title(i) for i in range(len(dash.tabs.children))]
     dash.dag.retry_failed()
-    wait_for(lambda: settled(dash.dag, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "the retry")
+    wait_until(lambda: settled(dash.dag, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "the retry")
     dash.dag.selected = ["last"]
     dash.dag._on_custom(dash.dag, {"action": "cancel"}, [])
     assert "needs the manager" in dash.dag.error
@@ -402,11 +401,11 @@ def test_the_feed_reconnects_after_the_manager_is_killed(
     m = managers("--workers", "1")
     client = m.client()
     view = kw.DagView(client.submit(wf))
-    wait_for(lambda: view.states.get("s1") == "RUNNING", 30, "s1 running")
+    wait_until(lambda: view.states.get("s1") == "RUNNING", 30, "s1 running")
     os.kill(int(m.doc["pid"]), signal.SIGKILL)  # the stream breaks mid-run
     time.sleep(1)
     m.start()  # a new manager resumes the run, the feed reconnects to it
-    wait_for(lambda: view.run_state == "SUCCEEDED", 90, "the run's end, seen through the feed")
+    wait_until(lambda: view.run_state == "SUCCEEDED", 90, "the run's end, seen through the feed")
     assert set(view.states.values()) == {"SUCCEEDED"}
     assert client.status(view.run_id)["run"]["state"] == "SUCCEEDED"  # the manager agrees
     view.close()
