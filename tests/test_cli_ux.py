@@ -5,9 +5,19 @@ a run driven by the manager, and why a failed task failed."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import Kale
+
+
+def run_with(kale: Kale, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`kale ARGS` with ``env`` on top of the test's environment."""
+    return subprocess.run([sys.executable, "-m", "kale.cli.main", *args], cwd=kale.cwd,
+                          env={**kale.env(), **env}, capture_output=True, text=True,
+                          timeout=120)
 
 # -- 1. values typed on the command line ----------------------------------------------------
 TYPES_WF = """\
@@ -65,3 +75,58 @@ def test_a_bad_typed_value_says_what_and_where(kale: Kale, tmp_path: Path) -> No
     assert json.loads(kale("runs", "--json").stdout) == []
     help_text = " ".join(kale("run", "--help").stdout.split())
     assert "NAME=VALUE" in help_text and "007" in help_text and "None" in help_text
+
+
+# -- 2. what --help, --version and `kale runs` show -----------------------------------------
+def commands(kale: Kale) -> list[list[str]]:
+    """Every command `kale --help` lists (and the manager's subcommands)."""
+    def listed(*group: str) -> list[str]:
+        text = kale(*group, "--help").stdout
+        section = text.split("Commands:", 1)[1]
+        return [line.split()[0] for line in section.splitlines() if line.startswith("  ")
+                and not line.startswith("   ")]
+
+    found = [[name] for name in listed() if name != "manager"]
+    return found + [["manager", name] for name in listed("manager")]
+
+
+def test_every_option_has_a_metavar_and_every_run_argument_says_latest(kale: Kale) -> None:
+    cmds = commands(kale)
+    assert ["run"] in cmds and ["manager", "start"] in cmds and len(cmds) > 15
+    for cmd in cmds:
+        out = kale(*cmd, "--help")
+        assert out.returncode == 0, (cmd, out.stderr)
+        options = out.stdout.split("Options:", 1)[1]
+        assert "<" not in options, f"kale {' '.join(cmd)} --help: a placeholder\n{options}"
+        usage = out.stdout.splitlines()[0]
+        assert usage.startswith(f"Usage: kale {' '.join(cmd)} ") and "[[" not in usage, usage
+        if "RUN" in usage or cmd == ["run"]:
+            assert "'latest'" in out.stdout, f"kale {' '.join(cmd)} --help: no 'latest'"
+    assert "'latest'" in kale("export", "--help").stdout
+
+
+def test_version(kale: Kale) -> None:
+    from importlib.metadata import version
+
+    out = kale("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"kale {version('kale-workflows')}"
+    assert "--version" in kale("--help").stdout
+
+
+def test_runs_at_80_columns_never_cuts_a_run_id(kale: Kale, tmp_path: Path) -> None:
+    wf = tmp_path / "long.yaml"
+    wf.write_text("name: calibration-of-the-detector-array-for-the-second-beam-time\n"
+                  "tasks:\n  a: {shell: 'true'}\n  b: {shell: 'exit 1'}\n"
+                  "  c: {shell: 'true', after: [b]}\n")
+    ids = [kale("run", str(wf)).stdout.strip() for _ in range(2)]
+    for columns in ("80", "60"):
+        out = run_with(kale, {"COLUMNS": columns}, "runs")
+        assert out.returncode == 0, out.stderr
+        assert max(map(len, out.stdout.splitlines())) <= int(columns)
+        for run_id in ids:
+            assert re.search(rf"(^|\s){run_id}(\s|$)", out.stdout), (run_id, out.stdout)
+        out = run_with(kale, {"COLUMNS": columns}, "status", "latest")
+        assert ids[-1] in out.stdout and re.search(r"^\s*b\s", out.stdout, re.M)
+    # 'latest' is the newest run, wherever a command takes RUN
+    status = json.loads(kale("status", "latest", "--json").stdout)
+    assert status["run"]["id"] == ids[-1]

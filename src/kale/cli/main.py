@@ -30,7 +30,9 @@ from kale.errors import (
 
 app = typer.Typer(
     name="kale", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
-    help="Kale: build, run and watch HPC workflows of shell, Python and notebook tasks.",
+    help="Kale: build, run and watch HPC workflows of shell, Python and notebook tasks.\n\n"
+    "RUN, wherever a command takes one, is a run id, any unique prefix of one, or 'latest' "
+    "(the newest run).",
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
@@ -41,7 +43,36 @@ USAGE_ERRORS = (ValidationError, UsageError, RunNotFound, ExportError, RunBusy)
 EXIT = {"SUCCEEDED": 0, "FAILED": 1, "CANCELLED": 130}
 
 Home = Annotated[Path | None, typer.Option("--home", envvar="KALE_HOME", show_envvar=True,
+                                          metavar="DIR",
                                           help="Kale home directory (default ~/.kale).")]
+RUN_HELP = "A run id, any unique prefix of one, or 'latest' (the newest run)."
+RunArg = Annotated[str, typer.Argument(metavar="RUN", show_default=False, help=RUN_HELP)]
+TaskArg = Annotated[str, typer.Argument(metavar="TASK", show_default=False,
+                                        help="A task name of the run.")]
+
+
+def version() -> str:
+    """The installed Kale's version (of the distribution ``kale-workflows``)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("kale-workflows")
+    except PackageNotFoundError:
+        return "unknown (kale-workflows is not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"kale {version()}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(show_version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print Kale's version and exit.")] = False) -> None:
+    """(Options of `kale` itself; the help is the app's.)"""
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -76,29 +107,31 @@ def _print_problems(e: ValidationError) -> None:
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(help="Workflow YAML file.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Workflow YAML file.")],
     param: Annotated[list[str] | None, typer.Option(
         "-p", "--param", metavar="NAME=VALUE",
         help="Override a workflow parameter (repeatable). " + VALUE_HELP)] = None,
     executor: Annotated[str | None, typer.Option(
-        help="Where tasks without their own executor run: local, slurm, pbs, lsf, flux, "
-        "cobalt (default: the workflow's executor, else local).")] = None,
+        metavar="NAME", help="Where tasks without their own executor run: local, slurm, "
+        "pbs, lsf, flux, cobalt (default: the workflow's executor, else local).")] = None,
     pilot: Annotated[bool, typer.Option(
         help="With a batch --executor: run tasks in pilot jobs, not one job per task.")
     ] = False,
-    only: Annotated[list[str] | None, typer.Option(help="Run only this task.")] = None,
-    from_: Annotated[list[str] | None, typer.Option("--from",
-                                                    help="Run this task and everything below it.")
-                     ] = None,
-    until: Annotated[list[str] | None, typer.Option(help="Run this task and what it needs.")
-                     ] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="Run tasks with this tag.")] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        metavar="TASK", help="Run only this task (repeatable).")] = None,
+    from_: Annotated[list[str] | None, typer.Option(
+        "--from", metavar="TASK", help="Run this task and everything below it.")] = None,
+    until: Annotated[list[str] | None, typer.Option(
+        metavar="TASK", help="Run this task and what it needs.")] = None,
+    tag: Annotated[list[str] | None, typer.Option(
+        metavar="TAG", help="Run tasks with this tag (repeatable).")] = None,
     rerun_failed: Annotated[str | None, typer.Option(
-        "--rerun-failed", metavar="RUN", help="Run again the tasks of RUN that did not succeed.")
-    ] = None,
+        "--rerun-failed", metavar="RUN",
+        help="Run again the tasks of RUN that did not succeed (RUN: an id, a unique prefix, "
+        "or 'latest').")] = None,
     force: Annotated[bool, typer.Option(help="Re-run tasks whose results could be reused.")
                      ] = False,
-    jobs: Annotated[int | None, typer.Option("-j", "--jobs", min=1,
+    jobs: Annotated[int | None, typer.Option("-j", "--jobs", min=1, metavar="N",
                                              help="Tasks at once (default: CPU count).")] = None,
     detach: Annotated[bool, typer.Option(help="Start the run in the background and exit.")
                       ] = False,
@@ -261,9 +294,11 @@ def drive_cmd(run_id: str, home: Home = None) -> None:
 
 
 @app.command()
-def resume(run_id: Annotated[str, typer.Argument(metavar="RUN")],
-           task: Annotated[str | None, typer.Argument(metavar="[TASK]")] = None,
-           jobs: Annotated[int | None, typer.Option("-j", "--jobs", min=1)] = None,
+def resume(run_id: RunArg,
+           task: Annotated[str | None, typer.Argument(
+               metavar="TASK", help="A suspended task of the run.")] = None,
+           jobs: Annotated[int | None, typer.Option("-j", "--jobs", min=1, metavar="N",
+                                                    help="Tasks at once.")] = None,
            home: Home = None) -> None:
     """Finish a run whose process stopped: only tasks that have not succeeded run. With
     TASK: let a suspended task go on (SIGCONT)."""
@@ -282,33 +317,28 @@ def resume(run_id: Annotated[str, typer.Argument(metavar="RUN")],
 
 
 @app.command()
-def suspend(run_id: Annotated[str, typer.Argument(metavar="RUN")],
-            task: Annotated[str, typer.Argument(metavar="TASK")], home: Home = None) -> None:
+def suspend(run_id: RunArg, task: TaskArg, home: Home = None) -> None:
     """Stop a running task's processes (SIGSTOP) until `kale resume RUN TASK`."""
     _task_action(run_id, task, "suspend", home)
 
 
 @app.command("continue")
-def continue_(run_id: Annotated[str, typer.Argument(metavar="RUN")],
-              task: Annotated[str, typer.Argument(metavar="TASK")],
-              home: Home = None) -> None:
+def continue_(run_id: RunArg, task: TaskArg, home: Home = None) -> None:
     """Mark an interactive step done: the workflow goes on with what it recorded."""
     _task_action(run_id, task, "continue", home)
 
 
 @app.command()
-def reject(run_id: Annotated[str, typer.Argument(metavar="RUN")],
-           task: Annotated[str, typer.Argument(metavar="TASK")],
-           reason: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
+def reject(run_id: RunArg, task: TaskArg,
+           reason: Annotated[str | None, typer.Option(metavar="TEXT",
+                                                      help="Why, for the record.")] = None,
            home: Home = None) -> None:
     """Reject an interactive step: it fails and the tasks below it are skipped."""
     _task_action(run_id, task, "reject", home, reason)
 
 
 @app.command()
-def attach(run_id: Annotated[str, typer.Argument(metavar="RUN")],
-           task: Annotated[str, typer.Argument(metavar="TASK")],
-           home: Home = None) -> None:
+def attach(run_id: RunArg, task: TaskArg, home: Home = None) -> None:
     """Open a Jupyter console on the kernel a running task executes in: read its
     variables, change them to steer it. The task goes on running meanwhile."""
     from kale.errors import KaleError
@@ -340,8 +370,9 @@ def attach(run_id: Annotated[str, typer.Argument(metavar="RUN")],
 
 
 @app.command()
-def cancel(run_id: Annotated[str, typer.Argument(metavar="RUN")],
-           task: Annotated[str | None, typer.Argument(metavar="[TASK]")] = None,
+def cancel(run_id: RunArg,
+           task: Annotated[str | None, typer.Argument(
+               metavar="TASK", help="Cancel only this task.")] = None,
            home: Home = None) -> None:
     """Cancel a run: its running tasks are killed and recorded CANCELLED. With TASK: only
     that task (the tasks below it are skipped)."""
@@ -356,7 +387,8 @@ def cancel(run_id: Annotated[str, typer.Argument(metavar="RUN")],
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="Workflow YAML file.")]) -> None:
+def validate(file: Annotated[Path, typer.Argument(metavar="FILE",
+                                                  help="Workflow YAML file.")]) -> None:
     """Check a workflow file; print what is wrong with file and line."""
     from kale.spec import load_workflow
 
@@ -366,7 +398,8 @@ def validate(file: Annotated[Path, typer.Argument(help="Workflow YAML file.")]) 
 
 @app.command()
 def export(source: Annotated[str, typer.Argument(
-        help="A YAML file, a run id, or a Python 'file.py:name' / 'module:name' Workflow.")],
+        metavar="SOURCE", help="A YAML file, a run (an id, a unique prefix, or 'latest'), or "
+        "a Python 'file.py:name' / 'module:name' Workflow.")],
            home: Home = None) -> None:
     """Print a workflow as canonical YAML (redirect it to a file)."""
     from kale.model.workflow import Workflow
@@ -412,8 +445,10 @@ def _python_workflow(source: str) -> Any:
 
 
 @app.command()
-def status(run_id: Annotated[str | None, typer.Argument(metavar="[RUN]")] = None,
-           task: Annotated[str | None, typer.Argument(metavar="[TASK]")] = None,
+def status(run_id: Annotated[str | None, typer.Argument(
+               metavar="RUN", help=RUN_HELP + " Default: latest.")] = None,
+           task: Annotated[str | None, typer.Argument(
+               metavar="TASK", help="Show this task in detail.")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")
                               ] = False,
            home: Home = None) -> None:
@@ -447,8 +482,9 @@ def status(run_id: Annotated[str | None, typer.Argument(metavar="[RUN]")] = None
     if rec.state.value == "RUNNING" and not rec.owner_alive():
         out.print(f"no process is driving this run; `kale resume {rec.id}` finishes it")
     table = Table(box=None)
-    for col in ("task", "kind", "state", "attempts", "exit", "duration", "note"):
-        table.add_column(col)
+    table.add_column("task", no_wrap=True)  # what `kale logs RUN TASK` takes: never cut
+    for col in ("kind", "state", "attempts", "exit", "duration", "note"):
+        table.add_column(col, overflow="fold")
     for t in tasks:
         table.add_row(t.name, t.kind, t.state.value, str(t.attempts),
                       "" if t.exit_code is None else str(t.exit_code), duration(t.duration),
@@ -457,17 +493,24 @@ def status(run_id: Annotated[str | None, typer.Argument(metavar="[RUN]")] = None
 
 
 @app.command("runs")
-def runs_cmd(as_json: Annotated[bool, typer.Option("--json")] = False,
-             limit: Annotated[int, typer.Option(min=1)] = 50, home: Home = None) -> None:
+def runs_cmd(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")
+                                ] = False,
+             limit: Annotated[int, typer.Option(min=1, metavar="N",
+                                                help="Show at most N runs.")] = 50,
+             home: Home = None) -> None:
     """List runs, newest first."""
     store, _ = _store(home)
     recs = store.runs(limit)
     if as_json:
         out.print_json(json.dumps([r.to_json() for r in recs], default=str))
         return
+    # The run id is what people copy: never cut; the other columns give way.
     table = Table(box=None)
-    for col in ("run", "workflow", "state", "started", "summary"):
-        table.add_column(col)
+    table.add_column("run", no_wrap=True, min_width=max((len(r.id) for r in recs), default=3))
+    table.add_column("workflow", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("started", overflow="fold")
+    table.add_column("summary", overflow="fold")
     for r in recs:
         table.add_row(r.id, r.workflow, r.state.value,
                       time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
@@ -476,8 +519,7 @@ def runs_cmd(as_json: Annotated[bool, typer.Option("--json")] = False,
 
 
 @app.command()
-def logs(run_id: Annotated[str, typer.Argument(metavar="RUN")],
-         task: Annotated[str, typer.Argument(metavar="TASK")],
+def logs(run_id: RunArg, task: TaskArg,
          follow: Annotated[bool, typer.Option("-f", "--follow",
                                               help="Keep printing as the task writes.")] = False,
          stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr.")] = False,
@@ -532,19 +574,21 @@ def _home_path(home: Path | None) -> Path:
 
 @manager_app.command("start")
 def manager_start(
-    port: Annotated[int, typer.Option(help="TCP port on the host.")] = 8765,
-    host: Annotated[str, typer.Option(help="Address to listen on (keep it local).")
+    port: Annotated[int, typer.Option(metavar="PORT", help="TCP port on the host.")] = 8765,
+    host: Annotated[str, typer.Option(metavar="ADDRESS",
+                                      help="Address to listen on (keep it local).")
                     ] = "127.0.0.1",
     workers: Annotated[int, typer.Option(
-        min=0, help="Local workers to keep while there is work (0: only workers you start "
-        "with `kale worker`).")] = 1,
+        min=0, metavar="N", help="Local workers to keep while there is work (0: only "
+        "workers you start with `kale worker`).")] = 1,
     worker_slots: Annotated[int | None, typer.Option(
-        min=1, help="Tasks at once per local worker (default: CPU count).")] = None,
+        min=1, metavar="N", help="Tasks at once per local worker (default: CPU count).")] = None,
     heartbeat_timeout: Annotated[float, typer.Option(
-        min=0.5, help="Seconds of silence after which a worker is lost and its tasks "
-        "retried.")] = 15.0,
+        min=0.5, metavar="SECONDS", help="Seconds of silence after which a worker is "
+        "lost and its tasks retried.")] = 15.0,
     sample_interval: Annotated[float, typer.Option(
-        min=0.1, help="Seconds between resource samples of each running task.")] = 2.0,
+        min=0.1, metavar="SECONDS",
+        help="Seconds between resource samples of each running task.")] = 2.0,
     home: Home = None,
 ) -> None:
     """Start the manager in the background (no-op if it runs already); print its URL."""
@@ -557,7 +601,9 @@ def manager_start(
 
 
 @manager_app.command("add-user")
-def manager_add_user(name: str, home: Home = None) -> None:
+def manager_add_user(name: Annotated[str, typer.Argument(metavar="NAME",
+                                                        help="The new user's name.")],
+                     home: Home = None) -> None:
     """Let another user use this manager (a shared PostgreSQL store): prints their user and
     worker tokens as JSON, once; the store keeps only hashes."""
     from kale.manager.auth import add_user
@@ -576,7 +622,8 @@ def manager_stop(home: Home = None) -> None:
 
 
 @manager_app.command("status")
-def manager_status(as_json: Annotated[bool, typer.Option("--json")] = False,
+def manager_status(as_json: Annotated[bool, typer.Option(
+                       "--json", help="Machine-readable output.")] = False,
                    home: Home = None) -> None:
     """Where the manager listens, and its pid (exit 1 if none is running)."""
     from kale.manager import service
@@ -594,17 +641,18 @@ def manager_status(as_json: Annotated[bool, typer.Option("--json")] = False,
 @app.command()
 def worker(
     manager: Annotated[str | None, typer.Option(
-        help="Manager URL (default: the running manager of the Kale home).")] = None,
+        metavar="URL", help="Manager URL (default: the running manager of the Kale home).")] = None,
     token_file: Annotated[Path | None, typer.Option(
-        help="File holding a worker token (default: $KALE_WORKER_TOKEN, else "
+        metavar="FILE", help="File holding a worker token (default: $KALE_WORKER_TOKEN, else "
         "$KALE_HOME/worker-token).")] = None,
-    slots: Annotated[int | None, typer.Option(min=1, help="Tasks at once (default: CPUs).")
-                     ] = None,
-    worker_id: Annotated[str | None, typer.Option("--id", help="Worker id (default: "
-                                                  "host-pid-random).")] = None,
+    slots: Annotated[int | None, typer.Option(min=1, metavar="N",
+                                              help="Tasks at once (default: CPUs).")] = None,
+    worker_id: Annotated[str | None, typer.Option("--id", metavar="ID", help="Worker id "
+                                                  "(default: host-pid-random).")] = None,
     idle_exit: Annotated[float | None, typer.Option(
-        help="Exit after this many seconds without tasks.")] = None,
+        metavar="SECONDS", help="Exit after this many seconds without tasks.")] = None,
     give_up: Annotated[float, typer.Option(
+        metavar="SECONDS",
         help="Exit when the manager has been unreachable this many seconds.")] = 600.0,
     provider: Annotated[str | None, typer.Option(hidden=True)] = None,
     pool: Annotated[str | None, typer.Option(hidden=True)] = None,
@@ -652,8 +700,9 @@ def worker(
 @app.command()
 def queue(
     scheduler: Annotated[str | None, typer.Option(
-        help="slurm, pbs, lsf, flux or cobalt (default: the one on PATH).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+        metavar="NAME", help="slurm, pbs, lsf, flux or cobalt (default: the one on PATH).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     home: Home = None,
 ) -> None:
     """Your batch jobs (state, reason, time queued, expected start) and the partitions;
@@ -741,7 +790,7 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, _interrupted)
     try:
-        app(standalone_mode=True)
+        app(standalone_mode=True, prog_name="kale")
     except ValidationError as e:
         _print_problems(e)
         sys.exit(2)
