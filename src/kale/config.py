@@ -23,3 +23,13 @@ def store_url(home: Path) -> str:
 
 def runs_dir(home: Path) -> Path:
     return home / "runs"
+
+
+def user_name() -> str:
+    """The operating-system user running Kale: a home's owner."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return f"uid{os.getuid()}"

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kale.config import user_name
 from kale.engine.keys import cache_key, upstream_id
 from kale.executors.base import Executor, Interrupted
 from kale.model import dag
@@ -70,7 +71,8 @@ class Engine:
         #: whose earlier results this run may reuse (None stands for runs made without a
         #: manager): its own user's only
         self.reuse_users: list[str | None] = list(
-            reuse_users if reuse_users is not None else [run.submitted_by])
+            reuse_users if reuse_users is not None else [run.submitted_by]
+            if run.submitted_by else [None, user_name()])  # a local run: the home's owner
         # Tuples, and one shared empty one: a run may hold 100,000 of each.
         none: tuple[str, ...] = ()
         self.upstream: dict[str, tuple[str, ...]] = {
@@ -94,7 +96,7 @@ class Engine:
         self.contexts: dict[str, TaskContext] = {}  # running attempts
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.changes: list[Change] = []
-        self.cached: dict[str, TaskRecord] = {}
+        self.cached: dict[str, list[TaskRecord]] = {}
         self._inputs: dict[str, tuple[dict[str, Any], str]] = {}
         self.cancelled = False
         self._quiet = asyncio.Event()  # set when nothing runs, waits or is ready
@@ -364,8 +366,8 @@ class Engine:
         if all(d in self.hashes for d in self.upstream[name]):
             key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes,
                             self.params)
-            prev = self.cached.get(key)
-        if prev is not None and self._reusable(prev, task):
+            prev = self._earlier(key, task)
+        if prev is not None:
             self._reuse(name, prev, f"not selected; reused result of run {prev.run_id}")
         elif wanted:
             below = sorted(d for d in self.downstream[name]
@@ -376,10 +378,14 @@ class Engine:
         else:
             self._change(name, S.SKIPPED, "not selected")
 
-    def _reusable(self, prev: TaskRecord, task: Task) -> bool:
-        """An earlier result may stand for this task's: it still exists, and the user code
-        it was made with is unchanged on disk."""
-        return results.available(prev, task) and not (prev.code and usercode.stale(prev.code))
+    def _earlier(self, key: str, task: Task) -> TaskRecord | None:
+        """The newest earlier result with this key that may stand for this task's: it
+        still exists, and the user code it was made with is what is on disk now (so going
+        back to older code finds the result that code made)."""
+        for prev in self.cached.get(key, ()):
+            if results.available(prev, task) and not (prev.code and usercode.stale(prev.code)):
+                return prev
+        return None
 
     def _output_files(self, name: str, result: Any) -> dict[str, str]:
         """The declared output files in a shell or notebook task's result (their content,
@@ -439,8 +445,8 @@ class Engine:
             self._skip_descendants(name)
             return
         key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes, self.params)
-        prev = None if self.force else self.cached.get(key)
-        if prev is not None and self._reusable(prev, task):
+        prev = None if self.force else self._earlier(key, task)
+        if prev is not None:
             self._change(name, S.READY, "upstream done")
             self._reuse(name, prev, f"unchanged; reused result of run {prev.run_id}")
             return
@@ -710,7 +716,7 @@ class Engine:
         else:
             result = {**found, **records} or None
         return Outcome(ok=True, result=result, exit_code=out.exit_code,
-                       artifacts=out.artifacts)
+                       artifacts=out.artifacts, code=out.code)
 
     # -- cancel and end ------------------------------------------------------------------
     _cancel_reason = "cancelled"

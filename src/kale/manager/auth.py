@@ -7,9 +7,7 @@ tokens live in the store as SHA-256 hashes, so the store never holds a usable to
 
 from __future__ import annotations
 
-import getpass
 import hashlib
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from kale.config import user_name
 from kale.errors import UsageError
 from kale.manager.tokens import (
     WORKER_TOKEN_FILE,
@@ -31,10 +30,7 @@ def digest(token: str) -> str:
 
 
 def owner_name() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in this environment
-        return f"uid{os.getuid()}"
+    return user_name()
 
 
 @dataclass(frozen=True)

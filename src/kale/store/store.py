@@ -422,15 +422,15 @@ class Store:
 
     # -- cache ---------------------------------------------------------------------------
     def cached(self, workflow: str, users: Sequence[str | None] | None = None
-               ) -> dict[str, TaskRecord]:
+               ) -> dict[str, list[TaskRecord]]:
         """Every succeeded task in runs of ``workflow`` (of ``users`` only: None stands for
-        runs made without a manager), by cache key, newest winning: one query, so checking
+        runs made without a manager), by cache key, newest first: one query, so checking
         thousands of tasks for reuse costs one round trip. A cache key includes the task's
         name, so a task only ever finds its own results."""
         q = (sa.select(T.tasks).join(T.runs, T.runs.c.id == T.tasks.c.run_id)
              .where((T.runs.c.workflow == workflow) & (T.tasks.c.state == "SUCCEEDED")
                     & T.tasks.c.cache_key.is_not(None))
-             .order_by(T.tasks.c.ended_at.asc().nulls_first()))
+             .order_by(T.tasks.c.ended_at.desc().nulls_last()))
         if users is not None:
             named = [u for u in users if u is not None]
             cond: Any = T.runs.c.submitted_by.in_(named)
@@ -439,7 +439,10 @@ class Store:
             q = q.where(cond)
         with self.engine.connect() as c:
             rows = c.execute(q).all()
-        return {r._mapping["cache_key"]: _task(r) for r in rows}
+        out: dict[str, list[TaskRecord]] = {}
+        for r in rows:
+            out.setdefault(r._mapping["cache_key"], []).append(_task(r))
+        return out
 
 
 _EVENT_SQL = ("INSERT INTO events (run_id, task, ts, old, new, reason) "

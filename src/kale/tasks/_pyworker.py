@@ -2,7 +2,12 @@
 
 Started by :class:`kale.tasks.python.PythonRunner` as ``python -m kale.tasks._pyworker FD``.
 For each job it enters the task's directory, points fds 1 and 2 at the task's log files,
-sets the task's environment, calls the function and sends back its return value.
+sets the task's environment, calls the function and sends back its return value, with the
+manifest of the user code it has loaded (:mod:`kale.tasks.usercode`).
+
+A warm process must never run a task with code older than what is on disk: before each job
+it checks the user modules it has loaded, and if any file changed it answers ``stale``
+without running anything and exits; the runner starts a fresh process for the job.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
+
+from kale.tasks import usercode
 
 _funcs: dict[Any, Any] = {}
 
@@ -68,6 +75,7 @@ def _dumps(value: Any) -> bytes:
 
 
 def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
+    """Run one job: ``("ok", pickled result, code manifest)`` or ``("err", ...)``."""
     saved_env = {k: os.environ.get(k) for k in job["env"]}
     sys.stdout.flush()
     sys.stderr.flush()
@@ -85,7 +93,7 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
         func = _load(job["func"])
         kwargs = bind(func, job["inputs"], job["upstream"], job["params"])
         result = func(**kwargs)
-        return ("ok", _dumps(result))
+        return ("ok", _dumps(result), usercode.loaded())
     except BaseException as e:  # the task's error, reported, never fatal to the worker
         tb = e.__traceback__
         # Drop this module's frames: the user sees their own code.
@@ -95,6 +103,7 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
         sys.stderr.write(text)
         return ("err", type(e).__name__, str(e), text)
     finally:
+        usercode.loaded()  # note the code this job imported, as it is now
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(_NULL, 1)
@@ -137,6 +146,7 @@ _NULL = -1
 def main() -> None:
     global _BASELINE, _BASELINE_STR, _NULL
     _die_with_parent()
+    usercode.guard_bytecode()
     _BASELINE = dict(os.environ._data)  # type: ignore[attr-defined]
     _BASELINE_STR = dict(os.environ)
     _NULL = os.open(os.devnull, os.O_WRONLY)
@@ -147,6 +157,10 @@ def main() -> None:
         try:
             msg = conn.recv_bytes()
         except (EOFError, OSError):
+            return
+        changed = usercode.stale(usercode.loaded())
+        if changed:  # code this process loaded was edited: a fresh process runs the job
+            conn.send_bytes(pickle.dumps(("stale", changed)))
             return
         try:
             reply = run_job(pickle.loads(msg))

@@ -1,6 +1,7 @@
 """Python tasks: ``module:function`` or a function (cloudpickled) run in a pool of warm
 worker processes, one task per process at a time. A timeout or cancel kills the worker
-running it (and its process group); a fresh one takes its place."""
+running it (and its process group); a fresh one takes its place. A worker whose loaded user
+code changed on disk is replaced before it runs another task (see ``_pyworker``)."""
 
 from __future__ import annotations
 
@@ -124,23 +125,36 @@ class PythonRunner(TaskRunner):
             import cloudpickle
 
             data = cloudpickle.dumps(job)
-        w = self._acquire()
-        ctx.pids.append(w.proc.pid)
-        try:
-            reply = await w.call(data)
-        except BaseException:
+        for _ in range(3):
+            w = self._acquire()
+            ctx.pids.append(w.proc.pid)
+            try:
+                reply = await w.call(data)
+            except BaseException:
+                self._all.discard(w)
+                w.kill()
+                await procs.wait(w.proc)
+                raise
+            if reply[0] != "stale":
+                break
+            # The process had loaded user code that has since changed on disk: it ran
+            # nothing and exits; a fresh process imports the code as it is now.
+            ctx.pids.remove(w.proc.pid)
             self._all.discard(w)
             w.kill()
             await procs.wait(w.proc)
-            raise
         if reply[0] == "ok":
             self._idle.append(w)
-            return Outcome(ok=True, exit_code=0, result=loads(reply[1], ctx.base_dir))
+            return Outcome(ok=True, exit_code=0, result=loads(reply[1], ctx.base_dir),
+                           code=reply[2])
         if reply[0] == "err":
             self._idle.append(w)
             _, ename, evalue, tb = reply
             return Outcome(ok=False, exit_code=1, error=f"{ename}: {evalue}", traceback=tb,
                            details={"ename": ename, "evalue": evalue})
+        if reply[0] == "stale":
+            return Outcome(ok=False, error="the task's code kept changing on disk while it "
+                           f"started: {', '.join(reply[1])}")
         self._all.discard(w)
         w.kill()
         code = reply[1]

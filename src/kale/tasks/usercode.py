@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from types import ModuleType
 
 _memo: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+_seen: dict[str, str] = {}  # file -> its hash when this process first saw it loaded
 _kind: dict[str, bool] = {}  # file -> is it user code
 
 
@@ -94,19 +95,49 @@ def file_hash(path: str) -> str | None:
 
 
 def loaded(modules: Iterable[ModuleType] | None = None) -> dict[str, str]:
-    """Manifest of the user code loaded in this process: file path -> content hash."""
+    """Manifest of the user code loaded in this process: file path -> content hash as the
+    file was when this process first saw the module loaded (so ``stale(loaded())`` tells
+    whether this process runs code older than the files on disk)."""
     mods = list(sys.modules.values()) if modules is None else list(modules)
     out = {}
     for path in sorted(_module_files(mods)):
-        h = file_hash(path)
-        if h is not None:
-            out[path] = h
+        h = _seen.get(path)
+        if h is None:
+            h = file_hash(path)
+            if h is None:
+                continue
+            _seen[path] = h
+        out[path] = h
     return out
 
 
 def stale(manifest: Mapping[str, str]) -> list[str]:
     """The files of a manifest whose content on disk is no longer what it recorded."""
     return [p for p, h in manifest.items() if file_hash(p) != h]
+
+
+def guard_bytecode() -> None:
+    """Make this process's cached bytecode (``__pycache__``) of user modules valid only for
+    the source content it was compiled from. Python checks a ``.pyc`` against its source's
+    mtime in whole seconds and size, so a file edited within the same second to the same
+    size would run its old code; here the "mtime" Python compares is a hash of the content.
+    Installed in every process that runs tasks (Python workers, kernels)."""
+    from importlib.machinery import SourceFileLoader
+
+    original = SourceFileLoader.path_stats
+    if getattr(original, "_kale", False):
+        return
+
+    def path_stats(self: SourceFileLoader, path: str) -> Mapping[str, object]:
+        stats = original(self, path)
+        if is_user_file(path):
+            digest = file_hash(path)
+            if digest is not None:
+                stats = {**stats, "mtime": int(digest[:8], 16)}
+        return stats
+
+    path_stats._kale = True  # type: ignore[attr-defined]
+    SourceFileLoader.path_stats = path_stats  # type: ignore[method-assign]
 
 
 def kernel_snippet() -> str:

@@ -1,0 +1,237 @@
+"""Result reuse is a promise about results: a task reuses only its own earlier result, made
+from the code on disk now and the inputs it claims. Each test here is a wrong result Kale
+once gave (issue 12), run for real: shell commands, Python workers, a manager."""
+
+from __future__ import annotations
+
+import json
+import signal
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from conftest import Kale, Manager, gate_sh, wait_until
+from kale import Workflow
+from kale.model.states import RunState
+
+
+def _status(kale: Kale, run_id: str) -> dict[str, Any]:
+    out = kale("status", run_id, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _tasks(kale: Kale, run_id: str) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in _status(kale, run_id)["tasks"]}
+
+
+def _run(kale: Kale, *args: str) -> str:
+    out = kale("run", *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout.split()[0]
+
+
+# -- 1. a task reuses its own result, never another task's ------------------------------------
+def test_identical_replicas_each_reuse_their_own_result(kale: Kale, tmp_path: Path) -> None:
+    wf = tmp_path / "replicas.yaml"
+    wf.write_text("name: replicas\ntasks:\n" + "".join(
+        f"  r{i}:\n    shell: 'echo $$ > out.txt'\n    outputs: [out.txt]\n" for i in (1, 2)))
+    first = _run(kale, str(wf))
+    second = _run(kale, str(wf))
+    one, two = _tasks(kale, first), _tasks(kale, second)
+    for name in ("r1", "r2"):
+        assert two[name]["reused_from"] == first
+        # the reused result is this task's own file, from its own directory
+        assert two[name]["result"] == one[name]["result"]
+        assert f"/{name}/out.txt" in two[name]["result"]["out.txt"]
+    assert (Path(two["r1"]["result"]["out.txt"]).read_text()
+            != Path(two["r2"]["result"]["out.txt"]).read_text())
+
+
+def test_five_simulation_replicas_keep_five_values(home: Path, tmp_path: Path) -> None:
+    def simulate() -> float:  # the same function five times: identical replicas
+        import random
+
+        return random.random()
+
+    wf = Workflow("ensemble", base_dir=tmp_path)
+    for i in range(5):
+        wf.python(simulate, name=f"sim{i}")
+    first = wf.run().wait()
+    values = [first.result(f"sim{i}") for i in range(5)]
+    assert len(set(values)) == 5
+    again = wf.run().wait()
+    assert [again.result(f"sim{i}") for i in range(5)] == values
+    assert all(t.reused_from == first.id for t in again.tasks)
+
+
+# -- 2. warm workers never run stale code; the key covers the code a task ran -----------------
+STEPS = """\
+from helper import VERSION
+
+
+def value():
+    return VERSION + "{suffix}"
+"""
+
+
+def _code_workflow(folder: Path) -> Path:
+    (folder / "steps.py").write_text(STEPS.format(suffix=""))
+    (folder / "helper.py").write_text('VERSION = "v1"\n')
+    wf = folder / "wf.yaml"
+    wf.write_text("name: code\ntasks:\n  value:\n    python: steps:value\n")
+    return wf
+
+
+def test_a_warm_worker_runs_the_code_on_disk_and_records_it(
+        kale: Kale, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    wf = _code_workflow(tmp_path)
+    managers("--workers", "1")
+    first = _run(kale, str(wf))
+    assert _tasks(kale, first)["value"]["result"] == "v1"
+
+    # the function's own module changes: the worker that imported it must not run it
+    (tmp_path / "steps.py").write_text(STEPS.format(suffix="-edited"))
+    second = _run(kale, str(wf))
+    assert _tasks(kale, second)["value"]["result"] == "v1-edited"
+    assert _tasks(kale, second)["value"]["reused_from"] is None
+
+    # a module it imports changes (not the file the workflow names): same promise
+    (tmp_path / "helper.py").write_text('VERSION = "v2"\n')
+    third = _run(kale, str(wf))
+    assert _tasks(kale, third)["value"]["result"] == "v2-edited"
+    assert _tasks(kale, third)["value"]["reused_from"] is None
+
+    # unchanged now: reused, through the manager and without it
+    assert _tasks(kale, _run(kale, str(wf)))["value"]["reused_from"] == third
+    assert kale("manager", "stop").returncode == 0
+    fifth = _tasks(kale, _run(kale, str(wf)))["value"]
+    assert (fifth["result"], fifth["reused_from"]) == ("v2-edited", third)
+
+
+def test_editing_an_imported_module_reruns_the_task_without_a_manager(
+        kale: Kale, tmp_path: Path) -> None:
+    wf = _code_workflow(tmp_path)
+    first = _run(kale, str(wf))
+    (tmp_path / "helper.py").write_text('VERSION = "v2"\n')
+    second = _run(kale, str(wf))
+    assert _tasks(kale, first)["value"]["result"] == "v1"
+    assert _tasks(kale, second)["value"]["result"] == "v2"
+    assert _tasks(kale, second)["value"]["reused_from"] is None
+    # and putting the old code back finds the old result again
+    (tmp_path / "helper.py").write_text('VERSION = "v1"\n')
+    third = _run(kale, str(wf))
+    assert _tasks(kale, third)["value"]["reused_from"] == first
+
+
+# -- 7. a selected task never gets an upstream result made from other inputs ------------------
+def test_only_with_a_changed_parameter_runs_the_stale_upstream(kale: Kale,
+                                                                tmp_path: Path) -> None:
+    wf = tmp_path / "params.yaml"
+    wf.write_text(textwrap.dedent("""\
+        name: params
+        parameters: {n: 3}
+        tasks:
+          make:
+            shell: 'echo "$n" > n.txt'
+            parameters: {n: "${params.n}"}
+            outputs: [n.txt]
+          use:
+            shell: 'cat "$f"'
+            parameters: {f: "${make.n.txt}"}
+        """))
+    _run(kale, str(wf))
+    run = _run(kale, str(wf), "--only", "use", "-p", "n=5")
+    tasks = _tasks(kale, run)
+    assert tasks["make"]["state"] == "SUCCEEDED" and tasks["make"]["reused_from"] is None
+    assert any(
+        "not selected, but use needs it" in (e.get("reason") or "")
+        for e in _events(kale, run, "make"))
+    logs = kale("logs", run, "use")
+    assert logs.stdout.strip() == "5"
+
+
+def _events(kale: Kale, run_id: str, task: str) -> list[dict[str, Any]]:
+    from kale.store.store import Store
+
+    store = Store(f"sqlite:///{kale.home / 'kale.db'}")
+    try:
+        return [e for e in store.events(run_id) if e["task"] == task]
+    finally:
+        store.close()
+
+
+# -- 8. resume after Ctrl-C runs what did not succeed --------------------------------------
+def test_resume_after_ctrl_c_runs_what_was_cancelled(kale: Kale, tmp_path: Path) -> None:
+    gate, ledger = tmp_path / "gate", tmp_path / "ledger"
+    wf = tmp_path / "stop.yaml"
+    wf.write_text(textwrap.dedent(f"""\
+        name: stop
+        tasks:
+          first:
+            shell: echo first >> {ledger}
+          second:
+            shell: '{gate_sh(gate)}; echo second >> {ledger}'
+            after: [first]
+          third:
+            shell: echo third >> {ledger}
+            after: [second]
+        """))
+    with kale.popen("run", str(wf)) as proc:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        wait_until(lambda: _tasks(kale, run_id)["second"]["state"] == "RUNNING",
+                   what="second to run")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    assert _status(kale, run_id)["run"]["state"] == "CANCELLED"
+    gate.touch()
+    resumed = kale("resume", run_id)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    status = _status(kale, run_id)
+    assert status["run"]["state"] == "SUCCEEDED"
+    assert {t["name"]: t["state"] for t in status["tasks"]} == dict.fromkeys(
+        ("first", "second", "third"), "SUCCEEDED")
+    assert ledger.read_text().split() == ["first", "second", "third"]
+
+
+# -- 9. reuse follows what changed: an upstream's result -------------------------------------
+def test_an_upstream_that_reran_with_the_same_output_leaves_downstream_reused(
+        kale: Kale, tmp_path: Path) -> None:
+    wf = tmp_path / "follow.yaml"
+
+    def write(make: str, side: str) -> None:
+        wf.write_text(textwrap.dedent(f"""\
+            name: follow
+            tasks:
+              make:
+                shell: {make}
+                outputs: [data.txt]
+              use:
+                shell: 'wc -c < "$f"'
+                parameters: {{f: "${{make.data.txt}}"}}
+              side:
+                shell: {side}
+              after_side:
+                shell: cat ../side/side.txt
+                after: [side]
+            """))
+
+    write("'echo 42 > data.txt'", "'echo a > side.txt'")
+    first = _run(kale, str(wf))
+    # the same data made by another command; a side-effect task changed
+    write("'printf \"42\\n\" > data.txt'", "'echo b > side.txt'")
+    second = _run(kale, str(wf))
+    tasks = _tasks(kale, second)
+    assert tasks["make"]["reused_from"] is None  # its command changed: it ran
+    assert tasks["use"]["reused_from"] == first  # its input's content did not
+    # a task whose result says nothing (no outputs, no records) may work by side effects:
+    # what is below it runs again when it changed
+    assert tasks["side"]["reused_from"] is None and tasks["after_side"]["reused_from"] is None
+    # the data changes: what uses it runs again
+    write("'echo 43 > data.txt; echo more >> data.txt'", "'echo b > side.txt'")
+    third = _run(kale, str(wf))
+    assert _tasks(kale, third)["use"]["reused_from"] is None
+    assert kale("logs", third, "use").stdout.strip() == "8"
+    assert _status(kale, third)["run"]["state"] == RunState.SUCCEEDED.value
