@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Kale
+from conftest import Kale, Manager, gate_sh, process_alive, wait_until
 
 
 def run_with(kale: Kale, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -130,3 +132,36 @@ def test_runs_at_80_columns_never_cuts_a_run_id(kale: Kale, tmp_path: Path) -> N
     # 'latest' is the newest run, wherever a command takes RUN
     status = json.loads(kale("status", "latest", "--json").stdout)
     assert status["run"]["id"] == ids[-1]
+
+
+# -- 3. Ctrl-C on a run the manager drives --------------------------------------------------
+def test_ctrl_c_cancels_a_run_submitted_to_the_manager(
+        kale: Kale, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    """As for a run driven by `kale run` itself: Ctrl-C cancels the run (its running task
+    is killed), says so, and exits 130. (`--detach` is how a run is left running.)"""
+    managers("--workers", "1")
+    wf = tmp_path / "nap.yaml"
+    never = tmp_path / "never-opened"
+    wf.write_text("name: nap\ntasks:\n  nap:\n    shell: " + json.dumps(
+        f"echo $$ > nap.pid; {gate_sh(never)}") + "\n  after:\n    shell: 'true'\n"
+        "    after: [nap]\n")
+    with kale.popen("run", str(wf)) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        run_id = proc.stdout.readline().strip()
+        seen = []
+        for line in proc.stderr:  # the progress lines, as the task starts on a worker
+            seen.append(line)
+            if "nap RUNNING" in line:
+                break
+        assert any("nap RUNNING" in line for line in seen), seen
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 130, rest
+    assert f"cancelling run {run_id}" in rest and "--detach" in rest
+    assert "Traceback" not in rest
+    status = json.loads(kale("status", run_id, "--json").stdout)
+    assert status["run"]["state"] == "CANCELLED"
+    assert {t["name"]: t["state"] for t in status["tasks"]} == {"nap": "CANCELLED",
+                                                                "after": "CANCELLED"}
+    pid = int(next(tmp_path.glob("kale-home/runs/*/nap/nap.pid")).read_text())
+    wait_until(lambda: not process_alive(pid), 30, "the cancelled task's process to end")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -184,9 +185,24 @@ def _executor_option(name: str | None, pilot: bool) -> str | dict[str, Any] | No
     return spec.to_value()
 
 
+class _Stop(Exception):
+    """Ctrl-C (SIGINT) or SIGTERM while following a manager's run."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def _stop(signum: int, _frame: Any) -> None:
+    raise _Stop("interrupted (Ctrl-C)" if signum == signal.SIGINT else "terminated (SIGTERM)")
+
+
 def _submit(home: Path, wf: Any, detach: bool, **options: Any) -> int:
-    """Hand the run to the manager; unless detached, follow it until it ends (Ctrl-C
-    cancels it, as it does an embedded run)."""
+    """Hand the run to the manager; unless detached, follow it until it ends. Ctrl-C (or
+    SIGTERM) cancels it, as it does a run driven here; `--detach` leaves it running, and
+    so does a closed terminal (SIGHUP)."""
+    import httpx
+
     from kale.client.remote import Client
 
     with Client(home=home) as client:
@@ -196,23 +212,55 @@ def _submit(home: Path, wf: Any, detach: bool, **options: Any) -> int:
         out.print(remote.id)
         if detach:
             return 0
+        before = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            for event, data in client.events(remote.id):
-                if event == "state" and data["task"]:
-                    stamp = time.strftime("%H:%M:%S", time.localtime(data["ts"]))
-                    reason = f"  {data['reason']}" if data["reason"] else ""
-                    err.print(f"{stamp} {data['task']} {data['new']}{reason}", markup=False)
-                elif event == "end":
-                    break
-        except KeyboardInterrupt:
-            err.print(f"interrupted: cancelling run {remote.id} "
-                      "(--detach leaves a run running)")
-            client.cancel(remote.id)
-            return 130
-        doc = client.status(remote.id)
+            try:
+                for event, data in client.events(remote.id):
+                    if event == "state" and data["task"]:
+                        stamp = time.strftime("%H:%M:%S", time.localtime(data["ts"]))
+                        reason = f"  {data['reason']}" if data["reason"] else ""
+                        err.print(f"{stamp} {data['task']} {data['new']}{reason}", markup=False)
+                    elif event == "end":
+                        break
+            except _Stop as e:
+                return _cancel_remote(client, remote.id, e.why)
+            doc = client.status(remote.id)
+        except httpx.HTTPError as e:
+            fail(f"lost the manager while following run {remote.id} ({e}); the run is the "
+                 f"manager's: `kale status {remote.id}` once it is back", 1)
+        finally:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
+    return _remote_summary(doc)
+
+
+def _cancel_remote(client: Any, run_id: str, why: str) -> int:
+    """Cancel a manager's run after Ctrl-C; a second Ctrl-C stops waiting for it."""
+    err.print(f"{why}: cancelling run {run_id} (`kale run --detach` leaves a run running)",
+              markup=False)
+
+    def impatient(_signum: int, _frame: Any) -> None:
+        err.print(f"not waiting: the manager goes on cancelling run {run_id}; "
+                  f"`kale status {run_id}` shows how it ends", markup=False)
+        raise SystemExit(130)
+
+    signal.signal(signal.SIGINT, impatient)
+    signal.signal(signal.SIGTERM, impatient)
+    client.cancel(run_id)  # the manager answers once the run is cancelled (or in 15 s)
+    doc = client.status(run_id)
+    code = _remote_summary(doc)
+    if doc["run"]["state"] == "RUNNING":
+        err.print(f"the manager is still cancelling run {run_id}; `kale status {run_id}` "
+                  "shows how it ends", markup=False)
+        return 130
+    return code
+
+
+def _remote_summary(doc: dict[str, Any]) -> int:
+    """Print how a manager's run ended; return the exit code."""
     state = doc["run"]["state"]
     color = {"SUCCEEDED": "green", "FAILED": "red"}.get(state, "yellow")
-    err.print(f"run {remote.id} [bold {color}]{state}[/] ({doc['run']['message']})",
+    err.print(f"run {doc['run']['id']} [bold {color}]{state}[/] ({doc['run']['message']})",
               markup=True)
     for t in doc["tasks"]:
         if t["state"] in ("FAILED", "TIMEOUT"):
@@ -786,8 +834,6 @@ def _interrupted(signum: int, frame: Any) -> None:
 
 
 def main() -> None:
-    import signal
-
     signal.signal(signal.SIGINT, _interrupted)
     try:
         app(standalone_mode=True, prog_name="kale")
