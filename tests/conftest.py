@@ -51,8 +51,8 @@ def gate_sh(gate: Path, limit: float = 300) -> str:
     ``limit`` seconds it gives up and fails the task, so a test that failed before opening
     its gate leaves no process behind."""
     rounds = int(limit / 0.1)
-    return (f"i=0; until [ -e {shlex.quote(str(gate))} ]; do [ $i -lt {rounds} ] || exit 99; "
-            "i=$((i+1)); sleep 0.1; done")
+    return (f"waited=0; until [ -e {shlex.quote(str(gate))} ]; do "
+            f"[ $waited -lt {rounds} ] || exit 99; waited=$((waited+1)); sleep 0.1; done")
 
 
 def service_missing(reason: str) -> NoReturn:
