@@ -235,3 +235,18 @@ def test_an_upstream_that_reran_with_the_same_output_leaves_downstream_reused(
     assert _tasks(kale, third)["use"]["reused_from"] is None
     assert kale("logs", third, "use").stdout.strip() == "8"
     assert _status(kale, third)["run"]["state"] == RunState.SUCCEEDED.value
+
+
+def test_a_script_a_shell_command_names_is_part_of_its_code(kale: Kale, tmp_path: Path) -> None:
+    import sys
+
+    script = tmp_path / "analyse.py"
+    script.write_text("print('first version')\n")
+    wf = tmp_path / "script.yaml"
+    wf.write_text(f"name: script\ntasks:\n  analyse:\n    shell: {sys.executable} {script}\n")
+    first = _run(kale, str(wf))
+    assert _tasks(kale, _run(kale, str(wf)))["analyse"]["reused_from"] == first
+    script.write_text("print('second version')\n")
+    third = _run(kale, str(wf))
+    assert _tasks(kale, third)["analyse"]["reused_from"] is None
+    assert kale("logs", third, "analyse").stdout == "second version\n"

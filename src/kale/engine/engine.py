@@ -98,6 +98,7 @@ class Engine:
         self.changes: list[Change] = []
         self.cached: dict[str, list[TaskRecord]] = {}
         self._inputs: dict[str, tuple[dict[str, Any], str]] = {}
+        self._named: dict[str, dict[str, str]] = {}  # files shell commands name (their code)
         self.cancelled = False
         self._quiet = asyncio.Event()  # set when nothing runs, waits or is ready
         self._failure: BaseException | None = None
@@ -507,6 +508,9 @@ class Engine:
         attempt = self.attempts.get(name, 0) + 1
         self.attempts[name] = attempt
         ctx = self._context(name, attempt, create=True)
+        task = self.wf.tasks[name]
+        if task.kind == "shell":  # the files its command names, as they are when it starts
+            self._named[name] = usercode.named_files(task.target)
         if self.executor.queued:  # RUNNING once a worker has it (see _started)
             state, reason, now = S.SUBMITTED, f"attempt {attempt} queued", None
         else:
@@ -654,7 +658,9 @@ class Engine:
             attempt_row.update(state="SUCCEEDED", exit_code=out.exit_code)
             self._change(name, S.SUCCEEDED, "", {
                 "ended_at": now, "exit_code": out.exit_code, **enc,
-                "artifacts": _json(out.artifacts), "code": _json(out.code)}, attempt_row)
+                "artifacts": _json(out.artifacts),
+                "code": _json({**(out.code or {}), **self._named.pop(name, {})})},
+                attempt_row)
             self._upstream_done(name)
             return
         if item.how == "timeout":

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import site
 import sys
 import sysconfig
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 
 _memo: dict[str, tuple[tuple[int, int, int, int], str]] = {}
@@ -138,6 +139,31 @@ def guard_bytecode() -> None:
 
     path_stats._kale = True  # type: ignore[attr-defined]
     SourceFileLoader.path_stats = path_stats  # type: ignore[method-assign]
+
+
+def named_files(command: str | Sequence[str]) -> dict[str, str]:
+    """Manifest of the files a shell command names by absolute path (``python
+    /home/me/analyse.py``, ``--config=/home/me/run.toml``): the code and inputs it claims, so
+    a result is not reused once one of them changed. (Paths hidden in variables or made at
+    run time cannot be seen.)"""
+    if isinstance(command, str):
+        try:
+            tokens = shlex.split(command, comments=True)
+        except ValueError:  # unbalanced quotes: the shell will say so
+            tokens = command.split()
+    else:
+        tokens = list(command)
+    out = {}
+    for token in tokens:
+        for part in token.split("="):
+            if not part.startswith(("/", "~")) or any(c in part for c in "*?[$`"):
+                continue
+            path = os.path.expanduser(part)
+            if os.path.isfile(path):
+                digest = file_hash(path)
+                if digest is not None:
+                    out[path] = digest
+    return out
 
 
 def kernel_snippet() -> str:
