@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,20 @@ from typing import Any
 import psutil
 import pytest
 
+from conftest import wait_until
 from kale.worker import monitor
 from kale.worker.monitor import Sample, TreeMonitor, signal_tree, tree_pids
 
 Spawn = Callable[..., "subprocess.Popen[str]"]
 
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {}: pass\n"
+BUSY = "while True: pass"  # busy until the test ends (the spawn fixture kills it)
+# Processes the tests only need alive sleep far longer than any test takes, and are killed
+# when it ends: a loaded machine cannot make them end early.
+ALIVE = "600"
+# /proc counts CPU time in clock ticks (10 ms), and a sample's percentage is rounded:
+# what two readings of the same CPU time may differ by.
+TICKS = 0.05
 
 
 @pytest.fixture(params=["proc", "psutil"])
@@ -57,11 +64,19 @@ def python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+def wait_for(check: Callable[[], bool], what: str = "") -> None:
+    wait_until(check, 60, what)
+
+
+def cpu_time(pid: int) -> float:
+    """User + system CPU seconds of ``pid``, as the kernel counts them."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def used_between(first: Sample, second: Sample) -> float:
+    """The CPU seconds ``second`` says the tree used since ``first``."""
+    return second.cpu / 100 * (second.ts - first.ts)
 
 
 def state(pid: int) -> str:
@@ -93,30 +108,43 @@ def sample_of(mon: TreeMonitor[str], key: str = "t") -> Sample:
 
 
 def test_cpu_of_a_busy_loop(backend: str, spawn: Spawn) -> None:
-    proc = spawn(python("import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"))
+    """A sample says how much CPU the tree used since the previous one: what the kernel
+    counted for the loop meanwhile (however much of a core a loaded machine gave it)."""
+    proc = spawn(python(BUSY))
     mon: TreeMonitor[str] = TreeMonitor()
     mon.watch("t", [proc.pid])
+    before_first = cpu_time(proc.pid)
     first = sample_of(mon)
+    after_first = cpu_time(proc.pid)
     assert first.cpu == 0.0  # no interval yet
-    time.sleep(0.5)
+    wait_for(lambda: cpu_time(proc.pid) - after_first >= 0.3, "the loop to burn 0.3 s")
+    before_second = cpu_time(proc.pid)
     second = sample_of(mon)
-    assert second.procs >= 1
-    assert second.cpu > 30, second  # one busy core is ~100 on a quiet machine
-    assert second.ts > first.ts
+    after_second = cpu_time(proc.pid)
+    assert second.procs == 1 and second.ts > first.ts
+    used = used_between(first, second)
+    assert before_second - after_first - TICKS <= used <= after_second - before_first + TICKS, \
+        (used, second)
 
 
 def test_watching_again_keeps_the_history(backend: str, spawn: Spawn) -> None:
     """The worker watches a key again when its runner adds a process: no gap in CPU."""
-    busy = spawn(python("import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"))
-    other = spawn(["sleep", "30"])
+    busy = spawn(python(BUSY))
+    other = spawn(["sleep", ALIVE])
     mon: TreeMonitor[str] = TreeMonitor()
     mon.watch("t", [busy.pid])
-    mon.sample()
-    time.sleep(0.5)
+    before_first = cpu_time(busy.pid)
+    first = sample_of(mon)
+    after_first = cpu_time(busy.pid)
+    wait_for(lambda: cpu_time(busy.pid) - after_first >= 0.3, "the loop to burn 0.3 s")
     mon.watch("t", [busy.pid, other.pid])
+    before = cpu_time(busy.pid)
     sample = sample_of(mon)
+    after = cpu_time(busy.pid)
     assert sample.procs == 2
-    assert sample.cpu > 30, sample
+    # All the loop's CPU since the first sample: watching again did not start over.
+    used = used_between(first, sample)
+    assert before - after_first - TICKS <= used <= after - before_first + TICKS, (used, sample)
     mon.unwatch("t")
     mon.watch("t", [other.pid])
     assert sample_of(mon).cpu == 0.0  # started over
@@ -126,7 +154,7 @@ def test_watching_again_keeps_the_history(backend: str, spawn: Spawn) -> None:
 def test_rss_of_100_mb(backend: str, spawn: Spawn) -> None:
     # b"x" * n writes every page (a zeroed bytearray might stay unbacked by memory)
     proc = spawn(python("import sys, time\nb = b'x' * 100_000_000\nprint('ok', flush=True)\n"
-                        "time.sleep(30)"), stdout=subprocess.PIPE)
+                        f"time.sleep({ALIVE})"), stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline() == "ok\n"
     mon: TreeMonitor[str] = TreeMonitor()
     mon.watch("t", [proc.pid])
@@ -147,7 +175,7 @@ def test_io_written_and_read(backend: str, spawn: Spawn, tmp_path: Path) -> None
         "print('written', flush=True); sys.stdin.readline()\n"
         "with open(path, 'rb') as f:\n"
         "    assert len(f.read()) == 5_000_000\n"
-        "print('read', flush=True); time.sleep(30)\n"
+        f"print('read', flush=True); time.sleep({ALIVE})\n"
     )
     proc = spawn(python(code), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
@@ -198,7 +226,7 @@ def test_io_of_exited_processes_stays_counted(backend: str, spawn: Spawn,
 def test_cpu_of_a_child_that_lived_between_two_samples(spawn: Spawn) -> None:
     """A short job started and reaped by the shell between two samples still counts (its
     time is in the shell's children-time) - psutil's cpu_percent() would miss it."""
-    proc = spawn(["sh", "-c", 'read x; "$@"; sleep 30', "sh", *python(BURN.format(0.5))],
+    proc = spawn(["sh", "-c", f'read x; "$@"; sleep {ALIVE}', "sh", *python(BURN.format(0.5))],
                  stdin=subprocess.PIPE)
     assert proc.stdin is not None
     mon: TreeMonitor[str] = TreeMonitor()
@@ -206,31 +234,38 @@ def test_cpu_of_a_child_that_lived_between_two_samples(spawn: Spawn) -> None:
     first = sample_of(mon)
     proc.stdin.write("go\n")
     proc.stdin.flush()
-    wait_for(lambda: sleeping(proc.pid))
+    wait_for(lambda: sleeping(proc.pid), "the job to end and the shell to sleep")
     second = sample_of(mon)
-    used = second.cpu / 100 * (second.ts - first.ts)  # CPU seconds in the interval
-    assert 0.4 <= used <= 1.2, (used, second)  # 0.5 s burnt + interpreter start-up
+    used = used_between(first, second)
+    # 0.5 s of CPU burnt (counted in CPU time, not in wall time: the same on a loaded
+    # machine) + interpreter start-up
+    assert 0.4 <= used <= 1.2, (used, second)
 
 
 def test_cpu_of_a_reaped_child_is_not_counted_twice(spawn: Spawn) -> None:
     """A child sampled while it ran, then reaped by the shell: only its CPU after the first
     sample is in the second (its earlier CPU was reported already)."""
-    proc = spawn(["sh", "-c", '"$@"; sleep 30', "sh", *python(BURN.format(0.8))])
+    # The child burns 0.4 s of CPU, then waits for the test (it is sampled then), then
+    # burns 0.4 s more and exits.
+    burner = (BURN.format(0.4) + "import sys\nprint('half', flush=True)\nsys.stdin.readline()\n"
+              + BURN.format(0.4))
+    proc = spawn(["sh", "-c", f'"$@"; sleep {ALIVE}', "sh", *python(burner)],
+                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
     mon: TreeMonitor[str] = TreeMonitor()
     mon.watch("t", [proc.pid])
-
-    wait_for(lambda: len(children(proc.pid)) == 1)
-    burner = children(proc.pid)[0]  # the shell waits for it: cannot be reaped meanwhile
-    wait_for(lambda: sum(burner.cpu_times()[:2]) >= 0.4)
-    first = sample_of(mon)
-    wait_for(lambda: sleeping(proc.pid))
+    assert proc.stdout.readline() == "half\n"
+    first = sample_of(mon)  # the child is alive, waiting: its first 0.4 s are in here
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    wait_for(lambda: sleeping(proc.pid), "the child to end and the shell to sleep")
     second = sample_of(mon)
-    used = second.cpu / 100 * (second.ts - first.ts)
-    assert 0.05 <= used <= 0.55, (used, second)  # counted twice would be >= 0.8
+    used = used_between(first, second)
+    assert 0.3 <= used <= 0.65, (used, second)  # counted twice would be >= 0.8
 
 
 def test_signal_tree_stops_and_resumes_a_shell_tree(backend: str, spawn: Spawn) -> None:
-    proc = spawn(["sh", "-c", "sleep 30 & sleep 30 & wait"])
+    proc = spawn(["sh", "-c", f"sleep {ALIVE} & sleep {ALIVE} & wait"])
     wait_for(lambda: len(tree_pids([proc.pid])) == 3)
     pids = tree_pids([proc.pid])
     assert pids[0] == proc.pid  # parents first
@@ -277,7 +312,7 @@ def test_gpu_is_reported_exactly_when_nvml_works(spawn: Spawn) -> None:
         has_gpu = True
     except Exception:
         has_gpu = False  # no NVML here (this project's CI machine has no GPU)
-    proc = spawn(["sleep", "30"])
+    proc = spawn(["sleep", ALIVE])
     mon: TreeMonitor[str] = TreeMonitor()
     mon.watch("t", [proc.pid])
     if has_gpu:
@@ -299,7 +334,7 @@ def test_to_json() -> None:
 
 def test_sampling_100_trees_at_once(spawn: Spawn) -> None:
     # (its cost, ~5 ms here, is measured in bench/, not asserted: this machine is noisy)
-    procs = [spawn(["sleep", "30"]) for _ in range(100)]
+    procs = [spawn(["sleep", ALIVE]) for _ in range(100)]
     mon: TreeMonitor[int] = TreeMonitor()
     for proc in procs:
         mon.watch(proc.pid, [proc.pid])
