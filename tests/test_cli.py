@@ -138,7 +138,7 @@ def test_selection_from_cli(kale: Kale, quickstart: Path) -> None:
 
 def test_export_round_trips_and_validate(kale: Kale, quickstart: Path, tmp_path: Path) -> None:
     text = kale("export", str(quickstart)).stdout
-    again = tmp_path / "again.yaml"
+    again = quickstart.parent / "again.yaml"  # beside the notebook and module it names
     again.write_text(text)
     assert kale("export", str(again)).stdout == text
     assert kale("validate", str(quickstart)).returncode == 0

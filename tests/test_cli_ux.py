@@ -165,3 +165,89 @@ def test_ctrl_c_cancels_a_run_submitted_to_the_manager(
                                                                 "after": "CANCELLED"}
     pid = int(next(tmp_path.glob("kale-home/runs/*/nap/nap.pid")).read_text())
     wait_until(lambda: not process_alive(pid), 30, "the cancelled task's process to end")
+
+
+# -- 4. why a task failed -------------------------------------------------------------------
+FAILING = """\
+name: failing
+tasks:
+  boom:
+    shell: >-
+      for i in $(seq 1 30); do echo "noise $i" >&2; done;
+      echo "error: input.dat: no such file" >&2; exit 4
+  fine:
+    shell: echo fine
+"""
+
+
+def tail_after(text: str, marker: str) -> list[str]:
+    """The indented `| ...` lines that follow the line containing ``marker``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if marker in line)
+    found = []
+    for line in lines[start + 1:]:
+        if not line.startswith("    | "):
+            break
+        found.append(line[6:])
+    return found
+
+
+EXPECTED_TAIL = [f"noise {i}" for i in range(22, 31)] + ["error: input.dat: no such file"]
+
+
+def test_a_failed_task_shows_the_end_of_its_stderr(kale: Kale, tmp_path: Path) -> None:
+    """Not just "exit code 4": the last lines the task wrote to stderr, under the line
+    that says it failed, and in `kale status RUN TASK`."""
+    wf = tmp_path / "failing.yaml"
+    wf.write_text(FAILING)
+    out = kale("run", str(wf))
+    assert out.returncode == 1
+    assert tail_after(out.stderr, "boom FAILED") == EXPECTED_TAIL, out.stderr
+    detail = kale("status", "latest", "boom")
+    assert detail.returncode == 0
+    assert tail_after(detail.stdout, "the end of its stderr") == [  # the last 20 lines
+        *(f"noise {i}" for i in range(12, 31)), "error: input.dat: no such file"]
+    doc = json.loads(kale("status", "latest", "boom", "--json").stdout)
+    assert doc["stderr_tail"][-1] == "error: input.dat: no such file"
+    fine = kale("status", "latest", "fine")
+    assert "stderr" in fine.stdout and "the end of its stderr" not in fine.stdout
+
+
+def test_the_live_table_shows_the_end_of_a_failed_tasks_stderr(kale: Kale,
+                                                               tmp_path: Path) -> None:
+    import os
+    import pty
+
+    wf = tmp_path / "failing.yaml"
+    wf.write_text(FAILING)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "kale.cli.main", "run", str(wf)],
+                            env=kale.env(), cwd=tmp_path, stdin=slave, stdout=slave,
+                            stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 1
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    assert "boom failed; the end of its stderr:" in screen
+    assert "| error: input.dat: no such file" in screen and "| noise 22" in screen
+    assert "| noise 21" not in screen  # the last lines, not the whole log
+
+
+def test_a_failed_task_run_by_the_manager_shows_the_end_of_its_stderr(
+        kale: Kale, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    managers("--workers", "1")
+    wf = tmp_path / "failing.yaml"
+    wf.write_text(FAILING)
+    out = kale("run", str(wf))
+    assert out.returncode == 1
+    assert "boom FAILED" in out.stderr and "on worker" in out.stderr  # the manager ran it
+    assert tail_after(out.stderr, "boom FAILED") == EXPECTED_TAIL, out.stderr

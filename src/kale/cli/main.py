@@ -220,6 +220,8 @@ def _submit(home: Path, wf: Any, detach: bool, **options: Any) -> int:
                         stamp = time.strftime("%H:%M:%S", time.localtime(data["ts"]))
                         reason = f"  {data['reason']}" if data["reason"] else ""
                         err.print(f"{stamp} {data['task']} {data['new']}{reason}", markup=False)
+                        if data["new"] in ("FAILED", "TIMEOUT"):
+                            _print_remote_tail(client, remote.id, data["task"])
                     elif event == "end":
                         break
             except _Stop as e:
@@ -232,6 +234,15 @@ def _submit(home: Path, wf: Any, detach: bool, **options: Any) -> int:
             for sig, handler in before.items():
                 signal.signal(sig, handler)
     return _remote_summary(doc)
+
+
+def _print_remote_tail(client: Any, run_id: str, task: str) -> None:
+    """The last lines of a failed task's stderr, read through the manager (the task may
+    have run on another machine)."""
+    from kale.cli.live import print_tail
+    from kale.cli.tails import failure_lines
+
+    print_tail(err, failure_lines(client.logs(run_id, task, "stderr")))
 
 
 def _cancel_remote(client: Any, run_id: str, why: str) -> int:
@@ -306,12 +317,17 @@ def _drive(store: Any, rec: Any, wf: Any = None, *, quiet: bool = False) -> int:
 
     wf = wf or load_workflow(rec)
     selected = set(rec.options.get("selected") or wf.tasks)
+
+    def stderr_of(task: str) -> str | None:  # an attempt started before this process
+        path = store.task(rec.id, task).stderr  # (a resumed run)
+        return str(path) if path else None
+
     if quiet:
         display: Any = None
     elif err.is_terminal:
-        display = LiveTable(err, list(wf.tasks), selected)
+        display = LiveTable(err, list(wf.tasks), selected, stderr_of)
     else:
-        display = PlainProgress(err)
+        display = PlainProgress(err, stderr_of)
     engine = make_engine(store, rec, wf, listeners=[display] if display else [])
     if display is None:
         final = drive(engine, handle_signals=True)
@@ -509,17 +525,7 @@ def status(run_id: Annotated[str | None, typer.Argument(
         fail("no runs yet in this Kale home")
     tasks = store.tasks(rec.id)
     if task is not None:
-        t = store.task(rec.id, task)
-        doc = {"run": rec.to_json(), "task": t.to_json(),
-               "attempts": store.attempts(rec.id, task), "traceback": t.traceback}
-        if as_json:
-            out.print_json(json.dumps(doc, default=str))
-            return
-        for k, v in t.to_json().items():
-            if v not in (None, {}, ""):
-                out.print(f"{k:>10}: {v}", markup=False)
-        if t.traceback:
-            out.print(t.traceback, markup=False)
+        _task_status(store, rec, task, as_json)
         return
     if as_json:
         out.print_json(json.dumps({"run": rec.to_json(), "tasks": [t.to_json() for t in tasks]},
@@ -538,6 +544,36 @@ def status(run_id: Annotated[str | None, typer.Argument(
                       "" if t.exit_code is None else str(t.exit_code), duration(t.duration),
                       t.error or t.reason or "")
     out.print(table)
+
+
+def _task_status(store: Any, rec: Any, task: str, as_json: bool) -> None:
+    """`kale status RUN TASK`: the task's record, and why it failed: the end of its
+    stderr (and its traceback when that is not already there)."""
+    from kale.cli.tails import last_lines, read_tail
+
+    t = store.task(rec.id, task)
+    failed = t.state.value in ("FAILED", "TIMEOUT", "RETRYING")
+    tail = last_lines(read_tail(t.stderr), STATUS_TAIL_LINES) if failed else []
+    doc = {"run": rec.to_json(), "task": t.to_json(),
+           "attempts": store.attempts(rec.id, task), "traceback": t.traceback,
+           "stderr_tail": tail}
+    if as_json:
+        out.print_json(json.dumps(doc, default=str))
+        return
+    for k, v in t.to_json().items():
+        if v not in (None, {}, ""):
+            out.print(f"{k:>10}: {v}", markup=False)
+    tb = last_lines(t.traceback or "", 1)
+    if tb and tb[-1] not in tail:  # the traceback is not already at the end of stderr
+        out.print(t.traceback, markup=False)
+    if tail:
+        out.print(f"the end of its stderr ({t.stderr}; all of it: "
+                  f"kale logs {rec.id} {task} --stderr):", markup=False)
+        for line in tail:
+            out.print(f"    | {line}", markup=False)
+
+
+STATUS_TAIL_LINES = 20
 
 
 @app.command("runs")
