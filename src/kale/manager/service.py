@@ -2,7 +2,9 @@
 
 ``$KALE_HOME/manager.json`` says where the manager listens (``{"url", "pid", ...}``); the
 token is in ``$KALE_HOME/token`` (0600). The manager listens on 127.0.0.1 unless told
-otherwise.
+otherwise, on a port the operating system chooses (no well-known port another user could
+take first). It binds before it writes ``manager.json``, so the file only ever names the
+address this manager holds, and ``start`` only reports the manager it started itself.
 """
 
 from __future__ import annotations
@@ -45,12 +47,13 @@ def healthy(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def start(home: Path, host: str = "127.0.0.1", port: int = 8765, *, workers: int = 1,
+def start(home: Path, host: str = "127.0.0.1", port: int = 0, *, workers: int = 1,
           worker_slots: int | None = None, heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
           sample_interval: float = 2.0, timeout: float = 20.0) -> dict[str, Any]:
     """Start the manager in the background (or return the running one's record). It keeps
     ``workers`` local workers (of ``worker_slots`` slots each) while it has work; a worker
-    silent for ``heartbeat_timeout`` seconds is lost and its tasks retried."""
+    silent for ``heartbeat_timeout`` seconds is lost and its tasks retried. ``port`` 0: one
+    the operating system chooses. A port that cannot be bound is a :class:`KaleError`."""
     running = state(home)
     if running is not None:
         return running
@@ -70,11 +73,23 @@ def start(home: Path, host: str = "127.0.0.1", port: int = 8765, *, workers: int
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         doc = state(home)
-        if doc is not None and healthy(doc["url"]):
+        # only the manager this call started counts, never whatever else answers
+        if doc is not None and doc.get("pid") == proc.pid and healthy(doc["url"]):
             return doc
         if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise KaleError(f"the manager exited (code {proc.returncode}); {log}:\n{tail}")
+            doc = state(home)
+            if doc is not None and healthy(doc["url"]):
+                return doc  # another `kale manager start` won the race: that one serves
+            text = log.read_text(errors="replace")
+            problem = next((line.split("kale-manager: ", 1)[1] for line in reversed(
+                text.splitlines()) if "kale-manager: " in line), None)
+            if problem and "already running" in problem:
+                time.sleep(0.1)  # the other one is still starting: wait for its record
+                continue
+            if problem:
+                raise KaleError(problem)
+            raise KaleError(f"the manager exited (code {proc.returncode}); {log}:\n"
+                            f"{text[-2000:]}")
         time.sleep(0.1)
     proc.kill()
     raise KaleError(f"the manager did not answer within {timeout:g} s; see {log}")
@@ -144,27 +159,74 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ensure_token(home)
     ensure_token(home, WORKER_TOKEN_FILE)
-    url = f"http://{host}:{port}"
+    path = home / STATE_FILE
+    lock = _claim(home)
+    if lock is None:  # another manager of this home is starting or running
+        print(f"kale-manager: a manager of {home} is already running", flush=True)
+        sys.exit(1)
+    try:
+        sock = _bind(host, port)
+    except OSError as e:
+        print(f"kale-manager: cannot listen on {host}:{port}: {e.strerror or e}", flush=True)
+        sys.exit(1)
+    port = sock.getsockname()[1]
+    url = f"http://{_url_host(host)}:{port}"
     app = create_app(Settings(home=home, url=url, **(options or {})))
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            access_log=False, ws_max_size=1 << 27, proxy_headers=False)
+    config = uvicorn.Config(app, log_level="warning", access_log=False,
+                            ws_max_size=1 << 27, proxy_headers=False)
     server = _server(config, app.state.drain)
     doc = {"url": url, "pid": os.getpid(), "identity": process_identity(os.getpid()),
            "host": host, "port": port, "started": time.time()}
-    path = home / STATE_FILE
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f)
     os.replace(tmp, path)
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         try:
             if json.loads(path.read_text()).get("pid") == os.getpid():
                 path.unlink()
         except (FileNotFoundError, ValueError):
             pass
+
+
+def _bind(host: str, port: int) -> Any:
+    """The manager's listening socket, bound before anything says where it is."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # lets a restarted manager take its old port while old connections linger in
+        # TIME_WAIT; on Linux it never lets a second socket listen on a port in use
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _claim(home: Path) -> Any:
+    """An exclusive lock on ``$KALE_HOME/manager.lock`` held for the manager's life: two
+    managers of one home never run at once (the second one exits, saying so)."""
+    import fcntl
+
+    fd = os.open(home / "manager.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 if __name__ == "__main__":
