@@ -8,18 +8,22 @@ import itertools
 import os
 import re
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import kale.widgets as kw
-from conftest import Kale, Manager, wait_until
+from conftest import Kale, Manager, gate_sh, process_alive, wait_until
 from kale import Workflow
 from kale.display import COLORS
 from kale.widgets.layout import MAX_ROW, NODE_H, NODE_W, dag_svg, layers, layout
 
 STATIC = Path(kw.__file__).with_name("static")
+# The live views' waits are safety nets of a minute or two each; together they may exceed
+# the default 120 s per test on a loaded machine.
+pytestmark = pytest.mark.timeout(300)
 
 
 # -- layout and pictures (pure) -------------------------------------------------------------
@@ -122,8 +126,8 @@ def test_dagview_follows_a_run_shows_details_and_retries_what_failed(
         view = kw.DagView(run)
         assert view.run_id == run.id and set(view.states) == {"prep", "flaky", "last"}
         wait_until(lambda: settled(view, prep="SUCCEEDED", flaky="FAILED", last="SKIPPED"),
-                 60, "the states to arrive through the event stream")
-        wait_until(lambda: view.run_state == "FAILED", 10, "the run's end")
+                   what="the states to arrive through the event stream")
+        wait_until(lambda: view.run_state == "FAILED", what="the run's end")
         assert view.counts == {"SUCCEEDED": 1, "FAILED": 1, "SKIPPED": 1}
 
         view.focus = "flaky"  # what a click does
@@ -141,7 +145,7 @@ def test_dagview_follows_a_run_shows_details_and_retries_what_failed(
         view._on_custom(view, {"action": "retry_failed"}, [])  # the button
         assert not view.error and view.run_id != run.id
         assert view.message == f"started run {view.run_id}"
-        wait_until(lambda: settled(view, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "the retry")
+        wait_until(lambda: settled(view, flaky="SUCCEEDED", last="SUCCEEDED"), what="the retry")
         assert client.status(view.run_id)["run"]["options"]["rerun_of"] == run.id
         # What succeeded was reused, not run again.
         assert next(t for t in client.status(view.run_id)["tasks"]
@@ -151,10 +155,10 @@ def test_dagview_follows_a_run_shows_details_and_retries_what_failed(
         view.selected = ["last"]
         view.run_selection()
         wait_until(lambda: settled(view, last="SUCCEEDED") and view.run_state == "SUCCEEDED",
-                 60, "the selection's run")
+                   what="the selection's run")
         assert client.status(view.run_id)["run"]["options"]["selected"] == ["last"]
         view.run_from("flaky")
-        wait_until(lambda: view.run_state == "SUCCEEDED", 60, "the run from flaky")
+        wait_until(lambda: view.run_state == "SUCCEEDED", what="the run from flaky")
         assert view.run_id != again
         done = view.run_id
         view._on_custom(view, {"action": "retry_failed"}, [])
@@ -165,19 +169,19 @@ def test_dagview_follows_a_run_shows_details_and_retries_what_failed(
 def test_cancel_in_the_dagview_cancels_the_selected_task_or_the_run(
         tmp_path: Path, managers: Callable[..., Manager]) -> None:
     wf = Workflow("long", base_dir=tmp_path)
-    wf.shell("a", "sleep 60")
-    wf.shell("b", "sleep 60")
+    wf.shell("a", gate_sh(tmp_path / "never"))  # both run until cancelled
+    wf.shell("b", gate_sh(tmp_path / "never"))
     m = managers("--workers", "1", "--worker-slots", "2")
     with m.client() as client:
         view = kw.DagView(client.submit(wf))
-        wait_until(lambda: settled(view, a="RUNNING", b="RUNNING"), 60, "both to run")
+        wait_until(lambda: settled(view, a="RUNNING", b="RUNNING"), what="both to run")
         view.selected = ["a"]
         view._on_custom(view, {"action": "cancel"}, [])
-        wait_until(lambda: settled(view, a="CANCELLED", b="RUNNING"), 30, "a cancelled")
+        wait_until(lambda: settled(view, a="CANCELLED", b="RUNNING"), what="a cancelled")
         view.selected = []
         view.cancel()
         wait_until(lambda: view.states.get("b") == "CANCELLED" and view.run_state == "CANCELLED",
-                 30, "the run cancelled")
+                   what="the run cancelled")
         view.close()
 
 
@@ -188,11 +192,12 @@ def test_logview_follows_a_task_and_switches_streams(
     m = managers("--workers", "1")
     with m.client() as client:
         run = client.submit(wf)
-        wait_until(lambda: client.status(run.id)["tasks"][0]["state"] == "RUNNING", 30, "running")
+        wait_until(lambda: client.status(run.id)["tasks"][0]["state"] == "RUNNING",
+                   what="running")
         view = kw.LogView(run)
         assert view.task == "talk" and view.tasks == ["talk"] and view.follow
-        wait_until(lambda: view.text == "".join(f"line {i}\n" for i in range(1, 6)), 30,
-                 "every line, once, in order")
+        wait_until(lambda: view.text == "".join(f"line {i}\n" for i in range(1, 6)),
+                   what="every line, once, in order")
         view.stream = "stderr"
         assert view.text == "".join(f"err {i}\n" for i in range(1, 6))
         # Lines a reconnected stream sends again are not shown twice.
@@ -204,17 +209,23 @@ def test_logview_follows_a_task_and_switches_streams(
 
 def test_resourceview_charts_each_task_and_each_worker(
         tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    gate = tmp_path / "gate"
     wf = Workflow("burn", base_dir=tmp_path)
-    wf.shell("burn", ["python", "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
-    wf.shell("idle", "sleep 3")
+    # Both run until the test has seen them charted: the busy one busy, however much of a
+    # core a loaded machine gives it in a given time.
+    wf.shell("burn", ["python", "-c", "import os\n"
+                      f"while not os.path.exists({str(gate)!r}): sum(range(10_000))"])
+    wf.shell("idle", gate_sh(gate))
     m = managers("--workers", "1", "--worker-slots", "2", "--sample-interval", "0.5")
     with m.client() as client:
         view = kw.ResourceView(client.submit(wf))
         wait_until(lambda: {"burn", "idle"} <= set(view.series)
-                 and len(view.series["burn"]["t"]) >= 2, 30, "samples of both tasks")
-        client.run(view.run_id).wait(30)
+                   and len(view.series["burn"]["t"]) >= 2
+                   and max(view.series["burn"]["cpu"]) > 50, what="samples of both tasks")
+        gate.touch()
+        assert client.run(view.run_id).wait(120).state.value == "SUCCEEDED"
         wait_until(lambda: len(view.series["burn"]["t"])
-                 == len(client.resources(view.run_id, "burn")), 10, "every sample")
+                   == len(client.resources(view.run_id, "burn")), what="every sample")
         assert max(view.series["burn"]["cpu"]) > 50 > max(view.series["idle"]["cpu"])
         assert min(view.series["burn"]["rss"]) > 1_000_000
         view.task = "idle"
@@ -230,7 +241,7 @@ def test_runsview_lists_runs_and_opens_one(tmp_path: Path,
                                           managers: Callable[..., Manager]) -> None:
     m = managers("--workers", "1")
     with m.client() as client:
-        run = client.submit(demo(tmp_path)).wait(60)
+        run = client.submit(demo(tmp_path)).wait(120)
         view = kw.RunsView(client, interval=0)
         assert [(r["id"], r["state"]) for r in view.runs] == [(run.id, "FAILED")]
         opened: list[str] = []
@@ -244,7 +255,7 @@ def test_runsview_lists_runs_and_opens_one(tmp_path: Path,
         final = dict(dag.states)
         seen: list[Any] = []
         dag.observe(lambda c: seen.append(c["new"]), names=["states", "run_state"])
-        assert dag._feed is not None and dag._feed.wait(10)
+        assert dag._feed is not None and dag._feed.wait(60)
         assert final == {"prep": "SUCCEEDED", "flaky": "FAILED", "last": "SKIPPED"}
         assert all(s in (final, "FAILED") for s in seen), seen
         dag.close()
@@ -258,16 +269,15 @@ def test_workersview_starts_and_stops_local_workers(managers: Callable[..., Mana
         view._on_custom(view, {"action": "start",
                                "form": {"kind": "local", "count": "2", "slots": "1"}}, [])
         assert not view.error and view.message == "started 2 local worker(s)"
-        wait_until(lambda: (view.refresh(), len(view.workers) == 2)[1], 30, "two workers")
+        wait_until(lambda: (view.refresh(), len(view.workers) == 2)[1], what="two workers")
         assert {w["slots"] for w in view.workers} == {1}
         victim = view.workers[0]
         view._on_custom(view, {"action": "stop", "id": victim["id"]}, [])
         wait_until(lambda: (view.refresh(), [w["id"] for w in view.workers]
-                          == [view.workers[-1]["id"]] and len(view.workers) == 1)[1],
-                 30, "one worker left")
-        wait_until(lambda: not Path(f"/proc/{victim['pid']}").exists()
-                 or "Z" in Path(f"/proc/{victim['pid']}/stat").read_text().split(")")[1][:3],
-                 30, "the stopped worker's process to end")
+                            == [view.workers[-1]["id"]] and len(view.workers) == 1)[1],
+                   what="one worker left")
+        wait_until(lambda: not process_alive(victim["pid"]),
+                   what="the stopped worker's process to end")
         view._on_custom(view, {"action": "start", "form": {"kind": "local", "count": "x"}}, [])
         assert "whole numbers" in view.error
         view._on_custom(view, {"action": "stop", "id": "nobody"}, [])
@@ -290,12 +300,12 @@ def test_queueview_and_pilots_from_the_workersview_on_slurm(
         mine = [j for j in queue.jobs if (j.get("kale") or {}).get("id") == job["id"]]
         assert mine and mine[0]["partition"] == "debug"
         wait_until(lambda: (workers.refresh(), any(w["job"] == job["id"]
-                                                 for w in workers.workers))[1],
-                 60, "the pilot's worker to connect")
+                                                   for w in workers.workers))[1],
+                   what="the pilot's worker to connect")
         workers._on_custom(workers, {"action": "cancel_job", "id": job["id"]}, [])
         assert not workers.error
         wait_until(lambda: (workers.refresh(), not workers.jobs and not workers.workers)[1],
-                 60, "the pilot gone")
+                   what="the pilot gone")
         workers._on_custom(workers, {"action": "start", "form": {
             "kind": "slurm", "count": "1", "walltime": "99:00:00", "queue": "short"}}, [])
         assert "slurm refused the job" in workers.error  # in the scheduler's words
@@ -334,7 +344,7 @@ def test_login_through_ssh_reads_the_remote_home_and_tunnels(
         ssh_host: str, managers: Callable[..., Manager], home: Path, tmp_path: Path) -> None:
     m = managers("--workers", "1")
     with m.client() as client:
-        run = client.submit(demo(tmp_path)).wait(60)
+        run = client.submit(demo(tmp_path)).wait(120)
     login = kw.Login()
     login._on_custom(login, {"action": "connect", "form": {
         "method": "ssh", "host": ssh_host, "remote_home": str(home)}}, [])
@@ -363,7 +373,7 @@ def test_the_dashboard_shares_one_feed_and_follows_a_retry(
         run = client.submit(demo(tmp_path))
         dash = run.dashboard() if hasattr(run, "dashboard") else kw.Dashboard(run)
         assert dash.dag._feed is dash.logs._feed is dash.resources._feed
-        wait_until(lambda: settled(dash.dag, flaky="FAILED", last="SKIPPED"), 60, "the failure")
+        wait_until(lambda: settled(dash.dag, flaky="FAILED", last="SKIPPED"), what="the failure")
         dash.dag.focus = "flaky"
         assert dash.logs.task == "flaky"
         titles = [dash.tabs.get_title(i) for i in range(len(dash.tabs.children))]
@@ -371,7 +381,7 @@ def test_the_dashboard_shares_one_feed_and_follows_a_retry(
         dash.dag.retry_failed()
         new = dash.dag.run_id
         assert new != run.id and dash.logs.run_id == new == dash.resources.run_id == dash.run_id
-        wait_until(lambda: settled(dash.dag, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "retry")
+        wait_until(lambda: settled(dash.dag, flaky="SUCCEEDED", last="SUCCEEDED"), what="retry")
         assert dash.runs.opened == new
         dash.runs.open_run(run.id)  # back to the first run
         assert dash.dag.run_id == run.id and dash.dag.states["flaky"] == "FAILED"
@@ -382,10 +392,10 @@ def test_a_dashboard_of_a_run_without_a_manager(tmp_path: Path, home: Path) -> N
     run = demo(tmp_path).run()
     dash = run.dashboard()
     wait_until(lambda: settled(dash.dag, prep="SUCCEEDED", flaky="FAILED", last="SKIPPED"),
-             60, "states from the store")
+               what="states from the store")
     assert "Workers" in [dash.tabs.get_title(i) for i in range(len(dash.tabs.children))]
     dash.dag.retry_failed()
-    wait_until(lambda: settled(dash.dag, flaky="SUCCEEDED", last="SUCCEEDED"), 60, "the retry")
+    wait_until(lambda: settled(dash.dag, flaky="SUCCEEDED", last="SUCCEEDED"), what="the retry")
     dash.dag.selected = ["last"]
     dash.dag._on_custom(dash.dag, {"action": "cancel"}, [])
     assert "needs the manager" in dash.dag.error
@@ -394,18 +404,22 @@ def test_a_dashboard_of_a_run_without_a_manager(tmp_path: Path, home: Path) -> N
 
 def test_the_feed_reconnects_after_the_manager_is_killed(
         tmp_path: Path, kale: Kale, managers: Callable[..., Manager]) -> None:
+    gate = tmp_path / "gate"
     wf = Workflow("steady", base_dir=tmp_path)
     prev = None
-    for i in range(6):
-        prev = wf.shell(f"s{i}", "sleep 0.7", after=[prev] if prev else [])
+    for i in range(6):  # s1 runs until the test opens the gate: it is running at the kill
+        prev = wf.shell(f"s{i}", gate_sh(gate) if i == 1 else "true",
+                        after=[prev] if prev else [])
     m = managers("--workers", "1")
     client = m.client()
     view = kw.DagView(client.submit(wf))
-    wait_until(lambda: view.states.get("s1") == "RUNNING", 30, "s1 running")
-    os.kill(int(m.doc["pid"]), signal.SIGKILL)  # the stream breaks mid-run
-    time.sleep(1)
+    wait_until(lambda: view.states.get("s1") == "RUNNING", what="s1 running")
+    pid = int(m.doc["pid"])
+    os.kill(pid, signal.SIGKILL)  # the stream breaks mid-run
+    wait_until(lambda: not process_alive(pid), what="the killed manager to be gone")
     m.start()  # a new manager resumes the run, the feed reconnects to it
-    wait_until(lambda: view.run_state == "SUCCEEDED", 90, "the run's end, seen through the feed")
+    gate.touch()
+    wait_until(lambda: view.run_state == "SUCCEEDED", what="the run's end, seen through the feed")
     assert set(view.states.values()) == {"SUCCEEDED"}
     assert client.status(view.run_id)["run"]["state"] == "SUCCEEDED"  # the manager agrees
     view.close()
