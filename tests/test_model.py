@@ -42,6 +42,18 @@ def test_references_build_dependencies_and_print_as_yaml_syntax() -> None:
     assert b.to_dict()["parameters"] == {"x": "${a.value}", "whole": "${a}", "n": "${params.n}"}
 
 
+def test_references_in_shell_commands_are_references() -> None:
+    wf = Workflow("cmd", parameters={"n": 2})
+    wf.shell("a", "true")
+    b = wf.shell("b", 'echo "${a.out}" ${params.n} ${HOME} ${n} ${a}')
+    c = wf.shell("c", ["cat", "--n=${params.n}", "${b.x}${a.y}"])
+    assert b.upstream == ["a"] and c.upstream == ["b", "a"]
+    assert b.refs() == [Ref("a", "out"), Ref("params", "n")]  # ${HOME}, ${n}, ${a}: the shell's
+    assert c.refs() == [Ref("params", "n"), Ref("b", "x"), Ref("a", "y")]
+    assert wf.order() == ["a", "b", "c"]
+    assert b.to_dict()["shell"] == 'echo "${a.out}" ${params.n} ${HOME} ${n} ${a}'
+
+
 def test_cycle_is_named() -> None:
     wf = Workflow("cyc")
     wf.shell("a", "true", after=["c"])

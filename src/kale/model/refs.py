@@ -7,17 +7,26 @@ Textual form, the same in Python and YAML::
     ${params.n}         workflow parameter ``n``
 
 In Python, ``analyse["mean"]`` and ``analyse.result`` build the same references.
+
+A parameter value is a reference when it is one whole ``${...}`` string. In a shell
+command (a command line, or an argument of an argv list), ``${task.key}`` and
+``${params.name}`` anywhere in the text are references: the dot tells them from the
+shell's own ``${VAR}``, and a shell variable name never has one. (``${task}`` and
+``${params}`` there are shell variables.) See :mod:`kale.tasks.shell` for how their values
+reach the command without being pasted into shell text.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 PARAMS = "params"
 _REF = re.compile(r"^\$\{\s*([A-Za-z_][\w-]*)(?:\.([^}]+?))?\s*\}$")
+#: a reference inside command text: always ``${name.key}``
+_TEXT_REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*)\.([^}\s]+)\s*\}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,71 @@ def iter_refs(value: Any) -> Iterator[Ref]:
     elif isinstance(value, dict):
         for v in value.values():
             yield from iter_refs(v)
+
+
+# -- references in shell commands ---------------------------------------------------------
+
+
+def text_refs(text: str) -> list[tuple[int, int, Ref]]:
+    """The references in a command's text, with where each starts and ends."""
+    if "${" not in text:
+        return []
+    return [(m.start(), m.end(), Ref(m.group(1), m.group(2))) for m in _TEXT_REF.finditer(text)]
+
+
+def command_refs(command: object) -> Iterator[tuple[int | None, Ref]]:
+    """The references in a shell task's command (a string, or an argv list), each with
+    the index of the argument it is in (None for a command line)."""
+    if isinstance(command, str):
+        for _, _, ref in text_refs(command):
+            yield None, ref
+    elif isinstance(command, list | tuple):
+        for i, arg in enumerate(command):
+            if isinstance(arg, str):
+                for _, _, ref in text_refs(arg):
+                    yield i, ref
+
+
+def substitute(text: str, value: Callable[[Ref], str]) -> str:
+    """``text`` with every reference replaced by ``value(ref)``."""
+    if "${" not in text:
+        return text
+    return _TEXT_REF.sub(lambda m: value(Ref(m.group(1), m.group(2))), text)
+
+
+def single_quoted(text: str) -> list[tuple[int, int]] | None:
+    """The spans of a command line that are inside single quotes, where the shell expands
+    nothing; None when that cannot be told without a full shell parser (here-documents,
+    command substitution, backquotes, an unterminated quote)."""
+    if "'" not in text:
+        return []
+    if "<<" in text or "`" in text or "$(" in text:
+        return None
+    spans: list[tuple[int, int]] = []
+    i, n, in_double, word_start = 0, len(text), False, True
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i, word_start = i + 2, False
+            continue
+        if in_double:
+            in_double = c != '"'
+        elif c == "'":
+            end = text.find("'", i + 1)
+            if end < 0:
+                return None
+            spans.append((i + 1, end))
+            i, word_start = end + 1, False
+            continue
+        elif c == '"':
+            in_double = True
+        elif c == "#" and word_start:  # a comment, to the end of the line
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        word_start = not in_double and c in " \t\n;&|()<>"
+        i += 1
+    return None if in_double else spans
 
 
 class MissingResult(LookupError):

@@ -13,7 +13,7 @@ import importlib
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
@@ -21,12 +21,24 @@ from typing import Any, Literal, TypeVar, overload
 from kale.errors import ExportError, Problem, ValidationError
 from kale.model import dag
 from kale.model.executor import ExecutorSpec
-from kale.model.refs import PARAMS, Ref, iter_refs, to_refs, to_text
+from kale.model.refs import (
+    PARAMS,
+    Ref,
+    command_refs,
+    iter_refs,
+    single_quoted,
+    text_refs,
+    to_refs,
+    to_text,
+)
 from kale.model.resources import Resources
 
 Kind = Literal["shell", "python", "notebook"]
 KINDS: tuple[Kind, ...] = ("shell", "python", "notebook")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+#: a task's name is a file name in the run directory (``runs/RUN/NAME/``, and
+#: ``logs/NAME.ATTEMPT.out``), which file systems limit to 255 bytes
+MAX_NAME = 200
 
 WORKFLOW_KEYS = ("name", "description", "parameters", "executor", "tasks")
 TASK_KEYS = (
@@ -95,12 +107,22 @@ class Task:
 
     @property
     def upstream(self) -> list[str]:
-        """Tasks this one waits for: ``after`` plus every task its parameters reference."""
+        """Tasks this one waits for: ``after`` plus every task it references (in its
+        parameters, and in its shell command)."""
         deps = list(self.after)
-        for ref in iter_refs(self.parameters):
+        for ref in self.refs():
             if not ref.is_param and ref.task not in deps:
                 deps.append(ref.task)
         return deps
+
+    def refs(self) -> list[Ref]:
+        """Every reference this task makes: in its parameters, and in its shell command
+        (``${task.key}``, ``${params.name}``). What it uses of the workflow parameters is
+        the ``is_param`` ones."""
+        out = list(iter_refs(self.parameters))
+        if self.kind == "shell":
+            out += [ref for _, ref in command_refs(self.target)]
+        return out
 
     def _repr_markdown_(self) -> str:
         from kale.display import task_markdown
@@ -272,30 +294,19 @@ class Workflow:
 
     # -- checks --------------------------------------------------------------------------
     def problems(self) -> list[Problem]:
-        """Graph-level problems: unknown dependencies and cycles."""
-        out: list[Problem] = []
-        for t in self.tasks.values():
-            for dep in t.after:
-                if dep not in self.tasks:
-                    out.append(Problem(f"unknown task {dep!r} in 'after'",
-                                       ("tasks", t.name, "after")))
-            for ref in iter_refs(t.parameters):
-                if ref.is_param:
-                    if ref.key is not None and ref.key not in self.parameters:
-                        out.append(Problem(f"{ref} names no workflow parameter",
-                                           ("tasks", t.name, "parameters")))
-                elif ref.task not in self.tasks:
-                    out.append(Problem(f"{ref} refers to unknown task {ref.task!r}",
-                                       ("tasks", t.name, "parameters")))
-        if not out:
-            cycle = dag.find_cycle({n: t.upstream for n, t in self.tasks.items()})
-            if cycle:
-                out.append(Problem("dependency cycle: " + " -> ".join(cycle),
-                                   ("tasks", cycle[0], "after")))
-        return out
+        """Graph-level problems: unknown dependencies and references, cycles."""
+        return _graph_problems(self.tasks.values(), set(self.tasks), self.parameters)
 
-    def validate(self) -> Workflow:
+    def validate(self, *, check_files: bool = True) -> Workflow:
+        """Raise :class:`ValidationError` listing every problem: the graph's, and (with
+        ``check_files``) what the tasks name outside the workflow that is not there: a
+        notebook file, a module or its function, a kernel (:mod:`kale.model.checks`;
+        nothing is imported or run)."""
         problems = self.problems()
+        if check_files:
+            from kale.model.checks import target_problems
+
+            problems += target_problems(self)
         if problems:
             raise ValidationError(problems)
         return self
@@ -337,7 +348,19 @@ class Workflow:
                   trusted: bool = False) -> Workflow:
         """Build and validate a workflow from its canonical dict. Every problem found is
         reported at once, each with its path in the document. ``trusted`` accepts
-        pickled Python functions (only for definitions Kale itself stored)."""
+        pickled Python functions (only for definitions Kale itself stored). Files the
+        workflow names are not looked at (see :meth:`validate`)."""
+        wf, problems = cls.parse(data, base_dir=base_dir, trusted=trusted)
+        if problems:
+            raise ValidationError(problems)
+        return wf
+
+    @classmethod
+    def parse(cls, data: Any, *, base_dir: str | Path | None = None,
+              trusted: bool = False) -> tuple[Workflow, list[Problem]]:
+        """:meth:`from_dict` without raising: the workflow made of the tasks that are
+        valid on their own, and every problem found (in the tasks, and in the graph of
+        all of them: unknown names, references, cycles)."""
         problems: list[Problem] = []
         if not isinstance(data, dict):
             raise ValidationError([Problem("a workflow must be a mapping with 'name' and 'tasks'")])
@@ -363,19 +386,18 @@ class Workflow:
             wf.executor = spec
         tasks = data.get("tasks")
         if not isinstance(tasks, dict) or not tasks:
-            problems.append(Problem("'tasks' is required: a mapping of task name -> task",
-                                    ("tasks",)))
+            problems.append(Problem(_tasks_problem(tasks), ("tasks",)))
             tasks = {}
+        parsed: list[Task] = []
         for tname, tdata in tasks.items():
             task, tprobs = _task_from_dict(tname, tdata, trusted)
             problems.extend(tprobs)
-            if task is not None and not tprobs:
-                wf.tasks[task.name] = task
-        if not problems:
-            problems = wf.problems()
-        if problems:
-            raise ValidationError(problems)
-        return wf
+            if task is not None:
+                parsed.append(task)
+                if not tprobs:
+                    wf.tasks[task.name] = task
+        problems += _graph_problems(parsed, {str(n) for n in tasks}, params)
+        return wf, problems
 
     # -- YAML and running (thin wrappers over the spec and client layers) ----------------
     def to_yaml(self, path: str | Path | None = None) -> str:
@@ -450,6 +472,86 @@ def _module_file(target: Any, base_dir: Path | None) -> Path | None:
         else None
 
 
+def _tasks_problem(tasks: Any) -> str:
+    if tasks is None:
+        return "'tasks' is required: a mapping of task name -> task"
+    if isinstance(tasks, dict):
+        return "'tasks' is empty: a workflow needs at least one task (task name -> task)"
+    what = ("a list" if isinstance(tasks, list) else "a string" if isinstance(tasks, str)
+            else f"a {type(tasks).__name__}")
+    hint = (" (write each task as `name:` with its fields indented below it, not as a "
+            "`- ` list item)") if isinstance(tasks, list) else ""
+    return f"'tasks' must be a mapping of task name -> task, got {what}{hint}"
+
+
+def _graph_problems(tasks: Iterable[Task], names: Collection[str],
+                    params: Mapping[str, Any]) -> list[Problem]:
+    """Unknown tasks in ``after`` and in references, unknown workflow parameters,
+    references a shell would not expand, and a cycle. ``tasks`` may include tasks with
+    problems of their own (what they name is still checked); ``names`` are all the task
+    names in the workflow, valid or not."""
+    out: list[Problem] = []
+    graph: dict[str, list[str]] = {}
+    for t in tasks:
+        path = ("tasks", t.name)
+        deps = graph.setdefault(t.name, [])
+        for dep in t.after if isinstance(t.after, list) else ():
+            if not isinstance(dep, str) or not dep or dep == t.name:
+                continue  # reported with the task itself
+            if dep not in names:
+                out.append(Problem(f"unknown task {dep!r} in 'after'", (*path, "after")))
+            deps.append(dep)
+        for sub, ref in _located_refs(t):
+            if ref.is_param:
+                if ref.key is not None and ref.key not in params:
+                    known = ", ".join(map(str, params)) or "none declared"
+                    out.append(Problem(f"{ref} names no workflow parameter "
+                                       f"(parameters: {known})", (*path, *sub)))
+            elif ref.task == t.name:
+                out.append(Problem(f"{ref}: a task cannot use its own result", (*path, *sub)))
+            elif ref.task not in names:
+                hint = ""
+                if sub[0] == "shell" and "-" in ref.task:
+                    var, _, word = str(ref)[2:-1].partition("-")
+                    hint = (f"; if you meant the shell's own default value, write "
+                            f"${{{var}:-{word}}}")
+                out.append(Problem(f"{ref} refers to unknown task {ref.task!r}{hint}",
+                                   (*path, *sub)))
+            else:
+                deps.append(ref.task)
+        if t.kind == "shell" and isinstance(t.target, str):
+            out += _quoted_refs(t.target, (*path, "shell"))
+    cycle = dag.find_cycle(graph)
+    if cycle:
+        out.append(Problem("dependency cycle: " + " -> ".join(cycle),
+                           ("tasks", cycle[0], "after")))
+    return out
+
+
+def _located_refs(t: Task) -> Iterator[tuple[tuple[str | int, ...], Ref]]:
+    """The task's references, each with its path below the task."""
+    if isinstance(t.parameters, dict):
+        for key, value in t.parameters.items():
+            for ref in iter_refs(value):
+                yield ("parameters", str(key)), ref
+    if t.kind == "shell":
+        for i, ref in command_refs(t.target):
+            yield ("shell",) if i is None else ("shell", i), ref
+
+
+def _quoted_refs(command: str, path: tuple[str | int, ...]) -> list[Problem]:
+    """References a command line puts inside single quotes, where the shell expands
+    nothing (they would reach the program as ``${KALE_REF_1}``)."""
+    refs = text_refs(command)
+    spans = single_quoted(command) if refs else None
+    if not spans:
+        return []
+    return [Problem(f"{ref} is inside single quotes, where the shell expands nothing: put "
+                    f"it in double quotes (\"{command[start:end]}\"), or hand it to the "
+                    f"program another way (awk -v n=\"{command[start:end]}\" '...')", path)
+            for start, end, ref in refs if any(a <= start < b for a, b in spans)]
+
+
 def _given(data: dict[str, Any], key: str, default: Any) -> Any:
     """``data[key]``, or ``default`` when absent or null (a wrong type stays wrong)."""
     value = data.get(key)
@@ -510,31 +612,46 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
     if not isinstance(t.name, str) or not NAME.fullmatch(t.name) or t.name == PARAMS:
         bad("task names are letters, digits, '_' and '-', starting with a letter or '_'"
             + (f"; {PARAMS!r} is reserved" if t.name == PARAMS else ""))
+    elif len(t.name) > MAX_NAME:
+        bad(f"task names are at most {MAX_NAME} characters, this one has {len(t.name)} "
+            "(the name is a file name in the run directory)")
     tgt = t.target
     if t.kind == "shell":
         ok = (isinstance(tgt, str) and tgt.strip()) or (
             isinstance(tgt, list) and tgt and all(isinstance(a, str) for a in tgt))
         if not ok:
             bad("must be a command line (string) or a non-empty argv list of strings", "shell")
+        elif isinstance(tgt, str) and "\0" in tgt:
+            bad("a command cannot hold a NUL character", "shell")
+        elif isinstance(tgt, list):
+            for i, arg in enumerate(tgt):
+                if "\0" in arg:
+                    bad("a command argument cannot hold a NUL character", "shell", i)
     elif t.kind == "python":
         if isinstance(tgt, str):
             if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", tgt):
                 bad(f"must be 'module:function', got {tgt!r}", "python")
         elif not callable(tgt):
             bad("must be 'module:function' or a callable", "python")
-    elif t.kind == "notebook" and (not isinstance(tgt, str) or not tgt.endswith(".ipynb")):
+    elif t.kind == "notebook" and (not isinstance(tgt, str) or not tgt.endswith(".ipynb")
+                                   or "\0" in tgt):
         bad(f"must be a path to an .ipynb file, got {tgt!r}", "notebook")
     if not isinstance(t.description, str):
         bad("must be a string (markdown)", "description")
     if not isinstance(t.parameters, dict) or not all(isinstance(k, str) for k in t.parameters):
         bad("must be a mapping of name: value", "parameters")
+    elif t.kind == "shell":  # exported to the command's environment
+        for k, v in t.parameters.items():
+            if isinstance(v, str) and "\0" in v:
+                bad("a shell task's parameters are environment variables, which cannot hold "
+                    "a NUL character", "parameters", k)
     for key in ("after", "outputs", "tags"):
         v = getattr(t, key)
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
             bad("must be a list of names" if key != "outputs" else "must be a list of paths", key)
         elif key == "outputs":
             for output in v:
-                if output.startswith("/") or ".." in Path(output).parts:
+                if output.startswith("/") or ".." in Path(output).parts or "\0" in output:
                     bad(f"{output!r}: outputs are paths inside the task's directory "
                         "(relative, without '..')", key)
     if isinstance(t.after, list) and t.name in t.after:
@@ -555,6 +672,13 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
     if not isinstance(t.env, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in t.env.items()):
         bad("must be a mapping of NAME: \"string\"", "env")
+    else:
+        for k, v in t.env.items():
+            if not k or "=" in k or "\0" in k:
+                bad(f"{k!r} cannot be an environment variable's name (it is empty, or holds "
+                    "'=' or a NUL character)", "env")
+            elif "\0" in v:
+                bad("an environment variable cannot hold a NUL character", "env", k)
     if t.kernel is not None and (t.kind not in ("notebook", "python")
                                  or not isinstance(t.kernel, str)):
         bad("only notebook and Python tasks take a kernel name (a string)", "kernel")

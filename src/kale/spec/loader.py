@@ -26,11 +26,13 @@ def load_yaml_text(text: str, *, file: str | None = None) -> Any:
     return read_document(text, file).data
 
 
-def load_workflow(source: str | Path, *,
-                  params_override: dict[str, Any] | None = None) -> Workflow:
+def load_workflow(source: str | Path, *, params_override: dict[str, Any] | None = None,
+                  check_files: bool = True) -> Workflow:
     """Load and validate a workflow from a YAML file path, or from YAML text (a ``str``
     containing a newline). Relative paths in it resolve against the file's folder (the
     current directory for text). ``params_override`` replaces workflow parameter values.
+    With ``check_files``, what the tasks name outside the file is checked too (notebooks,
+    modules and functions, kernels: :mod:`kale.model.checks`).
     Every problem raises one :class:`ValidationError` whose problems carry file and line."""
     if isinstance(source, str) and "\n" in source:
         file, text, base_dir = None, source, Path.cwd()
@@ -50,9 +52,17 @@ def load_workflow(source: str | Path, *,
     if params_override:
         _override(data, params_override, doc, file)
     try:
-        return Workflow.from_dict(data, base_dir=base_dir)
+        wf, problems = Workflow.parse(data, base_dir=base_dir)
     except ValidationError as e:
         raise ValidationError(doc.locate(e.problems, file)) from None
+    if check_files:
+        from kale.model.checks import target_problems
+
+        problems += target_problems(wf)  # the tasks that are valid on their own
+    if problems:  # in the file's order
+        located = doc.locate(problems, file)
+        raise ValidationError(sorted(located, key=lambda p: p.line or 0))
+    return wf
 
 
 def _override(data: dict[str, Any], values: dict[str, Any], doc: Document,
