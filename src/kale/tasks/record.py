@@ -3,6 +3,19 @@
 Inside a task, records are appended to the file named by ``$KALE_RECORD_FILE`` (set by
 Kale for every task kind, notebook kernels included). Outside a task, ``record`` keeps the
 value in memory and returns it, so a notebook runs unchanged when opened by hand.
+
+The file holds one frame per record, in the order they were made:
+
+- from Python, a pickle of ``(name, value)`` (it starts with the pickle protocol byte,
+  ``0x80``);
+- from a shell, ``kale record NAME VALUE``: ``S`` NAME ``\\0`` VALUE ``\\0``, the text as
+  typed. It is written by a small POSIX sh script that Kale puts first on every task's
+  ``PATH`` (:func:`task_path`), so recording costs about a millisecond and needs no
+  Python. VALUE is read when the records are read, by the rule of every value typed on
+  the command line (:func:`kale.cli.values.parse_value`: ``3`` a number, ``true`` a bool,
+  ``abc`` a string...). Values that look like JSON (``[``, ``{``, ``"``) and anything but
+  ``kale record NAME VALUE`` go to the ``kale`` command itself, which checks them at once.
+  Nothing a shell writes is ever unpickled.
 """
 
 from __future__ import annotations
@@ -15,6 +28,9 @@ from typing import Any
 
 ENV = "KALE_RECORD_FILE"
 _local: dict[str, Any] = {}
+_SHELL = 0x53  # "S": a frame written by the kale shim
+#: the folders holding the shim, per run directory, made by this process
+_shims: dict[Path, Path | None] = {}
 
 
 def record(name: str, value: Any) -> Any:
@@ -44,20 +60,123 @@ def read_records(path: str | Path, base_dir: str | Path | None = None) -> dict[s
     except FileNotFoundError:
         return {}
     try:
-        return _unpickle_all(data)
+        return _read_all(data)
     except ImportError:
         if base_dir is None or str(base_dir) in sys.path:
             raise
         sys.path.append(str(base_dir))
-        return _unpickle_all(data)
+        return _read_all(data)
 
 
-def _unpickle_all(data: bytes) -> dict[str, Any]:
+def _read_all(data: bytes) -> dict[str, Any]:
     import io
 
     out: dict[str, Any] = {}
     f = io.BytesIO(data)
-    while f.tell() < len(data):
-        name, value = pickle.load(f)
-        out[name] = value
+    pos = 0
+    while pos < len(data):
+        if data[pos] == _SHELL:
+            name_end = data.find(b"\0", pos + 1)
+            value_end = data.find(b"\0", name_end + 1) if name_end >= 0 else -1
+            if value_end < 0:
+                raise ValueError("the last `kale record` of the task was cut short")
+            name = data[pos + 1:name_end].decode(errors="replace")
+            text = data[name_end + 1:value_end].decode(errors="replace")
+            out[name] = _shell_value(name, text)
+            pos = value_end + 1
+        else:
+            f.seek(pos)
+            name, value = pickle.load(f)
+            out[name] = value
+            pos = f.tell()
     return out
+
+
+def _shell_value(name: str, text: str) -> Any:
+    from kale.cli.values import parse_value
+
+    try:
+        return parse_value(text)
+    except ValueError as e:
+        raise ValueError(f"kale record {name}: {e}") from None
+
+
+# -- `kale` on every task's PATH ----------------------------------------------------------
+
+_SHIM = """#!/bin/sh
+# Kale's `kale` command inside tasks, written by kale.tasks.record. `kale record NAME VALUE`
+# appends to $KALE_RECORD_FILE right here, without starting Python; anything else (and
+# values that look like JSON, which Kale checks at once) goes to Kale itself.
+if [ "$#" -eq 3 ] && [ "$1" = record ] && [ -n "${KALE_RECORD_FILE:-}" ]; then
+  case $2 in
+    ''|-*) ;;
+    *) case $3 in
+         '['*|'{'*|'"'*) ;;
+         *) printf 'S%s\\0%s\\0' "$2" "$3" >> "$KALE_RECORD_FILE" || exit 1
+            exit 0 ;;
+       esac ;;
+  esac
+fi
+exec @KALE@ "$@"
+"""
+
+
+def _quote(word: str) -> str:
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+def _kale_command() -> str:
+    """How the shim runs Kale itself: the ``kale`` script installed with this Python (so
+    usage messages name ``kale``), else this Python with ``-m kale.cli.main``."""
+    import sysconfig
+
+    schemes = [sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user")]
+    for scheme in dict.fromkeys(schemes):
+        script = Path(sysconfig.get_path("scripts", scheme)) / "kale"
+        if script.is_file() and os.access(script, os.X_OK):
+            return _quote(str(script))
+    return f"{_quote(sys.executable)} -m kale.cli.main"
+
+
+def shim_text() -> str:
+    """The ``kale`` script tasks find on their ``PATH``."""
+    return _SHIM.replace("@KALE@", _kale_command())
+
+
+def kale_bin(run_dir: str | Path) -> Path | None:
+    """The folder of the ``kale`` shim for tasks of the run in ``run_dir`` (written on
+    first use, once per process; named after its content, so processes running different
+    Pythons on a shared file system each get their own). None if it cannot be written."""
+    run_dir = Path(run_dir)
+    if run_dir in _shims:
+        return _shims[run_dir]
+    import hashlib
+
+    text = shim_text()
+    folder = run_dir / f".kale-bin-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    shim = folder / "kale"
+    try:
+        if not shim.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".kale.{os.getpid()}"
+            tmp.write_text(text)
+            tmp.chmod(0o755)
+            os.replace(tmp, shim)  # whole, or not at all, for the tasks starting now
+    except OSError as e:
+        import logging
+
+        logging.getLogger(__name__).warning("cannot write the kale command for tasks in "
+                                            "%s: %s", folder, e)
+        _shims[run_dir] = None
+        return None
+    _shims[run_dir] = folder
+    return folder
+
+
+def task_path(run_dir: str | Path, path: str | None) -> str | None:
+    """``path`` (a ``PATH`` value) with the folder of Kale's ``kale`` command first, for a
+    task of the run in ``run_dir``; None when that folder cannot be made."""
+    folder = kale_bin(run_dir)
+    if folder is None:
+        return None
+    return str(folder) + (os.pathsep + path if path else "")
