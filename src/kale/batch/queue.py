@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kale.batch.schedulers import scheduler as get_scheduler
@@ -15,11 +16,19 @@ from kale.errors import SchedulerError, UsageError
 _PROBES = (("slurm", "squeue"), ("pbs", "qstat"), ("lsf", "bjobs"), ("flux", "flux"))
 
 
-def detect() -> str:
-    """The scheduler whose commands are on PATH."""
+def detected() -> str | None:
+    """The scheduler whose commands are on PATH, if any (cheap: nothing is run)."""
     for name, command in _PROBES:
         if shutil.which(command):
             return name
+    return None
+
+
+def detect() -> str:
+    """The scheduler whose commands are on PATH."""
+    name = detected()
+    if name is not None:
+        return name
     raise UsageError("no batch scheduler found on PATH (looked for squeue, qstat, bjobs, "
                      "flux); name one with --scheduler")
 
@@ -31,11 +40,18 @@ def queue_status(name: str | None = None, user: str | None = None,
     name = name or detect()
     sched = get_scheduler(name)
     by_native = {j["native_id"]: j for j in kale_jobs or [] if j.get("native_id")}
-    now = time.time()
-    errors: list[str] = []
-    jobs: list[dict[str, Any]] = []
-    try:
-        for j in sched.queue(user):
+    # Both listings at once: a scheduler that does not answer costs one timeout, not two.
+    with ThreadPoolExecutor(1, thread_name_prefix="kale-partitions") as pool:
+        listed = pool.submit(sched.partitions)
+        errors: list[str] = []
+        jobs: list[dict[str, Any]] = []
+        try:
+            queued = sched.queue(user)
+        except SchedulerError as e:
+            queued = []
+            errors.append(str(e))
+        now = time.time()
+        for j in queued:
             doc = j.to_json()
             doc["queued_for"] = round(now - j.submitted, 1) if j.submitted else None
             k = by_native.get(j.id)
@@ -43,11 +59,9 @@ def queue_status(name: str | None = None, user: str | None = None,
                 doc["kale"] = {"id": k["id"], "mode": k["mode"], "pool": k["pool"],
                                "task": (k.get("info") or {}).get("key")}
             jobs.append(doc)
-    except SchedulerError as e:
-        errors.append(str(e))
-    partitions: list[dict[str, Any]] = []
-    try:
-        partitions = [p.to_json() for p in sched.partitions()]
-    except SchedulerError as e:
-        errors.append(str(e))
+        partitions: list[dict[str, Any]] = []
+        try:
+            partitions = [p.to_json() for p in listed.result()]
+        except SchedulerError as e:
+            errors.append(str(e))
     return {"scheduler": name, "jobs": jobs, "partitions": partitions, "errors": errors}

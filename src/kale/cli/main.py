@@ -819,9 +819,10 @@ def _print_queue(doc: dict[str, Any]) -> None:
         return f"{h}:{m:02d}:{s:02d}"
 
     jobs = Table(title=f"{doc['scheduler']} jobs", title_justify="left")
-    for col in ("job", "name", "state", "reason", "partition", "nodes", "queued",
+    jobs.add_column("job", no_wrap=True)  # an id people copy (scancel): never cut
+    for col in ("name", "state", "reason", "partition", "nodes", "queued",
                 "expected start", "kale"):
-        jobs.add_column(col)
+        jobs.add_column(col, overflow="fold")
     for j in doc["jobs"]:
         start = time.strftime("%H:%M:%S", time.localtime(j["start"])) \
             if j.get("start") and j["state"] == "PENDING" else ""

@@ -17,6 +17,9 @@ from kale.errors import KaleError, TaskError
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
 
+#: seconds to wait for the manager's answer about the batch queue
+QUEUE_TIMEOUT = 75.0
+
 
 class Client:
     """Talks to the manager of a Kale home (found through ``$KALE_HOME/manager.json`` and
@@ -140,7 +143,10 @@ class Client:
         """The batch queue: ``{"scheduler", "jobs", "partitions", "errors"}``; jobs Kale
         submitted carry ``kale`` (the task or pilot they are for)."""
         params = {"scheduler": scheduler} if scheduler else {}
-        return dict(self._get("/api/queue", **params))
+        # A scheduler that does not answer takes the manager its command's timeout (30 s)
+        # to say so: wait for that answer rather than give up first.
+        return dict(self._check(self._http.get("/api/queue", params=params,
+                                               timeout=QUEUE_TIMEOUT)).json())
 
     def cancel(self, run_id: str) -> str:
         return str(self._check(self._http.post(f"/api/runs/{run_id}/cancel")).json()["state"])

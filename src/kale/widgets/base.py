@@ -9,7 +9,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anywidget
 import httpx
@@ -133,23 +133,49 @@ class RunView(KaleWidget):
 class Refreshing(KaleWidget):
     """A view of something without an event stream (the batch queue, the workers, the
     runs): read again every ``interval`` seconds while the widget lives (one thread),
-    and when its Refresh button is pressed."""
+    and when its Refresh button is pressed.
+
+    A view whose source may be slow to answer (``background = True``: the batch queue,
+    whose scheduler may hang) never reads in the caller's thread: it shows at once,
+    ``waiting`` says what it waits for, and its thread fills it in; the Refresh button
+    only wakes that thread, so the kernel stays free. (With ``interval=0`` there is no
+    thread: it reads once when made, and on :meth:`refresh`.)"""
 
     interval = T.Float(10.0).tag(sync=True)
     updated = T.Float(0.0).tag(sync=True)
+    #: what the view waits for before its first answer ("" once it has one)
+    waiting = T.Unicode("").tag(sync=True)
+    background: ClassVar[bool] = False
 
     def __init__(self, source: Source, *, interval: float = 10.0, start: bool = True,
                  **kwargs: Any) -> None:
         self._closed = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
         super().__init__(source, interval=interval, **kwargs)
-        with self.reporting():
-            self.refresh()
-        if start and interval > 0:
-            threading.Thread(target=self._loop, daemon=True,
-                             name=f"kale-{type(self).__name__}").start()
+        threaded = start and interval > 0
+        if self.background and threaded:
+            self.waiting = self.waiting_for()
+        else:
+            with self.reporting():
+                self.refresh()
+        if threaded:
+            self._thread = threading.Thread(target=self._loop, args=(self.background,),
+                                            daemon=True, name=f"kale-{type(self).__name__}")
+            self._thread.start()
 
-    def _loop(self) -> None:
-        while not self._closed.wait(self.interval):
+    def waiting_for(self) -> str:
+        """What the view says before its first answer (a background view)."""
+        return "waiting for an answer..."
+
+    def _loop(self, now: bool) -> None:
+        while not self._closed.is_set():
+            if not now:
+                self._wake.wait(self.interval)
+                self._wake.clear()
+                if self._closed.is_set():
+                    return
+            now = False
             if self.comm is None:  # closed (as a notebook's widget) without close()
                 return
             try:
@@ -158,16 +184,22 @@ class Refreshing(KaleWidget):
             except Exception as e:  # the loop outlives any one failure, and says it
                 log.exception("refreshing %s failed", type(self).__name__)
                 self.error = f"{type(e).__name__}: {e}"
+            finally:
+                self.waiting = ""
 
     def refresh(self) -> None:
         raise NotImplementedError
 
     def act(self, action: str, content: dict[str, Any]) -> None:
         if action == "refresh":
-            self.refresh()
+            if self.background and self._thread is not None:
+                self._wake.set()  # its thread reads; the kernel does not wait for it
+            else:
+                self.refresh()
         else:
             super().act(action, content)
 
     def close(self) -> None:
         self._closed.set()
+        self._wake.set()
         super().close()

@@ -51,11 +51,32 @@ class Dashboard(W.VBox):  # type: ignore[misc]
         self.runs.on_open.append(self.show_run)
         self.dag.observe(self._focus, names="focus")
         pages: list[tuple[str, W.Widget]] = [("Log", self.logs), ("Resources", self.resources)]
-        if not self.queue.error:  # a batch scheduler answers
+        # The queue view answers later (a scheduler may be slow): its tab is there at once
+        # when this machine has a scheduler, else added if the answer names one.
+        if self.queue.scheduler and not self.queue.error:
             pages.append(("Queue", self.queue))
+        else:
+            self.queue.observe(self._queue_answered, names="updated")
         pages += [("Workers", self.workers), ("Runs", self.runs), ("Connect", self.login)]
         self.tabs = W.Tab(children=[w for _, w in pages], titles=[t for t, _ in pages])
         self.children = [self.dag, self.tabs]
+
+    def _queue_answered(self, change: dict[str, Any]) -> None:
+        """The manager's scheduler answered (one this machine does not have): the Queue tab
+        goes in before Workers, the selected tab staying selected."""
+        queue = change["owner"]
+        if queue is not self.queue or queue in self.tabs.children or not queue.scheduler:
+            return
+        queue.unobserve(self._queue_answered, names="updated")
+        children = list(self.tabs.children)
+        titles = [self.tabs.get_title(i) for i in range(len(children))]
+        at = children.index(self.workers)
+        selected = self.tabs.selected_index
+        children.insert(at, queue)
+        titles.insert(at, "Queue")
+        self.tabs.children, self.tabs.titles = children, titles
+        if selected is not None and selected >= at:
+            self.tabs.selected_index = selected + 1
 
     def _focus(self, change: dict[str, Any]) -> None:
         if change["new"] and change["new"] in self.logs.tasks:

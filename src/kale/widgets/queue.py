@@ -15,9 +15,15 @@ class QueueView(Refreshing):
     expected to start, and which Kale task or pilot each is for) and of its partitions
     (up or down, idle nodes and CPUs, longest walltime), read every ``interval``
     seconds. ``QueueView()`` uses this home's manager; ``QueueView(client)`` another;
-    ``scheduler`` names one when several are on PATH (else the one found)."""
+    ``scheduler`` names one when several are on PATH (else the one found).
+
+    A scheduler may be slow or not answer at all (Slurm's commands wait for a controller
+    that is down): the view never waits for it. It shows at once, saying "waiting for
+    slurm..." (``waiting``), and fills in when the answer comes, in its own thread; the
+    other views and the kernel go on meanwhile."""
 
     _esm = asset("common.js", "queue.js")
+    background = True
     scheduler = T.Unicode("").tag(sync=True)
     jobs: T.List[dict[str, Any]] = T.List().tag(sync=True)
     partitions: T.List[dict[str, Any]] = T.List().tag(sync=True)
@@ -30,6 +36,15 @@ class QueueView(Refreshing):
         super().__init__(source or source_of(client)[0], own_source=source is None,
                          interval=interval, **kwargs)
 
+    def waiting_for(self) -> str:
+        from kale.batch.queue import detected
+
+        # The one asked for, else the one on this machine's PATH: the manager's, in the
+        # usual case of a manager on this machine (its answer says which it is).
+        name = self._scheduler or detected()
+        self.scheduler = name or ""
+        return f"waiting for {name or 'the batch scheduler'}..."
+
     def refresh(self) -> None:
         import time
 
@@ -40,3 +55,4 @@ class QueueView(Refreshing):
             self.partitions = doc.get("partitions", [])
             self.problems = doc.get("errors", [])
             self.updated = time.time()
+            self.waiting = ""

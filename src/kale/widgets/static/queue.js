@@ -2,7 +2,13 @@
 function render({ model, el }) {
   const { head, body } = refreshFrame(model, el, "kale-queue");
   const draw = () => {
-    head.textContent = `${model.get("scheduler") || "no scheduler"} · updated ${fmtTime(model.get("updated"))}`;
+    const waiting = model.get("waiting");
+    head.textContent = waiting && !model.get("updated") ? waiting
+      : `${model.get("scheduler") || "no scheduler"} · updated ${fmtTime(model.get("updated"))}`;
+    if (waiting && !model.get("updated")) {  // no answer yet: nothing to list, not "no jobs"
+      body.replaceChildren(h("div", { class: "kale-hint", "data-waiting": "" }, waiting));
+      return;
+    }
     const jobs = model.get("jobs"), parts = model.get("partitions");
     body.replaceChildren(
       ...model.get("problems").map((p) => h("div", { class: "kale-error-text" }, p)),
@@ -19,6 +25,6 @@ function render({ model, el }) {
           p.idle_cpus === null ? "" : String(p.idle_cpus), p.max_walltime ? fmtSeconds(p.max_walltime) : "unlimited"])));
   };
   draw();
-  for (const k of ["jobs", "partitions", "problems", "updated", "scheduler"]) model.on(`change:${k}`, draw);
+  for (const k of ["jobs", "partitions", "problems", "updated", "scheduler", "waiting"]) model.on(`change:${k}`, draw);
 }
 export default { render };
