@@ -289,3 +289,15 @@ def test_the_longest_name_runs(home: Path) -> None:
     run = wf.run().wait()
     assert run.result("after") is None and run.logs("after") == "1\n"
     assert run.logs(long.name) == ""
+
+
+def test_a_kernel_installed_where_jupyter_looks_is_found(kale: Kale, tmp_path: Path) -> None:
+    notebook(tmp_path, "julia.ipynb", kernel="Julia-1.9")
+    wf = write(tmp_path, "wf.yaml", "name: k\ntasks:\n  nb: {notebook: julia.ipynb}\n")
+    assert kale("validate", str(wf)).returncode == 2
+    spec = Path(kale.env()["JUPYTER_DATA_DIR"]) / "kernels" / "julia-1.9" / "kernel.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(json.dumps({"argv": ["julia", "{connection_file}"], "language": "julia",
+                                "display_name": "Julia 1.9"}))
+    out = kale("validate", str(wf))
+    assert out.returncode == 0, out.stderr

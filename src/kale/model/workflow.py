@@ -255,7 +255,9 @@ class Workflow:
     def shell(self, name: str, command: str | list[str], **options: Any) -> Task:
         """A shell task. A string runs through ``/bin/sh -c`` (pipes, redirection); a list is
         executed as an argv list without a shell. Task parameters are exported to the
-        command's environment, so ``echo $n`` works."""
+        command's environment, so ``echo "$n"`` works; ``${task.key}`` and
+        ``${params.name}`` in the command are references (the task waits for ``task``), whose
+        values reach the command as shell variables, never pasted into its text."""
         return self.add(_make(name, "shell", command, options))
 
     def notebook(self, name: str, path: str | Path, **options: Any) -> Task:
