@@ -9,18 +9,19 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import Kale, Manager, wait_until
+from conftest import Kale, Manager, gate_sh, process_alive, wait_until
 from kale.store import workers as wstore
 from kale.store.store import Store
 
-pytestmark = pytest.mark.slow
+# Jobs go through a real scheduler; each wait below is a safety net of a minute or two, and
+# together they may exceed the default 120 s per test on a loaded machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def write(path: Path, text: str) -> Path:
@@ -56,7 +57,7 @@ def native_id(home: Path, run_id: str, task: str, attempt: int = 1) -> str:
             if j["info"].get("key") == [run_id, task, attempt] and j["native_id"]:
                 return str(j["native_id"])
         return None
-    return str(wait_until(find, 30, f"the batch job of {task}"))
+    return str(wait_until(find, what=f"the batch job of {task}"))
 
 
 def test_a_workflow_runs_one_slurm_job_per_task(slurm: str, kale: Kale, home: Path,
@@ -121,16 +122,16 @@ def test_pilots_run_a_burst_of_tasks_and_end_when_idle(
     # Pilots end by themselves once idle (and queued ones that are not needed go).
     ids = [j["native_id"] for j in pilots]
     wait_until(lambda: not subprocess.run(["squeue", "-h", "-j", ",".join(ids)],
-                                        capture_output=True, text=True).stdout.strip(),
-             60, "idle pilots to end")
+                                          capture_output=True, text=True).stdout.strip(),
+               what="idle pilots to end")
 
 
 def test_queue_shows_kale_jobs_and_partitions(
         slurm: str, kale: Kale, home: Path, tmp_path: Path,
         managers: Callable[..., Manager]) -> None:
     m = managers("--workers", "0")
-    wf = write(tmp_path / "wf.yaml", "name: q\nexecutor: slurm\n"
-               "tasks:\n  wait:\n    shell: sleep 30\n")
+    wf = write(tmp_path / "wf.yaml", "name: q\nexecutor: slurm\n"  # runs until cancelled
+               f"tasks:\n  wait:\n    shell: {gate_sh(tmp_path / 'never')}\n")
     out = kale("run", str(wf), "--detach")
     run_id = out.stdout.strip()
     job = native_id(home, run_id, "wait")
@@ -145,10 +146,10 @@ def test_queue_shows_kale_jobs_and_partitions(
         api = client.queue()
         assert job in {j["id"] for j in api["jobs"]}
         client.cancel(run_id)
-    wait_until(lambda: run_state(kale, run_id) == "CANCELLED", 30, "the run to cancel")
+    wait_until(lambda: run_state(kale, run_id) == "CANCELLED", what="the run to cancel")
     # Cancelling the run cancelled its job.
     wait_until(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True,
-                                        text=True).stdout.strip(), 30, "the job to go")
+                                          text=True).stdout.strip(), what="the job to go")
 
 
 def test_a_job_cancelled_outside_kale_is_retried(
@@ -156,12 +157,15 @@ def test_a_job_cancelled_outside_kale_is_retried(
         managers: Callable[..., Manager]) -> None:
     managers("--workers", "0")
     marker = tmp_path / "first-attempt"
+    # The first attempt runs until it is cancelled; the retry ends at once.
+    victim = f"if [ -e {marker} ]; then echo second; exit 0; fi; touch {marker}; " \
+             + gate_sh(tmp_path / "never")
     wf = write(tmp_path / "wf.yaml", f"""\
 name: scancelled
 executor: slurm
 tasks:
   victim:
-    shell: if [ -e {marker} ]; then echo second; exit 0; fi; touch {marker}; sleep 120
+    shell: {victim}
     retries: 1
     retry_delay: 0
   bystander:
@@ -169,9 +173,9 @@ tasks:
 """)
     run_id = kale("run", str(wf), "--detach").stdout.strip()
     job = native_id(home, run_id, "victim")
-    wait_until(marker.exists, 60, "the first attempt to start")
-    subprocess.run(["scancel", job], check=True, timeout=30)
-    wait_until(lambda: run_state(kale, run_id) == "SUCCEEDED", 90, "the run to succeed")
+    wait_until(marker.exists, what="the first attempt to start")
+    subprocess.run(["scancel", job], check=True, timeout=60)
+    wait_until(lambda: run_state(kale, run_id) == "SUCCEEDED", what="the run to succeed")
     attempts = json.loads(kale("status", run_id, "victim", "--json").stdout)["attempts"]
     assert [a["state"] for a in attempts] == ["FAILED", "SUCCEEDED"]
     assert f"slurm job {job} was cancelled outside Kale" in attempts[0]["error"]
@@ -211,20 +215,25 @@ tasks:
 def test_a_pilot_near_its_walltime_hands_back_what_it_cannot_finish(
         slurm: str, kale: Kale, home: Path, tmp_path: Path,
         managers: Callable[..., Manager]) -> None:
-    """A 20 s pilot with one slot: the first task fits; the second starts at 12 s, cannot
-    finish before the pilot's end, is handed back at 18 s and runs in the next pilot."""
+    """A 30 s pilot with one slot: the first task ends at once; the second's first attempt
+    never ends by itself, so it is still running when the pilot nears its end: it is
+    handed back 2 s before, and runs again (and ends at once) in the next pilot. (The
+    pilot takes tasks for its first 25 s: time enough to start a worker and both tasks.)"""
     managers("--workers", "0")
-    wf = write(tmp_path / "wf.yaml", """\
+    marker = tmp_path / "first-attempt"
+    second = f"if [ -e {marker} ]; then echo $SLURM_JOB_ID; exit 0; fi; touch {marker}; " \
+             + gate_sh(tmp_path / "never")
+    wf = write(tmp_path / "wf.yaml", f"""\
 name: pilot-walltime
-executor: {kind: slurm, mode: pilot, walltime: "00:00:20", slots: 1, max_jobs: 1, idle: 5}
+executor: {{kind: slurm, mode: pilot, walltime: "00:00:30", slots: 1, max_jobs: 1, idle: 5}}
 tasks:
   one:
-    shell: sleep 12; echo $SLURM_JOB_ID
+    shell: echo $SLURM_JOB_ID
   two:
-    shell: sleep 12; echo $SLURM_JOB_ID
+    shell: {second}
     after: [one]
 """)
-    out = kale("run", str(wf), timeout=150)
+    out = kale("run", str(wf), timeout=240)
     assert out.returncode == 0, out.stderr
     run_id = out.stdout.strip()
     assert "two READY  requeued" in out.stderr, out.stderr
@@ -247,12 +256,13 @@ def test_the_manager_killed_while_jobs_wait_reattaches_to_them(
                    f"    resources: {{cpus: 2}}\n" for i in range(3))
     wf = write(tmp_path / "wf.yaml", "name: reattach\nexecutor: slurm\ntasks:\n" + body)
     run_id = kale("run", str(wf), "--detach").stdout.strip()
-    wait_until(lambda: len([j for j in batch_jobs(home) if j["native_id"]]) == 3, 30,
-             "three jobs submitted")
-    os.kill(int(m.doc["pid"]), signal.SIGKILL)
-    time.sleep(1)
+    wait_until(lambda: len([j for j in batch_jobs(home) if j["native_id"]]) == 3,
+               what="three jobs submitted")
+    pid = int(m.doc["pid"])
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not process_alive(pid), what="the killed manager to be gone")
     m.start()
-    wait_until(lambda: run_state(kale, run_id) == "SUCCEEDED", 120, "the run to succeed")
+    wait_until(lambda: run_state(kale, run_id) == "SUCCEEDED", what="the run to succeed")
     assert sorted(ledger.read_text().split()) == ["t0", "t1", "t2"]
     assert all(t["attempts"] == 1 for t in status(kale, run_id).values())
     assert len(batch_jobs(home)) == 3  # re-attached, not resubmitted
@@ -323,7 +333,7 @@ def test_from_python_a_run_on_slurm_goes_through_the_manager(slurm: str, kale: K
 
     try:
         run = wf.run()
-        assert run.wait(90).state.value == "SUCCEEDED"
+        assert run.wait(120).state.value == "SUCCEEDED"
         job = run.result("where")
         assert job in {j["native_id"] for j in batch_jobs(home)}
     finally:
