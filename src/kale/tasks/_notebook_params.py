@@ -35,6 +35,11 @@ def _tags(cell: NotebookNode) -> list[str]:
     return list(tags) if isinstance(tags, list) else []
 
 
+def has_parameters_cell(nb: NotebookNode) -> bool:
+    """Whether a cell of ``nb`` is tagged ``parameters`` (else parameters go at the top)."""
+    return any(PARAMETERS_TAG in _tags(c) for c in nb.cells)
+
+
 def literal(value: Any) -> str | None:
     """``repr(value)`` if it evaluates back to an equal value of the same type, else None."""
     try:

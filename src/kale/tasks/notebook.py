@@ -1,25 +1,35 @@
-"""Notebook tasks: a notebook executed papermill-style on a warm Jupyter kernel.
+"""Notebook tasks: a notebook executed as papermill executes it, on a fresh Jupyter
+kernel started ahead of demand.
 
-Parameters are injected in a cell tagged ``injected-parameters`` after the cell tagged
-``parameters``; the kernel runs with the task's directory as cwd, the task's environment
+As papermill: the kernel is the task's ``kernel``, else the notebook's kernelspec (an
+unknown one fails the task); parameters are injected in a cell tagged
+``injected-parameters`` after the cell tagged ``parameters``, or at the top when there is
+none (the task's log says so); ``sys.exit()``, ``sys.exit(0)`` and ``raise SystemExit``
+stop the notebook cleanly (later cells do not run, the task succeeds), any other exit
+code fails it. The kernel runs with the task's directory as cwd, the task's environment
 (``$KALE_RECORD_FILE`` included, so ``kale.record`` works) and the workflow folder at the
 head of ``sys.path``. Stream outputs are appended to the task's log files as they arrive,
 and the executed notebook, outputs included, is saved in the task's directory, also when a
-cell fails or the task is cancelled.
+cell fails, the task times out or is cancelled (:func:`left_behind` finds it then).
 
-Kernels come from a :class:`~kale.tasks.kernels.KernelPool` and are reset and reused
-between tasks, which is what makes a small notebook task cost milliseconds, not a kernel
-start (about half a second).
+Each task gets a kernel no other task used, from a :class:`~kale.tasks.kernels.KernelPool`
+that starts them ahead of demand; a task that opted into reusing kernels
+(:func:`~kale.tasks.kernels.kernel_reuse`) may get one that earlier such tasks used.
+After a successful task, the manifest of the user code its kernel loaded goes with the
+outcome (``Outcome.code``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import re
 import traceback
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,9 +39,17 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
 from kale.errors import KaleError
-from kale.tasks._notebook_params import ParameterError, inject
+from kale.tasks._notebook_params import ParameterError, has_parameters_cell, inject
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
-from kale.tasks.kernels import Kernel, KernelFailed, KernelPool, UnknownKernel
+from kale.tasks.kernels import (
+    REUSE_ENV,
+    Kernel,
+    KernelFailed,
+    KernelPool,
+    UnknownKernel,
+    choose_kernel,
+    kernel_reuse,
+)
 
 log = logging.getLogger("kale.notebook")
 
@@ -123,11 +141,19 @@ class NotebookRunner(TaskRunner):
     kind = "notebook"
 
     def __init__(self, slots: int = 1, pool_size: int | None = None, *,
-                 default_kernel: str = "python3", max_uses: int = 20) -> None:
+                 default_kernel: str = "python3", max_uses: int = 20,
+                 ahead: int | None = None, reuse: bool | None = None) -> None:
+        """``slots`` tasks at once; ``ahead`` fresh kernels kept started beyond those in
+        use (default: ``pool_size`` or ``slots``, plus up to 4 more); ``reuse`` the
+        default for tasks that do not set ``KALE_KERNEL_REUSE`` (None: that variable in
+        this process's environment, else no reuse)."""
         super().__init__(slots)
         self.lingering: set[asyncio.Task[None]] = set()  # failed tasks' kernels, kept
-        self.pool = KernelPool(slots if pool_size is None else pool_size,
-                               default=default_kernel, max_uses=max_uses)
+        size = slots if pool_size is None else pool_size
+        if ahead is None and pool_size is not None:
+            ahead = pool_size
+        self.pool = KernelPool(size, default=default_kernel, max_uses=max_uses, ahead=ahead)
+        self.reuse_default = None if reuse is None else ("1" if reuse else "0")
 
     async def start(self) -> None:
         """Warm the pool. A kernel that cannot start does not stop the run: each notebook
@@ -144,20 +170,24 @@ class NotebookRunner(TaskRunner):
         await self.pool.close()
 
     async def run(self, ctx: TaskContext) -> Outcome:
-        kernel_name = ctx.task.kernel or self.pool.default
         try:
-            self.pool.check(kernel_name)
-        except UnknownKernel as e:
+            reuse = kernel_reuse(ctx.env, self.reuse_default
+                                 if self.reuse_default is not None
+                                 else os.environ.get(REUSE_ENV))
+        except KaleError as e:
             return Outcome(ok=False, exit_code=1, error=str(e))
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         if ctx.task.kind == "python":  # a Python task run in a kernel: one cell calls it
-            from kale.tasks.python_kernel import call_notebook
+            from kale.tasks.python_kernel import call_notebook, python_outcome
 
+            kernel_name, source_of = choose_kernel(ctx.task.kernel, None, self.pool.default)
+            try:
+                self.pool.check(kernel_name, source_of)
+            except UnknownKernel as e:
+                return Outcome(ok=False, exit_code=1, error=str(e))
             call = ctx.workdir / ".kale-call.ipynb"
             outcome = await self._run_notebook(ctx, kernel_name, call_notebook(ctx), [None],
-                                               call, call)
-            from kale.tasks.python_kernel import python_outcome
-
+                                               call, call, reuse=reuse)
             return python_outcome(ctx, outcome)
         source = ctx.base_dir / str(ctx.task.target)
         if not source.is_file():
@@ -169,22 +199,36 @@ class NotebookRunner(TaskRunner):
         except Exception as e:
             return Outcome(ok=False, exit_code=1,
                            error=f"cannot read notebook {source}: {type(e).__name__}: {e}")
+        kernel_name, source_of = choose_kernel(ctx.task.kernel, nb.metadata, self.pool.default)
+        try:
+            self.pool.check(kernel_name, source_of)
+        except UnknownKernel as e:
+            return Outcome(ok=False, exit_code=1, error=f"{e}; name an installed kernel "
+                           "with the task's kernel: setting")
+        notes = []
+        if ctx.inputs and not has_parameters_cell(nb):
+            notes.append(f"kale: {source.name} has no cell tagged 'parameters': its "
+                         f"parameters ({', '.join(map(str, ctx.inputs))}) were injected at "
+                         "the top, as papermill does\n")
         try:
             origin = inject(nb, ctx.inputs, ctx.workdir)
         except ParameterError as e:
             return Outcome(ok=False, exit_code=1, error=str(e))
         saved = _output_path(ctx.workdir, source)
-        return await self._run_notebook(ctx, kernel_name, nb, origin, source, saved)
+        return await self._run_notebook(ctx, kernel_name, nb, origin, source, saved,
+                                        reuse=reuse, notes=notes, clean_exit=True)
 
     async def _run_notebook(self, ctx: TaskContext, kernel_name: str, nb: NotebookNode,
-                            origin: list[int | None], source: Path, saved: Path) -> Outcome:
+                            origin: list[int | None], source: Path, saved: Path, *,
+                            reuse: bool = False, notes: Sequence[str] = (),
+                            clean_exit: bool = False) -> Outcome:
         nb.metadata["kale"] = {"run_id": ctx.run_id, "task": ctx.task.name,
                                "attempt": ctx.attempt, "kernel": kernel_name,
                                "source": str(source)}
         artifacts = {"notebook": str(saved)}
 
         try:
-            kernel = await self.pool.acquire(kernel_name)
+            kernel = await self.pool.acquire(kernel_name, reuse=reuse)
         except UnknownKernel as e:
             return Outcome(ok=False, exit_code=1, error=str(e))
         except KernelFailed as e:
@@ -213,9 +257,13 @@ class NotebookRunner(TaskRunner):
                 return outcome
             logs = _Logs(ctx)
             try:
-                outcome, reusable = await self._cells(kernel, nb, origin, logs)
+                for note in notes:
+                    logs.write(logs.err, note)
+                outcome, reusable = await self._cells(kernel, nb, origin, logs, clean_exit)
             finally:
                 logs.close()
+            if outcome.ok:  # the user code it ran: stored with the result, checked on reuse
+                kernel.manifest = outcome.code = await kernel.user_code()
             seconds = ctx.task.debug_for
             if seconds and not outcome.ok and "ename" in outcome.details \
                     and ctx.on_kernel is not None:
@@ -237,7 +285,7 @@ class NotebookRunner(TaskRunner):
             else:
                 if ctx.on_kernel is not None:
                     ctx.on_kernel(None)
-                self.pool.release(kernel, reusable)  # no-op once discarded
+                self.pool.release(kernel, reusable, reuse)  # no-op once discarded
         try:
             _save(nb, saved)
         except Exception as e:
@@ -309,8 +357,10 @@ class NotebookRunner(TaskRunner):
                        details={"rejected": True, "decision": "reject"}), False
 
     async def _cells(self, kernel: Kernel, nb: NotebookNode, origin: list[int | None],
-                     logs: _Logs) -> tuple[Outcome, bool]:
-        """Execute every cell; return the outcome and whether the kernel may be reused."""
+                     logs: _Logs, clean_exit: bool = False) -> tuple[Outcome, bool]:
+        """Execute every cell; return the outcome and whether the kernel may be reused.
+        With ``clean_exit``, a cell ending in ``SystemExit`` with no code or code 0 stops
+        the notebook and the task succeeds (papermill's rule)."""
         client = _Client(nb, kernel.km, logs, timeout=None, kernel_name=kernel.name)
         client.kc = kernel.client
         where: list[int] = [0]
@@ -357,6 +407,12 @@ class NotebookRunner(TaskRunner):
         user = _user_index(origin, index)
         ename, evalue, tb = _error_of(nb.cells[index], err)
         at = f"cell {user}" if user is not None else "parameters cell"
+        if clean_exit and ename == "SystemExit" and evalue in ("", "0"):
+            logs.write(logs.err, f"kale: {at} exited (SystemExit{f'({evalue})' if evalue else ''}"
+                                 "): the notebook stops there and succeeds; later cells do "
+                                 "not run, as with papermill\n")
+            return Outcome(ok=True, exit_code=0,
+                           details={"exited_at": user, "exit_code": evalue or None}), True
         return Outcome(ok=False, exit_code=1, error=f"{at}: {ename}: {evalue}", traceback=tb,
                        details={"cell_index": user, "ename": ename, "evalue": evalue}), False
 
@@ -373,6 +429,29 @@ def _error_of(cell: NotebookNode, err: CellExecutionError) -> tuple[str, str, st
             return (str(out.get("ename", err.ename)), str(out.get("evalue", err.evalue)),
                     strip_ansi(tb) or f"{err.ename}: {err.evalue}")
     return err.ename, err.evalue, strip_ansi(err.traceback)
+
+
+def left_behind(ctx: TaskContext) -> dict[str, str]:
+    """The artifacts a task's attempt left in its directory, for the record of an attempt
+    that ended without an outcome (a timeout, a cancel): the executed notebook as far as it
+    ran, when this attempt saved one. Empty for tasks that are not notebooks, or when the
+    directory is not visible from here."""
+    if ctx.task.kind != "notebook":
+        return {}
+    if ctx.task.interactive is not None:
+        path = ctx.workdir / "step.ipynb"
+    else:
+        path = _output_path(ctx.workdir, ctx.base_dir / str(ctx.task.target))
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f).get("metadata", {}).get("kale", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(meta, dict) or (meta.get("run_id"), meta.get("task"),
+                                      meta.get("attempt")) != (ctx.run_id, ctx.task.name,
+                                                               ctx.attempt):
+        return {}  # an earlier attempt's notebook
+    return {"notebook": str(path)}
 
 
 def _output_path(workdir: Path, source: Path) -> Path:
