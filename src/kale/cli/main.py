@@ -141,7 +141,8 @@ def run(
     home: Home = None,
 ) -> None:
     """Run a workflow (all of it, or a selection) and print its run id. With a manager
-    running (`kale manager start`), the manager runs it on its workers."""
+    running (`kale manager start`), the manager runs it on its workers. Ctrl-C cancels
+    the run, wherever it runs; --detach leaves it running and returns at once."""
     from kale.engine.runs import RunOptions, create_run
     from kale.manager import service
     from kale.model.selection import Selection
