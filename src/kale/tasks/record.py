@@ -150,6 +150,9 @@ def kale_bin(run_dir: str | Path) -> Path | None:
     run_dir = Path(run_dir)
     if run_dir in _shims:
         return _shims[run_dir]
+    if os.pathsep in str(run_dir):  # it cannot be a PATH entry
+        _shims[run_dir] = None
+        return None
     import hashlib
 
     text = shim_text()
