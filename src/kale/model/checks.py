@@ -8,8 +8,8 @@ would import it (the workflow's folder first, then ``sys.path``), and its functi
 for in the module's syntax tree: a ``def``, ``async def``, ``class``, an assignment or an
 import of that name. A module whose names cannot be known without running it (a
 module-level ``__getattr__``, a star import, ``globals()``, a compiled extension) is
-accepted. The kernel a notebook task runs on is the task's ``kernel``, else the notebook's
-kernelspec (``metadata.kernelspec.name``), else ``python3``; it must be an installed
+accepted. The kernel a notebook task runs on (the task's ``kernel``, else the notebook's
+kernelspec, else ``python3``: the notebook runner's own rule) must be an installed
 kernelspec.
 """
 
@@ -22,15 +22,13 @@ import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kale.errors import Problem
 
 if TYPE_CHECKING:
     from kale.model.workflow import Task, Workflow
 
-#: the kernel of a notebook that names none (Jupyter's own default)
-DEFAULT_KERNEL = "python3"
 #: larger notebooks are not parsed for their kernelspec (the check is skipped)
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 #: the files a module can be, in the order the import system looks for them
@@ -65,7 +63,8 @@ class _Checker:
     base_dir: Path
     modules: dict[str, _Module] = field(default_factory=dict)
     defined: dict[Path, tuple[set[str] | None, str | None]] = field(default_factory=dict)
-    notebooks: dict[Path, tuple[str | None, str | None]] = field(default_factory=dict)
+    notebooks: dict[Path, tuple[dict[str, Any] | None, str | None]] = field(
+        default_factory=dict)
     kernels: list[str] | None = None
 
     def task(self, task: Task) -> list[Problem]:
@@ -75,8 +74,8 @@ class _Checker:
         if task.kind == "python":
             out = self.python(task.target, (*path, "python")) \
                 if isinstance(task.target, str) else []
-            if isinstance(task.kernel, str):
-                out += self.kernel(task.kernel, "the task's kernel", (*path, "kernel"))
+            if isinstance(task.kernel, str) and task.kernel:
+                out += self.kernel(task.kernel, None, (*path, "kernel"))
             return out
         return []
 
@@ -85,25 +84,25 @@ class _Checker:
         file = self.base_dir / task.target
         if file not in self.notebooks:
             self.notebooks[file] = _notebook_kernel(file)
-        kernelspec, error = self.notebooks[file]
+        metadata, error = self.notebooks[file]
         if error:
             return [Problem(error, (*path, "notebook"))]
-        if isinstance(task.kernel, str):
-            return self.kernel(task.kernel, "the task's kernel", (*path, "kernel"))
-        if kernelspec:
-            return self.kernel(kernelspec, "named by the notebook's kernelspec",
-                               (*path, "notebook"))
-        return self.kernel(DEFAULT_KERNEL, "the default, for a notebook that names none",
-                           (*path, "notebook"))
+        if isinstance(task.kernel, str) and task.kernel:
+            return self.kernel(task.kernel, None, (*path, "kernel"))
+        return [] if metadata is None else self.kernel(None, metadata, (*path, "notebook"))
 
-    def kernel(self, name: str, what: str, path: tuple[str | int, ...]) -> list[Problem]:
+    def kernel(self, task_kernel: str | None, metadata: dict[str, Any] | None,
+               path: tuple[str | int, ...]) -> list[Problem]:
+        """The kernel the task runs on must be installed (the notebook runner's rule,
+        :func:`kale.tasks.kernels.choose_kernel`, and its message)."""
+        from kale.tasks.kernels import UnknownKernel, choose_kernel
+
+        name, source = choose_kernel(task_kernel, metadata)
         if self.kernels is None:
             self.kernels = installed_kernels()
         if name.lower() in self.kernels:
             return []
-        return [Problem(f"no such kernel: {name} ({what}; installed: "
-                        f"{', '.join(self.kernels) or 'none'}; see `jupyter kernelspec list`)",
-                        path)]
+        return [Problem(str(UnknownKernel(name, self.kernels, source)), path)]
 
     # -- Python functions ----------------------------------------------------------------
     def python(self, target: str, path: tuple[str | int, ...]) -> list[Problem]:
@@ -142,8 +141,9 @@ def installed_kernels() -> list[str]:
     return sorted(KernelSpecManager(kernel_dirs=folders).find_kernel_specs())
 
 
-def _notebook_kernel(file: Path) -> tuple[str | None, str | None]:
-    """The notebook's kernelspec name (None if it names none), or why it cannot be run."""
+def _notebook_kernel(file: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The notebook's metadata (None: not read, the file is too large), or why it cannot
+    be run."""
     try:
         size = file.stat().st_size
     except FileNotFoundError:
@@ -163,9 +163,7 @@ def _notebook_kernel(file: Path) -> tuple[str | None, str | None]:
     if not isinstance(data, dict) or not isinstance(data.get("cells", []), list):
         return None, f"not a notebook (no cells): {file}"
     meta = data.get("metadata")
-    spec = meta.get("kernelspec") if isinstance(meta, dict) else None
-    name = spec.get("name") if isinstance(spec, dict) else None
-    return (name if isinstance(name, str) and name else None), None
+    return (meta if isinstance(meta, dict) else {}), None
 
 
 def _find_module(name: str, base_dir: Path) -> _Module:
