@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from conftest import Kale
 from kale import TaskState, Workflow
@@ -113,8 +112,6 @@ def test_a_command_reference_counts_for_reuse(kale: Kale, tmp_path: Path) -> Non
     assert first["use"]["state"] == "SUCCEEDED"
 
 
-@pytest.mark.xfail(strict=True, reason="kale/engine/keys.py counts only the parameters a "
-                   "task references in its parameters; it must use Task.refs()")
 def test_a_parameter_in_a_command_counts_for_reuse(kale: Kale, tmp_path: Path) -> None:
     wf = write(tmp_path, "wf.yaml", """\
         name: reuse

@@ -388,6 +388,12 @@ class Engine:
                 return prev
         return None
 
+    def _named_inputs(self, name: str) -> dict[str, str]:
+        """The files a shell command named that it read, as they were when it started: a
+        file the task itself changed (``>> /scratch/me/log``) is its output, not its code."""
+        named = self._named.pop(name, {})
+        return {p: h for p, h in named.items() if usercode.file_hash(p) == h}
+
     def _output_files(self, name: str, result: Any) -> dict[str, str]:
         """The declared output files in a shell or notebook task's result (their content,
         not their path, goes into the result's hash)."""
@@ -659,7 +665,7 @@ class Engine:
             self._change(name, S.SUCCEEDED, "", {
                 "ended_at": now, "exit_code": out.exit_code, **enc,
                 "artifacts": _json(out.artifacts),
-                "code": _json({**(out.code or {}), **self._named.pop(name, {})})},
+                "code": _json({**(out.code or {}), **self._named_inputs(name)})},
                 attempt_row)
             self._upstream_done(name)
             return

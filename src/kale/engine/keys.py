@@ -20,7 +20,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kale.model.refs import iter_refs
 from kale.model.workflow import Task
 
 #: the result hash of ``None`` (see kale.store.results)
@@ -39,7 +38,7 @@ def cache_key(task: Task, definition: str, upstream: Sequence[str],
     if task.kind == "python":
         used = dict(params)
     else:
-        refs = [r for r in iter_refs(task.parameters) if r.is_param]
+        refs = [r for r in task.refs() if r.is_param]
         used = (dict(params) if any(r.key is None for r in refs)  # ${params}: all of them
                 else {r.key: params.get(r.key) for r in refs if r.key is not None})
     h = hashlib.sha256(json.dumps([task.name, definition]).encode())
