@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-
 from conftest import Kale
 from kale import TaskState, Workflow
 
