@@ -376,3 +376,16 @@ def test_cancel_from_another_handle_stops_the_run(home: Path) -> None:
     run.wait(timeout=15)
     assert run.state is RunState.CANCELLED
     assert run["nap"].state is TaskState.CANCELLED
+
+
+def test_a_python_task_finds_kale_on_its_path(home: Path, tmp_path: Path) -> None:
+    def shell_out() -> str:
+        import subprocess
+
+        subprocess.run(["kale", "record", "answer", "42"], check=True)
+        return "done"
+
+    wf = Workflow("path", base_dir=tmp_path)
+    wf.python(shell_out)
+    run = wf.run().wait()
+    assert run.state is RunState.SUCCEEDED, run["shell_out"].record.error

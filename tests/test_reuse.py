@@ -250,3 +250,4 @@ def test_a_script_a_shell_command_names_is_part_of_its_code(kale: Kale, tmp_path
     third = _run(kale, str(wf))
     assert _tasks(kale, third)["analyse"]["reused_from"] is None
     assert kale("logs", third, "analyse").stdout == "second version\n"
+

@@ -18,6 +18,7 @@ from typing import Any
 from kale.store.results import loads
 from kale.tasks import procs
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
+from kale.tasks.record import task_path
 
 
 class _Worker:
@@ -69,6 +70,13 @@ class _Worker:
         self.conn.close()
 
 
+def _env(ctx: TaskContext) -> dict[str, str]:
+    """The task's environment, with Kale's ``kale`` first on its PATH (as for shell tasks:
+    ``subprocess.run(["kale", "record", ...])`` works)."""
+    path = task_path(ctx.workdir.parent, ctx.env.get("PATH") or os.environ.get("PATH"))
+    return ctx.env if path is None else {**ctx.env, "PATH": path}
+
+
 def _cwd() -> str:
     try:
         return os.getcwd()
@@ -117,7 +125,7 @@ class PythonRunner(TaskRunner):
             "func": self._func(ctx.task.target), "inputs": ctx.inputs,
             "upstream": ctx.upstream, "params": ctx.params, "workdir": str(ctx.workdir),
             "stdout": str(ctx.stdout_path), "stderr": str(ctx.stderr_path),
-            "env": ctx.env, "base_dir": str(ctx.base_dir),
+            "env": _env(ctx), "base_dir": str(ctx.base_dir),
         }
         try:
             data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
