@@ -672,7 +672,7 @@ def test_a_cancelled_notebook_task_lists_its_notebook(tmp_path: Path, home: Path
     finally:
         run.cancel()
     run.wait(timeout=120)
-    record = run["slow"].record()
+    record = run["slow"].record
     assert record.state.value == "CANCELLED"
     assert record.artifacts == {"notebook": str(run.run_dir / "slow" / "nb.ipynb")}
 

@@ -44,7 +44,7 @@ from queue import Empty
 from typing import Any
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 
 from kale.errors import KaleError
@@ -155,9 +155,11 @@ def installed_kernels(refresh: bool = False) -> list[str]:
 
 
 def check_kernel(name: str, source: str = "") -> None:
-    """Raise :class:`UnknownKernel` unless a kernelspec named ``name`` is installed.
-    ``source`` says where the name came from, for the message."""
-    if name not in installed_kernels() and name not in installed_kernels(refresh=True):
+    """Raise :class:`UnknownKernel` unless a kernelspec named ``name`` is installed
+    (kernelspec names are case-insensitive, as jupyter_client looks them up). ``source``
+    says where the name came from, for the message."""
+    key = _alias(name).lower()
+    if key not in installed_kernels() and key not in installed_kernels(refresh=True):
         raise UnknownKernel(name, installed_kernels(), source)
 
 
@@ -173,13 +175,18 @@ def notebook_kernel(metadata: Mapping[str, Any]) -> str | None:
 def choose_kernel(task_kernel: str | None, metadata: Mapping[str, Any] | None,
                   default: str = DEFAULT_KERNEL) -> tuple[str, str]:
     """``(kernel name, where it came from)``: the task's ``kernel``, else the notebook's
-    kernelspec, else ``default``."""
+    kernelspec, else ``default``. ``python`` is ``python3``, as jupyter_client (and so
+    papermill) takes it."""
     if task_kernel:
-        return task_kernel, "the task's kernel"
+        return _alias(task_kernel), "the task's kernel"
     named = notebook_kernel(metadata or {})
     if named:
-        return named, "the notebook's kernelspec"
+        return _alias(named), "the notebook's kernelspec"
     return default, "the default kernel"
+
+
+def _alias(name: str) -> str:
+    return NATIVE_KERNEL_NAME if name == "python" else name
 
 
 def kernel_for(notebook: str | os.PathLike[str] | None, task_kernel: str | None = None,
@@ -249,11 +256,14 @@ class _Forked:
         self._sent = 0
         self.returncode: int | None = None
 
+    def _readable(self, timeout: float | None) -> bool:
+        poller = select.poll()  # not select(): a busy worker may hold fds beyond 1024
+        poller.register(self._fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else int(timeout * 1000)))
+
     def poll(self) -> int | None:
-        if self.returncode is None:
-            readable, _, _ = select.select([self._fd], [], [], 0)
-            if readable:
-                self._exited()
+        if self.returncode is None and self._readable(0):
+            self._exited()
         return self.returncode
 
     def _exited(self) -> None:
@@ -264,8 +274,7 @@ class _Forked:
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            readable, _, _ = select.select([self._fd], [], [], timeout)
-            if not readable:
+            if not self._readable(timeout):
                 raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout or 0)
             self._exited()
         assert self.returncode is not None
@@ -292,6 +301,11 @@ class _Forked:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:
@@ -760,6 +774,7 @@ class KernelPool:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(_retrieved)  # its failure was told where it matters
 
     def _top_up(self, name: str) -> None:
         """Start fresh kernels of ``name`` in the background until ``ahead`` are ready or
