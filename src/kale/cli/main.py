@@ -19,7 +19,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kale.cli.values import RULE as VALUE_HELP
 from kale.errors import (
     ExportError,
     KaleError,
@@ -28,6 +27,7 @@ from kale.errors import (
     UsageError,
     ValidationError,
 )
+from kale.spec.values import RULE as VALUE_HELP
 
 app = typer.Typer(
     name="kale", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -88,9 +88,9 @@ def _store(home: Path | None) -> Any:
 
 
 def parse_param(text: str, hint: str = "-p") -> tuple[str, Any]:
-    """``KEY=VALUE``, VALUE read by :func:`kale.cli.values.parse_value` (the one rule for
+    """``KEY=VALUE``, VALUE read by :func:`kale.spec.values.parse_value` (the one rule for
     every value typed on the command line)."""
-    from kale.cli.values import parse_value
+    from kale.spec.values import parse_value
 
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -473,7 +473,7 @@ def export(source: Annotated[str, typer.Argument(
     if source.endswith((".yaml", ".yml")):
         from kale.spec import load_workflow
 
-        wf = load_workflow(source)
+        wf = load_workflow(source, check_files=False)  # a format conversion: files may be elsewhere
     elif ":" in source:
         wf = _python_workflow(source)
     else:
@@ -855,7 +855,7 @@ def record(name: Annotated[str, typer.Argument(metavar="NAME", help="The result 
            value: Annotated[str, typer.Argument(metavar="VALUE", help=VALUE_HELP)]) -> None:
     """Record a value as part of the current task's result (for shell tasks; in Python,
     kale.record(name, value))."""
-    from kale.cli.values import parse_value
+    from kale.spec.values import parse_value
     from kale.tasks.record import record as do_record
 
     try:

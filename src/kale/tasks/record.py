@@ -12,7 +12,7 @@ The file holds one frame per record, in the order they were made:
   typed. It is written by a small POSIX sh script that Kale puts first on every task's
   ``PATH`` (:func:`task_path`), so recording costs about a millisecond and needs no
   Python. VALUE is read when the records are read, by the rule of every value typed on
-  the command line (:func:`kale.cli.values.parse_value`: ``3`` a number, ``true`` a bool,
+  the command line (:func:`kale.spec.values.parse_value`: ``3`` a number, ``true`` a bool,
   ``abc`` a string...). Values that look like JSON (``[``, ``{``, ``"``) and anything but
   ``kale record NAME VALUE`` go to the ``kale`` command itself, which checks them at once.
   Nothing a shell writes is ever unpickled.
@@ -93,7 +93,7 @@ def _read_all(data: bytes) -> dict[str, Any]:
 
 
 def _shell_value(name: str, text: str) -> Any:
-    from kale.cli.values import parse_value
+    from kale.spec.values import parse_value
 
     try:
         return parse_value(text)
