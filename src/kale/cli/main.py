@@ -659,7 +659,10 @@ def _home_path(home: Path | None) -> Path:
 
 @manager_app.command("start")
 def manager_start(
-    port: Annotated[int, typer.Option(metavar="PORT", help="TCP port on the host.")] = 8765,
+    port: Annotated[int, typer.Option(
+        min=0, max=65535, metavar="PORT",
+        help="TCP port on the host (0, the default: one the system chooses; "
+        "manager.json and `kale manager status` say which).")] = 0,
     host: Annotated[str, typer.Option(metavar="ADDRESS",
                                       help="Address to listen on (keep it local).")
                     ] = "127.0.0.1",

@@ -4,7 +4,7 @@ function render({ model, el }) {
   const field = (name, input) => h("label", {}, name, input);
   const method = h("select", { name: "method" }, h("option", { value: "token" }, "manager URL + token"),
                    h("option", { value: "ssh" }, "SSH (key or agent)"));
-  const url = h("input", { name: "url", placeholder: "http://127.0.0.1:8765", style: "width:16em" });
+  const url = h("input", { name: "url", placeholder: "http://127.0.0.1:PORT", style: "width:16em" });
   const token = h("input", { name: "token", type: "password", autocomplete: "off", style: "width:14em" });
   const tokenFile = h("input", { name: "token_file", placeholder: "~/.kale/token", style: "width:12em" });
   const host = h("input", { name: "host", placeholder: "login.cluster.org", style: "width:14em" });

@@ -1,0 +1,150 @@
+"""Safe on a shared login node (issue 13): what another user's process on the same host can
+and cannot do to a Kale manager. Real processes, real sockets."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Kale
+
+
+class _Squatter(http.server.ThreadingHTTPServer):
+    """Another user's server on a port: it answers everything and logs what it is sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str]] = []
+        squatter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                squatter.seen.append(dict(self.headers))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_POST = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.fixture
+def squatter() -> Iterator[_Squatter]:
+    server = _Squatter()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_taken_port_is_an_error_and_no_token_reaches_its_holder(
+        kale: Kale, home: Path, squatter: _Squatter) -> None:
+    port = squatter.server_address[1]
+    out = kale("manager", "start", "--port", str(port), "--workers", "0")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "Address already in use" in out.stderr and "Traceback" not in out.stderr
+    assert not (home / "manager.json").exists()
+    assert kale("manager", "status").returncode != 0  # no manager is said to run
+    # nothing was sent the user's token (nor anything at all)
+    assert not any("Authorization" in h or "authorization" in h for h in squatter.seen)
+
+
+def _home_env(home: Path) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "KALE_HOME": str(home), "COLUMNS": "200"}
+
+
+def test_two_homes_start_managers_with_default_options_at_once(tmp_path: Path) -> None:
+    homes = [tmp_path / "alice", tmp_path / "bob"]
+    cli = [sys.executable, "-m", "kale.cli.main"]
+    try:
+        starts = [subprocess.Popen([*cli, "manager", "start", "--workers", "1"],
+                                   env=_home_env(h), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True) for h in homes]
+        for p in starts:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        docs = [json.loads((h / "manager.json").read_text()) for h in homes]
+        assert docs[0]["port"] != docs[1]["port"]
+        assert all(d["port"] != 8765 for d in docs)  # no well-known port
+        for h, doc in zip(homes, docs, strict=True):
+            # the port in manager.json is the one this manager's process listens on
+            assert _listening_pid(doc["port"]) == doc["pid"]
+            wf = h / "wf.yaml"
+            wf.write_text("name: hello\ntasks:\n  hi:\n    shell: echo hi from $KALE_RUN_ID\n")
+            run = subprocess.run([*cli, "run", str(wf)], env=_home_env(h),
+                                 capture_output=True, text=True, timeout=300)
+            assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        for h in homes:
+            subprocess.run([*cli, "manager", "stop"], env=_home_env(h), capture_output=True,
+                           timeout=120)
+
+
+def test_starting_a_managers_home_twice_at_once_leaves_one_manager(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    cli = [sys.executable, "-m", "kale.cli.main"]
+    try:
+        starts = [subprocess.Popen([*cli, "manager", "start", "--workers", "0"],
+                                   env=_home_env(home), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in starts]
+        assert [p.returncode for p in starts] == [0, 0], outs
+        doc = json.loads((home / "manager.json").read_text())
+        assert _managers_of(home) == [doc["pid"]]
+    finally:
+        subprocess.run([*cli, "manager", "stop"], env=_home_env(home), capture_output=True,
+                       timeout=120)
+
+
+def _listening_pid(port: int) -> int | None:
+    """The pid of the process with a listening TCP socket on ``port`` (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # LISTEN
+                inodes.add(fields[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = str(fd.readlink())
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def _managers_of(home: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"kale.manager.service" in cmd and str(home).encode() in cmd:
+            found.append(int(proc.name))
+    return found
+
