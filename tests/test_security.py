@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import http.server
 import json
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import Kale
+from conftest import Kale, Manager
+from kale import Client, Workflow
 
 
 class _Squatter(http.server.ThreadingHTTPServer):
@@ -148,3 +150,40 @@ def _managers_of(home: Path) -> list[int]:
             found.append(int(proc.name))
     return found
 
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_latest_and_reuse_are_each_users_own_on_a_shared_manager(
+        kale: Kale, home: Path, managers: Callable[..., Manager], store_url: str,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KALE_STORE_URL", store_url)
+    m = managers("--workers", "1")
+    out = kale("manager", "add-user", "mallory")
+    assert out.returncode == 0, out.stderr
+    mallory = json.loads(out.stdout)
+    token_file = tmp_path / "mallory-worker-token"
+    token_file.write_text(mallory["worker_token"])
+    worker = kale.popen("worker", "--token-file", str(token_file), "--id", "mallory-1")
+    try:
+        # mallory runs a workflow with the owner's workflow and task names first
+        forged = Workflow("shared-name")
+        forged.shell("value", "echo forged > value.txt", outputs=["value.txt"])
+        with Client(url=m.url, token=mallory["token"]) as as_mallory:
+            hers = as_mallory.submit(forged)
+            assert hers.wait(120).state.value == "SUCCEEDED"
+        real = Workflow("shared-name")
+        real.shell("value", "echo forged > value.txt", outputs=["value.txt"])
+        with m.client() as owner:
+            own = owner.submit(real)
+            assert own.wait(120).state.value == "SUCCEEDED"
+            task = owner.task(own.id, "value")
+            assert task["reused_from"] is None  # never another user's result
+            assert owner.status("latest")["run"]["id"] == own.id
+        with Client(url=m.url, token=mallory["token"]) as as_mallory:
+            # her latest is her own run, although the owner's is newer
+            assert as_mallory.status("latest")["run"]["id"] == hers.id
+            with pytest.raises(Exception, match="404"):
+                as_mallory.status(own.id[:-1])  # nor does a prefix find the owner's
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=60)

@@ -124,10 +124,8 @@ def create_app(settings: Settings) -> FastAPI:
         return [who.user, None] if who.user == tokens.owner else [who.user]
 
     def own_run(who: Identity, run_id: str) -> Any:
-        rec = store.get_run(run_id)
-        if rec.submitted_by not in users_of(who):
-            raise RunNotFound(run_id)
-        return rec
+        """A run of this user's (``latest`` and id prefixes look among theirs only)."""
+        return store.get_run(run_id, users=users_of(who))
 
     @app.exception_handler(KaleError)
     async def kale_error(_request: Request, exc: KaleError) -> JSONResponse:

@@ -277,23 +277,31 @@ class Store:
                               .where(T.runs.c.id == run_id)).scalar()
         return value is not None
 
-    def get_run(self, run_id: str) -> RunRecord:
-        """A run by id, unique id prefix, or ``latest``."""
+    def get_run(self, run_id: str, users: Sequence[str | None] | None = None) -> RunRecord:
+        """A run by id, unique id prefix, or ``latest``; with ``users``, only among the runs
+        of those users (None stands for runs made without a manager)."""
         if run_id == "latest":
-            latest = self.latest_run()
-            if latest is None:
+            newest = self.runs(1, users=users)
+            if not newest:
                 raise RunNotFound(run_id)
-            return latest
+            return newest[0]
+        mine = _users_clause(users)
         with self.engine.connect() as c:
             row = c.execute(sa.select(*_RUN_COLUMNS).where(T.runs.c.id == run_id)).first()
             if row is None:
                 # Unique prefix match, so people can type the start of an id.
-                rows = c.execute(sa.select(*_RUN_COLUMNS).where(
-                    T.runs.c.id.startswith(run_id, autoescape=True)).limit(2)).all()
+                q = sa.select(*_RUN_COLUMNS).where(
+                    T.runs.c.id.startswith(run_id, autoescape=True))
+                if mine is not None:
+                    q = q.where(mine)
+                rows = c.execute(q.limit(2)).all()
                 if len(rows) != 1:
                     raise RunNotFound(run_id)
                 row = rows[0]
-        return _run(row, self)
+        rec = _run(row, self)
+        if users is not None and rec.submitted_by not in users:
+            raise RunNotFound(run_id)
+        return rec
 
     def run_spec(self, run_id: str) -> dict[str, Any]:
         with self.engine.connect() as c:
@@ -314,12 +322,9 @@ class Store:
         """The newest runs; ``users``: only runs submitted by these (None: not through a
         manager)."""
         q = sa.select(*_RUN_COLUMNS).order_by(T.runs.c.created_at.desc()).limit(limit)
-        if users is not None:
-            named = [u for u in users if u is not None]
-            cond: Any = T.runs.c.submitted_by.in_(named)
-            if None in users:
-                cond = cond | T.runs.c.submitted_by.is_(None)
-            q = q.where(cond)
+        mine = _users_clause(users)
+        if mine is not None:
+            q = q.where(mine)
         with self.engine.connect() as c:
             rows = c.execute(q).all()
         return [_run(r, self) for r in rows]
@@ -431,12 +436,9 @@ class Store:
              .where((T.runs.c.workflow == workflow) & (T.tasks.c.state == "SUCCEEDED")
                     & T.tasks.c.cache_key.is_not(None))
              .order_by(T.tasks.c.ended_at.desc().nulls_last()))
-        if users is not None:
-            named = [u for u in users if u is not None]
-            cond: Any = T.runs.c.submitted_by.in_(named)
-            if None in users:
-                cond = cond | T.runs.c.submitted_by.is_(None)
-            q = q.where(cond)
+        mine = _users_clause(users)
+        if mine is not None:
+            q = q.where(mine)
         with self.engine.connect() as c:
             rows = c.execute(q).all()
         out: dict[str, list[TaskRecord]] = {}
@@ -451,6 +453,16 @@ _ATTEMPT_SQL = ("INSERT INTO attempts (run_id, task, number, state, started_at, 
                 "VALUES (:run_id, :task, :number, :state, :started_at, :worker)")
 _PLACEHOLDER = re.compile(r":([A-Za-z_]\w*)")
 _SCHEMA_LOCK = 0x6B616C65  # "kale": the advisory lock held while creating the schema
+
+
+def _users_clause(users: Sequence[str | None] | None) -> Any:
+    """Runs of these users (None stands for runs made without a manager); None: anyone's."""
+    if users is None:
+        return None
+    cond: Any = T.runs.c.submitted_by.in_([u for u in users if u is not None])
+    if None in users:
+        cond = cond | T.runs.c.submitted_by.is_(None)
+    return cond
 
 
 def _nul_free(value: Any) -> Any:
