@@ -237,6 +237,7 @@ def kernel_reuse(env: Mapping[str, str], default: str | None = None) -> bool:
 
 _FORKSERVER = Path(__file__).resolve().parent.parent / "kernels" / "forkserver.py"
 _LAUNCHERS = ("ipykernel_launcher", "ipykernel")
+_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 # ``python -c`` (the working directory is not on sys.path while it imports ipykernel, as
 # with ipykernel_launcher), running the factory's file by path: any Python runs it
 _BOOTSTRAP = "import sys; p = sys.argv[1]; exec(compile(open(p).read(), p, 'exec'))"
@@ -469,17 +470,53 @@ class _KernelManager(AsyncKernelManager):
         env = dict(kw.get("env") or os.environ)
         env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher sets it
         try:
+            self._zero_ports()
             proc = await factory.fork(argv, env, str(kw.get("cwd") or os.getcwd()),
                                       timeout=30.0)
-        except KernelFailed as e:
-            log.warning("%s; starting the kernel without it", e)
+        except (KernelFailed, OSError, ValueError) as e:
+            log.warning("%s; starting the kernel without the factory", e)
+            self._connection_file_written = False
+            self.write_connection_file()  # with the ports jupyter_client picked
             await super()._async_launch_kernel(kernel_cmd, **kw)
             return
         prov.process = proc
         prov.pid = proc.pid
         prov.pgid = None  # _Forked signals the group itself, while the kernel lives
         prov.cwd = kw.get("cwd")
+        for port, number in (await self._kernel_ports(proc, timeout=30.0)).items():
+            setattr(self, port, number)
+        prov.connection_info = self.get_connection_info()
         self._reconcile_connection_info(prov.connection_info)
+
+    def _zero_ports(self) -> None:
+        """Let the kernel choose its own ports: jupyter_client picks free ports here and
+        the kernel binds them later, so two processes starting kernels at once can pick
+        the same port (the later kernel then dies: "Address already in use"). A kernel
+        given port 0 binds a port the system picks, atomically, and writes the ports it
+        got back to its connection file."""
+        with open(self.connection_file, encoding="utf-8") as f:
+            info = json.load(f)
+        info.update(dict.fromkeys(_PORTS, 0))
+        with open(self.connection_file, "w", encoding="utf-8") as f:  # keeps its 0600 mode
+            json.dump(info, f)
+
+    async def _kernel_ports(self, proc: _Forked, timeout: float) -> dict[str, int]:
+        """The ports the kernel bound, once it wrote them to its connection file."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with open(self.connection_file, encoding="utf-8") as f:
+                    info = json.load(f)
+                if all(isinstance(info.get(p), int) and info[p] > 0 for p in _PORTS):
+                    return {p: int(info[p]) for p in _PORTS}
+            except (OSError, ValueError):
+                pass  # being written
+            if proc.poll() is not None:
+                raise KernelFailed(f"kernel {self.kernel_name} died while starting")
+            if time.monotonic() > deadline:
+                raise KernelFailed(f"kernel {self.kernel_name} did not start within "
+                                   f"{timeout:g} s")
+            await asyncio.sleep(0.005)
 
 
 
@@ -842,6 +879,19 @@ class KernelPool:
         return None
 
     async def _start(self, name: str, factory: KernelFactory | None) -> Kernel:
+        """Start a kernel; again (twice at most) when it died while starting: a kernel
+        jupyter_client launches binds ports picked before, which another process may have
+        taken in between."""
+        for attempt in range(3):
+            try:
+                return await self._start_once(name, factory)
+            except KernelFailed as e:
+                if "died while starting" not in str(e) or attempt == 2:
+                    raise
+                log.debug("%s; starting another", e)
+        raise AssertionError("unreachable")
+
+    async def _start_once(self, name: str, factory: KernelFactory | None) -> Kernel:
         if self._closed:
             raise KernelFailed("the kernel pool is closed")
         k = Kernel(name, factory)
