@@ -187,3 +187,60 @@ def test_latest_and_reuse_are_each_users_own_on_a_shared_manager(
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=60)
+
+
+# -- bad input stays bad input ----------------------------------------------------------
+def test_a_billion_laughs_file_is_refused(kale: Kale, tmp_path: Path) -> None:
+    lines = ["name: lol", 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    lines += ["tasks:", "  t:", "    shell: echo", "    parameters: {p: *a9}"]
+    wf = tmp_path / "laughs.yaml"
+    wf.write_text("\n".join(lines) + "\n")  # 10^10 values once expanded
+    out = kale("validate", str(wf))
+    assert out.returncode == 2
+    assert "aliases expand this document to more than" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_deep_nesting_is_a_message_not_a_traceback(kale: Kale, tmp_path: Path) -> None:
+    for depth in (100, 5000):
+        wf = tmp_path / f"deep{depth}.yaml"
+        wf.write_text("name: deep\ntasks:\n  t:\n    shell: echo\n    parameters: {p: "
+                      + "[" * depth + "]" * depth + "}\n")
+        out = kale("validate", str(wf))
+        assert out.returncode == 2, out.stderr
+        assert "nested more than 64 levels deep" in out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_api_docs_are_off_and_huge_offsets_are_4xx(
+        kale: Kale, managers: Callable[..., Manager], tmp_path: Path) -> None:
+    import httpx
+
+    m = managers("--workers", "1")
+    for page in ("/docs", "/redoc"):
+        assert httpx.get(m.url + page).status_code == 404
+    wf = Workflow("logs")
+    wf.shell("hi", "echo hi")
+    with m.client() as client:
+        run = client.submit(wf)
+        assert run.wait(120).state.value == "SUCCEEDED"
+    for path, query in ((f"/api/runs/{run.id}/tasks/hi/logs", "offset"),
+                        (f"/api/runs/{run.id}/tasks/hi/resources", "after"),
+                        (f"/api/runs/{run.id}/events", "after")):
+        for value in ("99999999999999999999999", "-1"):
+            r = httpx.get(m.url + path, params={query: value}, headers=m.headers())
+            assert r.status_code == 422, (path, value, r.status_code, r.text)
+
+
+def test_an_existing_home_readable_by_others_is_made_private(tmp_path: Path) -> None:
+    import os
+
+    home = tmp_path / "open-home"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    out = subprocess.run([sys.executable, "-m", "kale.cli.main", "runs"], env=_home_env(home),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert os.stat(home).st_mode & 0o777 == 0o700
+    assert "made it private" in out.stderr

@@ -13,7 +13,26 @@ def kale_home(home: str | Path | None = None) -> Path:
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o700)
+    else:
+        _make_private(path)
     return path.resolve()
+
+
+_checked: set[Path] = set()
+
+
+def _make_private(path: Path) -> None:
+    """A home others can read or enter (tokens, results, logs) is made private, saying so."""
+    if path in _checked:
+        return
+    st = path.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        path.chmod(0o700)
+        import sys
+
+        print(f"kale: {path} was readable by others (mode {st.st_mode & 0o777:o}); made it "
+              "private (700): it holds your tokens, results and logs", file=sys.stderr)
+    _checked.add(path)
 
 
 def store_url(home: Path) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -103,7 +103,10 @@ def create_app(settings: Settings) -> FastAPI:
             batch.stop()  # batch jobs go on; the next manager re-attaches to them
         host.detach_all()
 
-    app = FastAPI(title="Kale manager", version=kale.__version__, lifespan=lifespan)
+    # No /docs or /redoc: they would load Swagger's scripts from a CDN, and need no token.
+    # The API's description is /openapi.json.
+    app = FastAPI(title="Kale manager", version=kale.__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.state.broker, app.state.host, app.state.drain = broker, host, drain
     bearer = HTTPBearer(auto_error=False)
@@ -248,7 +251,8 @@ def create_app(settings: Settings) -> FastAPI:
         return {"json": rec.result_json}
 
     @app.get("/api/runs/{run_id}/tasks/{task}/logs", response_class=PlainTextResponse)
-    def logs(who: User, run_id: str, task: str, stream: str = "stdout", offset: int = 0) -> str:
+    def logs(who: User, run_id: str, task: str, stream: str = "stdout",
+             offset: Offset = 0) -> str:
         if stream not in ("stdout", "stderr"):
             raise HTTPException(422, "stream is stdout or stderr")
         rec = store.task(own_run(who, run_id).id, task)
@@ -260,14 +264,15 @@ def create_app(settings: Settings) -> FastAPI:
             return f.read().decode(errors="replace")
 
     @app.get("/api/runs/{run_id}/tasks/{task}/resources")
-    def resources(who: User, run_id: str, task: str, after: int = 0) -> list[dict[str, Any]]:
+    def resources(who: User, run_id: str, task: str, after: EventId = 0
+                  ) -> list[dict[str, Any]]:
         """Resource samples of the task's process tree: CPU %, RSS, I/O, GPU."""
         rec = own_run(who, run_id)
         store.task(rec.id, task)  # 400 for an unknown task
         return wstore.samples(store, rec.id, task, after_id=max(0, after))
 
     @app.get("/api/runs/{run_id}/events")
-    async def events(who: User, run_id: str, after: int = 0) -> StreamingResponse:
+    async def events(who: User, run_id: str, after: EventId = 0) -> StreamingResponse:
         """Server-sent events: state changes (``event: state``), new log lines (``log``)
         and resource samples (``resources``) of the run's tasks, until the run ends."""
         rec = await run_in_threadpool(own_run, who, run_id)
@@ -420,6 +425,12 @@ TASK_ACTIONS = ("cancel", "suspend", "resume", "continue", "reject")
 def _ensure(local: Any) -> None:
     if local is not None:
         local.ensure()
+
+
+#: a byte offset into a log (a 4xx beyond what a file can be, never a 500)
+Offset = Annotated[int, Query(ge=0, le=2**62)]
+#: an event or sample id (the store's ids are 32-bit integers on PostgreSQL)
+EventId = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 
 async def _event_stream(store: Any, run_id: str, after: int) -> AsyncIterator[str]:

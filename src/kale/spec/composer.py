@@ -39,11 +39,15 @@ def parse_full(text: str, file: str | None = None) -> Document:
         raise ValidationError([Problem(f"YAML syntax error: {what}", (), file, line)]) from None
     if root is None:
         return Document(None)
-    walker = _Walker()
+    limit = _BUDGET + 10 * len(text)
+    walker = _Walker(budget=limit)
     try:
         data = walker.walk(root, ())
     except RecursionError:
         walker.problem("nested too deeply", (), root)
+    except _TooBig as e:
+        walker.problem(f"aliases expand this document to more than {limit:,} values "
+                       "(a 'billion laughs' file?); refused", (), e.node)
     if walker.problems:
         raise ValidationError([Problem(m, p, file, line) for m, p, line in walker.problems])
     return Document(data, walker.positions, root.start_mark.line + 1)
@@ -65,8 +69,18 @@ def _char(char: Any) -> str:
     return f"U+{code:04X}"
 
 
+#: values a document may expand to (through aliases) beyond ten per character of its text
+_BUDGET = 100_000
+
+
+class _TooBig(Exception):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+
 class _Walker:
-    def __init__(self) -> None:
+    def __init__(self, budget: int) -> None:
+        self.budget = budget  # values left to walk: aliases are walked once per use
         self.positions: Positions = {}
         self.problems: list[tuple[str, tuple[str | int, ...], int]] = []
         self.active: set[int] = set()  # collections being walked, to catch recursive aliases
@@ -75,6 +89,9 @@ class _Walker:
         self.problems.append((message, path, node.start_mark.line + 1))
 
     def walk(self, node: Node, path: tuple[str | int, ...]) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooBig(node)
         if isinstance(node, ScalarNode):
             return self.scalar(node, path)
         if id(node) in self.active:

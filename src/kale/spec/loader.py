@@ -12,13 +12,38 @@ from kale.spec.document import Document
 from kale.spec.fastparse import parse_fast
 from kale.spec.flow import Unsupported
 
+#: how deeply collections may nest in a workflow file (real ones stay far below)
+MAX_DEPTH = 64
+
 
 def read_document(text: str, file: str | None = None) -> Document:
-    """Parse YAML text; syntax errors and duplicate keys raise ValidationError with lines."""
+    """Parse YAML text; syntax errors, duplicate keys, aliases that expand without bound
+    and nesting deeper than :data:`MAX_DEPTH` raise ValidationError with lines."""
+    too_deep = Problem(f"collections nested more than {MAX_DEPTH} levels deep", (), file, None)
     try:
-        return parse_fast(text)
-    except Unsupported:
-        return parse_full(text, file)
+        try:
+            doc = parse_fast(text)
+        except Unsupported:
+            doc = parse_full(text, file)
+    except RecursionError:
+        raise ValidationError([too_deep]) from None
+    if _depth(doc.data) > MAX_DEPTH:
+        raise ValidationError([too_deep])
+    return doc
+
+
+def _depth(data: Any) -> int:
+    """How deeply lists and mappings nest in ``data`` (iteratively: no recursion limit)."""
+    deepest, todo = 0, [(data, 0)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict | list):
+            if depth + 1 > MAX_DEPTH:
+                return depth + 1
+            deepest = max(deepest, depth + 1)
+            todo.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict)
+                                                  else value))
+    return deepest
 
 
 def load_yaml_text(text: str, *, file: str | None = None) -> Any:
