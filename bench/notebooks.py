@@ -12,6 +12,8 @@ its own parameter value.
                   notebook tasks, the default: every task on a kernel no task used before,
                   started ahead of demand. Timed from ``run()`` to all done, the pool's
                   start-up included (a new run starts its own kernels).
+``kale-fresh-launched``  the same with ``KALE_KERNEL_FORK=0``: kernels launched by
+                  jupyter_client (a new interpreter each) instead of forked from the factory.
 ``kale-reuse``    the same with ``KALE_KERNEL_REUSE=1`` in every task's env: kernels are
                   reset and reused between tasks (the opt-in; module state may leak).
 ``kale-manager``  the same N tasks submitted to ``kale manager start --workers 2`` (two
@@ -45,7 +47,7 @@ from environment import describe, load_average
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PEERS = ("kale-fresh", "kale-reuse", "kale-manager", "papermill")
+PEERS = ("kale-fresh", "kale-fresh-launched", "kale-reuse", "kale-manager", "papermill")
 TARGET = 5.0  # fresh-kernel notebooks/s at least 5x papermill's, with 2 slots
 
 
@@ -149,6 +151,7 @@ def run_peer(args: argparse.Namespace) -> None:
     make_notebook(folder / "nb.ipynb")
     os.environ["KALE_HOME"] = str(folder / "home")
     os.environ.pop("KALE_KERNEL_REUSE", None)
+    os.environ["KALE_KERNEL_FORK"] = "0" if args.peer == "kale-fresh-launched" else "1"
     try:
         if args.peer == "papermill":
             doc = peer_papermill(folder, args.n)
@@ -200,6 +203,7 @@ def rate(doc: dict[str, Any]) -> float | None:
 def report(docs: dict[str, dict[str, Any]], quick: bool, load: str) -> str:
     notes = {
         "kale-fresh": "default: a fresh kernel per task, started ahead; `run(jobs=2)`",
+        "kale-fresh-launched": "the same, kernels launched by jupyter_client, not forked",
         "kale-reuse": "opt-in `KALE_KERNEL_REUSE=1`: kernels reset and reused",
         "kale-manager": "manager, 2 local workers x 1 slot, fresh kernels, warm workers",
         "papermill": "`execute_notebook` in one process, one after the other",
