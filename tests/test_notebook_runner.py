@@ -658,8 +658,6 @@ def test_a_stopped_notebook_is_left_behind_for_the_record(tmp_path: Path) -> Non
     assert left_behind(make_ctx(tmp_path, "elsewhere")) == {}  # none saved there
 
 
-@pytest.mark.xfail(strict=True, reason="needs the engine to record left_behind(ctx) for an "
-                   "attempt that ends TIMEOUT or CANCELLED (asked of the engine's owner)")
 def test_a_cancelled_notebook_task_lists_its_notebook(tmp_path: Path, home: Path) -> None:
     from kale import Workflow
 
@@ -675,6 +673,23 @@ def test_a_cancelled_notebook_task_lists_its_notebook(tmp_path: Path, home: Path
     record = run["slow"].record
     assert record.state.value == "CANCELLED"
     assert record.artifacts == {"notebook": str(run.run_dir / "slow" / "nb.ipynb")}
+
+
+def test_a_timed_out_notebook_task_lists_its_notebook(tmp_path: Path, home: Path) -> None:
+    from kale import Workflow
+
+    # the first cell waits for the gate the test never opens: the timeout ends it
+    gate = tmp_path / "never"
+    write_nb(tmp_path, "print('started', flush=True)",
+             f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n    time.sleep(0.05)")
+    wf = Workflow("timed-out", base_dir=tmp_path)
+    wf.notebook("slow", "nb.ipynb", timeout=30)
+    run = wf.run().wait(timeout=180)
+    record = run["slow"].record
+    assert record.state.value == "TIMEOUT"
+    saved = run.run_dir / "slow" / "nb.ipynb"
+    assert record.artifacts == {"notebook": str(saved)}
+    assert saved.is_file()
 
 
 @pytest.mark.slow

@@ -561,9 +561,9 @@ class Engine:
             else:
                 outcome = await work
         except TimeoutError:
-            how = "timeout"
+            how, outcome = "timeout", Outcome(ok=False, artifacts=_left_behind(ctx))
         except asyncio.CancelledError:
-            how = "cancelled"
+            how, outcome = "cancelled", Outcome(ok=False, artifacts=_left_behind(ctx))
         except Interrupted as e:
             how, outcome = "interrupted", Outcome(ok=False, error=str(e))
         except Exception as e:
@@ -627,7 +627,8 @@ class Engine:
         if item.how == "cancelled":
             attempt_row["state"] = "CANCELLED"
             reason = self._cancel_reasons.pop(name, None)
-            self._change(name, S.CANCELLED, reason or self._cancel_reason, {"ended_at": now},
+            self._change(name, S.CANCELLED, reason or self._cancel_reason,
+                         {"ended_at": now, "artifacts": _json(out.artifacts if out else None)},
                          attempt_row)
             if reason is not None:  # this task alone was cancelled
                 self._skip_descendants(name)
@@ -671,7 +672,8 @@ class Engine:
             return
         if item.how == "timeout":
             bad, error = S.TIMEOUT, f"timed out after {task.timeout:g} s"
-            values: dict[str, Any] = {"error": error, "exit_code": None}
+            values: dict[str, Any] = {"error": error, "exit_code": None,
+                                      "artifacts": _json(out.artifacts if out else None)}
         elif out is not None and out.details.get("timed_out"):  # a batch job's walltime
             bad, error = S.TIMEOUT, out.error or "reached its walltime"
             values = {"error": error, "exit_code": None, "details": _json(out.details)}
@@ -779,6 +781,19 @@ class Engine:
         for n in self.selected:
             counts[self.state[n].value] = counts.get(self.state[n].value, 0) + 1
         return ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
+
+
+def _left_behind(ctx: TaskContext) -> dict[str, str]:
+    """What an attempt that ended without an outcome (timeout, cancel) left to look at:
+    a notebook task's notebook, saved as far as it ran."""
+    if ctx.task.kind != "notebook":
+        return {}
+    from kale.tasks.notebook import left_behind
+
+    try:
+        return left_behind(ctx)
+    except Exception:  # a record of what is left must never stop the run
+        return {}
 
 
 def _json(value: Any) -> str | None:
