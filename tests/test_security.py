@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Kale, Manager
+from conftest import Kale, Manager, wait_until
 from kale import Client, Workflow
 
 
@@ -244,3 +244,51 @@ def test_an_existing_home_readable_by_others_is_made_private(tmp_path: Path) -> 
     assert out.returncode == 0, out.stderr
     assert os.stat(home).st_mode & 0o777 == 0o700
     assert "made it private" in out.stderr
+
+
+# -- users kept apart in a shared manager --------------------------------------------------
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_another_users_worker_cannot_finish_claim_or_speak_for_the_owners_task(
+        kale: Kale, home: Path, managers: Callable[..., Manager], store_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """bob's worker speaks the worker protocol for the owner's queued attempt: a claim, a
+    SUCCEEDED report, kernel info, samples. None of it counts."""
+    import time
+
+    from websockets.sync.client import connect
+
+    monkeypatch.setenv("KALE_STORE_URL", store_url)
+    m = managers("--workers", "0")
+    bob = json.loads(kale("manager", "add-user", "bob").stdout)
+    wf = Workflow("owners")
+    wf.shell("a", "echo a")
+    with m.client() as owner:
+        run = owner.submit(wf)
+        key = [run.id, "a", 1]
+        wait_until(lambda: owner.task(run.id, "a")["state"] == "SUBMITTED",
+                   what="the owner's attempt to be queued")
+        headers = {"Authorization": "Bearer " + bob["worker_token"]}
+        with connect("ws" + m.url[4:] + "/api/workers/link", additional_headers=headers) as ws:
+            ws.send(json.dumps({"op": "hello", "worker": "bob-1", "slots": 1, "running": [key],
+                                "reports": []}))
+            assert json.loads(ws.recv(timeout=60))["op"] == "welcome"
+            forged = {"seq": 1, "key": key, "how": "done", "ok": True, "exit_code": 0,
+                      "result": None}
+            ws.send(json.dumps({
+                "op": "sync", "reports": [forged], "credit": 0,
+                "kernels": [{"key": key, "info": {"ip": "127.0.0.1", "shell_port": 1,
+                                                  "key": "planted"}}],
+                "samples": [{"key": key, "ts": time.time(), "cpu": 99.0, "rss": 1}]}))
+            # the manager acknowledges the report (so bob stops sending it), and applies
+            # nothing of it
+            deadline = time.monotonic() + 60
+            while True:
+                msg = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+                if 1 in (msg.get("acks") or []):
+                    break
+        task = owner.task(run.id, "a")
+        assert task["state"] == "SUBMITTED", task  # still waiting for one of the owner's
+        with pytest.raises(Exception, match="404|409"):
+            owner.kernel_info(run.id, "a")
+        assert owner.resources(run.id, "a") == []
+        owner.cancel(run.id)

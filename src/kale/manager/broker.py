@@ -172,13 +172,13 @@ class Broker:
         """Await an attempt started before a restart."""
         with self.lock:
             held = self.unclaimed.pop(p.key, None)
-            if held is not None:
+            if held is not None and self._user_of(held[0]) == p.user:
                 self.pending[p.key] = p
                 self._apply(held[0], held[1])
                 return
             self.pending[p.key] = p
             owner = self.claims.pop(p.key, None)
-            if owner is not None and owner in self.workers:
+            if owner is not None and self._user_of(owner) == p.user:
                 p.worker = owner
                 self.workers[owner].attempts.add(p.key)
             elif self._judged:
@@ -186,6 +186,10 @@ class Broker:
         if p.pool is not None:
             for hook in self.on_offer:
                 hook(p)
+
+    def _user_of(self, wid: str) -> str | None:
+        w = self.workers.get(wid)
+        return None if w is None else w.user
 
     def withdraw(self, key: Key) -> None:
         """The engine no longer awaits this attempt (cancel, timeout): stop it."""
@@ -298,6 +302,8 @@ class Broker:
                         self.offers.setdefault((p.user, p.pool), deque()).appendleft(key)
             for key in running:
                 p = self.pending.get(key)
+                if p is not None and p.user != w.user:
+                    continue  # another user's attempt: never this worker's to claim
                 if p is not None and p.worker in (None, wid):
                     p.worker = wid
                     w.attempts.add(key)
@@ -306,10 +312,10 @@ class Broker:
                 else:
                     self.claims[key] = wid
             for rep in hello.get("reports", []):
-                self._report(wid, rep)
+                self._report(w, rep)
             self._forget_kernels(wid)  # the worker says again which it has
-            self._kernels(wid, hello.get("kernels") or ())
-            self._waiting(hello.get("waiting") or ())
+            self._kernels(w, hello.get("kernels") or ())
+            self._waiting(w, hello.get("waiting") or ())
             link.credits = max(0, w.slots - len(running))
             self._expected.discard(wid)
         await asyncio.to_thread(wstore.save_worker, self.store, self._row(w))
@@ -341,9 +347,9 @@ class Broker:
         with self.lock:
             w.last_seen = time.monotonic()
             for rep in msg.get("reports", ()):
-                self._report(w.id, rep)
-            self._kernels(w.id, msg.get("kernels") or ())
-            self._waiting(msg.get("waiting") or ())
+                self._report(w, rep)
+            self._kernels(w, msg.get("kernels") or ())
+            self._waiting(w, msg.get("waiting") or ())
             link.credits += int(msg.get("credit", 0))
             if msg.get("drain"):  # a pilot near its walltime takes nothing more
                 link.credits = 0
@@ -354,7 +360,10 @@ class Broker:
         if samples:
             rows = []
             for s in samples:
-                run, task, attempt = key_of(s.pop("key"))
+                key = key_of(s.pop("key"))
+                if key not in w.attempts:
+                    continue  # samples only of what this worker runs
+                run, task, attempt = key
                 rows.append({"run_id": run, "task": task, "attempt": attempt, **s})
             for listener in self.on_samples:
                 listener(rows)
@@ -400,18 +409,27 @@ class Broker:
             if len(msg) > 1:
                 await link.send(msg)
 
-    def _waiting(self, news: Any) -> None:
+    def _mine(self, w: Worker, key: Key) -> Pending | None:
+        """The pending attempt ``key`` if worker ``w`` runs it: of its own user, sent to it
+        (or awaiting its claim after a restart). A worker speaks only for those."""
+        p = self.pending.get(key)
+        if p is None or p.user != w.user or p.worker not in (None, w.id):
+            return None
+        return p
+
+    def _waiting(self, w: Worker, news: Any) -> None:
         for item in news:
-            p = self.pending.get(key_of(item["key"]))
-            if p is not None and p.waiting is not None:
+            p = self._mine(w, key_of(item["key"]))
+            if p is not None and p.worker == w.id and p.waiting is not None:
                 p.waiting(dict(item.get("info") or {}))
 
-    def _kernels(self, wid: str, news: Any) -> None:
+    def _kernels(self, w: Worker, news: Any) -> None:
         for item in news:
             key = key_of(item["key"])
             if item.get("info"):
-                self.kernels[key] = (wid, dict(item["info"]))
-            else:
+                if key in w.attempts:  # only for a task this worker runs
+                    self.kernels[key] = (w.id, dict(item["info"]))
+            elif self.kernels.get(key, (None,))[0] == w.id:
                 self.kernels.pop(key, None)
 
     def _forget_kernels(self, wid: str) -> None:
@@ -426,12 +444,17 @@ class Broker:
         return max(found, key=lambda f: f[0])[1] if found else None
 
     # -- reports (under the lock) ----------------------------------------------------------
-    def _report(self, wid: str, rep: dict[str, Any]) -> None:
-        seq = int(rep["seq"])
+    def _report(self, w: Worker, rep: dict[str, Any]) -> None:
+        wid, seq = w.id, int(rep["seq"])
         if (wid, seq) in self.inflight:
             return  # a resend of a report still being committed
         key = key_of(rep["key"])
         p = self.pending.get(key)
+        if p is not None and p.user != w.user:
+            log.warning("worker %s (user %s) reported %s, an attempt of another user; "
+                        "ignored", wid, w.user, key)
+            self._ack(wid, seq)  # never applied; the worker need not send it again
+            return
         if p is not None and p.worker in (None, wid):
             self._apply(wid, rep)
         elif p is None and self._abandoned(key):
