@@ -288,7 +288,7 @@ def test_another_users_worker_cannot_finish_claim_or_speak_for_the_owners_task(
                     break
         task = owner.task(run.id, "a")
         assert task["state"] == "SUBMITTED", task  # still waiting for one of the owner's
-        with pytest.raises(Exception, match="404|409"):
+        with pytest.raises(Exception, match=r"404|409"):
             owner.kernel_info(run.id, "a")
         assert owner.resources(run.id, "a") == []
         owner.cancel(run.id)
