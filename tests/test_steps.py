@@ -160,6 +160,9 @@ def test_interactive_steps_are_notebook_tasks_and_need_the_manager(
         Workflow("w").shell("s", "true", interactive=True)
     with pytest.raises(ValidationError, match="must be continue or reject"):
         Workflow("w").notebook("n", "x.ipynb", interactive={"on_timeout": "maybe"})
+    import nbformat
+
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "x.ipynb")
     spec = tmp_path / "wf.yaml"
     spec.write_text("name: w\ntasks:\n  n:\n    notebook: x.ipynb\n    interactive: true\n")
     out = kale("run", str(spec), "--embedded")

@@ -255,7 +255,7 @@ def test_long_task_and_workflow_names(store: Store) -> None:
     assert store.task(run_id, long).state is S.READY
 
 
-def test_cached_and_find_latest_success(store: Store) -> None:
+def test_cached_results_by_key_newest_first_and_per_user(store: Store) -> None:
     r1 = make_run(store, "20240101-000001-aaaa")
     r2 = make_run(store, "20240101-000002-bbbb")
     other = make_run(store, "20240101-000003-cccc", workflow="other")
@@ -269,25 +269,21 @@ def test_cached_and_find_latest_success(store: Store) -> None:
 
     cached = store.cached("wf")
     assert set(cached) == {"k-a", "k-b1", "k-b2"}  # not failures, not other workflows
-    assert (cached["k-a"].run_id, cached["k-a"].result_json) == (r2, "2")  # newest wins
-    assert cached["k-b1"].run_id == r1 and cached["k-b2"].run_id == r2
-
-    latest = store.find_latest_success("wf", "b", "def-b")
-    assert latest is not None and (latest.run_id, latest.ended_at) == (r1, 300.0)
-    latest = store.find_latest_success("wf", "a", "def-a")
-    assert latest is not None and latest.run_id == r2
-    assert store.find_latest_success("wf", "a", "another-definition") is None
-    assert store.find_latest_success("wf", "c", "def-c") is None  # only failed
-    assert store.find_latest_success("nope", "a", "def-a") is None
+    # every earlier result of a key, newest first (an older one may fit older code)
+    assert [(r.run_id, r.result_json) for r in cached["k-a"]] == [(r2, "2"), (r1, "1")]
+    assert [r.run_id for r in cached["k-b1"]] == [r1]
+    assert [r.run_id for r in cached["k-b2"]] == [r2]
 
     # a success without an end time counts as the oldest, on every backend
     r3 = make_run(store, "20240101-000004-dddd")
     succeed(store, r3, "a", cache_key="k-a", ended_at=150.0, result="6")
     store.apply([Change(r3, "a", S.PENDING, "rerun")])
     store.apply([Change(r3, "a", S.SUCCEEDED, "reused", {"ended_at": None})])
-    assert store.cached("wf")["k-a"].run_id == r2
-    latest = store.find_latest_success("wf", "a", "def-a")
-    assert latest is not None and latest.run_id == r2
+    assert [r.run_id for r in store.cached("wf")["k-a"]] == [r2, r1, r3]
+
+    # only the given users' runs (None: runs made without a manager)
+    assert store.cached("wf", users=["somebody"]) == {}
+    assert set(store.cached("wf", users=[None])) == {"k-a", "k-b1", "k-b2"}
 
 
 def test_cancel_request(store: Store) -> None:
