@@ -292,3 +292,24 @@ def test_another_users_worker_cannot_finish_claim_or_speak_for_the_owners_task(
             owner.kernel_info(run.id, "a")
         assert owner.resources(run.id, "a") == []
         owner.cancel(run.id)
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_nul_anywhere_in_a_submitted_workflow_is_refused_and_leaves_nothing(
+        home: Path, managers: Callable[..., Manager], store_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    monkeypatch.setenv("KALE_STORE_URL", store_url)
+    m = managers("--workers", "0")
+    for doc in ({"name": "a\x00b", "tasks": {"t": {"shell": "echo"}}},
+                {"name": "ok", "description": "x\x00", "tasks": {"t": {"shell": "echo"}}},
+                {"name": "ok", "tasks": {"t": {"shell": "echo", "tags": ["a\x00"]}}},
+                {"name": "ok", "parameters": {"p": "v\x00"}, "tasks": {"t": {"shell": "echo"}}}):
+        r = httpx.post(m.url + "/api/runs", headers=m.headers(),
+                       json={"workflow": doc, "base_dir": str(home)})
+        assert 400 <= r.status_code < 500, (doc, r.status_code, r.text)
+        assert "NUL" in r.text
+    assert not (home / "runs").exists() or not any((home / "runs").iterdir())
+    with m.client() as client:
+        assert client.runs() == []

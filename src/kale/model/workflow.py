@@ -399,6 +399,8 @@ class Workflow:
                 if not tprobs:
                     wf.tasks[task.name] = task
         problems += _graph_problems(parsed, {str(n) for n in tasks}, params)
+        told = {pr.path for pr in problems}
+        problems += [pr for pr in _nul_problems(data) if pr.path not in told]
         return wf, problems
 
     # -- YAML and running (thin wrappers over the spec and client layers) ----------------
@@ -776,3 +778,23 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
     )
     problems += _task_problems(task, path)
     return task, problems
+
+
+def _nul_problems(data: Any) -> list[Problem]:
+    """A NUL character in any name or text of the document (no store, file system or
+    process argument can hold one), with its path; iterative, so any depth will do."""
+    out: list[Problem] = []
+    todo: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while todo:
+        value, path = todo.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                out.append(Problem("cannot hold a NUL character", path))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(k, str) and "\x00" in k:
+                    out.append(Problem("a name cannot hold a NUL character", (*path, k)))
+                todo.append((v, (*path, str(k))))
+        elif isinstance(value, list | tuple):
+            todo.extend((v, (*path, i)) for i, v in enumerate(value))
+    return sorted(out, key=lambda pr: [str(x) for x in pr.path])
