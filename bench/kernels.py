@@ -142,7 +142,7 @@ def report(doc: dict[str, Any], quick: bool) -> str:
         f"{min(k) * 1000:.0f} ms | {max(k) * 1000:.0f} ms |\n\n"
         f"| {doc['n']} trivial tasks, manager + 1 worker (2 slots) | per task |\n|---|---:|\n"
         f"| Python task (warm worker processes) | {doc['python_per_task'] * 1000:.1f} ms |\n"
-        f"| the same in a kernel (one-cell notebook task, warm kernels) | "
+        f"| the same in a kernel (one-cell notebook task, a fresh kernel each) | "
         f"{doc['notebook_per_task'] * 1000:.1f} ms |\n")
 
 
