@@ -22,7 +22,9 @@ from conftest import ROOT, Kale, Manager, free_port, wait_until
 from kale import Workflow
 from test_workers import task
 
-pytestmark = pytest.mark.slow
+# A JupyterLab server, a browser and real kernels on a loaded machine: each wait below is a
+# safety net of a minute or two, and together they exceed the default 120 s per test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -43,7 +45,7 @@ class Lab:
         self.log = root / "_lab" / "lab.log"
         with open(self.log, "w") as log:
             self.proc = self._start(root, env, log)
-        wait_until(lambda: self._ours(root), 60, "JupyterLab to answer")
+        wait_until(lambda: self._ours(root), what="JupyterLab to answer")
 
     def _start(self, root: Path, env: dict[str, str], log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -113,7 +115,8 @@ def test_a_step_notebook_runs_on_the_tasks_kernel_in_jupyterlab(
     m = managers("--workers", "1")
     with m.client() as client:
         run = client.submit(wf)
-        wait_until(lambda: task(client, run.id, "review")["state"] == "WAITING", 60, "WAITING")
+        wait_until(lambda: task(client, run.id, "review")["state"] == "WAITING",
+                   what="WAITING")
         kernel_pid = client.kernel_info(run.id, "review")["pid"]
     runs = home / "runs" / run.id
     lab = lab_for(runs)
@@ -123,28 +126,30 @@ def test_a_step_notebook_runs_on_the_tasks_kernel_in_jupyterlab(
                                     args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(f"{lab.base}/lab/tree/review/step.ipynb?token={TOKEN}")
             idle = page.locator("#jp-main-statusbar").get_by_text(
                 re.compile(r"Kale task \(attach\) \| Idle"))
-            expect(idle.first).to_be_visible(timeout=60_000)
+            expect(idle.first).to_be_visible(timeout=120_000)
             page.locator("#jp-menu-panel").get_by_text("Run", exact=True).click()
             page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
             page.wait_for_function("""() => { const ps = [...document.querySelectorAll(
                 '.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')];
                 return ps.length && ps.every(p => /\\[\\d+\\]/.test(p.textContent)); }""",
-                                   timeout=60_000)
+                                   timeout=120_000)
             outputs = page.locator(".jp-NotebookPanel .jp-OutputArea-output")
             # The cells ran in the step's own kernel: its inputs, its process.
-            expect(outputs.filter(has_text="'n': 21").first).to_be_visible()
-            expect(outputs.filter(has_text=f"pid {kernel_pid}").first).to_be_visible()
+            expect(outputs.filter(has_text="'n': 21").first).to_be_visible(timeout=60_000)
+            expect(outputs.filter(has_text=f"pid {kernel_pid}").first).to_be_visible(
+                timeout=60_000)
             shot.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(shot))
             assert not errors, errors
         finally:
             browser.close()
     with m.client() as client:
-        assert client.run(run.id).wait(60).state.value == "SUCCEEDED"
+        assert client.run(run.id).wait(120).state.value == "SUCCEEDED"
         assert client.result(run.id, "use") == 43
     assert shot.stat().st_size > 10_000
