@@ -90,7 +90,9 @@ def test_run_command_missing_binary() -> None:
 
 def test_run_command_timeout_is_transient() -> None:
     with pytest.raises(SchedulerError) as e:
-        run_command([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2)
+        # (the command would take 10 minutes: it cannot end within the timeout, however
+        # slow the machine)
+        run_command([sys.executable, "-c", "import time; time.sleep(600)"], timeout=0.2)
     assert e.value.transient
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_until
 from kale.errors import IllegalTransition, RunNotFound
 from kale.model.states import RunState, TaskState
 from kale.store.commit import GroupCommitter
@@ -34,6 +35,13 @@ def make_run(store: Store, run_id: str = "20240101-120000-abcd", workflow: str =
                      options={"jobs": None, "force": False},
                      tasks=[(t, "shell", f"def-{t}"[:32]) for t in tasks])
     return run_id
+
+
+def newer_than(store: Store, run_id: str) -> None:
+    """Until the clock has moved past run ``run_id``'s creation, so that a run created
+    next is newer (runs are ordered by their creation time)."""
+    created = store.get_run(run_id).created_at
+    wait_until(lambda: time.time() > created, 60, "the clock to move on")
 
 
 def task_events(store: Store, run_id: str) -> list[tuple[str, str, str, str]]:
@@ -307,9 +315,9 @@ def test_get_run_by_id_prefix_and_latest(store: Store) -> None:
     for wildcard in ("%", "_", "2024010_"):  # a prefix is text, not a LIKE pattern
         with pytest.raises(RunNotFound):
             store.get_run(wildcard)
-    time.sleep(0.01)
+    newer_than(store, first)
     second = make_run(store, "20240101-000002-bbbb")
-    time.sleep(0.01)
+    newer_than(store, second)
     third = make_run(store, "20240102-000003-cccc")
     assert store.get_run(second).id == second
     assert store.get_run("20240102").id == third
