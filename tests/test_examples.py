@@ -16,12 +16,17 @@ from nbclient import NotebookClient
 
 from conftest import ROOT, Kale, Manager, wait_until
 
+# The examples run whole workflows through real commands, kernels and managers; each
+# command's timeout is a safety net of a minute or more, and together they may exceed the
+# default 120 s per test on a loaded machine.
+pytestmark = pytest.mark.timeout(400)
+
 
 def test_quickstart_notebook_executes(home: Path, tmp_path: Path) -> None:
     work = tmp_path / "quickstart"
     shutil.copytree(ROOT / "examples" / "quickstart", work)
     nb = nbformat.read(work / "quickstart.ipynb", as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3",
+    NotebookClient(nb, timeout=120, startup_timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(work)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
@@ -75,7 +80,7 @@ def test_readme_manager_section_works(kale: Kale, home: Path, tmp_path: Path) ->
                   "wf = Workflow.from_yaml('examples/quickstart/workflow.yaml')\n"
                   + blocks[0] + "\nprint(run.id)\n")
         first = subprocess.run([sys.executable, "-c", submit], cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=60)
+                               capture_output=True, text=True, timeout=120)
         assert first.returncode == 0, first.stderr
         run_id = first.stdout.split()[-1]
         attach = re.sub(r'"\d{8}-\d{6}-[0-9a-f]+"', repr(run_id), blocks[1])
@@ -100,7 +105,7 @@ def test_readme_batch_section_works(slurm: str, kale: Kale, home: Path,
                                                    re.M)]
     assert [c[:2] for c in commands] == [["kale", "run"], ["kale", "queue"]]
     try:
-        run = kale(*commands[0][1:])
+        run = kale(*commands[0][1:], timeout=300)  # Slurm jobs, a manager
         assert run.returncode == 0, run.stderr
         queue = kale(*commands[1][1:])
         assert queue.returncode == 0 and "partitions" in queue.stdout, queue.stderr

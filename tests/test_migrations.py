@@ -249,6 +249,7 @@ def test_an_upgraded_store_takes_the_new_columns_and_tables(v1_store: Path) -> N
         store.close()
 
 
+@pytest.mark.timeout(300)  # four processes at once, each given 120 s as a safety net
 def test_processes_opening_a_version_1_store_at_once_upgrade_it_once(v1_store: Path) -> None:
     code = ("import sys; from kale.store.store import Store; "
             "s = Store(sys.argv[1]); print(len(s.runs())); s.close()")
@@ -258,7 +259,7 @@ def test_processes_opening_a_version_1_store_at_once_upgrade_it_once(v1_store: P
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     for p in procs:
-        out, err = p.communicate(timeout=60)
+        out, err = p.communicate(timeout=120)
         assert (p.returncode, out.strip()) == (0, "4"), err
     assert raw_rows(v1_store, "alembic_version") == [{"version_num": schema.HEAD}]
     assert len(raw_rows(v1_store, "runs")) == 4
@@ -272,7 +273,7 @@ def test_opening_a_store_at_head_does_not_load_alembic(tmp_path: Path) -> None:
         [str(Path(kale.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     for _ in range(2):  # a new store, then one at head
         done = subprocess.run([sys.executable, "-c", code, url], env=env, capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=120)
         assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
 
 
