@@ -313,3 +313,11 @@ def test_nul_anywhere_in_a_submitted_workflow_is_refused_and_leaves_nothing(
     assert not (home / "runs").exists() or not any((home / "runs").iterdir())
     with m.client() as client:
         assert client.runs() == []
+
+
+def test_a_port_out_of_range_is_a_message(kale: Kale) -> None:
+    for port in ("70000", "-1"):
+        out = kale("manager", "start", "--port", port, "--workers", "0")
+        assert out.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "0-65535" in out.stderr
+        assert "Traceback" not in out.stderr

@@ -37,8 +37,8 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # ":-1:" is text
+out = Console(highlight=False, soft_wrap=True, emoji=False)
 
 USAGE_ERRORS = (ValidationError, UsageError, RunNotFound, ExportError, RunBusy)
 EXIT = {"SUCCEEDED": 0, "FAILED": 1, "CANCELLED": 130}
@@ -660,7 +660,7 @@ def _home_path(home: Path | None) -> Path:
 @manager_app.command("start")
 def manager_start(
     port: Annotated[int, typer.Option(
-        min=0, max=65535, metavar="PORT",
+        metavar="PORT",
         help="TCP port on the host (0, the default: one the system chooses; "
         "manager.json and `kale manager status` say which).")] = 0,
     host: Annotated[str, typer.Option(metavar="ADDRESS",

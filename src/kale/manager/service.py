@@ -166,8 +166,9 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
         sys.exit(1)
     try:
         sock = _bind(host, port)
-    except OSError as e:
-        print(f"kale-manager: cannot listen on {host}:{port}: {e.strerror or e}", flush=True)
+    except (OSError, OverflowError) as e:  # OverflowError: a port past 65535
+        why = getattr(e, "strerror", None) or e
+        print(f"kale-manager: cannot listen on {host}:{port}: {why}", flush=True)
         sys.exit(1)
     port = sock.getsockname()[1]
     url = f"http://{_url_host(host)}:{port}"
