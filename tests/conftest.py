@@ -55,6 +55,15 @@ def gate_sh(gate: Path, limit: float = 300) -> str:
             f"[ $waited -lt {rounds} ] || exit 99; waited=$((waited+1)); sleep 0.1; done")
 
 
+def busy_py(gate: Path, limit: float = 300) -> str:
+    """Python code that keeps a core busy until the test creates ``gate`` (giving up after
+    ``limit`` seconds, like :func:`gate_sh`): a task the test needs to see busy stays busy
+    until the test has seen it, however little of a core a loaded machine gives it."""
+    return (f"import os, time\nend = time.monotonic() + {limit}\n"
+            f"while not os.path.exists({str(gate)!r}) and time.monotonic() < end:\n"
+            "    sum(range(10_000))\n")
+
+
 def service_missing(reason: str) -> NoReturn:
     """A real service a test needs (PostgreSQL, Slurm, Chromium, sshd) is not here: the
     test skips and says why, except under CI=true, where it fails: CI never skips them."""

@@ -98,7 +98,7 @@ tasks:
         assert set(jobs.values()) <= recorded and len(recorded) == 4
         # Slurm agrees: each of those jobs completed.
         acct = subprocess.run(["scontrol", "show", "job", jobs["first"], "-o"],
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, timeout=60)
         assert "JobState=COMPLETED" in acct.stdout and "kale-first" in acct.stdout
     finally:
         kale("manager", "stop")
@@ -208,7 +208,7 @@ tasks:
     assert f"slurm job {job} reached its walltime" in tasks["slow"]["error"]
     assert tasks["after_slow"]["state"] == "SKIPPED"
     shown = subprocess.run(["scontrol", "show", "job", job, "-o"], capture_output=True,
-                           text=True, timeout=30).stdout
+                           text=True, timeout=60).stdout
     assert "JobState=TIMEOUT" in shown
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import kale.widgets as kw
-from conftest import Kale, Manager, gate_sh, process_alive, wait_until
+from conftest import Kale, Manager, busy_py, gate_sh, process_alive, wait_until
 from kale import Workflow
 from kale.display import COLORS
 from kale.widgets.layout import MAX_ROW, NODE_H, NODE_W, dag_svg, layers, layout
@@ -213,8 +213,7 @@ def test_resourceview_charts_each_task_and_each_worker(
     wf = Workflow("burn", base_dir=tmp_path)
     # Both run until the test has seen them charted: the busy one busy, however much of a
     # core a loaded machine gives it in a given time.
-    wf.shell("burn", ["python", "-c", "import os\n"
-                      f"while not os.path.exists({str(gate)!r}): sum(range(10_000))"])
+    wf.shell("burn", ["python", "-c", busy_py(gate)])
     wf.shell("idle", gate_sh(gate))
     m = managers("--workers", "1", "--worker-slots", "2", "--sample-interval", "0.5")
     with m.client() as client:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Kale, Manager, gate_sh, process_alive, wait_until
+from conftest import Kale, Manager, busy_py, gate_sh, process_alive, wait_until
 from kale import Client, Workflow
 from kale.worker.protocol import HEARTBEAT_TIMEOUT
 
@@ -99,9 +99,7 @@ def test_tasks_run_on_a_worker_with_resource_samples(
         # Busy until the test has seen it sampled busy (how much CPU a loaded machine gives
         # it in a fixed time is not up to the test).
         wf.shell("burn", [sys.executable, "-c",
-                          "import os\nx = bytearray(60_000_000)\n"
-                          f"while not os.path.exists({str(gate)!r}): sum(range(10_000))\n"
-                          "print('burnt')"])
+                          f"x = bytearray(60_000_000)\n{busy_py(gate)}print('burnt')"])
 
         @wf.python(after=["burn"])
         def double(n: int = 21) -> int:
@@ -164,7 +162,9 @@ def test_suspend_and_resume_a_task(kale: Kale, home: Path, tmp_path: Path,
     gate = tmp_path / "gate"
     wf = Workflow("pause")
     # Counts until the test opens the gate: it is still counting whenever the test acts.
-    wf.shell("count", f"i=0; until [ -e {gate} ]; do echo $i; i=$((i+1)); sleep 0.1; done")
+    # (It gives up after 3000 lines, so that a failed test leaves no process behind.)
+    wf.shell("count", f"i=0; until [ -e {gate} ] || [ $i -ge 3000 ]; do echo $i; "
+                      "i=$((i+1)); sleep 0.1; done")
 
     def lines() -> int:
         return client.logs(run.id, "count").count("\n")
