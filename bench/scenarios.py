@@ -125,7 +125,8 @@ def scenarios() -> list[Scenario]:
             "notebook", "Trivial notebook tasks",
             "{n} independent runs of a 2-cell notebook (a `parameters` cell and `y = x + 1`).",
             20, 4, "notebook", (
-                Peer(KALE, "_peer_kale.py", note="jobs=2, a fresh pre-started kernel each; per task = "
+                Peer(KALE, "_peer_kale.py",
+                     note="jobs=2, a fresh pre-started kernel each; per task = "
                      "ended_at - started_at"),
                 Peer("papermill, sequential", "_peer_baseline.py",
                      note="execute_notebook in-process, a new kernel each")),
