@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Kale
+from conftest import ROOT, Kale, gate_sh
 
 QUICKSTART = ROOT / "examples" / "quickstart"
 
@@ -150,11 +150,11 @@ def test_detach_cancel_and_follow_logs(kale: Kale, tmp_path: Path) -> None:
     wf = tmp_path / "slow.yaml"
     wf.write_text("name: slow\ntasks:\n  talk:\n    shell: "
                   "'for i in 1 2 3; do echo line $i; sleep 0.3; done'\n"
-                  "  nap:\n    shell: sleep 60\n")
+                  "  nap:\n    shell: sleep 600\n")  # until cancelled
     out = kale("run", str(wf), "--detach")
     assert out.returncode == 0
     run_id = out.stdout.strip()
-    follow = kale("logs", run_id, "talk", "-f", timeout=30)
+    follow = kale("logs", run_id, "talk", "-f", timeout=120)
     assert follow.stdout == "line 1\nline 2\nline 3\n"
     cancel = kale("cancel", run_id)
     assert cancel.returncode == 0 and "CANCELLED" in cancel.stdout
@@ -163,16 +163,19 @@ def test_detach_cancel_and_follow_logs(kale: Kale, tmp_path: Path) -> None:
     assert {t["name"]: t["state"] for t in status["tasks"]}["nap"] == "CANCELLED"
 
 
+@pytest.mark.timeout(300)
 def test_live_table_on_a_terminal(kale: Kale, tmp_path: Path) -> None:
-    """On a TTY, `kale run` draws a live task table with a progress bar."""
+    """On a TTY, `kale run` draws a live task table with a progress bar. The first task
+    runs until the test has seen it RUNNING on the screen."""
     import os
     import pty
     import subprocess
     import sys
 
+    gate = tmp_path / "seen-running"
     wf = tmp_path / "tty.yaml"
-    wf.write_text("name: tty\ntasks:\n  first:\n    shell: sleep 0.5\n"
-                  "  second:\n    shell: 'true'\n    after: [first]\n")
+    wf.write_text("name: tty\ntasks:\n  first:\n    shell: " + json.dumps(gate_sh(gate, 200))
+                  + "\n  second:\n    shell: 'true'\n    after: [first]\n")
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "kale.cli.main", "run", str(wf)],
                             env=kale.env(), cwd=tmp_path, stdin=slave, stdout=slave,
@@ -187,6 +190,8 @@ def test_live_table_on_a_terminal(kale: Kale, tmp_path: Path) -> None:
         if not data:
             break
         chunks.append(data)
+        if b"RUNNING" in b"".join(chunks[-2:]):
+            gate.touch()
     os.close(master)
     assert proc.wait(timeout=60) == 0
     screen = b"".join(chunks).decode(errors="replace")

@@ -81,7 +81,7 @@ def test_sigkill_mid_run_then_resume_finishes_without_rerunning_successes(
 
 def test_resume_refuses_a_run_that_is_still_being_driven(kale: Kale, tmp_path: Path) -> None:
     wf = tmp_path / "slow.yaml"
-    wf.write_text("name: slow\ntasks:\n  nap:\n    shell: sleep 30\n")
+    wf.write_text("name: slow\ntasks:\n  nap:\n    shell: sleep 600\n")  # until Ctrl-C
     with kale.popen("run", str(wf)) as proc:
         assert proc.stdout is not None
         run_id = proc.stdout.readline().strip()
@@ -91,7 +91,7 @@ def test_resume_refuses_a_run_that_is_still_being_driven(kale: Kale, tmp_path: P
             assert "still running" in out.stderr and "Traceback" not in out.stderr
         finally:
             proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=15)
+            proc.wait(timeout=60)
     # Ctrl-C cancelled cleanly
     assert proc.returncode == 130
     status = _status(kale, run_id)
@@ -145,5 +145,5 @@ def test_kale_cancel_of_a_run_driven_by_another_process_leaves_that_process_aliv
         out = kale("cancel", run_id)
         assert out.returncode == 0, out.stderr
         rest = proc.stdout.read()
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=60) == 0
     assert "still alive CANCELLED" in rest

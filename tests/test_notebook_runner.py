@@ -76,7 +76,7 @@ def with_runner(body: Callable[[NotebookRunner], Awaitable[Any]], slots: int = 1
     return asyncio.run(main())
 
 
-def kernel_gone(pid: int, within: float = 3.0) -> bool:
+def kernel_gone(pid: int, within: float = 60.0) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
@@ -240,7 +240,7 @@ def test_stdout_streams_to_log_while_running(tmp_path: Path) -> None:
              "import os, sys, time\n"
              "print('started', flush=True)\n"
              "print('to stderr', file=sys.stderr, flush=True)\n"
-             "for _ in range(1000):\n"
+             "for _ in range(30000):\n"
              "    if os.path.exists('go'):\n"
              "        break\n"
              "    time.sleep(0.01)\n"
@@ -251,7 +251,7 @@ def test_stdout_streams_to_log_while_running(tmp_path: Path) -> None:
 
     async def body(r: NotebookRunner) -> tuple[str, str, Outcome]:
         task = asyncio.ensure_future(r.run(ctx))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120
         # stdout and stderr arrive as separate messages: wait for both, while the cell
         # is still waiting for "go"
         while time.monotonic() < deadline and not (
@@ -301,7 +301,7 @@ def test_cancel_kills_kernel_promptly_and_saves_what_ran(tmp_path: Path) -> None
         return pid, await r.run(make_ctx(tmp_path, "again", target="ok.ipynb"))
 
     pid, again = with_runner(body)
-    assert kernel_gone(pid, within=10)  # killed, not left sleeping
+    assert kernel_gone(pid)  # killed, not left sleeping
     assert again.ok, again  # the pool still serves
     nb = nbformat.read(ctx.workdir / "nb.ipynb", as_version=4)  # what ran is saved
     assert nb.cells[0].outputs[0]["text"].startswith("kernel ")

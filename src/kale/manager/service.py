@@ -49,7 +49,7 @@ def healthy(url: str, timeout: float = 1.0) -> bool:
 
 def start(home: Path, host: str = "127.0.0.1", port: int = 0, *, workers: int = 1,
           worker_slots: int | None = None, heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
-          sample_interval: float = 2.0, timeout: float = 20.0) -> dict[str, Any]:
+          sample_interval: float = 2.0, timeout: float = 120.0) -> dict[str, Any]:
     """Start the manager in the background (or return the running one's record). It keeps
     ``workers`` local workers (of ``worker_slots`` slots each) while it has work; a worker
     silent for ``heartbeat_timeout`` seconds is lost and its tasks retried. ``port`` 0: one
