@@ -342,7 +342,9 @@ AWKWARD = ["", " ", "3", "-3", "1e3", "0x1F", "0o7", ".inf", "1_000", "1:30", "2
            "[a]", "a, b", "'q'", '"q"', "\\", "\n", "a\n", "a\n\n", "\na", " a\nb", "a \nb",
            "a\n b", "\tx", "x\ty", "\x85", "\u2028", "\ufeff", "\x7f", "é", "日本", "a\r\nb",
            "${params.n}", "echo $HOME > out.txt", "# Title\n\nText *markdown*.\n"]
-texts = st.one_of(st.text(max_size=12), st.sampled_from(AWKWARD))
+# no NUL: no workflow may hold one anywhere (test_security checks it is refused)
+texts = st.one_of(st.text(st.characters(blacklist_characters="\0"), max_size=12),
+                  st.sampled_from(AWKWARD))
 plain_texts = texts.filter(lambda s: Ref.parse(s) is None)  # not a ${...} reference
 scalars = st.one_of(st.none(), st.booleans(), st.integers(),
                     st.floats(allow_nan=False), plain_texts)
