@@ -251,7 +251,7 @@ def test_sigkill_the_manager_mid_run_loses_nothing_and_reruns_nothing(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KALE_STORE_URL", store_url)  # SQLite and PostgreSQL
     ran, gate = tmp_path / "ran.txt", tmp_path / "gate"
-    m = managers("--workers", "2", "--worker-slots", "2", "--heartbeat-timeout", "5")
+    m = managers("--workers", "2", "--worker-slots", "2")
     # t0 and t1 end at once; t2..t7 wait for the gate: at the kill, two tasks are done,
     # four (as many as there are slots) are running and two wait for a slot.
     wf = ledger_workflow("survive-the-manager", ran, gate, 8, quick=2)
@@ -272,6 +272,35 @@ def test_sigkill_the_manager_mid_run_loses_nothing_and_reruns_nothing(
         tasks = client.status(run.id)["tasks"]
     assert sorted(ledger(ran)) == sorted([f"t{i}" for i in range(8)] + ["last"]), ledger(ran)
     assert all(t["attempts"] == 1 for t in tasks), [(t["name"], t["attempts"]) for t in tasks]
+
+
+def test_a_slow_manager_start_judges_no_worker_lost_before_it_listens(tmp_path: Path) -> None:
+    """A restarted manager resumes its runs (from a busy database, say) before it accepts
+    connections; its old workers cannot reach it until then, so the heartbeat timeout
+    counts from when it listens, not from when it began to start."""
+    import asyncio
+
+    from kale.manager.broker import Broker
+    from kale.store import workers as wstore
+    from kale.store.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'kale.db'}")
+    wstore.save_worker(store, {"id": "w-old", "user": "alice", "host": "here", "pid": 1,
+                               "provider": "local", "slots": 1, "state": "ACTIVE",
+                               "started_at": time.time(), "last_seen": time.time(),
+                               "info": {}})
+
+    async def restart() -> str:
+        broker = Broker(store, heartbeat_timeout=0.2)
+        await broker.start()
+        # The fault: starting takes ten heartbeat timeouts (runs to resume, a slow store).
+        await asyncio.sleep(2.0)
+        broker.open()
+        state = broker.workers["w-old"].state
+        await broker.stop()
+        return state
+
+    assert asyncio.run(restart()) == "ACTIVE"
 
 
 @pytest.mark.timeout(300)

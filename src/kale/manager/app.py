@@ -86,6 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("resumed runs %s", ", ".join(resumed))
         if local is not None and (resumed or broker.queued()):
             local.ensure()
+        broker.open()
         try:
             yield
         finally:

@@ -138,15 +138,26 @@ class Broker:
         self._loop_thread = threading.get_ident()
         now = time.monotonic()
         for row in wstore.workers(self.store, states=("ACTIVE",)):
-            # Workers alive when the previous manager died: give them the heartbeat
-            # timeout to reconnect and claim their attempts.
+            # Workers alive when the previous manager died: once the server accepts
+            # connections (open), they have the heartbeat timeout to claim their attempts.
             w = Worker(row["id"], row["user"], row["host"], row["pid"], row["provider"],
                        row["slots"], started_at=row["started_at"], last_seen=now,
                        info=row["info"])
             self.workers[w.id] = w
             self._expected.add(w.id)
-        self._grace_until = now + self.heartbeat_timeout
-        self._reaper = asyncio.create_task(self._reap())
+
+    def open(self) -> None:
+        """The server now accepts connections: from here on, silence counts. Until then
+        (batch providers starting, runs resumed from a slow store) no worker could have
+        reached this manager, so none is judged lost for it."""
+        now = time.monotonic()
+        with self.lock:
+            for w in self.workers.values():
+                w.last_seen = now
+            self._grace_until = now + self.heartbeat_timeout
+            self._tick = now
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap())
 
     async def stop(self) -> None:
         if self._reaper is not None:
