@@ -250,7 +250,7 @@ def test_the_manager_killed_while_jobs_wait_reattaches_to_them(
     """Three 2-CPU jobs on a 2-CPU node: one runs, two wait in the queue. The manager is
     SIGKILLed; the next one re-attaches to the same jobs (none is submitted again) and
     every task runs once."""
-    m = managers("--workers", "0", "--heartbeat-timeout", "5")
+    m = managers("--workers", "0")
     ledger = tmp_path / "ran.txt"
     body = "".join(f"  t{i}:\n    shell: sleep 3; echo t{i} >> {ledger}\n"
                    f"    resources: {{cpus: 2}}\n" for i in range(3))
