@@ -7,6 +7,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from kale.model.sealed import SealedFunction
+
 if TYPE_CHECKING:
     from kale.model.workflow import Task, Workflow
     from kale.store.store import RunRecord, TaskRecord
@@ -27,6 +29,8 @@ def _target(t: Task) -> str:
     target = t.target
     if isinstance(target, list):
         return " ".join(target)
+    if isinstance(target, SealedFunction):
+        return f"{target.name}()"
     if callable(target):
         return f"{getattr(target, '__qualname__', target)}()"
     return str(target)

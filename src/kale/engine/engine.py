@@ -288,7 +288,8 @@ class Engine:
             if rec.started_at is not None and not rec.state.terminal:
                 self._started_at[rec.name] = rec.started_at
             if rec.state is S.SUCCEEDED and self.downstream[rec.name]:
-                self.results[rec.name] = results.decode(rec, self.wf.base_dir)
+                self.results[rec.name] = results.decode(rec, self.wf.base_dir,
+                                                         sealed=self.executor.remote)
                 self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash)
         if any(self.attempts.values()) and not self.executor.remote:
             # A resumed run: its previous driver died. Stop whatever it left running (it
@@ -465,7 +466,8 @@ class Engine:
     def _reuse(self, name: str, prev: Any, reason: str) -> None:
         self.def_hash.pop(name, None)
         if self.downstream[name]:  # only what tasks below need is kept
-            self.results[name] = results.decode(prev, self.wf.base_dir)
+            self.results[name] = results.decode(prev, self.wf.base_dir,
+                                                sealed=self.executor.remote)
             self.hashes[name] = upstream_id(prev.cache_key, prev.result_hash)
         self._change(name, S.SUCCEEDED, reason, {
             "result_json": prev.result_json, "result_path": prev.result_path,
@@ -723,8 +725,12 @@ class Engine:
                                      f"in {workdir}")
             found[pattern] = str(matches[0]) if len(matches) == 1 else \
                 ",".join(str(m) for m in matches)
-        records = out.records if out.records is not None else \
-            read_records(workdir / RECORDS_FILE, self.wf.base_dir)
+        if out.records is not None:
+            records = out.records
+        elif self.executor.remote:  # never unpickled here (the worker reads them)
+            records = {}
+        else:
+            records = read_records(workdir / RECORDS_FILE, self.wf.base_dir)
         if task.kind == "python" and out.result is not None:
             result = out.result
         else:

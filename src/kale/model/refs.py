@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kale.model.sealed import Sealed
+
 PARAMS = "params"
 _REF = re.compile(r"^\$\{\s*([A-Za-z_][\w-]*)(?:\.([^}]+?))?\s*\}$")
 #: a reference inside command text: always ``${name.key}``
@@ -163,6 +165,8 @@ def resolve(value: Any, results: Mapping[str, Any], params: Mapping[str, Any]) -
         result = results[value.task]
         if value.key is None:
             return result
+        if isinstance(result, Sealed):  # a result only its owner's processes open
+            return result.item(value.key, value.task)
         try:
             return result[value.key]
         except (KeyError, TypeError, IndexError):

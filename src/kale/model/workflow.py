@@ -32,6 +32,7 @@ from kale.model.refs import (
     to_text,
 )
 from kale.model.resources import Resources
+from kale.model.sealed import SealedFunction
 
 Kind = Literal["shell", "python", "notebook"]
 KINDS: tuple[Kind, ...] = ("shell", "python", "notebook")
@@ -176,6 +177,13 @@ class Task:
             return list(self.target)
         if self.kind != "python" or isinstance(self.target, str):
             return self.target
+        if isinstance(self.target, SealedFunction):
+            if for_store:
+                return self.target.to_dict()
+            raise ExportError(
+                f"task {self.name!r} runs {self.target.name}(), a function defined in a "
+                "notebook or script; move it into a module and refer to it as "
+                "'module:function' to write the workflow as YAML")
         path = _callable_path(self.target)
         if path:
             return path
@@ -350,8 +358,10 @@ class Workflow:
                   trusted: bool = False) -> Workflow:
         """Build and validate a workflow from its canonical dict. Every problem found is
         reported at once, each with its path in the document. ``trusted`` accepts
-        pickled Python functions (only for definitions Kale itself stored). Files the
-        workflow names are not looked at (see :meth:`validate`)."""
+        Python functions pickled by value (as Kale itself stores them); they stay sealed
+        (:class:`~kale.model.sealed.SealedFunction`): nothing here unpickles them, only
+        the process that runs the task does. Files the workflow names are not looked at
+        (see :meth:`validate`)."""
         wf, problems = cls.parse(data, base_dir=base_dir, trusted=trusted)
         if problems:
             raise ValidationError(problems)
@@ -635,7 +645,7 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
         if isinstance(tgt, str):
             if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", tgt):
                 bad(f"must be 'module:function', got {tgt!r}", "python")
-        elif not callable(tgt):
+        elif not callable(tgt) and not isinstance(tgt, SealedFunction):
             bad("must be 'module:function' or a callable", "python")
     elif t.kind == "notebook" and (not isinstance(tgt, str) or not tgt.endswith(".ipynb")
                                    or "\0" in tgt):
@@ -736,14 +746,10 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
     kind = kinds[0]
     target = data[kind]
     if kind == "python" and isinstance(target, dict) and trusted and "pickle" in target:
-        import cloudpickle
-
+        # Kept sealed: only the process that runs the task opens it (kale.model.sealed).
         file = target.get("file")
-        target = cloudpickle.loads(base64.b64decode(target["pickle"]))
-        if isinstance(file, str):
-            from kale.tasks.pickled import restore_filename
-
-            target = restore_filename(target, file)
+        target = SealedFunction(str(target["pickle"]), str(target.get("name", "function")),
+                                file if isinstance(file, str) else None)
     res_data = _given(data, "resources", {})
     resources: Any
     if isinstance(res_data, dict):

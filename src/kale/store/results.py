@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kale.model.sealed import Sealed
 from kale.model.workflow import Task
 from kale.store.store import TaskRecord
 
@@ -27,33 +28,51 @@ def encode(value: Any, workdir: Path, files: Mapping[str, str] | None = None
     another run's directory are the same result."""
     if value is None:
         return {"result_json": None, "result_path": None, "result_hash": _hash(b"null")}
-    try:
-        text = json.dumps(value, sort_keys=False, allow_nan=True)
-        if json.loads(text) == value and _same_types(json.loads(text), value):
-            view = value
-            if files and isinstance(value, dict):
-                view = {k: (f"content:{content_hash(v)}"
-                            if k in files and v == files[k] else v) for k, v in value.items()}
-            return {"result_json": text, "result_path": None,
-                    "result_hash": _hash(json.dumps(view, sort_keys=True).encode())}
-    except (TypeError, ValueError, RecursionError):
-        pass
-    try:
-        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        import cloudpickle
+    text = as_json(value)
+    if text is not None:
+        view = value
+        if files and isinstance(value, dict):
+            view = {k: (f"content:{content_hash(v)}"
+                        if k in files and v == files[k] else v) for k, v in value.items()}
+        return {"result_json": text, "result_path": None,
+                "result_hash": _hash(json.dumps(view, sort_keys=True).encode())}
+    if isinstance(value, Sealed):  # pickled where the task ran: kept as those bytes
+        blob = value.blob
+    else:  # (sealed items inside a value pickle as "open these bytes")
+        try:
+            blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            import cloudpickle
 
-        blob = cloudpickle.dumps(value)
+            blob = cloudpickle.dumps(value)
     path = workdir / RESULT_FILE
     path.write_bytes(blob)
     return {"result_json": None, "result_path": str(path), "result_hash": _hash(blob)}
 
 
-def decode(rec: TaskRecord, base_dir: str | Path | None = None) -> Any:
+def as_json(value: Any) -> str | None:
+    """``value`` as JSON text, if JSON gives back the very same value (same types: a
+    tuple or an int-keyed dict would come back changed); else None."""
+    try:
+        text = json.dumps(value, sort_keys=False, allow_nan=True)
+        back = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    try:
+        return text if back == value and _same_types(back, value) else None
+    except Exception:  # an __eq__ that raises (numpy arrays inside, say)
+        return None
+
+
+def decode(rec: TaskRecord, base_dir: str | Path | None = None, *,
+           sealed: bool = False) -> Any:
+    """A stored result. ``sealed`` (in a manager): a pickled one is not opened but
+    returned as :class:`~kale.model.sealed.Sealed` bytes, for the owner's processes."""
     if rec.result_json is not None:
         return json.loads(rec.result_json)
     if rec.result_path:
-        return loads(Path(rec.result_path).read_bytes(), base_dir)
+        blob = Path(rec.result_path).read_bytes()
+        return Sealed(blob) if sealed else loads(blob, base_dir)
     return None
 
 

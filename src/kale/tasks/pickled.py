@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from kale.model.sealed import restore_filename
+
+__all__ = ["dumps", "loads", "restore_filename"]
+
 
 def dumps(func: Any) -> bytes:
     import cloudpickle
@@ -19,16 +23,3 @@ def loads(blob: bytes) -> Any:
 
     func, filename = cloudpickle.loads(blob)
     return restore_filename(func, filename)
-
-
-def restore_filename(func: Any, filename: str | None) -> Any:
-    code = getattr(func, "__code__", None)
-    if filename and code is not None and code.co_filename != filename:
-        func.__code__ = _with_filename(code, filename)
-    return func
-
-
-def _with_filename(code: Any, filename: str) -> Any:
-    consts = tuple(_with_filename(c, filename) if hasattr(c, "co_filename") else c
-                   for c in code.co_consts)
-    return code.replace(co_filename=filename, co_consts=consts)

@@ -91,7 +91,10 @@ class PythonRunner(TaskRunner):
         super().__init__(slots)
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
-        self._blobs: dict[int, bytes] = {}  # pickled functions, by id of the function
+        #: pickled functions by id of the function, with the function itself: an id is
+        #: only unique while its object lives, and a worker's tasks each bring their own
+        #: copy of their function, which dies with the task (another may take its id)
+        self._blobs: dict[int, tuple[Any, bytes]] = {}
 
     async def start(self) -> None:
         for _ in range(self.slots - len(self._all)):
@@ -113,11 +116,15 @@ class PythonRunner(TaskRunner):
     def _func(self, target: Any) -> Any:
         if isinstance(target, str):
             return target
-        blob = self._blobs.get(id(target))
-        if blob is None:
-            from kale.tasks import pickled
+        known = self._blobs.get(id(target))
+        if known is not None and known[0] is target:
+            return known[1]
+        from kale.tasks import pickled
 
-            blob = self._blobs[id(target)] = pickled.dumps(target)
+        blob = pickled.dumps(target)
+        if len(self._blobs) >= 256:  # a workflow's functions, not every task's copy
+            self._blobs.pop(next(iter(self._blobs)))
+        self._blobs[id(target)] = (target, blob)
         return blob
 
     async def run(self, ctx: TaskContext) -> Outcome:

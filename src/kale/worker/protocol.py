@@ -22,9 +22,15 @@ manager -> worker
 
 A key is ``[run_id, task, attempt]``. A report is ``{seq, key, how, ok, exit_code, error,
 traceback, details, artifacts, result, records}``; ``seq`` numbers a worker's reports,
-``how`` is ``done``, ``cancelled`` or ``interrupted``, ``result`` is a base64 pickle or
-None, ``records`` (what ``kale.record`` kept, read where the task ran) a base64 pickle, ""
-for none, or None when not read.
+``how`` is ``done``, ``cancelled`` or ``interrupted``. ``result`` is None or a value:
+``{"json": text}`` when the value survives JSON unchanged, else ``{"pickle": base64}``;
+``records`` (what ``kale.record`` kept, read where the task ran) maps each name to such a
+value, or is None when not read.
+
+The manager never unpickles anything a worker sends: a pickled result or record reaches
+the engine as a :class:`~kale.model.sealed.Sealed` value, stored as the bytes it is and
+opened only by the owner's own processes. (The manager pickles the task contexts it
+sends; the worker, which proved it talks to its own manager, opens them.)
 
 Exactly-once: a report is applied only while its attempt is the one the engine awaits,
 and acknowledged only after the resulting state change is committed; the worker resends
@@ -39,6 +45,7 @@ import base64
 import pickle
 from typing import Any
 
+from kale.model.sealed import Sealed
 from kale.tasks.base import Outcome, TaskContext
 
 Key = tuple[str, str, int]
@@ -78,26 +85,50 @@ def decode_context(payload: str) -> TaskContext:
 
 
 def report(seq: int, key: Key, how: str, outcome: Outcome | None) -> dict[str, Any]:
+    """A report of an attempt (worker side)."""
     out = outcome or Outcome(ok=False)
-    result = None
-    if out.result is not None:
-        try:
-            result = pack(out.result)
-        except Exception as e:
-            out = Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
-                          error=f"cannot send the result: {type(e).__name__}: {e}")
-    # records: None = not read (the engine reads the file), "" = none, else a pickle
-    records = None if out.records is None else pack(out.records) if out.records else ""
+    result: dict[str, str] | None = None
+    records: dict[str, dict[str, str]] | None = None
+    try:
+        result = None if out.result is None else value_field(out.result)
+        if out.records is not None:
+            records = {str(k): value_field(v) for k, v in out.records.items()}
+    except Exception as e:
+        out = Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
+                      error=f"cannot send the result: {type(e).__name__}: {e}")
+        result = records = None
     return {"seq": seq, "key": list(key), "how": how, "ok": out.ok,
             "exit_code": out.exit_code, "error": out.error, "traceback": out.traceback,
             "details": out.details, "artifacts": out.artifacts, "result": result,
             "records": records, "code": out.code}
 
 
+def value_field(value: Any) -> dict[str, str]:
+    """A value as a report carries it: JSON when it survives JSON unchanged (the manager
+    may read it), else a pickle (the manager keeps it sealed)."""
+    from kale.store.results import as_json
+
+    text = as_json(value)
+    return {"json": text} if text is not None else {"pickle": pack(value)}
+
+
+def value_of(field: Any) -> Any:
+    """A report's value (manager side): JSON is parsed; a pickle stays sealed."""
+    import json
+
+    if not isinstance(field, dict):
+        raise ValueError("a value is {'json': text} or {'pickle': base64}")
+    if "json" in field:
+        return json.loads(field["json"])
+    return Sealed(base64.b64decode(field["pickle"], validate=True))
+
+
 def outcome_of(rep: dict[str, Any]) -> Outcome:
-    result = unpack(rep["result"]) if rep.get("result") else None
+    """The outcome a report tells (manager side). Nothing in it is unpickled."""
+    raw = rep.get("result")
+    result = None if raw is None else value_of(raw)
     raw = rep.get("records")
-    records = None if raw is None else unpack(raw) if raw else {}
+    records = None if raw is None else {str(k): value_of(v) for k, v in dict(raw).items()}
     return Outcome(ok=bool(rep.get("ok")), result=result, exit_code=rep.get("exit_code"),
                    records=records,
                    error=rep.get("error"), traceback=rep.get("traceback"),
