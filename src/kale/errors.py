@@ -57,6 +57,20 @@ class IllegalTransition(KaleError):
         super().__init__(f"run {run_id}: task {task!r} cannot go from {old} to {new}")
 
 
+class StoreWriteError(KaleError):
+    """The store refused a write (a full disk, a database gone away). The engine stops
+    starting tasks at once (what it cannot record must not run) and stops those running;
+    everything committed before stays, so ``kale resume`` finishes the run later."""
+
+    def __init__(self, store: str, cause: BaseException) -> None:
+        self.store, self.cause = store, cause
+        why = str(getattr(cause, "orig", None) or cause).splitlines()[0]
+        super().__init__(f"cannot record the run's progress in {store}: {why}. Kale "
+                         "stopped starting tasks and stopped those running; what was "
+                         "recorded is kept: once the store is writable again, "
+                         "`kale resume` finishes the run")
+
+
 class RunNotFound(KaleError):
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id

@@ -28,6 +28,7 @@ from typing import Any
 
 from kale.config import user_name
 from kale.engine.keys import cache_key, upstream_id
+from kale.errors import StoreWriteError
 from kale.executors.base import Executor, Interrupted
 from kale.model import dag
 from kale.model.refs import MissingResult, resolve
@@ -123,7 +124,8 @@ class Engine:
         self.executor.on_wait = self._waiting
         self._logs.mkdir(parents=True, exist_ok=True)
         self.store.claim_run(self.run_id)
-        self._committer = GroupCommitter(self.store, on_commit=self._notify)
+        self._committer = GroupCommitter(self.store, on_commit=self._notify,
+                                         on_error=self._store_failed_threadsafe)
         # --force runs the selected tasks again; tasks outside the selection still reuse
         self.cached = self.store.cached(self.wf.name, self.reuse_users)
         from kale.tasks.registry import runner_kind
@@ -154,7 +156,11 @@ class Engine:
             if self._poller is not None:
                 self._poller.cancel()
             await self.executor.close()
-            self._committer.close()
+            try:
+                self._committer.close()
+            except StoreWriteError:
+                if self._failure is None:
+                    raise
         final = self._final_state()
         self.store.finish_run(self.run_id, final, self._summary())
         return final
@@ -496,9 +502,27 @@ class Engine:
         self._change(name, S.SKIPPED, f"upstream {bad!r} {self.state[bad].value.lower()}")
         self._skip_descendants(name)
 
+    def _store_failed_threadsafe(self, error: StoreWriteError) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._store_failed, error)
+
+    def _store_failed(self, error: StoreWriteError) -> None:
+        """The store refused a write: start nothing more (it could not be recorded), stop
+        what runs, and end the run with the error. What was committed stays."""
+        if self._finished or self._failure is not None:
+            return
+        self._failure = error
+        self.ready.clear()
+        for t in self.running.values():
+            t.cancel()
+        self._quiet.set()
+
     # -- dispatch ------------------------------------------------------------------------
     def _dispatch(self) -> None:
         """Hand what happened to the committer, then start ready tasks in the free slots."""
+        if self._failure is not None:  # the store failed: nothing more starts
+            return
         starting: list[tuple[str, int, TaskContext]] = []
         while self.ready and len(self.running) + len(starting) < self.executor.slots:
             name = self.ready.popleft()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 
+from kale.errors import StoreWriteError
 from kale.store.store import Batch, Change, Store
 
 Listener = Callable[[list[Change]], None]
@@ -21,9 +22,13 @@ class GroupCommitter:
     #: after a commit, changes gather this long before the next one (unless someone waits)
     LINGER = 0.002
 
-    def __init__(self, store: Store, on_commit: Listener | None = None) -> None:
+    def __init__(self, store: Store, on_commit: Listener | None = None,
+                 on_error: Callable[[StoreWriteError], None] | None = None) -> None:
         self.store = store
         self.on_commit = on_commit
+        #: told (in the commit thread) when a write fails: the engine stops dispatching
+        #: at once rather than at its next change
+        self.on_error = on_error
         self._queue: list[tuple[Batch, list[Change]]] = []
         self._cond = threading.Condition()
         self._submitted = 0
@@ -85,10 +90,14 @@ class GroupCommitter:
                 items, self._queue = self._queue, []
             try:
                 self.store.write([b for b, _ in items])
-            except BaseException as e:  # reported to the engine at its next call
+            except BaseException as e:  # also raised to the engine at its next call
+                error = StoreWriteError(self.store.where, e) if isinstance(e, Exception) \
+                    else e
                 with self._cond:
-                    self._error = e
+                    self._error = error
                     self._cond.notify_all()
+                if self.on_error is not None and isinstance(error, StoreWriteError):
+                    self.on_error(error)
                 return
             if self.on_commit is not None:
                 for _, changes in items:

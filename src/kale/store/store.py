@@ -185,6 +185,9 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         kwargs: dict[str, Any] = {}
+        #: the store as messages name it: a file, or a database URL without its password
+        self.where = url.split("///", 1)[1] if url.startswith("sqlite:///") else \
+            sa.engine.make_url(url).render_as_string(hide_password=True).split("?")[0]
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
         self.engine: Engine = sa.create_engine(url, **kwargs)
