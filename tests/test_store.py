@@ -294,6 +294,19 @@ def test_cached_results_by_key_newest_first_and_per_user(store: Store) -> None:
     assert set(store.cached("wf", users=[None])) == {"k-a", "k-b1", "k-b2"}
 
 
+def test_cached_holds_the_newest_few_per_key_however_many_runs_reused_it(
+        store: Store) -> None:
+    """Each run that reuses a result records it again under its key: what a new run
+    loads must not grow with the number of earlier runs (a long-lived manager's memory
+    stays flat), and the newest copies come first."""
+    runs = [make_run(store, f"20240101-0000{i:02d}-aaaa", tasks=("a",)) for i in range(12)]
+    for i, run in enumerate(runs):
+        succeed(store, run, "a", cache_key="k-a", ended_at=float(i), result=str(i))
+    kept = store.cached("wf")["k-a"]
+    assert len(kept) == Store.PER_KEY < len(runs)
+    assert [r.run_id for r in kept] == runs[::-1][:Store.PER_KEY]
+
+
 def test_cancel_request(store: Store) -> None:
     run_id = make_run(store)
     other = make_run(store, "20240101-120000-ffff")

@@ -431,23 +431,38 @@ class Store:
     # -- cache ---------------------------------------------------------------------------
     def cached(self, workflow: str, users: Sequence[str | None] | None = None
                ) -> dict[str, list[TaskRecord]]:
-        """Every succeeded task in runs of ``workflow`` (of ``users`` only: None stands for
-        runs made without a manager), by cache key, newest first: one query, so checking
-        thousands of tasks for reuse costs one round trip. A cache key includes the task's
-        name, so a task only ever finds its own results."""
-        q = (sa.select(T.tasks).join(T.runs, T.runs.c.id == T.tasks.c.run_id)
-             .where((T.runs.c.workflow == workflow) & (T.tasks.c.state == "SUCCEEDED")
-                    & T.tasks.c.cache_key.is_not(None))
-             .order_by(T.tasks.c.ended_at.desc().nulls_last()))
+        """The newest succeeded tasks in runs of ``workflow`` (of ``users`` only: None
+        stands for runs made without a manager), by cache key, newest first: one query, so
+        checking thousands of tasks for reuse costs one round trip. A cache key includes
+        the task's name, so a task only ever finds its own results.
+
+        At most ``PER_KEY`` records per key: every run that reused a result records it
+        again under the same key, so without a bound a long-lived manager would load (and
+        hold) every run's copy of its history (memory growing with the number of runs,
+        not with the workflow). The newest few are enough: the first that is still
+        available is the one reused."""
+        ranked = (sa.select(T.tasks, sa.func.row_number().over(
+                      partition_by=T.tasks.c.cache_key,
+                      order_by=T.tasks.c.ended_at.desc().nulls_last()).label("rank"))
+                  .join(T.runs, T.runs.c.id == T.tasks.c.run_id)
+                  .where((T.runs.c.workflow == workflow) & (T.tasks.c.state == "SUCCEEDED")
+                         & T.tasks.c.cache_key.is_not(None)))
         mine = _users_clause(users)
         if mine is not None:
-            q = q.where(mine)
+            ranked = ranked.where(mine)
+        sub = ranked.subquery()
+        q = (sa.select(*[sub.c[c.name] for c in T.tasks.columns])
+             .where(sub.c.rank <= self.PER_KEY)
+             .order_by(sub.c.ended_at.desc().nulls_last()))
         with self.engine.connect() as c:
             rows = c.execute(q).all()
         out: dict[str, list[TaskRecord]] = {}
         for r in rows:
             out.setdefault(r._mapping["cache_key"], []).append(_task(r))
         return out
+
+    #: earlier results looked at per cache key (see :meth:`cached`)
+    PER_KEY = 4
 
 
 _EVENT_SQL = ("INSERT INTO events (run_id, task, ts, old, new, reason) "
