@@ -38,7 +38,8 @@ log = logging.getLogger("kale.manager")
 @dataclass
 class Settings:
     home: Path
-    url: str = ""                 # where workers reach this manager
+    url: str = ""                 # where workers reach this manager (https://, pinned)
+    local_url: str = ""           # where local workers reach it (unix:PATH); else url
     workers: int = 1              # local workers kept while there is work
     worker_slots: int | None = None
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT
@@ -77,7 +78,10 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.workers > 0 and settings.url:
             from kale.manager.tokens import WORKER_TOKEN_FILE, read_token
 
-            local = LocalWorkers(broker, home, settings.url, read_token(home, WORKER_TOKEN_FILE),
+            # through the Unix socket: no TLS, and at a path a restarted manager takes
+            # again, so local workers that outlive this one reconnect to the next
+            local = LocalWorkers(broker, home, settings.local_url or settings.url,
+                                 read_token(home, WORKER_TOKEN_FILE),
                                  count=settings.workers, slots=settings.worker_slots)
             broker.on_lost.append(lambda _w: _ensure(local))
             host.on_submit.append(local.ensure)

@@ -234,7 +234,12 @@ class BatchWorkers:
                 "--batch", *extra]
 
     def _env(self) -> dict[str, str]:
+        """The job's environment: its token, and the manager's certificate, which the
+        worker pins before it sends the token (one line: it goes into a job script)."""
+        from kale.manager.tls import CERT_ENV, cert_path, one_line
+
         return {"KALE_HOME": str(self.home), "KALE_WORKER_TOKEN": self.token,
+                CERT_ENV: one_line(cert_path(self.home).read_text()),
                 "PYTHONUNBUFFERED": "1"}
 
     def _system(self, scheduler: str) -> BatchJobs:

@@ -1,10 +1,18 @@
 """Starting, finding and stopping the manager process of a Kale home.
 
-``$KALE_HOME/manager.json`` says where the manager listens (``{"url", "pid", ...}``); the
-token is in ``$KALE_HOME/token`` (0600). The manager listens on 127.0.0.1 unless told
-otherwise, on a port the operating system chooses (no well-known port another user could
-take first). It binds before it writes ``manager.json``, so the file only ever names the
-address this manager holds, and ``start`` only reports the manager it started itself.
+``$KALE_HOME/manager.json`` says where the manager listens: ``{"url", "socket", "cert",
+"fingerprint", "pid", ...}``; the token is in ``$KALE_HOME/token`` (0600).
+
+The manager listens twice. Clients and workers of the same user on the same host use the
+Unix socket ``$KALE_HOME/manager.sock`` (0600 in the 0700 home: no other user can open it,
+nor make one in its place), plain HTTP. Everything else (batch workers on compute nodes,
+other users of a shared manager, SSH tunnels) uses ``url``, ``https://HOST:PORT``: TLS
+with the home's self-signed certificate (:mod:`kale.manager.tls`), which they pin. The TCP
+listener is on 127.0.0.1 unless told otherwise; its port is ``--port``, else the previous
+manager's if it is free (batch workers that outlived a restart find it again), else one the
+operating system chooses (no well-known port another user could take first). It binds
+both before it writes ``manager.json``, so the file only ever names addresses this
+manager holds, and ``start`` only reports the manager it started itself.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from kale.manager.tokens import WORKER_TOKEN_FILE, ensure_token
 from kale.worker.protocol import HEARTBEAT_TIMEOUT
 
 STATE_FILE = "manager.json"
+#: the last manager's TCP port, which the next one takes again if it is free
+PORT_FILE = "manager.port"
 
 
 def state(home: Path) -> dict[str, Any] | None:
@@ -38,12 +48,17 @@ def state(home: Path) -> dict[str, Any] | None:
     return doc
 
 
-def healthy(url: str, timeout: float = 1.0) -> bool:
+def healthy(doc: dict[str, Any], timeout: float = 1.0) -> bool:
+    """The manager of ``doc`` (a ``manager.json``) answers on its Unix socket."""
     import httpx
 
+    from kale.manager.tls import unix_path
+
     try:
-        return httpx.get(url + "/health", timeout=timeout).status_code == 200
-    except httpx.HTTPError:
+        transport = httpx.HTTPTransport(uds=unix_path(Path(doc["socket"])))
+        with httpx.Client(transport=transport, base_url="http://kale") as http:
+            return http.get("/health", timeout=timeout).status_code == 200
+    except (httpx.HTTPError, OSError, KeyError):
         return False
 
 
@@ -74,11 +89,11 @@ def start(home: Path, host: str = "127.0.0.1", port: int = 0, *, workers: int = 
     while time.monotonic() < deadline:
         doc = state(home)
         # only the manager this call started counts, never whatever else answers
-        if doc is not None and doc.get("pid") == proc.pid and healthy(doc["url"]):
+        if doc is not None and doc.get("pid") == proc.pid and healthy(doc):
             return doc
         if proc.poll() is not None:
             doc = state(home)
-            if doc is not None and healthy(doc["url"]):
+            if doc is not None and healthy(doc):
                 return doc  # another `kale manager start` won the race: that one serves
             text = log.read_text(errors="replace")
             problem = next((line.split("kale-manager: ", 1)[1] for line in reversed(
@@ -120,15 +135,37 @@ def _reap() -> None:
     _started[:] = [p for p in _started if p.poll() is None]
 
 
-def _server(config: Any, drain: Any) -> Any:
+def _server(config: Any, drain: Any, unix: Any = None) -> Any:
     """uvicorn's server, except that SIGTERM/SIGINT first ``drain`` the manager (its local
-    workers hand their tasks back over links that are still open), then stop it."""
+    workers hand their tasks back over links that are still open), then stop it; and that
+    it also serves the Unix socket ``unix``, without TLS.
+
+    uvicorn gives every socket of a server the same TLS context; a second server for the
+    Unix socket would have its own signal handling and shutdown to keep in step. So this
+    one server also listens on ``unix`` (once the app has started, as uvicorn does for its
+    own sockets) with a plain protocol factory: one server state, its connections closed
+    together at shutdown, one drain."""
+    import asyncio
     import threading
 
     import uvicorn
 
     class Server(uvicorn.Server):
         draining = False
+
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if unix is None or not self.started:
+                return
+            cfg, state, app_state = self.config, self.server_state, self.lifespan.state
+
+            def protocol(_loop: Any = None) -> Any:  # what uvicorn's startup builds
+                make: Any = cfg.http_protocol_class
+                return make(config=cfg, server_state=state, app_state=app_state, _loop=_loop)
+
+            loop = asyncio.get_running_loop()
+            self.servers.append(await loop.create_unix_server(protocol, sock=unix,
+                                                              backlog=cfg.backlog))
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             if self.draining:  # a second signal: stop now
@@ -150,9 +187,11 @@ def _server(config: Any, drain: Any) -> Any:
 def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = None) -> None:
     """Run the manager in this process (what ``start`` launches)."""
     import logging
+    import socket
 
     import uvicorn
 
+    from kale.manager import tls
     from kale.manager.app import Settings, create_app
     from kale.store.store import process_identity
 
@@ -165,32 +204,90 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
         print(f"kale-manager: a manager of {home} is already running", flush=True)
         sys.exit(1)
     try:
-        sock = _bind(host, port)
+        sock = _bind(host, port) if port else _bind_sticky(home, host)
     except (OSError, OverflowError) as e:  # OverflowError: a port past 65535
         why = getattr(e, "strerror", None) or e
         print(f"kale-manager: cannot listen on {host}:{port}: {why}", flush=True)
         sys.exit(1)
+    sock_path = tls.socket_path(home)
+    try:
+        unix = _bind_unix(sock_path)
+        cert = tls.ensure_cert(home, host)
+    except OSError as e:
+        print(f"kale-manager: cannot listen on {sock_path}: {e.strerror or e}", flush=True)
+        sys.exit(1)
     port = sock.getsockname()[1]
-    url = f"http://{_url_host(host)}:{port}"
-    app = create_app(Settings(home=home, url=url, **(options or {})))
+    _write_private(home / PORT_FILE, f"{port}\n")
+    url = f"https://{_url_host(host)}:{port}"
+    app = create_app(Settings(home=home, url=url, local_url=f"unix:{sock_path}",
+                              **(options or {})))
     config = uvicorn.Config(app, log_level="warning", access_log=False,
-                            ws_max_size=1 << 27, proxy_headers=False)
-    server = _server(config, app.state.drain)
-    doc = {"url": url, "pid": os.getpid(), "identity": process_identity(os.getpid()),
+                            ws_max_size=1 << 27, proxy_headers=False,
+                            ssl_certfile=str(cert), ssl_keyfile=str(tls.key_path(home)))
+    server = _server(config, app.state.drain, unix)
+    doc = {"url": url, "socket": str(sock_path), "cert": str(cert),
+           "fingerprint": tls.fingerprint(cert.read_text()), "hostname": socket.gethostname(),
+           "pid": os.getpid(), "identity": process_identity(os.getpid()),
            "host": host, "port": port, "started": time.time()}
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
+    _write_private(path, json.dumps(doc))
     try:
         server.run(sockets=[sock])
     finally:
         try:
             if json.loads(path.read_text()).get("pid") == os.getpid():
                 path.unlink()
+                sock_path.unlink(missing_ok=True)
         except (FileNotFoundError, ValueError):
             pass
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _bind_sticky(home: Path, host: str) -> Any:
+    """The previous manager's port if it is free (batch workers that outlived it find this
+    one there), else one the operating system chooses."""
+    import logging
+
+    try:
+        previous = int((home / PORT_FILE).read_text().strip())
+    except (OSError, ValueError):
+        previous = 0
+    if 0 < previous < 65536:
+        try:
+            return _bind(host, previous)
+        except OSError as e:
+            logging.getLogger("kale.manager").warning(
+                "the previous port %d is taken (%s); listening on another", previous,
+                e.strerror or e)
+    return _bind(host, 0)
+
+
+def _bind_unix(path: Path) -> Any:
+    """The Unix socket, 0600 from the start. A socket left there by a manager that died is
+    replaced: this process holds the home's lock, so no live manager owns it."""
+    import socket
+
+    from kale.manager.tls import unix_path
+
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(unix_path(path))
+        os.chmod(path, 0o600)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old)
+    return sock
 
 
 def _bind(host: str, port: int) -> Any:
