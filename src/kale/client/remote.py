@@ -14,6 +14,7 @@ import httpx
 
 from kale.config import kale_home
 from kale.errors import KaleError, TaskError
+from kale.manager import tls
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
 
@@ -23,22 +24,42 @@ QUEUE_TIMEOUT = 75.0
 
 class Client:
     """Talks to the manager of a Kale home (found through ``$KALE_HOME/manager.json`` and
-    its token file), or to ``url`` with ``token``."""
+    its token file), or to ``url`` with ``token``.
+
+    On the manager's host, a home's client goes through its Unix socket. Elsewhere, and
+    with ``url`` (``https://HOST:PORT``), it speaks TLS and trusts nothing but the
+    manager's certificate: ``cert`` (a file, or the PEM text), by default the home's
+    ``tls/manager.crt``. A server that fails that check gets no token: the client raises
+    a :class:`KaleError` saying so."""
 
     def __init__(self, url: str | None = None, token: str | None = None,
-                 home: str | Path | None = None, timeout: float = 30.0) -> None:
+                 home: str | Path | None = None, timeout: float = 30.0,
+                 cert: str | Path | None = None) -> None:
         from kale.manager import service
         from kale.manager.tokens import read_token
 
         path = kale_home(home)
+        uds = None
         if url is None:
             doc = service.state(path)
             if doc is None:
                 raise KaleError(f"no manager is running for {path}; `kale manager start`")
             url = str(doc["url"])
+            uds = _local_socket(doc)
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers={
-            "Authorization": f"Bearer {token or read_token(path)}"})
+        if uds is not None:
+            transport: httpx.HTTPTransport = _Transport(self.url, "", uds=uds)
+            base = "http://kale"  # the socket is the address; the name is only a Host header
+        else:
+            if not self.url.startswith("https://"):
+                raise KaleError(f"{url!r} is not a Kale manager's address: managers speak "
+                                "TLS, at https://HOST:PORT (`kale manager status` shows it)")
+            pem, pinned = _pin(path, cert)
+            transport = _Transport(self.url, pinned, verify=tls.client_context(pem))
+            base = self.url
+        self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport,
+                                  headers={"Authorization":
+                                           f"Bearer {token or read_token(path)}"})
 
     def _get(self, path: str, **params: Any) -> Any:
         return self._check(self._http.get(path, params=params)).json()
@@ -190,6 +211,48 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _local_socket(doc: dict[str, Any]) -> str | None:
+    """The manager's Unix socket, if it is on this host (the home may be on a shared file
+    system, seen from other hosts too), as a path ``connect`` takes."""
+    import os
+    import socket
+
+    where = doc.get("socket")
+    if not where or doc.get("hostname") != socket.gethostname() or not os.path.exists(where):
+        return None
+    return tls.unix_path(Path(where))
+
+
+def _pin(home: Path, cert: str | Path | None) -> tuple[str, str]:
+    """The certificate to trust (PEM) and where it came from (for messages)."""
+    if cert is None:
+        cert = tls.cert_path(home)
+        if not cert.exists():
+            raise KaleError("give the manager's certificate (cert=FILE or its PEM text; it is "
+                            "$KALE_HOME/tls/manager.crt on the manager's host): "
+                            f"{cert} does not exist")
+    pinned = "the certificate given" if "-----BEGIN" in str(cert) else str(cert)
+    return tls.load_pin(cert), pinned
+
+
+class _Transport(httpx.HTTPTransport):
+    """httpx's transport; a failed TLS check is a :class:`tls.NotTheManager` (the
+    request, its token with it, never left this process)."""
+
+    def __init__(self, url: str, pinned: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.url, self.pinned = url, pinned
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.ConnectError as e:
+            why = tls.tls_failure(e) if self.pinned else None
+            if why is not None:
+                raise tls.NotTheManager(self.url, self.pinned, why) from None
+            raise
 
 
 class RemoteRun:

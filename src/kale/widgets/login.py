@@ -26,11 +26,14 @@ def _remote_path(path: str) -> str:
 
 
 class Login(KaleWidget):
-    """Connect to a manager. ``method="token"``: its URL and a user token (or the file
-    holding one). ``method="ssh"``: an SSH host (an alias from ``~/.ssh/config``, or
+    """Connect to a manager. ``method="token"``: its URL (``https://HOST:PORT``), a user
+    token (or the file holding one) and the manager's TLS certificate (a file, or its PEM
+    text; by default this home's), the only one trusted: a server that fails that check
+    gets no token. ``method="ssh"``: an SSH host (an alias from ``~/.ssh/config``, or
     ``user@host``) and optionally a key file, else the SSH agent; Kale reads the
-    manager's address and your token from the Kale home there (``remote_home``) and
-    reaches the manager through an SSH tunnel. Afterwards ``client`` is a
+    manager's address, its certificate and your token from the Kale home there
+    (``remote_home``) and reaches the manager through an SSH tunnel, still pinning that
+    certificate. Afterwards ``client`` is a
     :class:`kale.Client`, and the ``on_connect`` callbacks get it."""
 
     _esm = asset("common.js", "login.js")
@@ -54,16 +57,18 @@ class Login(KaleWidget):
                              remote_home=str(form.get("remote_home") or "~/.kale"))
         elif action == "connect":
             self.connect_token(str(form.get("url") or ""), token=form.get("token") or None,
-                               token_file=form.get("token_file") or None)
+                               token_file=form.get("token_file") or None,
+                               cert=form.get("cert") or None)
         elif action == "disconnect":
             self.disconnect()
         else:
             super().act(action, content)
 
     def connect_token(self, url: str, token: str | None = None,
-                      token_file: str | None = None) -> Any:
+                      token_file: str | None = None, cert: str | None = None) -> Any:
         """Connect to the manager at ``url`` with ``token`` (or the one in
-        ``token_file``)."""
+        ``token_file``), trusting only ``cert`` (a file or PEM text; default: this Kale
+        home's certificate)."""
         from pathlib import Path
 
         if not url:
@@ -73,7 +78,7 @@ class Login(KaleWidget):
         if not token:
             raise KaleError("give a token, or the file that holds it")
         self.method, self.url = "token", url
-        return self._connected(url, token, f"manager at {url}")
+        return self._connected(url, token, f"manager at {url}", cert)
 
     def connect_ssh(self, host: str, identity: str | None = None,
                     remote_home: str = "~/.kale", timeout: float = 30.0) -> Any:
@@ -89,12 +94,17 @@ class Login(KaleWidget):
                                           "`kale manager start`)", timeout))
         token = self._ssh_read(host, identity, f"{remote_home}/token",
                                "no token there", timeout).strip()
+        # The certificate comes the way the token does (SSH, from the home): the tunnel
+        # then reaches a manager that proves it holds that certificate's key.
+        cert = self._ssh_read(host, identity, f"{remote_home}/tls/manager.crt",
+                              "no manager certificate there (is the manager older than "
+                              "this Kale? restart it)", timeout)
         where = urlsplit(str(state["url"]))
         self.disconnect()
         self._tunnel = Tunnel(host, {"api": (where.hostname or "127.0.0.1",
-                                             int(where.port or 80))}, timeout, identity)
-        local = f"http://127.0.0.1:{self._tunnel.local['api']}"
-        return self._connected(local, token, f"manager on {host} (through SSH)")
+                                             int(where.port or 443))}, timeout, identity)
+        local = f"https://127.0.0.1:{self._tunnel.local['api']}"
+        return self._connected(local, token, f"manager on {host} (through SSH)", cert)
 
     @staticmethod
     def _ssh_read(host: str, identity: str | None, path: str, missing: str,
@@ -114,10 +124,13 @@ class Login(KaleWidget):
             raise KaleError(f"{host}:{path}: {missing} ({done.stderr.strip()})")
         return done.stdout
 
-    def _connected(self, url: str, token: str, what: str) -> Any:
+    def _connected(self, url: str, token: str, what: str, cert: str | None = None) -> Any:
         from kale.client.remote import Client
 
-        client = Client(url=url, token=token)
+        try:
+            client = Client(url=url, token=token, cert=cert)
+        except KaleError as e:
+            raise KaleError(f"cannot use the {what}: {e}") from None
         try:
             client.runs(1)  # the token is checked here, not at the first real use
         except Exception as e:
