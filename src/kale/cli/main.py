@@ -661,8 +661,9 @@ def _home_path(home: Path | None) -> Path:
 def manager_start(
     port: Annotated[int, typer.Option(
         metavar="PORT",
-        help="TCP port on the host (0, the default: one the system chooses; "
-        "manager.json and `kale manager status` say which).")] = 0,
+        help="TCP port on the host, served with TLS (0, the default: the previous "
+        "manager's if it is free, else one the system chooses; manager.json and `kale "
+        "manager status` say which). Local clients use $KALE_HOME/manager.sock.")] = 0,
     host: Annotated[str, typer.Option(metavar="ADDRESS",
                                       help="Address to listen on (keep it local).")
                     ] = "127.0.0.1",
@@ -729,7 +730,8 @@ def manager_status(as_json: Annotated[bool, typer.Option(
 @app.command()
 def worker(
     manager: Annotated[str | None, typer.Option(
-        metavar="URL", help="Manager URL (default: the running manager of the Kale home).")] = None,
+        metavar="URL", help="Manager URL: https://HOST:PORT, or unix:PATH of its socket "
+        "(default: the running manager of the Kale home).")] = None,
     token_file: Annotated[Path | None, typer.Option(
         metavar="FILE", help="File holding a worker token (default: $KALE_WORKER_TOKEN, else "
         "$KALE_HOME/worker-token).")] = None,
@@ -741,7 +743,11 @@ def worker(
         metavar="SECONDS", help="Exit after this many seconds without tasks.")] = None,
     give_up: Annotated[float, typer.Option(
         metavar="SECONDS",
-        help="Exit when the manager has been unreachable this many seconds.")] = 600.0,
+        help="Exit when the manager has been unreachable this many seconds.")] = 300.0,
+    cert: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="The manager's TLS certificate, the only one trusted for an "
+        "https:// --manager (default: $KALE_MANAGER_CERT, else "
+        "$KALE_HOME/tls/manager.crt).")] = None,
     provider: Annotated[str | None, typer.Option(hidden=True)] = None,
     pool: Annotated[str | None, typer.Option(hidden=True)] = None,
     job: Annotated[str | None, typer.Option(hidden=True)] = None,
@@ -754,19 +760,36 @@ def worker(
     import asyncio
     import logging
 
+    from kale.manager import tls
     from kale.manager.tokens import WORKER_TOKEN_FILE, read_token
     from kale.worker import WorkerAgent
 
     path = _home_path(home)
     if manager is None:
+        from kale.client.remote import _local_socket
         from kale.manager import service
 
         doc = service.state(path)
         if doc is None:
             fail(f"no manager is running for {path}; give --manager URL")
         manager = str(doc["url"])
-    if not manager.startswith(("http://", "https://", "ws://", "wss://")):
-        fail(f"--manager {manager!r}: expected an http:// or ws:// URL")
+        if _local_socket(doc) is not None:
+            manager = f"unix:{doc['socket']}"
+    if not manager.startswith(("https://", "wss://", "unix:")):
+        fail(f"--manager {manager!r}: expected an https:// URL (managers speak TLS), or "
+             "unix:PATH of the manager's socket")
+    pem = None
+    if not manager.startswith("unix:"):
+        given = cert or os.environ.get(tls.CERT_ENV) or None
+        if given is None and tls.cert_path(path).exists():
+            given = tls.cert_path(path)
+        if given is None:
+            fail(f"--manager {manager}: give the manager's certificate (--cert FILE, or "
+                 f"${tls.CERT_ENV}); it is $KALE_HOME/tls/manager.crt on the manager's host")
+        try:
+            pem = tls.load_pin(given)
+        except KaleError as e:
+            fail(str(e))
     if token_file is not None:
         token = token_file.read_text().strip()
     elif os.environ.get("KALE_WORKER_TOKEN"):
@@ -780,7 +803,8 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(message)s")
     agent = WorkerAgent(manager, token, slots=1 if once else slots, worker_id=worker_id,
                         provider=provider, give_up=give_up, idle_exit=idle_exit, pool=pool,
-                        job=job, once=once, walltime=walltime, batch=batch)
+                        job=job, once=once, walltime=walltime, batch=batch, cert=pem,
+                        home=path if os.environ.get("KALE_HOME") or home else None)
     err.print(f"worker {agent.id} ({agent.slots} slots) for {manager}")
     raise typer.Exit(asyncio.run(agent.run()))
 

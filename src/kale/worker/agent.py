@@ -3,7 +3,14 @@ reports. What ``kale worker`` runs, locally or (later) inside a batch allocation
 
 It keeps every report until the manager acknowledges it, and reconnects with backoff when
 the link breaks, so a manager that is killed, restarted or unreachable for a while loses
-nothing: tasks go on running meanwhile, and their reports arrive when it is back. It
+nothing: tasks go on running meanwhile, and their reports arrive when it is back. It gives
+up (exit 3) after ``give_up`` seconds (5 minutes by default) without a manager.
+
+It reaches the manager at ``unix:PATH`` (its Unix socket: a local worker) or at
+``https://HOST:PORT`` with TLS, trusting only the manager's certificate (``cert``): a
+server that fails that check never gets the token; the worker says so and goes on
+looking. With ``home`` (``$KALE_HOME``) it re-reads the home's ``manager.json`` while it
+looks, so it finds a restarted manager that listens elsewhere. It
 samples each task's process tree (CPU, memory, I/O, GPU) every few seconds, and suspends,
 resumes or cancels a task when told to.
 """
@@ -19,6 +26,7 @@ import secrets
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
@@ -28,14 +36,23 @@ from kale.worker.protocol import LINK_PATH, Key, decode_context, key_of, report
 log = logging.getLogger("kale.worker")
 
 
+#: seconds without a manager after which a worker gives up (exit 3)
+GIVE_UP = 300.0
+
+
 class WorkerAgent:
     def __init__(self, url: str, token: str, *, slots: int | None = None,
                  worker_id: str | None = None, provider: str | None = None,
-                 give_up: float = 600.0, idle_exit: float | None = None,
+                 give_up: float = GIVE_UP, idle_exit: float | None = None,
                  pool: str | None = None, job: str | None = None, once: bool = False,
-                 walltime: float | None = None, batch: bool = False) -> None:
+                 walltime: float | None = None, batch: bool = False,
+                 cert: str | None = None, home: Path | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        #: the manager's certificate (PEM), the only one trusted on https:// and wss://
+        self.cert = cert
+        self.home = home
+        self._ssl: Any = None
         self.slots = max(1, slots or os.cpu_count() or 1)
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.provider = provider
@@ -97,13 +114,14 @@ class WorkerAgent:
                     await self._connect()
                     backoff, away_since = 0.05, None
                 except (OSError, TimeoutError, _LinkClosed) as e:
-                    log.info("manager link: %s", e)
+                    self._failed(e)
                 except Exception as e:
                     if not _is_ws_error(e):
                         raise
-                    log.info("manager link: %s", e)
+                    self._failed(e)
                 if self.stopping:
                     break
+                self._rediscover()
                 now = time.monotonic()
                 away_since = away_since or now
                 if now - away_since > self.give_up:
@@ -145,13 +163,57 @@ class WorkerAgent:
             t.cancel()
         self._dirty.set()
 
-    async def _connect(self) -> None:
-        from websockets.asyncio.client import connect
+    def _failed(self, e: BaseException) -> None:
+        from kale.manager.tls import tls_failure
 
-        ws_url = "ws" + self.url[4:] + LINK_PATH if self.url.startswith("http") else self.url
-        async with connect(ws_url, additional_headers={"Authorization": f"Bearer {self.token}"},
-                           open_timeout=5, ping_interval=5, ping_timeout=10,
-                           max_size=1 << 27, compression=None) as ws:
+        why = tls_failure(e)
+        if why is not None:
+            log.warning("the server at %s is not this home's manager: it failed the TLS "
+                        "check against the pinned certificate (%s); no token was sent",
+                        self.url, why)
+        else:
+            log.info("manager link: %s", e)
+
+    def _rediscover(self) -> None:
+        """Where the home says its manager now listens (a restarted manager may have
+        another port, or host): for a worker that reaches it over TCP."""
+        if self.home is None or self.url.startswith("unix:"):
+            return
+        try:
+            url = str(json.loads((self.home / "manager.json").read_text())["url"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if url.startswith("https://") and url.rstrip("/") != self.url:
+            log.info("the home's manager.json now names %s (was %s)", url, self.url)
+            self.url = url.rstrip("/")
+
+    def _open(self) -> Any:
+        """The websocket connection to open: through the Unix socket, or TLS with only the
+        pinned certificate trusted (checked in the handshake, before the token is sent)."""
+        from websockets.asyncio.client import connect, unix_connect
+
+        options: dict[str, Any] = dict(
+            additional_headers={"Authorization": f"Bearer {self.token}"}, open_timeout=5,
+            ping_interval=5, ping_timeout=10, max_size=1 << 27, compression=None)
+        if self.url.startswith("unix:"):
+            from kale.manager.tls import unix_path
+
+            return unix_connect(unix_path(Path(self.url[5:])), "ws://kale" + LINK_PATH,
+                                **options)
+        ws_url = "wss" + self.url[5:] + LINK_PATH if self.url.startswith("https:") \
+            else self.url
+        if not ws_url.startswith("wss://"):
+            raise ValueError(f"{self.url}: a manager is reached at https://, wss:// or unix:")
+        if self._ssl is None:
+            from kale.manager.tls import client_context
+
+            if not self.cert:
+                raise ValueError("no certificate to check the manager's against")
+            self._ssl = client_context(self.cert)
+        return connect(ws_url, ssl=self._ssl, **options)
+
+    async def _connect(self) -> None:
+        async with self._open() as ws:
             hello = {"op": "hello", "worker": self.id, "slots": self.slots,
                      "host": socket.gethostname(), "pid": os.getpid(),
                      "provider": self.provider, "info": _info(),
