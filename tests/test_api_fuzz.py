@@ -61,6 +61,7 @@ def test_no_server_errors_from_generated_requests(home: Path, idle_manager: dict
     out = subprocess.run(
         [st_cli, "run", idle_manager["url"] + "/openapi.json",
          "-H", f"Authorization: Bearer {token}", "--checks", "not_a_server_error",
+         "--tls-verify", str(home / "tls" / "manager.crt"),  # the pin: the only CA
          "-n", "40", "--seed", "1"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]

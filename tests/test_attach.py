@@ -138,13 +138,13 @@ def test_kernel_info_only_for_the_owner_and_only_while_it_runs(
     with m.client() as client:
         run = submit_loop(client, tmp_path, "who")
         url = f"{m.url}/api/runs/{run.id}/tasks/loop/kernel"
-        assert httpx.get(url).status_code == 401
-        assert httpx.get(url, headers=m.headers("worker-token")).status_code == 401
-        info = httpx.get(url, headers=m.headers()).json()
+        assert httpx.get(url, verify=m.tls).status_code == 401
+        assert httpx.get(url, headers=m.headers("worker-token"), verify=m.tls).status_code == 401
+        info = httpx.get(url, headers=m.headers(), verify=m.tls).json()
         assert info["ip"] == "127.0.0.1" and info["key"] and info["signature_scheme"]
         gate(tmp_path).touch()
         assert run.wait(120).state.value == "SUCCEEDED"
-        gone = httpx.get(url, headers=m.headers())
+        gone = httpx.get(url, headers=m.headers(), verify=m.tls)
         assert gone.status_code == 404 and "no running kernel" in gone.json()["detail"]
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,7 +36,7 @@ def manager(kale: Kale, home: Path) -> Iterator[dict]:
 
 
 def test_start_status_stop_and_token_file(kale: Kale, home: Path, manager: dict) -> None:
-    assert manager["url"].startswith("http://127.0.0.1:") and manager["pid"] > 0
+    assert manager["url"].startswith("https://127.0.0.1:") and manager["pid"] > 0
     token = home / "token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     # a second start finds the running manager
@@ -45,26 +46,33 @@ def test_start_status_stop_and_token_file(kale: Kale, home: Path, manager: dict)
     status = kale("manager", "status", "--json")
     assert status.returncode == 1 and json.loads(status.stdout)["pid"] is None
     with pytest.raises(httpx.HTTPError):
-        httpx.get(manager["url"] + "/health", timeout=2)
+        httpx.get(manager["url"] + "/health", timeout=2, verify=_pinned(home))
+
+
+def _pinned(home: Path) -> Any:
+    from kale.manager.tls import client_context
+
+    return client_context((home / "tls" / "manager.crt").read_text())
 
 
 def test_every_endpoint_but_health_needs_the_token(home: Path, manager: dict) -> None:
     url = manager["url"]
-    assert httpx.get(url + "/health").json()["status"] == "ok"
-    assert httpx.get(url + "/api/runs").status_code == 401
+    http = httpx.Client(verify=_pinned(home))  # TLS, trusting this home's certificate
+    assert http.get(url + "/health").json()["status"] == "ok"
+    assert http.get(url + "/api/runs").status_code == 401
     bad = {"Authorization": "Bearer nope"}
-    assert httpx.get(url + "/api/runs", headers=bad).status_code == 401
-    assert httpx.post(url + "/api/runs", json={}, headers=bad).status_code == 401
+    assert http.get(url + "/api/runs", headers=bad).status_code == 401
+    assert http.post(url + "/api/runs", json={}, headers=bad).status_code == 401
     good = {"Authorization": "Bearer " + (home / "token").read_text().strip()}
-    assert httpx.get(url + "/api/runs", headers=good).json() == []
+    assert http.get(url + "/api/runs", headers=good).json() == []
     # malformed and oversized requests get 4xx with a message, never 5xx
-    r = httpx.post(url + "/api/runs", json={"workflow": "x"}, headers=good)
+    r = http.post(url + "/api/runs", json={"workflow": "x"}, headers=good)
     assert r.status_code == 422 and "detail" in r.json()
-    r = httpx.post(url + "/api/runs", headers=good,
-                   json={"workflow": {"name": "x", "tasks": {"a": {}}}, "base_dir": "/"})
+    r = http.post(url + "/api/runs", headers=good,
+                  json={"workflow": {"name": "x", "tasks": {"a": {}}}, "base_dir": "/"})
     assert r.status_code == 422 and "needs one of" in r.json()["detail"]
-    assert httpx.get(url + "/api/runs/nope", headers=good).status_code == 404
-    r = httpx.post(url + "/api/runs", headers=good, content=b" " * (17 * 1024 * 1024))
+    assert http.get(url + "/api/runs/nope", headers=good).status_code == 404
+    r = http.post(url + "/api/runs", headers=good, content=b" " * (17 * 1024 * 1024))
     assert r.status_code == 413
 
 

@@ -1,5 +1,7 @@
 """Safe on a shared login node (issue 13): what another user's process on the same host can
-and cannot do to a Kale manager. Real processes, real sockets."""
+and cannot do to a Kale manager. Real processes, real sockets. (How clients and workers
+reach the manager, the Unix socket and the pinned TLS certificate, and what a server at
+the manager's address gets from them: tests/test_transport.py.)"""
 
 from __future__ import annotations
 
@@ -67,33 +69,6 @@ def _home_env(home: Path) -> dict[str, str]:
     import os
 
     return {**os.environ, "KALE_HOME": str(home), "COLUMNS": "200"}
-
-
-def test_two_homes_start_managers_with_default_options_at_once(tmp_path: Path) -> None:
-    homes = [tmp_path / "alice", tmp_path / "bob"]
-    cli = [sys.executable, "-m", "kale.cli.main"]
-    try:
-        starts = [subprocess.Popen([*cli, "manager", "start", "--workers", "1"],
-                                   env=_home_env(h), stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True) for h in homes]
-        for p in starts:
-            _, err = p.communicate(timeout=120)
-            assert p.returncode == 0, err
-        docs = [json.loads((h / "manager.json").read_text()) for h in homes]
-        assert docs[0]["port"] != docs[1]["port"]
-        assert all(d["port"] != 8765 for d in docs)  # no well-known port
-        for h, doc in zip(homes, docs, strict=True):
-            # the port in manager.json is the one this manager's process listens on
-            assert _listening_pid(doc["port"]) == doc["pid"]
-            wf = h / "wf.yaml"
-            wf.write_text("name: hello\ntasks:\n  hi:\n    shell: echo hi from $KALE_RUN_ID\n")
-            run = subprocess.run([*cli, "run", str(wf)], env=_home_env(h),
-                                 capture_output=True, text=True, timeout=300)
-            assert run.returncode == 0, run.stdout + run.stderr
-    finally:
-        for h in homes:
-            subprocess.run([*cli, "manager", "stop"], env=_home_env(h), capture_output=True,
-                           timeout=120)
 
 
 def test_starting_a_managers_home_twice_at_once_leaves_one_manager(tmp_path: Path) -> None:
@@ -168,7 +143,7 @@ def test_latest_and_reuse_are_each_users_own_on_a_shared_manager(
         # mallory runs a workflow with the owner's workflow and task names first
         forged = Workflow("shared-name")
         forged.shell("value", "echo forged > value.txt", outputs=["value.txt"])
-        with Client(url=m.url, token=mallory["token"]) as as_mallory:
+        with Client(url=m.url, token=mallory["token"], cert=m.doc["cert"]) as as_mallory:
             hers = as_mallory.submit(forged)
             assert hers.wait(120).state.value == "SUCCEEDED"
         real = Workflow("shared-name")
@@ -179,7 +154,7 @@ def test_latest_and_reuse_are_each_users_own_on_a_shared_manager(
             task = owner.task(own.id, "value")
             assert task["reused_from"] is None  # never another user's result
             assert owner.status("latest")["run"]["id"] == own.id
-        with Client(url=m.url, token=mallory["token"]) as as_mallory:
+        with Client(url=m.url, token=mallory["token"], cert=m.doc["cert"]) as as_mallory:
             # her latest is her own run, although the owner's is newer
             assert as_mallory.status("latest")["run"]["id"] == hers.id
             with pytest.raises(Exception, match="404"):
@@ -219,7 +194,7 @@ def test_api_docs_are_off_and_huge_offsets_are_4xx(
 
     m = managers("--workers", "1")
     for page in ("/docs", "/redoc"):
-        assert httpx.get(m.url + page).status_code == 404
+        assert httpx.get(m.url + page, verify=m.tls).status_code == 404
     wf = Workflow("logs")
     wf.shell("hi", "echo hi")
     with m.client() as client:
@@ -229,7 +204,8 @@ def test_api_docs_are_off_and_huge_offsets_are_4xx(
                         (f"/api/runs/{run.id}/tasks/hi/resources", "after"),
                         (f"/api/runs/{run.id}/events", "after")):
         for value in ("99999999999999999999999", "-1"):
-            r = httpx.get(m.url + path, params={query: value}, headers=m.headers())
+            r = httpx.get(m.url + path, params={query: value}, headers=m.headers(),
+                          verify=m.tls)
             assert r.status_code == 422, (path, value, r.status_code, r.text)
 
 
@@ -268,7 +244,7 @@ def test_another_users_worker_cannot_finish_claim_or_speak_for_the_owners_task(
         wait_until(lambda: owner.task(run.id, "a")["state"] == "SUBMITTED",
                    what="the owner's attempt to be queued")
         headers = {"Authorization": "Bearer " + bob["worker_token"]}
-        with connect("ws" + m.url[4:] + "/api/workers/link", additional_headers=headers) as ws:
+        with connect(m.ws_url, additional_headers=headers, ssl=m.tls) as ws:
             ws.send(json.dumps({"op": "hello", "worker": "bob-1", "slots": 1, "running": [key],
                                 "reports": []}))
             assert json.loads(ws.recv(timeout=60))["op"] == "welcome"
@@ -306,7 +282,7 @@ def test_nul_anywhere_in_a_submitted_workflow_is_refused_and_leaves_nothing(
                 {"name": "ok", "description": "x\x00", "tasks": {"t": {"shell": "echo"}}},
                 {"name": "ok", "tasks": {"t": {"shell": "echo", "tags": ["a\x00"]}}},
                 {"name": "ok", "parameters": {"p": "v\x00"}, "tasks": {"t": {"shell": "echo"}}}):
-        r = httpx.post(m.url + "/api/runs", headers=m.headers(),
+        r = httpx.post(m.url + "/api/runs", headers=m.headers(), verify=m.tls,
                        json={"workflow": doc, "base_dir": str(home)})
         assert 400 <= r.status_code < 500, (doc, r.status_code, r.text)
         assert "NUL" in r.text

@@ -139,13 +139,13 @@ def test_worker_tokens_only_open_the_worker_link(
     from websockets.exceptions import InvalidStatus, WebSocketException
 
     m = managers("--workers", "0")
-    assert httpx.get(m.url + "/api/runs", headers=m.headers("worker-token")).status_code == 401
-    assert httpx.get(m.url + "/api/runs", headers=m.headers()).status_code == 200
+    assert httpx.get(m.url + "/api/runs", headers=m.headers("worker-token"),
+                     verify=m.tls).status_code == 401
+    assert httpx.get(m.url + "/api/runs", headers=m.headers(), verify=m.tls).status_code == 200
 
     async def link(headers: dict[str, str]) -> str:
-        ws_url = "ws" + m.url[4:] + "/api/workers/link"
         try:
-            async with connect(ws_url, additional_headers=headers) as ws:
+            async with connect(m.ws_url, additional_headers=headers, ssl=m.tls) as ws:
                 await ws.send(json.dumps({"op": "hello", "worker": "probe", "slots": 0}))
                 return str(json.loads(await ws.recv())["op"])
         except (InvalidStatus, WebSocketException) as e:
@@ -350,7 +350,7 @@ def test_worker_command_errors_are_clear(kale: Kale, home: Path) -> None:
     out = kale("worker")
     assert out.returncode == 2 and "no manager is running" in out.stderr
     out = kale("worker", "--manager", "localhost:1")
-    assert out.returncode == 2 and "expected an http://" in out.stderr
+    assert out.returncode == 2 and "expected an https://" in out.stderr
 
 
 def test_chunked_oversized_body_is_refused(managers: Callable[..., Manager]) -> None:
@@ -360,7 +360,7 @@ def test_chunked_oversized_body_is_refused(managers: Callable[..., Manager]) -> 
         for _ in range(20):
             yield b" " * (1024 * 1024)
 
-    r = httpx.post(m.url + "/api/runs", headers=m.headers(), content=chunks())
+    r = httpx.post(m.url + "/api/runs", headers=m.headers(), content=chunks(), verify=m.tls)
     assert r.status_code == 413 and "over" in r.json()["detail"]
 
 
@@ -368,7 +368,7 @@ def test_chunked_oversized_body_is_refused(managers: Callable[..., Manager]) -> 
 def _link(m: Manager, token: str = "worker-token") -> Any:
     from websockets.sync.client import connect
 
-    return connect("ws" + m.url[4:] + "/api/workers/link", additional_headers=m.headers(token))
+    return connect(m.ws_url, additional_headers=m.headers(token), ssl=m.tls)
 
 
 _backlog: list[dict[str, Any]] = []
@@ -458,7 +458,8 @@ def test_two_users_on_one_postgresql_manager_see_only_their_own_runs(
     token_file.write_text(alice["worker_token"])
     worker = kale.popen("worker", "--token-file", str(token_file), "--id", "alice-1")
     try:
-        with Client(url=m.url, token=alice["token"]) as as_alice:
+        with Client(url=m.url, token=alice["token"],
+                    cert=home / "tls" / "manager.crt") as as_alice:
             hers = Workflow("hers")
             hers.shell("hi", "echo alice")
             theirs = as_alice.submit(hers)
@@ -489,10 +490,11 @@ def test_two_users_on_one_postgresql_manager_see_only_their_own_runs(
         assert attempts(kale, theirs.id, "hi")[0]["worker"] == "alice-1"
         assert attempts(kale, own.id, "hi")[0]["worker"] != "alice-1"
         # her user token is no worker token, and her worker token opens no API
-        assert httpx.get(m.url + "/api/runs", headers={
+        assert httpx.get(m.url + "/api/runs", verify=m.tls, headers={
             "Authorization": "Bearer " + alice["worker_token"]}).status_code == 401
-        assert httpx.post(m.url + "/api/workers", json={"kind": "local"}, headers={
-            "Authorization": "Bearer " + alice["worker_token"]}).status_code == 401
+        assert httpx.post(m.url + "/api/workers", json={"kind": "local"}, verify=m.tls,
+                          headers={"Authorization": "Bearer " + alice["worker_token"]}
+                          ).status_code == 401
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=60)
@@ -533,7 +535,7 @@ def test_live_run_summary_answers_only_its_owner(
         run = client.submit(wf)
         wait_until(lambda: task(client, run.id, "nap")["state"] == "RUNNING", what="RUNNING")
         url = f"{m.url}/api/runs/{run.id}?tasks=false"
-        fast = httpx.get(url, headers=m.headers())
+        fast = httpx.get(url, headers=m.headers(), verify=m.tls)
         assert fast.status_code == 200
         assert fast.json()["counts"] == {"RUNNING": 1, "PENDING": 1}
         assert fast.json()["run"]["id"] == run.id and "tasks" not in fast.json()
@@ -541,5 +543,5 @@ def test_live_run_summary_answers_only_its_owner(
         assert {t["state"] for t in full["tasks"]} == {"RUNNING", "PENDING"}
         assert full["counts"] == fast.json()["counts"]
         for bad in ({}, m.headers("worker-token"), {"Authorization": "Bearer nope"}):
-            assert httpx.get(url, headers=bad).status_code == 401
+            assert httpx.get(url, headers=bad, verify=m.tls).status_code == 401
         run.cancel()
