@@ -355,3 +355,77 @@ def ssh_host() -> str:
         service_missing(f"no SSH server: {SSH_HOST_FILE} is missing "
                         "(run scripts/services/sshd.sh)")
     return host
+
+
+# -- a second OS user -----------------------------------------------------------------------
+# Tests that play another user of a shared login node run commands as `kale-other`, a locked
+# system user that scripts/services/users.sh creates (root only; it also makes the test
+# interpreter reachable for that user). Without it, or when the tests do not run as root
+# (switching users needs root), those tests skip, except under CI=true, where they fail.
+
+OTHER_USER = "kale-other"
+_other_user_checked: list[str] = []  # why the user cannot run Kale ("" if it can), once
+
+
+class OtherUser:
+    """Runs an argv as ``kale-other`` (setpriv: its uid, gid and groups) with a clean
+    environment: that user's HOME, USER, LOGNAME and SHELL, a PATH that starts with the
+    directory of the Python running the tests (so ``python3 -m kale.cli.main`` is this
+    Kale), nothing else of the test's environment unless given."""
+
+    def __init__(self, name: str = OTHER_USER) -> None:
+        import pwd
+
+        entry = pwd.getpwnam(name)
+        self.name, self.uid, self.gid = name, entry.pw_uid, entry.pw_gid
+        self.home = Path(entry.pw_dir)
+        self.python_bin = os.path.dirname(sys.executable)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name,
+                "SHELL": "/bin/bash", "LANG": "C.UTF-8", "COLUMNS": "200",
+                "PATH": f"{self.python_bin}:/usr/local/bin:/usr/bin:/bin", **extra}
+
+    def __call__(self, *argv: str, env: dict[str, str] | None = None,
+                 cwd: Path | str | None = None,
+                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` as the other user (``env``: extra variables), in ``cwd`` (default:
+        that user's home), and return what it did."""
+        return subprocess.run(
+            ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+             "--", *argv],
+            env=self.env(**(env or {})), cwd=cwd or self.home, capture_output=True, text=True,
+            timeout=timeout)
+
+    def kale(self, *args: str, home: Path | str | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """``kale ARGS`` as the other user, with ``KALE_HOME=home`` when given."""
+        env = {"KALE_HOME": str(home)} if home is not None else {}
+        return self("python3", "-m", "kale.cli.main", *args, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def other_user() -> OtherUser:
+    """A helper that runs commands as another OS user of this machine (see OtherUser)."""
+    import pwd
+
+    try:
+        pwd.getpwnam(OTHER_USER)
+    except KeyError:
+        service_missing(f"no second OS user: {OTHER_USER} does not exist "
+                        "(run scripts/services/users.sh as root)")
+    if os.geteuid() != 0:
+        service_missing(f"running commands as {OTHER_USER} needs root; the tests run as "
+                        f"uid {os.geteuid()}")
+    user = OtherUser()
+    if not _other_user_checked:
+        probe = user("python3", "-c", "import kale.cli.main")
+        lines = (probe.stderr.strip() or probe.stdout.strip()).splitlines()
+        _other_user_checked.append(
+            "" if probe.returncode == 0 else
+            f"{OTHER_USER} cannot run {sys.executable} -m kale.cli.main "
+            f"({lines[-1] if lines else f'exit {probe.returncode}'}); run "
+            "scripts/services/users.sh as root, which makes the interpreter reachable")
+    if _other_user_checked[0]:
+        service_missing(_other_user_checked[0])
+    return user
