@@ -105,7 +105,7 @@ class Manager:
         self.home = Path(tempfile.mkdtemp(prefix="home-", dir=root))
         self.port = free_port()
         self.args = start_args(self.port, workers, slots, heartbeat)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://127.0.0.1:{self.port}"
         self.startup = 0.0
 
     def start(self) -> Manager:
@@ -124,9 +124,11 @@ class Manager:
         return (self.home / "token").read_text().strip()
 
     def http(self, timeout: float = 30.0) -> Any:
+        """A client of the manager's Unix socket (what local clients use: no TLS)."""
         import httpx
 
-        return httpx.Client(base_url=self.url, timeout=timeout,
+        transport = httpx.HTTPTransport(uds=str(self.home / "manager.sock"))
+        return httpx.Client(base_url="http://kale", timeout=timeout, transport=transport,
                             headers={"Authorization": f"Bearer {self.token}"})
 
     def client(self) -> Any:
@@ -417,7 +419,8 @@ def resume(root: Path, n: int, timeout: float) -> dict[str, Any]:
 
         def healthy() -> bool:
             try:
-                return httpx.get(m.url + "/health", timeout=0.5).status_code == 200
+                with m.http(timeout=0.5) as http:
+                    return bool(http.get("/health").status_code == 200)
             except httpx.HTTPError:
                 return False
 
