@@ -126,10 +126,6 @@ def test_kale_as_another_user_with_the_owners_home_is_a_message(
     assert runs.returncode == 0 and json.loads(runs.stdout) == [], runs.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="a Kale home the user cannot enter or write gives a "
-                   "traceback, not a message: kale_home() lets stat()'s PermissionError "
-                   "escape (src/kale/config.py), and the store's 'unable to open database "
-                   "file' is not caught either")
 @pytest.mark.parametrize("where", ["inside the owner's home", "the owner's open home"])
 def test_kale_as_another_user_with_a_home_it_cannot_write_is_a_message(
         other_user: OtherUser, kale: Kale, home: Path, shared_dir: Path, where: str) -> None:

@@ -6,15 +6,28 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from kale.errors import UsageError
+
 
 def kale_home(home: str | Path | None = None) -> Path:
     """The Kale home directory (created on first use, private to the user)."""
     path = Path(home or os.environ.get("KALE_HOME") or Path.home() / ".kale").expanduser()
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
-        path.chmod(0o700)
-    else:
-        _make_private(path)
+    try:
+        if not path.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o700)
+        else:
+            _make_private(path)
+        st = path.stat()
+    except OSError as e:
+        raise UsageError(f"cannot use {path} as the Kale home: {e.strerror or e}; set "
+                         "KALE_HOME to a directory of your own") from None
+    if st.st_uid != os.getuid():
+        raise UsageError(f"{path} belongs to another user; a Kale home holds your tokens "
+                         "and results and must be your own: set KALE_HOME to a directory "
+                         "of yours")
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise UsageError(f"cannot use {path} as the Kale home: it is not writable by you")
     return path.resolve()
 
 
