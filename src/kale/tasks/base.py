@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kale.model.workflow import Task
+from kale.tasks import groups
 
 RECORDS_FILE = ".kale-records.pkl"
 
@@ -55,11 +56,15 @@ class TaskContext:
         return self.workdir / RECORDS_FILE
 
     def make_workdir(self) -> None:
-        """Create the task's directory (done where the task runs), or clear an earlier
-        attempt's records from it."""
+        """Create the task's directory (done where the task runs), or make it ready for
+        another attempt: whatever an earlier attempt whose worker died left running there
+        on this host is killed first (:func:`kale.tasks.groups.stop_earlier`: two attempts
+        never run in one directory at once), and its records are cleared."""
         try:
             os.mkdir(self.workdir)
-        except FileExistsError:  # an earlier attempt's records must not leak into this one
+        except FileExistsError:
+            groups.stop_earlier(self.workdir)
+            # an earlier attempt's records must not leak into this one
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.records_path)
         except FileNotFoundError:  # the run directory itself was removed

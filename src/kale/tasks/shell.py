@@ -28,7 +28,7 @@ import re
 from typing import Any
 
 from kale.model.refs import MissingResult, Ref, resolve, substitute
-from kale.tasks import procs
+from kale.tasks import groups, procs
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
 from kale.tasks.launchers import launch_prefix
 from kale.tasks.record import task_path
@@ -102,13 +102,17 @@ class ShellRunner(TaskRunner):
             except OSError as e:
                 return Outcome(ok=False, exit_code=127, error=f"cannot start {argv[0]!r}: "
                                f"{e.strerror or e}")
+        # What the next attempt kills first if this one's worker dies with it running.
+        groups.record(ctx.workdir, proc.pid, env, ctx.attempt)
         ctx.pids.append(proc.pid)
         try:
             code = await procs.wait(proc)
         except asyncio.CancelledError:
             await procs.terminate(proc)
+            groups.forget(ctx.workdir)
             raise
         procs.kill_group(proc)  # nothing the command left behind outlives the task
+        groups.forget(ctx.workdir)
         if code == 0:
             return Outcome(ok=True, exit_code=0)
         what = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
