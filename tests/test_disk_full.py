@@ -76,3 +76,48 @@ def test_a_full_disk_stops_the_run_with_a_message_and_resume_runs_nothing_twice(
     assert sorted(set(after)) == sorted(f"t{i}" for i in range(20))
     for name in recorded - {"fill"}:  # what was recorded as succeeded never ran again
         assert after.count(name) == 1, (name, after)
+
+
+def test_a_full_disk_under_a_manager_fails_the_run_with_the_reason_and_restart_resumes_it(
+        small_disk: Path, tmp_path: Path) -> None:
+    """The same through a manager: the run's status turns FAILED with the store's reason
+    (the store itself cannot record it), so a waiting client returns; the next manager
+    resumes the run from what was recorded."""
+    import json
+
+    from conftest import Manager
+
+    home = small_disk / "kale-home"
+    home.mkdir(mode=0o700)
+    filler, ledger = small_disk / "filler", tmp_path / "ran.txt"
+    once = tmp_path / "filled-once"
+    from kale import Workflow
+
+    wf = Workflow("disk-full-managed")
+    wf.shell("fill", f"if [ ! -e {once} ]; then touch {once}; "
+                     f"head -c 64M /dev/zero > {filler}; fi; true")
+    for i in range(20):
+        wf.shell(f"t{i}", f"echo t{i} >> {ledger}", after=["fill"])
+    kale = Kale(home, tmp_path)
+    m = Manager(kale, home, "--workers", "1")
+    try:
+        with m.client() as client:
+            run = client.submit(wf)
+            assert run.wait(120).state.value == "FAILED"
+            doc = client.status(run.id, tasks=False)
+            assert "cannot record the run's progress" in doc["run"]["message"]
+            assert "disk is full" in doc["run"]["message"]
+        filler.unlink()  # space again
+        recorded = {t["name"] for t in json.loads(kale("status", run.id, "--json").stdout)[
+            "tasks"] if t["state"] == "SUCCEEDED"}
+        assert kale("manager", "stop").returncode == 0
+        m.start()  # resumes the unfinished run
+        with m.client() as client:
+            assert client.run(run.id).wait(120).state.value == "SUCCEEDED", \
+                client.status(run.id, tasks=False)
+    finally:
+        kale("manager", "stop")
+    after = _ledger(ledger)
+    assert sorted(set(after)) == sorted(f"t{i}" for i in range(20))
+    for name in recorded - {"fill"}:
+        assert after.count(name) == 1, (name, after)

@@ -120,7 +120,7 @@ def _warnings(home: Path, text: str) -> list[str]:
 
 
 def test_local_workers_that_cannot_start_are_reported_and_retried_until_one_can(
-        home: Path, managers: Callable[..., Manager]) -> None:
+        kale: Kale, home: Path, managers: Callable[..., Manager]) -> None:
     """The disk the workers' logs are on is full: every local worker dies before it
     connects. The manager says so in its log, with the exit code, at growing intervals,
     and once the space is freed a worker starts, connects and the run completes."""
@@ -136,6 +136,11 @@ def test_local_workers_that_cannot_start_are_reported_and_retried_until_one_can(
         first = _warnings(home, "failure 1 in a row")[0]
         assert "trying again in 1 s" in first and "trying again in 2 s" in failed[0]
         assert client.status(run.id)["tasks"][0]["state"] != "SUCCEEDED"
+        # the run's status says why it does not go on, and so does `kale status`
+        said = client.status(run.id).get("problems") or []
+        assert any("local workers cannot start" in p for p in said), said
+        shown = kale("status", run.id)
+        assert "local workers cannot start" in shown.stdout, shown.stdout
         filler.unlink()  # space again
         assert run.wait(120).state.value == "SUCCEEDED"
         assert client.logs(run.id, "hello").split() == ["hello"]

@@ -164,6 +164,51 @@ def test_latest_and_reuse_are_each_users_own_on_a_shared_manager(
         worker.communicate(timeout=60)
 
 
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_an_added_users_tasks_run_only_on_that_users_own_workers(
+        kale: Kale, home: Path, managers: Callable[..., Manager], store_url: str,
+        slurm: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The manager's own workers and batch jobs run as its owner: bob's tasks wait, saying
+    so, until a worker of bob's connects; no job is submitted for bob's batch task."""
+    from kale.store import workers as wstore
+    from kale.store.store import Store
+
+    monkeypatch.setenv("KALE_STORE_URL", store_url)
+    m = managers("--workers", "1")
+    bob = json.loads(kale("manager", "add-user", "bob").stdout)
+    wf = Workflow("bobs")
+    wf.shell("plain", "echo bob")
+    wf.shell("batch", "echo never", executor="slurm")
+    with Client(url=m.url, token=bob["token"], cert=m.doc["cert"]) as as_bob:
+        run = as_bob.submit(wf)
+        said = wait_until(lambda: as_bob.status(run.id).get("problems"),
+                          what="the run to say what it waits for")
+        assert "waiting for a worker of bob's" in said[0], said
+        assert {t["name"]: t["state"] for t in as_bob.status(run.id)["tasks"]} == {
+            "plain": "SUBMITTED", "batch": "SUBMITTED"}  # the owner's worker took neither
+        store = Store(store_url)
+        try:
+            assert wstore.jobs(store) == []  # nothing submitted to Slurm for bob
+        finally:
+            store.close()
+        token_file = tmp_path / "bob-worker-token"
+        token_file.write_text(bob["worker_token"])
+        worker = kale.popen("worker", "--token-file", str(token_file), "--id", "bob-1")
+        try:
+            wait_until(lambda: as_bob.task(run.id, "plain")["state"] == "SUCCEEDED",
+                       what="bob's task to run on bob's worker")
+            attempts = as_bob.task(run.id, "plain")["attempt_rows"]
+            assert [a["worker"] for a in attempts] == ["bob-1"], attempts
+            assert as_bob.task(run.id, "batch")["state"] == "SUBMITTED"
+            as_bob.cancel(run.id)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.communicate(timeout=60)
+    with Client(url=m.url, token=bob["token"], cert=m.doc["cert"]) as as_bob, \
+            pytest.raises(Exception, match="pilots this manager submits run as its owner"):
+        as_bob.start_workers("slurm", count=1)
+
+
 # -- bad input stays bad input ----------------------------------------------------------
 def test_a_billion_laughs_file_is_refused(kale: Kale, tmp_path: Path) -> None:
     lines = ["name: lol", 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']

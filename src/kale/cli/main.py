@@ -536,6 +536,9 @@ def status(run_id: Annotated[str | None, typer.Argument(
               + (f"  ({rec.message})" if rec.message else ""), markup=True)
     if rec.state.value == "RUNNING" and not rec.owner_alive():
         out.print(f"no process is driving this run; `kale resume {rec.id}` finishes it")
+    elif rec.state.value == "RUNNING":
+        for said in _manager_problems(home, rec.id):
+            out.print(f"[bold yellow]waiting:[/] {said}", markup=True, highlight=False)
     table = Table(box=None)
     table.add_column("task", no_wrap=True)  # what `kale logs RUN TASK` takes: never cut
     for col in ("kind", "state", "attempts", "exit", "duration", "note"):
@@ -545,6 +548,22 @@ def status(run_id: Annotated[str | None, typer.Argument(
                       "" if t.exit_code is None else str(t.exit_code), duration(t.duration),
                       t.error or t.reason or "")
     out.print(table)
+
+
+def _manager_problems(home: Path | None, run_id: str) -> list[str]:
+    """What the home's manager says keeps a run of its from going on (workers that cannot
+    start, a store that refused a write, tasks waiting for a worker of their user's)."""
+    from kale.manager import service
+
+    if service.state(_home_path(home)) is None:
+        return []
+    try:
+        from kale import Client
+
+        with Client(home=_home_path(home)) as client:
+            return [str(p) for p in client.status(run_id, tasks=False).get("problems", [])]
+    except Exception:  # the status shown must not depend on reaching the manager
+        return []
 
 
 def _task_status(store: Any, rec: Any, task: str, as_json: bool) -> None:

@@ -793,6 +793,10 @@ class Engine:
             self._flush()
             assert self._committer is not None
             self._committer.sync()
+        if isinstance(error, StoreWriteError):
+            # Left RUNNING on purpose (a write now might half succeed): the next manager
+            # resumes it, and `kale status` tells that nothing drives it.
+            return
         with contextlib.suppress(Exception):
             self.store.finish_run(self.run_id, RunState.FAILED,
                                   f"Kale stopped: {type(error).__name__}: {error}; "

@@ -30,6 +30,7 @@ from kale.manager.auth import Identity, Tokens
 from kale.manager.fastpath import LiveStatus
 from kale.manager.limits import MAX_BODY, BodyLimit
 from kale.manager.models import Health, Rerun, StartWorkers, Submit, Submitted
+from kale.model.states import RunState
 from kale.worker.protocol import HEARTBEAT_TIMEOUT, LINK_PATH
 
 log = logging.getLogger("kale.manager")
@@ -170,7 +171,34 @@ def create_app(settings: Settings) -> FastAPI:
             return None
         rec, engine = live
         counts = {s.value: n for s, n in dict(engine.counts).items() if n}
-        return {"run": rec.to_json(alive=True), "counts": counts}
+        doc: dict[str, Any] = {"run": rec.to_json(alive=True), "counts": counts}
+        said = problems(rec, counts)
+        if said:
+            doc["problems"] = said
+        return doc
+
+    def problems(rec: Any, counts: dict[str, int]) -> list[str]:
+        """What keeps a run from going on that its tasks' states do not say: the store
+        refused a write, the local workers cannot start, or an added user's tasks wait for
+        a worker of theirs (the manager's own workers never run another user's tasks)."""
+        out = []
+        failure = host.failures.get(rec.id)
+        if failure:
+            out.append(failure)
+        if not counts.get("SUBMITTED"):
+            return out
+        user = rec.submitted_by or tokens.owner
+        if user == tokens.owner:
+            trouble = local.problem() if local is not None else None
+            if trouble is not None:
+                out.append(f"local workers cannot start: {trouble['error']}; next try in "
+                           f"{trouble['retry_in']:g} s (failure {trouble['failures']} in a "
+                           "row; the manager log has more)")
+        elif not broker.live_workers_of(user):
+            out.append(f"waiting for a worker of {user}'s: this manager runs no other user's "
+                       "tasks on its own workers; start one as yourself with `kale worker "
+                       "--manager URL --cert FILE` (worker token in $KALE_WORKER_TOKEN)")
+        return out
 
     def fast_status(token: str, run_id: str) -> bytes | None:
         who = tokens.identify(token)
@@ -201,6 +229,13 @@ def create_app(settings: Settings) -> FastAPI:
         else:
             counts = store.task_counts(rec.id)
         doc: dict[str, Any] = {"run": rec.to_json(), "counts": counts}
+        if rec.id in host.failures and rec.state is RunState.RUNNING:
+            # Its engine stopped because the store refused a write, which therefore still
+            # says RUNNING: say FAILED (the next manager resumes it from the store).
+            doc["run"].update(state=RunState.FAILED.value, message=host.failures[rec.id])
+        said = problems(rec, counts)
+        if said:
+            doc["problems"] = said
         if records is not None:
             doc["tasks"] = [t.to_json() for t in records]
             doc["last_event"] = last_event  # the events after it are news to these tasks

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from kale.batch.jobs import BatchJobs, JobRequest, JobUpdate
-from kale.errors import SubmitError
+from kale.config import user_name
+from kale.errors import KaleError, SubmitError
 from kale.executors.base import Interrupted
 from kale.manager.broker import Broker, Pending
 from kale.model.executor import ExecutorSpec
@@ -78,6 +79,8 @@ class BatchWorkers:
         self.broker, self.store, self.home, self.url, self.token = \
             broker, store, home, url, token
         self.poll = poll
+        #: the manager's account: its jobs run as this user, so only this user's tasks
+        self.owner = user_name()
         self.systems: dict[str, BatchJobs] = {}
         self.jobs: dict[str, Job] = {}
         self.pilots: dict[tuple[str, str], ExecutorSpec] = {}   # (user, pool) -> spec
@@ -121,6 +124,11 @@ class BatchWorkers:
     # -- broker hooks (engine threads) ---------------------------------------------------
     def _offered(self, p: Pending) -> None:
         assert p.pool is not None and p.placement is not None
+        if p.user != self.owner:
+            # Jobs this manager submits run as its owner, with the owner's worker token:
+            # another user's task never runs in them. It waits for that user's own worker
+            # (the run's status says so).
+            return
         spec: ExecutorSpec = p.placement["spec"]
         if spec.pilot:
             with self.lock:
@@ -191,6 +199,10 @@ class BatchWorkers:
         :class:`SubmitError` with the scheduler's words if it refuses one."""
         from kale.executors.workers import batch_pool
 
+        if user != self.owner:
+            raise KaleError("pilots this manager submits run as its owner; start your own "
+                            "workers as yourself (`kale worker --manager URL --cert FILE` "
+                            "in a batch job of yours)")
         pool = batch_pool(("", "", 0), spec)
         ids = []
         for _ in range(count):

@@ -240,6 +240,11 @@ class Broker:
             return [w for w in self.workers.values() if w.state == "ACTIVE"
                     and (provider is None or w.provider == provider)]
 
+    def live_workers_of(self, user: str) -> list[Worker]:
+        """The user's connected workers (any provider)."""
+        with self.lock:
+            return [w for w in self.workers.values() if w.state == "ACTIVE" and w.user == user]
+
     def waiting(self, user: str, pool: str) -> list[Key]:
         """Attempts for ``pool`` that no worker has taken yet (its backlog)."""
         with self.lock:
@@ -591,12 +596,14 @@ class Broker:
         self.claims.clear()
 
     def _unclaimed_adoption(self, p: Pending) -> None:
-        """No worker claimed an adopted attempt: one that had started is lost with its
-        worker; one that was still queued is simply offered again (same attempt)."""
+        """No worker claimed an adopted attempt: one that had started was cut short with
+        the manager that ran it (its worker stopped or died too, or that manager's run
+        stopped on a store failure), so it is requeued without counting a retry, as a
+        run resumed without a manager requeues what its dead driver left; one that was
+        still queued is simply offered again (same attempt)."""
         if p.was_running:
             del self.pending[p.key]
-            p.resolve(Outcome(ok=False, error="its worker did not come back after the "
-                              "manager restarted", details={"lost_worker": "unknown"}))
+            p.resolve(Interrupted("no worker claimed it after the manager restarted"))
         else:
             p.adopted = False
             self.offers.setdefault((p.user, p.pool), deque()).append(p.key)

@@ -15,6 +15,7 @@ from typing import Any
 
 from kale.engine.engine import Engine
 from kale.engine.runs import RunOptions, create_run, load_workflow
+from kale.errors import StoreWriteError
 from kale.executors.workers import WorkerExecutor
 from kale.manager.broker import Broker
 from kale.model.executor import ExecutorSpec
@@ -30,6 +31,9 @@ class RunHost:
     def __init__(self, store: Store, home: Path, broker: Broker, owner: str) -> None:
         self.store, self.home, self.broker, self.owner = store, home, broker, owner
         self.engines: dict[str, Engine] = {}
+        #: runs whose engine stopped because the store refused a write: why (their status
+        #: says it, since the store itself could not record it)
+        self.failures: dict[str, str] = {}
         self.records: dict[str, RunRecord] = {}  # of the live runs, without their spec
         self.threads: dict[str, threading.Thread] = {}
         self.lock = threading.Lock()
@@ -82,6 +86,9 @@ class RunHost:
         def target() -> None:
             try:
                 asyncio.run(engine.run())
+            except StoreWriteError as e:  # said by the run's status until the manager stops
+                self.failures[rec.id] = str(e)
+                log.error("run %s stopped: %s", rec.id, e)
             except BaseException:
                 log.exception("run %s stopped", rec.id)
             finally:
