@@ -57,23 +57,24 @@ def _pinned(home: Path) -> Any:
 
 def test_every_endpoint_but_health_needs_the_token(home: Path, manager: dict) -> None:
     url = manager["url"]
-    http = httpx.Client(verify=_pinned(home))  # TLS, trusting this home's certificate
-    assert http.get(url + "/health").json()["status"] == "ok"
-    assert http.get(url + "/api/runs").status_code == 401
-    bad = {"Authorization": "Bearer nope"}
-    assert http.get(url + "/api/runs", headers=bad).status_code == 401
-    assert http.post(url + "/api/runs", json={}, headers=bad).status_code == 401
-    good = {"Authorization": "Bearer " + (home / "token").read_text().strip()}
-    assert http.get(url + "/api/runs", headers=good).json() == []
-    # malformed and oversized requests get 4xx with a message, never 5xx
-    r = http.post(url + "/api/runs", json={"workflow": "x"}, headers=good)
-    assert r.status_code == 422 and "detail" in r.json()
-    r = http.post(url + "/api/runs", headers=good,
-                  json={"workflow": {"name": "x", "tasks": {"a": {}}}, "base_dir": "/"})
-    assert r.status_code == 422 and "needs one of" in r.json()["detail"]
-    assert http.get(url + "/api/runs/nope", headers=good).status_code == 404
-    r = http.post(url + "/api/runs", headers=good, content=b" " * (17 * 1024 * 1024))
-    assert r.status_code == 413
+    # TLS, trusting this home's certificate
+    with httpx.Client(verify=_pinned(home)) as http:
+        assert http.get(url + "/health").json()["status"] == "ok"
+        assert http.get(url + "/api/runs").status_code == 401
+        bad = {"Authorization": "Bearer nope"}
+        assert http.get(url + "/api/runs", headers=bad).status_code == 401
+        assert http.post(url + "/api/runs", json={}, headers=bad).status_code == 401
+        good = {"Authorization": "Bearer " + (home / "token").read_text().strip()}
+        assert http.get(url + "/api/runs", headers=good).json() == []
+        # malformed and oversized requests get 4xx with a message, never 5xx
+        r = http.post(url + "/api/runs", json={"workflow": "x"}, headers=good)
+        assert r.status_code == 422 and "detail" in r.json()
+        r = http.post(url + "/api/runs", headers=good,
+                      json={"workflow": {"name": "x", "tasks": {"a": {}}}, "base_dir": "/"})
+        assert r.status_code == 422 and "needs one of" in r.json()["detail"]
+        assert http.get(url + "/api/runs/nope", headers=good).status_code == 404
+        r = http.post(url + "/api/runs", headers=good, content=b" " * (17 * 1024 * 1024))
+        assert r.status_code == 413
 
 
 def test_submit_from_python_and_read_results(home: Path, manager: dict, tmp_path: Path) -> None:
