@@ -4,20 +4,23 @@ function render({ model, el }) {
   const field = (name, input) => h("label", {}, name, input);
   const method = h("select", { name: "method" }, h("option", { value: "token" }, "manager URL + token"),
                    h("option", { value: "ssh" }, "SSH (key or agent)"));
-  const url = h("input", { name: "url", placeholder: "http://127.0.0.1:PORT", style: "width:16em" });
+  const url = h("input", { name: "url", placeholder: "https://127.0.0.1:PORT", style: "width:16em" });
   const token = h("input", { name: "token", type: "password", autocomplete: "off", style: "width:14em" });
   const tokenFile = h("input", { name: "token_file", placeholder: "~/.kale/token", style: "width:12em" });
   const host = h("input", { name: "host", placeholder: "login.cluster.org", style: "width:14em" });
   const identity = h("input", { name: "identity", placeholder: "agent / default key", style: "width:12em" });
   const home = h("input", { name: "remote_home", style: "width:8em" });
-  const tokenFields = [field("URL", url), field("token", token), field("or token file", tokenFile)];
+  const cert = h("input", { name: "cert", placeholder: "manager.crt (its TLS certificate)", style: "width:14em" });
+  const tokenFields = [field("URL", url), field("token", token), field("or token file", tokenFile),
+    field("certificate", cert)];
   const sshFields = [field("host", host), field("key file", identity), field("Kale home there", home)];
   const connect = h("button", { class: "kale-btn kale-primary" }, "Connect");
   const status = h("span", { class: "kale-hint kale-connected" });
   connect.addEventListener("click", () => {
     const form = method.value === "ssh"
       ? { method: "ssh", host: host.value, identity: identity.value, remote_home: home.value }
-      : { method: "token", url: url.value, token: token.value, token_file: tokenFile.value };
+      : { method: "token", url: url.value, token: token.value, token_file: tokenFile.value,
+          cert: cert.value };
     token.value = "";
     send(model, "connect", { form });
   });
