@@ -213,3 +213,78 @@ def test_the_helper_runs_as_another_user_with_a_clean_environment(
     assert "KALE_STORE_URL" not in names and "PYTEST_CURRENT_TEST" not in names
     assert "KALE_HOME" in names
     assert where.split() == [str(other_user.home)] * 2
+
+
+_SQUATTER = """\
+import socket, sys, time
+port, log, ready = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+for _ in range(600):  # until the killed manager's port is free
+    try:
+        s.bind(("127.0.0.1", port))
+        break
+    except OSError:
+        time.sleep(0.1)
+s.listen()
+open(ready, "w").close()
+while True:
+    conn, _ = s.accept()
+    conn.settimeout(10)
+    try:
+        data = conn.recv(65536)
+        with open(log, "ab") as f:
+            f.write(data)
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n{}")
+    except OSError:
+        pass
+    finally:
+        conn.close()
+"""
+
+
+def test_another_users_process_on_the_managers_port_gets_no_token(
+        other_user: OtherUser, kale: Kale, home: Path, shared_dir: Path,
+        managers: Callable[..., Manager]) -> None:
+    """The manager dies; kale-other takes its TCP port and logs every byte it is sent.
+    The owner's client, pinned to the home's certificate, sends it nothing of the token
+    and says the server is not this home's manager."""
+    import signal
+
+    from conftest import wait_until
+    from kale import Client
+    from kale.errors import KaleError
+
+    m = managers("--workers", "0")
+    token = (home / "token").read_text().strip()
+    spot = shared_dir / "squatter"
+    spot.mkdir(mode=0o777)
+    spot.chmod(0o777)
+    script, log, ready = spot / "squat.py", spot / "received.bin", spot / "ready"
+    script.write_text(_SQUATTER)
+    script.chmod(0o644)
+    pid, port = int(m.doc["pid"]), int(m.doc["port"])
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), what="the manager to be gone")
+    err = shared_dir / "squatter.err"
+    with open(err, "wb") as f:
+        squatter = subprocess.Popen(
+            ["setpriv", f"--reuid={other_user.uid}", f"--regid={other_user.gid}",
+             "--init-groups", "--", "python3", str(script), str(port), str(log), str(ready)],
+            env=other_user.env(), cwd=spot, stdout=subprocess.DEVNULL, stderr=f)
+    try:
+        wait_until(lambda: ready.exists() or squatter.poll() is not None,
+                   what="kale-other to take the port")
+        assert squatter.poll() is None, err.read_text()
+        with Client(url=m.url, token=token, cert=m.doc["cert"]) as client, \
+                pytest.raises(KaleError) as caught:
+            client.runs()
+        assert "is not this home's manager" in str(caught.value)
+        assert "no token was sent" in str(caught.value)
+        wait_until(lambda: log.exists(), what="the squatter to log the connection")
+    finally:
+        squatter.kill()
+        squatter.wait(60)
+    sent = log.read_bytes()
+    assert sent  # it was reached: the TLS client hello, and nothing else
+    assert token.encode() not in sent and b"Bearer" not in sent and b"uthorization" not in sent
