@@ -207,6 +207,17 @@ def test_an_added_users_tasks_run_only_on_that_users_own_workers(
     with Client(url=m.url, token=bob["token"], cert=m.doc["cert"]) as as_bob, \
             pytest.raises(Exception, match="pilots this manager submits run as its owner"):
         as_bob.start_workers("slurm", count=1)
+    # the owner's pilot is in the queue the owner sees, not in bob's
+    with m.client() as owner, \
+            Client(url=m.url, token=bob["token"], cert=m.doc["cert"]) as as_bob:
+        job = owner.start_workers("slurm", count=1, walltime="00:01:00")["jobs"][0]
+        try:
+            wait_until(lambda: any((j.get("kale") or {}).get("id") == job
+                                   for j in owner.queue()["jobs"]),
+                       what="the owner's pilot in the owner's queue")
+            assert as_bob.queue()["jobs"] == []
+        finally:
+            owner.cancel_job(job)
 
 
 # -- bad input stays bad input ----------------------------------------------------------

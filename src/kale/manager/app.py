@@ -421,10 +421,15 @@ def create_app(settings: Settings) -> FastAPI:
         from kale.batch.queue import queue_status
 
         try:
-            return queue_status(scheduler, getpass.getuser(),
-                                wstore.jobs(store, who.user, limit=1000))
+            doc = queue_status(scheduler, getpass.getuser(),
+                               wstore.jobs(store, who.user, limit=1000))
         except KaleError as e:
             raise HTTPException(400, str(e)) from None
+        if who.user != tokens.owner:
+            # The scheduler lists the manager's account's jobs: another user sees only
+            # those Kale submitted for them (none: see _offered in batch.py).
+            doc["jobs"] = [j for j in doc["jobs"] if "kale" in j]
+        return doc
 
     @app.websocket(LINK_PATH)
     async def link(ws: WebSocket) -> None:
