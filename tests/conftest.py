@@ -277,7 +277,7 @@ class Manager:
     @property
     def tls(self) -> Any:
         """An SSL context trusting this home's manager certificate, and nothing else."""
-        from kale.manager.tls import client_context
+        from kale.tls import client_context
 
         return client_context((self.home / "tls" / "manager.crt").read_text())
 

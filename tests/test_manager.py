@@ -50,7 +50,7 @@ def test_start_status_stop_and_token_file(kale: Kale, home: Path, manager: dict)
 
 
 def _pinned(home: Path) -> Any:
-    from kale.manager.tls import client_context
+    from kale.tls import client_context
 
     return client_context((home / "tls" / "manager.crt").read_text())
 

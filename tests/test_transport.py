@@ -139,7 +139,7 @@ def _listen(port: int) -> socket.socket | None:
 def fake_context(request: pytest.FixtureRequest, tmp_path: Path) -> ssl.SSLContext | None:
     if request.param == "plain":
         return None
-    from kale.manager import tls
+    from kale import tls
 
     other = tmp_path / "other-home"
     other.mkdir(mode=0o700)
@@ -238,8 +238,8 @@ def test_a_worker_without_the_certificate_is_told_what_to_give(
 
 def test_login_with_a_certificate_given_as_pem_and_a_wrong_one(
         home: Path, managers: Callable[..., Manager], tmp_path: Path) -> None:
+    from kale import tls
     from kale import widgets as kw
-    from kale.manager import tls
 
     m = managers("--workers", "0")
     pem = (home / "tls" / "manager.crt").read_text()

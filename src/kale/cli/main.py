@@ -779,7 +779,7 @@ def worker(
     import asyncio
     import logging
 
-    from kale.manager import tls
+    from kale import tls
     from kale.manager.tokens import WORKER_TOKEN_FILE, read_token
     from kale.worker import WorkerAgent
 

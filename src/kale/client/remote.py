@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
+from kale import tls
 from kale.config import kale_home
 from kale.errors import KaleError, TaskError
-from kale.manager import tls
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
 

@@ -197,7 +197,7 @@ class BatchWorkers:
         """Submit ``count`` pilots of ``spec`` now: they take the tasks of runs whose
         executor is the same spec, and end after ``idle`` seconds without work. Raises
         :class:`SubmitError` with the scheduler's words if it refuses one."""
-        from kale.executors.workers import batch_pool
+        from kale.manager.executor import batch_pool
 
         if user != self.owner:
             raise KaleError("pilots this manager submits run as its owner; start your own "
@@ -248,7 +248,7 @@ class BatchWorkers:
     def _env(self) -> dict[str, str]:
         """The job's environment: its token, and the manager's certificate, which the
         worker pins before it sends the token (one line: it goes into a job script)."""
-        from kale.manager.tls import CERT_ENV, cert_path, one_line
+        from kale.tls import CERT_ENV, cert_path, one_line
 
         return {"KALE_HOME": str(self.home), "KALE_WORKER_TOKEN": self.token,
                 CERT_ENV: one_line(cert_path(self.home).read_text()),

@@ -1,6 +1,6 @@
 """The broker: the manager's side of the worker link (see :mod:`kale.worker.protocol`).
 
-Engines (one thread each) hand it attempts through :class:`~kale.executors.workers.
+Engines (one thread each) hand it attempts through :class:`~kale.manager.executor.
 WorkerExecutor`; connected workers take them one per credit. The broker keeps who runs
 what, applies each report once, acknowledges a report only after the engine's record of
 it is committed, declares a worker lost after ``heartbeat_timeout`` seconds of silence

@@ -16,8 +16,8 @@ from typing import Any
 from kale.engine.engine import Engine
 from kale.engine.runs import RunOptions, create_run, load_workflow
 from kale.errors import StoreWriteError
-from kale.executors.workers import WorkerExecutor
 from kale.manager.broker import Broker
+from kale.manager.executor import WorkerExecutor
 from kale.model.executor import ExecutorSpec
 from kale.model.selection import Selection
 from kale.model.states import RunState

@@ -7,7 +7,7 @@ The manager listens twice. Clients and workers of the same user on the same host
 Unix socket ``$KALE_HOME/manager.sock`` (0600 in the 0700 home: no other user can open it,
 nor make one in its place), plain HTTP. Everything else (batch workers on compute nodes,
 other users of a shared manager, SSH tunnels) uses ``url``, ``https://HOST:PORT``: TLS
-with the home's self-signed certificate (:mod:`kale.manager.tls`), which they pin. The TCP
+with the home's self-signed certificate (:mod:`kale.tls`), which they pin. The TCP
 listener is on 127.0.0.1 unless told otherwise; its port is ``--port``, else the previous
 manager's if it is free (batch workers that outlived a restart find it again), else one the
 operating system chooses (no well-known port another user could take first). It binds
@@ -41,7 +41,7 @@ def state(home: Path) -> dict[str, Any] | None:
         doc: dict[str, Any] = json.loads((home / STATE_FILE).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    from kale.store.store import process_identity
+    from kale.procfs import process_identity
 
     if process_identity(int(doc.get("pid", 0))) != doc.get("identity"):
         return None
@@ -52,7 +52,7 @@ def healthy(doc: dict[str, Any], timeout: float = 1.0) -> bool:
     """The manager of ``doc`` (a ``manager.json``) answers on its Unix socket."""
     import httpx
 
-    from kale.manager.tls import unix_path
+    from kale.tls import unix_path
 
     try:
         transport = httpx.HTTPTransport(uds=unix_path(Path(doc["socket"])))
@@ -191,9 +191,9 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
 
     import uvicorn
 
-    from kale.manager import tls
+    from kale import tls
     from kale.manager.app import Settings, create_app
-    from kale.store.store import process_identity
+    from kale.procfs import process_identity
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ensure_token(home)
@@ -273,7 +273,7 @@ def _bind_unix(path: Path) -> Any:
     replaced: this process holds the home's lock, so no live manager owns it."""
     import socket
 
-    from kale.manager.tls import unix_path
+    from kale.tls import unix_path
 
     path.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

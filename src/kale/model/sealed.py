@@ -84,14 +84,17 @@ def _open(blob: bytes) -> Any:
     return pickle.loads(blob)
 
 
-def _open_item(blob: bytes, key: str, task: str) -> Any:
-    from kale.model.refs import MissingResult
+class SealedKeyMissing(LookupError):
+    """A reference asked for a key its (sealed) result does not have: raised where the
+    result is opened, with the message :class:`kale.model.refs.MissingResult` gives."""
 
+
+def _open_item(blob: bytes, key: str, task: str) -> Any:
     value = _open(blob)
     try:
         return value[key]
     except (KeyError, TypeError, IndexError):
-        raise MissingResult(
+        raise SealedKeyMissing(
             f"result of task {task!r} has no key {key!r}"
             + (f" (it has: {', '.join(map(str, value))})" if isinstance(value, dict) else "")
         ) from None

@@ -164,7 +164,7 @@ class WorkerAgent:
         self._dirty.set()
 
     def _failed(self, e: BaseException) -> None:
-        from kale.manager.tls import tls_failure
+        from kale.tls import tls_failure
 
         why = tls_failure(e)
         if why is not None:
@@ -196,7 +196,7 @@ class WorkerAgent:
             additional_headers={"Authorization": f"Bearer {self.token}"}, open_timeout=5,
             ping_interval=5, ping_timeout=10, max_size=1 << 27, compression=None)
         if self.url.startswith("unix:"):
-            from kale.manager.tls import unix_path
+            from kale.tls import unix_path
 
             return unix_connect(unix_path(Path(self.url[5:])), "ws://kale" + LINK_PATH,
                                 **options)
@@ -205,7 +205,7 @@ class WorkerAgent:
         if not ws_url.startswith("wss://"):
             raise ValueError(f"{self.url}: a manager is reached at https://, wss:// or unix:")
         if self._ssl is None:
-            from kale.manager.tls import client_context
+            from kale.tls import client_context
 
             if not self.cert:
                 raise ValueError("no certificate to check the manager's against")
