@@ -22,6 +22,13 @@ def test_public_api_exports_what_it_says() -> None:
         kale.nonexistent  # noqa: B018
 
 
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    assert kale.__version__ == version("kale-workflows")
+    assert "__version__" in dir(kale)
+
+
 def test_importing_kale_does_not_load_the_engine() -> None:
     import subprocess
     import sys

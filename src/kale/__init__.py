@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+_DISTRIBUTION = "kale-workflows"  # the name Kale is installed under (pyproject.toml)
 
 _EXPORTS = {
     "Workflow": "kale.model.workflow",
@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    __version__: str
     from kale.client.local import get_run, runs
     from kale.client.remote import Client
     from kale.client.run import Run
@@ -50,7 +51,20 @@ if TYPE_CHECKING:
     from kale.tasks.record import record
 
 
+def _version() -> str:
+    """The installed distribution's version; ``0+unknown`` in a source tree never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(_DISTRIBUTION)
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read from the package metadata on first use, then kept
+        globals()[name] = value = _version()
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'kale' has no attribute {name!r}")
