@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kale import procfs
 from kale.manager.broker import Broker
 
 log = logging.getLogger("kale.manager")
@@ -244,9 +245,5 @@ def _low_space(folder: Path) -> str:
 
 
 def _is_worker(pid: int) -> bool:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return b"kale.worker" in cmd and state != "Z"
+    cmd, st = procfs.cmdline(pid), procfs.stat(pid)
+    return cmd is not None and st is not None and b"kale.worker" in cmd and st.state != "Z"

@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +30,7 @@ from sqlalchemy.engine import Engine
 
 from kale.errors import IllegalTransition, RunNotFound, UsageError
 from kale.model.states import RunState, TaskState, is_legal
+from kale.procfs import process_identity
 from kale.store import schema
 from kale.store import tables as T
 
@@ -149,19 +149,6 @@ class RunRecord:
             "driven_by_pid": self.owner_pid if alive else None,
             "message": self.message, "submitted_by": self.submitted_by,
         }
-
-
-def process_identity(pid: int) -> str | None:
-    """``boot id:start time`` of a live process (None if it does not exist)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":
-        return None
-    return f"{boot}:{fields[19]}"  # field 22 of stat: start time in clock ticks
 
 
 def _owner() -> dict[str, Any]:

@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kale import procfs
+
 log = logging.getLogger("kale.tasks")
 
 GROUP_FILE = ".kale-group.json"
@@ -49,39 +51,16 @@ GROUP_FILE = ".kale-group.json"
 WAIT = 10.0
 
 _HOST = socket.gethostname()
-_BOOT: list[str] = []
-
-
-def boot_id() -> str:
-    """This boot of this machine: pids and start times mean nothing across a reboot."""
-    if not _BOOT:
-        try:
-            _BOOT.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
-        except OSError:
-            _BOOT.append("")
-    return _BOOT[0]
-
-
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, process group, start time in clock ticks after boot) of ``pid``."""
-    try:  # os.open, not open(): this is on every shell task's path (~15 us, not ~25)
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-        try:
-            fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
-        finally:
-            os.close(fd)
-    except (OSError, IndexError):
-        return None
-    return fields[0].decode(), int(fields[2]), int(fields[19])
 
 
 def record(workdir: Path, pid: int, env: dict[str, str], attempt: int) -> None:
     """Note the process ``pid`` just started (the leader of its own process group) as the
     running attempt in ``workdir``. Never fails the task: a directory that cannot take the
     file only loses this protection."""
-    st = _stat(pid)
+    st = procfs.stat(pid)  # on every shell task's path: procfs reads it in ~15 us
     doc: dict[str, Any] = {
-        "host": _HOST, "boot": boot_id(), "pgid": pid, "start": st[2] if st else None,
+        "host": _HOST, "boot": procfs.boot_id(), "pgid": pid,
+        "start": st.start if st else None,
         "run": env.get("KALE_RUN_ID"), "task": env.get("KALE_TASK"), "attempt": attempt}
     with contextlib.suppress(OSError):
         fd = os.open(workdir / GROUP_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -105,11 +84,11 @@ def stop_earlier(workdir: Path) -> list[int]:
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return []
-    if not isinstance(doc, dict) or doc.get("host") != _HOST or doc.get("boot") != boot_id():
+    if not isinstance(doc, dict) or doc.get("host") != _HOST or doc.get("boot") != procfs.boot_id():
         return []  # another machine's (or an earlier boot's) attempt: nothing to reach here
     pgid, start = doc.get("pgid"), doc.get("start")
-    leader = _stat(pgid) if isinstance(pgid, int) and pgid > 0 else None
-    group = pgid if leader is not None and leader[2] == start else None
+    leader = procfs.stat(pgid) if isinstance(pgid, int) and pgid > 0 else None
+    group = pgid if leader is not None and leader.start == start else None
     marks: set[bytes] = set()
     if doc.get("run") and doc.get("task"):
         marks = {f"KALE_RUN_ID={doc['run']}".encode(), f"KALE_TASK={doc['task']}".encode()}
@@ -118,8 +97,8 @@ def stop_earlier(workdir: Path) -> list[int]:
     fds = []
     for pid, since in victims.items():
         fd = _pidfd(pid)
-        st = _stat(pid)
-        if st is None or st[2] != since or st[0] == "Z":  # gone, or the pid is reused
+        st = procfs.stat(pid)
+        if st is None or st.start != since or st.state == "Z":  # gone, or the pid is reused
             if fd is not None:
                 os.close(fd)
             continue
@@ -149,23 +128,18 @@ def _find(group: int | None, marks: set[bytes]) -> dict[int, int]:
     environment holds all of ``marks``."""
     found: dict[int, int] = {}
     me = os.getpid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
+    for pid in procfs.pids():
+        if pid == me:
             continue
-        pid = int(entry.name)
-        st = _stat(pid)
-        if st is None or st[0] == "Z":
+        st = procfs.stat(pid)
+        if st is None or st.state == "Z":
             continue
-        if group is not None and st[1] == group:
-            found[pid] = st[2]
+        if group is not None and st.pgid == group:
+            found[pid] = st.start
         elif marks:
-            try:
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    environ = set(f.read().split(b"\0"))
-            except OSError:
-                continue
-            if marks <= environ:
-                found[pid] = st[2]
+            environ = procfs.environ(pid)
+            if environ is not None and marks <= environ:
+                found[pid] = st.start
     return found
 
 
@@ -194,7 +168,7 @@ def _wait(fds: list[int], pids: list[int]) -> bool:
                     left.discard(fd)
                     poller.unregister(fd)
             return True
-        while any((st := _stat(p)) is not None and st[0] != "Z" for p in pids):
+        while any((st := procfs.stat(p)) is not None and st.state != "Z" for p in pids):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from kale import procfs
+
 
 def spawn(argv: Sequence[str], *, cwd: str | Path, env: Mapping[str, str], stdout: IO[Any] | int,
           stderr: IO[Any] | int, pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
@@ -75,15 +77,12 @@ def kill_leftovers(run_id: str) -> int:
     want = f"KALE_RUN_ID={run_id}".encode()
     me = os.getpid()
     killed = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
+    for pid in procfs.pids():
+        if pid == me:
             continue
-        try:
-            environ = Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if want in environ:
+        environ = procfs.environ(pid)
+        if environ is not None and want in environ:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
                 killed += 1
     return killed

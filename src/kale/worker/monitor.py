@@ -32,6 +32,8 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import psutil
 
+from kale import procfs
+
 __all__ = ["Sample", "TreeMonitor", "signal_tree", "tree_pids"]
 
 K = TypeVar("K", bound=Hashable)
@@ -97,26 +99,11 @@ class _Backend(NamedTuple):
     read_io: Callable[[int, float], tuple[int, int] | None]  # (read, written) or unknown
 
 
-def _read(path: str) -> bytes | None:
-    """A small /proc file in one read (None if it is gone or not ours to read)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 4096)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def _proc_stat(pid: int) -> _Proc | None:
-    data = _read(f"/proc/{pid}/stat")
-    if data is None:
+    f = procfs.stat_fields(pid)  # indexes: see there
+    if f is None:
         return None
     try:
-        f = data[data.rindex(b")") + 2:].split()  # the name in (...) may hold spaces, ')'
         return _Proc(ppid=int(f[1]), start=float(f[19]), live=f[0] not in (b"Z", b"X"),
                      cpu_self=(int(f[11]) + int(f[12])) / _TCK,
                      cpu_kids=(int(f[13]) + int(f[14])) / _TCK, rss=int(f[21]) * _PAGE)
@@ -126,9 +113,9 @@ def _proc_stat(pid: int) -> _Proc | None:
 
 def _proc_scan() -> dict[int, _Proc]:
     out: dict[int, _Proc] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit() and (proc := _proc_stat(int(name))) is not None:
-            out[int(name)] = proc
+    for pid in procfs.pids():
+        if (proc := _proc_stat(pid)) is not None:
+            out[pid] = proc
     return out
 
 
@@ -139,7 +126,7 @@ def _proc_start(pid: int) -> float | None:
 
 def _proc_io(pid: int, start: float) -> tuple[int, int] | None:
     # no start check: read right after the scan that found this process
-    data = _read(f"/proc/{pid}/io")  # ours only: EACCES for other users
+    data = procfs.read(f"/proc/{pid}/io")  # ours only: EACCES for other users
     if data is None:
         return None
     rchar = wchar = None
