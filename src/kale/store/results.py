@@ -6,12 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kale import serial
 from kale.model.sealed import Sealed
 from kale.model.workflow import Task
 from kale.store.store import TaskRecord
@@ -36,15 +35,9 @@ def encode(value: Any, workdir: Path, files: Mapping[str, str] | None = None
                         if k in files and v == files[k] else v) for k, v in value.items()}
         return {"result_json": text, "result_path": None,
                 "result_hash": _hash(json.dumps(view, sort_keys=True).encode())}
-    if isinstance(value, Sealed):  # pickled where the task ran: kept as those bytes
-        blob = value.blob
-    else:  # (sealed items inside a value pickle as "open these bytes")
-        try:
-            blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            import cloudpickle
-
-            blob = cloudpickle.dumps(value)
+    # A sealed value was pickled where the task ran: kept as those bytes. (Sealed items
+    # inside a value pickle as "open these bytes".)
+    blob = value.blob if isinstance(value, Sealed) else serial.dumps(value)
     path = workdir / RESULT_FILE
     path.write_bytes(blob)
     return {"result_json": None, "result_path": str(path), "result_hash": _hash(blob)}
@@ -79,13 +72,7 @@ def decode(rec: TaskRecord, base_dir: str | Path | None = None, *,
 def loads(blob: bytes, base_dir: str | Path | None = None) -> Any:
     """Unpickle a value a task made. Its classes may live in modules beside the workflow,
     which task processes import from ``base_dir``: look there too."""
-    try:
-        return pickle.loads(blob)
-    except ImportError:
-        if base_dir is None or str(base_dir) in sys.path:
-            raise
-        sys.path.append(str(base_dir))
-        return pickle.loads(blob)
+    return serial.loads(blob, base_dir)
 
 
 def available(rec: TaskRecord, task: Task | None = None) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import keyword
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell
 
+from kale import serial
 from kale.errors import KaleError
 
 PARAMETERS_TAG = "parameters"
@@ -56,15 +56,10 @@ def literal(value: Any) -> str | None:
 
 def _dump(name: str, value: Any, folder: Path) -> Path:
     try:
-        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        try:
-            import cloudpickle
-
-            blob = cloudpickle.dumps(value)
-        except Exception as e:
-            raise ParameterError(f"parameter {name!r} cannot be pickled: "
-                                 f"{type(e).__name__}: {e}") from e
+        blob = serial.dumps(value)
+    except Exception as e:  # not even cloudpickle can pickle it
+        raise ParameterError(f"parameter {name!r} cannot be pickled: "
+                             f"{type(e).__name__}: {e}") from e
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.pkl"
     path.write_bytes(blob)

@@ -21,6 +21,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from kale.serial import dumps
 from kale.tasks import usercode
 
 _funcs: dict[Any, Any] = {}
@@ -65,13 +66,7 @@ def bind(func: Any, inputs: dict[str, Any], upstream: dict[str, Any],
     return kwargs
 
 
-def _dumps(value: Any) -> bytes:
-    try:
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        import cloudpickle
-
-        return bytes(cloudpickle.dumps(value))
+_dumps = dumps  # the name kale.kernels.steps imports
 
 
 def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
@@ -93,7 +88,7 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
         func = _load(job["func"])
         kwargs = bind(func, job["inputs"], job["upstream"], job["params"])
         result = func(**kwargs)
-        return ("ok", _dumps(result), usercode.loaded())
+        return ("ok", dumps(result), usercode.loaded())
     except BaseException as e:  # the task's error, reported, never fatal to the worker
         tb = e.__traceback__
         # Drop this module's frames: the user sees their own code.

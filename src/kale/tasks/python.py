@@ -15,7 +15,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from kale.store.results import loads
+from kale.serial import dumps, loads
 from kale.tasks import procs
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
 from kale.tasks.record import task_path
@@ -134,12 +134,7 @@ class PythonRunner(TaskRunner):
             "stdout": str(ctx.stdout_path), "stderr": str(ctx.stderr_path),
             "env": _env(ctx), "base_dir": str(ctx.base_dir),
         }
-        try:
-            data = pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            import cloudpickle
-
-            data = cloudpickle.dumps(job)
+        data = dumps(job)
         for _ in range(3):
             w = self._acquire()
             ctx.pids.append(w.proc.pid)

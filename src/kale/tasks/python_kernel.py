@@ -21,6 +21,7 @@ RESULT_FILE = ".kale-call-result.pkl"
 _CELL = """\
 def _kale_call(job_path, result_path):
     import pickle, types
+    from kale.serial import dumps
     from kale.tasks._pyworker import bind, _load
     with open(job_path, "rb") as f:
         job = pickle.load(f)
@@ -31,11 +32,7 @@ def _kale_call(job_path, result_path):
         fn = types.FunctionType(fn.__code__, space, fn.__name__, fn.__defaults__,
                                 fn.__closure__)
     result = fn(**bind(fn, job["inputs"], job["upstream"], job["params"]))
-    try:
-        blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        import cloudpickle
-        blob = cloudpickle.dumps(result)
+    blob = dumps(result)
     with open(result_path, "wb") as f:
         f.write(blob)
 _kale_call(__JOB__, __RESULT__)

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kale import serial
+
 ENV = "KALE_RECORD_FILE"
 _local: dict[str, Any] = {}
 _SHELL = 0x53  # "S": a frame written by the kale shim
@@ -41,12 +43,7 @@ def record(name: str, value: Any) -> Any:
     if not path:
         _local[name] = value
         return value
-    try:
-        blob = pickle.dumps((name, value), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        import cloudpickle
-
-        blob = cloudpickle.dumps((name, value))
+    blob = serial.dumps((name, value))
     with open(path, "ab") as f:
         f.write(blob)
     return value
@@ -59,13 +56,7 @@ def read_records(path: str | Path, base_dir: str | Path | None = None) -> dict[s
         data = Path(path).read_bytes()
     except FileNotFoundError:
         return {}
-    try:
-        return _read_all(data)
-    except ImportError:
-        if base_dir is None or str(base_dir) in sys.path:
-            raise
-        sys.path.append(str(base_dir))
-        return _read_all(data)
+    return serial.importing_from(base_dir, lambda: _read_all(data))
 
 
 def _read_all(data: bytes) -> dict[str, Any]:

@@ -45,6 +45,7 @@ import base64
 import pickle
 from typing import Any
 
+from kale import serial
 from kale.model.sealed import Sealed
 from kale.tasks.base import Outcome, TaskContext
 
@@ -60,13 +61,7 @@ def key_of(value: Any) -> Key:
 
 
 def pack(obj: Any) -> str:
-    try:
-        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # functions defined in a notebook, lambdas
-        import cloudpickle
-
-        data = cloudpickle.dumps(obj)
-    return base64.b64encode(data).decode("ascii")
+    return base64.b64encode(serial.dumps(obj)).decode("ascii")
 
 
 def unpack(text: str) -> Any:
