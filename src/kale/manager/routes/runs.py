@@ -1,0 +1,188 @@
+"""Runs: list, submit, status (from memory while live), cancel, the workflow, a rerun, and
+the event stream.
+
+No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations."""
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
+
+from kale.manager.auth import Identity
+from kale.manager.context import Ctx, ManagerContext, User
+from kale.manager.models import Rerun, Submit, Submitted
+from kale.model.states import RunState
+
+router = APIRouter()
+
+#: an event or sample id (the store's ids are 32-bit integers on PostgreSQL)
+EventId = Annotated[int, Query(ge=0, le=2**31 - 1)]
+
+
+@router.get("/api/runs")
+def runs(ctx: Ctx, who: User, limit: int = 50) -> list[dict[str, Any]]:
+    return [r.to_json()
+            for r in ctx.store.runs(max(1, min(limit, 1000)), users=ctx.users_of(who))]
+
+
+@router.post("/api/runs", status_code=201)
+def submit(ctx: Ctx, who: User, body: Submit) -> Submitted:
+    from kale.model.workflow import Workflow
+
+    wf = Workflow.from_dict(body.workflow, base_dir=body.base_dir, trusted=True)
+    rec = ctx.host.submit(
+        wf, who.user, params=body.params, only=body.only, from_=body.from_, until=body.until,
+        tags=body.tags, force=body.force, jobs=body.jobs, executor=body.executor,
+        rerun_of=ctx.own_run(who, body.rerun_of).id if body.rerun_of else None)
+    return Submitted(id=rec.id)
+
+
+@router.get("/api/runs/{run_id}")
+async def status(ctx: Ctx, who: User, run_id: str, tasks: bool = True) -> Response:
+    """The run, how many of its tasks are in each state, and (unless ``tasks=false``)
+    every task. A live run's summary comes from memory: what progress bars poll (and, for
+    that reason, is answered ahead of the framework: ``fastpath.py``)."""
+    doc = None if tasks else live_summary(ctx, who, run_id)
+    if doc is None:
+        doc = await run_in_threadpool(stored_status, ctx, who, run_id, tasks)
+    return json_response(doc)
+
+
+def live_summary(ctx: ManagerContext, who: Identity, run_id: str) -> dict[str, Any] | None:
+    """A live run's summary, from memory (None: not live here, or not theirs)."""
+    live = ctx.host.live(run_id)
+    if live is None or live[0].submitted_by not in ctx.users_of(who):
+        return None
+    rec, engine = live
+    counts = {s.value: n for s, n in dict(engine.counts).items() if n}
+    doc: dict[str, Any] = {"run": rec.to_json(alive=True), "counts": counts}
+    said = problems(ctx, rec, counts)
+    if said:
+        doc["problems"] = said
+    return doc
+
+
+def stored_status(ctx: ManagerContext, who: Identity, run_id: str,
+                  tasks: bool) -> dict[str, Any]:
+    store = ctx.store
+    rec = ctx.own_run(who, run_id)
+    engine = ctx.host.engine(rec.id)
+    last_event = store.last_event(rec.id) if tasks else None  # before the tasks
+    records = store.tasks(rec.id) if tasks else None
+    if engine is not None:
+        counts = {s.value: n for s, n in dict(engine.counts).items() if n}
+    elif records is not None:
+        counts = dict(Counter(t.state.value for t in records))
+    else:
+        counts = store.task_counts(rec.id)
+    doc: dict[str, Any] = {"run": rec.to_json(), "counts": counts}
+    failures = ctx.host.failures
+    if rec.id in failures and rec.state is RunState.RUNNING:
+        # Its engine stopped because the store refused a write, which therefore still
+        # says RUNNING: say FAILED (the next manager resumes it from the store).
+        doc["run"].update(state=RunState.FAILED.value, message=failures[rec.id])
+    said = problems(ctx, rec, counts)
+    if said:
+        doc["problems"] = said
+    if records is not None:
+        doc["tasks"] = [t.to_json() for t in records]
+        doc["last_event"] = last_event  # the events after it are news to these tasks
+    return doc
+
+
+def problems(ctx: ManagerContext, rec: Any, counts: dict[str, int]) -> list[str]:
+    """What keeps a run from going on that its tasks' states do not say: the store
+    refused a write, the local workers cannot start, or an added user's tasks wait for a
+    worker of theirs (the manager's own workers never run another user's tasks)."""
+    out = []
+    failure = ctx.host.failures.get(rec.id)
+    if failure:
+        out.append(failure)
+    if not counts.get("SUBMITTED"):
+        return out
+    user = rec.submitted_by or ctx.tokens.owner
+    if user == ctx.tokens.owner:
+        trouble = ctx.local.problem() if ctx.local is not None else None
+        if trouble is not None:
+            out.append(f"local workers cannot start: {trouble['error']}; next try in "
+                       f"{trouble['retry_in']:g} s (failure {trouble['failures']} in a "
+                       "row; the manager log has more)")
+    elif not ctx.broker.live_workers_of(user):
+        out.append(f"waiting for a worker of {user}'s: this manager runs no other user's "
+                   "tasks on its own workers; start one as yourself with `kale worker "
+                   "--manager URL --cert FILE` (worker token in $KALE_WORKER_TOKEN)")
+    return out
+
+
+@router.post("/api/runs/{run_id}/cancel")
+def cancel(ctx: Ctx, who: User, run_id: str) -> dict[str, Any]:
+    from kale.client.local import cancel_run
+
+    rec = ctx.own_run(who, run_id)
+    engine = ctx.host.engine(rec.id)
+    if engine is not None:
+        engine.cancel("cancelled (API)")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not rec.state.terminal:
+            time.sleep(0.05)
+            rec = ctx.store.get_run(rec.id)
+        return {"id": rec.id, "state": rec.state.value}
+    return {"id": rec.id, "state": cancel_run(ctx.store, rec.id).value}
+
+
+@router.get("/api/runs/{run_id}/workflow")
+def run_workflow(ctx: Ctx, who: User, run_id: str) -> dict[str, Any]:
+    """The workflow the run was made from (its canonical dict)."""
+    return dict(ctx.own_run(who, run_id).spec)
+
+
+@router.post("/api/runs/{run_id}/rerun", status_code=201)
+def rerun(ctx: Ctx, who: User, run_id: str, body: Rerun) -> Submitted:
+    """Run a run's workflow again, as a new run: its tasks that did not succeed
+    (``failed``: what succeeded is reused), a selection (``only``), or everything below
+    some tasks (``from``). The workflow is the one the run was made from."""
+    from kale.model.workflow import Workflow
+
+    rec = ctx.own_run(who, run_id)
+    wf = Workflow.from_dict(rec.spec, base_dir=rec.base_dir, trusted=True)
+    new = ctx.host.submit(wf, who.user, params=rec.params, only=body.only, from_=body.from_,
+                          until=[], tags=[], force=body.force, jobs=rec.options.get("jobs"),
+                          executor=rec.options.get("executor"),
+                          rerun_of=rec.id if body.failed else None)
+    return Submitted(id=new.id)
+
+
+@router.get("/api/runs/{run_id}/events")
+async def events(ctx: Ctx, who: User, run_id: str, after: EventId = 0) -> StreamingResponse:
+    """Server-sent events: state changes (``event: state``), new log lines (``log``) and
+    resource samples (``resources``) of the run's tasks, until the run ends."""
+    rec = await run_in_threadpool(ctx.own_run, who, run_id)
+    return StreamingResponse(_event_stream(ctx.store, rec.id, after),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
+def json_response(doc: Any) -> Response:
+    return Response(json.dumps(doc, default=str), media_type="application/json")
+
+
+async def _event_stream(store: Any, run_id: str, after: int) -> AsyncIterator[str]:
+    """A run's events (:class:`kale.store.tail.RunTail`), read every 0.1 s, as SSE."""
+    from kale.store.tail import RunTail
+
+    tail = await run_in_threadpool(RunTail, store, run_id, after)
+    while not tail.ended:
+        for event, data in await run_in_threadpool(tail.poll):
+            yield _sse(event, data)
+        if not tail.ended:
+            await asyncio.sleep(0.1)
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
