@@ -239,3 +239,33 @@ def unix_path(path: Path) -> str:
     if fd is None:
         fd = _dirs[parent] = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     return f"/proc/self/fd/{fd}/{path.name}"
+
+
+def unix_pool(path: str) -> Any:
+    """An httpcore connection pool to the Unix socket ``path`` (for an httpx transport's
+    ``_pool``) whose failed connects close their socket: httpcore 1.0's own leaves it
+    to the garbage collector (a ResourceWarning per attempt while a manager restarts)."""
+    import httpcore
+
+    class Backend(httpcore.SyncBackend):
+        def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                socket_options: Any = None) -> Any:
+            try:
+                from httpcore._backends.sync import SyncStream
+            except ImportError:  # another httpcore: its own way
+                return super().connect_unix_socket(path, timeout, socket_options)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                for option in socket_options or ():
+                    sock.setsockopt(*option)
+                sock.settimeout(timeout)
+                sock.connect(path)
+            except TimeoutError as e:
+                sock.close()
+                raise httpcore.ConnectTimeout(e) from e
+            except OSError as e:
+                sock.close()
+                raise httpcore.ConnectError(e) from e
+            return SyncStream(sock)
+
+    return httpcore.ConnectionPool(uds=path, network_backend=Backend())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import pickle
 import time
@@ -206,6 +207,14 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def __del__(self) -> None:
+        # A client dropped without close() (a notebook cell re-run, a view's thread still
+        # reading when its client went away) releases its connections, not the collector.
+        http = getattr(self, "_http", None)
+        if http is not None:
+            with contextlib.suppress(Exception):
+                http.close()
+
     def __enter__(self) -> Client:
         return self
 
@@ -244,6 +253,8 @@ class _Transport(httpx.HTTPTransport):
     def __init__(self, url: str, pinned: str, **options: Any) -> None:
         super().__init__(**options)
         self.url, self.pinned = url, pinned
+        if options.get("uds"):
+            self._pool = tls.unix_pool(options["uds"])
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         try:

@@ -52,10 +52,11 @@ def healthy(doc: dict[str, Any], timeout: float = 1.0) -> bool:
     """The manager of ``doc`` (a ``manager.json``) answers on its Unix socket."""
     import httpx
 
-    from kale.tls import unix_path
+    from kale.tls import unix_path, unix_pool
 
     try:
         transport = httpx.HTTPTransport(uds=unix_path(Path(doc["socket"])))
+        transport._pool = unix_pool(unix_path(Path(doc["socket"])))  # closes failed connects
         with httpx.Client(transport=transport, base_url="http://kale") as http:
             return http.get("/health", timeout=timeout).status_code == 200
     except (httpx.HTTPError, OSError, KeyError):
