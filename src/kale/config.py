@@ -65,3 +65,13 @@ def user_name() -> str:
         return getpass.getuser()
     except Exception:  # no user name in this environment
         return f"uid{os.getuid()}"
+
+
+def write_private(path: Path, data: bytes | str) -> None:
+    """Replace ``path`` with ``data`` at once (a reader sees the old file or the new one,
+    never half of it), readable by this user only (0600)."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)

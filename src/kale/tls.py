@@ -26,6 +26,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from kale.config import write_private
 from kale.errors import KaleError
 
 TLS_DIR = "tls"
@@ -86,19 +87,11 @@ def ensure_cert(home: Path, host: str) -> Path:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
             .sign(private, hashes.SHA256()))
-    _write(key, private.private_bytes(serialization.Encoding.PEM,
+    write_private(key, private.private_bytes(serialization.Encoding.PEM,
                                       serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
-    _write(crt, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(crt, cert.public_bytes(serialization.Encoding.PEM))
     return crt
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _usable(crt: Path, key: Path) -> bool:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kale.config import write_private
 from kale.errors import KaleError
 from kale.manager.tokens import WORKER_TOKEN_FILE, ensure_token
 from kale.worker.protocol import HEARTBEAT_TIMEOUT
@@ -218,7 +219,7 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
         print(f"kale-manager: cannot listen on {sock_path}: {e.strerror or e}", flush=True)
         sys.exit(1)
     port = sock.getsockname()[1]
-    _write_private(home / PORT_FILE, f"{port}\n")
+    write_private(home / PORT_FILE, f"{port}\n")
     url = f"https://{_url_host(host)}:{port}"
     app = create_app(Settings(home=home, url=url, local_url=f"unix:{sock_path}",
                               **(options or {})))
@@ -230,7 +231,7 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
            "fingerprint": tls.fingerprint(cert.read_text()), "hostname": socket.gethostname(),
            "pid": os.getpid(), "identity": process_identity(os.getpid()),
            "host": host, "port": port, "started": time.time()}
-    _write_private(path, json.dumps(doc))
+    write_private(path, json.dumps(doc))
     try:
         server.run(sockets=[sock])
     finally:
@@ -240,14 +241,6 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
                 sock_path.unlink(missing_ok=True)
         except (FileNotFoundError, ValueError):
             pass
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _bind_sticky(home: Path, host: str) -> Any:
