@@ -7,6 +7,8 @@ change is seen within about 1 s of the scheduler), a per-job log file, and the m
 from a task's :class:`~kale.model.resources.Resources` to PSI/J's resource spec.
 
 One :class:`BatchJobs` per scheduler; its status callback runs in PSI/J's polling thread.
+The scheduler's adapter (:func:`kale.batch.schedulers.scheduler`, any registered one, a
+plug-in's too) names the PSI/J executor that submits its jobs (``psij_name``).
 """
 
 from __future__ import annotations
@@ -93,7 +95,11 @@ class BatchJobs:
     def __init__(self, scheduler: str, work_dir: Path,
                  on_update: Callable[[JobUpdate], None], *,
                  poll: float = POLL_INTERVAL) -> None:
+        from kale.batch.schedulers import scheduler as adapter
+
         self.scheduler = scheduler
+        #: the PSI/J executor's name, which also prefixes its custom attributes
+        self.psij_name = adapter(scheduler).psij_name
         self.work_dir = work_dir
         self.on_update = on_update
         self.poll = poll
@@ -106,7 +112,7 @@ class BatchJobs:
     @property
     def executor(self) -> Any:
         if self._executor is None:
-            self._executor = _make_executor(self.scheduler, self.work_dir, self.poll)
+            self._executor = _make_executor(self.psij_name, self.work_dir, self.poll)
         return self._executor
 
     def submit(self, req: JobRequest) -> str:
@@ -160,8 +166,8 @@ class BatchJobs:
         job.set_job_status_callback(changed)
 
     def _attributes(self, req: JobRequest) -> dict[str, object]:
-        attrs = custom_attributes(self.scheduler, req.resources.options)
-        if self.scheduler == "slurm":  # PSI/J 0.9 names jobs by its own uuid otherwise
+        attrs = custom_attributes(self.psij_name, req.resources.options)
+        if self.psij_name == "slurm":  # PSI/J 0.9's Slurm executor names jobs by its uuid
             attrs.setdefault("slurm.job-name", req.key)
         return attrs
 
@@ -189,27 +195,20 @@ class BatchJobs:
             launcher="single")
 
 
-def _make_executor(scheduler: str, work_dir: Path, poll: float) -> Any:
+def _make_executor(psij_name: str, work_dir: Path, poll: float) -> Any:
+    """PSI/J's executor ``psij_name``, polling every ``poll`` seconds. Every PSI/J batch
+    executor takes the batch configuration (its per-scheduler classes add nothing to it);
+    the others (Flux) read only the work directory from it."""
     import psij
+    from psij.executors.batch.batch_scheduler_executor import BatchSchedulerExecutorConfig
 
     work_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(work_dir, 0o700)  # job scripts carry the environment
-    config: Any
-    if scheduler == "slurm":
-        from psij.executors.batch.slurm import SlurmExecutorConfig as Config
-    elif scheduler == "pbs":
-        from psij.executors.batch.pbs_base import PBSExecutorConfig as Config  # type: ignore
-    elif scheduler == "lsf":
-        from psij.executors.batch.lsf import LsfExecutorConfig as Config  # type: ignore
-    elif scheduler == "cobalt":
-        from psij.executors.batch.cobalt import CobaltExecutorConfig as Config  # type: ignore
-    else:  # flux (and plug-ins): PSI/J's own configuration
-        return psij.JobExecutor.get_instance(
-            scheduler, config=psij.JobExecutorConfig(work_directory=work_dir))
     # PSI/J types the interval as int but sleeps on it; fractions work.
-    config = Config(work_directory=work_dir, queue_polling_interval=poll,  # type: ignore
-                    initial_queue_polling_delay=0)
-    return psij.JobExecutor.get_instance(scheduler, config=config)
+    config = BatchSchedulerExecutorConfig(
+        work_directory=work_dir, queue_polling_interval=poll,  # type: ignore[arg-type]
+        initial_queue_polling_delay=0)
+    return psij.JobExecutor.get_instance(psij_name, config=config)
 
 
 def _first_lines(text: str, n: int = 5) -> str:

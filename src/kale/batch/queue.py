@@ -4,21 +4,39 @@ job Kale submitted, what it is for (a task of a run, or a pilot)."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from kale.batch.schedulers import names as scheduler_names
 from kale.batch.schedulers import scheduler as get_scheduler
-from kale.errors import SchedulerError, UsageError
+from kale.errors import KaleError, SchedulerError, UsageError
 
-#: the command that tells which scheduler this machine has
-_PROBES = (("slurm", "squeue"), ("pbs", "qstat"), ("lsf", "bjobs"), ("flux", "flux"))
+log = logging.getLogger("kale.batch")
+
+
+def probes() -> list[tuple[str, str]]:
+    """``(scheduler, command)`` for every registered scheduler, in the registry's order:
+    the command that lists its queue, whose presence on PATH says this machine has it.
+    (Schedulers that share a command, PBS's and Cobalt's ``qstat``, are told apart only by
+    name: the first one registered is the one detected.)"""
+    out: list[tuple[str, str]] = []
+    for name in scheduler_names():
+        try:
+            argv = get_scheduler(name).queue_argv(None)
+        except KaleError as e:  # a broken plug-in must not hide the others
+            log.warning("scheduler %s left out of detection: %s", name, e)
+            continue
+        if argv:
+            out.append((name, argv[0]))
+    return out
 
 
 def detected() -> str | None:
     """The scheduler whose commands are on PATH, if any (cheap: nothing is run)."""
-    for name, command in _PROBES:
+    for name, command in probes():
         if shutil.which(command):
             return name
     return None
@@ -29,8 +47,9 @@ def detect() -> str:
     name = detected()
     if name is not None:
         return name
-    raise UsageError("no batch scheduler found on PATH (looked for squeue, qstat, bjobs, "
-                     "flux); name one with --scheduler")
+    looked = ", ".join(dict.fromkeys(command for _, command in probes()))
+    raise UsageError(f"no batch scheduler found on PATH (looked for {looked}); name one "
+                     "with --scheduler")
 
 
 def queue_status(name: str | None = None, user: str | None = None,

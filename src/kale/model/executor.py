@@ -1,8 +1,9 @@
 """Where tasks run: the ``executor:`` of a workflow or a task.
 
 ``local`` runs tasks on this machine (in the engine's process, or in the manager's local
-workers). A batch scheduler name (``slurm``, ``pbs``, ``lsf``, ``flux``, ``cobalt``) runs
-them through that scheduler, in one of two modes:
+workers). The name of a batch scheduler (one of the ``kale.schedulers`` registry,
+:func:`batch_kinds`: Kale's ``slurm``, ``pbs``, ``lsf``, ``flux``, ``cobalt`` and any
+installed as a plug-in) runs them through that scheduler, in one of two modes:
 
 - ``job`` (the default): one batch job per task, sized by the task's ``resources``;
 - ``pilot``: batch jobs that each run a Kale worker, which runs many tasks. The manager
@@ -17,10 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kale import plugins
 from kale.model.resources import walltime_seconds
 
-BATCH_KINDS = ("slurm", "pbs", "lsf", "flux", "cobalt")
-EXECUTOR_KINDS = ("local", *BATCH_KINDS)
+#: the executor that is not a batch scheduler
+LOCAL = "local"
 MODES = ("job", "pilot")
 #: pilot settings: the allocation of each pilot job, and the limits of the elastic pool
 PILOT_KEYS = ("nodes", "walltime", "queue", "account", "options", "slots", "max_jobs",
@@ -30,9 +32,21 @@ PILOT_DEFAULTS: dict[str, Any] = {"nodes": 1, "walltime": "01:00:00", "max_jobs"
                                   "max_nodes": 4, "idle": 30}
 
 
+def batch_kinds() -> tuple[str, ...]:
+    """The batch schedulers: the ``kale.schedulers`` registry (:mod:`kale.plugins`)."""
+    return tuple(n for n in plugins.names(plugins.SCHEDULERS) if n != LOCAL)
+
+
+def executor_kinds() -> tuple[str, ...]:
+    """Every executor name: ``local``, then the batch schedulers."""
+    return (LOCAL, *batch_kinds())
+
+
 @dataclass(slots=True)
 class ExecutorSpec:
-    kind: str = "local"
+    """Where tasks run: ``kind`` is :data:`LOCAL` or a batch scheduler's name."""
+
+    kind: str = LOCAL
     mode: str = "job"
     #: pilot settings (:data:`PILOT_KEYS`); ignored in job mode, where the task's own
     #: ``resources`` size its job
@@ -40,7 +54,7 @@ class ExecutorSpec:
 
     @property
     def batch(self) -> bool:
-        return self.kind in BATCH_KINDS
+        return self.kind in batch_kinds()
 
     @property
     def pilot(self) -> bool:
@@ -77,19 +91,19 @@ class ExecutorSpec:
                 problems.append(((str(k),), f"unknown key {k!r}; allowed: "
                                  + ", ".join(EXECUTOR_KEYS)))
         options = {k: v for k, v in value.items() if k in PILOT_KEYS}
-        spec = cls(value.get("kind", "local"), value.get("mode") or "job", options)
+        spec = cls(value.get("kind", LOCAL), value.get("mode") or "job", options)
         return spec, problems + spec.problems()
 
     def problems(self) -> list[tuple[tuple[str, ...], str]]:
         out: list[tuple[tuple[str, ...], str]] = []
-        if self.kind not in EXECUTOR_KINDS:
+        if self.kind not in executor_kinds():
             out.append((("kind",), f"unknown executor {self.kind!r}; known: "
-                        + ", ".join(EXECUTOR_KINDS)))
+                        + ", ".join(executor_kinds())))
         if self.mode not in MODES:
             out.append((("mode",), f"must be 'job' or 'pilot', got {self.mode!r}"))
-        elif self.mode == "pilot" and self.kind == "local":
+        elif self.mode == "pilot" and self.kind == LOCAL:
             out.append((("mode",), "pilot mode needs a batch scheduler as 'kind' "
-                        f"({', '.join(BATCH_KINDS)})"))
+                        f"({', '.join(batch_kinds())})"))
         for k in ("nodes", "slots", "max_jobs", "max_nodes"):
             v = self.options.get(k)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):

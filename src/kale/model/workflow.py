@@ -15,9 +15,11 @@ import re
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, TypeVar, overload
 
+from kale import plugins
 from kale.errors import ExportError, Problem, ValidationError
 from kale.model import dag
 from kale.model.executor import ExecutorSpec
@@ -34,23 +36,36 @@ from kale.model.refs import (
 from kale.model.resources import Resources
 from kale.model.sealed import SealedFunction
 
-Kind = Literal["shell", "python", "notebook"]
-KINDS: tuple[Kind, ...] = ("shell", "python", "notebook")
+#: a task kind: a name of the ``kale.task_kinds`` registry (:func:`task_kinds`)
+Kind = str
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 #: a task's name is a file name in the run directory (``runs/RUN/NAME/``, and
 #: ``logs/NAME.ATTEMPT.out``), which file systems limit to 255 bytes
 MAX_NAME = 200
 
 WORKFLOW_KEYS = ("name", "description", "parameters", "executor", "tasks")
-TASK_KEYS = (
-    *KINDS, "description", "parameters", "after", "outputs", "retries", "retry_delay",
-    "timeout", "resources", "tags", "env", "kernel", "executor", "launcher", "interactive",
-    "debug_for",
+#: a task's keys besides its kind (whose key is the kind's name: ``shell: make``)
+TASK_FIELDS = (
+    "description", "parameters", "after", "outputs", "retries", "retry_delay", "timeout",
+    "resources", "tags", "env", "kernel", "executor", "launcher", "interactive", "debug_for",
 )
 #: what an interactive step does when nobody decided within its timeout
 ON_TIMEOUT = ("continue", "reject")
 LAUNCHERS = ("srun", "mpiexec", "mpirun")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@cache
+def task_kinds() -> tuple[Kind, ...]:
+    """The task kinds: the ``kale.task_kinds`` registry (:mod:`kale.plugins`), Kale's own
+    first. A registered name that is also a task field cannot be a kind and is left out."""
+    return tuple(k for k in plugins.names(plugins.TASK_KINDS) if k not in TASK_FIELDS)
+
+
+@cache
+def task_keys() -> tuple[str, ...]:
+    """Every key a task may have: a kind, then the fields."""
+    return (*task_kinds(), *TASK_FIELDS)
 
 
 def _callable_path(func: Callable[..., Any]) -> str | None:
@@ -580,6 +595,16 @@ def _unknown(key: Any, allowed: Iterable[str]) -> str:
     return f"unknown key {key!r}{hint}; allowed: {', '.join(allowed)}"
 
 
+def _unknown_kind(key: Any) -> str:
+    """A key of a task that has no kind: most likely the kind, misspelt or not installed."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), list(task_keys()), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"unknown task kind {key!r}{hint}; known: {', '.join(task_kinds())} (a kind "
+            "from a plug-in needs its package installed)")
+
+
 def _interactive(value: Any) -> Any:
     """``interactive: true`` -> ``{}``; false or absent -> None; a mapping as it is."""
     if value is True:
@@ -607,9 +632,9 @@ def _make(name: str, kind: Kind, target: Any, options: dict[str, Any]) -> Task:
         options["executor"] = spec
     if "interactive" in options:
         options["interactive"] = _interactive(options["interactive"])
-    unknown = set(options) - set(TASK_KEYS)
+    unknown = set(options) - set(TASK_FIELDS)
     if unknown:
-        raise ValidationError([Problem(_unknown(k, TASK_KEYS), ("tasks", name))
+        raise ValidationError([Problem(_unknown(k, TASK_FIELDS), ("tasks", name))
                                for k in sorted(unknown)])
     if isinstance(target, tuple):
         target = list(target)
@@ -630,7 +655,9 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
         bad(f"task names are at most {MAX_NAME} characters, this one has {len(t.name)} "
             "(the name is a file name in the run directory)")
     tgt = t.target
-    if t.kind == "shell":
+    if t.kind not in task_kinds():
+        bad(f"unknown task kind {t.kind!r} (known: {', '.join(task_kinds())})")
+    elif t.kind == "shell":
         ok = (isinstance(tgt, str) and tgt.strip()) or (
             isinstance(tgt, list) and tgt and all(isinstance(a, str) for a in tgt))
         if not ok:
@@ -732,16 +759,18 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
 
 def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, list[Problem]]:
     path: tuple[str | int, ...] = ("tasks", str(name))
+    known = ", ".join(task_kinds())
     if not isinstance(data, dict):
-        return None, [Problem("a task must be a mapping with one of: shell, python, notebook",
-                              path)]
-    problems = [Problem(_unknown(k, TASK_KEYS), (*path, str(k)))
-                for k in data if k not in TASK_KEYS]
-    kinds = [k for k in KINDS if k in data]
+        return None, [Problem(f"a task must be a mapping with one of: {known}", path)]
+    kinds = [k for k in task_kinds() if k in data]
+    problems = [Problem(_unknown(k, task_keys()) if kinds else _unknown_kind(k), (*path, str(k)))
+                for k in data if k not in task_keys()]
     if len(kinds) != 1:
-        msg = ("needs one of: shell, python, notebook" if not kinds
-               else f"has {len(kinds)} kinds ({', '.join(kinds)}); a task has exactly one")
-        problems.append(Problem(msg, path))
+        if kinds:
+            problems.append(Problem(f"has {len(kinds)} kinds ({', '.join(kinds)}); a task "
+                                    "has exactly one", path))
+        elif not problems:  # else the unknown key is taken for the kind and says it
+            problems.append(Problem(f"needs one of: {known}", path))
         return None, problems
     kind = kinds[0]
     target = data[kind]

@@ -1,2 +1,3 @@
 """Task runners, one per kind (shell, python, notebook), registered through the
-``kale.task_kinds`` entry point so plug-ins add kinds the same way."""
+``kale.task_kinds`` entry point (:mod:`kale.tasks.registry`), so a plug-in package adds a
+kind the same way."""

@@ -1,28 +1,17 @@
-"""Task kinds are plug-ins: the ``kale.task_kinds`` entry point maps a kind name to its
-runner class. The built-in kinds are registered the same way (see pyproject.toml)."""
+"""Task kinds are plug-ins: the ``kale.task_kinds`` entry point maps a kind's name to its
+runner class (``name = "module:TaskRunnerSubclass"``). Kale's own kinds are registered the
+same way, in its pyproject.toml; :mod:`kale.plugins` lists the names (the only list of
+them), and this module loads the runner of one."""
 
 from __future__ import annotations
 
-from functools import cache
-from importlib import import_module
-from importlib.metadata import entry_points
 from typing import Any
 
+from kale import plugins
 from kale.errors import KaleError
 from kale.tasks.base import TaskRunner
 
-GROUP = "kale.task_kinds"
-_BUILTIN = {
-    "shell": "kale.tasks.shell:ShellRunner",
-    "python": "kale.tasks.python:PythonRunner",
-    "notebook": "kale.tasks.notebook:NotebookRunner",
-}
-
-
-@cache
-def _registered() -> dict[str, str]:
-    found = {ep.name: ep.value for ep in entry_points(group=GROUP)}
-    return {**_BUILTIN, **found}
+GROUP = plugins.TASK_KINDS
 
 
 def runner_kind(task: Any) -> str:
@@ -34,9 +23,14 @@ def runner_kind(task: Any) -> str:
 
 
 def runner_class(kind: str) -> type[TaskRunner]:
-    spec = _registered().get(kind)
-    if spec is None:
-        raise KaleError(f"no runner for task kind {kind!r} (known: {', '.join(_registered())})")
-    module, _, name = spec.partition(":")
-    cls: type[TaskRunner] = getattr(import_module(module), name)
+    """The runner class of task kind ``kind``. Raises :class:`KaleError` for a kind that
+    is not registered, or whose entry point does not give a :class:`TaskRunner`."""
+    entry = plugins.entries(GROUP).get(kind)
+    if entry is None:
+        raise KaleError(f"no runner for task kind {kind!r} "
+                        f"(known: {', '.join(plugins.names(GROUP))})")
+    cls = plugins.load(entry)
+    if not (isinstance(cls, type) and issubclass(cls, TaskRunner)):
+        raise KaleError(f"task kind {entry} does not give a subclass of "
+                        f"kale.tasks.base.TaskRunner (got {cls!r})")
     return cls

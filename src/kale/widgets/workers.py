@@ -8,6 +8,7 @@ from typing import Any
 import traitlets as T
 
 from kale.errors import KaleError
+from kale.model.executor import LOCAL, executor_kinds
 from kale.widgets.base import Refreshing, asset
 from kale.widgets.source import Source, source_of
 
@@ -21,12 +22,17 @@ class WorkersView(Refreshing):
     _esm = asset("common.js", "workers.js")
     workers: T.List[dict[str, Any]] = T.List().tag(sync=True)
     jobs: T.List[dict[str, Any]] = T.List().tag(sync=True)
-    kinds = T.List(T.Unicode(), ["local", "slurm", "pbs", "lsf", "flux", "cobalt"]).tag(sync=True)
+    #: what the form can start: local workers, or pilots of any registered scheduler
+    kinds = T.List(T.Unicode()).tag(sync=True)
 
     def __init__(self, client: Any = None, *, source: Source | None = None,
                  interval: float = 5.0, **kwargs: Any) -> None:
         super().__init__(source or source_of(client)[0], own_source=source is None,
                          interval=interval, **kwargs)
+
+    @T.default("kinds")
+    def _kinds(self) -> list[str]:
+        return list(executor_kinds())
 
     def refresh(self) -> None:
         workers, jobs = self.source.workers(), self.source.jobs()
@@ -35,14 +41,14 @@ class WorkersView(Refreshing):
             self.jobs = [j for j in jobs if j.get("state") in ("NEW", "QUEUED", "ACTIVE")]
             self.updated = time.time()
 
-    def start(self, kind: str = "local", count: int = 1, **options: Any) -> dict[str, Any]:
+    def start(self, kind: str = LOCAL, count: int = 1, **options: Any) -> dict[str, Any]:
         """Start ``count`` local workers or pilot jobs (``nodes``, ``walltime``,
         ``queue``, ``account``, ``slots``)."""
         options = {k: v for k, v in options.items() if v not in (None, "")}
         done = self.source.start_workers(kind, int(count), **options)
         started = done.get("pids") or done.get("jobs") or []
         self.message = f"started {len(started)} {kind} " + (
-            "worker(s)" if kind == "local" else "pilot job(s)")
+            "worker(s)" if kind == LOCAL else "pilot job(s)")
         self.refresh()
         return dict(done)
 
@@ -66,7 +72,7 @@ class WorkersView(Refreshing):
                         form[key] = int(form[key])
             except (TypeError, ValueError) as e:
                 raise KaleError(f"count, nodes and slots are whole numbers ({e})") from None
-            self.start(str(form.pop("kind", "local")), count, **form)
+            self.start(str(form.pop("kind", LOCAL)), count, **form)
         elif action == "stop":
             self.stop(str(content["id"]))
         elif action == "cancel_job":
