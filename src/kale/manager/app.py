@@ -24,7 +24,7 @@ from kale.errors import KaleError, RunNotFound, UsageError, ValidationError
 from kale.manager.context import ManagerContext
 from kale.manager.fastpath import LiveStatus
 from kale.manager.limits import MAX_BODY, BodyLimit
-from kale.manager.models import Health
+from kale.manager.schemas import Health
 from kale.worker.protocol import HEARTBEAT_TIMEOUT
 
 log = logging.getLogger("kale.manager")
@@ -57,12 +57,12 @@ def create_app(settings: Settings) -> FastAPI:
                          host=RunHost(store, home, broker, tokens.owner))
 
     # No /docs or /redoc: they would load Swagger's scripts from a CDN, and need no token.
-    # The API's description is /openapi.json.
+    # The API's description, and its contract, is /openapi.json (served without a token):
+    # every route declares what it answers (kale.manager.schemas; tests/test_openapi.py).
     app = FastAPI(title="Kale manager", version=kale.__version__,
                   lifespan=_lifespan(ctx, settings), docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.state.kale = ctx
-    app.state.broker, app.state.host = broker, ctx.host
     app.state.drain = lambda: _drain(ctx)
 
     def fast_status(token: str, run_id: str) -> bytes | None:

@@ -5,9 +5,9 @@ by each request through the app (``app.state.kale``), and the caller's identity.
 No ``from __future__ import annotations`` here: FastAPI reads the annotations of the
 dependencies this module defines."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -34,7 +34,6 @@ class ManagerContext:
     host: "RunHost"
     local: "LocalWorkers | None" = None
     batch: "BatchWorkers | None" = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def users_of(self, who: Identity) -> list[str | None]:
         """Whose runs ``who`` sees: their own, and for the home's owner also the runs made

@@ -1,4 +1,5 @@
-"""Request and response bodies of the manager API, shared by server and client."""
+"""Request bodies of the manager API (what each route answers is in
+:mod:`kale.manager.schemas`)."""
 
 from __future__ import annotations
 
@@ -25,16 +26,6 @@ class Submit(BaseModel):
     #: where tasks without an executor of their own run: "slurm", or a mapping such as
     #: {"kind": "slurm", "mode": "pilot"} (None: the workflow's own choice)
     executor: str | dict[str, Any] | None = None
-
-
-class Submitted(BaseModel):
-    id: str
-
-
-class Health(BaseModel):
-    status: str
-    version: str
-    pid: int
 
 
 class Rerun(BaseModel):

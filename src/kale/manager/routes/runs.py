@@ -16,16 +16,30 @@ from fastapi.responses import Response, StreamingResponse
 
 from kale.manager.auth import Identity
 from kale.manager.context import Ctx, ManagerContext, User
-from kale.manager.models import Rerun, Submit, Submitted
+from kale.manager.models import Rerun, Submit
+from kale.manager.schemas import (
+    ERRORS,
+    JSON_ERRORS,
+    RunCancelled,
+    RunDoc,
+    RunStatus,
+    Submitted,
+)
 from kale.model.states import RunState
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 
 #: an event or sample id (the store's ids are 32-bit integers on PostgreSQL)
 EventId = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 
-@router.get("/api/runs")
+class EventStream(StreamingResponse):
+    """Server-sent events (``text/event-stream``): how the events route is described."""
+
+    media_type = "text/event-stream"
+
+
+@router.get("/api/runs", response_model=list[RunDoc])
 def runs(ctx: Ctx, who: User, limit: int = 50) -> list[dict[str, Any]]:
     return [r.to_json()
             for r in ctx.store.runs(max(1, min(limit, 1000)), users=ctx.users_of(who))]
@@ -43,7 +57,9 @@ def submit(ctx: Ctx, who: User, body: Submit) -> Submitted:
     return Submitted(id=rec.id)
 
 
-@router.get("/api/runs/{run_id}")
+# The answer is serialized here, not by FastAPI (a big run's tasks are many): RunStatus
+# describes it, and tests/test_openapi.py holds the answers to it.
+@router.get("/api/runs/{run_id}", response_model=RunStatus)
 async def status(ctx: Ctx, who: User, run_id: str, tasks: bool = True) -> Response:
     """The run, how many of its tasks are in each state, and (unless ``tasks=false``)
     every task. A live run's summary comes from memory: what progress bars poll (and, for
@@ -120,7 +136,7 @@ def problems(ctx: ManagerContext, rec: Any, counts: dict[str, int]) -> list[str]
     return out
 
 
-@router.post("/api/runs/{run_id}/cancel")
+@router.post("/api/runs/{run_id}/cancel", response_model=RunCancelled)
 def cancel(ctx: Ctx, who: User, run_id: str) -> dict[str, Any]:
     from kale.client.local import cancel_run
 
@@ -158,7 +174,10 @@ def rerun(ctx: Ctx, who: User, run_id: str, body: Rerun) -> Submitted:
     return Submitted(id=new.id)
 
 
-@router.get("/api/runs/{run_id}/events")
+@router.get("/api/runs/{run_id}/events", response_class=EventStream, responses={
+    **JSON_ERRORS, 200: {"description": "Server-sent events, each ``event: NAME`` and "
+                         "``data: JSON``: ``state``, ``log``, ``resources``, and a last "
+                         "``end``"}})
 async def events(ctx: Ctx, who: User, run_id: str, after: EventId = 0) -> StreamingResponse:
     """Server-sent events: state changes (``event: state``), new log lines (``log``) and
     resource samples (``resources``) of the run's tasks, until the run ends."""

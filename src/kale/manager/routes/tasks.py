@@ -11,15 +11,24 @@ from fastapi.responses import PlainTextResponse
 
 from kale.manager.context import Ctx, User
 from kale.manager.routes.runs import EventId
+from kale.manager.schemas import (
+    ERRORS,
+    JSON_ERRORS,
+    JsonResult,
+    PickleResult,
+    Sample,
+    TaskActed,
+    TaskDetail,
+)
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 
 TASK_ACTIONS = ("cancel", "suspend", "resume", "continue", "reject")
 #: a byte offset into a log (a 4xx beyond what a file can be, never a 500)
 Offset = Annotated[int, Query(ge=0, le=2**62)]
 
 
-@router.get("/api/runs/{run_id}/tasks/{task}")
+@router.get("/api/runs/{run_id}/tasks/{task}", response_model=TaskDetail)
 def task_detail(ctx: Ctx, who: User, run_id: str, task: str) -> dict[str, Any]:
     """One task: its record, as the workflow describes it (description, parameters,
     upstream tasks), and each attempt (state, times, exit code, error, worker)."""
@@ -28,7 +37,7 @@ def task_detail(ctx: Ctx, who: User, run_id: str, task: str) -> dict[str, Any]:
     return task_detail(ctx.store, ctx.own_run(who, run_id), task)
 
 
-@router.post("/api/runs/{run_id}/tasks/{task}/{action}")
+@router.post("/api/runs/{run_id}/tasks/{task}/{action}", response_model=TaskActed)
 def task_action(ctx: Ctx, who: User, run_id: str, task: str, action: str,
                 reason: str | None = None) -> dict[str, Any]:
     """``cancel``, ``suspend`` (SIGSTOP its processes) or ``resume`` (SIGCONT) a task;
@@ -51,7 +60,8 @@ def task_action(ctx: Ctx, who: User, run_id: str, task: str, action: str,
     return {"id": rec.id, "task": task, "action": action, "state": before.value}
 
 
-@router.get("/api/runs/{run_id}/tasks/{task}/result")
+@router.get("/api/runs/{run_id}/tasks/{task}/result",
+            response_model=PickleResult | JsonResult)
 def result(ctx: Ctx, who: User, run_id: str, task: str) -> dict[str, Any]:
     """The task's result: ``{"json": text}``, or ``{"pickle": base64}`` (the bytes the
     task's worker made; the manager never opens them, the user's client does)."""
@@ -67,7 +77,8 @@ def result(ctx: Ctx, who: User, run_id: str, task: str) -> dict[str, Any]:
     return {"json": rec.result_json}
 
 
-@router.get("/api/runs/{run_id}/tasks/{task}/logs", response_class=PlainTextResponse)
+@router.get("/api/runs/{run_id}/tasks/{task}/logs", response_class=PlainTextResponse,
+            responses={**JSON_ERRORS, 200: {"description": "The log from ``offset`` on"}})
 def logs(ctx: Ctx, who: User, run_id: str, task: str, stream: str = "stdout",
          offset: Offset = 0) -> str:
     if stream not in ("stdout", "stderr"):
@@ -81,7 +92,7 @@ def logs(ctx: Ctx, who: User, run_id: str, task: str, stream: str = "stdout",
         return f.read().decode(errors="replace")
 
 
-@router.get("/api/runs/{run_id}/tasks/{task}/resources")
+@router.get("/api/runs/{run_id}/tasks/{task}/resources", response_model=list[Sample])
 def resources(ctx: Ctx, who: User, run_id: str, task: str, after: EventId = 0
               ) -> list[dict[str, Any]]:
     """Resource samples of the task's process tree: CPU %, RSS, I/O, GPU."""

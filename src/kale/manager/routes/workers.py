@@ -11,17 +11,28 @@ from fastapi import APIRouter, HTTPException
 from kale.errors import KaleError
 from kale.manager.context import Ctx, User
 from kale.manager.models import StartWorkers
+from kale.manager.schemas import (
+    ERRORS,
+    BatchJob,
+    JobCancelled,
+    LocalWorkersStarted,
+    PilotsStarted,
+    QueueDoc,
+    WorkerDoc,
+    WorkerStopped,
+)
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 
 
-@router.get("/api/workers")
+@router.get("/api/workers", response_model=list[WorkerDoc])
 def workers(ctx: Ctx, who: User) -> list[dict[str, Any]]:
     """The user's workers: connected or not, what they run, when last heard of."""
     return ctx.broker.snapshot(who.user)
 
 
-@router.post("/api/workers", status_code=201)
+@router.post("/api/workers", status_code=201,
+             response_model=LocalWorkersStarted | PilotsStarted)
 def start_workers(ctx: Ctx, who: User, body: StartWorkers) -> dict[str, Any]:
     """Start workers by hand: local worker processes, or pilot jobs of a scheduler."""
     from kale.model.executor import ExecutorSpec
@@ -46,7 +57,7 @@ def start_workers(ctx: Ctx, who: User, body: StartWorkers) -> dict[str, Any]:
         raise HTTPException(400, str(e)) from None
 
 
-@router.post("/api/workers/{worker_id}/stop")
+@router.post("/api/workers/{worker_id}/stop", response_model=WorkerStopped)
 def stop_worker(ctx: Ctx, who: User, worker_id: str) -> dict[str, Any]:
     """Stop a worker: its tasks are handed back and run elsewhere. A batch worker's job
     is cancelled; a local worker is sent SIGTERM."""
@@ -62,7 +73,7 @@ def stop_worker(ctx: Ctx, who: User, worker_id: str) -> dict[str, Any]:
                         f"(pid {w['pid']} on {w['host']}); stop it where it runs")
 
 
-@router.get("/api/jobs")
+@router.get("/api/jobs", response_model=list[BatchJob])
 def jobs(ctx: Ctx, who: User, limit: int = 100) -> list[dict[str, Any]]:
     """The batch jobs this manager submitted for the user, newest first."""
     from kale.store import workers as wstore
@@ -70,14 +81,14 @@ def jobs(ctx: Ctx, who: User, limit: int = 100) -> list[dict[str, Any]]:
     return wstore.jobs(ctx.store, who.user, limit=max(1, min(limit, 1000)))
 
 
-@router.post("/api/jobs/{job_id}/cancel")
+@router.post("/api/jobs/{job_id}/cancel", response_model=JobCancelled)
 def cancel_job(ctx: Ctx, who: User, job_id: str) -> dict[str, Any]:
     if ctx.batch is None or not ctx.batch.cancel_job(who.user, job_id):
         raise HTTPException(404, f"no queued or running batch job {job_id!r}")
     return {"id": job_id, "cancelled": True}
 
 
-@router.get("/api/queue")
+@router.get("/api/queue", response_model=QueueDoc)
 def queue(ctx: Ctx, who: User, scheduler: str | None = None) -> dict[str, Any]:
     """The batch queue: the jobs of this manager's account (state, reason, time queued,
     expected start), partitions, and which jobs Kale submitted for what."""
