@@ -57,14 +57,21 @@ class Entry:
 
 
 @cache
+def _installed() -> Any:
+    """Every installed distribution's entry points, read once (one pass over them all
+    serves both groups)."""
+    from importlib.metadata import entry_points
+
+    return entry_points()
+
+
+@cache
 def entries(group: str) -> dict[str, Entry]:
     """The group's names, in listing order (built-ins first), each with its entry.
     Raises :class:`KaleError` when Kale's own entries are missing (Kale is not installed
     as a package, or its metadata predates the group)."""
-    from importlib.metadata import entry_points
-
     found: list[Entry] = []
-    for ep in entry_points(group=group):
+    for ep in _installed().select(group=group):
         dist = getattr(ep, "dist", None)
         source = str(getattr(dist, "name", None) or "unknown distribution")
         entry = Entry(ep.name, ep.value, source, ep.value.startswith(_OWN))
