@@ -115,12 +115,12 @@ def naive_dag(run: Any, interval: float = 0.1) -> Any:
     import kale
     from kale.widgets.layout import dag_svg
 
-    tasks = run.client.workflow(run.id).get("tasks") or {}
+    tasks = run.spec().get("tasks") or {}
     upstream = {}
     for name, t in tasks.items():
         after = t.get("after") or []
         upstream[name] = [after] if isinstance(after, str) else list(after)
-    states = {t["name"]: t["state"] for t in run.client.status(run.id)["tasks"]}
+    states = {t["name"]: t["state"] for t in run.status()["tasks"]}
     view = ipywidgets.HTML(dag_svg(upstream, states))
     pending: dict[str, str] = {}
     lock, read_all = threading.Lock(), threading.Event()

@@ -102,7 +102,7 @@ def peer_manager(folder: Path, home: Path, n: int, repeat: int) -> dict[str, Any
         with Client(home=home) as client:
             def timed(wf: Any) -> float:
                 t0 = time.perf_counter()
-                run = client.submit(wf).wait(timeout=600, poll=0.05)
+                run = client.submit(wf).wait(timeout=600)
                 took = time.perf_counter() - t0
                 if run.state.value != "SUCCEEDED":
                     bad = [t for t in client.status(run.id)["tasks"]

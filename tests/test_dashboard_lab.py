@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from conftest import ROOT, Manager
-from kale.display import COLORS
+from kale.model.display import COLORS
 from test_lab import CHROMIUM_ARGS, TOKEN, Lab, lab_for  # noqa: F401 - a fixture
 
 # JupyterLab, a browser, a manager and workers on a loaded machine: each wait below is a

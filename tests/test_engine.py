@@ -74,10 +74,10 @@ def test_retries_with_backoff_until_success(home: Path, tmp_path: Path) -> None:
     assert run.state is RunState.SUCCEEDED
     assert run.result("flaky") == 3
     assert time.monotonic() - t0 >= 0.2 + 0.4  # backoff doubles: 0.2 s then 0.4 s
-    attempts = run.store.attempts(run.id, "flaky")
+    attempts = run.source.store.attempts(run.id, "flaky")
     assert [a["state"] for a in attempts] == ["FAILED", "FAILED", "SUCCEEDED"]
     assert "attempt 2 fails" in attempts[1]["error"]
-    events = [(e["old"], e["new"]) for e in run.store.events(run.id) if e["task"] == "flaky"]
+    events = [(e["old"], e["new"]) for e in run.source.store.events(run.id) if e["task"] == "flaky"]
     assert ("RUNNING", "RETRYING") in events and ("RETRYING", "READY") in events
 
 
@@ -200,7 +200,7 @@ def test_a_needed_upstream_without_an_earlier_result_runs_first(home: Path) -> N
     run = wf.run(only=["b"]).wait()
     assert states(run) == {"a": "SUCCEEDED", "b": "SUCCEEDED", "c": "SKIPPED"}
     assert run["a"].record.reused_from is None
-    reasons = [e["reason"] for e in run.store.events(run.id) if e["task"] == "a"]
+    reasons = [e["reason"] for e in run.source.store.events(run.id) if e["task"] == "a"]
     assert any("not selected, but b needs it" in (r or "") for r in reasons), reasons
     assert run.logs("b") == "a\n"
     # now a has a result for these inputs: --only b reuses it

@@ -13,8 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: docs/architecture.md's table, top (imported by everything) to bottom
 LAYERS = [
-    ("base", ("kale.errors", "kale.config", "kale.tls", "kale.serial", "kale.procfs",
-              "kale.plugins")),
+    ("base", ("kale.errors", "kale.config", "kale.tls", "kale.serial", "kale.procfs")),
     ("model", ("kale.model",)),
     ("spec", ("kale.spec",)),
     ("store", ("kale.store",)),
@@ -27,7 +26,9 @@ LAYERS = [
     ("worker", ("kale.worker",)),
     ("manager", ("kale.manager",)),
     ("client (remote)", ("kale.client.remote",)),
-    ("cli, display", ("kale.cli", "kale.display")),
+    # the faces: every process's entry point (the CLI, `python -m kale.worker`, the
+    # provisioner JupyterLab loads to attach a notebook to a task's kernel)
+    ("faces", ("kale.cli", "kale.worker.__main__", "kale.kernels.provisioner")),
     ("widgets", ("kale.widgets",)),
     ("facade", ("kale",)),  # `import kale`: names every layer lazily
 ]
@@ -35,27 +36,10 @@ LAYERS = [
 #: crossings that are known and not yet cut (issue 14 cuts them): importer -> imported
 KNOWN: dict[tuple[str, str], str] = {
     ("kale.model.checks", "kale.tasks.kernels"): "validate uses the notebook runner's kernel rule",
-    ("kale.cli.main", "kale"): "kale --version",
-    ("kale.model.workflow", "kale.spec"): "Workflow.to_yaml/from_yaml (documented)",
-    ("kale.model.workflow", "kale.client.local"): "Workflow.run (documented)",
-    ("kale.model.workflow", "kale.display"): "Task/Workflow rich display in Jupyter",
-    ("kale.tasks.notebook", "kale.kernels.steps"): "step preparation filed under kernels",
-    ("kale.tasks.notebook", "kale.kernels.provisioner"): "installs the attach kernelspec",
-    ("kale.client.run", "kale.widgets"): "Run.dashboard()",
-    ("kale.client.run", "kale.display"): "Run rich display in Jupyter",
-    ("kale.client.local", "kale.client.remote"): "start_run(manager=True)",
-    ("kale.client.local", "kale.manager.service"): "start_run(manager=True)",
-    ("kale.kernels.provisioner", "kale.client.remote"): "the attach provisioner asks the manager",
-    ("kale.client.remote", "kale.widgets"): "RemoteRun.dashboard()",
-    ("kale.worker.__main__", "kale.cli.main"): "python -m kale.worker is the CLI's worker",
-    ("kale.manager.app", "kale"): "kale.__version__ for the API's version",
-    ("kale.worker.agent", "kale"): "kale.__version__ in the worker's hello",
 }
 
 #: imports within one layer that close a cycle, known and not yet cut
 KNOWN_CYCLES: dict[tuple[str, str], str] = {
-    ("kale.client.run", "kale.client.local"): "Run.cancel() borrows the embedded client's "
-                                              "cancel_run",
 }
 
 

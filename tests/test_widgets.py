@@ -17,7 +17,7 @@ import pytest
 import kale.widgets as kw
 from conftest import Kale, Manager, busy_py, gate_sh, process_alive, wait_until
 from kale import Workflow
-from kale.display import COLORS
+from kale.model.display import COLORS
 from kale.widgets.layout import MAX_ROW, NODE_H, NODE_W, dag_svg, layers, layout
 
 STATIC = Path(kw.__file__).with_name("static")

@@ -10,20 +10,19 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-_DISTRIBUTION = "kale-workflows"  # the name Kale is installed under (pyproject.toml)
-
 _EXPORTS = {
-    "Workflow": "kale.model.workflow",
+    "Workflow": "kale.api",
     "Task": "kale.model.workflow",
     "Resources": "kale.model.resources",
     "Ref": "kale.model.refs",
     "TaskState": "kale.model.states",
     "RunState": "kale.model.states",
     "Selection": "kale.model.selection",
-    "Run": "kale.client.run",
-    "Client": "kale.client.remote",
-    "runs": "kale.client.local",
-    "get_run": "kale.client.local",
+    "RunOptions": "kale.model.options",
+    "Run": "kale.api",
+    "Client": "kale.api",
+    "runs": "kale.api",
+    "get_run": "kale.api",
     "record": "kale.tasks.record",
     "KaleError": "kale.errors",
     "ValidationError": "kale.errors",
@@ -32,38 +31,30 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "Client", "KaleError", "NotebookCellError", "Ref", "Resources", "Run", "RunState", "Selection",
+    "Client", "KaleError", "NotebookCellError", "Ref", "Resources", "Run", "RunOptions",
+    "RunState", "Selection",
     "Task", "TaskError", "TaskState", "ValidationError", "Workflow", "__version__", "get_run",
     "record", "runs",
 ]
 
 if TYPE_CHECKING:
     __version__: str
-    from kale.client.local import get_run, runs
-    from kale.client.remote import Client
-    from kale.client.run import Run
+    from kale.api import Client, Run, Workflow, get_run, runs
     from kale.errors import KaleError, NotebookCellError, TaskError, ValidationError
+    from kale.model.options import RunOptions
     from kale.model.refs import Ref
     from kale.model.resources import Resources
     from kale.model.selection import Selection
     from kale.model.states import RunState, TaskState
-    from kale.model.workflow import Task, Workflow
+    from kale.model.workflow import Task
     from kale.tasks.record import record
-
-
-def _version() -> str:
-    """The installed distribution's version; ``0+unknown`` in a source tree never installed."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(_DISTRIBUTION)
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":  # read from the package metadata on first use, then kept
-        globals()[name] = value = _version()
+        from kale.config import version
+
+        globals()[name] = value = version()
         return value
     module = _EXPORTS.get(name)
     if module is None:

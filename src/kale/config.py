@@ -75,3 +75,18 @@ def write_private(path: Path, data: bytes | str) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
+
+
+#: the name Kale is installed under (pyproject.toml)
+DISTRIBUTION = "kale-workflows"
+
+
+def version() -> str:
+    """The installed Kale's version; ``0+unknown`` in a source tree never installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "0+unknown"

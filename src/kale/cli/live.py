@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kale.cli.tails import failure_lines, read_tail
-from kale.display import COLORS, duration
+from kale.model.display import COLORS, duration
 from kale.model.states import TaskState
 from kale.store.store import Change
 

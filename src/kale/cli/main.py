@@ -52,19 +52,10 @@ TaskArg = Annotated[str, typer.Argument(metavar="TASK", show_default=False,
                                         help="A task name of the run.")]
 
 
-def version() -> str:
-    """The installed Kale's version (of the distribution ``kale-workflows``)."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("kale-workflows")
-    except PackageNotFoundError:
-        return "unknown (kale-workflows is not installed)"
-
-
 def _print_version(value: bool) -> None:
     if value:
+        from kale.config import version
+
         out.print(f"kale {version()}", markup=False)
         raise typer.Exit()
 
@@ -143,28 +134,26 @@ def run(
     """Run a workflow (all of it, or a selection) and print its run id. With a manager
     running (`kale manager start`), the manager runs it on its workers. Ctrl-C cancels
     the run, wherever it runs; --detach leaves it running and returns at once."""
-    from kale.engine.runs import RunOptions, create_run
+    from kale.engine.runs import create_run
     from kale.manager import service
-    from kale.model.selection import Selection
+    from kale.model.options import RunOptions
     from kale.spec import load_workflow
 
     params = dict(parse_param(p) for p in param or [])
     store, path = _store(home)
     wf = load_workflow(file, params_override=params)
     chosen = _executor_option(executor, pilot)
+    opts = RunOptions.of(params=params, only=only, from_=from_, until=until, tags=tag,
+                         force=force, jobs=jobs, executor=chosen, rerun_of=rerun_failed)
     needed = wf.needs_manager(chosen)
     if not embedded and (needed or service.state(path) is not None):
         if needed and service.state(path) is None:
             service.start(path)  # batch jobs and steps need a manager to outlive this
             err.print(f"started the Kale manager for {path} (batch jobs and interactive "
                       "steps need it)")
-        raise typer.Exit(_submit(path, wf, detach, params=params, only=only or [],
-                                 from_=from_ or [], until=until or [], tags=tag or [],
-                                 force=force, jobs=jobs, rerun_of=rerun_failed,
-                                 executor=chosen))
-    opts = RunOptions(params=params, executor=chosen, force=force, jobs=jobs,
-                      rerun_of=store.get_run(rerun_failed).id if rerun_failed else None,
-                      selection=Selection(only or [], from_ or [], until or [], tag or []))
+        raise typer.Exit(_submit(path, wf, detach, opts))
+    if rerun_failed:
+        opts = opts.but(rerun_of=store.get_run(rerun_failed).id)
     rec = create_run(store, path, wf, opts)
     out.print(rec.id)
     if detach:
@@ -198,7 +187,7 @@ def _stop(signum: int, _frame: Any) -> None:
     raise _Stop("interrupted (Ctrl-C)" if signum == signal.SIGINT else "terminated (SIGTERM)")
 
 
-def _submit(home: Path, wf: Any, detach: bool, **options: Any) -> int:
+def _submit(home: Path, wf: Any, detach: bool, options: Any) -> int:
     """Hand the run to the manager; unless detached, follow it until it ends. Ctrl-C (or
     SIGTERM) cancels it, as it does a run driven here; `--detach` leaves it running, and
     so does a closed terminal (SIGHUP)."""
@@ -207,9 +196,9 @@ def _submit(home: Path, wf: Any, detach: bool, **options: Any) -> int:
     from kale.client.remote import Client
 
     with Client(home=home) as client:
-        if options.get("rerun_of"):
-            options["rerun_of"] = client.status(options["rerun_of"])["run"]["id"]
-        remote = client.submit(wf, **{k: v for k, v in options.items() if v is not None})
+        if options.rerun_of:
+            options = options.but(rerun_of=client.status(options.rerun_of)["run"]["id"])
+        remote = client.submit(wf, options)
         out.print(remote.id)
         if detach:
             return 0
@@ -441,13 +430,10 @@ def cancel(run_id: RunArg,
            home: Home = None) -> None:
     """Cancel a run: its running tasks are killed and recorded CANCELLED. With TASK: only
     that task (the tasks below it are skipped)."""
-    from kale.client.local import cancel_run
-
     if task is not None:
         _task_action(run_id, task, "cancel", home)
         return
-    store, _ = _store(home)
-    state = cancel_run(store, store.get_run(run_id).id)
+    state = _source(home).cancel(run_id)
     out.print(f"run {run_id} {state.value}")
 
 
@@ -481,7 +467,9 @@ def export(source: Annotated[str, typer.Argument(
 
         store, _ = _store(home)
         wf = from_run(store.get_run(source))
-    sys.stdout.write(wf.to_yaml())
+    from kale.spec import dump_yaml
+
+    sys.stdout.write(dump_yaml(wf.to_dict()))
 
 
 def _python_workflow(source: str) -> Any:
@@ -518,36 +506,40 @@ def status(run_id: Annotated[str | None, typer.Argument(
                               ] = False,
            home: Home = None) -> None:
     """Show a run's tasks (the newest run if none is given), or one task in detail."""
-    from kale.display import duration
+    from kale.model.display import duration
 
-    store, _ = _store(home)
-    rec = store.get_run(run_id) if run_id else store.latest_run()
-    if rec is None:
-        fail("no runs yet in this Kale home")
-    tasks = store.tasks(rec.id)
+    source = _source(home)
     if task is not None:
-        _task_status(store, rec, task, as_json)
+        _task_status(source, run_id or "latest", task, as_json)
         return
+    doc = source.status(run_id or "latest")
+    run = doc["run"]
     if as_json:
-        out.print_json(json.dumps({"run": rec.to_json(), "tasks": [t.to_json() for t in tasks]},
-                                  default=str))
+        out.print_json(json.dumps({"run": run, "tasks": doc["tasks"]}, default=str))
         return
-    out.print(f"run {rec.id}  workflow {rec.workflow}  [bold]{rec.state.value}[/]"
-              + (f"  ({rec.message})" if rec.message else ""), markup=True)
-    if rec.state.value == "RUNNING" and not rec.owner_alive():
-        out.print(f"no process is driving this run; `kale resume {rec.id}` finishes it")
-    elif rec.state.value == "RUNNING":
-        for said in _manager_problems(home, rec.id):
+    out.print(f"run {run['id']}  workflow {run['workflow']}  [bold]{run['state']}[/]"
+              + (f"  ({run['message']})" if run["message"] else ""), markup=True)
+    if run["state"] == "RUNNING" and run["driven_by_pid"] is None:
+        out.print(f"no process is driving this run; `kale resume {run['id']}` finishes it")
+    elif run["state"] == "RUNNING":
+        for said in _manager_problems(home, run["id"]):
             out.print(f"[bold yellow]waiting:[/] {said}", markup=True, highlight=False)
     table = Table(box=None)
     table.add_column("task", no_wrap=True)  # what `kale logs RUN TASK` takes: never cut
     for col in ("kind", "state", "attempts", "exit", "duration", "note"):
         table.add_column(col, overflow="fold")
-    for t in tasks:
-        table.add_row(t.name, t.kind, t.state.value, str(t.attempts),
-                      "" if t.exit_code is None else str(t.exit_code), duration(t.duration),
-                      t.error or t.reason or "")
+    for t in doc["tasks"]:
+        table.add_row(t["name"], t["kind"], t["state"], str(t["attempts"]),
+                      "" if t["exit_code"] is None else str(t["exit_code"]),
+                      duration(t["duration"]), t["error"] or t["reason"] or "")
     out.print(table)
+
+
+def _source(home: Path | None) -> Any:
+    """The run interface of the home's store (whoever drives its runs)."""
+    from kale.client.local import EmbeddedSource
+
+    return EmbeddedSource(home)
 
 
 def _manager_problems(home: Path | None, run_id: str) -> list[str]:
@@ -558,7 +550,7 @@ def _manager_problems(home: Path | None, run_id: str) -> list[str]:
     if service.state(_home_path(home)) is None:
         return []
     try:
-        from kale import Client
+        from kale.client.remote import Client
 
         with Client(home=_home_path(home)) as client:
             return [str(p) for p in client.status(run_id, tasks=False).get("problems", [])]
@@ -566,33 +558,35 @@ def _manager_problems(home: Path | None, run_id: str) -> list[str]:
         return []
 
 
-def _task_status(store: Any, rec: Any, task: str, as_json: bool) -> None:
+def _task_status(source: Any, run_id: str, task: str, as_json: bool) -> None:
     """`kale status RUN TASK`: the task's record, and why it failed: the end of its
     stderr (and its traceback when that is not already there)."""
     from kale.cli.tails import last_lines, read_tail
 
-    t = store.task(rec.id, task)
-    failed = t.state.value in ("FAILED", "TIMEOUT", "RETRYING")
-    tail = last_lines(read_tail(t.stderr), STATUS_TAIL_LINES) if failed else []
-    doc = {"run": rec.to_json(), "task": t.to_json(),
-           "attempts": store.attempts(rec.id, task), "traceback": t.traceback,
-           "stderr_tail": tail}
+    run = source.status(run_id, tasks=False)["run"]
+    t = source.task(run["id"], task)
+    failed = t["state"] in ("FAILED", "TIMEOUT", "RETRYING")
+    tail = last_lines(read_tail(t["stderr"]), STATUS_TAIL_LINES) if failed else []
     if as_json:
+        doc = {"run": run, "task": t, "attempts": t["attempt_rows"],
+               "traceback": t["traceback"], "stderr_tail": tail}
         out.print_json(json.dumps(doc, default=str))
         return
-    for k, v in t.to_json().items():
-        if v not in (None, {}, ""):
+    for k, v in t.items():
+        if k not in _DETAIL_ONLY and v not in (None, {}, "", []):
             out.print(f"{k:>10}: {v}", markup=False)
-    tb = last_lines(t.traceback or "", 1)
+    tb = last_lines(t["traceback"] or "", 1)
     if tb and tb[-1] not in tail:  # the traceback is not already at the end of stderr
-        out.print(t.traceback, markup=False)
+        out.print(t["traceback"], markup=False)
     if tail:
-        out.print(f"the end of its stderr ({t.stderr}; all of it: "
-                  f"kale logs {rec.id} {task} --stderr):", markup=False)
+        out.print(f"the end of its stderr ({t['stderr']}; all of it: "
+                  f"kale logs {run['id']} {task} --stderr):", markup=False)
         for line in tail:
             out.print(f"    | {line}", markup=False)
 
 
+#: what a task's detail adds to its record (shown otherwise, or not at all, by status)
+_DETAIL_ONLY = ("description", "parameters", "after", "attempt_rows", "traceback")
 STATUS_TAIL_LINES = 20
 
 
@@ -603,22 +597,22 @@ def runs_cmd(as_json: Annotated[bool, typer.Option("--json", help="Machine-reada
                                                 help="Show at most N runs.")] = 50,
              home: Home = None) -> None:
     """List runs, newest first."""
-    store, _ = _store(home)
-    recs = store.runs(limit)
+    docs = _source(home).runs(limit)
     if as_json:
-        out.print_json(json.dumps([r.to_json() for r in recs], default=str))
+        out.print_json(json.dumps(docs, default=str))
         return
     # The run id is what people copy: never cut; the other columns give way.
     table = Table(box=None)
-    table.add_column("run", no_wrap=True, min_width=max((len(r.id) for r in recs), default=3))
+    table.add_column("run", no_wrap=True, min_width=max((len(r["id"]) for r in docs),
+                                                        default=3))
     table.add_column("workflow", overflow="fold")
     table.add_column("state", no_wrap=True)
     table.add_column("started", overflow="fold")
     table.add_column("summary", overflow="fold")
-    for r in recs:
-        table.add_row(r.id, r.workflow, r.state.value,
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
-                      r.message or "")
+    for r in docs:
+        table.add_row(r["id"], r["workflow"], r["state"],
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+                      r["message"] or "")
     out.print(table)
 
 
@@ -629,40 +623,34 @@ def logs(run_id: RunArg, task: TaskArg,
          stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr.")] = False,
          home: Home = None) -> None:
     """Print a task's stdout (or --stderr) log of its latest attempt."""
-    store, _ = _store(home)
-    rec = store.get_run(run_id)
-    t = store.task(rec.id, task)
-    path = t.stderr if stderr else t.stdout
+    source = _source(home)
+    run = source.status(run_id, tasks=False)["run"]["id"]
+    source.task(run, task)  # an unknown task is an error, not an empty log
+    stream = "stderr" if stderr else "stdout"
     if not follow:
-        if path and Path(path).exists():
-            sys.stdout.write(Path(path).read_text(errors="replace"))
+        sys.stdout.write(source.logs(run, task, stream))
         return
-    _follow(store, rec.id, task, stderr)
+    _follow(source, run, task, stream)
 
 
-def _follow(store: Any, run_id: str, task: str, stderr: bool) -> None:
-    """Print the log as it grows until the task (and the run) stop, like ``tail -f``."""
-    pos, current = 0, None
+def _follow(source: Any, run_id: str, task: str, stream: str) -> None:
+    """Print the log as it grows until the task stops, like ``tail -f``: each read asks
+    for what follows the bytes already printed (a new attempt starts a new log)."""
+    from kale.model.states import TaskState
+
+    offset, current = 0, None
     while True:
-        t = store.task(run_id, task)
-        path = t.stderr if stderr else t.stdout
-        if path != current:
-            current, pos = path, 0
-        if path and Path(path).exists():
-            with open(path, "rb") as f:
-                f.seek(pos)
-                chunk = f.read()
-                pos += len(chunk)
-            if chunk:
-                sys.stdout.write(chunk.decode(errors="replace"))
-                sys.stdout.flush()
-        if t.state.terminal and not chunk_pending(path, pos):
+        t = source.task(run_id, task)  # before the read: a task seen ended has its log
+        if t[stream] != current:
+            current, offset = t[stream], 0
+        chunk = source.logs(run_id, task, stream, offset)
+        if chunk:
+            offset += len(chunk.encode(errors="replace"))
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        if TaskState(t["state"]).terminal and not chunk:
             return
         time.sleep(0.1)
-
-
-def chunk_pending(path: str | None, pos: int) -> bool:
-    return bool(path) and Path(str(path)).exists() and Path(str(path)).stat().st_size > pos
 
 
 manager_app = typer.Typer(help="The per-user manager service (hosts runs, serves the API).",
@@ -779,7 +767,7 @@ def worker(
     import asyncio
     import logging
 
-    from kale import tls
+    import kale.tls as tls
     from kale.manager.tokens import WORKER_TOKEN_FILE, read_token
     from kale.worker import WorkerAgent
 

@@ -1,24 +1,35 @@
-"""The embedded client: runs execute in this process (a background thread when started
-from Python), against the store in the Kale home."""
+"""The embedded implementation of the run interface (:class:`EmbeddedSource`): runs are
+read from a Kale home's store, and the runs it submits are driven in this process (a
+background thread per run). The functions below it are the store-backed readings the
+manager's API serves too, so both give the same documents."""
 
 from __future__ import annotations
 
 import copy
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kale.client.run import Run
+from kale.client.source import TASK_ACTIONS, Event
 from kale.config import kale_home, store_url
-from kale.engine.runs import RunOptions, create_run, drive, make_engine
-from kale.errors import RunBusy
-from kale.model.selection import Selection
+from kale.engine.runs import create_run, drive, make_engine
+from kale.errors import KaleError, RunBusy, TaskError
+from kale.model.options import RunOptions
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
-from kale.store.store import Change, Store
+from kale.store import results
+from kale.store.store import Change, RunRecord, Store
 from kale.tasks.procs import kill_leftovers
+
+if TYPE_CHECKING:
+    from kale.engine.engine import Engine
+
+#: seconds between two looks at the store while waiting for a run or following it
+POLL = 0.1
 
 
 @cache
@@ -27,98 +38,236 @@ def _store(url: str) -> Store:
 
 
 def open_store(home: str | Path | None = None) -> tuple[Store, Path]:
+    """The store of a Kale home (one per process and home) and the home's path."""
     path = kale_home(home)
     return _store(store_url(path)), path
 
 
-def _names(value: Any) -> list[str]:
-    if value is None:
+class _Driver:
+    """A run this process drives: its engine, the thread that drives it, and what stopped
+    that thread if it crashed (reported by :meth:`EmbeddedSource.wait`)."""
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self.engine = engine
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name=f"kale-run-{run_id}")
+
+    def _main(self) -> None:
+        try:
+            drive(self.engine)
+        except BaseException as e:
+            self.error = e
+
+
+#: the runs driven in this process, by run id (a handle from `get_run` finds them too)
+_DRIVERS: dict[str, _Driver] = {}
+
+
+class EmbeddedSource:
+    """A Kale home's store (:class:`~kale.client.source.RunSource`). Runs it submits are
+    driven by a thread of this process; it reads any run of the store, whoever drives
+    it. It has no workers or batch jobs: those are the manager's."""
+
+    def __init__(self, home: str | Path | None = None) -> None:
+        self.store, self.home = open_store(home)
+        self.where = f"the Kale home {self.home}"
+
+    def _run(self, run_id: str) -> RunRecord:
+        if run_id == "latest":
+            rec = self.store.latest_run()
+            if rec is None:
+                raise KaleError("no runs yet in this Kale home")
+            return rec
+        return self.store.get_run(run_id)
+
+    # -- runs ----------------------------------------------------------------------------
+    def submit(self, wf: Workflow, options: RunOptions) -> str:
+        if options.rerun_of:
+            options = options.but(rerun_of=self._run(options.rerun_of).id)
+        rec = create_run(self.store, self.home, wf, options)
+        # The engine works on its own copy: the notebook may go on editing `wf`.
+        engine = make_engine(self.store, rec, copy.deepcopy(wf))
+        driver = _DRIVERS[rec.id] = _Driver(engine, rec.id)
+        driver.thread.start()
+        return rec.id
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self.store.runs(limit)]
+
+    def status(self, run_id: str, tasks: bool = True) -> dict[str, Any]:
+        return status_document(self.store, self._run(run_id), tasks)
+
+    def workflow(self, run_id: str) -> dict[str, Any]:
+        return dict(self._run(run_id).spec)
+
+    def wait(self, run_id: str, timeout: float | None = None) -> RunState:
+        """The run's state once it ended, or when ``timeout`` seconds passed; a
+        :class:`KaleError` if the thread of this process that drove it crashed."""
+        rec = self._run(run_id)
+        driver = _DRIVERS.get(rec.id)
+        if driver is not None:
+            driver.thread.join(timeout)
+            if driver.error is not None:
+                raise KaleError(f"run {rec.id} stopped: {driver.error}") from driver.error
+            return self.store.get_run(rec.id).state
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not rec.state.terminal:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(POLL)
+            rec = self.store.get_run(rec.id)
+        return rec.state
+
+    def cancel(self, run_id: str) -> RunState:
+        rec = self._run(run_id)
+        driver = _DRIVERS.get(rec.id)
+        if driver is not None and driver.thread.is_alive():
+            driver.engine.cancel("cancelled from Python")
+            driver.thread.join()
+            return self.store.get_run(rec.id).state
+        return cancel_run(self.store, rec.id)
+
+    def rerun(self, run_id: str, *, failed: bool = False, only: list[str] | None = None,
+              from_: list[str] | None = None, force: bool = False) -> str:
+        rec = self._run(run_id)
+        wf = Workflow.from_dict(rec.spec, base_dir=rec.base_dir, trusted=True)
+        return self.submit(wf, RunOptions.of(
+            params=rec.params, only=only, from_=from_, force=force,
+            jobs=rec.options.get("jobs"), executor=rec.options.get("executor"),
+            rerun_of=rec.id if failed else None))
+
+    def events(self, run_id: str, after: int = 0) -> Iterator[Event]:
+        from kale.store.tail import RunTail
+
+        tail = RunTail(self.store, self._run(run_id).id, after)
+        while not tail.ended:
+            yield from tail.poll()
+            if not tail.ended:
+                time.sleep(POLL)
+
+    # -- tasks ---------------------------------------------------------------------------
+    def task(self, run_id: str, task: str) -> dict[str, Any]:
+        return task_detail(self.store, self._run(run_id), task)
+
+    def result(self, run_id: str, task: str) -> Any:
+        rec = self._run(run_id)
+        t = self.store.task(rec.id, task)
+        if t.state is not TaskState.SUCCEEDED:
+            raise TaskError(task, t.state.value + (f": {t.error}" if t.error else
+                                                   f" ({t.reason})" if t.reason else ""))
+        return results.decode(t, rec.base_dir)
+
+    def logs(self, run_id: str, task: str, stream: str = "stdout", offset: int = 0) -> str:
+        return read_log(self.store, self._run(run_id).id, task, stream, offset)
+
+    def task_action(self, run_id: str, task: str, action: str,
+                    reason: str | None = None) -> dict[str, Any]:
+        if action not in TASK_ACTIONS:
+            raise KaleError(f"no task action {action!r} ({', '.join(TASK_ACTIONS)})")
+        rec = self._run(run_id)
+        before = self.store.task(rec.id, task).state
+        driver = _DRIVERS.get(rec.id)
+        if driver is None or not driver.thread.is_alive():
+            raise KaleError(f"{action} needs the manager (`kale manager start`), or the "
+                            f"process that drives run {rec.id} while it runs; a run "
+                            "without either can be cancelled whole")
+        if action in ("continue", "reject") and before is not TaskState.WAITING:
+            raise KaleError(f"task {task!r} is {before.value}, not WAITING for a person")
+        if action == "cancel":
+            driver.engine.cancel_task(task, "cancelled from Python")
+        else:
+            driver.engine.control(task, action, reason or "")
+        return {"id": rec.id, "task": task, "action": action, "state": before.value}
+
+    # -- the manager's -------------------------------------------------------------------
+    def queue(self, scheduler: str | None = None) -> dict[str, Any]:
+        import getpass
+
+        from kale.batch.queue import queue_status
+
+        return queue_status(scheduler, getpass.getuser(), [])
+
+    def workers(self) -> list[dict[str, Any]]:
         return []
-    if isinstance(value, str):
-        return [value]
-    return [getattr(v, "name", v) for v in value]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return []
+
+    def start_workers(self, kind: str, count: int, **options: Any) -> dict[str, Any]:
+        raise KaleError("starting workers needs the manager (`kale manager start`)")
+
+    def stop_worker(self, worker_id: str) -> None:
+        raise KaleError("stopping workers needs the manager (`kale manager start`)")
+
+    def cancel_job(self, job_id: str) -> None:
+        raise KaleError("batch jobs are the manager's (`kale manager start`)")
+
+    def close(self) -> None:
+        """Nothing to close: the store is the process's, shared (``open_store``)."""
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedSource {self.home}>"
 
 
-def start_run(wf: Workflow, *, params: dict[str, Any] | None = None, only: Any = None,
-              from_: Any = None, until: Any = None, tags: Any = None, force: bool = False,
-              jobs: int | None = None, executor: str | dict[str, Any] | None = None,
-              rerun_of: str | None = None, manager: bool = False,
-              home: str | Path | None = None) -> Any:
-    """Record a new run of ``wf`` and drive it in a background thread. A run that uses a
-    batch executor or has interactive steps, or is asked to (``manager=True``), goes to
-    this home's manager instead (started if need be), which drives it while this process
-    is gone; it returns a :class:`kale.client.remote.RemoteRun`."""
-    store, path = open_store(home)
-    if manager or wf.needs_manager(executor):
-        from kale.client.remote import Client, RemoteRun
-        from kale.manager import service
+# -- the store-backed documents (the manager's API serves the same) ------------------------
 
-        service.start(path)
-        options = {"params": dict(params or {}), "only": _names(only), "from_": _names(from_),
-                   "until": _names(until), "tags": _names(tags), "force": force,
-                   "jobs": jobs, "executor": executor,
-                   "rerun_of": rerun_of}
-        client = Client(home=path)
-        try:
-            run_id = client.submit(wf, **{k: v for k, v in options.items()
-                                          if v is not None}).id
-        except BaseException:
-            client.close()
-            raise
-        return RemoteRun(client, run_id, owns_client=True)
-    opts = RunOptions(params=dict(params or {}), force=force, jobs=jobs, executor=executor,
-                      rerun_of=rerun_of, selection=Selection(
-                          _names(only), _names(from_), _names(until), _names(tags)))
-    rec = create_run(store, path, wf, opts)
-    # The engine works on its own copy: the notebook may go on editing `wf`.
-    engine = make_engine(store, rec, copy.deepcopy(wf))
-    run = Run(store, rec.id, engine=engine)
-    run.home = path
-
-    def target() -> None:
-        try:
-            drive(engine)
-        except BaseException as e:  # reported by Run.wait()
-            run._error = e
-
-    thread = threading.Thread(target=target, name=f"kale-run-{rec.id}")
-    run._thread = thread
-    thread.start()
-    return run
+def status_document(store: Store, rec: RunRecord, tasks: bool = True,
+                    counts: dict[str, int] | None = None) -> dict[str, Any]:
+    """``{"run", "counts"}`` and, with ``tasks``, ``"tasks"`` and ``"last_event"``.
+    ``counts`` may come from a live engine (else they are counted in the store)."""
+    last_event = store.last_event(rec.id) if tasks else None  # before the tasks: nothing
+    records = store.tasks(rec.id) if tasks else None           # is missed between
+    if counts is None:
+        counts = dict(Counter(t.state.value for t in records)) if records is not None \
+            else store.task_counts(rec.id)
+    doc: dict[str, Any] = {"run": rec.to_json(), "counts": counts}
+    if records is not None:
+        doc["tasks"] = [t.to_json() for t in records]
+        doc["last_event"] = last_event  # the events after it are news to these tasks
+    return doc
 
 
-def get_run(run_id: str | None = None, *, home: str | Path | None = None) -> Run:
-    """Re-attach to a run by id (or id prefix); the newest run if no id is given."""
-    store, path = open_store(home)
-    if run_id is None:
-        latest = store.latest_run()
-        if latest is None:
-            from kale.errors import KaleError
-
-            raise KaleError("no runs yet in this Kale home")
-        run_id = latest.id
-    run = Run(store, store.get_run(run_id).id)
-    run.home = path
-    return run
-
-
-def runs(*, home: str | Path | None = None, limit: int = 50) -> list[Run]:
-    store, _ = open_store(home)
-    return [Run(store, r.id) for r in store.runs(limit)]
-
-
-def task_detail(store: Store, rec: Any, task: str) -> dict[str, Any]:
+def task_detail(store: Store, rec: RunRecord, task: str) -> dict[str, Any]:
     """One task of run ``rec``: its record, its description, parameters and upstream
     tasks as the workflow gives them, and ``attempt_rows`` (each attempt's state, times,
     exit code, error and worker). What a dashboard shows when a task is clicked."""
-    doc = store.task(rec.id, task).to_json()
+    record = store.task(rec.id, task)
+    doc = record.to_json()
     spec = (rec.spec.get("tasks") or {}).get(task) or {}
     after = spec.get("after") or []
     doc.update(description=spec.get("description", ""),
                parameters=spec.get("parameters") or {},
                after=[after] if isinstance(after, str) else list(after),
-               attempt_rows=store.attempts(rec.id, task))
+               attempt_rows=store.attempts(rec.id, task), traceback=record.traceback)
     return doc
+
+
+def read_log(store: Store, run_id: str, task: str, stream: str = "stdout",
+             offset: int = 0) -> str:
+    """A task's log (stdout or stderr of its latest attempt) from byte ``offset`` on."""
+    if stream not in ("stdout", "stderr"):
+        raise KaleError(f"a log stream is stdout or stderr, not {stream!r}")
+    rec = store.task(run_id, task)
+    path = rec.stdout if stream == "stdout" else rec.stderr
+    if not path or not Path(path).exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, offset))
+        return whole_chars(f.read()).decode(errors="replace")
+
+
+def whole_chars(data: bytes) -> bytes:
+    """``data`` without a UTF-8 character cut at its end (a writer's next bytes finish
+    it): so a reader that follows a log by byte offsets (``offset += len(text.encode())``)
+    never splits a character. Bytes that are not UTF-8 at all read as U+FFFD."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return data  # ASCII: nothing is cut
+        if byte >= 0xC0:  # the lead byte of the last character: is it whole?
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return data if back >= need else data[:-back]
+    return data
 
 
 def cancel_run(store: Store, run_id: str, timeout: float = 15.0) -> RunState:
@@ -131,7 +280,7 @@ def cancel_run(store: Store, run_id: str, timeout: float = 15.0) -> RunState:
     store.request_cancel(rec.id)
     deadline = time.monotonic() + timeout
     while rec.owner_alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(POLL)
         rec = store.get_run(run_id)
         if rec.state.terminal:
             return rec.state

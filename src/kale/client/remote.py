@@ -1,4 +1,6 @@
-"""``kale.Client``: the notebook's and the CLI's view of a running manager (httpx)."""
+"""The manager's implementation of the run interface: :class:`Client` speaks the manager's
+HTTP API (httpx), :class:`ManagerSource` is the run interface over it, and the run
+handles a client gives are the same :class:`~kale.client.run.Run` as embedded runs."""
 
 from __future__ import annotations
 
@@ -9,15 +11,21 @@ import pickle
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from kale import tls
+from kale.client.run import Run
+from kale.client.source import Event
 from kale.config import kale_home
 from kale.errors import KaleError, TaskError
-from kale.model.states import RunState, TaskState
+from kale.model.options import RunOptions
+from kale.model.states import RunState
 from kale.model.workflow import Workflow
+
+if TYPE_CHECKING:
+    from kale.client.local import EmbeddedSource
 
 #: seconds to wait for the manager's answer about the batch queue
 QUEUE_TIMEOUT = 75.0
@@ -31,7 +39,13 @@ class Client:
     with ``url`` (``https://HOST:PORT``), it speaks TLS and trusts nothing but the
     manager's certificate: ``cert`` (a file, or the PEM text), by default the home's
     ``tls/manager.crt``. A server that fails that check gets no token: the client raises
-    a :class:`KaleError` saying so."""
+    a :class:`KaleError` saying so.
+
+    ``run(id)`` and ``submit(wf)`` give :class:`~kale.client.run.Run` handles (the
+    class in :attr:`handle`)."""
+
+    #: the class of the run handles this client gives
+    handle: type[Run] = Run
 
     def __init__(self, url: str | None = None, token: str | None = None,
                  home: str | Path | None = None, timeout: float = 30.0,
@@ -81,17 +95,22 @@ class Client:
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         return list(self._get("/api/runs", limit=limit))
 
-    def submit(self, wf: Workflow, **options: Any) -> RemoteRun:
-        """Send ``wf`` to the manager, which runs it; returns a handle to the run."""
+    def submit(self, wf: Workflow, options: RunOptions | None = None, **given: Any) -> Run:
+        """Send ``wf`` to the manager, which runs it; returns a handle to the run.
+        ``options`` (or the same as keywords: ``params``, ``only``, ``force``...)."""
+        return self.handle(ManagerSource(self), self.submit_id(wf, options or
+                                                              RunOptions.of(**given)))
+
+    def submit_id(self, wf: Workflow, options: RunOptions) -> str:
         body = {"workflow": wf.to_dict(for_store=True), "base_dir": str(wf.base_dir),
-                **{("from" if k == "from_" else k): v for k, v in options.items()}}
+                **options.to_json()}
         response = self._check(self._http.post("/api/runs", content=json.dumps(body),
                                                headers={"Content-Type": "application/json"}))
-        return RemoteRun(self, response.json()["id"])
+        return str(response.json()["id"])
 
-    def run(self, run_id: str) -> RemoteRun:
-        """Re-attach to a run by id."""
-        return RemoteRun(self, self.status(run_id, tasks=False)["run"]["id"])
+    def run(self, run_id: str) -> Run:
+        """Re-attach to a run by id (a unique prefix, or ``latest``)."""
+        return self.handle(ManagerSource(self), self.status(run_id, tasks=False)["run"]["id"])
 
     def status(self, run_id: str, tasks: bool = True) -> dict[str, Any]:
         """``{"run", "counts"}`` (tasks per state) and, with ``tasks``, ``"tasks"``."""
@@ -122,12 +141,12 @@ class Client:
         return dict(self._get(f"/api/runs/{run_id}/tasks/{task}"))
 
     def rerun(self, run_id: str, *, failed: bool = False, only: list[str] | None = None,
-              from_: list[str] | None = None, force: bool = False) -> RemoteRun:
+              from_: list[str] | None = None, force: bool = False) -> str:
         """Run a run's workflow again as a new run: the tasks that did not succeed
-        (``failed=True``), a selection (``only``), or everything below ``from_``."""
+        (``failed=True``), a selection (``only``), or everything below ``from_``; its id."""
         body = {"failed": failed, "only": only or [], "from": from_ or [], "force": force}
         response = self._check(self._http.post(f"/api/runs/{run_id}/rerun", json=body))
-        return RemoteRun(self, response.json()["id"])
+        return str(response.json()["id"])
 
     def start_workers(self, kind: str = "local", count: int = 1, **options: Any
                       ) -> dict[str, Any]:
@@ -182,11 +201,11 @@ class Client:
             return pickle.loads(base64.b64decode(doc["pickle"]))
         return json.loads(doc["json"]) if doc["json"] is not None else None
 
-    def logs(self, run_id: str, task: str, stream: str = "stdout") -> str:
+    def logs(self, run_id: str, task: str, stream: str = "stdout", offset: int = 0) -> str:
         return self._check(self._http.get(f"/api/runs/{run_id}/tasks/{task}/logs",
-                                          params={"stream": stream})).text
+                                          params={"stream": stream, "offset": offset})).text
 
-    def events(self, run_id: str, after: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
+    def events(self, run_id: str, after: int = 0) -> Iterator[Event]:
         """Live ``(event, data)`` pairs of a run: ``state`` changes, ``log`` lines, and a
         final ``end``."""
         with self._http.stream("GET", f"/api/runs/{run_id}/events", params={"after": after},
@@ -266,86 +285,106 @@ class _Transport(httpx.HTTPTransport):
             raise
 
 
-class RemoteRun:
-    """A run driven by the manager: survives the notebook that submitted it."""
+class ManagerSource:
+    """A manager, through its API (:class:`~kale.client.source.RunSource`): runs that
+    outlive the notebook, workers, batch jobs, kernels to attach to."""
 
-    def __init__(self, client: Client, run_id: str, *, owns_client: bool = False) -> None:
-        self.client, self.id = client, run_id
-        self._owns_client = owns_client  # made for this run (``wf.run()``): closed with it
+    def __init__(self, client: Client, *, owns_client: bool = False) -> None:
+        self.client = client
+        self.owns_client = owns_client  # made for this source: closed with it
+        self.where = f"the manager at {client.url}"
 
-    def __del__(self) -> None:
-        if getattr(self, "_owns_client", False):
+    def close(self) -> None:
+        if self.owns_client:
             self.client.close()
 
-    @property
-    def state(self) -> RunState:
-        return RunState(self.client.status(self.id, tasks=False)["run"]["state"])
+    def submit(self, wf: Workflow, options: RunOptions) -> str:
+        return self.client.submit_id(wf, options)
 
-    def wait(self, timeout: float | None = None, poll: float = 0.2) -> RemoteRun:
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self.client.runs(limit)
+
+    def status(self, run_id: str, tasks: bool = True) -> dict[str, Any]:
+        return self.client.status(run_id, tasks)
+
+    def workflow(self, run_id: str) -> dict[str, Any]:
+        return self.client.workflow(run_id)
+
+    def wait(self, run_id: str, timeout: float | None = None) -> RunState:
+        """The run's state once it ended, or when ``timeout`` seconds passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.state.terminal:
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            time.sleep(poll)
-        return self
+        pause = 0.02  # a short run is seen ending at once; a long one costs a look per POLL
+        while True:
+            state = RunState(self.client.status(run_id, tasks=False)["run"]["state"])
+            if state.terminal or (deadline is not None and time.monotonic() > deadline):
+                return state
+            time.sleep(pause)
+            pause = min(POLL, pause * 1.5)
 
-    def status(self) -> dict[str, Any]:
-        return self.client.status(self.id)
+    def cancel(self, run_id: str) -> RunState:
+        return RunState(self.client.cancel(run_id))
 
-    def result(self, task: str) -> Any:
-        return self.client.result(self.id, task)
+    def rerun(self, run_id: str, *, failed: bool = False, only: list[str] | None = None,
+              from_: list[str] | None = None, force: bool = False) -> str:
+        return self.client.rerun(run_id, failed=failed, only=only, from_=from_, force=force)
 
-    def logs(self, task: str, stream: str = "stdout") -> str:
-        return self.client.logs(self.id, task, stream)
+    def events(self, run_id: str, after: int = 0) -> Iterator[Event]:
+        return self.client.events(run_id, after)
 
-    def cancel(self) -> str:
-        return self.client.cancel(self.id)
+    def task(self, run_id: str, task: str) -> dict[str, Any]:
+        return self.client.task(run_id, task)
 
-    def rerun(self, *, failed: bool = False, only: list[str] | None = None,
-              from_: list[str] | None = None) -> RemoteRun:
-        """This run's workflow again, as a new run (see :meth:`Client.rerun`)."""
-        return self.client.rerun(self.id, failed=failed, only=only, from_=from_)
+    def result(self, run_id: str, task: str) -> Any:
+        return self.client.result(run_id, task)
 
-    def dashboard(self) -> Any:
-        """A live :class:`kale.widgets.Dashboard` of this run (in Jupyter)."""
-        from kale.widgets import Dashboard
+    def logs(self, run_id: str, task: str, stream: str = "stdout", offset: int = 0) -> str:
+        return self.client.logs(run_id, task, stream, offset)
 
-        return Dashboard(self)
+    def task_action(self, run_id: str, task: str, action: str,
+                    reason: str | None = None) -> dict[str, Any]:
+        return self.client.task_action(run_id, task, action, reason)
 
-    def __getitem__(self, task: str) -> RemoteTask:
-        return RemoteTask(self, task)
+    def kernel(self, run_id: str, task: str, *, timeout: float = 10.0) -> Any:
+        return self.client.kernel(run_id, task, timeout=timeout)
 
-    def __repr__(self) -> str:
-        return f"<RemoteRun {self.id} {self.state.value}>"
+    def queue(self, scheduler: str | None = None) -> dict[str, Any]:
+        return self.client.queue(scheduler)
 
+    def workers(self) -> list[dict[str, Any]]:
+        return self.client.workers()
 
-class RemoteTask:
-    """One task of a manager run: ``run["simulate"].kernel()`` attaches to its kernel."""
+    def jobs(self) -> list[dict[str, Any]]:
+        return self.client.jobs()
 
-    def __init__(self, run: RemoteRun, name: str) -> None:
-        self.run, self.name = run, name
+    def start_workers(self, kind: str, count: int, **options: Any) -> dict[str, Any]:
+        return self.client.start_workers(kind, count, **options)
 
-    @property
-    def state(self) -> TaskState:
-        doc = next(t for t in self.run.status()["tasks"] if t["name"] == self.name)
-        return TaskState(doc["state"])
+    def stop_worker(self, worker_id: str) -> None:
+        self.client.stop_worker(worker_id)
 
-    def kernel(self, *, timeout: float = 10.0) -> Any:
-        return self.run.client.kernel(self.run.id, self.name, timeout=timeout)
-
-    def continue_(self) -> dict[str, Any]:
-        """Mark this waiting step done: the workflow goes on with what it recorded."""
-        return self.run.client.task_action(self.run.id, self.name, "continue")
-
-    def reject(self, reason: str = "") -> dict[str, Any]:
-        """Reject this waiting step: it fails and the tasks below it are skipped."""
-        return self.run.client.task_action(self.run.id, self.name, "reject", reason or None)
-
-    def result(self) -> Any:
-        return self.run.result(self.name)
-
-    def logs(self, stream: str = "stdout") -> str:
-        return self.run.logs(self.name, stream)
+    def cancel_job(self, job_id: str) -> None:
+        self.client.cancel_job(job_id)
 
     def __repr__(self) -> str:
-        return f"<RemoteTask {self.run.id}/{self.name}>"
+        return f"<ManagerSource {self.client.url}>"
+
+
+#: seconds between two status polls while waiting for a run
+POLL = 0.2
+
+
+def open_source(home: str | Path | None = None, *, manager: bool | None = None
+                ) -> ManagerSource | EmbeddedSource:
+    """The run interface of a Kale home: its manager when one runs (``manager=None``), or
+    always (``True``: started if need be), or never (``False``: its store)."""
+    from kale.client.local import EmbeddedSource
+    from kale.manager import service
+
+    path = kale_home(home)
+    if manager is None:
+        manager = service.state(path) is not None
+    elif manager:
+        service.start(path)
+    if not manager:
+        return EmbeddedSource(path)
+    return ManagerSource(Client(home=path), owns_client=True)

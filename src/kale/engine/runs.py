@@ -7,7 +7,6 @@ import secrets
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +14,10 @@ from kale.engine.engine import Engine, Listener
 from kale.errors import Problem, RunBusy, UsageError, ValidationError
 from kale.executors import make_executor
 from kale.model.executor import ExecutorSpec
-from kale.model.selection import Selection
+from kale.model.options import RunOptions
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
 from kale.store.store import RunRecord, Store
-
-
-@dataclass
-class RunOptions:
-    params: dict[str, Any] = field(default_factory=dict)
-    selection: Selection = field(default_factory=Selection)
-    force: bool = False
-    #: where tasks without an executor of their own run: a name or an executor mapping
-    #: (None: the workflow's ``executor``, else local)
-    executor: str | dict[str, Any] | None = None
-    jobs: int | None = None
-    rerun_of: str | None = None
-    submitted_by: str | None = None  # the manager user (runs submitted to a manager)
 
 
 def new_run_id() -> str:

@@ -11,14 +11,11 @@ kernel belongs to the task (it answers shutdown requests without obeying them).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
-
-NAME = "kale-task"
 
 
 def locate(cwd: str | None, config: dict[str, Any]) -> tuple[Path, str, str]:
@@ -98,24 +95,3 @@ class TaskKernelProvisioner(KernelProvisionerBase):
         where = provisioner_info.get("kale")
         if where:
             self._where = (str(where[0]), str(where[1]), str(where[2]))
-
-
-def kernelspec() -> dict[str, Any]:
-    """The ``kale-task`` kernelspec: its argv is never run (the provisioner attaches)."""
-    return {"argv": ["python", "-c", "raise SystemExit('kale-task kernels attach to a "
-                     "running task; they are never started')"],
-            "display_name": "Kale task (attach)", "language": "python",
-            "metadata": {"kernel_provisioner": {"provisioner_name": NAME, "config": {}}}}
-
-
-def install_kernelspec(user: bool = True, prefix: str | None = None) -> str:
-    """Install the ``kale-task`` kernelspec (for JupyterLab's launcher and for step
-    notebooks, which name it); returns where it went. Idempotent."""
-    import tempfile
-
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "kernel.json").write_text(json.dumps(kernelspec(), indent=1))
-        return str(KernelSpecManager().install_kernel_spec(tmp, NAME, user=user,
-                                                           prefix=prefix, replace=True))

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from kale.engine.engine import Engine
-from kale.engine.runs import RunOptions, create_run, load_workflow
+from kale.engine.runs import create_run, load_workflow
 from kale.errors import StoreWriteError
 from kale.manager.broker import Broker
 from kale.manager.executor import WorkerExecutor
 from kale.model.executor import ExecutorSpec
+from kale.model.options import RunOptions
 from kale.model.selection import Selection
 from kale.model.states import RunState
 from kale.model.workflow import Workflow

@@ -66,7 +66,6 @@ def bind(func: Any, inputs: dict[str, Any], upstream: dict[str, Any],
     return kwargs
 
 
-_dumps = dumps  # the name kale.kernels.steps imports
 
 
 def run_job(job: dict[str, Any]) -> tuple[Any, ...]:

@@ -319,14 +319,14 @@ class NotebookRunner(TaskRunner):
         say it waits (WAITING), and wait for ``continue`` or ``reject`` (or the timeout's
         default action). Its kernel is not reused afterwards: a person (a JupyterLab
         session) may still be attached to it."""
-        from kale.kernels.steps import load_code, step_notebook
+        from kale.tasks.steps import load_code, step_notebook
 
         if ctx.on_waiting is None:
             return Outcome(ok=False, exit_code=1, error="interactive steps run on a manager's "
                            "workers (a person continues them through it)"), True
         await kernel.execute(load_code(ctx), 60)
         try:  # so that JupyterLab can open the step notebook on this kernel
-            from kale.kernels.provisioner import install_kernelspec
+            from kale.tasks.steps import install_kernelspec
 
             install_kernelspec()
         except Exception as e:

@@ -77,9 +77,9 @@ class RunView(KaleWidget):
     def __init__(self, run: Any = None, *, client: Any = None, source: Source | None = None,
                  feed: Feed | None = None, **kwargs: Any) -> None:
         run_id = run if isinstance(run, str) else None
-        own = source is None and (run is not None or client is not None)
-        if own:
-            source, found = source_of(client if run_id or run is None else run)
+        own = False
+        if source is None and (run is not None or client is not None):
+            source, found, own = source_of(client if run_id or run is None else run)
             run_id = run_id or found
         kwargs.setdefault("own_source", own)
         self._feed: Feed | None = None

@@ -8,8 +8,8 @@ from typing import Any
 
 import traitlets as T
 
-from kale.display import COLORS
 from kale.errors import KaleError
+from kale.model.display import COLORS
 from kale.widgets.base import RunView, asset
 from kale.widgets.layout import dag_svg, svg_to_png
 from kale.widgets.source import Event, tail
@@ -181,7 +181,7 @@ class DagView(RunView):
         run_id = self._need_run()
         names = list(tasks or self.selected)
         for name in names:
-            self.source.cancel_task(run_id, name)
+            self.source.task_action(run_id, name, "cancel")
         if not names:
             self.source.cancel(run_id)
         self.message = f"cancelled {', '.join(names) if names else 'the run'}"

@@ -33,9 +33,9 @@ class Dashboard(W.VBox):  # type: ignore[misc]
         self.login.on_connect.append(self.connect)
         self._feed: Feed | None = None
         self.run_id: str | None = None
-        source, run_id = source_of(run if run is not None else client)
+        source, run_id, owned = source_of(run if run is not None else client)
         self._build(source)
-        self._source_owned = True  # made here (around a given client or run): closed here
+        self._source_owned = owned  # made here (not a run's own): closed here
         if run_id:
             self.show_run(run_id)
 
@@ -101,7 +101,8 @@ class Dashboard(W.VBox):  # type: ignore[misc]
         """Use another manager (the Connect tab calls this)."""
         self._close_views()
         self._drop_source()
-        self._build(source_of(client)[0])
+        source, _, self._source_owned = source_of(client)
+        self._build(source)
         self.run_id = None
         self.tabs.selected_index = len(self.tabs.children) - 2  # Runs: pick one
 

@@ -8,8 +8,8 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from kale.display import COLORS
 from kale.model.dag import topological
+from kale.model.display import COLORS
 
 NODE_W, NODE_H = 150, 32        # a node's box
 GAP_X, GAP_Y = 18, 46           # between boxes side by side, between layers

@@ -8,7 +8,7 @@ from typing import Any
 
 import traitlets as T
 
-from kale.display import COLORS
+from kale.model.display import COLORS
 from kale.widgets.base import Refreshing, asset
 from kale.widgets.source import Source, source_of
 

@@ -498,6 +498,6 @@ def _is_ws_error(e: Exception) -> bool:
 def _info() -> dict[str, Any]:
     import sys
 
-    import kale
+    from kale.config import version
 
-    return {"python": sys.version.split()[0], "kale": kale.__version__}
+    return {"python": sys.version.split()[0], "kale": version()}

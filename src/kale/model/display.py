@@ -1,17 +1,20 @@
-"""Rich display of workflows and runs in Jupyter (markdown and HTML). Pure functions."""
+"""Rich display of workflows and runs in Jupyter (markdown and HTML), and the state colours
+every view shares. Pure functions: a run is shown from its status document (the one
+``kale status RUN --json`` prints) and its workflow's canonical dict."""
 
 from __future__ import annotations
 
 import html
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kale.model.sealed import SealedFunction
 
 if TYPE_CHECKING:
     from kale.model.workflow import Task, Workflow
-    from kale.store.store import RunRecord, TaskRecord
+
+Doc = Mapping[str, Any]
 
 COLORS = {
     "PENDING": "#9e9e9e", "READY": "#64b5f6", "SUBMITTED": "#7986cb", "RUNNING": "#1e88e5",
@@ -73,48 +76,54 @@ def duration(seconds: float | None) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(seconds))
 
 
-def _counts(tasks: Sequence[TaskRecord]) -> str:
+def _counts(tasks: Sequence[Doc]) -> str:
     counts: dict[str, int] = {}
     for t in tasks:
-        counts[t.state.value] = counts.get(t.state.value, 0) + 1
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
     return ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
 
 
-def run_markdown(run: RunRecord, tasks: Sequence[TaskRecord]) -> str:
-    desc = run.spec.get("description", "")
-    lines = [f"**Run `{run.id}`** of `{run.workflow}`: **{run.state.value}** "
+def _after(spec: Doc, task: str) -> str:
+    after = (spec.get("tasks") or {}).get(task, {}).get("after") or []
+    return ", ".join([after] if isinstance(after, str) else after)
+
+
+def run_markdown(status: Doc, spec: Doc) -> str:
+    """A run as markdown, from its status document and its workflow's dict."""
+    run, tasks = status["run"], status.get("tasks") or []
+    desc = spec.get("description", "")
+    lines = [f"**Run `{run['id']}`** of `{run['workflow']}`: **{run['state']}** "
              f"({_counts(tasks)})", ""]
     if desc:
         lines += [desc.strip(), ""]
     lines += ["| task | kind | state | attempts | duration | after | note |",
               "|---|---|---|---|---|---|---|"]
-    specs = run.spec.get("tasks", {})
     for t in tasks:
-        after = ", ".join(specs.get(t.name, {}).get("after", []))
-        note = t.error or t.reason or ""
-        lines.append(f"| `{t.name}` | {t.kind} | {t.state.value} | {t.attempts} | "
-                     f"{duration(t.duration)} | {after} | {_cell(note)} |")
+        note = t.get("error") or t.get("reason") or ""
+        lines.append(f"| `{t['name']}` | {t['kind']} | {t['state']} | {t['attempts']} | "
+                     f"{duration(t.get('duration'))} | {_after(spec, t['name'])} | "
+                     f"{_cell(note)} |")
     return "\n".join(lines)
 
 
-def run_html(run: RunRecord, tasks: Sequence[TaskRecord]) -> str:
+def run_html(status: Doc, spec: Doc) -> str:
+    """A run as HTML (a notebook's rich display), from the same documents."""
     esc = html.escape
-    specs = run.spec.get("tasks", {})
+    run, tasks = status["run"], status.get("tasks") or []
     rows = []
     for t in tasks:
-        color = COLORS.get(t.state.value, "#000")
-        after = ", ".join(specs.get(t.name, {}).get("after", []))
-        note = t.error or t.reason or ""
+        color = COLORS.get(t["state"], "#000")
+        note = t.get("error") or t.get("reason") or ""
         rows.append(
-            f"<tr><td><code>{esc(t.name)}</code></td><td>{esc(t.kind)}</td>"
-            f"<td><span style='color:{color};font-weight:bold'>{t.state.value}</span></td>"
-            f"<td>{t.attempts}</td><td>{duration(t.duration)}</td><td>{esc(after)}</td>"
-            f"<td>{esc(note)}</td></tr>")
-    desc = run.spec.get("description", "")
-    color = COLORS.get(run.state.value, "#000")
+            f"<tr><td><code>{esc(t['name'])}</code></td><td>{esc(t['kind'])}</td>"
+            f"<td><span style='color:{color};font-weight:bold'>{t['state']}</span></td>"
+            f"<td>{t['attempts']}</td><td>{duration(t.get('duration'))}</td>"
+            f"<td>{esc(_after(spec, t['name']))}</td><td>{esc(note)}</td></tr>")
+    desc = spec.get("description", "")
+    color = COLORS.get(run["state"], "#000")
     return (
-        f"<div class='kale-run'><b>Run <code>{esc(run.id)}</code></b> of "
-        f"<code>{esc(run.workflow)}</code>: <b style='color:{color}'>{run.state.value}</b>"
+        f"<div class='kale-run'><b>Run <code>{esc(run['id'])}</code></b> of "
+        f"<code>{esc(run['workflow'])}</code>: <b style='color:{color}'>{run['state']}</b>"
         f" ({esc(_counts(tasks))})"
         + (f"<pre style='white-space:pre-wrap'>{esc(desc.strip())}</pre>" if desc else "")
         + "<table><thead><tr><th>task</th><th>kind</th><th>state</th><th>attempts</th>"

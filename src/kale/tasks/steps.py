@@ -1,13 +1,15 @@
 """Interactive steps: the step notebook a person works through, made from the packaged
 template ``templates/step.ipynb`` (its markdown description, parameters, the results of
-the tasks above it, links to its inputs and outputs), and what the step's kernel is given
-before the person arrives."""
+the tasks above it, links to its inputs and outputs), what the step's kernel is given
+before the person arrives, and the ``kale-task`` kernelspec the step notebook names (its
+provisioner, :mod:`kale.kernels.provisioner`, attaches JupyterLab to the step's kernel)."""
 
 from __future__ import annotations
 
 import copy
 import json
 from importlib.resources import files
+from pathlib import Path
 from string import Template
 from typing import Any
 
@@ -16,6 +18,8 @@ import nbformat
 from kale.tasks.base import TaskContext
 
 INPUTS_FILE = ".kale-step-inputs.pkl"
+#: the kernelspec (and provisioner) name step notebooks give
+KERNEL_NAME = "kale-task"
 
 
 def namespace(ctx: TaskContext) -> dict[str, Any]:
@@ -27,10 +31,10 @@ def namespace(ctx: TaskContext) -> dict[str, Any]:
 def load_code(ctx: TaskContext) -> str:
     """Code that loads :func:`namespace` into the kernel (written to a file first: values
     need not have a source form)."""
-    from kale.tasks._pyworker import _dumps  # pickle, else cloudpickle
+    from kale.serial import dumps  # pickle, else cloudpickle
 
     path = ctx.workdir / INPUTS_FILE
-    path.write_bytes(_dumps(namespace(ctx)))
+    path.write_bytes(dumps(namespace(ctx)))
     return (f"import pickle as _kale_p\nwith open({str(path)!r}, 'rb') as _kale_f:\n"
             "    globals().update(_kale_p.load(_kale_f))\ndel _kale_p, _kale_f\n")
 
@@ -38,7 +42,7 @@ def load_code(ctx: TaskContext) -> str:
 def step_notebook(ctx: TaskContext, user: Any | None) -> Any:
     """The step notebook: the template's cells filled in, with the task's own notebook's
     cells (``user``) between the introduction and the decision."""
-    text = files("kale.kernels").joinpath("templates/step.ipynb").read_text("utf-8")
+    text = files("kale.tasks").joinpath("templates/step.ipynb").read_text("utf-8")
     nb = nbformat.reads(text, as_version=4)  # type: ignore[no-untyped-call]
     task = ctx.task
     interactive = task.interactive or {}
@@ -82,3 +86,24 @@ def _table(values: dict[str, Any]) -> str:
             shown = shown[:117] + "..."
         rows.append(f"| `{k}` | `{shown.replace('|', '¦')}` |")
     return "\n".join(rows)
+
+
+def kernelspec() -> dict[str, Any]:
+    """The ``kale-task`` kernelspec: its argv is never run (the provisioner attaches)."""
+    return {"argv": ["python", "-c", "raise SystemExit('kale-task kernels attach to a "
+                     "running task; they are never started')"],
+            "display_name": "Kale task (attach)", "language": "python",
+            "metadata": {"kernel_provisioner": {"provisioner_name": KERNEL_NAME, "config": {}}}}
+
+
+def install_kernelspec(user: bool = True, prefix: str | None = None) -> str:
+    """Install the ``kale-task`` kernelspec (for JupyterLab's launcher and for step
+    notebooks, which name it); returns where it went. Idempotent."""
+    import tempfile
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "kernel.json").write_text(json.dumps(kernelspec(), indent=1))
+        return str(KernelSpecManager().install_kernel_spec(tmp, KERNEL_NAME, user=user,
+                                                           prefix=prefix, replace=True))
