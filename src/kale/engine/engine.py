@@ -1,6 +1,8 @@
-"""The engine drives one run: it decides what is ready, reuses earlier results, dispatches
-tasks to an executor, applies retries and timeouts, propagates failures, and records every
-transition in the store.
+"""The engine drives one run: the async driver around :class:`kale.engine.planner.Planner`.
+The planner decides (what is ready, what a finished attempt leads to, retries, the SKIPPED
+tasks below a failure, cancels, resuming); the engine feeds it events and does what it
+returns: resolves inputs and looks up earlier results, dispatches tasks to an executor,
+runs timers and timeouts, and records every transition in the store.
 
 Each step of the loop (1) takes every finished attempt, (2) works out the consequences
 (success, retry, failure and the SKIPPED tasks below it, newly ready tasks), (3) checks all
@@ -20,7 +22,7 @@ import logging
 import threading
 import time
 import traceback
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,21 @@ from typing import Any
 
 from kale.config import user_name
 from kale.engine.keys import cache_key, upstream_id
+from kale.engine.planner import (
+    Adopt,
+    AttemptEnd,
+    Control,
+    Ending,
+    Kill,
+    Move,
+    Planner,
+    Policy,
+    Resolve,
+    Start,
+    StartTimer,
+    Step,
+    StopTimer,
+)
 from kale.errors import StoreWriteError
 from kale.executors.base import Executor, Interrupted
 from kale.model import dag
@@ -44,21 +61,38 @@ from kale.tasks.record import read_records
 
 log = logging.getLogger("kale.engine")
 S = TaskState
-_FAILED = (S.FAILED, S.TIMEOUT, S.CANCELLED, S.SKIPPED)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Done:
+    """An attempt's end as its executor gave it: ``cut`` says how it was cut short (timed
+    out, cancelled, interrupted), None when it ran to its end and ``outcome`` says how."""
+
     name: str
     attempt: int
-    how: str  # "done" | "timeout" | "cancelled" | "retry" | "interrupted"
-    outcome: Outcome | None = None
+    outcome: Outcome
+    cut: Ending | None = None
 
 
 Listener = Callable[[list[Change]], None]
 
 
 class Engine:
+    """Drives one run: feeds events to its :class:`Planner` and does the steps it returns.
+
+    Runs on one asyncio event loop (the thread that awaits :meth:`run`); everything but
+    :meth:`cancel`, :meth:`cancel_task`, :meth:`control` and :meth:`detach` (thread-safe:
+    they post to that loop) and :attr:`counts` and :attr:`loaded` (read by other threads)
+    belongs to it. The group committer's thread calls back only through ``_notify`` and
+    ``_store_failed_threadsafe``.
+
+    Invariants: the planner's picture is what the store will hold once ``changes`` is
+    committed (every change is the planner's :class:`Move`, in its order); ``running`` holds
+    an asyncio task exactly for each task the planner has active, ``timers`` a timer for
+    each it has retrying; an attempt's ``contexts`` entry lives as long as it runs. Each
+    :class:`Resolve` is answered in its place, before anything else happens.
+    """
+
     def __init__(self, store: Store, run: RunRecord, wf: Workflow, executor: Executor, *,
                  force: bool = False, listeners: list[Listener] | None = None,
                  reuse_users: Sequence[str | None] | None = None) -> None:
@@ -83,16 +117,17 @@ class Engine:
         #: tasks outside the selection whose results selected tasks need
         self.needed: set[str] = (dag.ancestors(self.upstream, self.selected) - self.selected
                                  if len(self.selected) < len(wf.tasks) else set())
-        self.state: dict[str, TaskState] = {}
+        self.planner = Planner(
+            self.upstream, self.downstream, selected=self.selected, needed=self.needed,
+            policies={n: Policy(t.retries, t.retry_delay) for n, t in wf.tasks.items()
+                      if t.retries},
+            rerun=bool(run.options.get("rerun_of")), run_id=run.id)
         #: tasks per state, kept as states change (every state is a key, so other threads
         #: may copy it while the engine runs)
-        self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
-        self.attempts: dict[str, int] = {}
+        self.counts: dict[TaskState, int] = self.planner.counts
         self.def_hash: dict[str, str] = {}
         self.results: dict[str, Any] = {}
         self.hashes: dict[str, str] = {}
-        self.waiting_on: dict[str, int] = {}
-        self.ready: deque[str] = deque()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.contexts: dict[str, TaskContext] = {}  # running attempts
         self.timers: dict[str, asyncio.TimerHandle] = {}
@@ -100,20 +135,22 @@ class Engine:
         self.cached: dict[str, list[TaskRecord]] = {}
         self._inputs: dict[str, tuple[dict[str, Any], str]] = {}
         self._named: dict[str, dict[str, str]] = {}  # files shell commands name (their code)
-        self.cancelled = False
+        self._cancel_early = False  # cancel() before the loop ran
         self._quiet = asyncio.Event()  # set when nothing runs, waits or is ready
         self._failure: BaseException | None = None
         self._dispatch_soon = False
         self._finished = False
-        self._cancel_reasons: dict[str, str] = {}  # tasks cancelled one by one
         self._started_at: dict[str, float] = {}  # attempts adopted after a restart
         self._poller: asyncio.TimerHandle | None = None
-        self.interrupted: dict[str, int] = {}  # attempts cut short by a dead driver
         self._loop: asyncio.AbstractEventLoop | None = None
         self._committer: GroupCommitter | None = None
         self._logs = self.run_dir / "logs"
         self.loaded = threading.Event()  # set once the store's picture is loaded
         self._detached = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self.planner.cancelled or self._cancel_early
 
     # -- public --------------------------------------------------------------------------
     async def run(self) -> RunState:
@@ -135,9 +172,9 @@ class Engine:
             await self.executor.start(kinds)
             self._load()
             self.loaded.set()
-            if self.cancelled:
-                self.cancelled = False
-                self._cancel(self._cancel_reason)
+            if self._cancel_early:
+                self._cancel_early = False
+                self._cancel(self.planner.cancel_reason)
             self._dispatch()
             self._poll_cancel()
             await self._quiet.wait()
@@ -161,8 +198,8 @@ class Engine:
             except StoreWriteError:
                 if self._failure is None:
                     raise
-        final = self._final_state()
-        self.store.finish_run(self.run_id, final, self._summary())
+        final = self.planner.final_state()
+        self.store.finish_run(self.run_id, final, self.planner.summary())
         return final
 
     POLL = 0.5  # seconds between looks at the store for a cancel request
@@ -183,7 +220,7 @@ class Engine:
         """Cancel the run (thread-safe): running tasks are killed, the rest not started."""
         loop = self._loop
         if loop is None or loop.is_closed():
-            self.cancelled = True
+            self._cancel_early = True
             return
         loop.call_soon_threadsafe(self._cancel, reason)
 
@@ -221,74 +258,53 @@ class Engine:
             self._quiet.set()
 
     def _cancel_task(self, name: str, reason: str) -> None:
-        st = self.state.get(name)
-        if st is None or st.terminal:
-            return
-        if name in self.running:
-            self._cancel_reasons[name] = reason
-            self.running[name].cancel()
-            return
-        timer = self.timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
-        self._change(name, S.CANCELLED, reason, {"ended_at": time.time()})
-        self._skip_descendants(name)
+        self._apply(self.planner.cancel_task(name, reason, time.time()))
 
     def _control(self, name: str, action: str, reason: str = "") -> None:
         ctx = self.contexts.get(name)
-        st = self.state.get(name)
+        st = self.planner.state.get(name)
         if action in ("continue", "reject"):
             # The step's runner ends the attempt; its outcome moves the task on.
             if ctx is None or st is not S.WAITING or not self.executor.control(
                     ctx, action, reason):
                 log.info("cannot %s %s: it is %s", action, name, st)
             return
-        want = {"suspend": (S.RUNNING, S.SUSPENDED), "resume": (S.SUSPENDED, S.RUNNING)}
-        if action not in want:
+        if action not in ("suspend", "resume"):
             raise ValueError(f"unknown action {action!r}")
-        before, after = want[action]
-        if ctx is None or st is not before:
+        control = Control.SUSPEND if action == "suspend" else Control.RESUME
+        if ctx is None or st is not control.before:
             log.info("cannot %s %s: it is %s", action, name, st)
             return
         if self.executor.control(ctx, action):
-            self._change(name, after, f"{action}ed")
+            self._apply(self.planner.controlled(name, control))
 
     def _started(self, name: str, attempt: int, worker: str) -> None:
         """A queued attempt reached a worker."""
-        if self.state.get(name) is not S.SUBMITTED or self.attempts.get(name) != attempt:
-            return
-        now = time.time()
-        self._change(name, S.RUNNING, f"attempt {attempt} on worker {worker}",
-                     {"started_at": now},
-                     {"number": attempt, "state": "RUNNING", "started_at": now,
-                      "worker": worker})
-        self._schedule_dispatch()
+        steps = self.planner.started(name, attempt, worker, time.time())
+        if steps:
+            self._apply(steps)
+            self._schedule_dispatch()
 
     def _waiting(self, name: str, attempt: int, info: dict[str, Any]) -> None:
         """An interactive step waits for a person."""
-        if self.state.get(name) not in (S.RUNNING, S.SUBMITTED) \
-                or self.attempts.get(name) != attempt:
-            return
-        if self.state[name] is S.SUBMITTED:
-            self._started(name, attempt, str(info.get("worker", "")))
-        where = info.get("notebook", "")
-        self._change(name, S.WAITING, f"waiting for a person: open {where}; then "
-                     f"`kale continue {self.run_id} {name}` or `kale reject ...`")
-        self._schedule_dispatch()  # which also commits the change
+        steps = self.planner.waiting(name, attempt, str(info.get("notebook", "")),
+                                     str(info.get("worker", "")), time.time())
+        if steps:
+            self._apply(steps)
+            self._schedule_dispatch()  # which also commits the change
 
     # -- setup ---------------------------------------------------------------------------
     def _load(self) -> None:
         """Bring the in-memory picture in line with the store (new or resumed run)."""
         if self.run_rec.state is RunState.CANCELLED:
             self._reopen_cancelled()
+        plan = self.planner
         for rec in self.store.tasks(self.run_id):
-            self.state[rec.name] = rec.state
-            self.counts[rec.state] += 1
-            self.attempts[rec.name] = rec.attempts
+            interrupted = 0
             if rec.attempts and not rec.state.terminal:
-                self.interrupted[rec.name] = sum(
-                    1 for a in self.store.attempts(self.run_id, rec.name)
-                    if a["state"] == "INTERRUPTED")
+                interrupted = sum(1 for a in self.store.attempts(self.run_id, rec.name)
+                                  if a["state"] == "INTERRUPTED")
+            plan.restore(rec.name, rec.state, rec.attempts, interrupted)
             if not rec.state.terminal:
                 self.def_hash[rec.name] = rec.def_hash or ""
             if rec.started_at is not None and not rec.state.terminal:
@@ -297,41 +313,11 @@ class Engine:
                 self.results[rec.name] = results.decode(rec, self.wf.base_dir,
                                                          sealed=self.executor.remote)
                 self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash)
-        if any(self.attempts.values()) and not self.executor.remote:
+        if any(plan.attempts.values()) and not self.executor.remote:
             # A resumed run: its previous driver died. Stop whatever it left running (it
             # may have started a task moments before it could record that).
             procs.kill_leftovers(self.run_id)
-        adopt: list[str] = []
-        for name in self.wf.order():
-            st = self.state[name]
-            if st.terminal:
-                continue
-            if st in (S.RUNNING, S.SUBMITTED, S.SUSPENDED) and self.executor.remote:
-                adopt.append(name)  # its worker may still be running it
-                continue
-            if st in (S.RUNNING, S.SUBMITTED, S.SUSPENDED):
-                self.interrupted[name] = self.interrupted.get(name, 0) + 1
-                self._change(name, S.READY, "requeued: the process running it stopped",
-                             attempt={"number": self.attempts[name], "state": "INTERRUPTED",
-                                      "ended_at": time.time()})
-            elif st is S.RETRYING:
-                self._change(name, S.READY, "requeued after a restart")
-            if self.state[name] is S.READY:
-                self._change(name, S.PENDING, "resumed")
-        order = self.wf.order()
-        for name in order:
-            self.waiting_on[name] = sum(
-                1 for d in self.upstream[name] if self.state[d] is not S.SUCCEEDED)
-        for name in order:
-            if self.state[name] is S.PENDING:
-                if name not in self.selected:
-                    self._unselected(name)
-                elif any(self.state[d] in _FAILED for d in self.upstream[name]):
-                    self._skip_below_failed(name)
-                elif self.waiting_on[name] == 0:
-                    self._became_ready(name)
-        for name in adopt:
-            self._adopt(name)
+        self._apply(plan.resume(self.wf.order(), time.time(), adopt=self.executor.remote))
 
     def _reopen_cancelled(self) -> None:
         """Resuming a cancelled run (Ctrl-C, `kale cancel`): what it cancelled, and what
@@ -343,8 +329,9 @@ class Engine:
         if reopen:
             self.store.apply(reopen)
 
-    def _adopt(self, name: str) -> None:
+    def _adopt(self, step: Adopt) -> None:
         """Wait for the worker that runs this attempt to report it (after a restart)."""
+        name = step.name
         task = self.wf.tasks[name]
         try:
             inputs = resolve(task.parameters, self.results, self.params)
@@ -352,39 +339,36 @@ class Engine:
             inputs = {}
         key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes, self.params)
         self._inputs[name] = (inputs, key)
-        attempt = self.attempts[name]
-        ctx = self._context(name, attempt)
-        started = self.state[name] is not S.SUBMITTED
+        ctx = self._context(name, step.attempt)
         assert self._loop is not None
         self.contexts[name] = ctx
         self.running[name] = self._loop.create_task(
-            self._execute(name, attempt, ctx, adopt=started, adopting=True))
+            self._execute(name, step.attempt, ctx, adopt=step.started, adopting=True))
 
-    def _unselected(self, name: str) -> None:
-        """A task outside the selection: reuse its result if a selected task needs it (or
-        the run reruns failed tasks, which shows the whole workflow), else skip it. A needed
-        task without a result made from its current inputs and code runs after all: a
-        selected task never gets an upstream result computed from other inputs."""
+    def _resolve(self, step: Resolve) -> list[Step]:
+        """The planner asks: can this task reuse an earlier result, and (if it is selected)
+        are its inputs there? A task outside the selection is looked up only when every
+        task above it has a result."""
+        name = step.name
         task = self.wf.tasks[name]
-        wanted = name in self.needed
-        if not wanted and not self.run_rec.options.get("rerun_of"):
-            self._change(name, S.SKIPPED, "not selected")
-            return
-        prev = None
-        if all(d in self.hashes for d in self.upstream[name]):
-            key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes,
-                            self.params)
-            prev = self._earlier(key, task)
+        if not step.selected:
+            prev = None
+            if all(d in self.hashes for d in self.upstream[name]):
+                key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes,
+                                self.params)
+                prev = self._earlier(key, task)
+            return self._reuse(name, prev) if prev is not None \
+                else self.planner.no_earlier(name)
+        try:
+            inputs = resolve(task.parameters, self.results, self.params)
+        except MissingResult as e:
+            return self.planner.missing(name, str(e), time.time())
+        key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes, self.params)
+        prev = None if self.force else self._earlier(key, task)
         if prev is not None:
-            self._reuse(name, prev, f"not selected; reused result of run {prev.run_id}")
-        elif wanted:
-            below = sorted(d for d in self.downstream[name]
-                           if d in self.selected or d in self.needed)
-            self.selected.add(name)
-            self._became_ready(name, f"not selected, but {', '.join(below)} needs it and no "
-                               "earlier result of it matches its current inputs and code")
-        else:
-            self._change(name, S.SKIPPED, "not selected")
+            return self._reuse(name, prev)
+        self._inputs[name] = (inputs, key)
+        return self.planner.no_earlier(name)
 
     def _earlier(self, key: str, task: Task) -> TaskRecord | None:
         """The newest earlier result with this key that may stand for this task's: it
@@ -394,6 +378,20 @@ class Engine:
             if results.available(prev, task) and not (prev.code and usercode.stale(prev.code)):
                 return prev
         return None
+
+    def _reuse(self, name: str, prev: TaskRecord) -> list[Step]:
+        self.def_hash.pop(name, None)
+        if self.downstream[name]:  # only what tasks below need is kept
+            self.results[name] = results.decode(prev, self.wf.base_dir,
+                                                sealed=self.executor.remote)
+            self.hashes[name] = upstream_id(prev.cache_key, prev.result_hash)
+        return self.planner.reused(name, prev.run_id, {
+            "result_json": prev.result_json, "result_path": prev.result_path,
+            "result_hash": prev.result_hash, "cache_key": prev.cache_key,
+            "reused_from": prev.reused_from or prev.run_id, "exit_code": prev.exit_code,
+            "stdout": prev.stdout, "stderr": prev.stderr, "artifacts": _json(prev.artifacts),
+            "code": _json(prev.code),
+            "started_at": None, "ended_at": time.time()})
 
     def _named_inputs(self, name: str) -> dict[str, str]:
         """The files a shell command named that it read, as they were when it started: a
@@ -409,16 +407,33 @@ class Engine:
             return {}
         return {o: result[o] for o in task.outputs if isinstance(result.get(o), str)}
 
-    # -- transitions ---------------------------------------------------------------------
-    def _change(self, name: str, new: TaskState, reason: str = "",
-                values: dict[str, Any] | None = None, attempt: dict[str, Any] | None = None
-                ) -> None:
-        old = self.state.get(name)
-        if old is not None:
-            self.counts[old] -= 1
-        self.counts[new] += 1
-        self.state[name] = new
-        self.changes.append(Change(self.run_id, name, new, reason, values or {}, attempt))
+    # -- the planner's steps -------------------------------------------------------------
+    def _apply(self, steps: list[Step]) -> None:
+        """Do what the planner decided, in its order: record its moves, answer its
+        questions (their answers are done in their place), kill, time, adopt."""
+        todo = steps[::-1]
+        while todo:
+            step = todo.pop()
+            if isinstance(step, Move):
+                self.changes.append(Change(self.run_id, step.name, step.new, step.reason,
+                                           step.values or {}, step.attempt))
+            elif isinstance(step, Resolve):
+                if self.planner.asks(step):
+                    todo.extend(reversed(self._resolve(step)))
+            elif isinstance(step, Kill):
+                running = self.running.get(step.name)
+                if running is not None:
+                    running.cancel()
+            elif isinstance(step, StartTimer):
+                assert self._loop is not None
+                self.timers[step.name] = self._loop.call_later(
+                    step.delay, self._retry_due, step.name)
+            elif isinstance(step, StopTimer):
+                timer = self.timers.pop(step.name, None)
+                if timer is not None:
+                    timer.cancel()
+            else:
+                self._adopt(step)
 
     def _flush(self) -> None:
         """Hand the changes made so far to the group committer (checked right here)."""
@@ -442,66 +457,6 @@ class Engine:
             except Exception:  # a display must never stop a run
                 log.exception("listener failed")
 
-    def _became_ready(self, name: str, why: str = "") -> None:
-        """All upstream tasks succeeded: resolve inputs, reuse a result, or queue it."""
-        task = self.wf.tasks[name]
-        if name not in self.selected:
-            self._unselected(name)
-            return
-        if self.cancelled:
-            self._change(name, S.CANCELLED, "run cancelled")
-            return
-        try:
-            inputs = resolve(task.parameters, self.results, self.params)
-        except MissingResult as e:
-            self._change(name, S.READY, "upstream done")
-            self._change(name, S.FAILED, str(e), {"error": str(e), "ended_at": time.time()})
-            self._skip_descendants(name)
-            return
-        key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes, self.params)
-        prev = None if self.force else self._earlier(key, task)
-        if prev is not None:
-            self._change(name, S.READY, "upstream done")
-            self._reuse(name, prev, f"unchanged; reused result of run {prev.run_id}")
-            return
-        self._inputs[name] = (inputs, key)
-        self._change(name, S.READY,
-                     why or ("upstream done" if self.upstream[name] else "no upstream"))
-        self.ready.append(name)
-
-    def _reuse(self, name: str, prev: Any, reason: str) -> None:
-        self.def_hash.pop(name, None)
-        if self.downstream[name]:  # only what tasks below need is kept
-            self.results[name] = results.decode(prev, self.wf.base_dir,
-                                                sealed=self.executor.remote)
-            self.hashes[name] = upstream_id(prev.cache_key, prev.result_hash)
-        self._change(name, S.SUCCEEDED, reason, {
-            "result_json": prev.result_json, "result_path": prev.result_path,
-            "result_hash": prev.result_hash, "cache_key": prev.cache_key,
-            "reused_from": prev.reused_from or prev.run_id, "exit_code": prev.exit_code,
-            "stdout": prev.stdout, "stderr": prev.stderr, "artifacts": _json(prev.artifacts),
-            "code": _json(prev.code),
-            "started_at": None, "ended_at": time.time()})
-        self._upstream_done(name)
-
-    def _upstream_done(self, name: str) -> None:
-        for d in self.downstream[name]:
-            if self.state[d] is S.PENDING:
-                self.waiting_on[d] -= 1
-                if self.waiting_on[d] == 0:
-                    self._became_ready(d)
-
-    def _skip_descendants(self, name: str) -> None:
-        for d in self.downstream[name]:
-            if self.state[d] is S.PENDING:
-                self._change(d, S.SKIPPED, f"upstream {name!r} {self.state[name].value.lower()}")
-                self._skip_descendants(d)
-
-    def _skip_below_failed(self, name: str) -> None:
-        bad = next(d for d in self.upstream[name] if self.state[d] in _FAILED)
-        self._change(name, S.SKIPPED, f"upstream {bad!r} {self.state[bad].value.lower()}")
-        self._skip_descendants(name)
-
     def _store_failed_threadsafe(self, error: StoreWriteError) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -513,7 +468,7 @@ class Engine:
         if self._finished or self._failure is not None:
             return
         self._failure = error
-        self.ready.clear()
+        self.planner.halt()
         for t in self.running.values():
             t.cancel()
         self._quiet.set()
@@ -523,38 +478,31 @@ class Engine:
         """Hand what happened to the committer, then start ready tasks in the free slots."""
         if self._failure is not None:  # the store failed: nothing more starts
             return
-        starting: list[tuple[str, int, TaskContext]] = []
-        while self.ready and len(self.running) + len(starting) < self.executor.slots:
-            name = self.ready.popleft()
-            if self.state[name] is not S.READY:
-                continue
-            starting.append((name, *self._prepare(name)))
+        starts = self.planner.take(self.executor.slots, self.executor.queued)
+        contexts = [self._prepare(start) for start in starts]
         self._flush()
-        for name, attempt, ctx in starting:
-            assert self._loop is not None
-            self.running[name] = self._loop.create_task(self._execute(name, attempt, ctx))
-        if not (self.running or self.timers or self.ready):
+        assert self._loop is not None
+        for start, ctx in zip(starts, contexts, strict=True):
+            self.running[start.name] = self._loop.create_task(
+                self._execute(start.name, start.attempt, ctx))
+        if self.planner.idle:
             self._quiet.set()
 
-    def _prepare(self, name: str) -> tuple[int, TaskContext]:
-        attempt = self.attempts.get(name, 0) + 1
-        self.attempts[name] = attempt
+    def _prepare(self, start: Start) -> TaskContext:
+        name, attempt, move = start.name, start.attempt, start.move
         ctx = self._context(name, attempt, create=True)
         task = self.wf.tasks[name]
         if task.kind == "shell":  # the files its command names, as they are when it starts
             self._named[name] = usercode.named_files(task.target)
-        if self.executor.queued:  # RUNNING once a worker has it (see _started)
-            state, reason, now = S.SUBMITTED, f"attempt {attempt} queued", None
-        else:
-            state, reason, now = S.RUNNING, f"attempt {attempt}", time.time()
-        self._change(name, state, reason, {
+        now = time.time() if move.new is S.RUNNING else None  # else once a worker has it
+        self.changes.append(Change(self.run_id, name, move.new, move.reason, {
             "attempts": attempt, "started_at": now, "ended_at": None,
             "stdout": str(ctx.stdout_path), "stderr": str(ctx.stderr_path),
             "cache_key": self._inputs.get(name, ({}, ""))[1], "exit_code": None,
             "error": None, "traceback": None},
-            {"new": True, "number": attempt, "state": state.value, "started_at": now})
+            {"new": True, "number": attempt, "state": move.new.value, "started_at": now}))
         self.contexts[name] = ctx
-        return attempt, ctx
+        return ctx
 
     def _context(self, name: str, attempt: int, create: bool = False) -> TaskContext:
         task = self.wf.tasks[name]
@@ -579,7 +527,7 @@ class Engine:
         timeout = ctx.task.timeout
         if timeout and adopting:  # the walltime started with the attempt, not now
             timeout = max(0.001, timeout - (time.time() - self._started_at.get(name, 0.0)))
-        how, outcome = "done", None
+        cut: Ending | None = None
         work = self.executor.adopt(ctx, adopt) if adopting else self.executor.execute(ctx)
         try:
             if timeout:
@@ -587,23 +535,27 @@ class Engine:
             else:
                 outcome = await work
         except TimeoutError:
-            how, outcome = "timeout", Outcome(ok=False, artifacts=_left_behind(ctx))
+            cut, outcome = Ending.TIMED_OUT, Outcome(ok=False, artifacts=_left_behind(ctx))
         except asyncio.CancelledError:
-            how, outcome = "cancelled", Outcome(ok=False, artifacts=_left_behind(ctx))
+            cut, outcome = Ending.CANCELLED, Outcome(ok=False, artifacts=_left_behind(ctx))
         except Interrupted as e:
-            how, outcome = "interrupted", Outcome(ok=False, error=str(e))
+            cut, outcome = Ending.INTERRUPTED, Outcome(ok=False, error=str(e))
         except Exception as e:
             outcome = Outcome(ok=False, error=f"Kale could not run the task: {e!r}",
                               traceback=traceback.format_exc())
-        self._post(_Done(name, attempt, how, outcome))
+        self._post(self._finish, _Done(name, attempt, outcome, cut))
 
-    def _post(self, item: _Done) -> None:
+    def _retry_due(self, name: str) -> None:
+        """A retry's backoff is over."""
+        self._post(self._timer_fired, name)
+
+    def _post(self, fn: Callable[[Any], None], item: Any) -> None:
         """An attempt ended (or a retry timer fired): record it now, and dispatch once for
         everything that ends in the same turn of the event loop."""
         if self._detached:
             return
         try:
-            self._finish(item)
+            fn(item)
         except BaseException as e:  # a bug in the engine: stop the run loudly
             self._failure = e
             self._quiet.set()
@@ -625,53 +577,35 @@ class Engine:
             self._quiet.set()
 
     # -- completion ----------------------------------------------------------------------
+    def _timer_fired(self, name: str) -> None:
+        self.timers.pop(name, None)
+        self._apply(self.planner.timer_fired(name))
+
     def _finish(self, item: _Done) -> None:
-        name = item.name
-        if item.how == "retry":
-            self.timers.pop(name, None)
-            if self.state[name] is S.RETRYING:
-                self._change(name, S.READY, "retrying")
-                self.ready.append(name)
-            return
-        self.running.pop(name, None)
-        self.contexts.pop(name, None)
-        receipt = item.outcome.receipt if item.outcome is not None else None
+        self.running.pop(item.name, None)
+        self.contexts.pop(item.name, None)
+        receipt = item.outcome.receipt
         mark = len(self.changes)
-        self._end(item)
+        self._apply(self.planner.ended(self._judge(item)))
         if receipt is not None:  # a worker's report: acknowledged once this is durable
             if len(self.changes) > mark:
                 self.changes[-1].receipt = receipt
             else:
                 receipt()
 
-    def _end(self, item: _Done) -> None:
-        name = item.name
-        now = time.time()
-        task = self.wf.tasks[name]
-        attempt_row: dict[str, Any] = {"number": item.attempt, "ended_at": now}
-        out = item.outcome
-        if item.how == "cancelled":
-            attempt_row["state"] = "CANCELLED"
-            reason = self._cancel_reasons.pop(name, None)
-            self._change(name, S.CANCELLED, reason or self._cancel_reason,
-                         {"ended_at": now, "artifacts": _json(out.artifacts if out else None)},
-                         attempt_row)
-            if reason is not None:  # this task alone was cancelled
-                self._skip_descendants(name)
-            return
-        if item.how == "interrupted":
-            assert out is not None
-            self.interrupted[name] = self.interrupted.get(name, 0) + 1
-            attempt_row.update(state="INTERRUPTED", error=out.error)
-            if self.cancelled:
-                self._change(name, S.CANCELLED, self._cancel_reason, {"ended_at": now},
-                             attempt_row)
-                return
-            self._change(name, S.READY, f"requeued: {out.error}", {}, attempt_row)
-            self.ready.append(name)
-            return
-        enc: dict[str, Any] = {}
-        if item.how == "done" and out is not None and out.ok:
+    def _judge(self, item: _Done) -> AttemptEnd:
+        """What the attempt's end says, with the columns to record: its result stored (a
+        success), or why it did not succeed."""
+        name, out, now = item.name, item.outcome, time.time()
+        row: dict[str, Any] = {"number": item.attempt, "ended_at": now}
+        if item.cut is Ending.CANCELLED:
+            return AttemptEnd(name, item.attempt, Ending.CANCELLED, values={
+                "ended_at": now, "artifacts": _json(out.artifacts)}, row=row)
+        if item.cut is Ending.INTERRUPTED:
+            row["error"] = out.error
+            return AttemptEnd(name, item.attempt, Ending.INTERRUPTED, out.error or "",
+                              {"ended_at": now}, row)
+        if item.cut is None and out.ok:
             out = self._collect(name, out)
             if out.ok:
                 try:
@@ -680,51 +614,43 @@ class Engine:
                 except Exception as e:
                     out = Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
                                   error=f"cannot store the result: {type(e).__name__}: {e}")
-        if item.how == "done" and out is not None and out.ok:
-            key = self._inputs.pop(name)[1]
-            self.def_hash.pop(name, None)
-            if self.downstream[name]:  # only what tasks below need is kept
-                self.results[name] = out.result
-                self.hashes[name] = upstream_id(key, enc["result_hash"])
-            if self.state[name] is S.SUBMITTED:  # its worker reported it after a restart
-                self._change(name, S.RUNNING, "started (reported by its worker)")
-            attempt_row.update(state="SUCCEEDED", exit_code=out.exit_code)
-            self._change(name, S.SUCCEEDED, "", {
-                "ended_at": now, "exit_code": out.exit_code, **enc,
-                "artifacts": _json(out.artifacts),
-                "code": _json({**(out.code or {}), **self._named_inputs(name)})},
-                attempt_row)
-            self._upstream_done(name)
-            return
-        if item.how == "timeout":
-            bad, error = S.TIMEOUT, f"timed out after {task.timeout:g} s"
-            values: dict[str, Any] = {"error": error, "exit_code": None,
-                                      "artifacts": _json(out.artifacts if out else None)}
-        elif out is not None and out.details.get("timed_out"):  # a batch job's walltime
-            bad, error = S.TIMEOUT, out.error or "reached its walltime"
+                else:
+                    return self._succeeded(item, out, enc, row, now)
+        return self._failed(item, out, row, now)
+
+    def _succeeded(self, item: _Done, out: Outcome, enc: dict[str, Any],
+                   row: dict[str, Any], now: float) -> AttemptEnd:
+        name = item.name
+        key = self._inputs.pop(name)[1]
+        self.def_hash.pop(name, None)
+        if self.downstream[name]:  # only what tasks below need is kept
+            self.results[name] = out.result
+            self.hashes[name] = upstream_id(key, enc["result_hash"])
+        row["exit_code"] = out.exit_code
+        return AttemptEnd(name, item.attempt, Ending.SUCCEEDED, values={
+            "ended_at": now, "exit_code": out.exit_code, **enc,
+            "artifacts": _json(out.artifacts),
+            "code": _json({**(out.code or {}), **self._named_inputs(name)})}, row=row)
+
+    def _failed(self, item: _Done, out: Outcome, row: dict[str, Any],
+                now: float) -> AttemptEnd:
+        values: dict[str, Any]
+        if item.cut is Ending.TIMED_OUT:
+            ending = Ending.TIMED_OUT
+            error = f"timed out after {self.wf.tasks[item.name].timeout:g} s"
+            values = {"error": error, "exit_code": None, "artifacts": _json(out.artifacts)}
+        elif out.details.get("timed_out"):  # a batch job's walltime
+            ending, error = Ending.TIMED_OUT, out.error or "reached its walltime"
             values = {"error": error, "exit_code": None, "details": _json(out.details)}
         else:
-            assert out is not None
-            bad, error = S.FAILED, out.error or "failed"
+            ending = Ending.LOST_WORKER if "lost_worker" in out.details else \
+                Ending.REJECTED if out.details.get("rejected") else Ending.FAILED
+            error = out.error or "failed"
             values = {"error": error, "exit_code": out.exit_code, "traceback": out.traceback,
                       "details": _json(out.details), "artifacts": _json(out.artifacts)}
-        lost = out is not None and "lost_worker" in out.details
-        attempt_row.update(state="LOST" if lost else bad.value, exit_code=values["exit_code"],
-                           error=error)
+        row.update(exit_code=values["exit_code"], error=error)
         values["ended_at"] = now
-        rejected = out is not None and bool(out.details.get("rejected"))
-        if item.attempt - self.interrupted.get(name, 0) <= task.retries \
-                and not self.cancelled and not rejected:
-            delay = task.retry_delay * (2 ** (item.attempt - 1))
-            self._change(name, S.RETRYING, f"attempt {item.attempt} {error}; "
-                         f"retry {item.attempt}/{task.retries} in {delay:g} s", values,
-                         attempt_row)
-            assert self._loop is not None
-            self.timers[name] = self._loop.call_later(
-                delay, self._post, _Done(name, item.attempt, "retry"))
-            return
-        self._change(name, bad, error, values, attempt_row)
-        self._skip_descendants(name)
+        return AttemptEnd(item.name, item.attempt, ending, error, values, row)
 
     def _collect(self, name: str, out: Outcome) -> Outcome:
         """Check declared outputs and build the task's result. Problems with what the
@@ -763,25 +689,10 @@ class Engine:
                        artifacts=out.artifacts, code=out.code)
 
     # -- cancel and end ------------------------------------------------------------------
-    _cancel_reason = "cancelled"
-
     def _cancel(self, reason: str) -> None:
-        if self.cancelled or self._finished:
+        if self.planner.cancelled or self._finished:
             return
-        self.cancelled = True
-        self._cancel_reason = reason
-        for name, handle in list(self.timers.items()):
-            handle.cancel()
-            self._change(name, S.CANCELLED, reason)
-        self.timers.clear()
-        while self.ready:
-            name = self.ready.popleft()
-            self._change(name, S.CANCELLED, reason)
-        for name, st in list(self.state.items()):
-            if st is S.PENDING and name in self.selected:
-                self._change(name, S.CANCELLED, reason)
-        for t in self.running.values():
-            t.cancel()
+        self._apply(self.planner.cancel(reason))
         self._dispatch()
 
     def _abandon(self, error: BaseException) -> None:
@@ -801,20 +712,6 @@ class Engine:
             self.store.finish_run(self.run_id, RunState.FAILED,
                                   f"Kale stopped: {type(error).__name__}: {error}; "
                                   f"`kale resume {self.run_id}` finishes the run")
-
-    def _final_state(self) -> RunState:
-        states = [self.state[n] for n in self.selected]
-        if all(s is S.SUCCEEDED for s in states):
-            return RunState.SUCCEEDED
-        if self.cancelled:
-            return RunState.CANCELLED
-        return RunState.FAILED
-
-    def _summary(self) -> str:
-        counts: dict[str, int] = {}
-        for n in self.selected:
-            counts[self.state[n].value] = counts.get(self.state[n].value, 0) + 1
-        return ", ".join(f"{v} {k.lower()}" for k, v in sorted(counts.items()))
 
 
 def _left_behind(ctx: TaskContext) -> dict[str, str]:
