@@ -106,6 +106,48 @@ class Kale:
         return subprocess.run([sys.executable, "-m", "kale.cli.main", *args], cwd=self.cwd,
                               env=self.env(), capture_output=True, text=True, timeout=timeout)
 
+    def on_terminal(self, *args: str, on_output: Callable[[bytes], None] | None = None,
+                    timeout: float = 60) -> tuple[int, str]:
+        """Run ``kale ARGS`` on a pseudo-terminal, as a person at a shell would; returns the
+        exit code and everything it drew. ``on_output`` sees the last two reads each time
+        (to open a gate once something shows)."""
+        import pty
+
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "kale.cli.main", *args], cwd=self.cwd,
+                                env=self.env(), stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        chunks: list[bytes] = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+            if on_output is not None:
+                on_output(b"".join(chunks[-2:]))
+        os.close(master)
+        return proc.wait(timeout=timeout), b"".join(chunks).decode(errors="replace")
+
+    def attempts(self, run_id: str, task: str) -> list[dict[str, Any]]:
+        """Each attempt of a task (state, worker, times...), as `kale status RUN TASK`
+        gives them."""
+        out = self("status", run_id, task, "--json")
+        assert out.returncode == 0, out.stderr
+        return list(json.loads(out.stdout)["attempts"])
+
+    def sigkill_worker_of(self, client: Any, run_id: str, task: str,
+                          ready: Callable[[], bool]) -> str:
+        """Once ``ready()`` and the task's first attempt runs on a worker, SIGKILL that
+        worker; returns its id."""
+        victim_id = wait_until(lambda: ready() and self.attempts(run_id, task)[0]["worker"],
+                               what=f"the first attempt of {task} running on a worker")
+        victim = next(w for w in client.workers() if w["id"] == victim_id)
+        os.kill(victim["pid"], signal.SIGKILL)
+        return str(victim_id)
+
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "kale.cli.main", *args], cwd=self.cwd,
                                 env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -167,34 +167,13 @@ def test_detach_cancel_and_follow_logs(kale: Kale, tmp_path: Path) -> None:
 def test_live_table_on_a_terminal(kale: Kale, tmp_path: Path) -> None:
     """On a TTY, `kale run` draws a live task table with a progress bar. The first task
     runs until the test has seen it RUNNING on the screen."""
-    import os
-    import pty
-    import subprocess
-    import sys
-
     gate = tmp_path / "seen-running"
     wf = tmp_path / "tty.yaml"
     wf.write_text("name: tty\ntasks:\n  first:\n    shell: " + json.dumps(gate_sh(gate, 200))
                   + "\n  second:\n    shell: 'true'\n    after: [first]\n")
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "kale.cli.main", "run", str(wf)],
-                            env=kale.env(), cwd=tmp_path, stdin=slave, stdout=slave,
-                            stderr=slave)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-        if b"RUNNING" in b"".join(chunks[-2:]):
-            gate.touch()
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    code, screen = kale.on_terminal(
+        "run", str(wf), on_output=lambda seen: gate.touch() if b"RUNNING" in seen else None)
+    assert code == 0
     assert "\x1b[" in screen  # drawn, not printed line by line
     assert "RUNNING" in screen and "SUCCEEDED" in screen
     assert "2/2" in screen  # the progress bar's count

@@ -215,28 +215,11 @@ def test_a_failed_task_shows_the_end_of_its_stderr(kale: Kale, tmp_path: Path) -
 
 def test_the_live_table_shows_the_end_of_a_failed_tasks_stderr(kale: Kale,
                                                                tmp_path: Path) -> None:
-    import os
-    import pty
-
     wf = tmp_path / "failing.yaml"
     wf.write_text(FAILING)
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "kale.cli.main", "run", str(wf)],
-                            env=kale.env(), cwd=tmp_path, stdin=slave, stdout=slave,
-                            stderr=slave)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    assert proc.wait(timeout=60) == 1
-    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    code, drawn = kale.on_terminal("run", str(wf))
+    assert code == 1
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)
     assert "boom failed; the end of its stderr:" in screen
     assert "| error: input.dat: no such file" in screen and "| noise 22" in screen
     assert "| noise 21" not in screen  # the last lines, not the whole log

@@ -23,12 +23,6 @@ from kale import Workflow
 pytestmark = pytest.mark.slow
 
 
-def attempts(kale: Kale, run_id: str, name: str) -> list[dict[str, Any]]:
-    out = kale("status", run_id, name, "--json")
-    assert out.returncode == 0, out.stderr
-    return list(json.loads(out.stdout)["attempts"])
-
-
 def _state(pid: int) -> str:
     """What /proc says of ``pid``: its state letter, or "gone"."""
     try:
@@ -58,15 +52,10 @@ def test_a_sigkilled_workers_task_processes_are_dead_before_its_retry_starts(
     try:
         with m.client() as client:
             run = client.submit(wf)
-            victim_id = wait_until(lambda: pids.exists()
-                                   and attempts(kale, run.id, "long")[0]["worker"],
-                                   what="the first attempt running on a worker")
+            victim_id = kale.sigkill_worker_of(client, run.id, "long", pids.exists)
             shell, grandchild = map(int, pids.read_text().split())
-            assert process_alive(shell) and process_alive(grandchild)
-            victim = next(w for w in client.workers() if w["id"] == victim_id)
-            os.kill(victim["pid"], signal.SIGKILL)
             assert run.wait(120).state.value == "SUCCEEDED"
-            tries = attempts(kale, run.id, "long")
+            tries = kale.attempts(run.id, "long")
             logs = client.logs(run.id, "long").split()
     finally:
         gate.touch()  # a first attempt that outlived its worker would end now

@@ -57,12 +57,6 @@ def proc_state(pid: int) -> str:
         return "gone"
 
 
-def attempts(kale: Kale, run_id: str, name: str) -> list[dict[str, Any]]:
-    out = kale("status", run_id, name, "--json")
-    assert out.returncode == 0, out.stderr
-    return list(json.loads(out.stdout)["attempts"])
-
-
 def ledger_workflow(name: str, path: Path, gate: Path, tasks: int,
                     quick: int = 0) -> Workflow:
     """Tasks ``t0``, ``t1``, ... that write their name to the ledger ``path`` when they end: the
@@ -123,7 +117,7 @@ def test_tasks_run_on_a_worker_with_resource_samples(
         assert max(s["cpu"] for s in samples) > 30
         assert max(s["rss"] for s in samples) > 50_000_000
         assert all(s["procs"] >= 1 and s["attempt"] == 1 for s in samples)
-        assert attempts(kale, run.id, "burn")[0]["worker"] == "w-one"
+        assert kale.attempts(run.id, "burn")[0]["worker"] == "w-one"
     finally:
         gate.touch()
         worker.send_signal(signal.SIGTERM)
@@ -231,14 +225,10 @@ def test_sigkill_a_worker_mid_task_retries_it_on_another(
     try:
         with m.client() as client:
             run = client.submit(wf)
-            first = wait_until(lambda: marker.exists()
-                               and attempts(kale, run.id, "long")[0]["worker"],
-                               what="the first attempt running on a worker")
-            victim = next(w for w in client.workers() if w["id"] == first)
-            os.kill(victim["pid"], signal.SIGKILL)
+            first = kale.sigkill_worker_of(client, run.id, "long", marker.exists)
             wait_until(lambda: task(client, run.id, "long")["attempts"] == 2, what="the retry")
             assert run.wait(120).state.value == "SUCCEEDED"
-            tries = attempts(kale, run.id, "long")
+            tries = kale.attempts(run.id, "long")
             assert client.logs(run.id, "long").split() == ["done"]
     finally:
         gate.touch()  # the killed worker's task process, if it outlived it, ends
@@ -340,10 +330,10 @@ def test_kale_run_submits_to_the_running_manager(
     assert out.returncode == 0, out.stderr
     run_id = out.stdout.strip()
     assert "hello RUNNING" in out.stderr and "SUCCEEDED" in out.stderr
-    assert attempts(kale, run_id, "bye")[0]["worker"]  # ran on a worker
+    assert kale.attempts(run_id, "bye")[0]["worker"]  # ran on a worker
     out = kale("run", str(spec), "--embedded", "--force")
     assert out.returncode == 0, out.stderr
-    assert attempts(kale, out.stdout.strip(), "bye")[0]["worker"] is None
+    assert kale.attempts(out.stdout.strip(), "bye")[0]["worker"] is None
 
 
 def test_worker_command_errors_are_clear(kale: Kale, home: Path) -> None:
@@ -487,8 +477,8 @@ def test_two_users_on_one_postgresql_manager_see_only_their_own_runs(
             with pytest.raises(Exception, match="404"):
                 owner.status(theirs.id)
         # alice's task ran on alice's worker, the owner's on the owner's
-        assert attempts(kale, theirs.id, "hi")[0]["worker"] == "alice-1"
-        assert attempts(kale, own.id, "hi")[0]["worker"] != "alice-1"
+        assert kale.attempts(theirs.id, "hi")[0]["worker"] == "alice-1"
+        assert kale.attempts(own.id, "hi")[0]["worker"] != "alice-1"
         # her user token is no worker token, and her worker token opens no API
         assert httpx.get(m.url + "/api/runs", verify=m.tls, headers={
             "Authorization": "Bearer " + alice["worker_token"]}).status_code == 401
@@ -519,7 +509,7 @@ def test_manager_stop_hands_tasks_back_and_start_resumes_the_run(
     with m.client() as client:
         assert client.run(run.id).wait(120).state.value == "SUCCEEDED"
     assert sorted(ledger(ran)) == [f"t{i}" for i in range(4)]
-    tries = attempts(kale, run.id, "t0")
+    tries = kale.attempts(run.id, "t0")
     assert [a["state"] for a in tries] == ["INTERRUPTED", "SUCCEEDED"]
 
 
