@@ -281,6 +281,24 @@ def test_a_resumed_run_skips_below_what_had_failed() -> None:
     assert sim.plan.state["c"] is S.SKIPPED and sim.plan.idle
 
 
+def test_tasks_outside_the_selection_are_skipped_or_run_when_needed() -> None:
+    up = {"a": (), "b": ("a",), "c": ("b",), "z": ()}
+    sim = begin(up, selected={"c"}, needed={"a", "b"})
+    # b runs (no earlier result of it), but only once a, which it needs too, is done
+    assert sim.plan.state == {"a": S.READY, "b": S.PENDING, "c": S.PENDING, "z": S.SKIPPED}
+    assert sim.reasons("a")[0][1].startswith("not selected, but b needs it")
+    assert sim.reasons("z") == [(S.SKIPPED, "not selected")]
+    assert sim.start() == ["a"]
+    sim.end("a", Ending.SUCCEEDED)
+    assert sim.plan.state["b"] is S.READY
+    assert sim.reasons("b")[0][1].startswith("not selected, but c needs it")
+    assert sim.start() == ["b"]
+    sim.end("b", Ending.SUCCEEDED)
+    assert sim.start() == ["c"]
+    sim.end("c", Ending.SUCCEEDED)
+    assert sim.plan.final_state() is RunState.SUCCEEDED and sim.plan.summary() == "3 succeeded"
+
+
 # -- random DAGs, random events ------------------------------------------------------------
 _BAD = (S.FAILED, S.TIMEOUT, S.CANCELLED)
 

@@ -364,7 +364,8 @@ class Engine:
         except MissingResult as e:
             return self.planner.missing(name, str(e), time.time())
         key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes, self.params)
-        prev = None if self.force else self._earlier(key, task)
+        # --force runs the selected tasks again; tasks a selected one needs still reuse
+        prev = None if self.force and name not in self.needed else self._earlier(key, task)
         if prev is not None:
             return self._reuse(name, prev)
         self._inputs[name] = (inputs, key)

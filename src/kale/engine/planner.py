@@ -279,6 +279,7 @@ class Planner:
     def reused(self, name: str, run_id: str, values: dict[str, Any]) -> list[Step]:
         """An earlier result (of run ``run_id``) stands for this task's."""
         out: list[Step] = []
+        self._why.pop(name, None)
         if name in self.selected:
             self._move(out, name, S.READY, "upstream done")
             why = f"unchanged; reused result of run {run_id}"
@@ -311,7 +312,9 @@ class Planner:
             self.selected.add(name)
             self._why[name] = (f"not selected, but {', '.join(below)} needs it and no "
                                "earlier result of it matches its current inputs and code")
-            self._unblocked(out, name)
+            if self.waiting_on[name] == 0:
+                self._unblocked(out, name)
+            # else it waits for the tasks above it, like any selected task
         else:
             self._move(out, name, S.SKIPPED, "not selected")
         return out
