@@ -30,6 +30,14 @@ from kale.worker.protocol import HEARTBEAT_TIMEOUT
 log = logging.getLogger("kale.manager")
 
 
+#: the API's description in /openapi.json
+DESCRIPTION = (
+    "A Kale home's manager. Every route but `/health` and this document needs a user "
+    "token (`Authorization: Bearer TOKEN`); a user sees only their own runs. Not described "
+    "here: the worker link, a WebSocket at `/api/workers/link` opened with a worker token, "
+    "whose messages `kale.worker.protocol` defines.")
+
+
 @dataclass
 class Settings:
     home: Path
@@ -59,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     # No /docs or /redoc: they would load Swagger's scripts from a CDN, and need no token.
     # The API's description, and its contract, is /openapi.json (served without a token):
     # every route declares what it answers (kale.manager.schemas; tests/test_openapi.py).
-    app = FastAPI(title="Kale manager", version=kale.__version__,
+    app = FastAPI(title="Kale manager", version=kale.__version__, description=DESCRIPTION,
                   lifespan=_lifespan(ctx, settings), docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.state.kale = ctx
