@@ -72,6 +72,10 @@ class StoreWriteError(KaleError):
 
 
 class RunNotFound(KaleError):
+    """No run with this id (or id prefix, or ``latest``) among the runs the caller may see: the
+    store raises it, and the manager answers 404 with its message, also for another user's
+    run, which it treats as absent."""
+
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         super().__init__(f"no run {run_id!r} in this Kale home (see `kale runs`)")

@@ -241,6 +241,9 @@ def unix_pool(path: str) -> Any:
     import httpcore
 
     class Backend(httpcore.SyncBackend):
+        """httpcore's synchronous backend, except that a Unix-socket connect that fails closes its
+        socket at once. Used by whichever thread uses the pool, as httpcore's own."""
+
         def connect_unix_socket(self, path: str, timeout: float | None = None,
                                 socket_options: Any = None) -> Any:
             try:

@@ -19,6 +19,19 @@ WaitingCallback = Callable[[str, int, dict[str, Any]], None]
 
 
 class Executor(abc.ABC):
+    """How a run's attempts reach compute: one executor per run, owned by its engine.
+
+    Threads: every method is called on the engine's event loop, and :attr:`on_start` and
+    :attr:`on_wait` are called back on that loop too (an executor whose news arrives on other
+    threads posts it there first, as :class:`~kale.executors.mailbox.Mailbox` does).
+
+    Promises: at most :attr:`slots` attempts are running or queued at once (the engine
+    holds to it); :meth:`execute` returns the attempt's :class:`Outcome`, or raises
+    :class:`Interrupted` to have it requeued without counting a retry; cancelling
+    :meth:`execute` stops the attempt (a local one's whole process group, before the
+    cancellation leaves it; a remote one's by telling its worker); :meth:`close` releases
+    everything :meth:`start` and :meth:`execute` started."""
+
     name: str
     #: how many tasks may run (or wait in its queue) at once
     slots: int

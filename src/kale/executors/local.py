@@ -12,6 +12,12 @@ from kale.tasks.registry import runner_class, runner_kind
 
 
 class LocalExecutor(Executor):
+    """Tasks run on this machine, in this process's task runners: one runner per task kind,
+    made on first use with ``min(slots, tasks of that kind)`` slots and kept until
+    :meth:`close`, so warm worker processes and kernels serve the whole run.
+
+    Threads: the engine's event loop only, as every :class:`Executor`."""
+
     name = "local"
 
     def __init__(self, jobs: int | None = None) -> None:

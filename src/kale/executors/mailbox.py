@@ -11,6 +11,13 @@ from typing import Any
 
 
 class Mailbox:
+    """Calls posted from any thread, run on one event loop's thread in the order posted.
+
+    Promises: :meth:`post` is thread-safe and never blocks on the loop; at most one wake-up
+    of the loop is pending at a time, and it drains everything posted until then; once the
+    loop is closed, what is posted is dropped (nobody is left to run it). A function posted
+    runs with nothing held, so it may post again."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._items: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []

@@ -108,6 +108,9 @@ def connect(info: dict[str, Any], *, timeout: float = 10.0) -> Any:
     tunnel = None if is_local(info) else Tunnel.for_kernel(str(info["host"]), info, timeout)
 
     class Client(BlockingKernelClient):
+        """jupyter_client's blocking client, which also closes the SSH tunnel (if any) when its
+        channels stop. Blocking: use it from one thread."""
+
         def stop_channels(self) -> None:
             super().stop_channels()
             if tunnel is not None:

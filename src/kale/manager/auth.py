@@ -35,6 +35,9 @@ def owner_name() -> str:
 
 @dataclass(frozen=True)
 class Identity:
+    """Who a token belongs to: a user's name, and whether the token is that user's worker
+    token, which opens only the worker link (never the API). Immutable."""
+
     user: str
     worker: bool  # a worker token: only the worker link
 

@@ -51,6 +51,10 @@ ONCE_IDLE = 120.0
 
 @dataclass
 class Job:
+    """One batch job as the manager sees it, mirrored in its ``batch_jobs`` row (:meth:`row`).
+    Changed only under :attr:`BatchWorkers.lock`; ``state`` is NEW until Kale submitted
+    it, then what PSI/J last reported."""
+
     id: str
     user: str
     scheduler: str
@@ -74,6 +78,25 @@ class Job:
 
 
 class BatchWorkers:
+    """The manager's batch provider: a job per attempt, or pilots per executor spec, each
+    running a ``kale worker`` that connects back to this manager (see the module's text).
+
+    Promises: a job is recorded in ``batch_jobs`` before it is submitted, and every state
+    PSI/J reports is saved, so a restarted manager re-attaches to what is queued or running
+    and submits nothing twice; an attempt gets at most one live job of its own; the sizing
+    loop keeps pilots within their spec's ``max_jobs`` and ``max_nodes``; jobs run as the
+    manager's owner, so only the owner's attempts get them (another user's wait for that
+    user's own workers); what a job's workers did not report when it ends gets the
+    scheduler's verdict (:meth:`Broker.end_job`).
+
+    Threads: :meth:`start` and :meth:`stop` from the manager's start and drain (a thread, off
+    the server loop); the broker hooks (``_offered``, ``_withdrawn``) from engine threads;
+    job updates from PSI/J's polling thread; the pilot sizing loop in its own thread
+    (``kale-batch``); ``sbatch`` and the like on a pool of four ``kale-sbatch`` threads;
+    :meth:`start_pilots` and :meth:`cancel_job` from API request threads. ``jobs`` and
+    ``pilots`` are shared under :attr:`lock` (re-entrant), never held across a scheduler
+    command."""
+
     def __init__(self, broker: Broker, store: Store, home: Path, url: str, token: str, *,
                  poll: float = 1.0) -> None:
         self.broker, self.store, self.home, self.url, self.token = \

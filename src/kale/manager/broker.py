@@ -60,6 +60,9 @@ class Pending:
 
 @dataclass
 class Worker:
+    """A worker the broker knows: connected (``link`` set), or active before a restart and not
+    yet back. ``attempts`` are the keys it runs. Changed only under :attr:`Broker.lock`."""
+
     id: str
     user: str
     host: str = ""
@@ -98,6 +101,27 @@ class Link:
 
 
 class Broker:
+    """The manager's one broker: attempts engines await, offered to the workers that may take
+    them, and the reports that come back (see the module's text for the protocol).
+
+    Promises: an attempt (key: run, task, attempt) is pending at most once, and on at most
+    one worker; a worker is offered only its own user's attempts of its own pool; a report
+    resolves the engine's future only while that exact attempt is awaited, and is
+    acknowledged to its worker only once the engine's record of it is committed (the
+    outcome's ``receipt``), so every report is applied exactly once, across reconnects and
+    manager restarts; a worker silent for ``heartbeat_timeout`` is LOST and its attempts end
+    as lost (unless this manager itself was frozen); after a restart, adopted attempts wait
+    for their workers' claims until every worker active before is back or the heartbeat
+    timeout passes, and are then judged.
+
+    Threads: :meth:`start`, :meth:`open`, :meth:`stop`, :meth:`serve` and the reaper run on
+    the server's event loop; engines call :meth:`submit`, :meth:`adopt`, :meth:`withdraw` and
+    :meth:`control` from their own threads, and the API and providers the read methods from
+    theirs. All shared state is under :attr:`lock`, held only briefly and never across I/O.
+    Engines' ``resolve`` callbacks are called under it (they only post to their loop); the
+    ``on_offer`` and ``on_withdraw`` hooks are called outside it, in the engine's thread;
+    ``on_lost`` and ``on_samples`` on the server loop."""
+
     def __init__(self, store: Store, *, heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
                  sample_interval: float = 2.0) -> None:
         self.store = store

@@ -21,6 +21,19 @@ WINDOW = 1024
 
 
 class WorkerExecutor(Executor):
+    """The manager's executor for one run: each attempt becomes a :class:`Pending` handed to the
+    broker, in the pool its executor spec names (none: general workers; a batch spec: a job
+    of its own, or that spec's pilots), and ends with the report of the worker that took it.
+
+    Threads: the run's engine loop, as every executor (:meth:`start` must run there: it
+    makes the mailbox). The broker resolves attempts, and says they started or wait for a
+    person, from its own threads; all of that reaches the engine through one
+    :class:`Mailbox` posted to its loop.
+
+    Promises: an attempt the engine stops awaiting (cancel, timeout) is withdrawn, which
+    tells its worker to stop it; but once :meth:`close` ran (the manager stops), attempts are
+    left running on their workers for the next manager to adopt (``remote``)."""
+
     name = "workers"
     queued = True
     remote = True

@@ -16,6 +16,12 @@ PREFIX = "/api/runs/"
 
 
 class LiveStatus:
+    """ASGI middleware that answers ``GET /api/runs/RUN?tasks=false`` from memory, before
+    FastAPI; anything else, and any request ``answer`` declines (None), goes to the app.
+
+    Threads: the server's event loop; ``answer`` is called there, so it must be quick: it
+    answers from what the live engines hold in memory."""
+
     def __init__(self, app: ASGIApp, answer: Answer) -> None:
         self.app, self.answer = app, answer
 

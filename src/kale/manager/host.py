@@ -29,6 +29,23 @@ log = logging.getLogger("kale.manager")
 
 
 class RunHost:
+    """The runs this manager drives: one :class:`Engine` per run, each on an event loop of its
+    own in a thread of its own (``kale-run-RUN``), its attempts sent to workers by a
+    :class:`WorkerExecutor`.
+
+    Promises: ``engines``, ``records`` and ``threads`` hold exactly the runs whose engine
+    thread is alive (an engine's thread takes its run out as it ends); a run is resumed only
+    if no live process drives it; :meth:`resume_all` returns once each resumed run has
+    adopted its running attempts (or a minute passed), and then lets the broker judge the
+    attempts no worker claimed; :meth:`detach_all` lets every engine go without cancelling
+    anything (the workers keep running the tasks); a run stopped by a store that refused a
+    write keeps its reason in ``failures`` until the manager stops.
+
+    Threads: :meth:`submit` from API request threads, :meth:`resume_all` and
+    :meth:`detach_all` from the manager's start and drain (threads off the server loop);
+    :meth:`engine` and :meth:`live` from any thread. The three maps are read and changed
+    under :attr:`lock`. ``on_submit`` hooks run in the submitting thread."""
+
     def __init__(self, store: Store, home: Path, broker: Broker, owner: str) -> None:
         self.store, self.home, self.broker, self.owner = store, home, broker, owner
         self.engines: dict[str, Engine] = {}

@@ -26,6 +26,11 @@ class TooLarge(HTTPException):
 
 
 class BodyLimit:
+    """ASGI middleware: a request whose body is over ``limit`` bytes gets 413, whether its
+    ``Content-Length`` says so or its chunks add up to it; the app never sees more than
+    ``limit`` bytes of it. A response already started is left as it is. Runs on the server's
+    event loop, as all middleware."""
+
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
         self.app, self.limit = app, limit
 

@@ -40,6 +40,20 @@ WATCH_EVERY = 0.25
 
 
 class LocalWorkers:
+    """The manager's local provider: ``count`` ``kale worker`` processes on this machine while
+    there is work (see the module's text for starts that fail).
+
+    Promises: at most ``count`` workers are alive or starting (lost ones are replaced; none
+    is started during a backoff after a failed start); every worker started is watched until
+    it connects or exits; workers run in sessions of their own, so they outlive a manager
+    that dies and reconnect to the next one; ``count`` never goes below ``floor``, the
+    number the manager was started with.
+
+    Threads: :meth:`ensure` from API request threads (a submit) and the server loop (a
+    worker lost); :meth:`add`, :meth:`stop_one` and :meth:`problem` from request threads;
+    :meth:`stop` from the drain; the watch in its own thread. All of them take ``_lock``
+    (re-entrant)."""
+
     provider = "local"
 
     def __init__(self, broker: Broker, home: Path, url: str, token: str, *, count: int,

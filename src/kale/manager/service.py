@@ -153,6 +153,11 @@ def _server(config: Any, drain: Any, unix: Any = None) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
+        """uvicorn's server with Kale's stop and its second listener: the first SIGTERM or SIGINT
+        drains the manager in a thread (``kale-drain``: the links stay open while local workers
+        hand their tasks back), then stops the server; a second one stops it at once. It also
+        serves the Unix socket, on the same loop, with the same app state."""
+
         draining = False
 
         async def startup(self, sockets: list[Any] | None = None) -> None:

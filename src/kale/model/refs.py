@@ -33,6 +33,11 @@ _TEXT_REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*)\.([^}\s]+)\s*\}")
 
 @dataclass(frozen=True)
 class Ref:
+    """A reference to a task's result (``key`` None: all of it; else what follows the first
+    dot), or to a workflow parameter (``task == "params"``). Immutable and hashable;
+    ``str(ref)`` is its ``${...}`` text, and :meth:`parse` reads that text back to an equal
+    ``Ref``."""
+
     task: str
     key: str | None = None
 
@@ -148,6 +153,9 @@ def single_quoted(text: str) -> list[tuple[int, int]] | None:
 
 
 class MissingResult(LookupError):
+    """A reference cannot be resolved: the task has no result, the result has no such key, or
+    the workflow parameter is not set. The task that needs it fails with this message."""
+
     pass
 
 

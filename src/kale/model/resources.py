@@ -23,6 +23,12 @@ def walltime_seconds(text: str) -> int:
 
 @dataclass(slots=True)
 class Resources:
+    """What a task asks of the machine: ``nodes``, ``ranks`` per node, ``cpus`` and ``gpus`` per
+    rank, memory, walltime, and the batch queue, account and extra scheduler options.
+    Plain values as written in the workflow: they are not checked when made;
+    :meth:`problems` says what is wrong, and :meth:`to_dict` writes only what differs from
+    the defaults."""
+
     nodes: int = 1
     #: processes (MPI ranks) per node; ``cpus`` and ``gpus`` are per rank
     ranks: int = 1

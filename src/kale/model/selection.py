@@ -12,6 +12,11 @@ from kale.model.workflow import Workflow
 
 @dataclass
 class Selection:
+    """Which tasks of a workflow a run executes: ``only``, ``from``, ``until`` and ``tags``,
+    each a list, combined by intersection (empty lists select everything). :meth:`apply`
+    raises :class:`~kale.errors.SelectionError` for a name or tag the workflow does not
+    have, and for a selection that matches no task."""
+
     only: list[str] = field(default_factory=list)
     from_: list[str] = field(default_factory=list)
     until: list[str] = field(default_factory=list)

@@ -28,6 +28,11 @@ from enum import StrEnum
 
 
 class TaskState(StrEnum):
+    """A task's state (the table above). A string enum: each value is its name, so a state is
+    written and compared as that string. Only :data:`TRANSITIONS` says where a state may go,
+    and the store checks every change against it; a :attr:`terminal` state only goes back
+    to PENDING, when a resume or rerun reopens the task."""
+
     PENDING = "PENDING"
     READY = "READY"
     SUBMITTED = "SUBMITTED"

@@ -19,6 +19,21 @@ Listener = Callable[[list[Change]], None]
 
 
 class GroupCommitter:
+    """One run's writer: changes are checked at once by the caller and committed in the
+    background, one transaction per burst (everything queued within :attr:`LINGER`).
+
+    Promises: :meth:`submit` checks the changes against the state machine
+    (:meth:`Store.check`) before it returns, so an illegal transition raises in the caller
+    and is never queued; batches commit in the order submitted; ``on_commit`` hears of each
+    batch's changes (in order) only once they are durable (the engine calls their receipts
+    there, which is how a worker's report is acknowledged only once recorded); after a
+    failed write nothing more is committed, ``on_error`` is told once, and every later
+    :meth:`submit` and :meth:`sync` raises the :class:`StoreWriteError`.
+
+    Threads: :meth:`submit` from one thread at a time (the engine's loop: the checked states
+    the store keeps are not locked); :meth:`sync` and :meth:`close` from any thread; the
+    writes, ``on_commit`` and ``on_error`` in its own thread (``kale-commit``)."""
+
     #: after a commit, changes gather this long before the next one (unless someone waits)
     LINGER = 0.002
 

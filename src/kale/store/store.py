@@ -63,6 +63,9 @@ class Batch:
 
 @dataclass
 class TaskRecord:
+    """A task's row as read from the store: a snapshot, never refreshed (read it again for
+    news). ``result_json`` holds a JSON result, ``result_path`` the file of any other."""
+
     run_id: str
     name: str
     state: TaskState
@@ -108,6 +111,11 @@ class TaskRecord:
 
 @dataclass
 class RunRecord:
+    """A run's row as read from the store: a snapshot, never refreshed. Its workflow
+    (:attr:`spec`) is read from the same store on first use. ``owner_*`` name the process
+    that drives the run; :meth:`owner_alive` tells whether it still lives (a reused pid does
+    not count)."""
+
     id: str
     workflow: str
     state: RunState

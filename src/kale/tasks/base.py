@@ -24,6 +24,12 @@ RECORDS_FILE = ".kale-records.pkl"
 
 @dataclass
 class TaskContext:
+    """One attempt of a task, prepared by the engine for its runner: where it runs, its log
+    files, its resolved inputs and environment. It travels pickled to a worker, which sets
+    the callbacks there. Owned by the attempt: the runner appends the pids it starts to
+    :attr:`pids` and calls the callbacks on its event loop; the worker reads :attr:`pids`
+    and calls :attr:`decide` on that same loop."""
+
     run_id: str
     task: Task
     attempt: int
@@ -73,6 +79,11 @@ class TaskContext:
 
 @dataclass
 class Outcome:
+    """How one attempt ended, as its runner (or a worker's report) tells it; the engine makes
+    the task's state and its stored result from it. ``ok`` means the task succeeded; the
+    rest is what the views show. :attr:`receipt`, when set, is called once, after the
+    engine's record of this outcome is committed."""
+
     ok: bool
     result: Any = None              # a Python task's return value
     exit_code: int | None = None

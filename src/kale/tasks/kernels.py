@@ -130,6 +130,9 @@ _MANIFEST = "repr(__import__('kale.tasks.usercode', fromlist=['loaded']).loaded(
 
 
 class UnknownKernel(KaleError):
+    """No installed kernelspec has this name: the notebook task fails, and ``kale validate``
+    says so, naming where the name came from (``source``) and the kernels ``available``."""
+
     def __init__(self, name: str, available: Sequence[str], source: str = "") -> None:
         self.name, self.available, self.source = name, list(available), source
         said = f"{source}; " if source else ""

@@ -138,6 +138,18 @@ STEP_GRACE = 3.0
 
 
 class NotebookRunner(TaskRunner):
+    """Runs notebook tasks (and Python tasks that name a kernel) on Jupyter kernels from a
+    :class:`KernelPool` (see the module's text).
+
+    Promises: a task gets a kernel no task used unless it opted into reuse, and a used
+    kernel serves again only after a success, once reset, and while the user code it loaded
+    is unchanged on disk; a kernel kept for debugging (``debug_for``) or by an interactive
+    step is never reused; a task stopped by timeout or cancel has its kernel killed and its
+    notebook saved as far as it ran.
+
+    Threads: one event loop (the engine's, or the worker's) calls every method; up to
+    ``slots`` tasks run at once on it."""
+
     kind = "notebook"
 
     def __init__(self, slots: int = 1, pool_size: int | None = None, *,

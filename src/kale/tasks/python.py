@@ -22,6 +22,9 @@ from kale.tasks.record import task_path
 
 
 class _Worker:
+    """One warm ``_pyworker`` process and its socket: one job at a time. Used on one event
+    loop, which watches its socket for the whole life of the process."""
+
     def __init__(self) -> None:
         parent, child = socket.socketpair()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -85,6 +88,15 @@ def _cwd() -> str:
 
 
 class PythonRunner(TaskRunner):
+    """Runs Python tasks in warm worker processes (see the module's text).
+
+    Promises: a worker runs one task at a time and goes back to the idle ones only after it
+    answered; a worker whose task is cancelled or times out is killed with its process group
+    (and awaited) before the cancellation leaves :meth:`run`; a worker that died, or whose
+    loaded user code changed on disk, never runs another task; :meth:`close` kills them all.
+
+    Threads: one event loop calls every method; up to ``slots`` tasks run at once."""
+
     kind = "python"
 
     def __init__(self, slots: int = 1) -> None:

@@ -81,6 +81,16 @@ def command(ctx: TaskContext) -> tuple[list[str], dict[str, str]]:
 
 
 class ShellRunner(TaskRunner):
+    """Runs shell tasks: each attempt one process, the leader of its own session, with the
+    task's environment and logs (see the module's text). It keeps nothing between tasks.
+
+    Promises: a cancelled or timed-out attempt's whole process group is terminated before
+    the cancellation leaves :meth:`run`; when the command ends, whatever it left running in
+    its group is killed; the group is noted in the task's directory while it runs, so the
+    next attempt kills it first if this one's worker died.
+
+    Threads: called on one event loop (the engine's, or the worker's)."""
+
     kind = "shell"
 
     async def run(self, ctx: TaskContext) -> Outcome:

@@ -18,6 +18,18 @@ Listener = Callable[[list[Event]], None]
 
 
 class Feed:
+    """One run's event stream, followed once and shared by the views that show the run.
+
+    Promises: listeners get every event in the order it arrived, in batches at most every
+    ``interval`` seconds, one batch at a time and never two at once; a listener that raises
+    is logged and stays subscribed; :attr:`last_id` only grows, and a broken stream resumes
+    after it; :attr:`ended` is True once the run ended and every event was delivered (not
+    after :meth:`close`).
+
+    Threads: :meth:`subscribe`, :meth:`unsubscribe`, :meth:`start`, :meth:`close` and
+    :meth:`wait` from any thread (the kernel's); reading in one thread (``kale-feed-RUN``),
+    listeners called in another (``kale-feed-deliver-RUN``)."""
+
     def __init__(self, source: Source, run_id: str, *, interval: float = 0.1,
                  retry: float = 1.0) -> None:
         self.source, self.run_id = source, run_id

@@ -41,6 +41,20 @@ GIVE_UP = 300.0
 
 
 class WorkerAgent:
+    """A worker: one link to a manager, the task runners it runs attempts with, and the reports
+    not yet acknowledged (see the module's text).
+
+    Promises: at most ``slots`` attempts run at once (it grants one credit per free slot);
+    an attempt sent again after a reconnect is not started twice; every finished attempt
+    gives one report, kept and sent again after each reconnect until the manager
+    acknowledges it, except an attempt the manager forgot (it sends nothing) and, in a batch
+    job the scheduler ends, what that ending killed (the scheduler's verdict tells it); on
+    stop, running attempts are interrupted and handed back.
+
+    Threads: one asyncio event loop, the one that awaits :meth:`run`, owns all of it, and
+    :meth:`stop` too (from another thread: ``loop.call_soon_threadsafe(agent.stop)``). Only
+    the process-tree sampling runs in a thread of its own, on data the loop hands it."""
+
     def __init__(self, url: str, token: str, *, slots: int | None = None,
                  worker_id: str | None = None, provider: str | None = None,
                  give_up: float = GIVE_UP, idle_exit: float | None = None,
@@ -480,7 +494,7 @@ _KILLED = (-15, -9, 143, 137)
 
 
 class _LinkClosed(Exception):
-    pass
+    """The manager closed the link (or never answered ``hello``): reconnect with backoff."""
 
 
 def _walltime_plan(left: float, drain: Any, stop: Any) -> list[tuple[float, Any]]:

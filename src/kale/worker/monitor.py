@@ -296,6 +296,10 @@ class _Member:
 
 @dataclass
 class _Tree:
+    """One watched task's tree: its roots as first seen, every process that joined it (kept
+    while it lives, whoever its parent becomes), and the counters of the previous sample
+    that CPU and I/O growth are measured from."""
+
     roots: list[tuple[int, float | None]]  # (pid, start stamp when watched; None: gone)
     members: dict[int, _Member] = field(default_factory=dict)
     last: float | None = None              # time.monotonic() of the previous sample
