@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-import kale
+from kale.config import version
 from kale.errors import KaleError, RunNotFound, UsageError, ValidationError
 from kale.manager.context import ManagerContext
 from kale.manager.fastpath import LiveStatus
@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     # No /docs or /redoc: they would load Swagger's scripts from a CDN, and need no token.
     # The API's description, and its contract, is /openapi.json (served without a token):
     # every route declares what it answers (kale.manager.schemas; tests/test_openapi.py).
-    app = FastAPI(title="Kale manager", version=kale.__version__, description=DESCRIPTION,
+    app = FastAPI(title="Kale manager", version=version(), description=DESCRIPTION,
                   lifespan=_lifespan(ctx, settings), docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=MAX_BODY)
     app.state.kale = ctx
@@ -83,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/health")
     def health() -> Health:
-        return Health(status="ok", version=kale.__version__, pid=os.getpid())
+        return Health(status="ok", version=version(), pid=os.getpid())
 
     for router in ROUTERS:
         app.include_router(router)

@@ -20,7 +20,6 @@ from kale.manager.broker import Broker
 from kale.manager.executor import WorkerExecutor
 from kale.model.executor import ExecutorSpec
 from kale.model.options import RunOptions
-from kale.model.selection import Selection
 from kale.model.states import RunState
 from kale.model.workflow import Workflow
 from kale.store.store import RunRecord, Store
@@ -57,13 +56,8 @@ class RunHost:
         self.lock = threading.Lock()
         self.on_submit: list[Any] = []
 
-    def submit(self, wf: Workflow, user: str, *, params: dict[str, Any], only: list[str],
-               from_: list[str], until: list[str], tags: list[str], force: bool,
-               jobs: int | None, rerun_of: str | None = None,
-               executor: str | dict[str, Any] | None = None) -> RunRecord:
-        opts = RunOptions(params=dict(params), force=force, jobs=jobs, rerun_of=rerun_of,
-                          selection=Selection(only, from_, until, tags), submitted_by=user,
-                          executor=executor)
+    def submit(self, wf: Workflow, opts: RunOptions) -> RunRecord:
+        """Record a run of ``wf`` for ``opts.submitted_by`` and start driving it."""
         rec = create_run(self.store, self.home, wf, opts)
         self._drive(rec, wf)  # `wf` was made for this request: no copy needed
         for hook in self.on_submit:

@@ -141,7 +141,7 @@ class Task:
         return out
 
     def _repr_markdown_(self) -> str:
-        from kale.display import task_markdown
+        from kale.model.display import task_markdown
 
         return task_markdown(self)
 
@@ -428,36 +428,9 @@ class Workflow:
         problems += [pr for pr in _nul_problems(data) if pr.path not in told]
         return wf, problems
 
-    # -- YAML and running (thin wrappers over the spec and client layers) ----------------
-    def to_yaml(self, path: str | Path | None = None) -> str:
-        from kale.spec import dump_yaml
-
-        text = dump_yaml(self.to_dict())
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_yaml(cls, source: str | Path) -> Workflow:
-        """Load a workflow from a YAML file path (or YAML text containing a newline)."""
-        from kale.spec import load_workflow
-
-        return load_workflow(source)
-
-    def run(self, **options: Any) -> Any:
-        """Start a run in the background and return its :class:`kale.Run` handle.
-
-        Options: ``params``, ``only``, ``from_``, ``until``, ``tags``, ``force``,
-        ``jobs`` (parallel slots), ``home`` (Kale home), ``manager=True`` (run it in this
-        home's manager, started if need be: the run outlives the notebook, and its
-        dashboard can steer it)."""
-        from kale.client.local import start_run
-
-        return start_run(self, **options)
-
     # -- display -------------------------------------------------------------------------
     def _repr_markdown_(self) -> str:
-        from kale.display import workflow_markdown
+        from kale.model.display import workflow_markdown
 
         return workflow_markdown(self)
 

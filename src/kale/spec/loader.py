@@ -52,13 +52,14 @@ def load_yaml_text(text: str, *, file: str | None = None) -> Any:
 
 
 def load_workflow(source: str | Path, *, params_override: dict[str, Any] | None = None,
-                  check_files: bool = True) -> Workflow:
+                  check_files: bool = True, cls: type[Workflow] = Workflow) -> Workflow:
     """Load and validate a workflow from a YAML file path, or from YAML text (a ``str``
     containing a newline). Relative paths in it resolve against the file's folder (the
     current directory for text). ``params_override`` replaces workflow parameter values.
     With ``check_files``, what the tasks name outside the file is checked too (notebooks,
     modules and functions, kernels: :mod:`kale.model.checks`).
-    Every problem raises one :class:`ValidationError` whose problems carry file and line."""
+    Every problem raises one :class:`ValidationError` whose problems carry file and line.
+    ``cls``: the class to make (``kale.Workflow`` gives the facade's)."""
     if isinstance(source, str) and "\n" in source:
         file, text, base_dir = None, source, Path.cwd()
     else:
@@ -77,7 +78,7 @@ def load_workflow(source: str | Path, *, params_override: dict[str, Any] | None 
     if params_override:
         _override(data, params_override, doc, file)
     try:
-        wf, problems = Workflow.parse(data, base_dir=base_dir)
+        wf, problems = cls.parse(data, base_dir=base_dir)
     except ValidationError as e:
         raise ValidationError(doc.locate(e.problems, file)) from None
     if check_files:

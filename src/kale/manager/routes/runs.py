@@ -6,7 +6,6 @@ No ``from __future__ import annotations`` here: FastAPI reads the endpoint annot
 import asyncio
 import json
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -25,6 +24,7 @@ from kale.manager.schemas import (
     RunStatus,
     Submitted,
 )
+from kale.model.options import RunOptions
 from kale.model.states import RunState
 
 router = APIRouter(responses=ERRORS)
@@ -50,10 +50,10 @@ def submit(ctx: Ctx, who: User, body: Submit) -> Submitted:
     from kale.model.workflow import Workflow
 
     wf = Workflow.from_dict(body.workflow, base_dir=body.base_dir, trusted=True)
-    rec = ctx.host.submit(
-        wf, who.user, params=body.params, only=body.only, from_=body.from_, until=body.until,
-        tags=body.tags, force=body.force, jobs=body.jobs, executor=body.executor,
-        rerun_of=ctx.own_run(who, body.rerun_of).id if body.rerun_of else None)
+    opts = RunOptions.from_json(body.model_dump(by_alias=True), submitted_by=who.user)
+    if opts.rerun_of:
+        opts = opts.but(rerun_of=ctx.own_run(who, opts.rerun_of).id)
+    rec = ctx.host.submit(wf, opts)
     return Submitted(id=rec.id)
 
 
@@ -86,18 +86,17 @@ def live_summary(ctx: ManagerContext, who: Identity, run_id: str) -> dict[str, A
 
 def stored_status(ctx: ManagerContext, who: Identity, run_id: str,
                   tasks: bool) -> dict[str, Any]:
-    store = ctx.store
+    """The run's status document as every run interface gives it (read from the store,
+    :func:`kale.client.local.status_document`), with what only the manager knows: a live
+    run's counts from its engine, and its problems."""
+    from kale.client.local import status_document
+
     rec = ctx.own_run(who, run_id)
     engine = ctx.host.engine(rec.id)
-    last_event = store.last_event(rec.id) if tasks else None  # before the tasks
-    records = store.tasks(rec.id) if tasks else None
-    if engine is not None:
-        counts = {s.value: n for s, n in dict(engine.counts).items() if n}
-    elif records is not None:
-        counts = dict(Counter(t.state.value for t in records))
-    else:
-        counts = store.task_counts(rec.id)
-    doc: dict[str, Any] = {"run": rec.to_json(), "counts": counts}
+    live = None if engine is None else {s.value: n for s, n in dict(engine.counts).items()
+                                        if n}
+    doc = status_document(ctx.store, rec, tasks, live)
+    counts = doc["counts"]
     failures = ctx.host.failures
     if rec.id in failures and rec.state is RunState.RUNNING:
         # Its engine stopped because the store refused a write, which therefore still
@@ -106,9 +105,6 @@ def stored_status(ctx: ManagerContext, who: Identity, run_id: str,
     said = problems(ctx, rec, counts)
     if said:
         doc["problems"] = said
-    if records is not None:
-        doc["tasks"] = [t.to_json() for t in records]
-        doc["last_event"] = last_event  # the events after it are news to these tasks
     return doc
 
 
@@ -167,10 +163,10 @@ def rerun(ctx: Ctx, who: User, run_id: str, body: Rerun) -> Submitted:
 
     rec = ctx.own_run(who, run_id)
     wf = Workflow.from_dict(rec.spec, base_dir=rec.base_dir, trusted=True)
-    new = ctx.host.submit(wf, who.user, params=rec.params, only=body.only, from_=body.from_,
-                          until=[], tags=[], force=body.force, jobs=rec.options.get("jobs"),
-                          executor=rec.options.get("executor"),
-                          rerun_of=rec.id if body.failed else None)
+    new = ctx.host.submit(wf, RunOptions.of(
+        params=rec.params, only=body.only, from_=body.from_, force=body.force,
+        jobs=rec.options.get("jobs"), executor=rec.options.get("executor"),
+        rerun_of=rec.id if body.failed else None).but(submitted_by=who.user))
     return Submitted(id=new.id)
 
 

@@ -81,15 +81,13 @@ def result(ctx: Ctx, who: User, run_id: str, task: str) -> dict[str, Any]:
             responses={**JSON_ERRORS, 200: {"description": "The log from ``offset`` on"}})
 def logs(ctx: Ctx, who: User, run_id: str, task: str, stream: str = "stdout",
          offset: Offset = 0) -> str:
+    """The task's log (its latest attempt's) from byte ``offset`` on, as every run
+    interface reads it (:func:`kale.client.local.read_log`)."""
+    from kale.client.local import read_log
+
     if stream not in ("stdout", "stderr"):
         raise HTTPException(422, "stream is stdout or stderr")
-    rec = ctx.store.task(ctx.own_run(who, run_id).id, task)
-    path = rec.stdout if stream == "stdout" else rec.stderr
-    if not path or not Path(path).exists():
-        return ""
-    with open(path, "rb") as f:
-        f.seek(max(0, offset))
-        return f.read().decode(errors="replace")
+    return read_log(ctx.store, ctx.own_run(who, run_id).id, task, stream, offset)
 
 
 @router.get("/api/runs/{run_id}/tasks/{task}/resources", response_model=list[Sample])
