@@ -36,7 +36,6 @@ LAYERS = [
 
 #: crossings that are known and not yet cut (issue 14 cuts them): importer -> imported
 KNOWN: dict[tuple[str, str], str] = {
-    ("kale.model.checks", "kale.tasks.kernels"): "validate uses the notebook runner's kernel rule",
 }
 
 #: imports within one layer that close a cycle, known and not yet cut

@@ -588,7 +588,8 @@ def test_the_notebooks_kernelspec_decides_unless_the_task_names_one(
 
 
 def test_kernel_for_is_what_validation_calls(tmp_path: Path) -> None:
-    from kale.tasks.kernels import UnknownKernel, kernel_for
+    from kale.model.kernels import UnknownKernel
+    from kale.tasks.kernels import kernel_for
 
     write_nb(tmp_path, "1", kernelspec="python3", name="py.ipynb")
     write_nb(tmp_path, "1", kernelspec="r", name="r.ipynb")

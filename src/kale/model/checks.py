@@ -94,8 +94,8 @@ class _Checker:
     def kernel(self, task_kernel: str | None, metadata: dict[str, Any] | None,
                path: tuple[str | int, ...]) -> list[Problem]:
         """The kernel the task runs on must be installed (the notebook runner's rule,
-        :func:`kale.tasks.kernels.choose_kernel`, and its message)."""
-        from kale.tasks.kernels import UnknownKernel, choose_kernel
+        :func:`kale.model.kernels.choose_kernel`, and its message)."""
+        from kale.model.kernels import UnknownKernel, choose_kernel
 
         name, source = choose_kernel(task_kernel, metadata)
         if self.kernels is None:

@@ -44,21 +44,18 @@ from queue import Empty
 from typing import Any
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
-from jupyter_client.kernelspec import NATIVE_KERNEL_NAME, KernelSpecManager, NoSuchKernel
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 
 from kale.errors import KaleError
+from kale.model.kernels import DEFAULT_KERNEL, UnknownKernel, choose_kernel, kernel_alias
 from kale.tasks import procs, usercode
 
 log = logging.getLogger("kale.kernels")
 
-DEFAULT_KERNEL = "python3"
 #: the environment variable that opts a task (or every task a process runs) into reusing
 #: kernels; see :func:`kernel_reuse`
 REUSE_ENV = "KALE_KERNEL_REUSE"
-#: kernelspecs that only attach to a running task's kernel (JupyterLab on a step
-#: notebook): a notebook saved with one runs on the default kernel
-ATTACH_ONLY = ("kale-task",)
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 # Run once, silently, in every new kernel. It defines the hooks the pool calls between
@@ -129,17 +126,6 @@ _RESET = f"{_HOOK}.reset()"
 _MANIFEST = "repr(__import__('kale.tasks.usercode', fromlist=['loaded']).loaded())"
 
 
-class UnknownKernel(KaleError):
-    """No installed kernelspec has this name: the notebook task fails, and ``kale validate``
-    says so, naming where the name came from (``source``) and the kernels ``available``."""
-
-    def __init__(self, name: str, available: Sequence[str], source: str = "") -> None:
-        self.name, self.available, self.source = name, list(available), source
-        said = f"{source}; " if source else ""
-        super().__init__(f"no such kernel: {name} ({said}installed: "
-                         f"{', '.join(available) or 'none'})")
-
-
 class KernelFailed(KaleError):
     """A kernel did not start, or a silent request to it failed."""
 
@@ -161,35 +147,9 @@ def check_kernel(name: str, source: str = "") -> None:
     """Raise :class:`UnknownKernel` unless a kernelspec named ``name`` is installed
     (kernelspec names are case-insensitive, as jupyter_client looks them up). ``source``
     says where the name came from, for the message."""
-    key = _alias(name).lower()
+    key = kernel_alias(name).lower()
     if key not in installed_kernels() and key not in installed_kernels(refresh=True):
         raise UnknownKernel(name, installed_kernels(), source)
-
-
-def notebook_kernel(metadata: Mapping[str, Any]) -> str | None:
-    """The kernelspec name a notebook's metadata asks for (None: it names none)."""
-    spec = metadata.get("kernelspec")
-    name = spec.get("name") if isinstance(spec, Mapping) else None
-    if not isinstance(name, str) or not name.strip() or name in ATTACH_ONLY:
-        return None
-    return name
-
-
-def choose_kernel(task_kernel: str | None, metadata: Mapping[str, Any] | None,
-                  default: str = DEFAULT_KERNEL) -> tuple[str, str]:
-    """``(kernel name, where it came from)``: the task's ``kernel``, else the notebook's
-    kernelspec, else ``default``. ``python`` is ``python3``, as jupyter_client (and so
-    papermill) takes it."""
-    if task_kernel:
-        return _alias(task_kernel), "the task's kernel"
-    named = notebook_kernel(metadata or {})
-    if named:
-        return _alias(named), "the notebook's kernelspec"
-    return default, "the default kernel"
-
-
-def _alias(name: str) -> str:
-    return NATIVE_KERNEL_NAME if name == "python" else name
 
 
 def kernel_for(notebook: str | os.PathLike[str] | None, task_kernel: str | None = None,

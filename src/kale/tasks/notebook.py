@@ -39,6 +39,7 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
 from kale.errors import KaleError
+from kale.model.kernels import UnknownKernel, choose_kernel
 from kale.tasks._notebook_params import ParameterError, has_parameters_cell, inject
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
 from kale.tasks.kernels import (
@@ -46,8 +47,6 @@ from kale.tasks.kernels import (
     Kernel,
     KernelFailed,
     KernelPool,
-    UnknownKernel,
-    choose_kernel,
     kernel_reuse,
 )
 
