@@ -40,6 +40,9 @@ DESCRIPTION = (
 
 @dataclass
 class Settings:
+    """How `kale manager start` configured this manager: its home, where workers and local
+    workers reach it, and how many local workers it keeps."""
+
     home: Path
     url: str = ""                 # where workers reach this manager (https://, pinned)
     local_url: str = ""           # where local workers reach it (unix:PATH); else url

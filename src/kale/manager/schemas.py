@@ -72,6 +72,8 @@ JSON_ERRORS: dict[int | str, dict[str, Any]] = {
 # -- runs ----------------------------------------------------------------------------------
 @with_config(DOCUMENT)
 class Health(TypedDict):
+    """`GET /health`: the manager answers, its version and process id."""
+
     status: str
     version: str
     pid: int
@@ -145,6 +147,8 @@ class RunStatus(TypedDict):
 
 @with_config(DOCUMENT)
 class RunCancelled(TypedDict):
+    """A cancelled run and the state it ended in (``RUNNING``: still stopping)."""
+
     id: str
     state: RunState
 
@@ -180,6 +184,9 @@ class TaskDetail(TaskDoc):
 
 @with_config(DOCUMENT)
 class TaskActed(TypedDict):
+    """A task action taken (cancel, suspend, resume, continue, reject) and the task's state
+    before it."""
+
     id: str
     task: str
     action: str
@@ -247,12 +254,16 @@ class WorkerDoc(TypedDict):
 
 @with_config(DOCUMENT)
 class LocalWorkersStarted(TypedDict):
+    """Local worker processes started by hand, by process id."""
+
     kind: Literal["local"]
     pids: list[int]
 
 
 @with_config(DOCUMENT)
 class PilotsStarted(TypedDict):
+    """Pilot jobs submitted to a batch scheduler, each running a worker."""
+
     kind: str
     #: Kale's ids of the pilot jobs
     jobs: list[str]
@@ -260,6 +271,8 @@ class PilotsStarted(TypedDict):
 
 @with_config(DOCUMENT)
 class WorkerStopped(TypedDict):
+    """A worker asked to stop; its running tasks are handed back and run elsewhere."""
+
     id: str
     stopped: bool
     #: the batch job cancelled to stop it (absent: a local worker, sent SIGTERM)
@@ -286,6 +299,8 @@ class BatchJob(TypedDict):
 
 @with_config(DOCUMENT)
 class JobCancelled(TypedDict):
+    """A batch job Kale submitted, cancelled at the scheduler."""
+
     id: str
     cancelled: bool
 
@@ -337,6 +352,9 @@ class PartitionDoc(TypedDict):
 
 @with_config(DOCUMENT)
 class QueueDoc(TypedDict):
+    """The batch queue as `kale queue` shows it: the scheduler, its jobs (those Kale
+    submitted carry ``kale``), partitions, and errors the scheduler's commands gave."""
+
     scheduler: str
     jobs: list[QueueJobDoc]
     partitions: list[PartitionDoc]
