@@ -616,17 +616,31 @@ def _make(name: str, kind: Kind, target: Any, options: dict[str, Any]) -> Task:
 
 
 def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
+    """Every problem of one task on its own (the graph's are :func:`_graph_problems`)."""
     out: list[Problem] = []
 
     def bad(msg: str, *sub: str | int) -> None:
         out.append(Problem(msg, path + sub))
 
+    for check in (_name_problems, _target_problems, _field_problems, _kind_option_problems):
+        check(t, bad)
+    return out
+
+
+Bad = Callable[..., None]
+
+
+def _name_problems(t: Task, bad: Bad) -> None:
     if not isinstance(t.name, str) or not NAME.fullmatch(t.name) or t.name == PARAMS:
         bad("task names are letters, digits, '_' and '-', starting with a letter or '_'"
             + (f"; {PARAMS!r} is reserved" if t.name == PARAMS else ""))
     elif len(t.name) > MAX_NAME:
         bad(f"task names are at most {MAX_NAME} characters, this one has {len(t.name)} "
             "(the name is a file name in the run directory)")
+
+
+def _target_problems(t: Task, bad: Bad) -> None:
+    """What the task runs, checked by its kind."""
     tgt = t.target
     if t.kind not in task_kinds():
         bad(f"unknown task kind {t.kind!r} (known: {', '.join(task_kinds())})")
@@ -650,6 +664,11 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
     elif t.kind == "notebook" and (not isinstance(tgt, str) or not tgt.endswith(".ipynb")
                                    or "\0" in tgt):
         bad(f"must be a path to an .ipynb file, got {tgt!r}", "notebook")
+
+
+def _field_problems(t: Task, bad: Bad) -> None:
+    """The fields every kind has: description, parameters, lists, retries, times,
+    resources, environment."""
     if not isinstance(t.description, str):
         bad("must be a string (markdown)", "description")
     if not isinstance(t.parameters, dict) or not all(isinstance(k, str) for k in t.parameters):
@@ -693,6 +712,10 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
                     "'=' or a NUL character)", "env")
             elif "\0" in v:
                 bad("an environment variable cannot hold a NUL character", "env", k)
+
+
+def _kind_option_problems(t: Task, bad: Bad) -> None:
+    """Fields only some kinds take: kernel, launcher, interactive, debug_for, executor."""
     if t.kernel is not None and (t.kind not in ("notebook", "python")
                                  or not isinstance(t.kernel, str)):
         bad("only notebook and Python tasks take a kernel name (a string)", "kernel")
@@ -727,7 +750,6 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
             bad(f"must be a number of seconds > 0, got {t.debug_for!r}", "debug_for")
     if t.executor is not None and not isinstance(t.executor, ExecutorSpec):
         bad("must be an executor name or a mapping", "executor")
-    return out
 
 
 def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, list[Problem]]:

@@ -88,6 +88,9 @@ def parse_cobalt_queues(text: str) -> list[Partition]:
 
 
 class CobaltScheduler(Scheduler):
+    """Cobalt (ALCF): ``qstat -f -l`` for the queue, ``qstat -Q -l`` for queues; jobs go through
+    PSI/J's ``cobalt`` executor."""
+
     name = "cobalt"
     psij_name = "cobalt"
 

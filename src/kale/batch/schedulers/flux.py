@@ -93,6 +93,9 @@ def parse_flux_queues(text: str) -> list[Partition]:
 
 
 class FluxScheduler(Scheduler):
+    """Flux: ``flux jobs`` for the queue, ``flux queue list`` for queues; jobs go through
+    PSI/J's ``flux`` executor."""
+
     name = "flux"
     psij_name = "flux"
 

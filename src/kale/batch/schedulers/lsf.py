@@ -125,6 +125,9 @@ def parse_bqueues(text: str) -> list[Partition]:
 
 
 class LsfScheduler(Scheduler):
+    """LSF: ``bjobs`` and ``bqueues`` (``-json``) for the queue and queues; jobs go
+    through PSI/J's ``lsf`` executor."""
+
     name = "lsf"
     psij_name = "lsf"
     # bjobs exits non-zero when it has nothing to show

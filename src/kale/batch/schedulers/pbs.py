@@ -120,6 +120,9 @@ def parse_qstat_queues(text: str, default_queue: str | None = None) -> list[Part
 
 
 class PbsScheduler(Scheduler):
+    """PBS Pro and OpenPBS: ``qstat -F json`` for the queue and queues; jobs go through PSI/J's
+    ``pbs`` executor."""
+
     name = "pbs"
     psij_name = "pbs"
 

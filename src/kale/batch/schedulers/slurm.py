@@ -100,6 +100,9 @@ def _add(a: int | None, b: int | None) -> int | None:
 
 
 class SlurmScheduler(Scheduler):
+    """Slurm: ``squeue`` for the queue, ``sinfo`` for partitions (formats in the module's
+    docstring); jobs go through PSI/J's ``slurm`` executor."""
+
     name = "slurm"
     psij_name = "slurm"
 
