@@ -163,11 +163,11 @@ def run(
 
 
 def _executor_option(name: str | None, pilot: bool) -> str | dict[str, Any] | None:
-    from kale.model.executor import ExecutorSpec
+    from kale.model.executor import ExecutorSpec, batch_kinds
 
     if name is None:
         if pilot:
-            fail("--pilot needs a batch --executor (slurm, pbs, lsf, flux, cobalt)")
+            fail(f"--pilot needs a batch --executor ({', '.join(batch_kinds())})")
         return None
     spec, problems = ExecutorSpec.parse({"kind": name, "mode": "pilot" if pilot else "job"})
     if problems:

@@ -17,11 +17,14 @@ from kale.widgets.source import Event, tail
 
 def _upstream(spec: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Each task's upstream tasks and kind, from a workflow's canonical dict."""
+    from kale.model.workflow import task_kinds
+
     up, kinds = {}, {}
+    known = task_kinds()  # Kale's and the plug-ins'
     for name, t in (spec.get("tasks") or {}).items():
         after = t.get("after") or []
         up[name] = [after] if isinstance(after, str) else list(after)
-        kinds[name] = next((k for k in ("shell", "python", "notebook") if k in t), "")
+        kinds[name] = next((k for k in known if k in t), "")
     return up, kinds
 
 
