@@ -39,7 +39,10 @@ class Ending(Enum):
     @property
     def row(self) -> str:
         """The state the attempt's row records."""
-        return "FAILED" if self is Ending.REJECTED else self.value
+        return _ROW[self]
+
+
+_ROW = {e: "FAILED" if e is Ending.REJECTED else e.value for e in Ending}
 
 
 class Control(Enum):
@@ -113,6 +116,8 @@ class StartTimer:
 
 @dataclass(frozen=True, slots=True)
 class StopTimer:
+    """Drop the retry timer of this task (it was cancelled meanwhile)."""
+
     name: str
 
 
@@ -375,7 +380,7 @@ class Planner:
         name = end.name
         out: list[Step] = []
         self.active.discard(name)
-        end.row["state"] = end.ending.row
+        end.row["state"] = _ROW[end.ending]
         if end.ending is Ending.CANCELLED:
             reason = self._cancel_reasons.pop(name, None)
             self._move(out, name, S.CANCELLED, reason or self.cancel_reason, end.values,
@@ -471,7 +476,12 @@ class Planner:
               values: dict[str, Any] | None = None,
               attempt: dict[str, Any] | None = None) -> None:
         move = Move(name, new, reason, values, attempt)
-        self._apply(move)
+        counts, state = self.counts, self.state
+        old = state.get(name)
+        if old is not None:
+            counts[old] -= 1
+        counts[new] += 1
+        state[name] = new
         out.append(move)
 
     def _apply(self, move: Move) -> None:
