@@ -389,3 +389,16 @@ def test_a_python_task_finds_kale_on_its_path(home: Path, tmp_path: Path) -> Non
     wf.python(shell_out)
     run = wf.run().wait()
     assert run.state is RunState.SUCCEEDED, run["shell_out"].record.error
+
+
+def test_a_long_chain_reused_whole(home: Path, tmp_path: Path) -> None:
+    """Reusing a long chain resolves each task in turn (the old engine recursed per task
+    and hit Python's recursion limit at about 600)."""
+    wf = Workflow("long-chain", base_dir=tmp_path)
+    for i in range(700):
+        wf.shell(f"t{i}", "true", after=[f"t{i - 1}"] if i else [])
+    first = wf.run(jobs=2).wait()
+    assert first.state is RunState.SUCCEEDED
+    again = wf.run().wait()
+    assert again.state is RunState.SUCCEEDED
+    assert {t.reused_from for t in again.tasks} == {first.id}
