@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
+from kale.client.source import TASK_ACTIONS
 from kale.manager.context import Ctx, User
 from kale.manager.routes.runs import EventId
 from kale.manager.schemas import (
@@ -23,7 +24,6 @@ from kale.manager.schemas import (
 
 router = APIRouter(responses=ERRORS)
 
-TASK_ACTIONS = ("cancel", "suspend", "resume", "continue", "reject")
 #: a byte offset into a log (a 4xx beyond what a file can be, never a 500)
 Offset = Annotated[int, Query(ge=0, le=2**62)]
 
