@@ -5,7 +5,8 @@
 # Needs root and apt (openssh-server). Everything lives under $KALE_SSHD_DIR (default
 # /tmp/kale-sshd): host and client keys, authorized_keys, config, pid file. The host alias
 # `kale-ssh-test` (/etc/ssh/ssh_config.d/kale-ssh-test.conf) reaches it with the client
-# key; no other host's settings change. Writes the alias to test-output/ssh.host, where
+# key (and scripts/services/users.sh adds `kale-site-test`, the second OS user's account,
+# which the SSH-site tests use); no other host's settings change. Writes the alias to test-output/ssh.host, where
 # tests/conftest.py reads it. Exits non-zero, saying why, when it cannot.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +36,7 @@ Port $PORT
 ListenAddress 127.0.0.1
 HostKey $D/host_ed25519
 PidFile $D/sshd.pid
-AuthorizedKeysFile $D/authorized_keys
+AuthorizedKeysFile $D/authorized_keys .ssh/authorized_keys
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
@@ -46,6 +47,8 @@ CONF
 alive() { [ -s "$D/sshd.pid" ] && [ "$(cat "/proc/$(cat "$D/sshd.pid")/comm" 2>/dev/null)" = sshd ]; }
 if ! alive; then
   /usr/sbin/sshd -f "$D/sshd_config" || { echo "sshd: failed to start" >&2; exit 1; }
+else
+  kill -HUP "$(cat "$D/sshd.pid")"  # re-reads sshd_config (it may have changed)
 fi
 mkdir -p /etc/ssh/ssh_config.d
 cat > /etc/ssh/ssh_config.d/$ALIAS.conf <<CONF

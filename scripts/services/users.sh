@@ -37,10 +37,12 @@ if [ ! -d "$HOME_DIR" ]; then
   mkdir -p "$HOME_DIR" && chown "$NAME:" "$HOME_DIR" && chmod 700 "$HOME_DIR"
 fi
 [ "$(getent passwd "$NAME" | cut -d: -f7)" = /bin/bash ] || usermod --shell /bin/bash "$NAME"
-# Locked: no password anyone could log in with ("!" or "*" in the shadow entry).
+# No password anyone could log in with: "*" in the shadow entry. Not "!" (a locked
+# account), which sshd refuses even a key for; the tests log in as this user with a key
+# (the SSH site below), as a scientist logs in to a cluster's login node.
 case "$(getent shadow "$NAME" | cut -d: -f2)" in
-  '!'*|'*'*) ;;
-  *) passwd --lock "$NAME" >/dev/null 2>&1 || usermod --lock "$NAME" || die "cannot lock $NAME" ;;
+  '*') ;;
+  *) usermod -p '*' "$NAME" || die "cannot clear the password of $NAME" ;;
 esac
 
 as_other() { setpriv --reuid="$NAME" --regid="$NAME" --init-groups -- "$@"; }
@@ -62,4 +64,36 @@ if ! as_other "$EXE" -c 'import kale.cli.main' >/dev/null 2>&1; then
     || die "$NAME cannot run $EXE -m kale.cli.main: $problem"
 fi
 
-say "ready: $NAME (home $HOME_DIR, locked) runs $EXE -m kale.cli.main"
+# The test sshd (scripts/services/sshd.sh, which runs before this script) lets its client
+# key log in as this user too: the tests' SSH sites (`kale site add`) are this user's
+# account, reached as a remote login node, with its own home and Kale home.
+D=${KALE_SSHD_DIR:-/tmp/kale-sshd}
+PORT=${KALE_SSHD_PORT:-2222}
+SITE_ALIAS=kale-site-test
+rm -f test-output/ssh-site.host
+if [ -f "$D/client_ed25519.pub" ]; then
+  install -d -m 700 -o "$NAME" -g "$NAME" "$HOME_DIR/.ssh"
+  install -m 600 -o "$NAME" -g "$NAME" "$D/client_ed25519.pub" "$HOME_DIR/.ssh/authorized_keys"
+  # The client side's known_hosts pins the test sshd's host key (as a user's would after
+  # the first login); a site test that needs a wrong key brings its own file.
+  echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$D/host_ed25519.pub")" > "$D/known_hosts"
+  cat > /etc/ssh/ssh_config.d/$SITE_ALIAS.conf <<CONF
+Host $SITE_ALIAS
+  HostName 127.0.0.1
+  Port $PORT
+  User $NAME
+  IdentityFile $D/client_ed25519
+  IdentitiesOnly yes
+  StrictHostKeyChecking yes
+  UserKnownHostsFile $D/known_hosts
+  LogLevel ERROR
+CONF
+  if ssh -o BatchMode=yes "$SITE_ALIAS" true 2>/dev/null; then
+    echo "$SITE_ALIAS" > test-output/ssh-site.host
+    say "ssh $SITE_ALIAS logs in as $NAME (the tests' SSH site)"
+  else
+    die "ssh $SITE_ALIAS does not log in as $NAME: $(ssh -o BatchMode=yes "$SITE_ALIAS" true 2>&1 | tail -n 1)"
+  fi
+fi
+
+say "ready: $NAME (home $HOME_DIR, no password) runs $EXE -m kale.cli.main"
