@@ -27,6 +27,7 @@ LAYERS = [
     ("worker", ("kale.worker",)),
     ("manager", ("kale.manager",)),
     ("client (remote)", ("kale.client.remote",)),
+    ("sites", ("kale.sites",)),  # other systems over SSH: a third source of runs
     # the faces: every process's entry point (the CLI, `python -m kale.worker`, the
     # provisioner JupyterLab loads to attach a notebook to a task's kernel)
     ("faces", ("kale.cli", "kale.worker.__main__", "kale.kernels.provisioner")),

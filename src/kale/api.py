@@ -13,6 +13,7 @@ from typing import Any
 
 from kale.client import local, remote
 from kale.client import run as handle
+from kale.client.source import RunSource
 from kale.model import workflow as model
 from kale.model.options import RunOptions
 
@@ -60,7 +61,7 @@ class Workflow(model.Workflow):
             from_: Any = None, until: Any = None, tags: Any = None, force: bool = False,
             jobs: int | None = None, executor: str | dict[str, Any] | None = None,
             rerun_of: str | None = None, manager: bool = False,
-            home: str | Path | None = None) -> Run:
+            site: str | None = None, home: str | Path | None = None) -> Run:
         """Start a run and return its :class:`Run` handle at once.
 
         ``params`` override the workflow's parameters; ``only``, ``from_``, ``until``,
@@ -70,11 +71,21 @@ class Workflow(model.Workflow):
 
         The run is driven by a thread of this process, unless it uses a batch executor or
         has interactive steps, or ``manager=True``: then this home's manager (started if
-        need be) runs it, and the run outlives the notebook."""
+        need be) runs it, and the run outlives the notebook.
+
+        ``site``: run it at that site (``kale site add``) over SSH: the workflow's
+        directory is copied there (only what changed) and the site's manager runs it;
+        the handle is the same, and re-attaches when the connection drops."""
         options = RunOptions.of(params=params, only=only, from_=from_, until=until,
                                 tags=tags, force=force, jobs=jobs, executor=executor,
                                 rerun_of=rerun_of)
-        source = remote.open_source(home, manager=manager or self.needs_manager(executor))
+        source: RunSource
+        if site is not None:
+            from kale.sites.source import open_site
+
+            source = open_site(site, home)
+        else:
+            source = remote.open_source(home, manager=manager or self.needs_manager(executor))
         try:
             run_id = source.submit(self, options)
         except BaseException:

@@ -125,3 +125,20 @@ class SubmitError(SchedulerError):
         self.scheduler = scheduler
         super().__init__(f"{scheduler} refused the job: {message}", stderr=message,
                          transient=transient)
+
+
+class SiteError(KaleError):
+    """A site (a remote system Kale reaches over SSH) cannot be used: it is unreachable,
+    refuses the login, or its Kale does not answer. Carries the site's name, what the
+    remote side said, and whether trying again later may help (``transient``: a dropped
+    or refused connection; not a wrong host key, a missing key or a missing Kale)."""
+
+    def __init__(self, site: str, message: str, *, transient: bool = False,
+                 stderr: str = "") -> None:
+        super().__init__(f"site {site}: {message}")
+        self.site, self.transient, self.stderr = site, transient, stderr
+
+
+class SiteConfigError(SiteError, UsageError):
+    """A site's definition is wrong, or the site refuses who we say we are (an unknown or
+    changed host key, no key it accepts): the user must fix something (exit code 2)."""

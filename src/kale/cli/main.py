@@ -50,6 +50,8 @@ RUN_HELP = "A run id, any unique prefix of one, or 'latest' (the newest run)."
 RunArg = Annotated[str, typer.Argument(metavar="RUN", show_default=False, help=RUN_HELP)]
 TaskArg = Annotated[str, typer.Argument(metavar="TASK", show_default=False,
                                         help="A task name of the run.")]
+Site = Annotated[str | None, typer.Option(
+    "--site", metavar="NAME", help="At this site (`kale site list`), over SSH.")]
 
 
 def _print_version(value: bool) -> None:
@@ -129,11 +131,14 @@ def run(
                       ] = False,
     embedded: Annotated[bool, typer.Option(
         help="Run in this process even when a manager is running.")] = False,
+    site: Site = None,
     home: Home = None,
 ) -> None:
     """Run a workflow (all of it, or a selection) and print its run id. With a manager
     running (`kale manager start`), the manager runs it on its workers. Ctrl-C cancels
-    the run, wherever it runs; --detach leaves it running and returns at once."""
+    the run, wherever it runs; --detach leaves it running and returns at once. With
+    --site, the workflow's directory is copied there (what changed) and the site's
+    manager runs it."""
     from kale.engine.runs import create_run
     from kale.manager import service
     from kale.model.options import RunOptions
@@ -146,12 +151,17 @@ def run(
     opts = RunOptions.of(params=params, only=only, from_=from_, until=until, tags=tag,
                          force=force, jobs=jobs, executor=chosen, rerun_of=rerun_failed)
     needed = wf.needs_manager(chosen)
+    if site is not None:
+        raise typer.Exit(_submit(_source(home, site), wf, detach, opts))
     if not embedded and (needed or service.state(path) is not None):
         if needed and service.state(path) is None:
             service.start(path)  # batch jobs and steps need a manager to outlive this
             err.print(f"started the Kale manager for {path} (batch jobs and interactive "
                       "steps need it)")
-        raise typer.Exit(_submit(path, wf, detach, opts))
+        from kale.client.remote import Client, ManagerSource
+
+        raise typer.Exit(_submit(ManagerSource(Client(home=path), owns_client=True), wf,
+                                 detach, opts))
     if rerun_failed:
         opts = opts.but(rerun_of=store.get_run(rerun_failed).id)
     rec = create_run(store, path, wf, opts)
@@ -187,39 +197,40 @@ def _stop(signum: int, _frame: Any) -> None:
     raise _Stop("interrupted (Ctrl-C)" if signum == signal.SIGINT else "terminated (SIGTERM)")
 
 
-def _submit(home: Path, wf: Any, detach: bool, options: Any) -> int:
+def _submit(source: Any, wf: Any, detach: bool, options: Any) -> int:
     """Hand the run to the manager; unless detached, follow it until it ends. Ctrl-C (or
     SIGTERM) cancels it, as it does a run driven here; `--detach` leaves it running, and
     so does a closed terminal (SIGHUP)."""
+    import contextlib
+
     import httpx
 
-    from kale.client.remote import Client
-
-    with Client(home=home) as client:
+    client = source.client
+    with contextlib.closing(source):
         if options.rerun_of:
             options = options.but(rerun_of=client.status(options.rerun_of)["run"]["id"])
-        remote = client.submit(wf, options)
-        out.print(remote.id)
+        run_id = source.submit(wf, options)
+        out.print(run_id)
         if detach:
             return 0
         before = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             try:
-                for event, data in client.events(remote.id):
+                for event, data in client.events(run_id):
                     if event == "state" and data["task"]:
                         stamp = time.strftime("%H:%M:%S", time.localtime(data["ts"]))
                         reason = f"  {data['reason']}" if data["reason"] else ""
                         err.print(f"{stamp} {data['task']} {data['new']}{reason}", markup=False)
                         if data["new"] in ("FAILED", "TIMEOUT"):
-                            _print_remote_tail(client, remote.id, data["task"])
+                            _print_remote_tail(client, run_id, data["task"])
                     elif event == "end":
                         break
             except _Stop as e:
-                return _cancel_remote(client, remote.id, e.why)
-            doc = client.status(remote.id)
+                return _cancel_remote(client, run_id, e.why)
+            doc = client.status(run_id)
         except httpx.HTTPError as e:
-            fail(f"lost the manager while following run {remote.id} ({e}); the run is the "
-                 f"manager's: `kale status {remote.id}` once it is back", 1)
+            fail(f"lost the manager while following run {run_id} ({e}); the run is the "
+                 f"manager's: `kale status {run_id}` once it is back", 1)
         finally:
             for sig, handler in before.items():
                 signal.signal(sig, handler)
@@ -269,10 +280,12 @@ def _remote_summary(doc: dict[str, Any]) -> int:
     return EXIT.get(state, 1)
 
 
-def _manager_client(home: Path | None) -> Any:
+def _manager_client(home: Path | None, site: str | None = None) -> Any:
     from kale.client.remote import Client
     from kale.manager import service
 
+    if site is not None:
+        return _source(home, site).client
     path = _home_path(home)
     if service.state(path) is None:
         fail(f"no manager is running for {path}: tasks are cancelled, suspended and "
@@ -281,10 +294,10 @@ def _manager_client(home: Path | None) -> Any:
 
 
 def _task_action(run_id: str, task: str, action: str, home: Path | None,
-                 reason: str | None = None) -> None:
+                 reason: str | None = None, site: str | None = None) -> None:
     from kale.errors import KaleError
 
-    with _manager_client(home) as client:
+    with _manager_client(home, site) as client:
         try:
             doc = client.task_action(run_id, task, action, reason)
         except KaleError as e:
@@ -371,42 +384,50 @@ def resume(run_id: RunArg,
 
 
 @app.command()
-def suspend(run_id: RunArg, task: TaskArg, home: Home = None) -> None:
+def suspend(run_id: RunArg, task: TaskArg, site: Site = None, home: Home = None) -> None:
     """Stop a running task's processes (SIGSTOP) until `kale resume RUN TASK`."""
-    _task_action(run_id, task, "suspend", home)
+    _task_action(run_id, task, "suspend", home, site=site)
 
 
 @app.command("continue")
-def continue_(run_id: RunArg, task: TaskArg, home: Home = None) -> None:
+def continue_(run_id: RunArg, task: TaskArg, site: Site = None, home: Home = None) -> None:
     """Mark an interactive step done: the workflow goes on with what it recorded."""
-    _task_action(run_id, task, "continue", home)
+    _task_action(run_id, task, "continue", home, site=site)
 
 
 @app.command()
 def reject(run_id: RunArg, task: TaskArg,
            reason: Annotated[str | None, typer.Option(metavar="TEXT",
                                                       help="Why, for the record.")] = None,
-           home: Home = None) -> None:
+           site: Site = None, home: Home = None) -> None:
     """Reject an interactive step: it fails and the tasks below it are skipped."""
-    _task_action(run_id, task, "reject", home, reason)
+    _task_action(run_id, task, "reject", home, reason, site=site)
 
 
 @app.command()
-def attach(run_id: RunArg, task: TaskArg, home: Home = None) -> None:
+def attach(run_id: RunArg, task: TaskArg, site: Site = None, home: Home = None) -> None:
     """Open a Jupyter console on the kernel a running task executes in: read its
-    variables, change them to steer it. The task goes on running meanwhile."""
+    variables, change them to steer it. The task goes on running meanwhile. At a
+    --site, the kernel is reached through the site's SSH connection."""
     from kale.errors import KaleError
-    from kale.kernels.attach import reachable, write_connection_file
+    from kale.kernels.attach import Tunnel, reachable, write_connection_file
 
     path = _home_path(home)
     try:
-        with _manager_client(home) as client:
+        source = _source(home, site) if site is not None else None
+        with (source.client if source is not None else _manager_client(home)) as client:
             info = client.kernel_info(run_id, task)
             run = client.status(run_id, tasks=False)["run"]["id"]
     except KaleError as e:
         fail(str(e))
+    tunnel: Tunnel | None
     try:
-        usable, tunnel = reachable(info)
+        if source is not None:  # the kernel's ports, as the site's login node sees them
+            tunnel = Tunnel.for_kernel(source.site.config.destination, info,
+                                       ssh_args=source.site.link.ssh_args())
+            usable: dict[str, Any] = tunnel.info(info)
+        else:
+            usable, tunnel = reachable(info)
     except (OSError, TimeoutError) as e:
         fail(f"cannot reach the kernel on {info.get('host')}: {e}", 1)
     conn = write_connection_file(usable, path / "attach", f"{run}-{task}")
@@ -424,16 +445,32 @@ def attach(run_id: RunArg, task: TaskArg, home: Home = None) -> None:
 
 
 @app.command()
+def fetch(run_id: RunArg, task: TaskArg,
+          dest: Annotated[Path, typer.Argument(metavar="DEST",
+                                               help="A local directory.")] = Path("."),
+          site: Site = None, home: Home = None) -> None:
+    """Copy a succeeded task's declared outputs (its `outputs:`) into DEST: from the
+    run's directory here, or from the --site over SSH (only what changed)."""
+    source = _source(home, site)
+    try:
+        made = source.fetch(run_id, task, dest)
+    finally:
+        source.close()
+    for p in made:
+        out.print(str(p), markup=False)
+
+
+@app.command()
 def cancel(run_id: RunArg,
            task: Annotated[str | None, typer.Argument(
                metavar="TASK", help="Cancel only this task.")] = None,
-           home: Home = None) -> None:
+           site: Site = None, home: Home = None) -> None:
     """Cancel a run: its running tasks are killed and recorded CANCELLED. With TASK: only
     that task (the tasks below it are skipped)."""
     if task is not None:
-        _task_action(run_id, task, "cancel", home)
+        _task_action(run_id, task, "cancel", home, site=site)
         return
-    state = _source(home).cancel(run_id)
+    state = _source(home, site).cancel(run_id)
     out.print(f"run {run_id} {state.value}")
 
 
@@ -504,11 +541,11 @@ def status(run_id: Annotated[str | None, typer.Argument(
                metavar="TASK", help="Show this task in detail.")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")
                               ] = False,
-           home: Home = None) -> None:
+           site: Site = None, home: Home = None) -> None:
     """Show a run's tasks (the newest run if none is given), or one task in detail."""
     from kale.model.display import duration
 
-    source = _source(home)
+    source = _source(home, site)
     if task is not None:
         _task_status(source, run_id or "latest", task, as_json)
         return
@@ -521,7 +558,7 @@ def status(run_id: Annotated[str | None, typer.Argument(
               + (f"  ({run['message']})" if run["message"] else ""), markup=True)
     if run["state"] == "RUNNING" and run["driven_by_pid"] is None:
         out.print(f"no process is driving this run; `kale resume {run['id']}` finishes it")
-    elif run["state"] == "RUNNING":
+    elif run["state"] == "RUNNING" and site is None:
         for said in _manager_problems(home, run["id"]):
             out.print(f"[bold yellow]waiting:[/] {said}", markup=True, highlight=False)
     table = Table(box=None)
@@ -535,8 +572,13 @@ def status(run_id: Annotated[str | None, typer.Argument(
     out.print(table)
 
 
-def _source(home: Path | None) -> Any:
-    """The run interface of the home's store (whoever drives its runs)."""
+def _source(home: Path | None, site: str | None = None) -> Any:
+    """The run interface of the home's store (whoever drives its runs), or of ``site``'s
+    manager (over SSH)."""
+    if site is not None:
+        from kale.cli.sites import open_source
+
+        return open_source(site, home)
     from kale.client.local import EmbeddedSource
 
     return EmbeddedSource(home)
@@ -566,7 +608,9 @@ def _task_status(source: Any, run_id: str, task: str, as_json: bool) -> None:
     run = source.status(run_id, tasks=False)["run"]
     t = source.task(run["id"], task)
     failed = t["state"] in ("FAILED", "TIMEOUT", "RETRYING")
-    tail = last_lines(read_tail(t["stderr"]), STATUS_TAIL_LINES) if failed else []
+    text = "" if not failed else read_tail(t["stderr"]) if t["stderr"] and \
+        os.path.exists(t["stderr"]) else source.logs(run["id"], task, "stderr")
+    tail = last_lines(text, STATUS_TAIL_LINES)
     if as_json:
         doc = {"run": run, "task": t, "attempts": t["attempt_rows"],
                "traceback": t["traceback"], "stderr_tail": tail}
@@ -595,9 +639,9 @@ def runs_cmd(as_json: Annotated[bool, typer.Option("--json", help="Machine-reada
                                 ] = False,
              limit: Annotated[int, typer.Option(min=1, metavar="N",
                                                 help="Show at most N runs.")] = 50,
-             home: Home = None) -> None:
+             site: Site = None, home: Home = None) -> None:
     """List runs, newest first."""
-    docs = _source(home).runs(limit)
+    docs = _source(home, site).runs(limit)
     if as_json:
         out.print_json(json.dumps(docs, default=str))
         return
@@ -621,9 +665,9 @@ def logs(run_id: RunArg, task: TaskArg,
          follow: Annotated[bool, typer.Option("-f", "--follow",
                                               help="Keep printing as the task writes.")] = False,
          stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr.")] = False,
-         home: Home = None) -> None:
+         site: Site = None, home: Home = None) -> None:
     """Print a task's stdout (or --stderr) log of its latest attempt."""
-    source = _source(home)
+    source = _source(home, site)
     run = source.status(run_id, tasks=False)["run"]["id"]
     source.task(run, task)  # an unknown task is an error, not an empty log
     stream = "stderr" if stderr else "stdout"
@@ -656,6 +700,15 @@ def _follow(source: Any, run_id: str, task: str, stream: str) -> None:
 manager_app = typer.Typer(help="The per-user manager service (hosts runs, serves the API).",
                           no_args_is_help=True)
 app.add_typer(manager_app, name="manager")
+
+
+def _add_site_commands() -> None:
+    from kale.cli.sites import site_app
+
+    app.add_typer(site_app, name="site")
+
+
+_add_site_commands()
 
 
 def _home_path(home: Path | None) -> Path:

@@ -160,6 +160,11 @@ class EmbeddedSource:
     def logs(self, run_id: str, task: str, stream: str = "stdout", offset: int = 0) -> str:
         return read_log(self.store, self._run(run_id).id, task, stream, offset)
 
+    def fetch(self, run_id: str, task: str, dest: Path) -> list[Path]:
+        from kale.client.outputs import copy_outputs, output_paths
+
+        return copy_outputs(*output_paths(self, run_id, task), dest)
+
     def task_action(self, run_id: str, task: str, action: str,
                     reason: str | None = None) -> dict[str, Any]:
         if action not in TASK_ACTIONS:

@@ -9,7 +9,7 @@ import contextlib
 import json
 import pickle
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,10 +49,22 @@ class Client:
 
     def __init__(self, url: str | None = None, token: str | None = None,
                  home: str | Path | None = None, timeout: float = 30.0,
-                 cert: str | Path | None = None) -> None:
+                 cert: str | Path | None = None, *, socket: str | Path | None = None,
+                 on_drop: Callable[[], None] | None = None, where: str | None = None
+                 ) -> None:
         from kale.manager import service
         from kale.manager.tokens import read_token
 
+        if socket is not None:  # a manager's socket forwarded here (a site, over SSH)
+            if not token:
+                raise KaleError("a manager reached through a socket needs its token")
+            self.url = where or f"unix:{socket}"
+            self._http = httpx.Client(
+                base_url="http://kale", timeout=timeout,
+                transport=_Transport(self.url, "", uds=tls.unix_path(Path(socket)),
+                                     on_drop=on_drop),
+                headers={"Authorization": f"Bearer {token}"})
+            return
         path = kale_home(home)
         uds = None
         if url is None:
@@ -101,8 +113,11 @@ class Client:
         return self.handle(ManagerSource(self), self.submit_id(wf, options or
                                                               RunOptions.of(**given)))
 
-    def submit_id(self, wf: Workflow, options: RunOptions) -> str:
-        body = {"workflow": wf.to_dict(for_store=True), "base_dir": str(wf.base_dir),
+    def submit_id(self, wf: Workflow, options: RunOptions, *,
+                  base_dir: str | None = None) -> str:
+        """Submit; the run's id. ``base_dir``: where the workflow's files are on the
+        manager's host (by default where they are here)."""
+        body = {"workflow": wf.to_dict(for_store=True), "base_dir": base_dir or str(wf.base_dir),
                 **options.to_json()}
         response = self._check(self._http.post("/api/runs", content=json.dumps(body),
                                                headers={"Content-Type": "application/json"}))
@@ -267,11 +282,19 @@ def _pin(home: Path, cert: str | Path | None) -> tuple[str, str]:
 
 class _Transport(httpx.HTTPTransport):
     """httpx's transport; a failed TLS check is a :class:`tls.NotTheManager` (the
-    request, its token with it, never left this process)."""
+    request, its token with it, never left this process).
 
-    def __init__(self, url: str, pinned: str, **options: Any) -> None:
+    With ``on_drop`` (a site's manager, through a forwarded socket), a request that
+    finds the connection gone calls it (which re-establishes the connection, and starts
+    the manager there if it died) and is sent again: always when nothing was sent (the
+    connect failed), and for reads (GET) in any case. A POST cut off after it was sent
+    is not repeated (it may have been done): the caller gets a :class:`KaleError` that
+    says so, and the next request goes through the new connection."""
+
+    def __init__(self, url: str, pinned: str, on_drop: Callable[[], None] | None = None,
+                 **options: Any) -> None:
         super().__init__(**options)
-        self.url, self.pinned = url, pinned
+        self.url, self.pinned, self.on_drop = url, pinned, on_drop
         if options.get("uds"):
             self._pool = tls.unix_pool(options["uds"])
 
@@ -282,7 +305,19 @@ class _Transport(httpx.HTTPTransport):
             why = tls.tls_failure(e) if self.pinned else None
             if why is not None:
                 raise tls.NotTheManager(self.url, self.pinned, why) from None
-            raise
+            if self.on_drop is None:
+                raise
+            self.on_drop()
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            if self.on_drop is None:
+                raise
+            self.on_drop()
+            if request.method not in ("GET", "HEAD"):
+                raise KaleError(f"{self.url}: the connection dropped during {request.method} "
+                                f"{request.url.path}; whether it was done is unknown (look "
+                                "with `kale runs`/`kale status`); the connection is back"
+                                ) from None
+        return super().handle_request(request)
 
 
 class ManagerSource:
@@ -343,6 +378,13 @@ class ManagerSource:
     def task_action(self, run_id: str, task: str, action: str,
                     reason: str | None = None) -> dict[str, Any]:
         return self.client.task_action(run_id, task, action, reason)
+
+    def fetch(self, run_id: str, task: str, dest: Path) -> list[Path]:
+        """Copy the task's declared outputs into ``dest`` (the manager's files are on
+        this machine: a manager elsewhere is a site's, whose source copies over SSH)."""
+        from kale.client.outputs import copy_outputs, output_paths
+
+        return copy_outputs(*output_paths(self, run_id, task), dest)
 
     def kernel(self, run_id: str, task: str, *, timeout: float = 10.0) -> Any:
         return self.client.kernel(run_id, task, timeout=timeout)

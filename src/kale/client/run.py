@@ -73,6 +73,9 @@ class TaskView:
     def logs(self, stream: str = "stdout", offset: int = 0) -> str:
         return self.run.logs(self.name, stream, offset)
 
+    def fetch(self, dest: str | Path = ".") -> list[Path]:
+        return self.run.fetch(self.name, dest)
+
     def kernel(self, *, timeout: float = 10.0) -> Any:
         """A started ``jupyter_client`` client on the kernel the task runs in (a run
         driven by a manager): read its variables, steer it."""
@@ -191,6 +194,11 @@ class Run:
     def logs(self, task: str, stream: str = "stdout", offset: int = 0) -> str:
         """A task's log (its latest attempt's) from byte ``offset`` on."""
         return self.source.logs(self.id, task, stream, offset)
+
+    def fetch(self, task: str, dest: str | Path = ".") -> list[Path]:
+        """Copy a succeeded task's declared outputs into the directory ``dest`` (over
+        SSH when the run is at a site); the paths made here."""
+        return self.source.fetch(self.id, task, Path(dest))
 
     # -- display -------------------------------------------------------------------------
     def _repr_html_(self) -> str:

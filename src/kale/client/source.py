@@ -22,6 +22,7 @@ The documents are JSON-shaped dicts:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -81,6 +82,11 @@ class RunSource(Protocol):
     def task_action(self, run_id: str, task: str, action: str,
                     reason: str | None = None) -> dict[str, Any]:
         """One of :data:`TASK_ACTIONS` on a task of a live run."""
+        ...
+
+    def fetch(self, run_id: str, task: str, dest: Path) -> list[Path]:
+        """Copy a succeeded task's declared outputs into the local directory ``dest``;
+        the paths made there."""
         ...
 
     # -- what only a manager has (an embedded source says so) ------------------------------

@@ -1,0 +1,44 @@
+"""The run interface through a site (:class:`SiteSource`): the site's manager's API over
+the forwarded socket, plus what only a site needs: staging the workflow's files before a
+submit, and fetching outputs back over SSH."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kale.client.outputs import output_paths
+from kale.client.remote import ManagerSource
+from kale.model.options import RunOptions
+from kale.model.workflow import Workflow
+from kale.sites.site import Site
+
+
+class SiteSource(ManagerSource):
+    """A site's manager (:class:`~kale.client.source.RunSource`). Submitting stages the
+    workflow's directory first (only what changed) and runs it there; every read goes
+    through the site's SSH connection, re-established when it drops (the runs go on at
+    the site meanwhile). Closing it leaves the connection up for a while (the next
+    command is quick) and the site's manager running."""
+
+    def __init__(self, site: Site) -> None:
+        super().__init__(site.client(), owns_client=True)
+        self.site = site
+        self.where = f"site {site.name}"
+
+    def submit(self, wf: Workflow, options: RunOptions) -> str:
+        staged = self.site.stage(wf.base_dir)
+        return self.client.submit_id(wf, options, base_dir=staged.path)
+
+    def fetch(self, run_id: str, task: str, dest: Path) -> list[Path]:
+        task_dir, patterns = output_paths(self, run_id, task)
+        self.site.fetch([f"{task_dir}/{p.rstrip('/')}" for p in patterns], dest)
+        return sorted(dest / Path(p.rstrip("/")).name for p in patterns
+                      if not any(c in p for c in "*?["))
+
+    def __repr__(self) -> str:
+        return f"<SiteSource {self.site.name}>"
+
+
+def open_site(name: str, home: str | Path | None = None) -> SiteSource:
+    """The run interface of the site ``name`` (of this home's sites)."""
+    return SiteSource(Site.named(name, home))
