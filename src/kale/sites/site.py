@@ -23,7 +23,8 @@ from kale.sites.registry import SiteConfig
 from kale.sites.ssh import SshLink, runtime_dir
 
 #: what is never staged: version control, caches, checkpoints, Kale homes, environments.
-#: A ``.kaleignore`` in any staged directory adds rsync filter rules (``- PATTERN``...).
+#: A ``.kaleignore`` in any staged directory adds patterns to skip, one per line (as
+#: ``.gitignore``; rsync's exclude patterns).
 STAGE_EXCLUDES = (".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", ".ipynb_checkpoints/",
                   ".kale/", ".venv/", "venv/", ".mypy_cache/", ".pytest_cache/",
                   ".ruff_cache/", "node_modules/")
@@ -67,7 +68,9 @@ class Site:
     def __init__(self, config: SiteConfig) -> None:
         self.config = config
         self.link = SshLink(config)
-        self.socket = self.link.control.with_suffix(".sock")
+        # one forward per Kale home at the site (two sites may share a login)
+        home = hashlib.sha256(config.home.encode()).hexdigest()[:8]
+        self.socket = self.link.control.with_name(f"{self.link.control.stem}-{home}.sock")
         self.info: SiteInfo | None = None
         self._lock = threading.Lock()
 

@@ -87,8 +87,11 @@ class SshLink:
         args = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
                 "-o", f"ControlPath={self.control}"]
-        args += ["-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST}"] if master \
-            else ["-o", "ControlMaster=no"]
+        # The master binds the forwarded sockets: its own options say how (0600, and a
+        # stale socket file of a master that died is replaced).
+        args += ["-o", "ControlMaster=yes", "-o", f"ControlPersist={PERSIST}",
+                 "-o", "StreamLocalBindUnlink=yes", "-o", "StreamLocalBindMask=0177"] \
+            if master else ["-o", "ControlMaster=no"]
         if self.config.port:
             args += ["-p", str(self.config.port)]
         for option in self.config.options:
@@ -120,7 +123,9 @@ class SshLink:
         """Bring the master connection up (a no-op when it is)."""
         if self.alive():
             return
-        self.control.unlink(missing_ok=True)  # a master that died leaves its socket
+        # A master that died leaves its socket, and those of its forwards
+        for stale in self.control.parent.glob(f"{self.control.stem}*"):
+            stale.unlink(missing_ok=True)
         argv = ["ssh", *self.ssh_args(master=True), self.config.destination, "true"]
         # The master goes on in the background with ssh's stderr: a file, not a pipe
         # that would stay open (and a reader blocked) as long as the master lives.
@@ -161,13 +166,12 @@ class SshLink:
         return done
 
     def forward(self, local: Path, remote: str) -> None:
-        """Forward the local Unix socket ``local`` to the socket ``remote`` at the site,
-        through the master (brought up if need be). The local socket is created by ssh,
-        0600 (``StreamLocalBindMask``), in our private directory; a stale one is
-        replaced."""
+        """Forward the local Unix socket ``local`` (named after the master's socket) to
+        the socket ``remote`` at the site, through the master (brought up if need be).
+        The master creates it 0600 in our private directory; asking again for a forward
+        the master has is a no-op."""
         self.connect()
-        argv = ["ssh", "-o", "StreamLocalBindUnlink=yes", "-o", "StreamLocalBindMask=0177",
-                *self.ssh_args(), "-O", "forward",
+        argv = ["ssh", *self.ssh_args(), "-O", "forward",
                 "-L", f"{local}:{remote}", self.config.destination]
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=30)
