@@ -264,7 +264,8 @@ def _other_host_key(tmp_path: Path) -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
                    check=True)
     known = tmp_path / "known_hosts"
-    known.write_text(f"[127.0.0.1]:2222 {' '.join(key.with_suffix('.pub').read_text().split()[:2])}\n")
+    kind, text = key.with_suffix(".pub").read_text().split()[:2]
+    known.write_text(f"[127.0.0.1]:2222 {kind} {text}\n")
     return known
 
 
