@@ -12,76 +12,21 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, Kale, process_alive, service_missing, wait_until
-
-SITE_HOST_FILE = ROOT / "test-output" / "ssh-site.host"
-SSHD_DIR = Path(os.environ.get("KALE_SSHD_DIR", "/tmp/kale-sshd"))
-PYTHON = os.path.realpath(sys.executable)
-
-
-def remote(host: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` (shell text written by the test) at the site, as its user."""
-    return subprocess.run(["ssh", "-o", "BatchMode=yes", host, command], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-@pytest.fixture
-def site_host() -> str:
-    host = SITE_HOST_FILE.read_text().strip() if SITE_HOST_FILE.is_file() else ""
-    if not host:
-        service_missing(f"no SSH site: {SITE_HOST_FILE} is missing (run "
-                        "scripts/services/sshd.sh, then scripts/services/users.sh, as root)")
-    return host
-
-
-class SiteUnderTest:
-    """A site ``name`` defined in this side's Kale home, with a fresh Kale home at the
-    site (``remote_home``, under the site user's home)."""
-
-    def __init__(self, kale: Kale, host: str, name: str = "hpc") -> None:
-        self.kale, self.host, self.name = kale, host, name
-        self.remote_home = f"kale-test-{secrets.token_hex(4)}"
-        self.abs_home = remote(host, f"echo ~/{self.remote_home}").stdout.strip()
-        done = kale("site", "add", name, f"ssh://{host}", "--remote-home",
-                    f"~/{self.remote_home}", "--python", PYTHON)
-        assert done.returncode == 0, done.stderr
-        from kale.sites import registry
-
-        self.config = registry.get(name, kale.home)
-
-    def sh(self, command: str) -> subprocess.CompletedProcess[str]:
-        return remote(self.host, command)
-
-    def manager_pid(self) -> int | None:
-        done = self.kale("site", "check", self.name, "--json")
-        doc = json.loads(done.stdout)
-        return doc["manager"]["pid"] if doc["manager"] else None
-
-    def close(self) -> None:
-        self.sh(f"{PYTHON} -m kale.cli.main manager stop --home ~/{self.remote_home}; "
-                f"rm -rf ~/{self.remote_home}")
-        from kale.sites.site import Site
-
-        Site(self.config).close()
-
-
-@pytest.fixture
-def site(kale: Kale, site_host: str) -> Iterator[SiteUnderTest]:
-    s = SiteUnderTest(kale, site_host)
-    try:
-        yield s
-    finally:
-        s.close()
+from conftest import Kale, process_alive, wait_until
+from sitekit import (  # noqa: F401 (the fixtures site and site_host)
+    SSHD_DIR,
+    SiteUnderTest,
+    site_fixture,
+    site_host_fixture,
+)
 
 
 def project(tmp_path: Path, gate: str | None = None) -> Path:
