@@ -27,6 +27,7 @@ from kale.tasks.procs import kill_leftovers
 
 if TYPE_CHECKING:
     from kale.engine.engine import Engine
+    from kale.executors.base import Executor
 
 #: seconds between two looks at the store while waiting for a run or following it
 POLL = 0.1
@@ -86,10 +87,14 @@ class EmbeddedSource:
             options = options.but(rerun_of=self._run(options.rerun_of).id)
         rec = create_run(self.store, self.home, wf, options)
         # The engine works on its own copy: the notebook may go on editing `wf`.
-        engine = make_engine(self.store, rec, copy.deepcopy(wf))
+        engine = make_engine(self.store, rec, copy.deepcopy(wf), executor=self.executor(wf))
         driver = _DRIVERS[rec.id] = _Driver(engine, rec.id)
         driver.thread.start()
         return rec.id
+
+    def executor(self, wf: Workflow) -> Executor | None:
+        """The executor of the runs it drives (None: the run's own, from its options)."""
+        return None
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         return [r.to_json() for r in self.store.runs(limit)]

@@ -665,6 +665,9 @@ class Engine:
 
     def _collect_checked(self, name: str, out: Outcome) -> Outcome:
         task = self.wf.tasks[name]
+        if out.elsewhere:  # checked where it ran (another site)
+            return Outcome(ok=True, result=out.result, exit_code=out.exit_code,
+                           artifacts=out.artifacts, code=out.code)
         workdir = self.run_dir / name
         found: dict[str, str] = {}
         for pattern in task.outputs:

@@ -12,7 +12,7 @@ from typing import Any
 
 from kale.engine.engine import Engine, Listener
 from kale.errors import Problem, RunBusy, UsageError, ValidationError
-from kale.executors import make_executor
+from kale.executors import Executor, make_executor
 from kale.model.executor import ExecutorSpec
 from kale.model.options import RunOptions
 from kale.model.states import RunState, TaskState
@@ -87,11 +87,14 @@ def check_resumable(run: RunRecord) -> None:
 
 
 def make_engine(store: Store, run: RunRecord, wf: Workflow | None = None, *,
-                listeners: Sequence[Listener] = (), jobs: int | None = None) -> Engine:
+                listeners: Sequence[Listener] = (), jobs: int | None = None,
+                executor: Executor | None = None) -> Engine:
+    """The engine of ``run``; its executor is the run's (``executor`` replaces it: a
+    workflow across sites is driven with :class:`kale.sites.across.SiteRouter`)."""
     wf = wf or load_workflow(run)
     chosen = run.options.get("executor")
-    executor = make_executor(chosen if isinstance(chosen, str) else "local",
-                             jobs=jobs or run.options.get("jobs"))
+    executor = executor or make_executor(chosen if isinstance(chosen, str) else "local",
+                                         jobs=jobs or run.options.get("jobs"))
     return Engine(store, run, wf, executor, force=bool(run.options.get("force")),
                   listeners=list(listeners))
 

@@ -48,7 +48,10 @@ WORKFLOW_KEYS = ("name", "description", "parameters", "executor", "tasks")
 TASK_FIELDS = (
     "description", "parameters", "after", "outputs", "retries", "retry_delay", "timeout",
     "resources", "tags", "env", "kernel", "executor", "launcher", "interactive", "debug_for",
+    "site",
 )
+#: a site's name (``kale site add NAME``)
+SITE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 #: what an interactive step does when nobody decided within its timeout
 ON_TIMEOUT = ("continue", "reject")
 LAUNCHERS = ("srun", "mpiexec", "mpirun")
@@ -111,6 +114,8 @@ class Task:
     #: when the task fails in its kernel, keep the kernel up this many seconds so a person
     #: can attach and look at the failure (``kale attach RUN TASK``)
     debug_for: float | None = None
+    #: the site it runs at (``kale site add``), over SSH; None: where the run is driven
+    site: str | None = None
 
     # -- references ----------------------------------------------------------------------
     def __getitem__(self, key: str) -> Ref:
@@ -185,6 +190,8 @@ class Task:
             d["interactive"] = dict(self.interactive) or True
         if self.debug_for is not None:
             d["debug_for"] = self.debug_for
+        if self.site is not None:
+            d["site"] = self.site
         return d
 
     def _target_dict(self, for_store: bool, memo: Memo | None = None) -> Any:
@@ -750,6 +757,8 @@ def _kind_option_problems(t: Task, bad: Bad) -> None:
             bad(f"must be a number of seconds > 0, got {t.debug_for!r}", "debug_for")
     if t.executor is not None and not isinstance(t.executor, ExecutorSpec):
         bad("must be an executor name or a mapping", "executor")
+    if t.site is not None and (not isinstance(t.site, str) or not SITE_NAME.match(t.site)):
+        bad(f"must be a site's name (`kale site list`), got {t.site!r}", "site")
 
 
 def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, list[Problem]]:
@@ -805,6 +814,7 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
         launcher=data.get("launcher"),
         interactive=_interactive(data.get("interactive")),
         debug_for=data.get("debug_for"),
+        site=data.get("site"),
     )
     problems += _task_problems(task, path)
     return task, problems

@@ -100,6 +100,9 @@ class Outcome:
     #: the user code the task ran (:func:`kale.tasks.usercode.loaded`: file -> content
     #: hash), stored with its result; a result is reused only while those files are unchanged
     code: dict[str, str] | None = None
+    #: the attempt ran where this engine cannot see its directory (at another site): its
+    #: declared outputs were checked there, and ``result`` is complete as given
+    elsewhere: bool = False
 
 
 class TaskRunner(abc.ABC):
