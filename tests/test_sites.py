@@ -24,6 +24,7 @@ from conftest import Kale, process_alive, wait_until
 from sitekit import (  # noqa: F401 (the fixtures site and site_host)
     SSHD_DIR,
     SiteUnderTest,
+    remote,
     site_fixture,
     site_host_fixture,
 )
@@ -258,3 +259,46 @@ def test_a_site_without_kale_says_so(kale: Kale, site_host: str) -> None:
         assert done.returncode == 0, done.stderr
     else:
         assert done.returncode == 2
+
+
+def test_the_readme_sites_section_as_written(kale: Kale, site_host: str,
+                                             tmp_path: Path) -> None:
+    """The README's site commands, run as written, with the example's address, Python and
+    placeholders (RUN, TASK) replaced by the test site's and the run's."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+    from sitekit import PYTHON
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Sites", 1)[1].split("\n## ", 1)[0]
+    lines = re.findall(r"^\$ (kale .+?)(?:\s+#.*)?$", block, re.M)
+    assert [line.split()[1] for line in lines][:3] == ["site", "site", "run"]
+    d = project(tmp_path)
+    remote_home = f"~/kale-test-readme-{os.getpid()}"
+    run_id = ""
+    try:
+        for line in lines:
+            for one in line.split("; "):
+                argv = shlex.split(one.replace("ssh://alice@login.hpc.example.org",
+                                               f"ssh://{site_host}"))[1:]
+                if argv[:2] == ["site", "add"]:
+                    argv[argv.index("--python") + 1] = PYTHON
+                    argv += ["--remote-home", remote_home]
+                argv = [run_id if a == "RUN" else "make" if a == "TASK" else a for a in argv]
+                done = subprocess.run([sys.executable, "-m", "kale.cli.main", *argv], cwd=d,
+                                      env=kale.env(), capture_output=True, text=True,
+                                      timeout=120)
+                assert done.returncode == 0, (argv, done.stderr)
+                if argv[0] == "run":
+                    run_id = done.stdout.strip().splitlines()[-1]
+        assert (d / "results" / "out" / "who.txt").read_text().strip() == "kale-other"
+    finally:
+        from kale.sites import registry
+        from kale.sites.site import Site
+
+        remote(site_host, f"{PYTHON} -m kale.cli.main manager stop --home {remote_home}; "
+                          f"rm -rf {remote_home}")
+        if (kale.home / "sites.json").exists():
+            Site(registry.get("hpc", kale.home)).close()
