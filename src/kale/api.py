@@ -75,7 +75,10 @@ class Workflow(model.Workflow):
 
         ``site``: run it at that site (``kale site add``) over SSH: the workflow's
         directory is copied there (only what changed) and the site's manager runs it;
-        the handle is the same, and re-attaches when the connection drops."""
+        the handle is the same, and re-attaches when the connection drops. A workflow
+        whose tasks name sites of their own (``site=`` on a task) is driven by this
+        process: each such task runs at its site, the others here, and a transfer task
+        moves declared outputs between places."""
         options = RunOptions.of(params=params, only=only, from_=from_, until=until,
                                 tags=tags, force=force, jobs=jobs, executor=executor,
                                 rerun_of=rerun_of)
@@ -84,6 +87,10 @@ class Workflow(model.Workflow):
             from kale.sites.source import open_site
 
             source = open_site(site, home)
+        elif any(t.site for t in self.tasks.values()):
+            from kale.sites.across import CrossSiteSource
+
+            source = CrossSiteSource(home)
         else:
             source = remote.open_source(home, manager=manager or self.needs_manager(executor))
         try:

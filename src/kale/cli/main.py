@@ -153,7 +153,12 @@ def run(
     needed = wf.needs_manager(chosen)
     if site is not None:
         raise typer.Exit(_submit(_source(home, site), wf, detach, opts))
-    if not embedded and (needed or service.state(path) is not None):
+    across = any(t.site for t in wf.tasks.values())
+    if across:  # tasks at sites: driven from here, with a transfer task per crossing
+        from kale.sites.across import plan
+
+        wf = plan(wf)
+    if not embedded and not across and (needed or service.state(path) is not None):
         if needed and service.state(path) is None:
             service.start(path)  # batch jobs and steps need a manager to outlive this
             err.print(f"started the Kale manager for {path} (batch jobs and interactive "
@@ -169,7 +174,7 @@ def run(
     if detach:
         _spawn_driver(rec.id, path)
         return
-    raise typer.Exit(_drive(store, rec, wf))
+    raise typer.Exit(_drive(store, rec, wf, home=path))
 
 
 def _executor_option(name: str | None, pilot: bool) -> str | dict[str, Any] | None:
@@ -313,7 +318,8 @@ def _spawn_driver(run_id: str, home: Path) -> None:
                          stdout=f, stderr=f, start_new_session=True)
 
 
-def _drive(store: Any, rec: Any, wf: Any = None, *, quiet: bool = False) -> int:
+def _drive(store: Any, rec: Any, wf: Any = None, *, quiet: bool = False,
+           home: Path | None = None) -> int:
     """Drive a run in this process with terminal progress; return the exit code."""
     from kale.cli.live import LiveTable, PlainProgress
     from kale.engine.runs import drive, load_workflow, make_engine
@@ -331,7 +337,13 @@ def _drive(store: Any, rec: Any, wf: Any = None, *, quiet: bool = False) -> int:
         display = LiveTable(err, list(wf.tasks), selected, stderr_of)
     else:
         display = PlainProgress(err, stderr_of)
-    engine = make_engine(store, rec, wf, listeners=[display] if display else [])
+    executor = None
+    if any(t.site for t in wf.tasks.values()):  # a workflow across sites
+        from kale.sites.across import SiteRouter
+
+        executor = SiteRouter(wf, jobs=rec.options.get("jobs"), home=home)
+    engine = make_engine(store, rec, wf, listeners=[display] if display else [],
+                         executor=executor)
     if display is None:
         final = drive(engine, handle_signals=True)
     else:
@@ -356,8 +368,8 @@ def _summary(store: Any, run_id: str) -> None:
 @app.command("_drive", hidden=True)
 def drive_cmd(run_id: str, home: Home = None) -> None:
     """Internal: drive a run created with --detach."""
-    store, _ = _store(home)
-    raise typer.Exit(_drive(store, store.get_run(run_id), quiet=True))
+    store, path = _store(home)
+    raise typer.Exit(_drive(store, store.get_run(run_id), quiet=True, home=path))
 
 
 @app.command()
@@ -380,7 +392,7 @@ def resume(run_id: RunArg,
     if jobs:
         rec.options["jobs"] = jobs
     out.print(rec.id)
-    raise typer.Exit(_drive(store, rec))
+    raise typer.Exit(_drive(store, rec, home=_home_path(home)))
 
 
 @app.command()
