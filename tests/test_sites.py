@@ -302,3 +302,25 @@ def test_the_readme_sites_section_as_written(kale: Kale, site_host: str,
                           f"rm -rf {remote_home}")
         if (kale.home / "sites.json").exists():
             Site(registry.get("hpc", kale.home)).close()
+
+
+def test_cancel_and_events_through_a_site(kale: Kale, site: SiteUnderTest,
+                                          tmp_path: Path) -> None:
+    import kale as k
+
+    gate = f"{site.abs_home}/never"
+    d = project(tmp_path, gate=gate)
+    run = k.Workflow.from_yaml(d / "wf.yaml").run(site="hpc", home=kale.home)
+    try:
+        wait_until(lambda: run["make"].state.value == "RUNNING", what="make running")
+        done = kale("cancel", run.id, "--site", "hpc")
+        assert done.returncode == 0, done.stderr
+        assert "CANCELLED" in done.stdout
+        states = {t["name"]: t["state"] for t in run.status()["tasks"]}
+        assert states == {"make": "CANCELLED", "calc": "CANCELLED"}
+        events = list(run.events())  # the whole history, through the site's connection
+        assert events[-1][0] == "end"
+        assert ("make", "CANCELLED") in [(d.get("task"), d.get("new")) for e, d in events
+                                         if e == "state"]
+    finally:
+        run.close()
