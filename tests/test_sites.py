@@ -324,3 +324,30 @@ def test_cancel_and_events_through_a_site(kale: Kale, site: SiteUnderTest,
                                          if e == "state"]
     finally:
         run.close()
+
+
+def test_a_batch_task_at_a_site_runs_on_its_slurm(kale: Kale, site: SiteUnderTest,
+                                                  slurm: str, tmp_path: Path) -> None:
+    """The site's manager submits the task to the site's Slurm, as the site's user (the
+    client side never runs a Slurm command)."""
+    d = tmp_path / "batch"
+    d.mkdir()
+    (d / "wf.yaml").write_text(textwrap.dedent("""\
+        name: site-slurm
+        tasks:
+          job:
+            shell: "echo in job $SLURM_JOB_ID as $(whoami)"
+            executor: slurm
+            resources: {walltime: "00:05:00"}
+        """))
+    done = subprocess.run([sys.executable, "-m", "kale.cli.main", "run", "wf.yaml", "--site",
+                           "hpc"], cwd=d, env=kale.env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip().splitlines()[-1]
+    log = kale("logs", run_id, "job", "--site", "hpc").stdout
+    job_id = log.split("in job ", 1)[1].split()[0]
+    assert log.strip().endswith("as kale-other") and job_id.isdigit()
+    seen = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "SLURM_CONF": slurm})
+    assert "UserId=kale-other" in seen.stdout  # Slurm ran it for the site's user
