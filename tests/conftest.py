@@ -471,3 +471,59 @@ def other_user() -> OtherUser:
     if _other_user_checked[0]:
         service_missing(_other_user_checked[0])
     return user
+
+
+# -- slurmrestd -----------------------------------------------------------------------------
+# The REST path's tests (tests/test_slurm_rest.py) reach the test cluster's slurmrestd (JWT
+# auth), which scripts/services/slurm.sh starts with the cluster; test-output/slurm.env gives
+# its URL. Tokens come from the real `scontrol token`.
+
+
+class SlurmRest:
+    """The test cluster's slurmrestd: its ``url``, and real Slurm JWTs for it."""
+
+    def __init__(self, url: str) -> None:
+        import shutil
+
+        self.url = url
+        #: scontrol by its full path: tests run Kale with the Slurm commands off PATH
+        self.scontrol = shutil.which("scontrol") or "scontrol"
+
+    def token_command(self, lifespan: int = 3600) -> list[str]:
+        """A command printing a fresh token (``SLURM_JWT=...``) good for ``lifespan`` s."""
+        return [self.scontrol, "token", f"lifespan={lifespan}"]
+
+    def token(self, lifespan: int = 3600) -> str:
+        out = subprocess.run(self.token_command(lifespan), capture_output=True, text=True,
+                             timeout=60, check=True)
+        return out.stdout.strip().removeprefix("SLURM_JWT=")
+
+    def ping(self, token: str) -> tuple[int, str]:
+        """``GET /slurm/v0.0.38/ping`` with ``token``: the HTTP status and body."""
+        import httpx
+
+        r = httpx.get(f"{self.url}/slurm/v0.0.38/ping", timeout=30,
+                      headers={"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": token})
+        return r.status_code, r.text
+
+
+@pytest.fixture
+def slurm_rest(slurm: str) -> SlurmRest:
+    """The test cluster's slurmrestd (after the ``slurm`` fixture: SLURM_CONF is set)."""
+    url = os.environ.get("SLURMRESTD_URL", "")
+    if not url and SLURM_ENV_FILE.is_file():
+        for line in SLURM_ENV_FILE.read_text().splitlines():
+            if line.startswith("export SLURMRESTD_URL="):
+                url = line.split("=", 1)[1].strip()
+    if not url:
+        service_missing(f"no slurmrestd: {SLURM_ENV_FILE} has no SLURMRESTD_URL "
+                        "(run scripts/services/slurm.sh as root)")
+    rest = SlurmRest(url)
+    try:
+        status, text = rest.ping(rest.token(600))
+    except Exception as e:  # no token (no JWT auth in the cluster) or nothing listening
+        service_missing(f"slurmrestd at {url} cannot be used: {type(e).__name__}: {e}")
+    if status != 200:
+        service_missing(f"slurmrestd at {url} does not answer a ping: HTTP {status}: "
+                        f"{text[:200]}")
+    return rest

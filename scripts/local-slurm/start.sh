@@ -95,6 +95,22 @@ mkdir -p "$E" "$R" "$L" "$D/state" "$D/spool" "$R/munge"
 chmod 755 "$D" "$E" "$R" "$L"              # munged requires o+x on every dir above its socket
 chown munge:munge "$R/munge"; chmod 755 "$R/munge"
 
+# A cluster started without slurmrestd lacks JWT auth in its config: asked for slurmrestd now,
+# restart the Slurm daemons (not munged or mariadbd) with a config that has it. Jobs survive a
+# controller restart (their state is saved; their slurmstepd go on).
+stop_daemon() {  # NAME: SIGTERM by PID file, wait (bounded) until it is gone
+  local pf=$R/$1.pid pid i
+  alive "$pf" "$1" || return 0
+  pid=$(tr -dc 0-9 <"$pf"); log "restarting $1 ($pid) for JWT auth"
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 100); do alive "$pf" "$1" || break; sleep 0.1; done
+  alive "$pf" "$1" && { kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; }
+  rm -f "$pf"
+}
+if [ "$RESTD" = 1 ] && alive "$R/slurmctld.pid" slurmctld && ! grep -q '^AuthAltTypes=auth/jwt' "$CONF" 2>/dev/null; then
+  stop_daemon slurmrestd; stop_daemon slurmd; stop_daemon slurmctld; stop_daemon slurmdbd
+fi
+
 # ---------------------------------------------------------------- config (only when ctld is down)
 if ! alive "$R/slurmctld.pid" slurmctld; then
   # node hardware as slurmd sees it (CPUs, sockets, cores, threads), memory minus 1 GiB headroom

@@ -112,7 +112,7 @@ class BatchJobs:
     @property
     def executor(self) -> Any:
         if self._executor is None:
-            self._executor = _make_executor(self.psij_name, self.work_dir, self.poll)
+            self._executor = make_executor(self.psij_name, self.work_dir, self.poll)
         return self._executor
 
     def submit(self, req: JobRequest) -> str:
@@ -172,30 +172,43 @@ class BatchJobs:
         return attrs
 
     def _spec(self, req: JobRequest) -> Any:
-        import psij
-
-        r = req.resources
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        return psij.JobSpec(
-            name=req.key,
-            executable=req.argv[0], arguments=req.argv[1:],
-            directory=req.directory,
-            environment=dict(req.env),
-            stdout_path=self.work_dir / f"{req.key}.out",
-            stderr_path=self.work_dir / f"{req.key}.err",
-            inherit_environment=True,
-            resources=psij.ResourceSpecV1(
-                node_count=r.nodes, processes_per_node=r.ranks,
-                cpu_cores_per_process=r.cpus, gpu_cores_per_process=r.gpus or None,
-                memory=memory_bytes(r.memory) if r.memory else None),
-            attributes=psij.JobAttributes(
-                duration=timedelta(seconds=walltime_seconds(req.walltime or DEFAULT_WALLTIME)),
-                queue_name=r.queue, account=r.account,
-                custom_attributes=self._attributes(req) or None),
-            launcher="single")
+        return psij_spec(req, self.work_dir, self._attributes(req))
 
 
-def _make_executor(psij_name: str, work_dir: Path, poll: float) -> Any:
+def psij_spec(req: JobRequest, work_dir: Path, attributes: dict[str, object]) -> Any:
+    """PSI/J's spec of the job ``req``: what its template writes into the job script (the
+    sbatch path submits that script; the REST path sends the same script). ``attributes``:
+    PSI/J custom attributes (``slurm.qos``). The job inherits the submitting process's
+    environment, plus ``req.env``; its output goes to ``work_dir/<key>.out`` and ``.err``."""
+    import psij
+
+    r = req.resources
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return psij.JobSpec(
+        name=req.key,
+        executable=req.argv[0], arguments=req.argv[1:],
+        directory=req.directory,
+        environment=dict(req.env),
+        stdout_path=work_dir / f"{req.key}.out",
+        stderr_path=work_dir / f"{req.key}.err",
+        inherit_environment=True,
+        resources=psij.ResourceSpecV1(
+            node_count=r.nodes, processes_per_node=r.ranks,
+            cpu_cores_per_process=r.cpus, gpu_cores_per_process=r.gpus or None,
+            memory=memory_bytes(r.memory) if r.memory else None),
+        attributes=psij.JobAttributes(
+            duration=timedelta(seconds=job_walltime(req)),
+            queue_name=r.queue, account=r.account,
+            custom_attributes=attributes or None),
+        launcher="single")
+
+
+def job_walltime(req: JobRequest) -> int:
+    """The job's walltime in seconds (:data:`DEFAULT_WALLTIME` when the request has none)."""
+    return walltime_seconds(req.walltime or DEFAULT_WALLTIME)
+
+
+def make_executor(psij_name: str, work_dir: Path, poll: float) -> Any:
     """PSI/J's executor ``psij_name``, polling every ``poll`` seconds. Every PSI/J batch
     executor takes the batch configuration (its per-scheduler classes add nothing to it);
     the others (Flux) read only the work directory from it."""

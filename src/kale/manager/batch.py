@@ -1,4 +1,6 @@
-"""Batch workers: the manager puts workers into batch jobs (through PSI/J).
+"""Batch workers: the manager puts workers into batch jobs (through PSI/J and the
+scheduler's commands, or through Slurm's REST API for an executor with ``via: rest``:
+:func:`kale.batch.systems.job_system` gives one or the other, per scheduler and endpoint).
 
 Two modes, both a ``kale worker`` inside a batch job, connected back to this manager:
 
@@ -30,12 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kale.batch.jobs import BatchJobs, JobRequest, JobUpdate
+from kale.batch.jobs import JobRequest, JobUpdate
+from kale.batch.systems import JobSystem, job_system, system_key
 from kale.config import user_name
 from kale.errors import KaleError, SubmitError
 from kale.executors.base import Interrupted
 from kale.manager.broker import Broker, Pending
-from kale.model.executor import ExecutorSpec
+from kale.model.executor import ExecutorSpec, RestAccess
 from kale.model.resources import Resources, walltime_seconds
 from kale.store import workers as wstore
 from kale.store.store import Store
@@ -68,13 +71,15 @@ class Job:
     cancelled: bool = False   # by Kale
     submitted_at: float = field(default_factory=time.time)
     message: str | None = None
+    access: RestAccess | None = None   # the scheduler's REST endpoint (``via: rest``)
 
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "user": self.user, "scheduler": self.scheduler,
                 "mode": self.mode, "pool": self.pool, "native_id": self.native_id,
                 "state": self.state, "nodes": self.nodes, "submitted_at": self.submitted_at,
                 "info": {"key": list(self.key) if self.key else None, "slots": self.slots,
-                         "cancelled": self.cancelled, "message": self.message}}
+                         "cancelled": self.cancelled, "message": self.message,
+                         "rest": self.access.to_json() if self.access else None}}
 
 
 class BatchWorkers:
@@ -104,7 +109,7 @@ class BatchWorkers:
         self.poll = poll
         #: the manager's account: its jobs run as this user, so only this user's tasks
         self.owner = user_name()
-        self.systems: dict[str, BatchJobs] = {}
+        self.systems: dict[str, JobSystem] = {}
         self.jobs: dict[str, Job] = {}
         self.pilots: dict[tuple[str, str], ExecutorSpec] = {}   # (user, pool) -> spec
         self.lock = threading.RLock()
@@ -122,14 +127,15 @@ class BatchWorkers:
             job = Job(row["id"], row["user"], row["scheduler"], row["mode"], row["pool"],
                       row["nodes"], int(info.get("slots") or 1), row["native_id"], row["state"],
                       tuple(info["key"]) if info.get("key") else None,
-                      submitted_at=row["submitted_at"])
+                      submitted_at=row["submitted_at"],
+                      access=RestAccess.from_json(info["rest"]) if info.get("rest") else None)
             if job.native_id is None:  # died between recording and submitting
                 job.state, job.message = "FAILED", "the manager stopped while submitting"
                 self._save(job)
                 continue
             self.jobs[job.id] = job
             try:
-                self._system(job.scheduler).attach(job.id, job.native_id)
+                self._system(job).attach(job.id, job.native_id)
                 log.info("re-attached to %s job %s (%s)", job.scheduler, job.native_id, job.id)
             except Exception as e:
                 log.warning("cannot re-attach to job %s: %s", job.native_id, e)
@@ -172,7 +178,7 @@ class BatchWorkers:
             for j in jobs:
                 j.cancelled = True
         for j in jobs:
-            self._submitters.submit(self._system(j.scheduler).cancel, j.id)
+            self._submitters.submit(self._system(j).cancel, j.id)
 
     # -- submitting ----------------------------------------------------------------------
     def _submit_for_task(self, p: Pending) -> None:
@@ -180,7 +186,7 @@ class BatchWorkers:
         spec: ExecutorSpec = p.placement["spec"]
         res: Resources = p.placement["resources"]
         job = Job(_job_id(p.key[1]), p.user, spec.kind, "job", p.pool, res.nodes, 1,
-                  key=p.key)
+                  key=p.key, access=spec.rest)
         argv = self._worker_argv(job, ["--once", "--idle-exit", str(ONCE_IDLE)])
         try:
             self._submit(job, JobRequest(job.id, argv, self.home, res, res.walltime,
@@ -194,7 +200,8 @@ class BatchWorkers:
         slots = int(spec.setting("slots") or 0)
         nodes = int(spec.setting("nodes"))
         walltime = str(spec.setting("walltime"))
-        job = Job(_job_id("pilot"), user, spec.kind, "pilot", pool, nodes, _pilot_slots(spec))
+        job = Job(_job_id("pilot"), user, spec.kind, "pilot", pool, nodes, _pilot_slots(spec),
+                  access=spec.rest)
         extra = ["--walltime", str(walltime_seconds(walltime)),
                  "--idle-exit", str(spec.setting("idle"))]
         if slots:
@@ -241,7 +248,7 @@ class BatchWorkers:
             if job is None or job.user != user or job.state not in LIVE:
                 return False
             job.cancelled = True
-        self._system(job.scheduler).cancel(job.id)
+        self._system(job).cancel(job.id)
         return True
 
     def _submit(self, job: Job, req: JobRequest) -> None:
@@ -249,7 +256,7 @@ class BatchWorkers:
             self.jobs[job.id] = job
         self._save(job)  # before sbatch: a restart knows it may exist
         try:
-            job.native_id = self._system(job.scheduler).submit(req)
+            job.native_id = self._system(job).submit(req)
         except SubmitError as e:
             with self.lock:
                 job.state, job.message = "FAILED", str(e)
@@ -277,12 +284,15 @@ class BatchWorkers:
                 CERT_ENV: one_line(cert_path(self.home).read_text()),
                 "PYTHONUNBUFFERED": "1"}
 
-    def _system(self, scheduler: str) -> BatchJobs:
+    def _system(self, job: Job) -> JobSystem:
+        """The way to ``job``'s scheduler: its commands, or its REST endpoint."""
+        key = system_key(job.scheduler, job.access)
         with self.lock:
-            system = self.systems.get(scheduler)
+            system = self.systems.get(key)
             if system is None:
-                system = self.systems[scheduler] = BatchJobs(
-                    scheduler, self.home / "batch" / scheduler, self._update, poll=self.poll)
+                system = self.systems[key] = job_system(
+                    job.scheduler, job.access, self.home / "batch" / job.scheduler,
+                    self._update, poll=self.poll)
             return system
 
     # -- the scheduler's word (PSI/J's polling thread) -------------------------------------
@@ -364,7 +374,7 @@ class BatchWorkers:
                 for j in waiting:
                     if j.state == "QUEUED" and not j.cancelled:
                         j.cancelled = True
-                        self._system(j.scheduler).cancel(j.id)
+                        self._system(j).cancel(j.id)
                 if not mine:
                     with self.lock:
                         self.pilots.pop((user, pool), None)

@@ -11,6 +11,12 @@ installed as a plug-in) runs them through that scheduler, in one of two modes:
 
 In YAML: ``executor: slurm``, or a mapping such as
 ``{kind: slurm, mode: pilot, nodes: 1, walltime: "00:30:00", queue: debug, max_jobs: 2}``.
+
+How Kale reaches the scheduler (``via``): ``cli``, its commands on PATH (the default), or,
+for Slurm, ``rest``: its REST API (slurmrestd, JWT auth), for where the Slurm commands are
+not installed: ``{kind: slurm, via: rest, url: "http://host:6820", token_file:
+"~/.slurm-token"}``, with ``token_command`` (an argv list, such as ``[scontrol, token,
+lifespan=600]``) to get a fresh token when the current one expires (:class:`RestAccess`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,13 @@ MODES = ("job", "pilot")
 #: pilot settings: the allocation of each pilot job, and the limits of the elastic pool
 PILOT_KEYS = ("nodes", "walltime", "queue", "account", "options", "slots", "max_jobs",
               "max_nodes", "idle")
-EXECUTOR_KEYS = ("kind", "mode", *PILOT_KEYS)
+#: how the scheduler is reached (``via: rest`` and its endpoint)
+ACCESS_KEYS = ("via", "url", "token_file", "token_command")
+EXECUTOR_KEYS = ("kind", "mode", *PILOT_KEYS, *ACCESS_KEYS)
+#: ways to reach a scheduler: its commands, or (Slurm) its REST API
+VIA = ("cli", "rest")
+#: the schedulers Kale reaches through a REST API
+REST_KINDS = ("slurm",)
 PILOT_DEFAULTS: dict[str, Any] = {"nodes": 1, "walltime": "01:00:00", "max_jobs": 4,
                                   "max_nodes": 4, "idle": 30}
 
@@ -42,14 +54,35 @@ def executor_kinds() -> tuple[str, ...]:
     return (LOCAL, *batch_kinds())
 
 
+@dataclass(frozen=True, slots=True)
+class RestAccess:
+    """A scheduler's REST endpoint (``via: rest``): its URL, and where Slurm JWTs come from
+    (``token_file``, re-read when it changes; ``token_command``, run for a fresh one). At
+    least one of the two is set (:meth:`ExecutorSpec.problems` says so otherwise)."""
+
+    url: str
+    token_file: str | None = None
+    token_command: tuple[str, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "token_file": self.token_file,
+                "token_command": list(self.token_command) if self.token_command else None}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RestAccess:
+        command = doc.get("token_command")
+        return cls(str(doc["url"]), doc.get("token_file"),
+                   tuple(command) if command else None)
+
+
 @dataclass(slots=True)
 class ExecutorSpec:
     """Where tasks run: ``kind`` is :data:`LOCAL` or a batch scheduler's name."""
 
     kind: str = LOCAL
     mode: str = "job"
-    #: pilot settings (:data:`PILOT_KEYS`); ignored in job mode, where the task's own
-    #: ``resources`` size its job
+    #: pilot settings (:data:`PILOT_KEYS`; ignored in job mode, where the task's own
+    #: ``resources`` size its job) and how the scheduler is reached (:data:`ACCESS_KEYS`)
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,6 +92,19 @@ class ExecutorSpec:
     @property
     def pilot(self) -> bool:
         return self.batch and self.mode == "pilot"
+
+    @property
+    def via(self) -> str:
+        return str(self.options.get("via") or "cli")
+
+    @property
+    def rest(self) -> RestAccess | None:
+        """The REST endpoint when ``via: rest`` (and the spec is valid), else None."""
+        if self.via != "rest" or not isinstance(self.options.get("url"), str):
+            return None
+        command = self.options.get("token_command")
+        return RestAccess(self.options["url"], self.options.get("token_file"),
+                          tuple(command) if isinstance(command, list) and command else None)
 
     def setting(self, key: str) -> Any:
         """A pilot setting, or its default."""
@@ -90,7 +136,7 @@ class ExecutorSpec:
             if k not in EXECUTOR_KEYS:
                 problems.append(((str(k),), f"unknown key {k!r}; allowed: "
                                  + ", ".join(EXECUTOR_KEYS)))
-        options = {k: v for k, v in value.items() if k in PILOT_KEYS}
+        options = {k: v for k, v in value.items() if k in PILOT_KEYS or k in ACCESS_KEYS}
         spec = cls(value.get("kind", LOCAL), value.get("mode") or "job", options)
         return spec, problems + spec.problems()
 
@@ -126,4 +172,54 @@ class ExecutorSpec:
         if opts is not None and (not isinstance(opts, list)
                                  or not all(isinstance(o, str) for o in opts)):
             out.append((("options",), "must be a list of strings"))
+        return out + self._access_problems()
+
+    def _access_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """What is wrong with ``via`` and the REST endpoint's settings."""
+        out: list[tuple[tuple[str, ...], str]] = []
+        via = self.options.get("via")
+        given = [k for k in ACCESS_KEYS[1:] if self.options.get(k) is not None]
+        if via is not None and via not in VIA:
+            out.append((("via",), f"must be 'cli' (the scheduler's commands) or 'rest' "
+                        f"(its REST API), got {via!r}"))
+            return out
+        if via != "rest":
+            out.extend(((k,), "only with 'via: rest' (the scheduler's REST API)")
+                       for k in given)
+            return out
+        if self.kind not in REST_KINDS:
+            out.append((("via",), f"'via: rest' is for {', '.join(REST_KINDS)} (slurmrestd); "
+                        f"{self.kind!r} is reached through its commands"))
+        url = self.options.get("url")
+        if url is None:
+            out.append((("url",), "'via: rest' needs the REST API's url, such as "
+                        "http://slurm.example.org:6820"))
+        elif not _http_url(url):
+            out.append((("url",), f"must be an http:// or https:// URL with a host, "
+                        f"got {url!r}"))
+        token_file = self.options.get("token_file")
+        if token_file is not None and (not isinstance(token_file, str) or not token_file.strip()):
+            out.append((("token_file",), f"must be a file name, got {token_file!r}"))
+        command = self.options.get("token_command")
+        if command is not None and (not isinstance(command, list) or not command or not all(
+                isinstance(c, str) and c for c in command)):
+            out.append((("token_command",), "must be a command as a non-empty list of "
+                        "strings, such as [scontrol, token, lifespan=600]"))
+        if token_file is None and command is None:
+            out.append(((), "'via: rest' needs token_file (a file holding a Slurm JWT) or "
+                        "token_command (a command printing one), or both"))
         return out
+
+
+def _http_url(url: Any) -> bool:
+    """True for an http(s) URL with a host."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url.strip())
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port_ok
