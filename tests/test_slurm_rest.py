@@ -205,6 +205,10 @@ def test_rest_settings_are_validated_with_what_and_where(tmp_path: Path, kale: K
     {"kind": "slurm", "via": "rest", "url": "http://h", "token_command": []},
     {"kind": "slurm", "via": "rest", "url": "http://h", "token_command": ["a", 1]},
     {"kind": "slurm", "via": "rest", "url": "http://h", "token_file": ""},
+    {"kind": "slurm", "via": "rest", "url": "http://h", "token_file": None,
+     "token_command": ["x"]},
+    {"kind": "slurm", "via": "rest", "url": None, "token_file": "x"},
+    {"kind": "slurm", "url": None},
 ])
 def test_the_schema_and_the_model_agree_on_rest_settings(executor: dict[str, Any]) -> None:
     import jsonschema

@@ -178,7 +178,7 @@ class ExecutorSpec:
         """What is wrong with ``via`` and the REST endpoint's settings."""
         out: list[tuple[tuple[str, ...], str]] = []
         via = self.options.get("via")
-        given = [k for k in ACCESS_KEYS[1:] if self.options.get(k) is not None]
+        given = [k for k in ACCESS_KEYS[1:] if k in self.options]
         if via is not None and via not in VIA:
             out.append((("via",), f"must be 'cli' (the scheduler's commands) or 'rest' "
                         f"(its REST API), got {via!r}"))
@@ -191,21 +191,23 @@ class ExecutorSpec:
             out.append((("via",), f"'via: rest' is for {', '.join(REST_KINDS)} (slurmrestd); "
                         f"{self.kind!r} is reached through its commands"))
         url = self.options.get("url")
-        if url is None:
+        if "url" not in self.options:
             out.append((("url",), "'via: rest' needs the REST API's url, such as "
                         "http://slurm.example.org:6820"))
         elif not _http_url(url):
             out.append((("url",), f"must be an http:// or https:// URL with a host, "
                         f"got {url!r}"))
         token_file = self.options.get("token_file")
-        if token_file is not None and (not isinstance(token_file, str) or not token_file.strip()):
+        if "token_file" in self.options and (not isinstance(token_file, str)
+                                             or not token_file.strip()):
             out.append((("token_file",), f"must be a file name, got {token_file!r}"))
         command = self.options.get("token_command")
-        if command is not None and (not isinstance(command, list) or not command or not all(
-                isinstance(c, str) and c for c in command)):
+        if "token_command" in self.options and (not isinstance(command, list) or not command
+                                                or not all(isinstance(c, str) and c
+                                                           for c in command)):
             out.append((("token_command",), "must be a command as a non-empty list of "
                         "strings, such as [scontrol, token, lifespan=600]"))
-        if token_file is None and command is None:
+        if "token_file" not in self.options and "token_command" not in self.options:
             out.append(((), "'via: rest' needs token_file (a file holding a Slurm JWT) or "
                         "token_command (a command printing one), or both"))
         return out
