@@ -457,6 +457,31 @@ def attach(run_id: RunArg, task: TaskArg, site: Site = None, home: Home = None) 
 
 
 @app.command()
+def step(run_id: RunArg, task: TaskArg, site: Site = None, home: Home = None) -> None:
+    """Print the path of an interactive step's notebook, to open in JupyterLab: its
+    kernel is the step's own (it attaches). At a --site, the notebook is first copied
+    here; its kernel attaches through the site's SSH connection."""
+    from kale.errors import KaleError
+
+    source = _source(home, site)
+    try:
+        run = source.status(run_id, tasks=False)["run"]
+        state = source.task(run["id"], task)["state"]
+        if state != "WAITING":
+            fail(f"task {task} of run {run['id']} is {state}, not a step that waits for "
+                 "a person")
+        if site is not None:
+            path = source.step_notebook(run["id"], task, _home_path(home))
+        else:
+            path = Path(run["run_dir"]) / task / "step.ipynb"
+            if not path.is_file():
+                raise KaleError(f"{path} is not there")
+    finally:
+        source.close()
+    out.print(str(path), markup=False)
+
+
+@app.command()
 def fetch(run_id: RunArg, task: TaskArg,
           dest: Annotated[Path, typer.Argument(metavar="DEST",
                                                help="A local directory.")] = Path("."),

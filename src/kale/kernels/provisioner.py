@@ -19,7 +19,9 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 
 
 def locate(cwd: str | None, config: dict[str, Any]) -> tuple[Path, str, str]:
-    """``(Kale home, run id, task)`` from the provisioner's config or the notebook's folder."""
+    """``(Kale home, run id, task)`` from the provisioner's config or the notebook's folder.
+    A step notebook brought here from a site (``kale step RUN TASK --site NAME``) is in
+    ``$KALE_HOME/sites/NAME/runs/RUN/TASK/``: its "home" is ``$KALE_HOME/sites/NAME``."""
     if config.get("run") and config.get("task"):
         home = Path(config.get("home") or os.environ.get("KALE_HOME") or "~/.kale")
         return home.expanduser(), str(config["run"]), str(config["task"])
@@ -64,10 +66,14 @@ class TaskKernelProvisioner(KernelProvisionerBase):
         from kale.kernels.attach import reachable
 
         home, run, task = locate(kwargs.get("cwd"), dict(self.config or {}))
-        with Client(home=home) as client:
-            info = client.kernel_info(run, task)
         self._where = (str(home), run, task)
-        self._info, self._tunnel = reachable(info)
+        if home.parent.name == "sites" and (home.parent.parent / "sites.json").is_file():
+            # a step of a run at a site (kale step --site): through the site's SSH
+            self._info, self._tunnel = _at_site(home.parent.parent, home.name, run, task)
+        else:
+            with Client(home=home) as client:
+                info = client.kernel_info(run, task)
+            self._info, self._tunnel = reachable(info)
         kwargs = await super().pre_launch(**kwargs)
         kwargs.setdefault("cmd", list(self.kernel_spec.argv))
         return kwargs
@@ -95,3 +101,17 @@ class TaskKernelProvisioner(KernelProvisionerBase):
         where = provisioner_info.get("kale")
         if where:
             self._where = (str(where[0]), str(where[1]), str(where[2]))
+
+
+def _at_site(home: Path, site: str, run: str, task: str) -> tuple[dict[str, Any], Any]:
+    """The connection info of a task's kernel at ``site`` (of the Kale home ``home``), and
+    the tunnel through the site's SSH connection that reaches it."""
+    from kale.kernels.attach import Tunnel
+    from kale.sites.site import Site
+
+    where = Site.named(site, home)
+    with where.client() as client:
+        info = client.kernel_info(run, task)
+    tunnel = Tunnel.for_kernel(where.config.destination, info,
+                               ssh_args=where.link.ssh_args())
+    return tunnel.info(info), tunnel

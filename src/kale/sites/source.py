@@ -35,6 +35,17 @@ class SiteSource(ManagerSource):
         return sorted(dest / Path(p.rstrip("/")).name for p in patterns
                       if not any(c in p for c in "*?["))
 
+    def step_notebook(self, run_id: str, task: str, home: Path) -> Path:
+        """Bring the step notebook of a waiting interactive step here, into
+        ``home/sites/SITE/runs/RUN/TASK/`` (opened there, its ``kale-task`` kernel attaches
+        to the step's kernel at the site, through SSH); its path."""
+        run = self.status(run_id, tasks=False)["run"]
+        remote = f"{str(run['run_dir']).rstrip('/')}/{task}/step.ipynb"
+        local = home / "sites" / self.site.name / "runs" / run["id"] / task
+        local.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.site.fetch([remote], local)
+        return Path(local, "step.ipynb")
+
     def __repr__(self) -> str:
         return f"<SiteSource {self.site.name}>"
 

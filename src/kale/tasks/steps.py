@@ -106,4 +106,4 @@ def install_kernelspec(user: bool = True, prefix: str | None = None) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "kernel.json").write_text(json.dumps(kernelspec(), indent=1))
         return str(KernelSpecManager().install_kernel_spec(tmp, KERNEL_NAME, user=user,
-                                                           prefix=prefix, replace=True))
+                                                           prefix=prefix))
