@@ -500,10 +500,13 @@ class SlurmRest:
 
     def ping(self, token: str) -> tuple[int, str]:
         """``GET /slurm/v0.0.38/ping`` with ``token``: the HTTP status and body."""
+        import getpass
+
         import httpx
 
         r = httpx.get(f"{self.url}/slurm/v0.0.38/ping", timeout=30,
-                      headers={"X-SLURM-USER-NAME": "root", "X-SLURM-USER-TOKEN": token})
+                      headers={"X-SLURM-USER-NAME": getpass.getuser(),
+                               "X-SLURM-USER-TOKEN": token})
         return r.status_code, r.text
 
 
