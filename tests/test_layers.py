@@ -18,6 +18,7 @@ LAYERS = [
     ("model", ("kale.model",)),
     ("spec", ("kale.spec",)),
     ("store", ("kale.store",)),
+    ("transfers", ("kale.transfers",)),  # copies between sites: base layer and stdlib only
     ("tasks", ("kale.tasks",)),
     ("executors", ("kale.executors",)),
     ("batch", ("kale.batch",)),

@@ -1,13 +1,15 @@
-"""The registries of names: which task kinds (``kale.task_kinds``) and which batch
-schedulers (``kale.schedulers``) exist. They are the only lists of those names: Kale's own
-kinds and schedulers are entry points of Kale's distribution (``pyproject.toml``), listed
+"""The registries of names: which task kinds (``kale.task_kinds``), which batch
+schedulers (``kale.schedulers``) and which file transfers (``kale.transfers``) exist.
+They are the only lists of those names: Kale's own kinds, schedulers and transfers are
+entry points of Kale's distribution (``pyproject.toml``), listed
 exactly as a plug-in package's are, so a kind or a scheduler installed as a plug-in is
 known everywhere a built-in is (validation, the JSON Schema, ``kale queue``, the
 dashboard).
 
 This module gives names and the ``module:attribute`` each points to; importing that
-(:func:`load`) is for :mod:`kale.tasks.registry` and :mod:`kale.batch.schedulers`, so the
-model and the spec layer check names without importing the layers below them.
+(:func:`load`) is for :mod:`kale.tasks.registry`, :mod:`kale.batch.schedulers` and
+:mod:`kale.transfers.registry`, so the model and the spec layer check names without
+importing the layers below them.
 
 Invariants: a group is read once per process (installing a plug-in takes a new process).
 Kale's own names come first, then the plug-ins' in name order. A built-in name wins a
@@ -31,6 +33,8 @@ from kale.errors import KaleError
 TASK_KINDS = "kale.task_kinds"
 #: the entry-point group of batch schedulers: ``name = "module:SchedulerSubclass"``
 SCHEDULERS = "kale.schedulers"
+#: the entry-point group of file transfers between sites: ``name = "module:TransferSubclass"``
+TRANSFERS = "kale.transfers"
 MAX_NAME = 16
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
