@@ -351,3 +351,37 @@ def test_a_batch_task_at_a_site_runs_on_its_slurm(kale: Kale, site: SiteUnderTes
     seen = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True,
                           text=True, timeout=30, env={**os.environ, "SLURM_CONF": slurm})
     assert "UserId=kale-other" in seen.stdout  # Slurm ran it for the site's user
+
+
+def test_kale_run_site_follows_on_after_the_connection_drops(
+        kale: Kale, site: SiteUnderTest, tmp_path: Path) -> None:
+    """`kale run --site` follows the run; the SSH master dies mid-run; the command makes
+    the connection again and follows the run to its end (exit 0)."""
+    from kale.sites.site import Site
+
+    gate = f"{site.abs_home}/gate"
+    d = project(tmp_path, gate=gate)
+    proc = subprocess.Popen([sys.executable, "-m", "kale.cli.main", "run", "wf.yaml",
+                             "--site", "hpc"], cwd=d, env=kale.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        def running() -> bool:
+            out = kale("status", "--site", "hpc", "--json")
+            return out.returncode == 0 and any(
+                t["name"] == "make" and t["state"] == "RUNNING"
+                for t in json.loads(out.stdout)["tasks"])
+
+        wait_until(running, what="make running at the site")
+        link = Site.named("hpc", kale.home).link
+        old = link.master_pid()
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: not process_alive(old), what="the SSH master gone")
+        assert site.sh(f"touch {gate}").returncode == 0
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "dropped; reconnecting" in err and "calc SUCCEEDED" in err

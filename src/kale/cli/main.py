@@ -221,15 +221,7 @@ def _submit(source: Any, wf: Any, detach: bool, options: Any) -> int:
         before = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             try:
-                for event, data in client.events(run_id):
-                    if event == "state" and data["task"]:
-                        stamp = time.strftime("%H:%M:%S", time.localtime(data["ts"]))
-                        reason = f"  {data['reason']}" if data["reason"] else ""
-                        err.print(f"{stamp} {data['task']} {data['new']}{reason}", markup=False)
-                        if data["new"] in ("FAILED", "TIMEOUT"):
-                            _print_remote_tail(client, run_id, data["task"])
-                    elif event == "end":
-                        break
+                _follow_events(source, run_id)
             except _Stop as e:
                 return _cancel_remote(client, run_id, e.why)
             doc = client.status(run_id)
@@ -240,6 +232,41 @@ def _submit(source: Any, wf: Any, detach: bool, options: Any) -> int:
             for sig, handler in before.items():
                 signal.signal(sig, handler)
     return _remote_summary(doc)
+
+
+def _follow_events(source: Any, run_id: str) -> None:
+    """Print a manager's run's state changes until it ends. Through a site, a connection
+    that drops is made again and the stream goes on after the last change seen (the run
+    went on at the site meanwhile)."""
+    import httpx
+
+    client, last, drops = source.client, 0, 0
+    while True:
+        try:
+            for event, data in client.events(run_id, after=last):
+                if event == "state":
+                    last = max(last, int(data.get("id") or 0))
+                if event == "state" and data["task"]:
+                    stamp = time.strftime("%H:%M:%S", time.localtime(data["ts"]))
+                    reason = f"  {data['reason']}" if data["reason"] else ""
+                    err.print(f"{stamp} {data['task']} {data['new']}{reason}", markup=False)
+                    if data["new"] in ("FAILED", "TIMEOUT"):
+                        _print_remote_tail(client, run_id, data["task"])
+                elif event == "end":
+                    return
+            return
+        except (httpx.HTTPError, KaleError):
+            reconnect = getattr(source, "reconnect", None)
+            drops += 1
+            if reconnect is None or drops > FOLLOW_RECONNECTS:
+                raise
+            err.print(f"the connection to {source.where} dropped; reconnecting "
+                      "(the run goes on there)", markup=False)
+            reconnect()
+
+
+#: how many times `kale run --site` makes a dropped connection again while it follows
+FOLLOW_RECONNECTS = 5
 
 
 def _print_remote_tail(client: Any, run_id: str, task: str) -> None:

@@ -25,6 +25,10 @@ class SiteSource(ManagerSource):
         self.site = site
         self.where = f"site {site.name}"
 
+    def reconnect(self) -> None:
+        """Make the SSH connection (and the forwarded socket) again."""
+        self.site.reconnect()
+
     def submit(self, wf: Workflow, options: RunOptions) -> str:
         staged = self.site.stage(wf.base_dir)
         return self.client.submit_id(wf, options, base_dir=staged.path)

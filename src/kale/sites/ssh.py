@@ -120,12 +120,26 @@ class SshLink:
         return int(text.split("pid=", 1)[1].split(")", 1)[0])
 
     def connect(self) -> None:
-        """Bring the master connection up (a no-op when it is)."""
+        """Bring the master connection up (a no-op when it is). Processes that connect
+        to the same site at once take turns (a lock beside the master's socket), so the
+        one that finds no master never removes the socket another just made."""
+        import fcntl
+
         if self.alive():
             return
+        fd = os.open(self.control.with_suffix(".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if not self.alive():
+                self._start_master()
+        finally:
+            os.close(fd)
+
+    def _start_master(self) -> None:
         # A master that died leaves its socket, and those of its forwards
         for stale in self.control.parent.glob(f"{self.control.stem}*"):
-            stale.unlink(missing_ok=True)
+            if stale.suffix != ".lock":
+                stale.unlink(missing_ok=True)
         argv = ["ssh", *self.ssh_args(master=True), self.config.destination, "true"]
         # The master goes on in the background with ssh's stderr: a file, not a pipe
         # that would stay open (and a reader blocked) as long as the master lives.
