@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -238,6 +239,20 @@ def test_an_unreachable_host_is_transient_and_says_what_ssh_said(tmp_path: Path)
         transfers.get().copy(silent, Endpoint(None, str(tmp_path / "d")))
     assert e.value.transient and e.value.endpoint == silent
     assert "ssh: connect to host 192.0.2.1" in str(e.value)
+
+
+def test_a_host_that_never_answers_ends_in_ssh_connect_timeout(tmp_path: Path) -> None:
+    """A port that takes the connection and never says a word (the kernel accepts it
+    into the backlog): ssh gives up after ConnectTimeout, rsync never waits forever."""
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        port = mute.getsockname()[1]
+        end = Endpoint("root@127.0.0.1", "d", ("-p", str(port)))
+        with pytest.raises(TransferError) as e:
+            RsyncTransfer(connect_timeout=2).copy(end, Endpoint(None, str(tmp_path / "d")))
+    assert e.value.transient and e.value.endpoint == end
+    assert "timed out" in str(e.value)
 
 
 def test_a_refused_login_is_not_transient(tmp_path: Path) -> None:
