@@ -163,6 +163,7 @@ FIELDS: dict[str, list[Any]] = {
                   [1]],
     "env": [None, {}, {"A": "1"}, {"A": 1}, ["A"]],
     "kernel": [None, "python3", 3],
+    "site": [None, "hpc", "hpc-2", "HPC", "", "a b", 3, "x" * 33],
     "aftr": [[]],
 }
 TARGETS: dict[str, list[Any]] = {
