@@ -368,7 +368,8 @@ def _drive(store: Any, rec: Any, wf: Any = None, *, quiet: bool = False,
     if any(t.site for t in wf.tasks.values()):  # a workflow across sites
         from kale.sites.across import SiteRouter
 
-        executor = SiteRouter(wf, jobs=rec.options.get("jobs"), home=home)
+        executor = SiteRouter(wf, jobs=rec.options.get("jobs"), home=home,
+                              force=bool(rec.options.get("force")))
     engine = make_engine(store, rec, wf, listeners=[display] if display else [],
                          executor=executor)
     if display is None:

@@ -87,12 +87,13 @@ class EmbeddedSource:
             options = options.but(rerun_of=self._run(options.rerun_of).id)
         rec = create_run(self.store, self.home, wf, options)
         # The engine works on its own copy: the notebook may go on editing `wf`.
-        engine = make_engine(self.store, rec, copy.deepcopy(wf), executor=self.executor(wf))
+        engine = make_engine(self.store, rec, copy.deepcopy(wf),
+                             executor=self.executor(wf, options))
         driver = _DRIVERS[rec.id] = _Driver(engine, rec.id)
         driver.thread.start()
         return rec.id
 
-    def executor(self, wf: Workflow) -> Executor | None:
+    def executor(self, wf: Workflow, options: RunOptions) -> Executor | None:
         """The executor of the runs it drives (None: the run's own, from its options)."""
         return None
 

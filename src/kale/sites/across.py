@@ -86,8 +86,9 @@ class SiteRouter(Executor):
     name = "sites"
 
     def __init__(self, wf: Workflow, jobs: int | None = None,
-                 home: str | Path | None = None) -> None:
+                 home: str | Path | None = None, force: bool = False) -> None:
         self.local = LocalExecutor(jobs=jobs)
+        self.force = force  # the run's --force: a site does not reuse either
         self.slots = self.local.slots + 32  # tasks at sites mostly wait for their site
         self.home = home
         #: where each task runs (None: here)
@@ -151,7 +152,8 @@ class SiteRouter(Executor):
                 self.staged[site.name] = site.stage(ctx.base_dir).path
             wf = Workflow(f"{ctx.run_id}.{ctx.task.name}", base_dir=ctx.base_dir)
             wf.add(_standalone(ctx))
-            run_id = source.client.submit_id(wf, RunOptions(), base_dir=self.staged[site.name])
+            run_id = source.client.submit_id(wf, RunOptions(force=self.force),
+                                            base_dir=self.staged[site.name])
         except BaseException:
             source.close()
             raise
@@ -299,5 +301,5 @@ class CrossSiteSource(EmbeddedSource):
     def submit(self, wf: Workflow, options: RunOptions) -> str:
         return super().submit(plan(wf), options)
 
-    def executor(self, wf: Workflow) -> Executor | None:
-        return SiteRouter(plan(wf), home=self.home)
+    def executor(self, wf: Workflow, options: RunOptions) -> Executor | None:
+        return SiteRouter(plan(wf), jobs=options.jobs, home=self.home, force=options.force)
