@@ -138,10 +138,18 @@ def test_python_api_run_at_a_site(kale: Kale, site: SiteUnderTest, tmp_path: Pat
 
     d = project(tmp_path)
     wf = k.Workflow.from_yaml(d / "wf.yaml")
+
+    def where(calc: int) -> str:  # defined here, as in a notebook: pickled by value
+        import getpass
+
+        return f"{calc} at {getpass.getuser()}"
+
+    wf.python(where, parameters={"calc": wf.tasks["calc"].result})
     run = wf.run(site="hpc", home=kale.home)
     try:
         assert run.wait().state.value == "SUCCEEDED"
         assert run.result("calc") == 42
+        assert run.result("where") == "42 at kale-other"
         made = run["make"].fetch(tmp_path / "out-here")
         assert made == [tmp_path / "out-here" / "out"]
         assert (made[0] / "who.txt").read_text().strip() == "kale-other"
