@@ -93,6 +93,7 @@ class SiteRouter(Executor):
         self.home = home
         #: where each task runs (None: here)
         self.where = {n: t.site for n, t in wf.tasks.items()}
+        self.transfers = {n for n, t in wf.tasks.items() if TRANSFER_TAG in t.tags}
         self.here = Counter(runner_kind(t) for t in wf.tasks.values()
                             if not t.site and TRANSFER_TAG not in t.tags)
         self.sites: dict[str, Site] = {}
@@ -106,7 +107,8 @@ class SiteRouter(Executor):
     async def execute(self, ctx: TaskContext) -> Outcome:
         if TRANSFER_TAG in ctx.task.tags:
             return await asyncio.to_thread(self._transfer, ctx)
-        moved = {k: v for k, v in ctx.upstream.items() if isinstance(v, dict) and "moved" in v}
+        moved = {k: v for k, v in ctx.upstream.items()
+                 if k in self.transfers and isinstance(v, dict) and "moved" in v}
         if moved:
             ctx = _relocated(ctx, moved)
         if ctx.task.site:
