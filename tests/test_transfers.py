@@ -103,6 +103,28 @@ def test_local_to_remote_and_back_sends_only_what_changed(ssh_host: str,
                   ["sub", "a b.txt"]).files == 0
 
 
+def test_ssh_options_reach_ssh_quoted_and_a_master_connection_carries_the_copy(
+        ssh_host: str, tmp_path: Path) -> None:
+    """What a site passes: its master's ControlPath (here with a space in it) and
+    ``ControlMaster=no``. A port nothing listens on proves the copy went through the
+    master (ssh opens no connection of its own)."""
+    runtime = tmp_path / "run time"
+    runtime.mkdir(mode=0o700)
+    control = ["-o", f'ControlPath="{runtime}/master.sock"']  # ssh's own quotes: a space
+    subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "ControlMaster=yes",
+                    "-o", "ControlPersist=120", *control, "-fN", ssh_host],
+                   check=True, timeout=60, stdin=subprocess.DEVNULL, capture_output=True)
+    try:
+        src = make_source(tmp_path / "src")
+        there = Endpoint(ssh_host, str(tmp_path / "dst"),
+                         ("-p", "1", *control, "-o", "ControlMaster=no"))
+        report = transfers.get().copy(Endpoint(None, str(src)), there)
+        assert report.files == 4 and tree(tmp_path / "dst") == tree(src)
+    finally:
+        subprocess.run(["ssh", *control, "-O", "exit", ssh_host], timeout=60,
+                       stdin=subprocess.DEVNULL, capture_output=True)
+
+
 def test_remote_to_remote_relays_through_here_and_only_changes_travel(
         ssh_host: str, site_dir: tuple[str, Path], tmp_path: Path,
         relay_tmp: Path) -> None:
