@@ -247,13 +247,17 @@ def test_a_missing_source_is_not_transient_and_names_the_path(ssh_host: str,
         t.copy(Endpoint(None, str(src)), Endpoint(None, str(tmp_path / "d")), ["../etc"])
 
 
-def test_an_unreachable_host_is_transient_and_says_what_ssh_said(tmp_path: Path) -> None:
+def test_an_unreachable_host_is_transient_and_says_what_ssh_said(ssh_host: str,
+                                                                tmp_path: Path) -> None:
     src = make_source(tmp_path / "src")
     nobody = Endpoint("root@127.0.0.1", str(tmp_path / "d"), ("-p", "1"))  # refused
     with pytest.raises(TransferError) as e:
         transfers.get().copy(Endpoint(None, str(src)), nobody)
     assert e.value.transient and e.value.endpoint == nobody
     assert "Connection refused" in str(e.value)
+    with pytest.raises(TransferError) as e:  # relayed: the end at fault is named
+        transfers.get().copy(Endpoint(ssh_host, str(src)), nobody)
+    assert e.value.transient and e.value.endpoint == nobody
 
     # a host that does not answer at all: ssh gives up after its connect timeout
     silent = Endpoint("root@192.0.2.1", "d", ("-o", "ConnectTimeout=2"))

@@ -56,7 +56,9 @@ def skeleton(transfer: RsyncTransfer, dst: Endpoint,
             f"--timeout={transfer.io_timeout}", "-e", transfer.rsh(dst),
             f"--rsync-path={transfer.remote_rsync}", "--", f"{dst.host}:{dst.path.rstrip('/')}/"]
     code, out, err = transfer.execute(argv, None, None)
-    if code == 255 or "ssh:" in err:  # the destination cannot be reached: say so now
+    # the destination cannot be reached, or has no rsync: say so before the first leg
+    # (23: some of it cannot be listed, or it is not there yet: fetch in full)
+    if code not in (0, 23, 24):
         raise transfer.failure(code, err, Endpoint(None, str(root)), dst)
     files: dict[str, Mark] = {}
     dirs: set[str] = set()

@@ -200,7 +200,7 @@ class RsyncTransfer(Transfer):
         if remote is not None and ("ssh:" in stderr or code == 255):
             lowered = text.lower()
             needs_user = any(n in lowered for n in _NEEDS_USER)
-            return TransferError(f"ssh {remote.host if remote else ''} failed (rsync exit "
+            return TransferError(f"ssh {remote.host} failed (rsync exit "
                                  f"{code}): {said}", endpoint=remote,
                                  transient=not needs_user, stderr=stderr)
         at = dst if any(w in stderr for w in ("[receiver]", "[Receiver]", "[generator]")) \
