@@ -227,6 +227,38 @@ def test_a_copy_killed_half_way_leaves_no_partial_file_and_the_retry_completes_i
     assert sorted(p.name for p in dst.iterdir()) == ["big.bin"]  # nothing left behind
 
 
+def test_cancel_stops_a_copy_in_progress(ssh_host: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(50 * 2**20))
+    slow = RsyncTransfer(options=["--bwlimit=2m"])
+    failed: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            slow.copy(Endpoint(None, str(src)), Endpoint(ssh_host, str(dst)))
+        except BaseException as e:  # the test looks at it
+            failed.append(e)
+
+    worker = threading.Thread(target=copy)
+    worker.start()
+    try:
+        wait_until(lambda: list(dst.glob(".big.bin.*")), what="rsync's temporary file")
+    finally:
+        slow.cancel()
+        worker.join(timeout=120)
+    assert not worker.is_alive()
+    assert len(failed) == 1 and isinstance(failed[0], TransferError), failed
+    assert failed[0].cancelled and not failed[0].transient
+    wait_until(lambda: not serving(dst), what="the remote rsync gone")
+    assert not (dst / "big.bin").exists() and not list(dst.glob(".big.bin.*"))
+    again = RsyncTransfer().copy(Endpoint(None, str(src)), Endpoint(ssh_host, str(dst)))
+    assert again.files == 1
+    small = make_source(tmp_path / "small")  # the cancelled instance copies again
+    assert slow.copy(Endpoint(None, str(small)), Endpoint(None, str(tmp_path / "d"))).files == 4
+    assert (dst / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+
+
 def test_a_missing_source_is_not_transient_and_names_the_path(ssh_host: str,
                                                                tmp_path: Path) -> None:
     src = make_source(tmp_path / "src")

@@ -85,12 +85,14 @@ class TransferError(KaleError):
     """A copy failed. ``endpoint`` is the end at fault (None when it is this machine's
     own tooling, or unknown); ``transient`` says whether trying again later may help (a
     dropped or refused connection, a killed process: yes; a missing source, a refused
-    login, a missing ``rsync``: no); ``stderr`` is what the tools said."""
+    login, a missing ``rsync``: no); ``stderr`` is what the tools said; ``cancelled``:
+    :meth:`Transfer.cancel` stopped it (not transient)."""
 
     def __init__(self, message: str, *, endpoint: Endpoint | None = None,
-                 transient: bool = False, stderr: str = "") -> None:
+                 transient: bool = False, stderr: str = "", cancelled: bool = False) -> None:
         super().__init__(message)
         self.endpoint, self.transient, self.stderr = endpoint, transient, stderr
+        self.cancelled = cancelled
 
 
 class Transfer(ABC):
@@ -109,6 +111,14 @@ class Transfer(ABC):
         with everything under them; None: everything under ``src.path``) to the same
         relative paths under ``dst.path`` (made if missing). Progress and the tools'
         output go to ``log`` when given. Raises :class:`TransferError`."""
+
+    def cancel(self) -> None:
+        """Stop every copy of this instance in progress (from other threads): each
+        raises :class:`TransferError` with ``cancelled`` set, leaving the destination
+        as an interrupted copy does (no partial file under a final name). A transfer
+        that cannot stop a copy does not override this."""
+        raise NotImplementedError(f"the {self.name or type(self).__name__} transfer "
+                                  "cannot cancel a copy")
 
 
 def check_paths(paths: Sequence[str] | None) -> list[str] | None:

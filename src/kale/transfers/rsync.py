@@ -79,11 +79,32 @@ class RsyncTransfer(Transfer):
         self.rsync, self.remote_rsync = rsync, remote_rsync
         self.options = tuple(options)
         self.connect_timeout, self.io_timeout = connect_timeout, io_timeout
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen[str]] = set()  # the rsync commands running
+        self._epoch = 0  # how many times cancel() was called
+        self._local = threading.local()  # the epoch the calling thread's copy began in
+
+    def cancel(self) -> None:
+        """Stop the copies in progress: their rsync commands get SIGTERM (rsync removes
+        its temporary files, or keeps them for a retry in the partial directory), and a
+        relay starts no further leg."""
+        with self._lock:
+            self._epoch += 1
+            procs = list(self._procs)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+
+    def _check(self) -> None:
+        """Raise if the calling thread's copy was cancelled."""
+        if getattr(self._local, "epoch", self._epoch) != self._epoch:
+            raise TransferError("the copy was cancelled", cancelled=True)
 
     def copy(self, src: Endpoint, dst: Endpoint, paths: Sequence[str] | None = None,
              log: TextIO | None = None) -> TransferReport:
         selected = check_paths(paths)
         start = time.monotonic()
+        self._local.epoch = self._epoch
         if src.remote and dst.remote:
             sent = relay(self, src, dst, selected, log)
             method = f"{self.name} (relayed)"
@@ -102,6 +123,7 @@ class RsyncTransfer(Transfer):
             except OSError as e:
                 raise TransferError(f"cannot make the destination {dst}: "
                                     f"{e.strerror or e}", endpoint=dst) from None
+        self._check()
         argv = self.argv(src, dst, paths is not None, extra)
         stdin = "".join(p + "\0" for p in paths) if paths is not None else None
         code, out, err = self.execute(argv, stdin, log)
@@ -162,6 +184,11 @@ class RsyncTransfer(Transfer):
                 into.append(line)
                 say(line)
 
+        with self._lock:
+            self._procs.add(proc)
+        if getattr(self._local, "epoch", self._epoch) != self._epoch:  # cancelled just now
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
         assert proc.stdout is not None and proc.stderr is not None
         readers = [threading.Thread(target=drain, args=(stream, into), daemon=True,
                                     name="rsync-output")
@@ -177,11 +204,14 @@ class RsyncTransfer(Transfer):
                 except BrokenPipeError:  # rsync ended early: its exit code says why
                     pass
             code = _wait_and_end_group(proc, readers)
+            with self._lock:
+                self._procs.discard(proc)
         return code, "".join(out), "".join(errors)
 
     def failure(self, code: int, stderr: str, src: Endpoint,
                 dst: Endpoint) -> TransferError:
         """What a failed rsync means."""
+        self._check()
         remote = src if src.remote else dst if dst.remote else None
         text = "; ".join(line.strip() for line in stderr.splitlines() if line.strip())
         said = text[-600:] or "no message"
