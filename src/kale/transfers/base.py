@@ -26,6 +26,13 @@ Invariants every transfer keeps (a plug-in too):
   that moves data between the two sites itself).
 - A copy never waits for a person: ssh runs with ``BatchMode`` and a connect timeout;
   an unreachable host is a :class:`TransferError` with ``transient=True``.
+- :meth:`Transfer.cancel` (from another thread) stops the copies in progress; each
+  raises :class:`TransferError` with ``cancelled`` set, the destination left as by any
+  interruption.
+
+An endpoint's ``ssh_args`` should reuse a master connection (``ControlPath`` with
+``ControlMaster=no``), not start one: a master the copy's ssh started would belong to
+the copy.
 """
 
 from __future__ import annotations
