@@ -393,3 +393,21 @@ def test_kale_run_site_follows_on_after_the_connection_drops(
             proc.communicate()
     assert proc.returncode == 0, err
     assert "dropped; reconnecting" in err and "calc SUCCEEDED" in err
+
+
+def test_a_failing_task_at_a_site_says_why(kale: Kale, site: SiteUnderTest,
+                                           tmp_path: Path) -> None:
+    d = tmp_path / "failing"
+    d.mkdir()
+    (d / "wf.yaml").write_text('name: failing\ntasks:\n  bad:\n'
+                               '    shell: "echo oops >&2; exit 3"\n')
+    done = subprocess.run([sys.executable, "-m", "kale.cli.main", "run", "wf.yaml", "--site",
+                           "hpc"], cwd=d, env=kale.env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "bad FAILED" in done.stderr and "oops" in done.stderr
+    run_id = done.stdout.strip().splitlines()[-1]
+    status = kale("status", run_id, "bad", "--site", "hpc")
+    assert status.returncode == 0, status.stderr
+    assert f"kale logs {run_id} bad --stderr --site hpc" in status.stdout
+    assert "    | oops" in status.stdout

@@ -673,8 +673,9 @@ def _task_status(source: Any, run_id: str, task: str, as_json: bool) -> None:
     run = source.status(run_id, tasks=False)["run"]
     t = source.task(run["id"], task)
     failed = t["state"] in ("FAILED", "TIMEOUT", "RETRYING")
-    text = "" if not failed else read_tail(t["stderr"]) if t["stderr"] and \
-        os.path.exists(t["stderr"]) else source.logs(run["id"], task, "stderr")
+    site = getattr(getattr(source, "site", None), "name", None)  # the files are there
+    text = "" if not failed else read_tail(t["stderr"]) if t["stderr"] and site is None \
+        and os.path.exists(t["stderr"]) else source.logs(run["id"], task, "stderr")
     tail = last_lines(text, STATUS_TAIL_LINES)
     if as_json:
         doc = {"run": run, "task": t, "attempts": t["attempt_rows"],
@@ -688,8 +689,9 @@ def _task_status(source: Any, run_id: str, task: str, as_json: bool) -> None:
     if tb and tb[-1] not in tail:  # the traceback is not already at the end of stderr
         out.print(t["traceback"], markup=False)
     if tail:
+        where = f" --site {site}" if site else ""
         out.print(f"the end of its stderr ({t['stderr']}; all of it: "
-                  f"kale logs {run['id']} {task} --stderr):", markup=False)
+                  f"kale logs {run['id']} {task} --stderr{where}):", markup=False)
         for line in tail:
             out.print(f"    | {line}", markup=False)
 
