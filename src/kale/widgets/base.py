@@ -102,12 +102,21 @@ class RunView(KaleWidget):
             feed.last_id = max(feed.last_id, self.after)
         self._feed, self._own_feed = feed, own
         feed.subscribe(self._take)
+        feed.watch(self._connection)
         if own:
             feed.start()
 
     def _take(self, batch: list[Event]) -> None:
         with self._lock, self.hold_sync():
             self.on_events(batch)
+
+    def _connection(self, problem: str) -> None:
+        with self._lock:
+            self.on_connection(problem)
+
+    def on_connection(self, problem: str) -> None:
+        """The run's event stream broke (``problem`` says how; the feed reconnects by
+        itself), or is back (``""``). Called in the feed's reader thread."""
 
     def reset(self, run_id: str) -> None:
         """Load what the run is now (before its events start to arrive), and set
@@ -121,6 +130,7 @@ class RunView(KaleWidget):
     def _drop_feed(self) -> None:
         if self._feed is not None:
             self._feed.unsubscribe(self._take)
+            self._feed.unwatch(self._connection)
             if self._own_feed:
                 self._feed.close()
         self._feed = None

@@ -62,6 +62,7 @@ class DagView(RunView):
         self.on_new_run: list[Any] = []  # callbacks(run_id): a Dashboard follows along
         self._upstream: dict[str, list[str]] = {}
         self._kinds: dict[str, str] = {}
+        self._lost = ""  # the message saying the event stream broke, while it is shown
         if isinstance(run, Workflow):
             super().__init__(None, **kwargs)
             self._draw(run.to_dict(for_store=True), run.name)
@@ -106,6 +107,14 @@ class DagView(RunView):
             self.counts = dict(Counter(self.states.values()))
             if self.focus in changed:
                 self._load_detail(self.focus)
+
+    def on_connection(self, problem: str) -> None:
+        """Say that the stream broke ("lost the connection to site hpc: reconnecting..."),
+        and take it back once the stream is back (a newer message stays)."""
+        if problem:
+            self.message = self._lost = problem
+        elif self.message == self._lost:
+            self.message = ""
 
     # -- details -------------------------------------------------------------------------
     def _focused(self, change: dict[str, Any]) -> None:

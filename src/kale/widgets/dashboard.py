@@ -13,7 +13,7 @@ from kale.widgets.login import Login
 from kale.widgets.queue import QueueView
 from kale.widgets.resources import ResourceView
 from kale.widgets.runs import RunsView
-from kale.widgets.source import Source, source_of
+from kale.widgets.source import Event, Source, source_of
 from kale.widgets.workers import WorkersView
 
 
@@ -89,6 +89,7 @@ class Dashboard(W.VBox):  # type: ignore[misc]
         for view in (self.dag, self.logs, self.resources):
             view.show_run(run_id, feed)
         feed.last_id = self.dag.after  # the views that need state events have it
+        feed.subscribe(self._ended)
         self._feed, self.run_id = feed, self.dag.run_id
         feed.start()
         if old is not None:
@@ -96,6 +97,12 @@ class Dashboard(W.VBox):  # type: ignore[misc]
         self.runs.opened = self.dag.run_id
         with self.runs.reporting():
             self.runs.refresh()
+
+    def _ended(self, batch: list[Event]) -> None:
+        """The run ended: the Runs tab says so at once (not at its next look)."""
+        if any(event == "end" for event, _ in batch):
+            with self.runs.reporting():
+                self.runs.refresh()
 
     def connect(self, client: Any) -> None:
         """Use another manager (the Connect tab calls this)."""
