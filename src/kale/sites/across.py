@@ -20,6 +20,7 @@ succeeded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import shlex
 import time
@@ -106,7 +107,15 @@ class SiteRouter(Executor):
 
     async def execute(self, ctx: TaskContext) -> Outcome:
         if TRANSFER_TAG in ctx.task.tags:
-            return await asyncio.to_thread(self._transfer, ctx)
+            from kale.transfers import get
+
+            transfer = get()
+            try:
+                return await asyncio.to_thread(self._transfer, ctx, transfer)
+            except asyncio.CancelledError:  # rsync runs in its own process group
+                with contextlib.suppress(NotImplementedError):
+                    transfer.cancel()
+                raise
         moved = {k: v for k, v in ctx.upstream.items()
                  if k in self.transfers and isinstance(v, dict) and "moved" in v}
         if moved:
@@ -164,8 +173,7 @@ class SiteRouter(Executor):
         return _SubRun(source, run_id)
 
     # -- a transfer ----------------------------------------------------------------------
-    def _transfer(self, ctx: TaskContext) -> Outcome:
-        from kale.transfers import get
+    def _transfer(self, ctx: TaskContext, transfer: Any) -> Outcome:
         from kale.transfers.base import TransferError
 
         up = str(ctx.task.parameters["source"])
@@ -188,7 +196,7 @@ class SiteRouter(Executor):
             log.write(f"[kale] {up}: {len(relative)} output(s) from {src} to {dst}\n")
             log.flush()
             try:
-                report = get().copy(src, dst, relative, log)
+                report = transfer.copy(src, dst, relative, log)
             except TransferError as e:
                 return Outcome(ok=False, error=str(e))
             log.write(f"[kale] {report.files} file(s), {report.bytes} bytes sent in "
