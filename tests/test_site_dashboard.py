@@ -157,3 +157,35 @@ def test_the_dashboard_of_a_run_at_a_site_in_jupyterlab(
     assert status["run"]["run_dir"].startswith(site.abs_home + "/")
     assert json.loads(kale("runs", "--json").stdout) == []
     assert shot.stat().st_size > 10_000
+
+
+def test_a_view_of_a_run_at_a_site_outlives_its_manager_restarted(
+        kale: Kale, site: SiteUnderTest, tmp_path: Path) -> None:
+    """The site's manager is stopped while a graph follows a run there: the graph says
+    it lost the connection; its feed's next look starts the manager again (through the
+    site), the run goes on there, and the same graph follows it to the end."""
+    import kale as k
+    from kale.widgets import DagView
+    from sitekit import PYTHON
+
+    wf = k.Workflow.from_yaml(lab_root(tmp_path, site) / "project" / "wf.yaml")
+    run = wf.run(site="hpc", home=kale.home)
+    view = DagView(run)
+    try:
+        wait_until(lambda: view.states.get("fetch") == "RUNNING", what="fetch running")
+        said: list[str] = []
+        view.observe(lambda c: said.append(c["new"]), names="message")
+        before = site.manager_pid()
+        stop = site.sh(f"{PYTHON} -m kale.cli.main manager stop --home ~/{site.remote_home}")
+        assert stop.returncode == 0, stop.stderr
+        wait_until(lambda: said, what="the graph to say the connection was lost")
+        assert said[0] == "lost the connection to site hpc: reconnecting..."
+        assert site.sh(f"touch {site.abs_home}/gate").returncode == 0
+        wait_until(lambda: view.run_state == "SUCCEEDED", what="the run's end, in the graph")
+        assert set(view.states.values()) == {"SUCCEEDED"}
+        assert said[-1] == "" and view.message == ""
+        after = site.manager_pid()
+        assert after is not None and after != before  # started again, at the site
+    finally:
+        view.close()
+        run.close()
