@@ -27,8 +27,9 @@ removed at the end, as the master connection is closed.
              ``mkdir`` over the master, then ``rsync -a --delete`` with the staging
              excludes over it) vs plain ``rsync -a`` over a fresh ssh connection each time
              (no multiplexing) and over the same master; the first copy (nothing there) and
-             the re-copy (nothing changed). MiB/s are of the directory's size.
-``breakdown``  the steps of a warm submit through the site, each timed alone.
+             the re-copy (nothing changed); ``sync`` at the site before each first copy.
+             MiB/s are of the directory's size.
+``breakdown`` the steps of a warm submit through the site, each timed alone.
 
 No timing is asserted; every wait has a timeout.
 """
@@ -337,6 +338,8 @@ def transfer_set(bench: Bench, site: Any, src: Path, rounds: int,
             copy, where = methods[method]
             if where:  # the first copy goes into an empty directory
                 bench.plain(f"rm -rf {where[0]}")
+            # and starts with no writes pending (the removal's, the previous copy's)
+            bench.plain("sync")
             times[method]["first"].append(timed(copy))
             times[method]["again"].append(timed(copy))
             print(f"  {src.name} {method}: first {times[method]['first'][-1]:.3f} s, "
@@ -349,6 +352,12 @@ def p95(values: list[float]) -> float:
     """The nearest-rank 95th percentile (the maximum below 20 values)."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def paired(a: list[float], b: list[float], how: Callable[[float, float], float]) -> float:
+    """The median over rounds of ``how(a[i], b[i])``: the two sides of a round ran one
+    after the other, so a drift of the machine's load hits both alike."""
+    return statistics.median(how(x, y) for x, y in zip(a, b, strict=True))
 
 
 def cell(values: list[float]) -> str:
@@ -367,8 +376,8 @@ def latency_table(lat: dict[str, list[dict[str, Any]]]) -> list[str]:
                 a = [d[metric] for d in through]
                 b = [d[metric] for d in at]
                 rows.append(f"| {mode} {phase} | {LABELS[metric]} | {cell(a)} | {cell(b)} "
-                            f"| {statistics.median(a) / statistics.median(b):.1f}x "
-                            f"| {statistics.median(a) - statistics.median(b):+.3f} s |")
+                            f"| {paired(a, b, lambda x, y: x / y):.1f}x "
+                            f"| {paired(a, b, lambda x, y: x - y):+.3f} s |")
         a = [s for d in lat[f"{mode}-through-warm"] for s in d["status"]]
         b = [s for d in lat[f"{mode}-at-warm"] for s in d["status"]]
         rows.append(f"| {mode} warm | {LABELS['status']} (n={len(a)} / {len(b)}) | {cell(a)} "
@@ -389,13 +398,15 @@ def transfer_table(tr: dict[str, Any]) -> list[str]:
         mb = doc["bytes"] / (1 << 20)
         what = f"{doc['files']} x {size(doc['bytes'] // doc['files'])} ({size(doc['bytes'])})"
         for copy in ("first", "again"):
-            med = {m: statistics.median(doc["times"][m][copy]) for m in doc["times"]}
+            runs = {m: doc["times"][m][copy] for m in ("stage", "plain", "master")}
+            med = {m: statistics.median(values) for m, values in runs.items()}
             cells = [f"{med[m]:.3f} s ({mb / med[m]:.0f} MiB/s)" if copy == "first"
-                     else f"{med[m]:.3f} s" for m in ("stage", "plain", "master")]
+                     else f"{med[m]:.3f} s" for m in runs]
+            ratios = [paired(runs["stage"], runs[m], lambda x, y: x / y)
+                      for m in ("plain", "master")]
             rows.append(f"| {what} | {'first' if copy == 'first' else 'no change'} | "
                         + " | ".join(cells)
-                        + f" | {med['stage'] / med['plain']:.2f}x "
-                          f"| {med['stage'] / med['master']:.2f}x |")
+                        + f" | {ratios[0]:.2f}x | {ratios[1]:.2f}x |")
     return rows
 
 
@@ -422,9 +433,12 @@ def report(doc: dict[str, Any]) -> str:
     head += [f"- load average at the end: {load_average()}",
              f"- site: {doc['host']} (the local sshd, user kale-other: same machine)",
              f"- latency: {doc['cold']} cold and {doc['warm']} warm rounds per path; "
-             "ratio and difference are of the medians", ""]
+             "ratio and difference: the median over rounds of each round's (the paths "
+             "of a round ran one after the other); of one status call: of the medians "
+             "of all calls", ""]
     tail = ["", f"transfer: median of {doc['rounds']} rounds per method; the first copy "
-            "into an empty directory, then the same again with nothing changed", ""]
+            "into an empty directory, then the same again with nothing changed; the "
+            "ratios (of seconds: below 1 is faster) are the median of each round's", ""]
     steps = ["", f"where a warm submit through the site goes: each step alone, "
              f"{doc['warm']} rounds", ""]
     return "\n".join(head + latency_table(doc["latency"]) + steps
@@ -462,7 +476,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
-    cold, warm, rounds = (1, 3, 1) if args.quick else (5, 20, 3)
+    cold, warm, rounds = (1, 3, 1) if args.quick else (5, 20, 5)
     sets = {"small": (300, 4096), "big": (3, 10 << 20)} if args.quick else \
         {"small": (2000, 4096), "big": (3, 100 << 20)}
     host = site_host()
