@@ -1,8 +1,10 @@
 """Where the widgets read runs from and send a person's actions to: the run interface
 (:class:`kale.client.source.RunSource`), implemented by a manager's API
-(:class:`~kale.client.remote.ManagerSource`) and by a Kale home's store
-(:class:`~kale.client.local.EmbeddedSource`). Both give the same documents, so a widget
-does not care which."""
+(:class:`~kale.client.remote.ManagerSource`; a site's manager, through SSH, is one too:
+:class:`~kale.sites.source.SiteSource`) and by a Kale home's store
+(:class:`~kale.client.local.EmbeddedSource`). All give the same documents, so a widget
+does not care which; a connection that drops is the source's to re-establish, and a
+broken event stream the :class:`~kale.widgets.feed.Feed`'s to resume."""
 
 from __future__ import annotations
 
