@@ -121,7 +121,17 @@ class Site:
         return SiteError(self.name, f"its Kale failed: {last}")
 
     def connect(self) -> SiteInfo:
-        """Reach the site, start its manager if none runs, and forward its socket here."""
+        """Reach the site, start its manager if none runs, and forward its socket here.
+        A connection that drops meanwhile (a transient :class:`SiteError`) is made again,
+        once: every step is safe to repeat."""
+        try:
+            return self._connect()
+        except SiteError as e:
+            if not e.transient or isinstance(e, SiteConfigError):
+                raise
+            return self._connect()
+
+    def _connect(self) -> SiteInfo:
         with self._lock:
             self.link.connect()
             info = self.probe(start=True, token=True)
@@ -181,7 +191,13 @@ class Site:
         argv = ["rsync", "-a", "--delete", "--stats", "-e", self.link.rsh(),
                 "--filter=:- .kaleignore", *(f"--exclude={e}" for e in STAGE_EXCLUDES),
                 f"{local}/", f"{self.config.destination}:{remote}/"]
-        report = self._rsync(argv, f"staging {local}")
+        try:
+            report = self._rsync(argv, f"staging {local}")
+        except SiteError as e:  # a dropped connection: staging again is safe
+            if not e.transient:
+                raise
+            self.link.connect()
+            report = self._rsync(argv, f"staging {local}")
         return Staged(remote, *report)
 
     def fetch(self, paths: list[str], dest: Path) -> tuple[int, int]:
