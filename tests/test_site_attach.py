@@ -109,13 +109,12 @@ def finish(run: Any, site: SiteUnderTest) -> dict[str, Any]:
 
 def test_attach_to_a_kernel_at_a_site_goes_through_its_ssh(
         kale: Kale, site: SiteUnderTest, tmp_path: Path) -> None:
-    from kale.sites.kernels import site_kernel
 
     run = start_loop(kale, site, tmp_path)
     try:
         source = run.source
         info = source.client.kernel_info(run.id, "loop")
-        kc = site_kernel(source.site, source.client, run.id, "loop", timeout=60)
+        kc = run["loop"].kernel(timeout=60)  # the handle's own way, as a notebook does
         try:
             # The client talks to local ports that the site's SSH master listens on
             # (forwards to the kernel's ports at the site), not to the kernel's own ports.

@@ -451,6 +451,7 @@ def attach(run_id: RunArg, task: TaskArg, site: Site = None, home: Home = None) 
     --site, the kernel is reached through the site's SSH connection."""
     from kale.errors import KaleError
     from kale.kernels.attach import Tunnel, reachable, write_connection_file
+    from kale.sites.kernels import KernelForwards
 
     path = _home_path(home)
     try:
@@ -460,15 +461,14 @@ def attach(run_id: RunArg, task: TaskArg, site: Site = None, home: Home = None) 
             run = client.status(run_id, tasks=False)["run"]["id"]
     except KaleError as e:
         fail(str(e))
-    tunnel: Tunnel | None
+    tunnel: Tunnel | KernelForwards | None
     try:
-        if source is not None:  # the kernel's ports, as the site's login node sees them
-            tunnel = Tunnel.for_kernel(source.site.config.destination, info,
-                                       ssh_args=source.site.link.ssh_args())
+        if source is not None:  # the kernel's ports, as the site's login node sees them,
+            tunnel = KernelForwards(source.site, info)  # forwarded by the site's master
             usable: dict[str, Any] = tunnel.info(info)
         else:
             usable, tunnel = reachable(info)
-    except (OSError, TimeoutError) as e:
+    except (OSError, TimeoutError, KaleError) as e:
         fail(f"cannot reach the kernel on {info.get('host')}: {e}", 1)
     conn = write_connection_file(usable, path / "attach", f"{run}-{task}")
     err.print(f"attached to {task} of run {run} (kernel {info.get('kernel_name')} on "

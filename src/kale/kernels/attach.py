@@ -35,15 +35,13 @@ class Tunnel:
     ``identity``: an SSH key file (else the agent and ssh's own defaults)."""
 
     def __init__(self, host: str, forwards: dict[str, tuple[str, int]],
-                 timeout: float = 30.0, identity: str | None = None,
-                 ssh_args: list[str] | None = None) -> None:
+                 timeout: float = 30.0, identity: str | None = None) -> None:
         import subprocess
         import time
 
         self.host = host
         self.local = {name: _free_port() for name in forwards}
-        argv = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
-                *(ssh_args or [])]
+        argv = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes"]
         if identity:
             argv += ["-i", identity, "-o", "IdentitiesOnly=yes"]
         for name, (address, port) in forwards.items():
@@ -62,11 +60,8 @@ class Tunnel:
             time.sleep(0.05)
 
     @classmethod
-    def for_kernel(cls, host: str, info: dict[str, Any], timeout: float = 30.0,
-                   ssh_args: list[str] | None = None) -> Tunnel:
-        """The kernel's ports, as ``host`` sees them (``ssh_args``: a site's options)."""
-        return cls(host, {name: (str(info["ip"]), int(info[name])) for name in PORTS}, timeout,
-                   ssh_args=ssh_args)
+    def for_kernel(cls, host: str, info: dict[str, Any], timeout: float = 30.0) -> Tunnel:
+        return cls(host, {name: (str(info["ip"]), int(info[name])) for name in PORTS}, timeout)
 
     def info(self, info: dict[str, Any]) -> dict[str, Any]:
         return {**local_info(info), **self.local, "ip": "127.0.0.1"}

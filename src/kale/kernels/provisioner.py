@@ -106,12 +106,11 @@ class TaskKernelProvisioner(KernelProvisionerBase):
 def _at_site(home: Path, site: str, run: str, task: str) -> tuple[dict[str, Any], Any]:
     """The connection info of a task's kernel at ``site`` (of the Kale home ``home``), and
     the tunnel through the site's SSH connection that reaches it."""
-    from kale.kernels.attach import Tunnel
+    from kale.sites.kernels import KernelForwards
     from kale.sites.site import Site
 
     where = Site.named(site, home)
     with where.client() as client:
         info = client.kernel_info(run, task)
-    tunnel = Tunnel.for_kernel(where.config.destination, info,
-                               ssh_args=where.link.ssh_args())
+    tunnel = KernelForwards(where, info)  # forwards held by the site's master
     return tunnel.info(info), tunnel

@@ -5,6 +5,7 @@ submit, and fetching outputs back over SSH."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from kale.client.outputs import output_paths
 from kale.client.remote import ManagerSource
@@ -24,6 +25,12 @@ class SiteSource(ManagerSource):
         super().__init__(site.client(), owns_client=True)
         self.site = site
         self.where = f"site {site.name}"
+
+    def kernel(self, run_id: str, task: str, *, timeout: float = 10.0) -> Any:
+        """The task's kernel, through the site's SSH connection (never directly)."""
+        from kale.sites.kernels import site_kernel
+
+        return site_kernel(self.site, self.client, run_id, task, timeout)
 
     def reconnect(self) -> None:
         """Make the SSH connection (and the forwarded socket) again."""
