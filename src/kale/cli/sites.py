@@ -5,8 +5,6 @@ and ``runs`` (in :mod:`kale.cli.main`) goes through :func:`open_source`."""
 from __future__ import annotations
 
 import json
-import platform
-import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,9 +21,6 @@ Home = Annotated[Path | None, typer.Option("--home", envvar="KALE_HOME", show_en
                                           help="Kale home directory (default ~/.kale).")]
 SiteOpt = Annotated[str | None, typer.Option(
     "--site", metavar="NAME", help="At this site (`kale site list`), over SSH.")]
-#: the commands of each batch scheduler a site may have
-SCHEDULER_COMMANDS = {"slurm": "sbatch", "pbs": "qsub", "lsf": "bsub", "flux": "flux",
-                      "cobalt": "cqsub"}
 
 
 def open_source(site: str, home: Path | None) -> Any:
@@ -111,25 +106,3 @@ def check(name: Annotated[str, typer.Argument(metavar="NAME")],
         for problem in report["problems"]:
             out.print(f"  problem: {problem}", markup=False)
     raise typer.Exit(1 if report["problems"] else 0)
-
-
-@site_app.command("_here", hidden=True)
-def here(start: Annotated[bool, typer.Option("--start")] = False,
-         token: Annotated[bool, typer.Option("--token")] = False,
-         home: Home = None) -> None:
-    """(At the site, over SSH.) One JSON line: this Kale, its home, its manager (started
-    with --start), the schedulers on PATH, and with --token the user's token."""
-    from kale.config import kale_home, version
-    from kale.manager import service
-    from kale.manager.tokens import read_token
-
-    path = kale_home(home)
-    manager = service.start(path) if start else service.state(path)
-    doc: dict[str, Any] = {
-        "kale": version(), "python": platform.python_version(), "home": str(path),
-        "manager": manager and {k: manager.get(k) for k in ("pid", "url", "socket")},
-        "schedulers": {k: found for k, cmd in SCHEDULER_COMMANDS.items()
-                       if (found := shutil.which(cmd))}}
-    if token:
-        doc["token"] = read_token(path)
-    print(json.dumps(doc))

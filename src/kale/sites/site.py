@@ -83,16 +83,11 @@ class Site:
         return self.config.name
 
     # -- the site's Kale ---------------------------------------------------------------
-    def kale(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        """Run ``kale ARGS`` at the site (its Python, its home)."""
-        return self.link.run([self.config.python, "-m", "kale.cli.main", *args,
-                              "--home", self.config.home], timeout=timeout)
-
     def probe(self, *, start: bool = False, token: bool = False) -> SiteInfo:
         """Ask the site's Kale what it is (starting its manager with ``start``)."""
-        args = ["site", "_here"] + (["--start"] if start else []) + \
-            (["--token"] if token else [])
-        done = self.kale(*args)
+        argv = [self.config.python, "-m", "kale.sites.here", "--home", self.config.home,
+                *(["--start"] if start else []), *(["--token"] if token else [])]
+        done = self.link.run(argv)
         if done.returncode:
             raise self._kale_failure(done)
         try:
@@ -108,14 +103,14 @@ class Site:
         text = (done.stderr.strip() or done.stdout.strip())
         last = text.splitlines()[-1] if text else f"exit {done.returncode}"
         python = self.config.python
-        if "No module named kale" in text or "No module named 'kale'" in text:
+        if "No module named 'kale'" in text:
             return SiteConfigError(self.name, f"Kale is not installed for {python} there "
                                    "(install it, or give the right --python)")
         if done.returncode == 127 or "not found" in last or "No such file" in last:
             return SiteConfigError(self.name, f"{python} does not run there ({last}); give "
                                    "the Python that has Kale with `kale site add ... "
                                    "--python PATH`")
-        if "No such command '_here'" in text or "No such command 'site'" in text:
+        if "No module named 'kale.sites" in text:
             return SiteConfigError(self.name, "its Kale is older than this one and has no "
                                    "sites: upgrade it")
         return SiteError(self.name, f"its Kale failed: {last}")

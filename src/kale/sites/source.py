@@ -4,6 +4,7 @@ submit, and fetching outputs back over SSH."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -62,5 +63,22 @@ class SiteSource(ManagerSource):
 
 
 def open_site(name: str, home: str | Path | None = None) -> SiteSource:
-    """The run interface of the site ``name`` (of this home's sites)."""
-    return SiteSource(Site.named(name, home))
+    """The run interface of the site ``name`` (of this home's sites). A process connects
+    to a site once (its probe starts a Python there); later sources share that
+    :class:`Site`, whose clients re-attach by themselves when the connection drops or its
+    manager restarts. A site redefined meanwhile (``kale site add``) is connected anew."""
+    from kale.config import kale_home
+    from kale.sites import registry
+
+    config = registry.get(name, home)
+    key = (str(kale_home(home)), name)
+    with _LOCK:
+        site = _CONNECTED.get(key)
+        if site is None or site.config != config:
+            site = _CONNECTED[key] = Site(config)
+    return SiteSource(site)
+
+
+#: the sites this process connected to, by (Kale home, name)
+_CONNECTED: dict[tuple[str, str], Site] = {}
+_LOCK = threading.Lock()
