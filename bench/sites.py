@@ -258,7 +258,8 @@ def breakdown(bench: Bench, rounds: int) -> dict[str, list[float]]:
     remote_socket = str(info.manager["socket"])
     steps: dict[str, Callable[[], Any]] = {
         "ssh -O check (is the master up)": site.link.alive,
-        "probe: kale site _here --start --token": lambda: site.probe(start=True, token=True),
+        "probe: python -m kale.sites.here --start --token":
+            lambda: site.probe(start=True, token=True),
         "ssh -O forward (the manager's socket)":
             lambda: site.link.forward(site.socket, remote_socket),
         "stage, nothing changed (mkdir + rsync)": lambda: site.stage(bench.project),
