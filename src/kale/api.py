@@ -87,7 +87,7 @@ class Workflow(model.Workflow):
             from kale.sites.source import open_site
 
             source = open_site(site, home)
-        elif any(t.site for t in self.tasks.values()):
+        elif self.uses_sites():
             from kale.sites.across import CrossSiteSource
 
             source = CrossSiteSource(home)

@@ -153,7 +153,7 @@ def run(
     needed = wf.needs_manager(chosen)
     if site is not None:
         raise typer.Exit(_submit(_source(home, site), wf, detach, opts))
-    across = any(t.site for t in wf.tasks.values())
+    across = wf.uses_sites()
     if across:  # tasks at sites: driven from here, with a transfer task per crossing
         from kale.sites.across import plan
 
@@ -365,7 +365,7 @@ def _drive(store: Any, rec: Any, wf: Any = None, *, quiet: bool = False,
     else:
         display = PlainProgress(err, stderr_of)
     executor = None
-    if any(t.site for t in wf.tasks.values()):  # a workflow across sites
+    if wf.uses_sites():
         from kale.sites.across import SiteRouter
 
         executor = SiteRouter(wf, jobs=rec.options.get("jobs"), home=home,

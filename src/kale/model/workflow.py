@@ -351,6 +351,11 @@ class Workflow:
                     or any(t.executor is not None and t.executor.batch
                            for t in self.tasks.values()))
 
+    def uses_sites(self) -> bool:
+        """Whether some task names a site of its own (a run across sites, driven from
+        this side: :mod:`kale.sites.across`)."""
+        return any(t.site for t in self.tasks.values())
+
     def needs_manager(self, executor: str | dict[str, Any] | ExecutorSpec | None = None
                       ) -> bool:
         """Whether a run must go through the manager: batch jobs, or steps that wait for a

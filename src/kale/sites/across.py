@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import copy
 import shlex
-import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,12 +33,14 @@ from kale.errors import KaleError
 from kale.executors.base import Executor
 from kale.executors.local import LocalExecutor
 from kale.model.options import RunOptions
-from kale.model.refs import resolve, substitute
+from kale.model.refs import substitute
 from kale.model.states import RunState
 from kale.model.workflow import Task, Workflow
 from kale.sites.site import Site
+from kale.sites.source import SiteSource, shared_site
 from kale.tasks.base import Outcome, TaskContext
 from kale.tasks.registry import runner_kind
+from kale.tasks.shell import ref_values
 
 #: the tag of the transfer tasks :func:`plan` adds
 TRANSFER_TAG = "kale-transfer"
@@ -53,10 +54,6 @@ def transfer() -> None:
     """The target of transfer tasks, which only a cross-site run's executor runs."""
     raise KaleError("a transfer task runs only in a workflow across sites (its tasks' "
                     "`site:`), driven from this side")
-
-
-def crosses_sites(wf: Workflow) -> bool:
-    return any(t.site for t in wf.tasks.values())
 
 
 def plan(wf: Workflow) -> Workflow:
@@ -97,8 +94,7 @@ class SiteRouter(Executor):
         self.transfers = {n for n, t in wf.tasks.items() if TRANSFER_TAG in t.tags}
         self.here = Counter(runner_kind(t) for t in wf.tasks.values()
                             if not t.site and TRANSFER_TAG not in t.tags)
-        self.sites: dict[str, Site] = {}
-        self.staged: dict[str, str] = {}
+        self.staged: dict[str, str] = {}  # where each site has the workflow's folder
 
     async def start(self, kinds: Mapping[str, int]) -> None:
         """Warm the local runners for the tasks that run here only."""
@@ -129,34 +125,32 @@ class SiteRouter(Executor):
 
     # -- a task at a site ----------------------------------------------------------------
     def _site(self, name: str) -> Site:
-        if name not in self.sites:
-            self.sites[name] = Site.named(name, self.home)
-        return self.sites[name]
+        return shared_site(name, self.home)
 
     async def _at_site(self, ctx: TaskContext) -> Outcome:
         site = self._site(str(ctx.task.site))
-        sub = await asyncio.to_thread(self._submit, site, ctx)
-        client = sub.client
+        source, run_id = await asyncio.to_thread(self._submit, site, ctx)
+        client = source.client
         offsets = {"stdout": 0, "stderr": 0}
         try:
             pause = 0.05
             while True:
-                doc = await asyncio.to_thread(client.status, sub.id, False)
-                await asyncio.to_thread(_copy_logs, client, sub.id, ctx, offsets)
+                doc = await asyncio.to_thread(client.status, run_id, False)
+                await asyncio.to_thread(_copy_logs, client, run_id, ctx, offsets)
                 if RunState(doc["run"]["state"]).terminal:
                     break
                 await asyncio.sleep(pause)
                 pause = min(POLL, pause * 1.5)
-            return await asyncio.to_thread(_outcome, client, sub.id, ctx, site.name)
+            return await asyncio.to_thread(_outcome, client, run_id, ctx, site.name)
         except asyncio.CancelledError:
-            await asyncio.to_thread(client.cancel, sub.id)
+            await asyncio.to_thread(client.cancel, run_id)
             raise
         finally:
-            await asyncio.to_thread(sub.close)
+            await asyncio.to_thread(source.close)
 
-    def _submit(self, site: Site, ctx: TaskContext) -> Any:
-        from kale.sites.source import SiteSource
-
+    def _submit(self, site: Site, ctx: TaskContext) -> tuple[SiteSource, str]:
+        """A one-task run of ``ctx``'s task at ``site``: the source that reaches it, and
+        its id."""
         source = SiteSource(site)
         try:
             if site.name not in self.staged:
@@ -170,7 +164,7 @@ class SiteRouter(Executor):
             raise
         with open(ctx.stdout_path, "a") as log:
             log.write(f"[kale] at site {site.name}: run {run_id}\n")
-        return _SubRun(source, run_id)
+        return source, run_id
 
     # -- a transfer ----------------------------------------------------------------------
     def _transfer(self, ctx: TaskContext, transfer: Any) -> Outcome:
@@ -187,11 +181,11 @@ class SiteRouter(Executor):
         if to is None:
             dest_dir = str(ctx.workdir / "data")
         else:
-            info = self._site(to).info or self._site(to).connect()
+            site = self._site(to)
+            info = site.info or site.connect()
             dest_dir = f"{info.home}/transfers/{ctx.run_id}/{up}"
         dst = self._endpoint(to, dest_dir)
         relative = [p[len(src_dir):].lstrip("/") for p in paths]
-        start = time.monotonic()
         with open(ctx.stdout_path, "a") as log:
             log.write(f"[kale] {up}: {len(relative)} output(s) from {src} to {dst}\n")
             log.flush()
@@ -200,7 +194,7 @@ class SiteRouter(Executor):
             except TransferError as e:
                 return Outcome(ok=False, error=str(e))
             log.write(f"[kale] {report.files} file(s), {report.bytes} bytes sent in "
-                      f"{time.monotonic() - start:.2f} s ({report.method})\n")
+                      f"{report.seconds:.2f} s ({report.method})\n")
         return Outcome(ok=True, result={"moved": {src_dir: dest_dir}, "files": report.files,
                                         "bytes": report.bytes, "seconds": report.seconds,
                                         "method": report.method}, elsewhere=True)
@@ -215,27 +209,13 @@ class SiteRouter(Executor):
         return Endpoint(s.config.destination, path, tuple(s.link.ssh_args()))
 
 
-class _SubRun:
-    """A one-task run at a site, and the source that reaches it."""
-
-    def __init__(self, source: Any, run_id: str) -> None:
-        self.source, self.id, self.client = source, run_id, source.client
-
-    def close(self) -> None:
-        self.source.close()
-
-
 def _standalone(ctx: TaskContext) -> Task:
     """The task as a workflow of its own: its references filled in with their values."""
     task = copy.copy(ctx.task)
     task.parameters = dict(ctx.inputs)
     task.after, task.site = [], None
-    if task.kind == "shell":
-        def value(ref: Any) -> str:
-            from kale.tasks.shell import env_value
-
-            return env_value(resolve(ref, ctx.upstream, ctx.params))
-
+    if task.kind == "shell":  # the values the shell runner would give its references
+        value = ref_values(ctx)
         if isinstance(task.target, str):
             task.target = substitute(task.target, lambda r: shlex.quote(value(r)))
         else:

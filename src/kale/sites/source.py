@@ -63,8 +63,14 @@ class SiteSource(ManagerSource):
 
 
 def open_site(name: str, home: str | Path | None = None) -> SiteSource:
-    """The run interface of the site ``name`` (of this home's sites). A process connects
-    to a site once (its probe starts a Python there); later sources share that
+    """The run interface of the site ``name`` (of this home's sites), over
+    :func:`shared_site`."""
+    return SiteSource(shared_site(name, home))
+
+
+def shared_site(name: str, home: str | Path | None = None) -> Site:
+    """The site ``name`` of this home's sites, as this process uses it: a process connects
+    to a site once (its probe starts a Python there); later users share that
     :class:`Site`, whose clients re-attach by themselves when the connection drops or its
     manager restarts. A site redefined meanwhile (``kale site add``) is connected anew."""
     from kale.config import kale_home
@@ -76,7 +82,7 @@ def open_site(name: str, home: str | Path | None = None) -> SiteSource:
         site = _CONNECTED.get(key)
         if site is None or site.config != config:
             site = _CONNECTED[key] = Site(config)
-    return SiteSource(site)
+    return site
 
 
 #: the sites this process connected to, by (Kale home, name)

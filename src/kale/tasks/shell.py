@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 from kale.model.refs import MissingResult, Ref, resolve, substitute
@@ -57,16 +58,25 @@ def task_env(ctx: TaskContext) -> dict[str, str]:
     return env
 
 
-def command(ctx: TaskContext) -> tuple[list[str], dict[str, str]]:
-    """The argv to run and the environment variables that carry the references in the
-    command. Raises :class:`MissingResult` for a reference without a value."""
-    target = ctx.task.target
+def ref_values(ctx: TaskContext) -> Callable[[Ref], str]:
+    """The text each reference of the task's command stands for (each resolved once):
+    a string as it is, anything else as JSON. Raises :class:`MissingResult` for a
+    reference without a value."""
     values: dict[Ref, str] = {}
 
     def value(ref: Ref) -> str:
         if ref not in values:
             values[ref] = env_value(resolve(ref, ctx.upstream, ctx.params))
         return values[ref]
+
+    return value
+
+
+def command(ctx: TaskContext) -> tuple[list[str], dict[str, str]]:
+    """The argv to run and the environment variables that carry the references in the
+    command. Raises :class:`MissingResult` for a reference without a value."""
+    target = ctx.task.target
+    value = ref_values(ctx)
 
     if not isinstance(target, str):
         return [substitute(arg, value) for arg in target], {}
@@ -77,7 +87,7 @@ def command(ctx: TaskContext) -> tuple[list[str], dict[str, str]]:
         return "${" + names.setdefault(ref, f"KALE_REF_{len(names) + 1}") + "}"
 
     text = substitute(target, variable)
-    return ["/bin/sh", "-c", text], {names[ref]: values[ref] for ref in names}
+    return ["/bin/sh", "-c", text], {names[ref]: value(ref) for ref in names}
 
 
 class ShellRunner(TaskRunner):
