@@ -21,10 +21,13 @@ from kale.errors import SiteConfigError, SiteError
 from kale.sites import registry
 from kale.sites.registry import SiteConfig
 from kale.sites.ssh import SshLink, runtime_dir
+from kale.transfers.rsync import parse_stats
 
 #: what is never staged: version control, caches, checkpoints, Kale homes, environments.
 #: A ``.kaleignore`` in any staged directory adds patterns to skip, one per line (as
 #: ``.gitignore``; rsync's exclude patterns).
+#: what rsync reports, as :func:`kale.transfers.rsync.parse_stats` reads it (plain digits)
+STATS = ("--stats", "--no-human-readable")
 STAGE_EXCLUDES = (".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", ".ipynb_checkpoints/",
                   ".kale/", ".venv/", "venv/", ".mypy_cache/", ".pytest_cache/",
                   ".ruff_cache/", "node_modules/")
@@ -183,7 +186,7 @@ class Site:
         done = self.link.run(["mkdir", "-p", remote])
         if done.returncode:
             raise SiteError(self.name, f"cannot make {remote}: {done.stderr.strip()}")
-        argv = ["rsync", "-a", "--delete", "--stats", "-e", self.link.rsh(),
+        argv = ["rsync", "-a", "--delete", *STATS, "-e", self.link.rsh(),
                 "--filter=:- .kaleignore", *(f"--exclude={e}" for e in STAGE_EXCLUDES),
                 f"{local}/", f"{self.config.destination}:{remote}/"]
         try:
@@ -201,7 +204,7 @@ class Site:
         content); files are written whole (rsync's temporary file, then a rename)."""
         dest.mkdir(parents=True, exist_ok=True)
         sources = [f"{self.config.destination}:{shlex.quote(p)}" for p in paths]
-        argv = ["rsync", "-a", "--stats", "--protect-args", "-e", self.link.rsh(), *sources,
+        argv = ["rsync", "-a", *STATS, "--protect-args", "-e", self.link.rsh(), *sources,
                 f"{dest}/"]
         return self._rsync(argv, f"fetching into {dest}")
 
@@ -217,18 +220,13 @@ class Site:
                 raise SiteConfigError(self.name, f"rsync is not installed there ({what})")
             raise SiteError(self.name, f"{what} failed: {text[-500:]}",
                             transient=done.returncode in (10, 12, 30, 35, 255))
-        return _stat(done.stdout, "Number of regular files transferred"), \
-            _stat(done.stdout, "Total transferred file size")
+        sent = parse_stats(done.stdout)
+        return sent.files, sent.bytes
 
     def close(self) -> None:
         """Close the SSH connection (the site's manager and runs go on)."""
         self.link.close()
         self.socket.unlink(missing_ok=True)
-
-
-def _stat(text: str, label: str) -> int:
-    match = re.search(rf"{label}: ([\d,.]+)", text)
-    return int(match.group(1).replace(",", "").replace(".", "")) if match else 0
 
 
 __all__ = ["STAGE_EXCLUDES", "Site", "SiteInfo", "Staged", "runtime_dir"]

@@ -103,17 +103,18 @@ class SshLink:
         return shlex.join(["ssh", *self.ssh_args()])
 
     # -- the master --------------------------------------------------------------------
-    def alive(self) -> bool:
-        """Whether the master connection is up."""
-        done = subprocess.run(["ssh", *self.ssh_args(), "-O", "check",
-                               self.config.destination], stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=30)
-        return done.returncode == 0
-
-    def master_pid(self) -> int | None:
-        done = subprocess.run(["ssh", *self.ssh_args(), "-O", "check",
+    def _check(self) -> subprocess.CompletedProcess[str]:
+        """``ssh -O check``: exit 0 and ``Master running (pid=N)`` when the master is up."""
+        return subprocess.run(["ssh", *self.ssh_args(), "-O", "check",
                                self.config.destination], stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=30)
+
+    def alive(self) -> bool:
+        """Whether the master connection is up."""
+        return self._check().returncode == 0
+
+    def master_pid(self) -> int | None:
+        done = self._check()
         text = done.stderr + done.stdout
         if done.returncode or "pid=" not in text:
             return None
