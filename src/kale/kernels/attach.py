@@ -116,19 +116,25 @@ def connect(info: dict[str, Any], *, timeout: float = 10.0) -> Any:
             if tunnel is not None:
                 tunnel.close()
 
-    kc = Client()
     where = tunnel.info(info) if tunnel is not None else local_info(info)
-    kc.load_connection_info(where)  # type: ignore[arg-type]
+    return start_client(Client(), where, timeout)
+
+
+def start_client(kc: Any, where: dict[str, Any], timeout: float) -> Any:
+    """``kc`` (a blocking kernel client) on the connection info ``where``, its channels
+    started, once the kernel answers; its channels stopped (and whatever its
+    ``stop_channels`` releases) if it does not within ``timeout`` seconds."""
+    kc.load_connection_info(where)
     kc.start_channels()
     try:
-        _wait_for_ready(kc, timeout)
+        wait_for_ready(kc, timeout)
     except BaseException:
         kc.stop_channels()
         raise
     return kc
 
 
-def _wait_for_ready(kc: Any, timeout: float) -> None:
+def wait_for_ready(kc: Any, timeout: float) -> None:
     """The kernel answers on its shell and this client hears its IOPub. (jupyter_client's
     ``wait_for_ready`` first polls the heartbeat with 0.2 s sleeps: most of an attach.)"""
     import time

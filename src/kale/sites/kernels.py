@@ -25,7 +25,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from kale.errors import SiteError
-from kale.kernels.attach import PORTS, _free_port, _wait_for_ready, local_info
+from kale.kernels.attach import PORTS, _free_port, local_info, start_client, wait_for_ready
 
 if TYPE_CHECKING:
     from kale.sites.site import Site
@@ -161,7 +161,7 @@ def site_kernel(site: Site, client: Any, run_id: str, task: str,
 
         def execute(self, *args: Any, **kwargs: Any) -> str:
             if forwards.generation != self.seen:
-                _wait_for_ready(self, timeout)
+                wait_for_ready(self, timeout)
                 self.seen = forwards.generation
             return str(super().execute(*args, **kwargs))
 
@@ -171,11 +171,4 @@ def site_kernel(site: Site, client: Any, run_id: str, task: str,
 
     kc = Client()
     kc.forwards = forwards  # type: ignore[attr-defined]
-    kc.load_connection_info(forwards.info(info))  # type: ignore[arg-type]
-    kc.start_channels()
-    try:
-        _wait_for_ready(kc, timeout)
-    except BaseException:
-        kc.stop_channels()
-        raise
-    return kc
+    return start_client(kc, forwards.info(info), timeout)
