@@ -35,18 +35,24 @@ def started(tmp_path: Path) -> Path:
     return tmp_path / "started"
 
 
-def loop_notebook(tmp_path: Path) -> Path:
-    """A loop that adds ``step`` to ``total`` every 0.1 s until the test creates
-    ``gate(tmp_path)``, then records ``total`` and ``rounds``. After its first round it
-    creates ``started(tmp_path)``: from then on, ``total`` is there to read."""
+def loop_notebook(tmp_path: Path, gate_at: str | None = None, started_at: str | None = None,
+                  record: str = "kale.record('rounds', rounds)") -> Path:
+    """``tmp_path/loop.ipynb``: a loop that adds ``step`` to ``total`` every 0.1 s until the
+    test creates the gate (``gate_at``, by default ``gate(tmp_path)``), then records
+    ``total`` and runs ``record`` (``kale`` and ``getpass`` imported: a test that attaches
+    may ask who the kernel runs as). After its first round it creates
+    ``started_at`` (by default ``started(tmp_path)``): from then on, ``total`` is there to
+    read."""
+    gate_at = gate_at or str(gate(tmp_path))
+    started_at = started_at or str(started(tmp_path))
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell("step = 1")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [
         params,
         nbformat.v4.new_code_cell(
-            "import os, time\n"
-            f"gate, started = {str(gate(tmp_path))!r}, {str(started(tmp_path))!r}\n"
+            "import getpass, os, time\n"
+            f"gate, started = {gate_at!r}, {started_at!r}\n"
             "total = rounds = 0\n"
             "while True:\n"
             # The gate is looked at before the step is added: the round that sees it open
@@ -60,8 +66,7 @@ def loop_notebook(tmp_path: Path) -> Path:
             "        break\n"
             "    assert rounds < 3000, 'the test never opened the gate'\n"
             "    time.sleep(0.1)"),
-        nbformat.v4.new_code_cell("import kale\nkale.record('total', total)\n"
-                                  "kale.record('rounds', rounds)"),
+        nbformat.v4.new_code_cell(f"import kale\nkale.record('total', total)\n{record}"),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
 
 from conftest import Kale, process_alive, wait_until
@@ -25,7 +24,7 @@ from sitekit import (  # noqa: F401 (the fixtures site and site_host)
     site_fixture,
     site_host_fixture,
 )
-from test_attach import run_code
+from test_attach import loop_notebook, run_code
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -37,32 +36,8 @@ def loop_project(tmp_path: Path, site: SiteUnderTest) -> Path:
     ``started`` file at the site."""
     d = tmp_path / "project"
     d.mkdir()
-    gate, started = f"{site.abs_home}/gate", f"{site.abs_home}/started"
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("step = 1")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        params,
-        nbformat.v4.new_code_cell(
-            "import getpass, os, time\n"
-            f"gate, started = {gate!r}, {started!r}\n"
-            "total = rounds = 0\n"
-            "while True:\n"
-            "    released = os.path.exists(gate)\n"
-            "    total += step\n"
-            "    rounds += 1\n"
-            "    if rounds == 1:\n"
-            "        open(started, 'w').close()\n"
-            "    if released:\n"
-            "        break\n"
-            "    assert rounds < 3000, 'the test never opened the gate'\n"
-            "    time.sleep(0.1)"),
-        nbformat.v4.new_code_cell("import kale\nkale.record('total', total)\n"
-                                  "kale.record('who', getpass.getuser())"),
-    ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, d / "loop.ipynb")
+    loop_notebook(d, f"{site.abs_home}/gate", f"{site.abs_home}/started",
+                  record="kale.record('who', getpass.getuser())")
     (d / "wf.yaml").write_text("name: site-loop\ntasks:\n  loop:\n    notebook: loop.ipynb\n")
     return d
 
