@@ -298,6 +298,13 @@ def native_id(home: Path, run_id: str, task: str) -> str:
                           what=f"the Slurm job of {task}"))
 
 
+def run_and_job(nokale: NoSlurmKale, home: Path, task: str) -> tuple[str, str]:
+    """The run being started (the home's only one) and the Slurm job of its ``task``."""
+    run_id = str(wait_until(lambda: json.loads(nokale("runs", "--json").stdout or "[]"),
+                            what="the run")[0]["id"])
+    return run_id, native_id(home, run_id, task)
+
+
 def scontrol(job: str) -> str:
     """What the real Slurm says of a job (``JobState=... ExitCode=...``)."""
     return subprocess.run(["scontrol", "show", "job", job, "-o"], capture_output=True,
@@ -368,9 +375,7 @@ def test_cancelling_a_running_task_cancels_its_slurm_job(
                   token_file=str(token))
     run = nokale.popen("run", str(wf))
     try:
-        run_id = wait_until(lambda: json.loads(nokale("runs", "--json").stdout or "[]"),
-                            what="the run")[0]["id"]
-        job = native_id(home, run_id, "wait")
+        run_id, job = run_and_job(nokale, home, "wait")
         wait_until(lambda: status(nokale, run_id)["wait"]["state"] == "RUNNING",
                    what="the task running in its job")
         assert "JobState=RUNNING" in scontrol(job)
@@ -415,9 +420,7 @@ def test_a_token_expiring_mid_run_is_renewed_by_the_token_command(
 """, token_file=str(token), token_command=slurm_rest.token_command(120))
     run = nokale.popen("run", str(wf))
     try:
-        run_id = wait_until(lambda: json.loads(nokale("runs", "--json").stdout or "[]"),
-                            what="the run")[0]["id"]
-        job = native_id(home, run_id, "first")
+        run_id, job = run_and_job(nokale, home, "first")
         wait_until(lambda: "JobState=RUNNING" in scontrol(job), what="the first job running")
         expired = _expired_token(slurm_rest)
         write_token(token, expired)
@@ -463,9 +466,7 @@ def test_a_token_file_replaced_after_it_expired_lets_the_run_finish(
 """, token_file=str(token))
     run = nokale.popen("run", str(wf))
     try:
-        run_id = wait_until(lambda: json.loads(nokale("runs", "--json").stdout or "[]"),
-                            what="the run")[0]["id"]
-        job = native_id(home, run_id, "first")
+        run_id, job = run_and_job(nokale, home, "first")
         wait_until(lambda: "JobState=RUNNING" in scontrol(job), what="the first job running")
         write_token(token, _expired_token(slurm_rest))
         wait_until(lambda: f"cannot poll Slurm job {job}" in manager_log(home),

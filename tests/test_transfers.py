@@ -152,6 +152,22 @@ def test_remote_to_remote_relays_through_here_and_only_changes_travel(
     assert (t.copy(a, b).files, tree(here)["other.txt"]) == (1, b"not selected\n")
 
 
+def copy_in_background(transfer: RsyncTransfer, src: Endpoint, dst: Endpoint
+                       ) -> tuple[threading.Thread, list[BaseException]]:
+    """``transfer.copy(src, dst)`` in a thread (started); the list gets what it raised."""
+    failed: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            transfer.copy(src, dst)
+        except BaseException as e:  # the test looks at it
+            failed.append(e)
+
+    worker = threading.Thread(target=copy)
+    worker.start()
+    return worker, failed
+
+
 def descendants(pid: int) -> list[tuple[int, str]]:
     """(pid, command name) of every process under ``pid``."""
     children: dict[int, list[tuple[int, str]]] = {}
@@ -197,16 +213,7 @@ def test_a_copy_killed_half_way_leaves_no_partial_file_and_the_retry_completes_i
     ends = (Endpoint(None, str(src)), Endpoint(ssh_host, str(dst))) if direction == "up" \
         else (Endpoint(ssh_host, str(src)), Endpoint(None, str(dst)))
     slow = RsyncTransfer(options=["--bwlimit=2m"])  # ~100 s for the whole file
-    failed: list[BaseException] = []
-
-    def copy() -> None:
-        try:
-            slow.copy(*ends)
-        except BaseException as e:  # the test looks at it
-            failed.append(e)
-
-    worker = threading.Thread(target=copy)
-    worker.start()
+    worker, failed = copy_in_background(slow, *ends)
     try:
         wait_until(lambda: list(dst.glob(".big.bin.*")), what="rsync's temporary file")
         assert not (dst / "big.bin").exists()
@@ -232,16 +239,8 @@ def test_cancel_stops_a_copy_in_progress(ssh_host: str, tmp_path: Path) -> None:
     src.mkdir()
     (src / "big.bin").write_bytes(os.urandom(50 * 2**20))
     slow = RsyncTransfer(options=["--bwlimit=2m"])
-    failed: list[BaseException] = []
-
-    def copy() -> None:
-        try:
-            slow.copy(Endpoint(None, str(src)), Endpoint(ssh_host, str(dst)))
-        except BaseException as e:  # the test looks at it
-            failed.append(e)
-
-    worker = threading.Thread(target=copy)
-    worker.start()
+    worker, failed = copy_in_background(slow, Endpoint(None, str(src)),
+                                        Endpoint(ssh_host, str(dst)))
     try:
         wait_until(lambda: list(dst.glob(".big.bin.*")), what="rsync's temporary file")
     finally:
