@@ -17,6 +17,7 @@ LAYERS = [
               "kale.plugins")),
     ("model", ("kale.model",)),
     ("spec", ("kale.spec",)),
+    ("cwl", ("kale.cwl",)),  # CWL in and out: the model and spec layers, and a step runtime
     ("store", ("kale.store",)),
     ("transfers", ("kale.transfers",)),  # copies between sites: base layer and stdlib only
     ("tasks", ("kale.tasks",)),
