@@ -17,13 +17,13 @@ LAYERS = [
               "kale.plugins")),
     ("model", ("kale.model",)),
     ("spec", ("kale.spec",)),
-    ("cwl", ("kale.cwl",)),  # CWL in and out: the model and spec layers, and a step runtime
     ("store", ("kale.store",)),
     ("transfers", ("kale.transfers",)),  # copies between sites: base layer and stdlib only
     ("tasks", ("kale.tasks",)),
     ("executors", ("kale.executors",)),
     ("batch", ("kale.batch",)),
     ("engine", ("kale.engine",)),
+    ("cwl", ("kale.cwl",)),  # CWL in and out: model, spec, and the task runners for export
     ("client", ("kale.client.local", "kale.client.run", "kale.client")),
     ("kernels", ("kale.kernels",)),
     ("worker", ("kale.worker",)),
