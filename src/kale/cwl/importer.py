@@ -1,0 +1,264 @@
+"""A CWL v1.2 document (a Workflow of CommandLineTools, or one CommandLineTool) and its
+input object as a Kale workflow.
+
+- The workflow's inputs become Kale workflow parameters, with the input object's values
+  (Files and Directories with absolute locations), else their defaults.
+- Each step becomes a Python task running :func:`kale.cwl.runtime.run_step`: its
+  parameters are the step (JSON text) and, for each step input, references to the
+  parameters and upstream steps it reads (``${params.x}``, ``${step.out}``), so the DAG,
+  the durable state, reuse and partial runs are Kale's. A scatter runs inside its step's
+  one task (the list is often known only when the step above has run).
+- The workflow's outputs are the result of one more task, ``outputs`` (running
+  :func:`kale.cwl.runtime.gather`); a lone CommandLineTool is one task whose result is
+  the output object.
+
+Everything Kale does not do is refused here, by name, before anything runs
+(:func:`check`): JavaScript expressions, requirements it cannot honour, ExpressionTools,
+Operations, sub-workflows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kale.cwl import files
+from kale.cwl.document import CwlError, Unsupported, job_object, load
+from kale.cwl.expr import check as check_expression
+from kale.cwl.expr import references
+from kale.cwl.tool import expand_iri
+from kale.cwl.types import allows_null
+from kale.cwl.types import check as check_type
+from kale.model.workflow import NAME, Workflow
+
+#: requirements Kale honours (InlineJavascriptRequirement: parameter references only)
+SUPPORTED = ("InlineJavascriptRequirement", "SchemaDefRequirement", "InitialWorkDirRequirement",
+             "EnvVarRequirement", "ShellCommandRequirement", "ResourceRequirement",
+             "StepInputExpressionRequirement", "ScatterFeatureRequirement",
+             "MultipleInputFeatureRequirement", "LoadListingRequirement", "WorkReuse",
+             "NetworkAccess", "ToolTimeLimit")
+RUN_STEP = "kale.cwl.runtime:run_step"
+GATHER = "kale.cwl.runtime:gather"
+#: fields that hold text, never expressions
+_NOT_EXPRESSIONS = ("doc", "label", "default", "steps", "run", "id", "class", "cwlVersion",
+                    "$namespaces", "$schemas", "s:author", "type", "symbols")
+
+
+@dataclass
+class Imported:
+    """A CWL document as a Kale workflow, and the task whose result is the output
+    object."""
+
+    workflow: Workflow
+    outputs_task: str
+    process: dict[str, Any]
+
+
+def load_checked(path: str | Path) -> dict[str, Any]:
+    """The document, read and checked (:func:`check`)."""
+    process = load(path)
+    check(process)
+    return process
+
+
+def check(process: Mapping[str, Any], inherited: tuple[dict[str, Any], ...] = ()) -> None:
+    """Refuse, by name, what Kale does not do."""
+    where = process["_file"]
+    cls = process["class"]
+    if cls in ("ExpressionTool", "Operation"):
+        raise Unsupported(f"{where}: {cls} {process['id']!r} is not supported (Kale runs "
+                          "CommandLineTools; an ExpressionTool is JavaScript)")
+    for r in list(inherited) + list(process.get("requirements") or []):
+        if r["class"] not in SUPPORTED:
+            raise Unsupported(f"{where}: requirement {r['class']} is not supported (Kale "
+                              f"honours: {', '.join(SUPPORTED)}); as a hint it would be "
+                              "ignored")
+    declared = {p["id"] for p in process.get("inputs") or []}
+    for text, what in _expressions(process, ""):
+        check_expression(text, f"{where}: {what}")
+        for symbol, segs in references(text):
+            if symbol == "inputs" and segs and segs[0] not in declared:
+                raise CwlError(f"{where}: {what}: $(inputs.{segs[0]}) names no input of "
+                               f"{process['id']!r} (inputs: {', '.join(sorted(declared))})")
+    if cls == "Workflow":
+        reqs = tuple(process.get("requirements") or [])
+        for step in process["steps"]:
+            run = step["run"]
+            if run["class"] == "Workflow":
+                raise Unsupported(f"{where}: step {step['id']!r} runs a Workflow: "
+                                  "SubworkflowFeatureRequirement is not supported")
+            for i in step["in"]:
+                for key in ("valueFrom",):
+                    if i.get(key) is not None:
+                        check_expression(str(i[key]), f"{where}: step {step['id']!r} input "
+                                         f"{i['id']!r}")
+            if step.get("when") is not None:
+                check_expression(str(step["when"]), f"{where}: step {step['id']!r} 'when'")
+            check(run, reqs + tuple(step.get("requirements") or []))
+        _check_links(process)
+
+
+def _expressions(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, str):
+        if "$(" in node or "${" in node:
+            yield node, path or "value"
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _expressions(v, f"{path}[{i}]")
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            if k in _NOT_EXPRESSIONS or str(k).startswith("_"):
+                continue
+            yield from _expressions(v, f"{path}.{k}" if path else str(k))
+
+
+def _check_links(wf: Mapping[str, Any]) -> None:
+    where = wf["_file"]
+    names = {i["id"] for i in wf["inputs"]}
+    outs = {f"{s['id']}/{o}" for s in wf["steps"] for o in s["out"]}
+    for s in wf["steps"]:
+        declared = {p["id"] for p in s["run"]["inputs"]}
+        for i in s["in"]:
+            for src in i["source"]:
+                if src not in names and src not in outs:
+                    raise CwlError(f"{where}: step {s['id']!r} input {i['id']!r}: unknown "
+                                   f"source {src!r}")
+        for name in s["scatter"]:
+            if name not in {i["id"] for i in s["in"]}:
+                raise CwlError(f"{where}: step {s['id']!r} scatters over {name!r}, "
+                               "which is not one of its inputs")
+        for o in s["out"]:
+            if o not in {p["id"] for p in s["run"]["outputs"]}:
+                raise CwlError(f"{where}: step {s['id']!r}: {o!r} is not an output of "
+                               f"{s['run']['_file']}")
+        del declared
+    for o in wf["outputs"]:
+        for src in o["outputSource"]:
+            if src not in names and src not in outs:
+                raise CwlError(f"{where}: output {o['id']!r}: unknown source {src!r}")
+
+
+def input_object(process: Mapping[str, Any], job: Mapping[str, Any], base: Path,
+                 *, job_name: str) -> dict[str, Any]:
+    """The process's inputs from the input object: values resolved (relative locations
+    against ``base``), defaults for what is absent, required ones checked."""
+    out: dict[str, Any] = {}
+    known = {p["id"] for p in process["inputs"]}
+    for name in job:
+        if name not in known and not str(name).startswith(("$", "cwl:")):
+            continue  # CWL allows extra keys in an input object
+    for p in process["inputs"]:
+        name = p["id"]
+        value = files.resolve(job.get(name), base)
+        value = _expand_formats(value, process)
+        if value is None and p.get("default") is not None:
+            value = _expand_formats(files.resolve(p["default"], Path(process["_dir"])), process)
+        if value is None and not allows_null(p["type"]):
+            raise CwlError(f"{job_name}: no value for the required input {name!r} of "
+                           f"{process['_file']}")
+        check_type(p["type"], value, f"{job_name}: input {name!r}")
+        out[name] = value
+    return out
+
+
+def _expand_formats(value: Any, process: Mapping[str, Any]) -> Any:
+    if isinstance(value, list):
+        return [_expand_formats(v, process) for v in value]
+    if files.is_file_like(value) and isinstance(value.get("format"), str):
+        return dict(value, format=expand_iri(value["format"], process))
+    if isinstance(value, dict):
+        return {k: _expand_formats(v, process) for k, v in value.items()}
+    return value
+
+
+def _task_names(ids: list[str], taken: set[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for ident in ids:
+        name = re.sub(r"[^A-Za-z0-9_-]", "_", ident)[:100] or "step"
+        if not NAME.match(name):
+            name = "s_" + name
+        base, n = name, 2
+        while name in taken:
+            name, n = f"{base}_{n}", n + 1
+        taken.add(name)
+        out[ident] = name
+    return out
+
+
+def _merged_requirements(parents: list[list[dict[str, Any]]], tool: dict[str, Any]
+                         ) -> dict[str, Any]:
+    """The tool as it runs in its step: the workflow's and step's requirements and hints
+    before its own (the most specific wins: :func:`kale.cwl.document.requirement` reads
+    the last)."""
+    reqs = [r for level in parents[0::2] for r in level]
+    hints = [h for level in parents[1::2] for h in level]
+    return dict(tool, requirements=reqs + list(tool.get("requirements") or []),
+                hints=hints + list(tool.get("hints") or []))
+
+
+def to_workflow(process: dict[str, Any], params: dict[str, Any]) -> Imported:
+    """The Kale workflow of a checked process and its resolved inputs."""
+    base = Path(process["_dir"])
+    doc = process.get("doc")
+    wf = Workflow(process["id"] or "cwl", doc if isinstance(doc, str) else "",
+                  parameters=params, base_dir=base)
+    if process["class"] == "CommandLineTool":
+        name = _task_names([process["id"]], set())[process["id"]]
+        spec = {"id": process["id"], "tool": process, "dir": str(base), "scatter": [],
+                "in": [{"id": p["id"], "source": [p["id"]]} for p in process["inputs"]],
+                "out": [o["id"] for o in process["outputs"]]}
+        wf.python(RUN_STEP, name=name, parameters={
+            "step": json.dumps(spec), "sources": {
+                p["id"]: ["${params." + p["id"] + "}"] for p in process["inputs"]}})
+        return Imported(wf, name, process)
+    names = _task_names([s["id"] for s in process["steps"]], set())
+    for s in process["steps"]:
+        tool = _merged_requirements(
+            [process["requirements"], process["hints"], s["requirements"], s["hints"]],
+            s["run"])
+        spec = {"id": s["id"], "tool": tool, "dir": str(base), "in": s["in"], "out": s["out"],
+                "scatter": s["scatter"], "scatterMethod": s.get("scatterMethod"),
+                "when": s.get("when")}
+        sources = {i["id"]: [_ref(src, names) for src in i["source"]] for i in s["in"]}
+        wf.python(RUN_STEP, name=names[s["id"]],
+                  parameters={"step": json.dumps(spec), "sources": sources})
+    gather = _task_names(["outputs"], set(names.values()))["outputs"]
+    outs = [{k: o.get(k) for k in ("id", "outputSource", "linkMerge", "pickValue")}
+            for o in process["outputs"]]
+    wf.python(GATHER, name=gather, parameters={
+        "outputs": json.dumps(outs),
+        "sources": {o["id"]: [_ref(src, names) for src in o["outputSource"]]
+                    for o in process["outputs"]}})
+    return Imported(wf, gather, process)
+
+
+def _ref(source: str, names: Mapping[str, str]) -> str:
+    step, sep, out = source.partition("/")
+    if not sep:
+        return "${params." + source + "}"
+    return "${" + names[step] + "." + out + "}"
+
+
+def import_cwl(path: str | Path, job: str | Path | None = None,
+               overrides: Mapping[str, Any] | None = None) -> Imported:
+    """Read, check and import ``path`` with the input object in ``job`` (a YAML or JSON
+    file; None: no inputs but defaults) and ``overrides`` (``-p name=value``)."""
+    process = load_checked(path)
+    data, base = job_object(job)
+    data = {**data, **(overrides or {})}
+    params = input_object(process, data, base, job_name=str(job or path))
+    return to_workflow(process, params)
+
+
+def document_summary(process: Mapping[str, Any]) -> str:
+    if process["class"] == "Workflow":
+        return f"CWL Workflow {process['id']!r} is valid ({len(process['steps'])} steps)"
+    return f"CWL {process['class']} {process['id']!r} is valid"
+
+
+__all__ = ["CwlError", "Imported", "Unsupported", "check", "import_cwl", "load_checked",
+           "to_workflow"]

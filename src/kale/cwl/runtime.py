@@ -1,0 +1,139 @@
+"""What a Kale task of an imported CWL workflow runs (``kale.cwl.runtime:run_step``):
+one workflow step, that is its tool once, or once per element under ``scatter``, in the
+task's own directory; and ``kale.cwl.runtime:gather``, the workflow's output object.
+
+A step task's parameters are ``step`` (the step as JSON text: its tool, its ``in`` list,
+``scatter``/``scatterMethod`` and ``when``; text, so nothing in it is read as a Kale
+reference) and ``sources`` (for each step input, the values of its sources: Kale
+references to workflow parameters and upstream steps' results, resolved by the engine).
+Its result is the step's output object (a dict, JSON), which is what the references of
+the steps below it read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kale.cwl import files
+from kale.cwl.document import CwlError
+from kale.cwl.expr import evaluate
+from kale.cwl.tool import run_tool
+
+
+def merge(values: list[Any], spec: Mapping[str, Any]) -> Any:
+    """The value of an input or output with these sources' values (``linkMerge``,
+    ``pickValue``)."""
+    sources = spec.get("source") or spec.get("outputSource") or []
+    if len(sources) == 1 and not spec.get("linkMerge"):
+        value = values[0]
+    elif spec.get("linkMerge") == "merge_flattened":
+        value = [x for v in values for x in (v if isinstance(v, list) else [v])]
+    else:
+        value = list(values)
+    pick = spec.get("pickValue")
+    if pick and isinstance(value, list):
+        present = [v for v in value if v is not None]
+        if pick == "first_non_null":
+            if not present:
+                raise CwlError(f"{spec.get('id')}: pickValue first_non_null: all are null")
+            value = present[0]
+        elif pick == "the_only_non_null":
+            if len(present) != 1:
+                raise CwlError(f"{spec.get('id')}: pickValue the_only_non_null: "
+                               f"{len(present)} are not null")
+            value = present[0]
+        else:
+            value = present
+    return value
+
+
+def step_inputs(spec: Mapping[str, Any], sources: Mapping[str, list[Any]]) -> dict[str, Any]:
+    """Each step input's value before ``valueFrom``: its sources merged, else its default."""
+    out: dict[str, Any] = {}
+    where = Path(spec["dir"])
+    for i in spec["in"]:
+        values = sources.get(i["id"]) or []
+        value = merge(values, i) if i.get("source") else None
+        if value is None and i.get("default") is not None:
+            value = files.resolve(i["default"], where)
+        out[i["id"]] = value
+    return out
+
+
+def _value_from(spec: Mapping[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    context = {"inputs": files.fill(inputs), "runtime": {}, "self": None}
+    out = dict(inputs)
+    for i in spec["in"]:
+        if i.get("valueFrom") is not None:
+            out[i["id"]] = evaluate(i["valueFrom"], {**context, "self": inputs.get(i["id"])})
+    return out
+
+
+def _jobs(spec: Mapping[str, Any], inputs: dict[str, Any]) -> tuple[list[dict[str, Any]],
+                                                                      list[int]]:
+    """The tool's input objects, one per scatter element, and the shape of the result
+    (one length per level for nested_crossproduct, else one)."""
+    scatter = spec.get("scatter") or []
+    if not scatter:
+        return [inputs], []
+    lists = []
+    for name in scatter:
+        value = inputs.get(name)
+        if not isinstance(value, list):
+            raise CwlError(f"step {spec['id']!r}: scatter over {name!r}, which is not a list")
+        lists.append(value)
+    method = spec.get("scatterMethod") or "dotproduct"
+    if method == "dotproduct":
+        if len({len(x) for x in lists}) > 1:
+            raise CwlError(f"step {spec['id']!r}: dotproduct scatter over lists of "
+                           f"different lengths ({', '.join(str(len(x)) for x in lists)})")
+        combos = list(zip(*lists, strict=True))
+        shape = [len(combos)]
+    else:
+        combos = list(itertools.product(*lists))
+        shape = [len(x) for x in lists] if method == "nested_crossproduct" else [len(combos)]
+    return [dict(inputs, **dict(zip(scatter, c, strict=True))) for c in combos], shape
+
+
+def _nest(flat: list[Any], shape: list[int]) -> Any:
+    if len(shape) <= 1:
+        return flat
+    size = len(flat) // shape[0] if shape[0] else 0
+    return [_nest(flat[k * size:(k + 1) * size], shape[1:]) for k in range(shape[0])]
+
+
+def run_step(step: str, sources: dict[str, list[Any]]) -> dict[str, Any]:
+    """Run one workflow step in this task's directory; its output object."""
+    spec = json.loads(step)
+    tool = spec["tool"]
+    inputs = step_inputs(spec, sources)
+    jobs, shape = _jobs(spec, inputs)
+    names = [o for o in spec["out"]]
+    results: list[dict[str, Any] | None] = []
+    for n, job in enumerate(jobs):
+        job = _value_from(spec, job)
+        if spec.get("when") is not None:
+            cond = evaluate(spec["when"], {"inputs": job, "runtime": {}, "self": None})
+            if not isinstance(cond, bool):
+                raise CwlError(f"step {spec['id']!r}: 'when' gave {cond!r}, not a boolean")
+            if not cond:
+                results.append(None)
+                continue
+        declared = {p["id"] for p in tool.get("inputs") or []}
+        given = {k: v for k, v in job.items() if k in declared}
+        workdir = Path.cwd() / ("cwl" if not shape else f"cwl-{n}")
+        results.append(run_tool(tool, given, workdir))
+    if not shape:
+        only = results[0]
+        return {o: (only or {}).get(o) for o in names}
+    return {o: _nest([r.get(o) if r else None for r in results], shape) for o in names}
+
+
+def gather(outputs: str, sources: dict[str, list[Any]]) -> dict[str, Any]:
+    """The workflow's output object from its outputs' sources."""
+    specs = json.loads(outputs)
+    return {o["id"]: merge(sources.get(o["id"]) or [None], o) for o in specs}
