@@ -15,6 +15,7 @@ import pytest
 from conftest import ROOT, Kale
 from kale.cwl.export import dump_cwl, to_cwl
 from kale.cwl.export_plan import make_plan
+from kale.errors import UsageError
 from kale.spec import load_workflow
 
 EXAMPLES = ROOT / "examples"
@@ -49,13 +50,14 @@ def validate(cwl: Path, tmp_path: Path) -> None:
     assert "is valid CWL" in out.stdout + out.stderr
 
 
-def run_cwl(cwl: Path, tmp_path: Path, *args: str) -> dict[str, Any]:
-    """cwltool's output object (each workflow output: a File/Directory, or a list)."""
+def run_cwl(cwl: Path, tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
+    """cwltool's output object (each workflow output: a File/Directory, or a list), and
+    its log."""
     outdir = tmp_path / "cwl-out"
     out = cwltool(tmp_path, "--outdir", str(outdir), str(cwl), *args)
     assert out.returncode == 0, out.stderr[-4000:]
     result: dict[str, Any] = json.loads(out.stdout)
-    return result
+    return result, out.stderr
 
 
 def run_kale(kale: Kale, wf_yaml: Path, *args: str) -> dict[str, dict[str, Any]]:
@@ -113,7 +115,91 @@ def test_quickstart_exports_validates_and_runs_as_kale_runs(kale: Kale, tmp_path
     wf_yaml = copy_workflow(EXAMPLES / "quickstart" / "workflow.yaml", tmp_path)
     cwl = export(wf_yaml, tmp_path)
     validate(cwl, tmp_path)
-    outputs = run_cwl(cwl, tmp_path)
+    outputs, _ = run_cwl(cwl, tmp_path)
     assert cwl_result(outputs, "summarize") == {"count": 3, "total": 1 + 42 + 42**2,
                                                 "largest": 42**2}
     assert_same_outputs(wf_yaml, run_kale(kale, wf_yaml), outputs)
+
+
+@pytest.mark.slow
+def test_pipeline_of_shell_python_and_notebook_tasks_runs_as_kale_runs(
+        kale: Kale, tmp_path: Path) -> None:
+    """Files and values flow downstream: a command line and an argv list reading workflow
+    parameters (a string with two spaces, an int, a bool, a float) and an upstream file,
+    a glob's files, a Python task whose result a shell command and a notebook read, and a
+    last Python task given every kind of result. A parameter set on both command lines."""
+    wf_yaml = copy_workflow(DATA / "pipeline" / "workflow.yaml", tmp_path)
+    cwl = export(wf_yaml, tmp_path)
+    validate(cwl, tmp_path)
+    job = tmp_path / "job.yml"
+    job.write_text("n: 6\n")
+    outputs, log = run_cwl(cwl, tmp_path, str(job))
+    kale_tasks = run_kale(kale, wf_yaml, "-p", "n=6")
+    assert cwl_result(outputs, "final") == {
+        "above": [4, 5, 6], "count": 6, "total": ["21", "flag=true", "ratio=0.5", "n=n=6"],
+        "report": "mean=3.5 parts=2 word=hello  world cost: $(none) ${none}", "sum": 21}
+    assert_same_outputs(wf_yaml, kale_tasks, outputs)
+    # what a task wrote on stdout reaches cwltool's log, as it reaches Kale's
+    assert "task make: 6 numbers" in log
+    assert "task make: 6 numbers" in kale("logs", "latest", "make").stdout
+
+
+@pytest.mark.parametrize("example", ["quickstart", "batch"])
+def test_every_example_exports_to_valid_cwl(example: str, tmp_path: Path) -> None:
+    wf_yaml = copy_workflow(EXAMPLES / example / "workflow.yaml", tmp_path)
+    validate(export(wf_yaml, tmp_path), tmp_path)
+
+
+def test_what_cwl_does_not_carry_is_listed_at_the_top(tmp_path: Path) -> None:
+    """The batch example's executors and retries have no CWL form: the document says so;
+    its srun launcher starts the command as in Kale, its resources are a hint."""
+    wf = load_workflow(copy_workflow(EXAMPLES / "batch" / "workflow.yaml", tmp_path))
+    text = dump_cwl(wf)
+    header = text[:text.index("cwlVersion:")]
+    assert "Not carried into CWL" in header
+    assert "the workflow's executor ('slurm')" in header
+    assert "task 'measure_a': executor" in header
+    assert "task 'simulate': retries 1" in header
+    tools = {t["id"]: t for t in to_cwl(wf)["$graph"][1:]}
+    assert tools["tool_report"]["baseCommand"][:3] == ["srun", "--nodes=1", "--ntasks=2"]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wf" / "workflow.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    (path.parent / "mod.py").write_text("def f():\n    return {'x': 1}\n")
+    (path.parent / "step.ipynb").write_text(json.dumps({
+        "cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+REFUSED = {
+    "interactive": ("tasks:\n  look: {notebook: step.ipynb, interactive: true}\n",
+                    "task 'look' cannot be written as CWL: it is an interactive step"),
+    "site": ("tasks:\n  far: {shell: 'true', site: hpc}\n",
+             "task 'far' cannot be written as CWL: it runs at site 'hpc'"),
+    "shell record": ("tasks:\n  a: {shell: kale record x 1}\n  b: {shell: 'echo ${a.x}'}\n",
+                     "task 'b' cannot be written as CWL: it refers to ${a.x}, a value a "
+                     "shell task records"),
+    "glob": ("tasks:\n  a: {shell: touch x.txt, outputs: ['*.txt']}\n"
+             "  b: {shell: 'cat ${a.*.txt}'}\n",
+             "it refers to ${a.*.txt}, the files of a glob"),
+    "whole result": ("tasks:\n  a: {python: 'mod:f'}\n  b: {shell: 'echo $v', "
+                     "parameters: {v: '${a}'}}\n",
+                     "task 'b' cannot be written as CWL: it refers to ${a}, a whole result"),
+    "nested": ("tasks:\n  a: {python: 'mod:f'}\n  b: {shell: 'echo $v', "
+               "parameters: {v: ['${a.x}']}}\n",
+               "task 'b' cannot be written as CWL: its parameter 'v' holds references "
+               "inside a list"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_what_has_no_cwl_form_is_refused_naming_task_and_feature(case: str, tmp_path: Path
+                                                                 ) -> None:
+    text, message = REFUSED[case]
+    wf = load_workflow(write(tmp_path, "name: refused\n" + text))
+    with pytest.raises(UsageError) as e:
+        dump_cwl(wf)
+    assert message in str(e.value)

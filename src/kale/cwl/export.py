@@ -5,8 +5,8 @@ with its value as default, and ``kale_base``, the workflow's folder, when a Pyth
 notebook task needs it; one step per task; every declared output file, and every Python
 or notebook task's result file, as workflow outputs named ``TASK__PORT``), then one
 CommandLineTool per task (:mod:`kale.cwl.export_tools`). ``cwltool wf.cwl`` runs it with
-no job file; ``cwltool wf.cwl --n 5`` sets a parameter, and ``--kale_base DIR`` points it
-at a copy of the workflow's folder.
+no job file; a job file sets parameters (``n: 5``) or points ``kale_base`` at a copy of the
+workflow's folder (``kale_base: {class: Directory, path: /elsewhere}``).
 
 What Kale does that CWL has no form for is refused (interactive steps, sites, other task
 kinds, some references: :mod:`kale.cwl.export_plan`) or, where the outputs do not depend

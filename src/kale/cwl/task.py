@@ -34,6 +34,7 @@ from kale.store.results import as_json
 from kale.tasks.base import RECORDS_FILE, Outcome, TaskContext
 from kale.tasks.record import ENV as RECORD_ENV
 from kale.tasks.record import read_records
+from kale.tasks.registry import runner_kind
 from kale.tasks.shell import env_value
 
 
@@ -104,7 +105,7 @@ def _paths(value: Any) -> str:
 async def _execute(ctx: TaskContext) -> Outcome:
     executor = LocalExecutor(1)
     try:
-        await executor.start({ctx.task.kind: 1})
+        await executor.start({runner_kind(ctx.task): 1})
         return await executor.execute(ctx)
     finally:
         await executor.close()
