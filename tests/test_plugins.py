@@ -202,7 +202,7 @@ def test_unknown_kinds_and_schedulers_say_what_is_known(kale: Kale, plugin: Path
     assert without.returncode == 2
     assert errors(without) == [
         f"{wf}:2: executor.kind: unknown executor 'toi'; known: local, slurm, pbs, lsf, "
-        "flux, cobalt",
+        "flux, cobalt, dask, parsl",
         f"{wf}:5: tasks.a.ech: unknown task kind 'ech'; known: shell, python, notebook (a "
         "kind from a plug-in needs its package installed)",
         f"{wf}:7: tasks.b.echo: unknown task kind 'echo'; known: shell, python, notebook (a "
@@ -212,7 +212,7 @@ def test_unknown_kinds_and_schedulers_say_what_is_known(kale: Kale, plugin: Path
     assert done.returncode == 2
     assert errors(done) == [
         f"{wf}:2: executor.kind: unknown executor 'toi'; known: local, slurm, pbs, lsf, "
-        "flux, cobalt, toy",
+        "flux, cobalt, toy, dask, parsl",
         f"{wf}:5: tasks.a.ech: unknown task kind 'ech' (did you mean 'echo'?); known: shell, "
         "python, notebook, echo (a kind from a plug-in needs its package installed)",
     ]
@@ -245,16 +245,21 @@ def test_the_schema_follows_the_registries(plugin: Path, tmp_path: Path) -> None
 
 
 def test_kales_own_names_are_listed_once_and_everything_follows_them() -> None:
-    """The entry points in pyproject.toml list Kale's own kinds and schedulers; the
-    packaged schema documents exactly those, and the runners, adapters and dashboard
-    form follow them."""
-    kinds, schedulers = plugins.builtins(plugins.TASK_KINDS), plugins.builtins(
-        plugins.SCHEDULERS)
+    """The entry points in pyproject.toml list Kale's own kinds, schedulers and engines;
+    the packaged schema documents exactly those, and the runners, adapters, executors and
+    dashboard form follow them."""
+    kinds, schedulers, engines = (plugins.builtins(plugins.TASK_KINDS),
+                                  plugins.builtins(plugins.SCHEDULERS),
+                                  plugins.builtins(plugins.ENGINES))
     assert kinds == ("shell", "python", "notebook")
     assert schedulers == ("slurm", "pbs", "lsf", "flux", "cobalt")
-    assert set(plugins._ORDER) == {*kinds, *schedulers}  # only an order, of those names
+    assert engines == ("dask", "parsl")
+    # only an order, of those names
+    assert set(plugins._ORDER) == {*kinds, *schedulers, *engines}
     assert task_kinds()[:len(kinds)] == kinds
-    assert executor_kinds()[:1 + len(schedulers)] == ("local", *schedulers)
+    assert executor_kinds() == ("local", *schedulers, *engines)
+    for name in engines:
+        assert plugins.load(plugins.entries(plugins.ENGINES)[name]).name == name
 
     for kind in kinds:
         assert runner_class(kind).kind == kind
@@ -267,7 +272,8 @@ def test_kales_own_names_are_listed_once_and_everything_follows_them() -> None:
     assert [o["required"][0] for o in task["oneOf"]] == list(kinds)
     assert set(kinds) <= set(task["properties"])
     by_name, mapping = packaged["$defs"]["executor"]["oneOf"][1:]
-    assert by_name["enum"] == mapping["properties"]["kind"]["enum"] == ["local", *schedulers]
+    assert by_name["enum"] == mapping["properties"]["kind"]["enum"] == [
+        "local", *schedulers, *engines]
 
 
 def test_a_workflow_of_a_plugin_kind_loads_in_python(plugin: Path, tmp_path: Path) -> None:

@@ -35,12 +35,15 @@ TASK_KINDS = "kale.task_kinds"
 SCHEDULERS = "kale.schedulers"
 #: the entry-point group of file transfers between sites: ``name = "module:TransferSubclass"``
 TRANSFERS = "kale.transfers"
+#: the entry-point group of workflow engines tasks may run on: ``name = "module:Executor"``
+ENGINES = "kale.engines"
 MAX_NAME = 16
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 #: How messages list Kale's own names (the most used first). Only an order: the names
 #: themselves come from the entry points, and one missing here still works, listed after.
-_ORDER = ("shell", "python", "notebook", "slurm", "pbs", "lsf", "flux", "cobalt")
+_ORDER = ("shell", "python", "notebook", "slurm", "pbs", "lsf", "flux", "cobalt", "dask",
+          "parsl")
 #: a module inside Kale's package is Kale's own (built in), whoever installed it
 _OWN = "kale."
 

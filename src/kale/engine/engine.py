@@ -630,7 +630,7 @@ class Engine:
         row["exit_code"] = out.exit_code
         return AttemptEnd(name, item.attempt, Ending.SUCCEEDED, values={
             "ended_at": now, "exit_code": out.exit_code, **enc,
-            "artifacts": _json(out.artifacts),
+            "artifacts": _json(out.artifacts), "details": _json(out.details),
             "code": _json({**(out.code or {}), **self._named_inputs(name)})}, row=row)
 
     def _failed(self, item: _Done, out: Outcome, row: dict[str, Any],
@@ -667,7 +667,7 @@ class Engine:
         task = self.wf.tasks[name]
         if out.elsewhere:  # checked where it ran (another site)
             return Outcome(ok=True, result=out.result, exit_code=out.exit_code,
-                           artifacts=out.artifacts, code=out.code)
+                           artifacts=out.artifacts, code=out.code, details=out.details)
         workdir = self.run_dir / name
         found: dict[str, str] = {}
         for pattern in task.outputs:
@@ -690,7 +690,7 @@ class Engine:
         else:
             result = {**found, **records} or None
         return Outcome(ok=True, result=result, exit_code=out.exit_code,
-                       artifacts=out.artifacts, code=out.code)
+                       artifacts=out.artifacts, code=out.code, details=out.details)
 
     # -- cancel and end ------------------------------------------------------------------
     def _cancel(self, reason: str) -> None:

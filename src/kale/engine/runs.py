@@ -12,7 +12,7 @@ from typing import Any
 
 from kale.engine.engine import Engine, Listener
 from kale.errors import Problem, RunBusy, UsageError, ValidationError
-from kale.executors import Executor, make_executor
+from kale.executors import Executor, default_spec, for_run, make_executor
 from kale.model.executor import ExecutorSpec
 from kale.model.options import RunOptions
 from kale.model.states import RunState, TaskState
@@ -93,8 +93,11 @@ def make_engine(store: Store, run: RunRecord, wf: Workflow | None = None, *,
     workflow across sites is driven with :class:`kale.sites.across.SiteRouter`)."""
     wf = wf or load_workflow(run)
     chosen = run.options.get("executor")
-    executor = executor or make_executor(chosen if isinstance(chosen, str) else "local",
-                                         jobs=jobs or run.options.get("jobs"))
+    jobs = jobs or run.options.get("jobs")
+    if executor is None:
+        spec = default_spec(wf, chosen)
+        local = make_executor("local" if spec is None or spec.engine else spec.kind, jobs=jobs)
+        executor = for_run(local, wf, chosen, Path(run.run_dir), jobs)
     return Engine(store, run, wf, executor, force=bool(run.options.get("force")),
                   listeners=list(listeners))
 

@@ -16,9 +16,9 @@ from typing import Any
 from kale.engine.engine import Engine
 from kale.engine.runs import create_run, load_workflow
 from kale.errors import StoreWriteError
+from kale.executors import default_spec, for_run
 from kale.manager.broker import Broker
 from kale.manager.executor import WorkerExecutor
-from kale.model.executor import ExecutorSpec
 from kale.model.options import RunOptions
 from kale.model.states import RunState
 from kale.model.workflow import Workflow
@@ -85,10 +85,10 @@ class RunHost:
     def _drive(self, rec: RunRecord, wf: Workflow | None = None) -> Engine:
         wf = wf or load_workflow(rec)
         chosen = rec.options.get("executor")
-        default = ExecutorSpec.parse(chosen)[0] if chosen not in (None, "local") \
-            else wf.executor
-        executor = WorkerExecutor(self.broker, rec.submitted_by or self.owner, rec.id,
-                                  jobs=rec.options.get("jobs"), default=default)
+        workers = WorkerExecutor(self.broker, rec.submitted_by or self.owner, rec.id,
+                                 jobs=rec.options.get("jobs"),
+                                 default=default_spec(wf, chosen))
+        executor = for_run(workers, wf, chosen, Path(rec.run_dir), rec.options.get("jobs"))
         user = rec.submitted_by or self.owner
         # The home's owner also reuses the results of runs made without the manager.
         users: list[str | None] = [user, None] if user == self.owner else [user]

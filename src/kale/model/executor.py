@@ -17,6 +17,18 @@ for Slurm, ``rest``: its REST API (slurmrestd, JWT auth), for where the Slurm co
 not installed: ``{kind: slurm, via: rest, url: "http://host:6820", token_file:
 "~/.slurm-token"}``, with ``token_command`` (an argv list, such as ``[scontrol, token,
 lifespan=600]``) to get a fresh token when the current one expires (:class:`RestAccess`).
+
+An existing workflow engine (the ``kale.engines`` registry, :func:`engine_kinds`: Kale's
+``dask`` and ``parsl``) runs tasks on its own workers while Kale keeps the state, reuse and
+views:
+
+- ``dask``: ``{kind: dask, address: "tcp://scheduler:8786"}`` (a running cluster), or
+  ``{kind: dask, cluster: "dask_jobqueue:SLURMCluster", options: {cores: 4}, scale: 2}``
+  (a cluster class Kale starts with those keyword arguments, scales, and closes at the
+  end); plain ``dask`` starts a ``distributed:LocalCluster``;
+- ``parsl``: ``{kind: parsl, config: "site_config:config"}``, a ``parsl.Config`` (or a
+  function returning one) given as ``module:name`` or ``file.py:name``; plain ``parsl``
+  uses a local HighThroughputExecutor.
 """
 
 from __future__ import annotations
@@ -35,7 +47,10 @@ PILOT_KEYS = ("nodes", "walltime", "queue", "account", "options", "slots", "max_
               "max_nodes", "idle")
 #: how the scheduler is reached (``via: rest`` and its endpoint)
 ACCESS_KEYS = ("via", "url", "token_file", "token_command")
-EXECUTOR_KEYS = ("kind", "mode", *PILOT_KEYS, *ACCESS_KEYS)
+#: settings of an engine: Dask's scheduler address or cluster class (with its keyword
+#: arguments in ``options`` and its number of workers in ``scale``), Parsl's config
+ENGINE_KEYS = ("address", "cluster", "scale", "config")
+EXECUTOR_KEYS = ("kind", "mode", *PILOT_KEYS, *ACCESS_KEYS, *ENGINE_KEYS)
 #: ways to reach a scheduler: its commands, or (Slurm) its REST API
 VIA = ("cli", "rest")
 #: the schedulers Kale reaches through a REST API
@@ -49,9 +64,14 @@ def batch_kinds() -> tuple[str, ...]:
     return tuple(n for n in plugins.names(plugins.SCHEDULERS) if n != LOCAL)
 
 
+def engine_kinds() -> tuple[str, ...]:
+    """The workflow engines tasks may run on: the ``kale.engines`` registry."""
+    return plugins.names(plugins.ENGINES)
+
+
 def executor_kinds() -> tuple[str, ...]:
-    """Every executor name: ``local``, then the batch schedulers."""
-    return (LOCAL, *batch_kinds())
+    """Every executor name: ``local``, the batch schedulers, then the engines."""
+    return (LOCAL, *batch_kinds(), *engine_kinds())
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +108,11 @@ class ExecutorSpec:
     @property
     def batch(self) -> bool:
         return self.kind in batch_kinds()
+
+    @property
+    def engine(self) -> bool:
+        """Tasks run on another workflow engine's workers (Dask, Parsl)."""
+        return self.kind in engine_kinds()
 
     @property
     def pilot(self) -> bool:
@@ -136,7 +161,8 @@ class ExecutorSpec:
             if k not in EXECUTOR_KEYS:
                 problems.append(((str(k),), f"unknown key {k!r}; allowed: "
                                  + ", ".join(EXECUTOR_KEYS)))
-        options = {k: v for k, v in value.items() if k in PILOT_KEYS or k in ACCESS_KEYS}
+        options = {k: v for k, v in value.items() if k in EXECUTOR_KEYS and k not in
+                   ("kind", "mode")}
         spec = cls(value.get("kind", LOCAL), value.get("mode") or "job", options)
         return spec, problems + spec.problems()
 
@@ -147,9 +173,13 @@ class ExecutorSpec:
                         + ", ".join(executor_kinds())))
         if self.mode not in MODES:
             out.append((("mode",), f"must be 'job' or 'pilot', got {self.mode!r}"))
-        elif self.mode == "pilot" and self.kind == LOCAL:
+        elif self.mode == "pilot" and not self.batch:
             out.append((("mode",), "pilot mode needs a batch scheduler as 'kind' "
                         f"({', '.join(batch_kinds())})"))
+        if self.engine:
+            return out + self._engine_problems()
+        out.extend(((k,), f"only for an engine ({', '.join(engine_kinds())})")
+                   for k in ENGINE_KEYS if k in self.options)
         for k in ("nodes", "slots", "max_jobs", "max_nodes"):
             v = self.options.get(k)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
@@ -173,6 +203,36 @@ class ExecutorSpec:
                                  or not all(isinstance(o, str) for o in opts)):
             out.append((("options",), "must be a list of strings"))
         return out + self._access_problems()
+
+    def _engine_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """What is wrong with an engine's settings (and the keys it does not take)."""
+        own = {"dask": ("address", "cluster", "options", "scale"), "parsl": ("config",)}
+        allowed = own.get(self.kind, (*ENGINE_KEYS, "options"))
+        out: list[tuple[tuple[str, ...], str]] = [
+            ((k,), f"not a setting of {self.kind!r}; allowed: {', '.join(allowed)}")
+            for k in self.options if k not in allowed]
+        if "address" in self.options and "cluster" in self.options:
+            out.append(((), "give 'address' (a running Dask cluster) or 'cluster' (one Kale "
+                        "starts), not both"))
+        address = self.options.get("address")
+        if address is not None and (not isinstance(address, str) or "://" not in address):
+            out.append((("address",), "must be a scheduler address such as "
+                        f"tcp://host:8786, got {address!r}"))
+        for k, example in (("cluster", "dask_jobqueue:SLURMCluster"),
+                           ("config", "site_config:config")):
+            v = self.options.get(k)
+            if v is not None and (not isinstance(v, str) or not _target(v)):
+                out.append(((k,), f"must be 'module:name' or 'file.py:name', such as "
+                            f"{example!r}, got {v!r}"))
+        opts = self.options.get("options")
+        if opts is not None and not (isinstance(opts, dict)
+                                     and all(isinstance(k, str) for k in opts)):
+            out.append((("options",), "must be a mapping of the cluster's keyword arguments"))
+        scale = self.options.get("scale")
+        if scale is not None and (not isinstance(scale, int) or isinstance(scale, bool)
+                                  or scale < 0):
+            out.append((("scale",), f"must be a number of workers >= 0, got {scale!r}"))
+        return out
 
     def _access_problems(self) -> list[tuple[tuple[str, ...], str]]:
         """What is wrong with ``via`` and the REST endpoint's settings."""
@@ -211,6 +271,12 @@ class ExecutorSpec:
             out.append(((), "'via: rest' needs token_file (a file holding a Slurm JWT) or "
                         "token_command (a command printing one), or both"))
         return out
+
+
+def _target(value: str) -> bool:
+    """``module:name`` or ``file.py:name``, with a name that is a Python identifier path."""
+    where, _, name = value.rpartition(":")
+    return bool(where.strip()) and all(p.isidentifier() for p in name.split("."))
 
 
 def _http_url(url: Any) -> bool:

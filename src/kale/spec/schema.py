@@ -34,7 +34,8 @@ def _add_plugins(data: dict[str, Any]) -> None:
         task["properties"][name] = {
             "description": f"A task of kind {name!r} (a plug-in: {entry.value}, from "
                            f"{entry.source}); what it runs, as its runner takes it."}
-    batch = [n for n, e in plugins.entries(plugins.SCHEDULERS).items() if not e.builtin]
+    batch = [n for group in (plugins.SCHEDULERS, plugins.ENGINES)
+             for n, e in plugins.entries(group).items() if not e.builtin]
     for option in defs["executor"]["oneOf"]:  # the name, and a mapping's kind
         enum = option.get("enum", option.get("properties", {}).get("kind", {}).get("enum"))
         if enum is not None:

@@ -114,6 +114,8 @@ function render({ model, el }) {
       d.after && d.after.length ? h("div", { class: "kale-after" }, `after: ${d.after.join(", ")}`) : null,
       params.length ? table(["parameter", "value"], params) : null,
       d.error ? h("pre", { class: "kale-error-text" }, d.error) : null,
+      d.details && d.details.dask_dashboard ? h("div", { class: "kale-engine" }, "ran on Dask: ",
+        h("a", { href: d.details.dask_dashboard, target: "_blank", rel: "noopener" }, "its dashboard")) : null,
       d.attempts && d.attempts.length ? table(["#", "state", "started", "took", "exit", "worker", "error"],
         d.attempts.map((a) => [String(a.number), stateChip(a.state, colors), fmtTime(a.started_at),
           a.ended_at && a.started_at ? fmtSeconds(a.ended_at - a.started_at) : "",

@@ -1,0 +1,114 @@
+"""Tasks through Parsl: each attempt is one Parsl app call of
+:func:`~kale.executors.engines.attempt.run_attempt`, on the executors and providers of the
+user's ``parsl.Config`` (Local, Slurm, PBS...); Kale keeps the run's state, reuse and views.
+
+Each run gets a DataFlowKernel of its own, from the config the spec names: a function
+returning a ``parsl.Config`` (made afresh for each run: the best form when a manager drives
+several runs), or a ``Config`` (copied, since Parsl's executors are good for one
+DataFlowKernel only). Plain ``parsl`` is one HighThroughputExecutor on this machine, with
+encrypted links and Parsl's usage tracking off (Kale sends nothing off the machine). A
+relative ``run_dir`` (Parsl's ``runinfo``) goes under the run's directory.
+
+Parsl says nothing when a task starts on a worker, so its tasks show RUNNING from the
+moment Parsl has them; and it cannot stop an app that runs, so cancel (and timeouts) reach
+the attempt through the cancel marker its host watches (:mod:`.attempt`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kale.errors import UsageError
+from kale.executors.base import Executor
+from kale.executors.engines.attempt import cancel_marker, run_attempt
+from kale.executors.engines.targets import load_target
+from kale.model.executor import ExecutorSpec
+from kale.tasks.base import Outcome, TaskContext
+
+
+def default_config() -> Any:
+    """One HighThroughputExecutor on this machine (a worker per core), encrypted, with
+    usage tracking off."""
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider as provider
+
+    local: Any = provider
+    return Config(executors=[HighThroughputExecutor(
+        label="kale_local", address="127.0.0.1", encrypted=True,
+        max_workers_per_node=os.cpu_count() or 1,
+        provider=local(init_blocks=1, min_blocks=1, max_blocks=1))],
+        usage_tracking=0, initialize_logging=False)
+
+
+class ParslExecutor(Executor):
+    """Attempts as Parsl app calls through this run's DataFlowKernel (made in
+    :meth:`start`, cleaned up in :meth:`close`)."""
+
+    name = "parsl"
+
+    def __init__(self, spec: ExecutorSpec, base_dir: Path, run_dir: Path,
+                 jobs: int | None = None) -> None:
+        self.spec, self.base_dir, self.run_dir = spec, base_dir, run_dir
+        self.slots = jobs or 100_000  # Parsl queues and places tasks itself
+        self.dfk: Any = None
+        self.app: Any = None
+
+    def _config(self) -> Any:
+        from parsl.config import Config
+
+        where = self.spec.options.get("config")
+        if where is None:
+            return default_config()
+        found = load_target(str(where), self.base_dir, "executor parsl: config")
+        if callable(found) and not isinstance(found, Config):
+            found = found()
+        elif isinstance(found, Config):
+            try:
+                found = copy.deepcopy(found)
+            except Exception as e:
+                raise UsageError(f"executor parsl: config {where!r} cannot be copied for "
+                                 f"this run ({type(e).__name__}: {e}); name a function "
+                                 "that returns a parsl.Config instead") from e
+        if not isinstance(found, Config):
+            raise UsageError(f"executor parsl: config {where!r} is a "
+                             f"{type(found).__name__}, not a parsl.Config (or a function "
+                             "returning one)")
+        return found
+
+    async def start(self, kinds: Mapping[str, int]) -> None:
+        from parsl import python_app
+        from parsl.dataflow.dflow import DataFlowKernel
+
+        config = self._config()
+        if not os.path.isabs(config.run_dir):
+            config.run_dir = str(self.run_dir / "parsl" / config.run_dir)
+        try:  # starts the executors' interchanges and blocks: not on the engine's loop
+            self.dfk = await asyncio.to_thread(DataFlowKernel, config)
+        except Exception as e:
+            raise UsageError(f"executor parsl: cannot start its config: "
+                             f"{type(e).__name__}: {e}") from e
+        self.app = python_app(run_attempt, data_flow_kernel=self.dfk)
+
+    async def execute(self, ctx: TaskContext) -> Outcome:
+        future = self.app(ctx)
+        try:
+            outcome: Outcome = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            with contextlib.suppress(OSError):
+                cancel_marker(ctx).touch()
+            raise
+        except Exception as e:  # the app did not return: its worker was lost, ...
+            return Outcome(ok=False, error=f"Parsl: {type(e).__name__}: {e}")
+        return outcome
+
+    async def close(self) -> None:
+        if self.dfk is not None:
+            dfk, self.dfk = self.dfk, None
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(dfk.cleanup)

@@ -1,0 +1,115 @@
+"""One run, several executors: each task goes to the executor its spec names (its own
+``executor:``, else the run's). Tasks on a workflow engine (Dask, Parsl: the
+``kale.engines`` registry) go to one engine executor per distinct spec; the rest go to the
+run's own executor (this process's runners, or the manager's workers, which themselves
+place local, batch-job and pilot tasks). References and files flow between them as they
+do within one: results come back to the engine, files live on a shared file system."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kale import plugins
+from kale.executors.base import Executor, Interrupted
+from kale.model.executor import ExecutorSpec
+from kale.model.workflow import Workflow
+from kale.tasks.base import Outcome, TaskContext
+from kale.tasks.registry import runner_kind
+
+
+def engine_spec(wf: Workflow, name: str, default: ExecutorSpec | None) -> ExecutorSpec | None:
+    """The engine spec task ``name`` runs on, or None (it runs on the run's executor)."""
+    spec = wf.tasks[name].executor or default
+    return spec if spec is not None and spec.engine else None
+
+
+def uses_engines(wf: Workflow, default: ExecutorSpec | None) -> bool:
+    return any(engine_spec(wf, n, default) is not None for n in wf.tasks)
+
+
+def make_engine_executor(spec: ExecutorSpec, base_dir: Path, run_dir: Path,
+                         jobs: int | None = None) -> Executor:
+    """The executor of an engine spec, from the ``kale.engines`` registry."""
+    cls = plugins.load(plugins.entries(plugins.ENGINES)[spec.kind])
+    executor: Executor = cls(spec, base_dir, run_dir, jobs)
+    return executor
+
+
+class Router(Executor):
+    """Sends each attempt to its task's executor (see the module). Tasks wait in a queue
+    (the engine records them SUBMITTED) until their executor starts them: a queued
+    executor says so itself; for the others the router says it when the attempt gets one
+    of that executor's slots.
+
+    Promises: at most ``slots`` attempts of each executor at once; ``remote`` and
+    :meth:`adopt` are the run's own executor's (an engine's attempt cannot be adopted by a
+    new engine: it is interrupted and runs again)."""
+
+    name = "router"
+    queued = True
+
+    def __init__(self, default: Executor, wf: Workflow, default_spec: ExecutorSpec | None,
+                 run_dir: Path, jobs: int | None = None) -> None:
+        self.default = default
+        self.remote = default.remote
+        self.targets: dict[str, Executor] = {}
+        self.engines: dict[str, Executor] = {}
+        for name in wf.tasks:
+            spec = engine_spec(wf, name, default_spec)
+            if spec is None:
+                self.targets[name] = default
+                continue
+            key = json.dumps(spec.to_value(), sort_keys=True, default=str)
+            if key not in self.engines:
+                self.engines[key] = make_engine_executor(spec, wf.base_dir, run_dir, jobs)
+            self.targets[name] = self.engines[key]
+        self._kinds = {name: runner_kind(t) for name, t in wf.tasks.items()}
+        self._gates: dict[int, asyncio.Semaphore] = {}
+        self.slots = sum(e.slots for e in {id(e): e for e in self.targets.values()}.values())
+
+    def _executors(self) -> list[Executor]:
+        return [self.default, *self.engines.values()]
+
+    async def start(self, kinds: Mapping[str, int]) -> None:
+        for e in self._executors():
+            e.on_start, e.on_wait = self.on_start, self.on_wait
+            if not e.queued:
+                self._gates[id(e)] = asyncio.Semaphore(e.slots)
+        counts: dict[int, dict[str, int]] = {id(e): {} for e in self._executors()}
+        for name, target in self.targets.items():
+            mine = counts[id(target)]
+            mine[self._kinds[name]] = mine.get(self._kinds[name], 0) + 1
+        await asyncio.gather(*(e.start(counts[id(e)]) for e in self._executors()
+                               if counts[id(e)] or e is self.default))
+
+    async def execute(self, ctx: TaskContext) -> Outcome:
+        target = self.targets[ctx.task.name]
+        gate = self._gates.get(id(target))
+        if gate is None:
+            return await target.execute(ctx)
+        async with gate:
+            if self.on_start is not None:
+                self.on_start(ctx.task.name, ctx.attempt, target.name)
+            return await target.execute(ctx)
+
+    async def adopt(self, ctx: TaskContext, started: bool) -> Outcome:
+        target = self.targets[ctx.task.name]
+        if target is not self.default:
+            raise Interrupted(f"its {target.name} attempt belonged to the engine before a "
+                              "restart; it runs again")
+        return await target.adopt(ctx, started)
+
+    def control(self, ctx: TaskContext, action: str, reason: str = "") -> bool:
+        return self.targets[ctx.task.name].control(ctx, action, reason)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(e.close() for e in self._executors()), return_exceptions=True)
+
+    def dashboards(self) -> dict[str, Any]:
+        """The engines' own dashboards (name -> URL), where they have one."""
+        return {e.name: getattr(e, "dashboard", None) for e in self.engines.values()
+                if getattr(e, "dashboard", None)}

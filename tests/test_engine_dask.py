@@ -1,0 +1,287 @@
+"""Tasks on a real Dask cluster (issue 16): a ``distributed.LocalCluster`` Kale starts, one
+the test runs and names by address, and a dask-jobqueue ``SLURMCluster`` on the test
+Slurm. Kale keeps the state, reuse and logs; Dask runs, places and re-runs the tasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Kale, process_alive, wait_until
+from kale import Workflow
+from kale.model.states import RunState
+
+pytestmark = pytest.mark.timeout(300)
+
+MODULE = '''
+import os, time
+from pathlib import Path
+
+def produce(n):
+    print("producing", n)
+    import kale
+    kale.record("half", n / 2)
+    return {"n": n, "pid": os.getpid()}
+
+def consume(produced, text):
+    return {"sum": produced["n"] + len(text), "text": text}
+
+def where():
+    return {"pid": os.getpid(), "job": os.environ.get("SLURM_JOB_ID", "")}
+
+def wait_for(gate, note):
+    """Note this start (pid, and the pid of the process that started it), then wait."""
+    with open(note, "a") as f:
+        f.write(f"{os.getpid()} {os.getppid()}\\n")
+    end = time.monotonic() + 240
+    while not os.path.exists(gate) and time.monotonic() < end:
+        time.sleep(0.05)
+    return "opened" if os.path.exists(gate) else "gave up"
+'''
+
+NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "n = 0",
+         "outputs": [], "execution_count": None},
+        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+         "source": "import kale\nkale.record('squared', n * n)\nprint('squared', n * n)"},
+    ],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}
+
+
+def _project(tmp_path: Path, executor: str) -> Path:
+    (tmp_path / "steps.py").write_text(MODULE)
+    (tmp_path / "square.ipynb").write_text(json.dumps(NOTEBOOK))
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(textwrap.dedent(f"""\
+        name: on-dask
+        executor: {executor}
+        tasks:
+          produce:
+            python: steps:produce
+            parameters: {{n: 5}}
+          shout:
+            shell: "echo hello from dask > said.txt; echo said it"
+            outputs: [said.txt]
+          square:
+            notebook: square.ipynb
+            parameters: {{n: "${{produce.n}}"}}
+          consume:
+            python: steps:consume
+            executor: local
+            after: [shout]
+            parameters: {{produced: "${{produce}}", text: "hello"}}
+        """))
+    return wf
+
+
+def _status(kale: Kale, run_id: str) -> dict[str, dict[str, Any]]:
+    out = kale("status", run_id, "--json")
+    assert out.returncode == 0, out.stderr
+    return {t["name"]: t for t in json.loads(out.stdout)["tasks"]}
+
+
+def _states(run: Any) -> dict[str, str]:
+    return {t["name"]: t["state"] for t in run.status()["tasks"]}
+
+
+def _run(kale: Kale, *args: str) -> str:
+    out = kale("run", *args, timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout.split()[0]
+
+
+@pytest.fixture
+def cluster() -> Iterator[Any]:
+    """A LocalCluster of one worker process (with its nanny, which restarts it when it
+    dies), run by the test; Kale reaches it by its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                      host="127.0.0.1", dashboard_address=":0") as c:
+        yield c
+
+
+def test_a_cluster_kale_starts_runs_python_shell_and_notebook_tasks(
+        kale: Kale, tmp_path: Path) -> None:
+    wf = _project(tmp_path, "{kind: dask, options: {n_workers: 1, threads_per_worker: 2}}")
+    first = _run(kale, str(wf))
+    tasks = _status(kale, first)
+    assert {t["state"] for t in tasks.values()} == {"SUCCEEDED"}, tasks
+    # the three tasks without an executor of their own ran on the cluster's worker, over
+    # TLS (a cluster Kale starts gets a throw-away certificate); `consume` ran here
+    for name in ("produce", "shout", "square"):
+        assert kale.attempts(first, name)[0]["worker"].startswith("dask:tls://127.0.0.1:")
+    assert kale.attempts(first, "consume")[0]["worker"] == "local"
+    # results, records and files cross from Dask's worker to this process's task
+    produced = tasks["produce"]["result"]
+    assert produced["n"] == 5 and produced["pid"] != os.getpid()
+    assert tasks["consume"]["result"] == {"sum": 10, "text": "hello"}
+    assert tasks["square"]["result"]["squared"] == 25
+    said = Path(tasks["shout"]["result"]["said.txt"]).read_text()
+    assert said == "hello from dask\n"
+    assert "said it" in kale("logs", first, "shout").stdout
+    assert "producing 5" in kale("logs", first, "produce").stdout
+    detail = json.loads(kale("status", first, "produce", "--json").stdout)
+    assert detail["task"]["details"]["dask_dashboard"].startswith("http://127.0.0.1:")
+    # the same again: every task reuses its own result; nothing reaches Dask
+    second = _run(kale, str(wf))
+    again = _status(kale, second)
+    assert {n: t["reused_from"] for n, t in again.items()} == dict.fromkeys(tasks, first)
+
+
+def test_cancel_and_timeout_stop_the_task_on_its_dask_worker(
+        cluster: Any, home: Path, tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(MODULE)
+    gate = tmp_path / "never"
+    wf = Workflow("stop-on-dask", base_dir=tmp_path,
+                  executor={"kind": "dask", "address": cluster.scheduler_address})
+    wf.python("steps:wait_for", name="cancelled",
+              parameters={"gate": str(gate), "note": str(tmp_path / "c.note")})
+    wf.python("steps:wait_for", name="slow", timeout=1,
+              parameters={"gate": str(gate), "note": str(tmp_path / "s.note")})
+    run = wf.run()
+    notes = wait_until(lambda: all((tmp_path / f).is_file() and (tmp_path / f).read_text()
+                                   for f in ("c.note", "s.note")) and
+                       [int((tmp_path / f).read_text().split()[0])
+                        for f in ("c.note", "s.note")],
+                       what="both tasks started on the Dask worker")
+    wait_until(lambda: _states(run)["slow"] == "TIMEOUT", what="the slow task timed out")
+    assert run.cancel() is RunState.CANCELLED
+    # both Python processes on the Dask worker are gone: cancel and timeout reach them
+    for pid in notes:
+        wait_until(lambda pid=pid: not process_alive(pid), what=f"process {pid} stopped")
+    assert _states(run) == {"cancelled": "CANCELLED", "slow": "TIMEOUT"}
+
+
+def test_a_dask_worker_killed_mid_task_is_replaced_and_nothing_runs_twice_after_success(
+        cluster: Any, home: Path, tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(MODULE)
+    gate, note = tmp_path / "gate", tmp_path / "starts.txt"
+    wf = Workflow("kill-a-worker", base_dir=tmp_path,
+                  executor={"kind": "dask", "address": cluster.scheduler_address})
+    wf.python("steps:wait_for", name="long", parameters={"gate": str(gate),
+                                                       "note": str(note)})
+    run = wf.run()
+    first = wait_until(lambda: note.is_file() and note.read_text().split(),
+                       what="the task started")
+    dask_worker = int(first[1])  # the Dask worker process that started the task's process
+    os.kill(dask_worker, signal.SIGKILL)
+    # Dask's nanny starts a new worker and Dask runs the task again there
+    second = wait_until(lambda: len(note.read_text().split("\n")) > 2
+                        and note.read_text().split("\n")[1].split(),
+                        what="the task started again on a new worker")
+    assert int(second[1]) != dask_worker
+    assert not process_alive(int(first[0]))  # the first attempt died with its worker
+    gate.touch()
+    assert run.wait().state is RunState.SUCCEEDED
+    assert run.result("long") == "opened"
+    # succeeded once: another run reuses it and nothing starts
+    again = wf.run()
+    assert again.wait().state is RunState.SUCCEEDED
+    assert {t["name"]: t["reused_from"] for t in again.status()["tasks"]} == {"long": run.id}
+    assert len(note.read_text().splitlines()) == 2
+
+
+def test_resume_after_kale_is_sigkilled_mid_run_on_dask(kale: Kale, tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(MODULE)
+    gate = tmp_path / "gate"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(textwrap.dedent(f"""\
+        name: resume-on-dask
+        executor: {{kind: dask, options: {{n_workers: 1}}}}
+        tasks:
+          first:
+            python: steps:wait_for
+            parameters: {{gate: {str(tmp_path / 'open')!r}, note: {str(tmp_path / 'f')!r}}}
+          second:
+            python: steps:wait_for
+            after: [first]
+            parameters: {{gate: {str(gate)!r}, note: {str(tmp_path / 's')!r}}}
+        """))
+    (tmp_path / "open").touch()
+    proc = kale.popen("run", str(wf), "--embedded")
+    wait_until(lambda: (tmp_path / "s").is_file(), what="the second task started")
+    run_id = json.loads(kale("runs", "--json").stdout)[0]["id"]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert _status(kale, run_id)["first"]["state"] == "SUCCEEDED"
+    gate.touch()
+    out = kale("resume", run_id, timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    tasks = _status(kale, run_id)
+    assert tasks["second"]["state"] == "SUCCEEDED"
+    assert len((tmp_path / "f").read_text().splitlines()) == 1  # first never ran again
+    _kill_orphans(tmp_path)
+
+
+def test_a_slurm_cluster_of_dask_jobqueue_runs_tasks_in_slurm_jobs(
+        slurm: str, kale: Kale, tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(MODULE)
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(textwrap.dedent(f"""\
+        name: dask-on-slurm
+        executor:
+          kind: dask
+          cluster: dask_jobqueue:SLURMCluster
+          options: {{cores: 1, memory: 1GB, processes: 1, walltime: "00:10:00",
+                     log_directory: {str(tmp_path / 'dask-logs')!r},
+                     scheduler_options: {{host: 127.0.0.1}}}}
+          scale: 1
+        tasks:
+          where: {{python: "steps:where"}}
+        """))
+    run_id = _run(kale, str(wf))
+    task = _status(kale, run_id)["where"]
+    assert task["state"] == "SUCCEEDED", task
+    job = task["result"]["job"]
+    assert job.isdigit()
+    # the cluster's job ends with the run
+    wait_until(lambda: job not in subprocess.run(["squeue", "-h", "-o", "%i"],
+                                                 capture_output=True, text=True).stdout,
+               what=f"Slurm job {job} ended")
+
+
+def test_bad_dask_settings_say_what_and_where(kale: Kale, tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(MODULE)
+    wf = tmp_path / "bad.yaml"
+    wf.write_text("name: bad\nexecutor: {kind: dask, address: nowhere, config: x:y}\n"
+                  "tasks:\n  a: {python: 'steps:where'}\n")
+    out = kale("validate", str(wf))
+    assert out.returncode == 2
+    assert "bad.yaml:2: executor.address: must be a scheduler address" in out.stderr
+    assert "executor.config: not a setting of 'dask'" in out.stderr
+    wf.write_text("name: bad\nexecutor: {kind: dask, cluster: 'nosuch:Cluster'}\n"
+                  "tasks:\n  a: {python: 'steps:where'}\n")
+    out = kale("run", str(wf))
+    assert out.returncode == 2
+    assert "executor dask: cluster 'nosuch:Cluster': cannot load it: ModuleNotFoundError" \
+        in out.stderr
+    assert "Traceback" not in out.stderr
+    run_id = out.stdout.split()[0]
+    assert _status(kale, run_id)["a"]["state"] == "PENDING"  # nothing lost: resumable
+
+
+def _kill_orphans(tmp_path: Path) -> None:
+    """Dask processes of the cluster the killed `kale run` started (their parent died)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if b"multiprocessing" in cmd and cwd.startswith(str(tmp_path)):
+            os.kill(int(entry.name), signal.SIGKILL)
