@@ -6,6 +6,7 @@ failed, 2 invalid input (bad YAML, unknown task or run, bad option), 130 interru
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import signal
@@ -101,7 +102,11 @@ def _print_problems(e: ValidationError) -> None:
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="Workflow YAML file.")],
+    file: Annotated[Path, typer.Argument(
+        metavar="FILE", help="Workflow YAML file, or a CWL document (FILE.cwl, "
+        "FILE.cwl#name).")],
+    job: Annotated[Path | None, typer.Argument(
+        metavar="JOB", help="With a CWL FILE: its input object (YAML or JSON).")] = None,
     param: Annotated[list[str] | None, typer.Option(
         "-p", "--param", metavar="NAME=VALUE",
         help="Override a workflow parameter (repeatable). " + VALUE_HELP)] = None,
@@ -138,7 +143,9 @@ def run(
     running (`kale manager start`), the manager runs it on its workers. Ctrl-C cancels
     the run, wherever it runs; --detach leaves it running and returns at once. With
     --site, the workflow's directory is copied there (what changed) and the site's
-    manager runs it."""
+    manager runs it. A CWL FILE (with its input object JOB) runs as a Kale workflow of
+    one task per step, and the output object is the result of its task `outputs` (of
+    the tool's task for a CommandLineTool): `kale status RUN outputs`."""
     from kale.engine.runs import create_run
     from kale.manager import service
     from kale.model.options import RunOptions
@@ -146,7 +153,11 @@ def run(
 
     params = dict(parse_param(p) for p in param or [])
     store, path = _store(home)
-    wf = load_workflow(file, params_override=params)
+    if _is_cwl(file, job):
+        wf = _cwl_import(file, job, params).workflow
+        params = {}  # they are the CWL inputs' values now
+    else:
+        wf = load_workflow(file, params_override=params)
     chosen = _executor_option(executor, pilot)
     opts = RunOptions.of(params=params, only=only, from_=from_, until=until, tags=tag,
                          force=force, jobs=jobs, executor=chosen, rerun_of=rerun_failed)
@@ -175,6 +186,23 @@ def run(
         _spawn_driver(rec.id, path)
         return
     raise typer.Exit(_drive(store, rec, wf, home=path))
+
+
+def _is_cwl(file: Path, job: Path | None) -> bool:
+    if str(file).partition("#")[0].endswith(".cwl"):
+        return True
+    if job is not None:
+        fail(f"{job}: an input object (JOB) goes with a CWL document (FILE.cwl), not with "
+             f"{file}")
+    return False
+
+
+def _cwl_import(file: Path, job: Path | None, params: dict[str, Any]) -> Any:
+    """The CWL document as a Kale workflow (:mod:`kale.cwl.importer`); a document Kale
+    cannot run is a usage error (exit 2) naming the file and what."""
+    from kale.cwl.importer import import_cwl
+
+    return import_cwl(file, job, params)
 
 
 def _executor_option(name: str | None, pilot: bool) -> str | dict[str, Any] | None:
@@ -540,21 +568,80 @@ def cancel(run_id: RunArg,
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(metavar="FILE",
-                                                  help="Workflow YAML file.")]) -> None:
-    """Check a workflow file; print what is wrong with file and line."""
+def validate(file: Annotated[Path, typer.Argument(
+                 metavar="FILE", help="Workflow YAML file, or a CWL document.")],
+             job: Annotated[Path | None, typer.Argument(
+                 metavar="JOB", help="With a CWL FILE: also check this input object.")
+             ] = None) -> None:
+    """Check a workflow file; print what is wrong with file and line. A CWL document is
+    checked for what Kale cannot run (JavaScript, requirements it does not honour, by
+    name), and with JOB, its input object too."""
+    if _is_cwl(file, job):
+        from kale.cwl.importer import document_summary, import_cwl, load_checked
+
+        process = load_checked(file) if job is None else import_cwl(file, job).process
+        out.print(f"{file}: {document_summary(process)}", markup=False)
+        return
     from kale.spec import load_workflow
 
     wf = load_workflow(file)
     out.print(f"{file}: workflow {wf.name!r} is valid ({len(wf)} tasks)")
 
 
+@app.command("cwl-runner")
+def cwl_runner(
+    document: Annotated[Path, typer.Argument(
+        metavar="DOCUMENT", help="A CWL document (FILE.cwl, FILE.cwl#name).")],
+    job: Annotated[Path | None, typer.Argument(
+        metavar="JOB", help="Its input object (YAML or JSON).")] = None,
+    outdir: Annotated[Path, typer.Option(
+        metavar="DIR", help="Where the output files are copied (default: here).")
+    ] = Path("."),
+    quiet: Annotated[bool, typer.Option(help="No progress on stderr.")] = False,
+    force: Annotated[bool, typer.Option(help="Re-run steps whose results could be reused.")
+                     ] = False,
+    home: Home = None,
+) -> None:
+    """Run a CWL document as a cwl-runner does (for cwltest --tool): the run is a Kale run
+    in this process, the output files are copied into --outdir, and the output object is
+    printed as JSON on stdout. Exit 0, 1 when a step failed, 2 for a document or input
+    object Kale cannot read, 33 for a CWL feature Kale does not support."""
+    from kale.cwl.document import Unsupported
+    from kale.cwl.runner import RunFailed, copy_outputs, execute
+
+    try:
+        imported = _cwl_import(document, job, {})
+    except Unsupported as e:
+        err.print(f"[bold red]unsupported:[/] {e}", markup=True, highlight=False)
+        raise typer.Exit(33) from None
+    store, path = _store(home)
+    try:
+        run_id, result = execute(store, path, imported, force=force)
+    except RunFailed as e:
+        fail(str(e) + f"; `kale status {e.run_id}` and `kale logs {e.run_id} TASK` tell more",
+             1)
+    if not quiet:
+        err.print(f"run {run_id} SUCCEEDED", markup=False)
+    sys.stdout.write(json.dumps(copy_outputs(result, outdir.resolve()), indent=2) + "\n")
+
+
+class ExportFormat(enum.StrEnum):
+    """What `kale export` writes."""
+
+    yaml = "yaml"
+    cwl = "cwl"
+
+
 @app.command()
 def export(source: Annotated[str, typer.Argument(
         metavar="SOURCE", help="A YAML file, a run (an id, a unique prefix, or 'latest'), or "
         "a Python 'file.py:name' / 'module:name' Workflow.")],
+           format_: Annotated[ExportFormat, typer.Option(
+               "--format", metavar="FORMAT",
+               help="yaml: Kale's YAML; cwl: a CWL v1.2 document (docs/cwl.md).")
+           ] = ExportFormat.yaml,
            home: Home = None) -> None:
-    """Print a workflow as canonical YAML (redirect it to a file)."""
+    """Print a workflow as canonical YAML, or as CWL (redirect it to a file)."""
     from kale.model.workflow import Workflow
 
     wf: Workflow
@@ -569,6 +656,11 @@ def export(source: Annotated[str, typer.Argument(
 
         store, _ = _store(home)
         wf = from_run(store.get_run(source))
+    if format_ is ExportFormat.cwl:
+        from kale.cwl.export import dump_cwl
+
+        sys.stdout.write(dump_cwl(wf))
+        return
     from kale.spec import dump_yaml
 
     sys.stdout.write(dump_yaml(wf.to_dict()))

@@ -132,7 +132,7 @@ def normalise(doc: dict[str, Any], file: Path, ctx: dict[str, Any]) -> dict[str,
     out = dict(doc)
     out["_file"], out["_dir"] = str(file), str(file.parent)
     out["_namespaces"] = dict(ctx.get("namespaces") or {})
-    out["id"] = short(str(doc.get("id", file.name))) or file.name
+    out["id"] = short(str(doc.get("id", file.stem))) or file.stem
     out["requirements"] = _classes(doc.get("requirements"), file, "requirements")
     out["hints"] = _classes(doc.get("hints"), file, "hints")
     schemas = _schema_defs(out["requirements"] + out["hints"], file)

@@ -249,9 +249,22 @@ def import_cwl(path: str | Path, job: str | Path | None = None,
     file; None: no inputs but defaults) and ``overrides`` (``-p name=value``)."""
     process = load_checked(path)
     data, base = job_object(job)
-    data = {**data, **(overrides or {})}
+    for name, value in (overrides or {}).items():
+        data[name] = files.resolve(_typed(process, name, value), Path.cwd())
     params = input_object(process, data, base, job_name=str(job or path))
     return to_workflow(process, params)
+
+
+def _typed(process: Mapping[str, Any], name: str, value: Any) -> Any:
+    """A value typed on the command line (``-p name=value``) for a File or Directory
+    input: a path, as that object."""
+    for p in process["inputs"]:
+        if p["id"] == name and isinstance(value, str):
+            kinds = p["type"] if isinstance(p["type"], list) else [p["type"]]
+            for kind in ("File", "Directory"):
+                if kind in kinds:
+                    return {"class": kind, "path": value}
+    return value
 
 
 def document_summary(process: Mapping[str, Any]) -> str:
