@@ -55,7 +55,7 @@ def run_cwl(cwl: Path, tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]
     its log."""
     outdir = tmp_path / "cwl-out"
     out = cwltool(tmp_path, "--outdir", str(outdir), str(cwl), *args)
-    assert out.returncode == 0, out.stderr[-4000:]
+    assert out.returncode == 0 and out.stdout.startswith("{"), out.stdout + out.stderr[-4000:]
     result: dict[str, Any] = json.loads(out.stdout)
     return result, out.stderr
 
@@ -64,7 +64,9 @@ def run_kale(kale: Kale, wf_yaml: Path, *args: str) -> dict[str, dict[str, Any]]
     """`kale run`'s tasks, by name (state, result...), from `kale status --json`."""
     out = kale("run", str(wf_yaml), *args, timeout=300)
     assert out.returncode == 0, out.stderr
-    status = json.loads(kale("status", out.stdout.strip(), "--json").stdout)
+    shown = kale("status", out.stdout.strip(), "--json")
+    assert shown.stdout.startswith("{"), shown.stdout + shown.stderr
+    status = json.loads(shown.stdout)
     assert status["run"]["state"] == "SUCCEEDED"
     return {t["name"]: t for t in status["tasks"]}
 
@@ -75,11 +77,14 @@ def contents(value: Any) -> Any:
     if isinstance(value, list):
         return sorted(contents(v) for v in value)
     if isinstance(value, dict):
-        return Path(value["path"]).read_text()
+        return contents(value["path"])
     paths = str(value).split(",")
     if len(paths) > 1:
-        return sorted(Path(p).read_text() for p in paths)
-    return Path(paths[0]).read_text()
+        return sorted(contents(p) for p in paths)
+    path = Path(paths[0])
+    if path.is_dir():
+        return {str(p.relative_to(path)): p.read_text() for p in path.rglob("*") if p.is_file()}
+    return path.read_text()
 
 
 def cwl_result(outputs: dict[str, Any], task: str) -> Any:
@@ -110,15 +115,28 @@ def assert_same_outputs(wf_yaml: Path, kale_tasks: dict[str, dict[str, Any]],
 
 
 @pytest.mark.slow
-def test_quickstart_exports_validates_and_runs_as_kale_runs(kale: Kale, tmp_path: Path
-                                                            ) -> None:
+def test_quickstart_exported_by_the_cli_validates_and_runs_as_kale_runs(
+        kale: Kale, tmp_path: Path) -> None:
+    """`kale export --format cwl > wf.cwl`, `cwltool --validate wf.cwl`, `cwltool wf.cwl`
+    (no job file): what it leaves is what `kale run` leaves."""
     wf_yaml = copy_workflow(EXAMPLES / "quickstart" / "workflow.yaml", tmp_path)
-    cwl = export(wf_yaml, tmp_path)
+    out = kale("export", str(wf_yaml), "--format", "cwl")
+    assert out.returncode == 0, out.stderr
+    cwl = tmp_path / "wf.cwl"
+    cwl.write_text(out.stdout)
     validate(cwl, tmp_path)
     outputs, _ = run_cwl(cwl, tmp_path)
     assert cwl_result(outputs, "summarize") == {"count": 3, "total": 1 + 42 + 42**2,
                                                 "largest": 42**2}
     assert_same_outputs(wf_yaml, run_kale(kale, wf_yaml), outputs)
+
+
+def test_the_cli_refuses_what_has_no_cwl_form_with_exit_2(kale: Kale, tmp_path: Path) -> None:
+    wf_yaml = write(tmp_path, "name: refused\ntasks:\n  look: {notebook: step.ipynb, "
+                    "interactive: true}\n")
+    out = kale("export", str(wf_yaml), "--format", "cwl")
+    assert out.returncode == 2 and not out.stdout
+    assert "task 'look' cannot be written as CWL: it is an interactive step" in out.stderr
 
 
 @pytest.mark.slow
@@ -136,7 +154,7 @@ def test_pipeline_of_shell_python_and_notebook_tasks_runs_as_kale_runs(
     outputs, log = run_cwl(cwl, tmp_path, str(job))
     kale_tasks = run_kale(kale, wf_yaml, "-p", "n=6")
     assert cwl_result(outputs, "final") == {
-        "above": [4, 5, 6], "count": 6, "total": ["21", "flag=true", "ratio=0.5", "n=n=6"],
+        "above": [4, 5, 6], "count": 6, "total": ["21", "flag=true", "ratio=0.5", "n=n=6", "$(literal)", "\\", "${x}"],
         "report": "mean=3.5 parts=2 word=hello  world cost: $(none) ${none}", "sum": 21}
     assert_same_outputs(wf_yaml, kale_tasks, outputs)
     # what a task wrote on stdout reaches cwltool's log, as it reaches Kale's
@@ -203,3 +221,44 @@ def test_what_has_no_cwl_form_is_refused_naming_task_and_feature(case: str, tmp_
     with pytest.raises(UsageError) as e:
         dump_cwl(wf)
     assert message in str(e.value)
+
+
+MODULE = '''
+def pair():
+    return {"pair": (1, 2), "n": 3}  # a tuple: JSON would change it, so it is pickled
+
+
+def use(pair):
+    return [*pair["pair"], pair["n"]]
+
+
+def boom():
+    raise ValueError("boom")
+'''
+
+
+@pytest.mark.slow
+def test_a_result_json_cannot_hold_reaches_the_tasks_below_as_in_kale(kale: Kale,
+                                                                      tmp_path: Path) -> None:
+    wf_yaml = write(tmp_path, "name: pickled\ntasks:\n  pair: {python: 'mod:pair'}\n"
+                    "  use: {python: 'mod:use', after: [pair]}\n"
+                    "  show: {shell: 'echo ${pair.n} > n.txt', outputs: [n.txt]}\n")
+    (wf_yaml.parent / "mod.py").write_text(MODULE)
+    cwl = export(wf_yaml, tmp_path)
+    outputs, _ = run_cwl(cwl, tmp_path)
+    assert outputs["pair__kale_result"]["basename"] == "kale_result_pair.pkl"
+    assert cwl_result(outputs, "use") == [1, 2, 3]
+    tasks = run_kale(kale, wf_yaml)
+    assert tasks["use"]["result"] == [1, 2, 3]
+    assert contents(outputs["show__n_txt"]) == contents(tasks["show"]["result"]["n.txt"]) \
+        == "3\n"
+
+
+def test_a_failing_task_fails_the_cwl_run_saying_why(tmp_path: Path) -> None:
+    wf_yaml = write(tmp_path, "name: failing\ntasks:\n  bad: {python: 'mod:boom'}\n"
+                    "  never: {shell: 'touch x', after: [bad], outputs: [x]}\n")
+    (wf_yaml.parent / "mod.py").write_text(MODULE)
+    out = cwltool(tmp_path, "--outdir", str(tmp_path / "out"), str(export(wf_yaml, tmp_path)))
+    assert out.returncode != 0
+    assert "kale: task 'bad' failed: ValueError: boom" in out.stderr
+    assert not (tmp_path / "out" / "x").exists()
