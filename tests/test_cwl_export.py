@@ -154,7 +154,8 @@ def test_pipeline_of_shell_python_and_notebook_tasks_runs_as_kale_runs(
     outputs, log = run_cwl(cwl, tmp_path, str(job))
     kale_tasks = run_kale(kale, wf_yaml, "-p", "n=6")
     assert cwl_result(outputs, "final") == {
-        "above": [4, 5, 6], "count": 6, "total": ["21", "flag=true", "ratio=0.5", "n=n=6", "$(literal)", "\\", "${x}"],
+        "above": [4, 5, 6], "count": 6,
+        "total": ["21", "flag=true", "ratio=0.5", "n=n=6", "$(literal)", "\\", "${x}"],
         "report": "mean=3.5 parts=2 word=hello  world cost: $(none) ${none}", "sum": 21}
     assert_same_outputs(wf_yaml, kale_tasks, outputs)
     # what a task wrote on stdout reaches cwltool's log, as it reaches Kale's
