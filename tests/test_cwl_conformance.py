@@ -10,6 +10,8 @@ one that stops passing fails CI. To measure again (and rewrite the list)::
     python3 tests/test_cwl_conformance.py            # required tests: counts, failures
     python3 tests/test_cwl_conformance.py --all      # every test of the suite
     python3 tests/test_cwl_conformance.py --write    # also rewrite passing.txt
+    python3 tests/test_cwl_conformance.py --all --suite DIR   # a whole checkout of the
+                                                              # suite (all its files)
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ SUITE = Path(__file__).resolve().parent / "data" / "cwl-v1.2"
 PASSING = SUITE / "passing.txt"
 
 
-def suite_tests() -> list[dict[str, Any]]:
+def suite_tests(suite: Path = SUITE) -> list[dict[str, Any]]:
     """Every test of conformance_tests.yaml (its ``$import``s followed), with tool and
     job as absolute paths."""
     def flat(entries: list[dict[str, Any]], base: Path) -> list[dict[str, Any]]:
@@ -46,7 +48,7 @@ def suite_tests() -> list[dict[str, Any]]:
             out.append(t)
         return out
 
-    return flat(yaml.safe_load((SUITE / "conformance_tests.yaml").read_text()), SUITE)
+    return flat(yaml.safe_load((suite / "conformance_tests.yaml").read_text()), suite)
 
 
 def passing_ids() -> list[str]:
@@ -100,8 +102,8 @@ def test_passing_list_names_suite_tests() -> None:
     assert not [i for i in ids if i not in _BY_ID]
 
 
-def _measure(every: bool, write: bool) -> None:
-    tests = [t for t in suite_tests() if every or "required" in t.get("tags", [])]
+def _measure(every: bool, write: bool, suite: Path = SUITE) -> None:
+    tests = [t for t in suite_tests(suite) if every or "required" in t.get("tags", [])]
     passed, failed = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for n, t in enumerate(tests):
@@ -119,4 +121,5 @@ def _measure(every: bool, write: bool) -> None:
 
 
 if __name__ == "__main__":
-    _measure("--all" in sys.argv, "--write" in sys.argv)
+    where = sys.argv[sys.argv.index("--suite") + 1] if "--suite" in sys.argv else SUITE
+    _measure("--all" in sys.argv, "--write" in sys.argv, Path(where).resolve())

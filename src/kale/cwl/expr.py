@@ -24,7 +24,8 @@ from kale.cwl.document import CwlError, Unsupported
 
 _SEGMENT = re.compile(r"""\.([A-Za-z_][\w]*)|\[\s*(\d+)\s*\]"""
                       r"""|\[\s*'((?:[^'\\]|\\.)*)'\s*\]|\[\s*"((?:[^"\\]|\\.)*)"\s*\]""")
-_SYMBOL = re.compile(r"\s*(inputs|self|runtime)")
+_UNESCAPE = re.compile(r"\\(.)")
+_SYMBOL = re.compile(r"\s*(inputs|self|runtime|null)\b")
 
 
 class _Js(Exception):
@@ -92,8 +93,9 @@ def _path(inner: str) -> tuple[str, list[str | int]]:
         if not s:
             raise _Js(inner)
         name, index, q1, q2 = s.groups()
+        quoted = q1 if q1 is not None else q2
         segs.append(int(index) if index is not None else name if name is not None
-                    else q1 if q1 is not None else q2)
+                    else _UNESCAPE.sub(r"\1", quoted))
         pos = s.end()
     return m.group(1), segs
 

@@ -30,9 +30,10 @@ from kale.cwl import files
 from kale.cwl.document import CwlError, Unsupported, job_object, load
 from kale.cwl.expr import check as check_expression
 from kale.cwl.expr import references
-from kale.cwl.tool import expand_iri
+from kale.cwl.tool import expand_iri, with_secondary
 from kale.cwl.types import allows_null
 from kale.cwl.types import check as check_type
+from kale.model.refs import PARAMS
 from kale.model.workflow import NAME, Workflow
 
 #: requirements Kale honours (InlineJavascriptRequirement: parameter references only)
@@ -161,7 +162,7 @@ def input_object(process: Mapping[str, Any], job: Mapping[str, Any], base: Path,
             raise CwlError(f"{job_name}: no value for the required input {name!r} of "
                            f"{process['_file']}")
         check_type(p["type"], value, f"{job_name}: input {name!r}")
-        out[name] = value
+        out[name] = with_secondary(p, value)
     return out
 
 
@@ -176,7 +177,10 @@ def _expand_formats(value: Any, process: Mapping[str, Any]) -> Any:
 
 
 def _task_names(ids: list[str], taken: set[str]) -> dict[str, str]:
+    """Kale task names for CWL ids: other characters as ``_``, never ``params`` (a
+    reference's word for the workflow's parameters), unique."""
     out: dict[str, str] = {}
+    taken = taken | {PARAMS}
     for ident in ids:
         name = re.sub(r"[^A-Za-z0-9_-]", "_", ident)[:100] or "step"
         if not NAME.match(name):
@@ -209,6 +213,7 @@ def to_workflow(process: dict[str, Any], params: dict[str, Any]) -> Imported:
     if process["class"] == "CommandLineTool":
         name = _task_names([process["id"]], set())[process["id"]]
         spec = {"id": process["id"], "tool": process, "dir": str(base), "scatter": [],
+                "discover": True,
                 "in": [{"id": p["id"], "source": [p["id"]]} for p in process["inputs"]],
                 "out": [o["id"] for o in process["outputs"]]}
         wf.python(RUN_STEP, name=name, parameters={

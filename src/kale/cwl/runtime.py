@@ -126,7 +126,7 @@ def run_step(step: str, sources: dict[str, list[Any]]) -> dict[str, Any]:
         declared = {p["id"] for p in tool.get("inputs") or []}
         given = {k: v for k, v in job.items() if k in declared}
         workdir = Path.cwd() / ("cwl" if not shape else f"cwl-{n}")
-        results.append(run_tool(tool, given, workdir))
+        results.append(run_tool(tool, given, workdir, discover=bool(spec.get("discover"))))
     if not shape:
         only = results[0]
         return {o: (only or {}).get(o) for o in names}

@@ -33,9 +33,13 @@ class ToolFailed(CwlError):
     missing)."""
 
 
-def complete_inputs(tool: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+def complete_inputs(tool: Mapping[str, Any], given: Mapping[str, Any], *,
+                    discover: bool = True) -> dict[str, Any]:
     """The tool's input object: ``given`` values, else defaults (their locations read
-    against the tool's directory); checked against the declared types."""
+    against the tool's directory); checked against the declared types. Secondary files
+    are looked for beside their primary file (``discover``: a tool run on its own), or
+    must come with it (a step, whose Files come from the workflow's inputs or a step
+    above, which declared them)."""
     out: dict[str, Any] = {}
     where = Path(tool["_dir"])
     for p in tool.get("inputs") or []:
@@ -47,7 +51,7 @@ def complete_inputs(tool: Mapping[str, Any], given: Mapping[str, Any]) -> dict[s
             raise CwlError(f"{tool['_file']}: input {name!r} is required (type "
                            f"{_typename(p['type'])}) and the input object has no value for it")
         check(p["type"], value, f"{tool['_file']}: input {name!r}")
-        out[name] = _with_secondary(p, value)
+        out[name] = with_secondary(p, value, discover)
     return out
 
 
@@ -57,18 +61,19 @@ def _typename(type_: Any) -> str:
     return describe(type_)
 
 
-def _with_secondary(p: Mapping[str, Any], value: Any) -> Any:
+def with_secondary(p: Mapping[str, Any], value: Any, discover: bool = True) -> Any:
     """``value`` with the secondary files its parameter (or a record field in it) asks
     for, found beside each primary file."""
     if isinstance(value, list):
-        return [_with_secondary(dict(p, type=_items(p.get("type"))), v) for v in value]
+        return [with_secondary(dict(p, type=_items(p.get("type"))), v, discover)
+                for v in value]
     t = choose(p.get("type"), value)
     if isinstance(value, dict) and not files.is_file_like(value) and isinstance(t, dict) \
             and t.get("type") == "record":
         out = dict(value)
         for f in t.get("fields") or []:
             if f["name"] in out:
-                out[f["name"]] = _with_secondary(f, out[f["name"]])
+                out[f["name"]] = with_secondary(f, out[f["name"]], discover)
         return out
     patterns = _patterns(p.get("secondaryFiles"))
     if not patterns or not files.is_file_like(value) or "path" not in value:
@@ -79,7 +84,7 @@ def _with_secondary(p: Mapping[str, Any], value: Any) -> Any:
         path = Path(secondary_name(value["path"], pattern))
         if path.name in named:
             continue
-        if path.exists():
+        if path.exists() and discover:
             have.append({"class": "Directory" if path.is_dir() else "File",
                          "location": files.uri(path), "path": str(path),
                          "basename": path.name})
@@ -131,15 +136,17 @@ def runtime_of(process: Mapping[str, Any], outdir: Path, tmpdir: Path) -> dict[s
             "tmpdirSize": amount("tmpdirMin", "tmpdirMax", 1024)}
 
 
-def run_tool(tool: Mapping[str, Any], given: Mapping[str, Any], workdir: Path) -> dict[str, Any]:
+def run_tool(tool: Mapping[str, Any], given: Mapping[str, Any], workdir: Path, *,
+             discover: bool = True) -> dict[str, Any]:
     """Run ``tool`` once on ``given`` inputs in ``workdir`` (made empty); the output
-    object."""
+    object. ``discover``: see :func:`complete_inputs`."""
     if workdir.exists():
         shutil.rmtree(workdir)
     outdir, tmpdir, stage = workdir / "out", workdir / "tmp", workdir / "inputs"
     for d in (outdir, tmpdir, stage):
         d.mkdir(parents=True)
-    inputs = files.fill(files.materialise(complete_inputs(tool, given), stage))
+    inputs = complete_inputs(tool, given, discover=discover)
+    inputs = files.fill(files.materialise(inputs, stage))
     inputs = _load_contents(tool, inputs)
     runtime = runtime_of(tool, outdir, tmpdir)
     context = {"inputs": inputs, "runtime": runtime, "self": None}
