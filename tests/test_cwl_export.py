@@ -128,6 +128,10 @@ def test_quickstart_exported_by_the_cli_validates_and_runs_as_kale_runs(
     outputs, _ = run_cwl(cwl, tmp_path)
     assert cwl_result(outputs, "summarize") == {"count": 3, "total": 1 + 42 + 42**2,
                                                 "largest": 42**2}
+    # the executed notebook is kept, as with a Kale run
+    executed = json.loads(Path(outputs["analyse__kale_notebook"]["path"]).read_text())
+    assert any("value=42" in "".join(o.get("text", "")) for c in executed["cells"]
+               for o in c.get("outputs", []))
     assert_same_outputs(wf_yaml, run_kale(kale, wf_yaml), outputs)
 
 

@@ -3,7 +3,8 @@
 The document is a ``$graph``: ``#main``, the Workflow (one input per workflow parameter,
 with its value as default, and ``kale_base``, the workflow's folder, when a Python or
 notebook task needs it; one step per task; every declared output file, and every Python
-or notebook task's result file, as workflow outputs named ``TASK__PORT``), then one
+or notebook task's result file, and every executed notebook, as workflow outputs named
+``TASK__PORT``), then one
 CommandLineTool per task (:mod:`kale.cwl.export_tools`). ``cwltool wf.cwl`` runs it with
 no job file; a job file sets parameters (``n: 5``) or points ``kale_base`` at a copy of the
 workflow's folder (``kale_base: {class: Directory, path: /elsewhere}``).
@@ -22,7 +23,7 @@ from typing import Any
 import yaml
 
 from kale.config import version
-from kale.cwl.export_plan import BASE, RESULT, Plan, make_plan
+from kale.cwl.export_plan import BASE, NOTEBOOK, RESULT, Plan, make_plan
 from kale.cwl.export_tools import runner_tool, shell_tool, tool_id
 from kale.cwl.export_values import ident, output_type
 from kale.model.workflow import Workflow
@@ -79,6 +80,9 @@ def _outputs(plan: Plan) -> dict[str, Any]:
         if task.kind != "shell":
             out[ident(f"{name}__{RESULT}", taken)] = {"type": "File",
                                                       "outputSource": f"{name}/{RESULT}"}
+        if task.kind == "notebook":
+            out[ident(f"{name}__{NOTEBOOK}", taken)] = {"type": ["null", "File"],
+                                                        "outputSource": f"{name}/{NOTEBOOK}"}
         for pattern, port in plan.outs[name].items():
             out[ident(f"{name}__{port}", taken)] = {"type": output_type(pattern),
                                                     "outputSource": f"{name}/{port}"}
@@ -89,8 +93,13 @@ def _comments(wf: Workflow) -> list[str]:
     """The header: where the document came from, and what of the workflow it does not
     carry (none of it changes what the steps write)."""
     lines = [f"CWL {CWL_VERSION} written by Kale {version()} from workflow {wf.name!r}.",
+             "Run: cwltool wf.cwl [job.yml]; a job file sets workflow parameters "
+             "(name: value) and kale_base, the workflow's folder.",
              "Python and notebook steps run through Kale's task runner "
-             "(python -m kale.cwl.task): Kale must be installed where they run."]
+             "(python -m kale.cwl.task): Kale must be installed where they run.",
+             "Steps get the CWL runner's environment (cwltool: HOME is the step's "
+             "directory); cwltool --preserve-entire-environment gives them yours, as "
+             "kale run does."]
     lost: list[str] = []
     if wf.executor is not None:
         lost.append(f"the workflow's executor ({wf.executor.to_value()!r}): the CWL "

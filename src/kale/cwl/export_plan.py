@@ -25,8 +25,10 @@ BASE = "kale_base"
 RECORDS = "kale_records"
 #: a runner tool's output holding the task's result (JSON, else pickled)
 RESULT = "kale_result"
+#: a notebook tool's output holding the executed notebook (as Kale keeps it with the run)
+NOTEBOOK = "kale_notebook"
 RUNNER_KINDS = ("python", "notebook")
-_RESERVED = {BASE, RECORDS, RESULT, NIL, "kale_task"}
+_RESERVED = {BASE, RECORDS, RESULT, NOTEBOOK, NIL, "kale_task"}
 
 
 @dataclass

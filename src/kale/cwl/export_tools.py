@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import PurePath
 from typing import Any
 
-from kale.cwl.export_plan import BASE, RECORDS, RESULT, Plan, shell_refs
+from kale.cwl.export_plan import BASE, NOTEBOOK, RECORDS, RESULT, Plan, shell_refs
 from kale.cwl.export_values import NIL, escape, is_text, literal, output_type
 from kale.model.refs import Ref, substitute, text_refs
 from kale.model.workflow import Task
@@ -167,6 +168,9 @@ def runner_tool(plan: Plan, task: Task) -> tuple[dict[str, Any], dict[str, Any]]
         **{port: {"type": "string", "outputBinding": {
             "glob": values[key], "loadContents": True, "outputEval": "$(self[0].contents)"}}
            for key, port in plan.values[task.name].items()}}
+    if task.kind == "notebook":  # the runner saves it in the task's directory, by its name
+        tool["outputs"][NOTEBOOK] = {"type": ["null", "File"], "outputBinding": {
+            "glob": literal(PurePath(str(task.target)).name)}}
     return tool, b.sources
 
 
