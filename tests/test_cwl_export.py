@@ -267,3 +267,21 @@ def test_a_failing_task_fails_the_cwl_run_saying_why(tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "kale: task 'bad' failed: ValueError: boom" in out.stderr
     assert not (tmp_path / "out" / "x").exists()
+
+
+@pytest.mark.slow
+def test_parameters_whose_names_cwl_cannot_take_are_renamed_and_labelled(
+        kale: Kale, tmp_path: Path) -> None:
+    wf_yaml = write(tmp_path, "name: names\nparameters: {my-param: 'a  b', kale_base: 7}\n"
+                    "tasks:\n  say: {shell: 'echo \"${params.my-param}\" ${params.kale_base}"
+                    " > out.txt', outputs: [out.txt]}\n")
+    cwl = export(wf_yaml, tmp_path)
+    inputs = to_cwl(load_workflow(wf_yaml))["$graph"][0]["inputs"]
+    assert inputs["my_param"] == {"type": "string", "default": "a  b", "label": "my-param"}
+    assert inputs["kale_base_2"]["label"] == "kale_base"
+    job = tmp_path / "job.yml"
+    job.write_text("my_param: 'c  d'\n")
+    outputs, _ = run_cwl(cwl, tmp_path, str(job))
+    tasks = run_kale(kale, wf_yaml, "-p", "my-param=c  d")
+    assert contents(outputs["say__out_txt"]) == contents(tasks["say"]["result"]["out.txt"]) \
+        == "c  d 7\n"
