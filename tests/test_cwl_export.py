@@ -211,6 +211,10 @@ REFUSED = {
     "whole result": ("tasks:\n  a: {python: 'mod:f'}\n  b: {shell: 'echo $v', "
                      "parameters: {v: '${a}'}}\n",
                      "task 'b' cannot be written as CWL: it refers to ${a}, a whole result"),
+    "all parameters": ("parameters: {n: 1}\ntasks:\n  b: {shell: 'echo $v', "
+                       "parameters: {v: '${params}'}}\n",
+                       "task 'b' cannot be written as CWL: it refers to ${params}, every "
+                       "workflow parameter at once"),
     "nested": ("tasks:\n  a: {python: 'mod:f'}\n  b: {shell: 'echo $v', "
                "parameters: {v: ['${a.x}']}}\n",
                "task 'b' cannot be written as CWL: its parameter 'v' holds references "

@@ -108,13 +108,16 @@ def shell_refs(task: Task) -> list[Ref]:
 def _value_port(plan: Plan, task: Task, ref: Ref) -> None:
     """Check a shell task's reference, and give a value it reads from a Python or
     notebook task an output port there."""
-    if ref.is_param:
-        return
-    up = plan.wf.tasks[ref.task]
-
     def no(why: str) -> UsageError:
         return UsageError(f"task {task.name!r} cannot be written as CWL: it refers to "
                           f"{ref}, {why}")
+
+    if ref.is_param:
+        if ref.key is None:
+            raise no("every workflow parameter at once (CWL builds no such value without "
+                     "JavaScript); refer to each one")
+        return
+    up = plan.wf.tasks[ref.task]
 
     if ref.key is None:
         raise no("a whole result (CWL passes a shell command files and single values)")
