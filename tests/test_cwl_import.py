@@ -38,6 +38,20 @@ def test_pipeline_runs_with_files_flowing_between_steps(kale: Kale) -> None:
     assert count["size"] == len(data)
 
 
+def test_a_sub_workflow_runs_as_tasks_of_the_run(kale: Kale) -> None:
+    """A step that runs a Workflow: its steps are tasks of the one run (named after the
+    step), and the step below reads the sub-workflow's output."""
+    done = kale("run", str(DATA / "nested.cwl"), str(DATA / "job.yml"))
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    status = json.loads(kale("status", run_id, "--json").stdout)
+    assert {t["name"] for t in status["tasks"]} == {
+        "inner-in", "inner-shout", "inner-count", "inner", "recount", "outputs"}
+    again = _result(kale, run_id, "outputs")["result"]["again"]
+    assert again["basename"] == "shouted.count"
+    assert Path(again["path"]).read_text().strip() == "4"
+
+
 def test_a_second_run_reuses_the_steps(kale: Kale) -> None:
     args = ("run", str(DATA / "pipeline.cwl"), str(DATA / "job.yml"))
     first = kale(*args)

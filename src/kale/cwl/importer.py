@@ -41,9 +41,10 @@ SUPPORTED = ("InlineJavascriptRequirement", "SchemaDefRequirement", "InitialWork
              "EnvVarRequirement", "ShellCommandRequirement", "ResourceRequirement",
              "StepInputExpressionRequirement", "ScatterFeatureRequirement",
              "MultipleInputFeatureRequirement", "LoadListingRequirement", "WorkReuse",
-             "NetworkAccess", "ToolTimeLimit")
+             "NetworkAccess", "ToolTimeLimit", "SubworkflowFeatureRequirement")
 RUN_STEP = "kale.cwl.runtime:run_step"
 GATHER = "kale.cwl.runtime:gather"
+STEP_VALUES = "kale.cwl.runtime:step_values"
 #: fields that hold text, never expressions
 _NOT_EXPRESSIONS = ("doc", "label", "default", "steps", "run", "id", "class", "cwlVersion",
                     "$namespaces", "$schemas", "s:author", "type", "symbols")
@@ -89,9 +90,11 @@ def check(process: Mapping[str, Any], inherited: tuple[dict[str, Any], ...] = ()
         reqs = tuple(process.get("requirements") or [])
         for step in process["steps"]:
             run = step["run"]
-            if run["class"] == "Workflow":
-                raise Unsupported(f"{where}: step {step['id']!r} runs a Workflow: "
-                                  "SubworkflowFeatureRequirement is not supported")
+            if run["class"] == "Workflow" and (step["scatter"] or step.get("when") is not None):
+                raise Unsupported(f"{where}: step {step['id']!r} runs a Workflow with "
+                                  f"{'scatter' if step['scatter'] else 'when'}: Kale runs "
+                                  "sub-workflows as steps of the one run, not per element "
+                                  "or conditionally")
             for i in step["in"]:
                 for key in ("valueFrom",):
                     if i.get(key) is not None:
@@ -195,9 +198,10 @@ def _task_names(ids: list[str], taken: set[str]) -> dict[str, str]:
 
 def _merged_requirements(parents: list[list[dict[str, Any]]], tool: dict[str, Any]
                          ) -> dict[str, Any]:
-    """The tool as it runs in its step: the workflow's and step's requirements and hints
-    before its own (the most specific wins: :func:`kale.cwl.document.requirement` reads
-    the last)."""
+    """The tool as it runs in its step: the requirements and hints of the workflows and
+    steps above it (``parents``: requirements, hints, requirements, hints... outermost
+    first) before its own (the most specific wins: :func:`kale.cwl.document.requirement`
+    reads the last)."""
     reqs = [r for level in parents[0::2] for r in level]
     hints = [h for level in parents[1::2] for h in level]
     return dict(tool, requirements=reqs + list(tool.get("requirements") or []),
@@ -220,32 +224,58 @@ def to_workflow(process: dict[str, Any], params: dict[str, Any]) -> Imported:
             "step": json.dumps(spec), "sources": {
                 p["id"]: ["${params." + p["id"] + "}"] for p in process["inputs"]}})
         return Imported(wf, name, process)
-    names = _task_names([s["id"] for s in process["steps"]], set())
+    taken: set[str] = set()
+    scope = {p["id"]: "${params." + p["id"] + "}" for p in process["inputs"]}
+    gather = _add_steps(wf, process, scope, "", [], taken, None)
+    return Imported(wf, gather, process)
+
+
+def _add_steps(wf: Workflow, process: dict[str, Any], scope: dict[str, str], prefix: str,
+               levels: list[list[dict[str, Any]]], taken: set[str], gather: str | None
+               ) -> str:
+    """Add a CWL workflow's steps to ``wf`` (a sub-workflow's too, flattened: its steps'
+    names start with its step's, its inputs come from a task ``STEP-in``, its outputs are
+    the result of the task ``STEP``, which is what the steps below read); the name of
+    the task whose result is the output object. ``scope``: each input's reference."""
+    base = Path(process["_dir"])
+    levels = [*levels, process["requirements"], process["hints"]]
+    named = _task_names([prefix + s["id"] for s in process["steps"]], taken)
+    names = {s["id"]: named[prefix + s["id"]] for s in process["steps"]}
+
+    def ref(source: str) -> str:
+        step, sep, out = source.partition("/")
+        return "${" + names[step] + "." + out + "}" if sep else scope[source]
+
     for s in process["steps"]:
-        tool = _merged_requirements(
-            [process["requirements"], process["hints"], s["requirements"], s["hints"]],
-            s["run"])
+        sources = {i["id"]: [ref(src) for src in i["source"]] for i in s["in"]}
+        step_levels = [*levels, s["requirements"], s["hints"]]
+        run = s["run"]
+        if run["class"] == "Workflow":
+            adapter = _task_names([names[s["id"]] + "-in"], taken)[names[s["id"]] + "-in"]
+            spec = {"id": s["id"], "dir": str(base), "in": s["in"],
+                    "inputs": [{"id": p["id"], "default": p.get("default")}
+                               for p in run["inputs"]], "inner_dir": run["_dir"]}
+            wf.python(STEP_VALUES, name=adapter,
+                      parameters={"step": json.dumps(spec), "sources": sources})
+            inner = {p["id"]: "${" + adapter + "." + p["id"] + "}" for p in run["inputs"]}
+            _add_steps(wf, run, inner, names[s["id"]] + "-", step_levels, taken,
+                       names[s["id"]])
+            continue
+        tool = _merged_requirements(step_levels, run)
         spec = {"id": s["id"], "tool": tool, "dir": str(base), "in": s["in"], "out": s["out"],
                 "scatter": s["scatter"], "scatterMethod": s.get("scatterMethod"),
                 "when": s.get("when")}
-        sources = {i["id"]: [_ref(src, names) for src in i["source"]] for i in s["in"]}
         wf.python(RUN_STEP, name=names[s["id"]],
                   parameters={"step": json.dumps(spec), "sources": sources})
-    gather = _task_names(["outputs"], set(names.values()))["outputs"]
+    if gather is None:
+        gather = _task_names(["outputs"], taken)["outputs"]
     outs = [{k: o.get(k) for k in ("id", "outputSource", "linkMerge", "pickValue")}
             for o in process["outputs"]]
     wf.python(GATHER, name=gather, parameters={
         "outputs": json.dumps(outs),
-        "sources": {o["id"]: [_ref(src, names) for src in o["outputSource"]]
+        "sources": {o["id"]: [ref(src) for src in o["outputSource"]]
                     for o in process["outputs"]}})
-    return Imported(wf, gather, process)
-
-
-def _ref(source: str, names: Mapping[str, str]) -> str:
-    step, sep, out = source.partition("/")
-    if not sep:
-        return "${params." + source + "}"
-    return "${" + names[step] + "." + out + "}"
+    return gather
 
 
 def import_cwl(path: str | Path, job: str | Path | None = None,

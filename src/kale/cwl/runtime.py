@@ -1,6 +1,7 @@
 """What a Kale task of an imported CWL workflow runs (``kale.cwl.runtime:run_step``):
 one workflow step, that is its tool once, or once per element under ``scatter``, in the
-task's own directory; and ``kale.cwl.runtime:gather``, the workflow's output object.
+task's own directory; ``kale.cwl.runtime:gather``, a workflow's output object; and
+``kale.cwl.runtime:step_values``, the inputs of a sub-workflow.
 
 A step task's parameters are ``step`` (the step as JSON text: its tool, its ``in`` list,
 ``scatter``/``scatterMethod`` and ``when``; text, so nothing in it is read as a Kale
@@ -131,6 +132,20 @@ def run_step(step: str, sources: dict[str, list[Any]]) -> dict[str, Any]:
         only = results[0]
         return {o: (only or {}).get(o) for o in names}
     return {o: _nest([r.get(o) if r else None for r in results], shape) for o in names}
+
+
+def step_values(step: str, sources: dict[str, list[Any]]) -> dict[str, Any]:
+    """The inputs of a sub-workflow from the step that runs it: its sources merged,
+    defaults, ``valueFrom``; the sub-workflow's own defaults for what stays null."""
+    spec = json.loads(step)
+    values = _value_from(spec, step_inputs(spec, sources))
+    out = {}
+    for p in spec["inputs"]:
+        value = values.get(p["id"])
+        if value is None and p.get("default") is not None:
+            value = files.resolve(p["default"], Path(spec["inner_dir"]))
+        out[p["id"]] = value
+    return out
 
 
 def gather(outputs: str, sources: dict[str, list[Any]]) -> dict[str, Any]:
