@@ -144,10 +144,8 @@ def runner_tool(plan: Plan, task: Task) -> tuple[dict[str, Any], dict[str, Any]]
         b.add(f"p_{wf_id}", plan.types[pname], wf_id)
     upstream: dict[str, Any] = {}
     for up in task.upstream:
-        outs = {}
-        if plan.wf.tasks[up].kind != "python":
-            for pattern, port in plan.outs[up].items():
-                outs[pattern] = b.add(b.up_id(up, port), output_type(pattern), f"{up}/{port}")
+        outs = {pattern: b.add(b.up_id(up, port), output_type(pattern), f"{up}/{port}")
+                for pattern, port in plan.outs[up].items()}
         upstream[up] = {"kind": plan.wf.tasks[up].kind, "outputs": outs,
                         "handle": b.up_id(up, plan.handle(up))}
     b.upstream()
