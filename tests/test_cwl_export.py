@@ -167,7 +167,8 @@ def test_pipeline_of_shell_python_and_notebook_tasks_runs_as_kale_runs(
     assert "task make: 6 numbers" in kale("logs", "latest", "make").stdout
 
 
-@pytest.mark.parametrize("example", ["quickstart", "batch"])
+@pytest.mark.parametrize("example", sorted(p.parent.name
+                                           for p in EXAMPLES.glob("*/workflow.yaml")))
 def test_every_example_exports_to_valid_cwl(example: str, tmp_path: Path) -> None:
     wf_yaml = copy_workflow(EXAMPLES / example / "workflow.yaml", tmp_path)
     validate(export(wf_yaml, tmp_path), tmp_path)
