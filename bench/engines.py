@@ -1,18 +1,19 @@
 """The overhead Kale adds over using Dask or Parsl directly, side by side in one run.
 
-    python bench/engines.py            # full sizes (~15 min) -> bench/results/engines.txt
-    python bench/engines.py --quick    # small sizes, CI smoke (< 2 min); prints only
-    python bench/engines.py --profile dask|parsl [--n 1000]   # where Kale's time goes
+    python bench/engines.py            # full sizes (~8 min) -> bench/results/engines.txt
+    python bench/engines.py --quick    # small sizes, CI smoke (~1 min); prints only
+    python bench/engines.py --profile dask|parsl|attempt [--n 1000]  # where Kale's time goes
 
 Two sides, each in a fresh process of its own (its own TMPDIR, its session killed at the
 end, so nothing one leaves running disturbs the other):
 
 ``dask``   one ``distributed.LocalCluster`` (worker processes, one per core, one thread
-           each), used by both rows: *Dask alone* is ``client.map`` of the no-op (a chain:
-           ``client.submit(noop, previous)``), then gather; *Kale on Dask* is
-           ``Workflow.run()`` (the embedded engine) with ``executor: {kind: dask,
-           address: <that cluster's scheduler>}``, so each Kale attempt is one Dask future
-           of ``run_on_dask`` on the same workers.
+           each) in a process of its own, as a cluster named by address is (its scheduler
+           does not share Kale's GIL), used by both rows: *Dask alone* is ``client.map``
+           of the no-op (a chain: ``client.submit(noop, previous)``), then gather; *Kale
+           on Dask* is ``Workflow.run()`` (the embedded engine) with ``executor: {kind:
+           dask, address: <that cluster's scheduler>}``, so each Kale attempt is one Dask
+           future of ``run_on_dask`` on the same workers.
 ``parsl``  *Parsl alone* is a ``HighThroughputExecutor`` with a ``LocalProvider`` (one
            block, a worker per core) loaded with ``parsl.load``, a ``python_app`` of the
            no-op, a list of futures; *Kale on Parsl* is ``executor: {kind: parsl, config:
@@ -31,11 +32,20 @@ for Parsl, the DataFlowKernel Kale makes for each run, with its HTEX interchange
 workers starting) and teardown. *in-run* is Kale's first task start to last task end (the
 run's task records). Runs of the engine alone and of Kale alternate, so a drift of the
 machine's load hits both alike. No timing is asserted.
+
+``--profile`` says where Kale's time goes, ``n`` no-op tasks: ``dask`` the CPU seconds of
+each process (this one, the scheduler, the Dask workers, Kale's warm Python processes) for
+Dask alone and for Kale, the time per task on the workers (Dask's task stream), Dask alone
+with futures submitted one by one, with a ``TaskContext`` argument and with a worker event
+(what a Kale attempt adds), a chain driven from the client, then Kale's process under
+cProfile (per thread); ``parsl`` Kale's process under cProfile; ``attempt`` the part that
+runs on the engine's worker (``run_attempt``) in a loop, without an engine.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
@@ -47,7 +57,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,11 +67,20 @@ MARKER = "@@RESULT "
 WORKERS = os.cpu_count() or 1
 GOAL = 1.5  # Kale at most 1.5x the engine alone's time, 1,000 no-op tasks
 
-MODULE = '''"""The task every system runs."""
+MODULE = '''"""The task every system runs (and, for --profile, two of what Kale adds)."""
 
 
 def noop(*_args):
     return None
+
+
+def started(*_args):
+    """A no-op that tells the client it started, as Kale's run_on_dask does."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    worker.log_event("bench-started", {"run": "r", "task": "t", "attempt": 1,
+                                       "worker": worker.address})
 '''
 CFG = f'''"""Both Parsl rows' configuration: HTEX, a LocalProvider, a worker per core."""
 
@@ -167,41 +186,89 @@ def alternate(plan: list[tuple[str, int, int]], engine: Callable[[str, int], Non
     return out
 
 
+@contextlib.contextmanager
+def dask_cluster() -> Iterator[tuple[str, int]]:
+    """A LocalCluster (a worker process per core, one thread each) in a process of its
+    own, as a cluster Kale is given by address is: its scheduler does not share this
+    process's GIL with Kale's engine. Yields its address and its process id; closed when
+    the block ends."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_cluster"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        address = proc.stdout.readline().strip()
+        if not address:
+            raise RuntimeError(f"the Dask cluster did not start (exit {proc.wait()})")
+        yield address, proc.pid
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()  # the cluster's process closes it and exits
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def serve_cluster() -> None:
+    """``_cluster`` mode: start the LocalCluster, print its address, close it when stdin
+    closes."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address=":0",
+                      silence_logs=logging.ERROR) as cluster:
+        print(cluster.scheduler_address, flush=True)
+        sys.stdin.read()
+
+
+def dask_alone(client: Any, noop: Any, kind: str, n: int) -> None:
+    """``n`` no-op tasks on Dask alone: independent (``client.map``, then gather), or a
+    chain (``client.submit(noop, previous)``: Dask resolves each link itself)."""
+    from distributed import wait
+
+    if kind == "chain":
+        f = client.submit(noop, pure=False)
+        for _ in range(n - 1):
+            f = client.submit(noop, f, pure=False)
+        f.result()
+        return
+    futures = client.map(noop, range(n), pure=False)
+    wait(futures)
+    bad = [f for f in futures if f.status != "finished"]
+    if bad:
+        raise RuntimeError(f"{len(bad)} Dask tasks ended {bad[0].status}")
+    client.gather(futures)
+
+
 def side_dask(sizes: Sizes) -> dict[str, Any]:
     folder = project()
+    t0 = time.perf_counter()
+    with dask_cluster() as (address, _):
+        cluster = time.perf_counter() - t0
+        return {"cluster": cluster, **dask_rows(folder, address, sizes)}
+
+
+def dask_rows(folder: Path, address: str, sizes: Sizes) -> dict[str, Any]:
     import mod  # type: ignore[import-not-found]
-    from distributed import Client, LocalCluster, wait
+    from distributed import Client
 
     t0 = time.perf_counter()
-    cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=":0",
-                           silence_logs=logging.ERROR)
-    client = Client(cluster)
-    startup = time.perf_counter() - t0
+    client = Client(address)
+    connect = time.perf_counter() - t0
 
     def engine(kind: str, n: int) -> None:
-        if kind == "chain":
-            f = client.submit(mod.noop, pure=False)
-            for _ in range(n - 1):
-                f = client.submit(mod.noop, f, pure=False)
-            f.result()
-            return
-        futures = client.map(mod.noop, range(n), pure=False)
-        wait(futures)
-        bad = [f for f in futures if f.status != "finished"]
-        if bad:
-            raise RuntimeError(f"{len(bad)} Dask tasks ended {bad[0].status}")
-        client.gather(futures)
+        dask_alone(client, mod.noop, kind, n)
 
     try:
         first = timed(lambda: client.submit(mod.noop, pure=False).result())
-        kale = KaleRows(folder, {"kind": "dask", "address": cluster.scheduler_address})
+        kale = KaleRows(folder, {"kind": "dask", "address": address})
         kale_first, _ = kale.run(kale.workflow("noop", 1))
         rows = alternate(sizes.plan(), engine, kale)
     finally:
-        client.close()
-        cluster.close()
-    return {"startup": startup, "first": first, "kale_first": kale_first, "rows": rows}
+        cleanup = timed(client.close)
+    return {"startup": connect, "first": first, "cleanup": cleanup, "kale_first": kale_first,
+            "rows": rows}
 
 
 def side_parsl(sizes: Sizes) -> dict[str, Any]:
@@ -232,8 +299,9 @@ def side_parsl(sizes: Sizes) -> dict[str, Any]:
         kale_first, _ = kale.run(kale.workflow("noop", 1))
         rows = alternate(sizes.plan(), engine, kale)
     finally:
-        dfk.cleanup()
-    return {"startup": startup, "first": first, "kale_first": kale_first, "rows": rows}
+        cleanup = timed(dfk.cleanup)
+    return {"startup": startup, "first": first, "cleanup": cleanup, "kale_first": kale_first,
+            "rows": rows}
 
 
 def side(engine: str, quick: bool) -> None:
@@ -305,54 +373,205 @@ def worker_side(stream: list[dict[str, Any]], what: str) -> None:
               f"{WORKERS} workers; transfers/other {sum(moves):.2f} s")
 
 
+class CpuMeter:
+    """CPU seconds used by each part of a Dask setup between :meth:`start` and
+    :meth:`stop`: this process (Kale's engine and the Dask client), the cluster's process
+    (the scheduler), its Dask worker processes (and nannies), and Kale's warm Python
+    processes under them. A process that ended in between is not counted."""
+
+    ROLES = ("this process (Kale engine, Dask client)", "Dask scheduler",
+             "Dask workers and nannies", "Kale's warm Python processes")
+
+    def __init__(self, cluster_pid: int) -> None:
+        import psutil
+
+        self.me, self.cluster = psutil.Process(), psutil.Process(cluster_pid)
+        self.before: dict[int, float] = {}
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        import psutil
+
+        found = {self.me.pid: (self.ROLES[0], self.me), self.cluster.pid:
+                 (self.ROLES[1], self.cluster)}
+        for child in self.cluster.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                role = 3 if "_pyworker" in " ".join(child.cmdline()) else 2
+                found[child.pid] = (self.ROLES[role], child)
+        out = {}
+        for pid, (role, proc) in found.items():
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                out[pid] = (role, t.user + t.system)
+        return out
+
+    def start(self) -> None:
+        self.before = {pid: cpu for pid, (_, cpu) in self._sample().items()}
+
+    def stop(self) -> dict[str, float]:
+        used = dict.fromkeys(self.ROLES, 0.0)
+        for pid, (role, cpu) in self._sample().items():
+            used[role] += cpu - self.before.get(pid, 0.0)
+        return used
+
+
+def print_cpu(what: str, n: int, took: float, used: dict[str, float]) -> None:
+    total = sum(used.values())
+    print(f"{what}: {took:.3f} s wall, {total:.2f} CPU-s ({total / n * 1000:.2f} ms per "
+          f"task; {WORKERS} cores: at most {WORKERS * took:.2f} CPU-s)")
+    for role, cpu in used.items():
+        print(f"    {role:42s} {cpu:6.2f} CPU-s  {cpu / n * 1000:6.2f} ms/task")
+
+
 def profile(engine: str, n: int, top: int) -> None:
-    """Kale on ``engine`` (1 warm-up run, then an ``n``-task run) under cProfile, each
-    thread apart; for Dask also the task stream of the same tasks run by Dask alone."""
+    """Where Kale's time goes on ``engine``: see :func:`profile_dask`; on Parsl, Kale's
+    process under cProfile (per thread) during an ``n``-task run."""
     folder = project()
+    if engine == "dask":
+        with dask_cluster() as (address, pid):
+            profile_dask(folder, address, pid, n, top)
+        return
+    if engine == "attempt":
+        profile_attempts(folder, n, top)
+        return
+    kale = KaleRows(folder, {"kind": "parsl", "config": "cfg:config"})
+    profiled(kale, kale.workflow("noop", n), top)
+
+
+def profiled(kale: KaleRows, wf: Any, top: int) -> float:
+    """One Kale run under cProfile, every thread apart; prints the profiles."""
     import cProfile
 
     profiles: list[tuple[str, Any]] = []
-    cluster: Any = None
-    if engine == "dask":
-        import mod
-        from distributed import Client, LocalCluster, get_task_stream
-
-        cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=":0",
-                               silence_logs=logging.ERROR)
-        client = Client(cluster)
-        spec: dict[str, Any] = {"kind": "dask", "address": cluster.scheduler_address}
-    else:
-        spec = {"kind": "parsl", "config": "cfg:config"}
+    undo = profile_threads(profiles)
+    main_prof = cProfile.Profile()
+    main_prof.enable()
     try:
-        kale = KaleRows(folder, spec)
-        kale.run(kale.workflow("noop", 1))
-        wf = kale.workflow("noop", n)
-        if engine == "dask":
-            with get_task_stream(client) as alone:
-                client.gather(client.map(mod.noop, range(n), pure=False))
-            worker_side(alone.data, "Dask alone")
-            stream_cm: Any = get_task_stream(client)
-        else:
-            stream_cm = contextlib.nullcontext()
-        undo = profile_threads(profiles)
-        main_prof = cProfile.Profile()
-        with stream_cm as stream:
-            main_prof.enable()
-            took, in_run = kale.run(wf)
-            main_prof.disable()
-        undo()
-        print(f"Kale on {engine}, {n} no-op tasks: {took:.3f} s (in-run {in_run:.3f} s) "
-              "under cProfile")
-        if stream is not None:
-            worker_side([s for s in stream.data if str(s["key"]).startswith("kale-")],
-                        "Kale on Dask")
-        profiles.append(("main", main_prof))
-        print_profiles(profiles, top)
+        took, in_run = kale.run(wf)
     finally:
-        if cluster is not None:
-            client.close()
-            cluster.close()
+        main_prof.disable()
+        undo()
+    print(f"under cProfile: {took:.3f} s (in-run {in_run:.3f} s)")
+    print_profiles([*profiles, ("main", main_prof)], top)
+    return took
+
+
+def context(folder: Path, name: str, run_dir: Path) -> Any:
+    """A :class:`TaskContext` of ``mod:noop`` as the engine makes one."""
+    from kale import Workflow
+    from kale.tasks.base import TaskContext
+
+    task = Workflow("ctx", base_dir=folder).python("mod:noop", name=name)
+    run_id = "20261203-000000-abcd"
+    return TaskContext(run_id=run_id, task=task, attempt=1, workdir=run_dir / name,
+                       stdout_path=run_dir / f"{name}.1.out",
+                       stderr_path=run_dir / f"{name}.1.err", base_dir=folder, inputs={},
+                       env={"KALE_RUN_ID": run_id, "KALE_TASK": name, "KALE_ATTEMPT": "1"})
+
+
+def profile_attempts(folder: Path, n: int, top: int) -> None:
+    """What a Kale attempt costs on an engine's worker without the engine:
+    :func:`run_attempt` called ``n`` times in a row in this process (its host's thread
+    under cProfile), each with a directory of its own, after one warm-up."""
+    import cProfile
+
+    from kale.executors.engines.attempt import run_attempt
+
+    profiles: list[tuple[str, Any]] = []
+    undo = profile_threads(profiles)
+    run_dir = folder / "attempts"
+    run_dir.mkdir()
+    assert run_attempt(context(folder, "warm", run_dir)).ok
+    ctxs = [context(folder, f"t{i}", run_dir) for i in range(n)]
+    main_prof = cProfile.Profile()
+    main_prof.enable()
+    t0 = time.perf_counter()
+    for ctx in ctxs:
+        run_attempt(ctx)
+    took = time.perf_counter() - t0
+    main_prof.disable()
+    undo()
+    from kale.executors.engines import attempt
+
+    loop = attempt.host().loop
+
+    def stop() -> None:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+        loop.call_later(0.1, loop.stop)
+
+    loop.call_soon_threadsafe(stop)
+    time.sleep(0.5)  # the host's thread ends its loop, and its profile with it
+    print(f"{n} attempts in a row, no engine: {took / n * 1000:.2f} ms each (under "
+          "cProfile)")
+    print_profiles([*profiles, ("main", main_prof)], top)
+
+
+def parts(client: Any, mod: Any, kale: KaleRows, n: int) -> None:
+    """Dask alone with two of what a Kale attempt adds, one at a time: the attempt's
+    :class:`TaskContext` as the no-op's argument (pickled, sent, unpickled), and the
+    ``kale-started`` event (a worker event the client subscribes to)."""
+    import pickle
+
+    ctx = context(kale.folder, "t0", kale.folder / "ctx-run")
+
+    size = len(pickle.dumps(ctx))
+    with_ctx = timed(lambda: client.gather(
+        [client.submit(mod.noop, ctx, pure=False) for _ in range(n)]))
+    one_by_one = timed(lambda: client.gather(
+        [client.submit(mod.noop, pure=False) for _ in range(n)]))
+    seen: list[Any] = []
+    client.subscribe_topic("bench-started", seen.append)
+    with_event = timed(lambda: client.gather(
+        [client.submit(mod.started, pure=False) for _ in range(n)]))
+    client.unsubscribe_topic("bench-started")
+    print(f"Dask alone, {n} no-ops submitted one by one: {one_by_one:.3f} s; with a "
+          f"TaskContext argument ({size} bytes pickled): {with_ctx:.3f} s; each with a "
+          f"worker event to a subscribed client: {with_event:.3f} s")
+
+
+def profile_dask(folder: Path, address: str, pid: int, n: int, top: int) -> None:
+    """Dask alone and Kale on Dask, ``n`` no-op tasks each: the CPU each process used,
+    the per-task time on the workers (Dask's task stream); a 200-hop chain driven from
+    the client (one round trip per hop, as Kale drives its DAG) against Dask's own and
+    Kale's; then Kale's process under cProfile."""
+    import mod
+    from distributed import Client, get_task_stream
+
+    client = Client(address)
+    meter = CpuMeter(pid)
+    try:
+        kale = KaleRows(folder, {"kind": "dask", "address": address})
+        kale.run(kale.workflow("noop", 1))
+        client.submit(mod.noop, pure=False).result()
+        meter.start()
+        with get_task_stream(client) as alone:
+            took = timed(lambda: client.gather(client.map(mod.noop, range(n), pure=False)))
+        print_cpu(f"Dask alone, {n} no-op tasks", n, took, meter.stop())
+        worker_side(alone.data, "    on the workers")
+        wf = kale.workflow("noop", n)
+        meter.start()
+        with get_task_stream(client) as stream:
+            took, in_run = kale.run(wf)
+        print_cpu(f"Kale on Dask, {n} no-op tasks (in-run {in_run:.3f} s)", n, took,
+                  meter.stop())
+        worker_side([s for s in stream.data if str(s["key"]).startswith("kale-")],
+                    "    on the workers")
+
+        parts(client, mod, kale, n)
+
+        def driven(hops: int) -> None:
+            for _ in range(hops):
+                client.submit(mod.noop, pure=False).result()
+
+        hops = 200
+        own = timed(lambda: dask_alone(client, mod.noop, "chain", hops))
+        by_client = timed(lambda: driven(hops))
+        by_kale = kale.run(kale.workflow("chain", hops))[0]
+        print(f"chain of {hops}, ms/hop: Dask's own {own / hops * 1000:.2f}; driven from the "
+              f"client {by_client / hops * 1000:.2f}; Kale {by_kale / hops * 1000:.2f}")
+        profiled(kale, wf, top)
+    finally:
+        client.close()
 
 
 # -- the driver -----------------------------------------------------------------------------
@@ -413,12 +632,16 @@ def workload_table(kind: str, sides: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def startup_table(sides: dict[str, dict[str, Any]]) -> list[str]:
-    rows = ["| engine | engine start-up (s) | engine's first task (s) | "
-            "Kale's first one-task run (s) |", "|---|---:|---:|---:|"]
+    rows = ["| engine | start-up (s) | first task (s) | clean-up (s) | "
+            "Kale's first one-task run (s) |", "|---|---|---:|---:|---:|"]
     for engine, doc in sides.items():
-        if "error" not in doc:
-            rows.append(f"| {engine} | {doc['startup']:.3f} | {doc['first']:.3f} | "
-                        f"{doc['kale_first']:.3f} |")
+        if "error" in doc:
+            continue
+        start = (f"{doc['cluster']:.3f} (the cluster's process); {doc['startup']:.3f} (a "
+                 "client connecting)" if engine == "dask" else
+                 f"{doc['startup']:.3f} (`parsl.load`)")
+        rows.append(f"| {engine} | {start} | {doc['first']:.3f} | {doc['cleanup']:.3f} | "
+                    f"{doc['kale_first']:.3f} |")
     return rows
 
 
@@ -460,12 +683,15 @@ def report(sides: dict[str, dict[str, Any]], quick: bool, wall: float) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["_cluster"]:
+        serve_cluster()
+        return
     if sys.argv[1:2] == ["_side"]:
         side(sys.argv[2], "--quick" in sys.argv[3:])
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, for a CI smoke run")
-    p.add_argument("--profile", choices=["dask", "parsl"],
+    p.add_argument("--profile", choices=["dask", "parsl", "attempt"],
                    help="instead: Kale on this engine under cProfile, per thread")
     p.add_argument("--n", type=int, default=1000, help="tasks of the --profile run")
     p.add_argument("--top", type=int, default=25, help="functions per thread (--profile)")
