@@ -72,6 +72,15 @@ def test_scatter_through_cwl_runner(kale: Kale, tmp_path: Path) -> None:
     assert [Path(c["path"]).read_text().strip() for c in counts] == ["4", "6"]
 
 
+def test_scatter_over_a_sub_workflow(kale: Kale, tmp_path: Path) -> None:
+    done = kale("cwl-runner", "--quiet", "--outdir", str(tmp_path / "out"),
+                str(DATA / "scatter-nested.cwl"), str(DATA / "scatter-job.yml"))
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)["counts"]
+    assert [c["basename"] for c in counts] == ["shouted.count", "shouted_2.count"]
+    assert [Path(c["path"]).read_text().strip() for c in counts] == ["4", "6"]
+
+
 def test_an_input_given_with_p(kale: Kale) -> None:
     """-p NAME=PATH gives a File input (a path read from the current directory)."""
     kale.cwd = DATA

@@ -311,3 +311,13 @@ def requirement(process: dict[str, Any], cls: str, *, hints: bool = True
             if isinstance(r, dict) and r.get("class") == cls:
                 return dict(r)
     return None
+
+
+def inherit(parents: list[list[dict[str, Any]]], process: dict[str, Any]) -> dict[str, Any]:
+    """The process as it runs in its step: the requirements and hints of the workflows and
+    steps above it (``parents``: requirements, hints, requirements, hints... outermost
+    first) before its own (the most specific wins: :func:`requirement` reads the last)."""
+    reqs = [r for level in parents[0::2] for r in level]
+    hints = [h for level in parents[1::2] for h in level]
+    return dict(process, requirements=reqs + list(process.get("requirements") or []),
+                hints=hints + list(process.get("hints") or []))

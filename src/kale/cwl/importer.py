@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kale.cwl import files
-from kale.cwl.document import CwlError, Unsupported, job_object, load
+from kale.cwl.document import CwlError, Unsupported, inherit, job_object, load
 from kale.cwl.expr import check as check_expression
 from kale.cwl.expr import references
 from kale.cwl.tool import expand_iri, with_secondary
@@ -90,11 +90,6 @@ def check(process: Mapping[str, Any], inherited: tuple[dict[str, Any], ...] = ()
         reqs = tuple(process.get("requirements") or [])
         for step in process["steps"]:
             run = step["run"]
-            if run["class"] == "Workflow" and (step["scatter"] or step.get("when") is not None):
-                raise Unsupported(f"{where}: step {step['id']!r} runs a Workflow with "
-                                  f"{'scatter' if step['scatter'] else 'when'}: Kale runs "
-                                  "sub-workflows as steps of the one run, not per element "
-                                  "or conditionally")
             for i in step["in"]:
                 for key in ("valueFrom",):
                     if i.get(key) is not None:
@@ -196,18 +191,6 @@ def _task_names(ids: list[str], taken: set[str]) -> dict[str, str]:
     return out
 
 
-def _merged_requirements(parents: list[list[dict[str, Any]]], tool: dict[str, Any]
-                         ) -> dict[str, Any]:
-    """The tool as it runs in its step: the requirements and hints of the workflows and
-    steps above it (``parents``: requirements, hints, requirements, hints... outermost
-    first) before its own (the most specific wins: :func:`kale.cwl.document.requirement`
-    reads the last)."""
-    reqs = [r for level in parents[0::2] for r in level]
-    hints = [h for level in parents[1::2] for h in level]
-    return dict(tool, requirements=reqs + list(tool.get("requirements") or []),
-                hints=hints + list(tool.get("hints") or []))
-
-
 def to_workflow(process: dict[str, Any], params: dict[str, Any]) -> Imported:
     """The Kale workflow of a checked process and its resolved inputs."""
     base = Path(process["_dir"])
@@ -250,7 +233,7 @@ def _add_steps(wf: Workflow, process: dict[str, Any], scope: dict[str, str], pre
         sources = {i["id"]: [ref(src) for src in i["source"]] for i in s["in"]}
         step_levels = [*levels, s["requirements"], s["hints"]]
         run = s["run"]
-        if run["class"] == "Workflow":
+        if run["class"] == "Workflow" and not s["scatter"] and s.get("when") is None:
             adapter = _task_names([names[s["id"]] + "-in"], taken)[names[s["id"]] + "-in"]
             spec = {"id": s["id"], "dir": str(base), "in": s["in"],
                     "inputs": [{"id": p["id"], "default": p.get("default")}
@@ -261,7 +244,7 @@ def _add_steps(wf: Workflow, process: dict[str, Any], scope: dict[str, str], pre
             _add_steps(wf, run, inner, names[s["id"]] + "-", step_levels, taken,
                        names[s["id"]])
             continue
-        tool = _merged_requirements(step_levels, run)
+        tool = inherit(step_levels, run)
         spec = {"id": s["id"], "tool": tool, "dir": str(base), "in": s["in"], "out": s["out"],
                 "scatter": s["scatter"], "scatterMethod": s.get("scatterMethod"),
                 "when": s.get("when")}

@@ -9,6 +9,7 @@ the output object handed back names the copies.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def execute(store: Store, home: Path, imported: Imported, *, force: bool = False
 
 def copy_outputs(value: Any, outdir: Path) -> Any:
     """``value`` with every File and Directory copied into ``outdir`` (names kept; a
-    second one of the same name gets a ``_2`` suffix)."""
+    second one of the same name gets ``_2`` before its extension)."""
     outdir.mkdir(parents=True, exist_ok=True)
     return _copy(value, outdir, set())
 
@@ -60,10 +61,10 @@ def _copy(value: Any, outdir: Path, used: set[str]) -> Any:
         return {k: _copy(v, outdir, used) for k, v in value.items()}
     source = Path(value["path"])
     name = value.get("basename") or source.name
-    stem, n = name, 2
+    (stem, ext), n = os.path.splitext(name), 2
     while name in used or ((outdir / name).exists()
                            and (outdir / name).resolve() != source.resolve()):
-        name, n = f"{stem}_{n}", n + 1
+        name, n = f"{stem}_{n}{ext}", n + 1
     used.add(name)
     target = outdir / name
     if target.resolve() != source.resolve():

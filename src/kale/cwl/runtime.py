@@ -1,7 +1,8 @@
-"""What a Kale task of an imported CWL workflow runs (``kale.cwl.runtime:run_step``):
-one workflow step, that is its tool once, or once per element under ``scatter``, in the
-task's own directory; ``kale.cwl.runtime:gather``, a workflow's output object; and
-``kale.cwl.runtime:step_values``, the inputs of a sub-workflow.
+"""What a Kale task of an imported CWL workflow runs: ``kale.cwl.runtime:run_step``, one
+workflow step, that is its tool once, or once per element under ``scatter``, in the
+task's own directory (a step that runs a Workflow under ``scatter`` or ``when``: that
+workflow, inside the task, step after step); ``kale.cwl.runtime:gather``, a workflow's
+output object; ``kale.cwl.runtime:step_values``, the inputs of a sub-workflow.
 
 A step task's parameters are ``step`` (the step as JSON text: its tool, its ``in`` list,
 ``scatter``/``scatterMethod`` and ``when``; text, so nothing in it is read as a Kale
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from kale.cwl import files
-from kale.cwl.document import CwlError
+from kale.cwl.document import CwlError, inherit
 from kale.cwl.expr import evaluate
 from kale.cwl.tool import run_tool
 
@@ -109,12 +111,17 @@ def _nest(flat: list[Any], shape: list[int]) -> Any:
 
 def run_step(step: str, sources: dict[str, list[Any]]) -> dict[str, Any]:
     """Run one workflow step in this task's directory; its output object."""
-    spec = json.loads(step)
-    tool = spec["tool"]
+    return _run(json.loads(step), sources, Path.cwd())
+
+
+def _run(spec: dict[str, Any], sources: Mapping[str, list[Any]], where: Path
+         ) -> dict[str, Any]:
+    """A step's tool (or workflow), once or per scatter element, in ``where/cwl*``."""
+    process = spec["tool"]
     inputs = step_inputs(spec, sources)
     jobs, shape = _jobs(spec, inputs)
-    names = [o for o in spec["out"]]
     results: list[dict[str, Any] | None] = []
+    declared = {p["id"] for p in process.get("inputs") or []}
     for n, job in enumerate(jobs):
         job = _value_from(spec, job)
         if spec.get("when") is not None:
@@ -124,14 +131,51 @@ def run_step(step: str, sources: dict[str, list[Any]]) -> dict[str, Any]:
             if not cond:
                 results.append(None)
                 continue
-        declared = {p["id"] for p in tool.get("inputs") or []}
         given = {k: v for k, v in job.items() if k in declared}
-        workdir = Path.cwd() / ("cwl" if not shape else f"cwl-{n}")
-        results.append(run_tool(tool, given, workdir, discover=bool(spec.get("discover"))))
+        workdir = where / ("cwl" if not shape else f"cwl-{n}")
+        if process["class"] == "Workflow":
+            results.append(run_workflow(process, given, workdir))
+        else:
+            results.append(run_tool(process, given, workdir,
+                                    discover=bool(spec.get("discover"))))
+    names = spec["out"]
     if not shape:
-        only = results[0]
-        return {o: (only or {}).get(o) for o in names}
+        return {o: (results[0] or {}).get(o) for o in names}
     return {o: _nest([r.get(o) if r else None for r in results], shape) for o in names}
+
+
+def run_workflow(process: dict[str, Any], given: Mapping[str, Any], where: Path
+                 ) -> dict[str, Any]:
+    """A (sub-)workflow run inside this one task, its steps one after another in
+    ``where/STEP/`` (a scattered or conditional step that runs a Workflow); its output
+    object."""
+    if where.exists():
+        shutil.rmtree(where)
+    values: dict[str, Any] = {}
+    for p in process["inputs"]:
+        value = given.get(p["id"])
+        if value is None and p.get("default") is not None:
+            value = files.resolve(p["default"], Path(process["_dir"]))
+        values[p["id"]] = value
+    pending = list(process["steps"])
+    while pending:
+        ready = [s for s in pending
+                 if all(src in values for i in s["in"] for src in i["source"])]
+        if not ready:
+            raise CwlError(f"{process['_file']}: the steps {[s['id'] for s in pending]} "
+                           "wait for each other")
+        for s in ready:
+            pending.remove(s)
+            spec = {"id": s["id"], "dir": process["_dir"], "in": s["in"], "out": s["out"],
+                    "tool": inherit([process["requirements"], process["hints"],
+                                     s["requirements"], s["hints"]], s["run"]),
+                    "scatter": s["scatter"], "scatterMethod": s.get("scatterMethod"),
+                    "when": s.get("when")}
+            sources = {i["id"]: [values[src] for src in i["source"]] for i in s["in"]}
+            out = _run(spec, sources, where / s["id"])
+            values.update({f"{s['id']}/{o}": out.get(o) for o in s["out"]})
+    return {o["id"]: merge([values.get(src) for src in o["outputSource"]] or [None], o)
+            for o in process["outputs"]}
 
 
 def step_values(step: str, sources: dict[str, list[Any]]) -> dict[str, Any]:

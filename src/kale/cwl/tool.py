@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import glob as globlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -120,13 +121,17 @@ def secondary_name(primary: str, pattern: str) -> str:
     return primary + pattern
 
 
-def runtime_of(process: Mapping[str, Any], outdir: Path, tmpdir: Path) -> dict[str, Any]:
+def runtime_of(process: Mapping[str, Any], outdir: Path, tmpdir: Path,
+               inputs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """CWL's ``runtime``: the directories, and ResourceRequirement's minimums (else its
+    maximums, else 1 core, 1024 MiB) rounded up; they may refer to the inputs."""
     res = requirement(dict(process), "ResourceRequirement") or {}
 
     def amount(lo: str, hi: str, default: int) -> int:
-        v = res.get(lo, res.get(hi, default))
+        v = evaluate(res.get(lo, res.get(hi, default)),
+                     {"inputs": inputs or {}, "self": None, "runtime": {}})
         try:
-            return int(float(v))
+            return math.ceil(float(v))
         except (TypeError, ValueError):
             return default
 
@@ -148,9 +153,9 @@ def run_tool(tool: Mapping[str, Any], given: Mapping[str, Any], workdir: Path, *
     inputs = complete_inputs(tool, given, discover=discover)
     inputs = files.fill(files.materialise(inputs, stage))
     inputs = _load_contents(tool, inputs)
-    runtime = runtime_of(tool, outdir, tmpdir)
+    runtime = runtime_of(tool, outdir, tmpdir, inputs)
     context = {"inputs": inputs, "runtime": runtime, "self": None}
-    _stage_workdir(tool, context, outdir)
+    _stage_workdir(tool, context, outdir, stage)
     ws = cmdline.words(tool, inputs, runtime)
     streams = _streams(tool, context)
     code = _execute(tool, ws, streams, context, outdir)
@@ -167,7 +172,8 @@ def _load_contents(tool: Mapping[str, Any], inputs: dict[str, Any]) -> dict[str,
     return inputs
 
 
-def _stage_workdir(tool: Mapping[str, Any], context: Mapping[str, Any], outdir: Path) -> None:
+def _stage_workdir(tool: Mapping[str, Any], context: Mapping[str, Any], outdir: Path,
+                   stage: Path) -> None:
     req = requirement(dict(tool), "InitialWorkDirRequirement", hints=False)
     if req is None:
         return
@@ -175,6 +181,8 @@ def _stage_workdir(tool: Mapping[str, Any], context: Mapping[str, Any], outdir: 
     for entry in listing if isinstance(listing, list) else [listing]:
         entry = evaluate(entry, context)
         for item in entry if isinstance(entry, list) else [entry]:
+            if files.is_file_like(item):  # written in the document: its own locations
+                item = files.materialise(files.resolve(item, Path(tool["_dir"])), stage)
             _stage_one(item, context, outdir)
 
 
