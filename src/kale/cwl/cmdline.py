@@ -45,15 +45,19 @@ def words(tool: Mapping[str, Any], inputs: Mapping[str, Any],
         bound.append((key, _plain(binding, value)))
     for p in tool.get("inputs") or []:
         key = (_position(p.get("inputBinding") or {}, context), (1, p["id"]))
-        bound += _bind(key, p.get("inputBinding"), inputs.get(p["id"]), p["type"], context)
+        bound += _bind(key, (), p.get("inputBinding"), inputs.get(p["id"]), p["type"],
+                       context)
     bound.sort(key=lambda kv: kv[0])
     base = tool.get("baseCommand") or []
     base = [base] if isinstance(base, str) else list(base)
     return [(str(b), True) for b in base] + [w for _, ws in bound for w in ws]
 
 
-def _bind(key: Key, binding: Mapping[str, Any] | None, value: Any, type_: Any,
+def _bind(key: Key, lead: Key, binding: Mapping[str, Any] | None, value: Any, type_: Any,
           context: Mapping[str, Any]) -> list[tuple[Key, list[Word]]]:
+    """The words of one value: its own binding's at ``key``; a record's fields and an
+    array's items sort right after it, or, when it has no binding of its own, among the
+    bindings at the level it is in (``lead``: the key of the binding above)."""
     if value is None:
         return []
     if binding is not None and "valueFrom" in binding:
@@ -68,7 +72,8 @@ def _bind(key: Key, binding: Mapping[str, Any] | None, value: Any, type_: Any,
             handled = True
             for i, item in enumerate(value):
                 sub = (_position(item_binding or {}, context), (0, i))
-                nested += _bind(key + sub, item_binding, item, t.get("items"), context)
+                nested += _bind(key + sub, key + sub, item_binding, item, t.get("items"),
+                                context)
     elif isinstance(value, dict) and not is_file_like(value) and isinstance(t, dict) \
             and t.get("type") == "record":
         handled = True
@@ -77,7 +82,8 @@ def _bind(key: Key, binding: Mapping[str, Any] | None, value: Any, type_: Any,
             if fb is None and not _has_bindings(f.get("type")):
                 continue
             sub = (_position(fb or {}, context), (1, f["name"]))
-            nested += _bind(key + sub, fb, value.get(f["name"]), f.get("type"), context)
+            base = key if binding is not None else lead
+            nested += _bind(base + sub, base, fb, value.get(f["name"]), f.get("type"), context)
     if binding is None:
         return nested
     if handled:

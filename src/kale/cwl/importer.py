@@ -252,7 +252,7 @@ def _add_steps(wf: Workflow, process: dict[str, Any], scope: dict[str, str], pre
                   parameters={"step": json.dumps(spec), "sources": sources})
     if gather is None:
         gather = _task_names(["outputs"], taken)["outputs"]
-    outs = [{k: o.get(k) for k in ("id", "outputSource", "linkMerge", "pickValue")}
+    outs = [{k: o.get(k) for k in ("id", "outputSource", "linkMerge", "pickValue", "type")}
             for o in process["outputs"]]
     wf.python(GATHER, name=gather, parameters={
         "outputs": json.dumps(outs),
@@ -265,12 +265,30 @@ def import_cwl(path: str | Path, job: str | Path | None = None,
                overrides: Mapping[str, Any] | None = None) -> Imported:
     """Read, check and import ``path`` with the input object in ``job`` (a YAML or JSON
     file; None: no inputs but defaults) and ``overrides`` (``-p name=value``)."""
-    process = load_checked(path)
     data, base = job_object(job)
+    process = load(path)
+    extra = data.pop("cwl:requirements", None)
+    if extra:
+        if not isinstance(extra, list) or not all(isinstance(r, dict) and "class" in r
+                                                  for r in extra):
+            raise CwlError(f"{job}: 'cwl:requirements' must be a list of requirements")
+        process = _add_requirements(process, extra)
+    check(process)
     for name, value in (overrides or {}).items():
         data[name] = files.resolve(_typed(process, name, value), Path.cwd())
     params = input_object(process, data, base, job_name=str(job or path))
     return to_workflow(process, params)
+
+
+def _add_requirements(process: dict[str, Any], extra: list[dict[str, Any]]
+                      ) -> dict[str, Any]:
+    """The input object's ``cwl:requirements``, which win over the document's, added to
+    every process in it."""
+    out = dict(process, requirements=[*process["requirements"], *extra])
+    if process["class"] == "Workflow":
+        out["steps"] = [dict(s, run=_add_requirements(s["run"], extra))
+                        for s in process["steps"]]
+    return out
 
 
 def _typed(process: Mapping[str, Any], name: str, value: Any) -> Any:

@@ -25,6 +25,7 @@ from kale.cwl import files
 from kale.cwl.document import CwlError, inherit
 from kale.cwl.expr import evaluate
 from kale.cwl.tool import run_tool
+from kale.cwl.types import check
 
 
 def merge(values: list[Any], spec: Mapping[str, Any]) -> Any:
@@ -195,4 +196,8 @@ def step_values(step: str, sources: dict[str, list[Any]]) -> dict[str, Any]:
 def gather(outputs: str, sources: dict[str, list[Any]]) -> dict[str, Any]:
     """The workflow's output object from its outputs' sources."""
     specs = json.loads(outputs)
-    return {o["id"]: merge(sources.get(o["id"]) or [None], o) for o in specs}
+    out = {o["id"]: merge(sources.get(o["id"]) or [None], o) for o in specs}
+    for o in specs:
+        if "type" in o:
+            check(o["type"], out[o["id"]], f"workflow output {o['id']!r}")
+    return out

@@ -155,7 +155,10 @@ def run_tool(tool: Mapping[str, Any], given: Mapping[str, Any], workdir: Path, *
     inputs = _load_contents(tool, inputs)
     runtime = runtime_of(tool, outdir, tmpdir, inputs)
     context = {"inputs": inputs, "runtime": runtime, "self": None}
-    _stage_workdir(tool, context, outdir, stage)
+    moved = _stage_workdir(tool, context, outdir, stage)
+    if moved:  # an input staged into the output directory is read from there
+        inputs = _repath(inputs, moved)
+        context = {"inputs": inputs, "runtime": runtime, "self": None}
     ws = cmdline.words(tool, inputs, runtime)
     streams = _streams(tool, context)
     code = _execute(tool, ws, streams, context, outdir)
@@ -172,36 +175,64 @@ def _load_contents(tool: Mapping[str, Any], inputs: dict[str, Any]) -> dict[str,
     return inputs
 
 
+def _repath(value: Any, moved: Mapping[str, Path]) -> Any:
+    if isinstance(value, list):
+        return [_repath(v, moved) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _repath(v, moved) for k, v in value.items()}
+    if files.is_file_like(value) and value.get("path") in moved:
+        target = moved[value["path"]]
+        out.update(path=str(target), location=files.uri(target), basename=target.name,
+                   dirname=str(target.parent))
+    return out
+
+
 def _stage_workdir(tool: Mapping[str, Any], context: Mapping[str, Any], outdir: Path,
-                   stage: Path) -> None:
+                   stage: Path) -> dict[str, Path]:
+    """Write InitialWorkDirRequirement's listing into the output directory; where each
+    File or Directory it copied came from and went."""
+    moved: dict[str, Path] = {}
     req = requirement(dict(tool), "InitialWorkDirRequirement", hints=False)
     if req is None:
-        return
+        return moved
     listing = evaluate(req.get("listing"), context)
     for entry in listing if isinstance(listing, list) else [listing]:
         entry = evaluate(entry, context)
         for item in entry if isinstance(entry, list) else [entry]:
             if files.is_file_like(item):  # written in the document: its own locations
                 item = files.materialise(files.resolve(item, Path(tool["_dir"])), stage)
-            _stage_one(item, context, outdir)
+            _stage_one(item, context, outdir, moved)
+    return moved
 
 
-def _stage_one(item: Any, context: Mapping[str, Any], outdir: Path) -> None:
+def _inside(outdir: Path, name: str) -> Path:
+    target = outdir / name
+    if not os.path.normpath(target).startswith(str(outdir) + os.sep):
+        raise CwlError(f"InitialWorkDirRequirement: {name!r} is outside the output directory")
+    return target
+
+
+def _stage_one(item: Any, context: Mapping[str, Any], outdir: Path,
+               moved: dict[str, Path]) -> None:
     if item is None:
         return
     if files.is_file_like(item):
-        target = outdir / item.get("basename", Path(item["path"]).name)
+        target = _inside(outdir, item.get("basename", Path(item["path"]).name))
         _copy(Path(item["path"]), target)
+        moved[item["path"]] = target
         return
     if not isinstance(item, dict) or "entry" not in item:
         raise CwlError(f"InitialWorkDirRequirement: cannot stage {item!r}")
     value = evaluate(item["entry"], context)
     name = evaluate(item.get("entryname"), context)
     if files.is_file_like(value):
-        _copy(Path(value["path"]), outdir / (name or value.get("basename")))
+        target = _inside(outdir, str(name or value.get("basename")))
+        _copy(Path(value["path"]), target)
+        moved[value["path"]] = target
         return
     text = value if isinstance(value, str) else json.dumps(value)
-    target = outdir / str(name)
+    target = _inside(outdir, str(name))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
 
@@ -364,10 +395,14 @@ def _glob(pattern: str, outdir: Path) -> list[Path]:
     hits = sorted(globlib.glob(globlib.escape(base) + "/" + pattern))
     inside = []
     for h in hits:
-        real = Path(os.path.realpath(h))
-        if Path(h).name in ("cwl.output.json",):
-            continue
-        inside.append(Path(h) if real.exists() else real)
+        if not os.path.normpath(h).startswith(base + os.sep):
+            raise ToolFailed(f"glob {pattern!r} reaches outside the output directory")
+        real = os.path.realpath(h)
+        if not real.startswith(os.path.realpath(base) + os.sep):
+            raise ToolFailed(f"{Path(h).name}, an output, is a link to {real}, outside the "
+                             "output directory")
+        if Path(h).name != "cwl.output.json":
+            inside.append(Path(h))
     return inside
 
 
