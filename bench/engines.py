@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import statistics
@@ -143,6 +144,8 @@ class KaleRows:
     def __init__(self, folder: Path, executor: dict[str, Any]) -> None:
         self.folder, self.executor = folder, executor
         self.homes = 0
+        #: tasks of the last run that SUCCEEDED without a start time
+        self.unstarted = 0
 
     def workflow(self, kind: str, n: int) -> Any:
         from kale import Workflow
@@ -154,7 +157,9 @@ class KaleRows:
         return wf
 
     def run(self, wf: Any) -> tuple[float, float]:
-        """Seconds from ``run()`` to ``wait()`` returning, and the run's in-run seconds."""
+        """Seconds from ``run()`` to ``wait()`` returning, and the run's in-run seconds
+        (NaN if no task has a start time); counts the tasks without one in
+        :attr:`unstarted`."""
         self.homes += 1
         home = self.folder / f"home-{self.homes}"
         t0 = time.perf_counter()
@@ -165,7 +170,11 @@ class KaleRows:
             bad = [t for t in tasks if t.state.value != "SUCCEEDED"][:1]
             why = f": {bad[0].name} {bad[0].state.value} {bad[0].error}" if bad else ""
             raise RuntimeError(f"Kale run {run.state.value}{why}")
-        return took, float(max(t.ended_at for t in tasks) - min(t.started_at for t in tasks))
+        starts = [t.started_at for t in tasks if t.started_at is not None]
+        self.unstarted = len(tasks) - len(starts)
+        if not starts:
+            return took, math.nan
+        return took, float(max(t.ended_at for t in tasks) - min(starts))
 
 
 def alternate(plan: list[tuple[str, int, int]], engine: Callable[[str, int], None],
@@ -174,12 +183,14 @@ def alternate(plan: list[tuple[str, int, int]], engine: Callable[[str, int], Non
     out: dict[str, Any] = {}
     for kind, n, rounds in plan:
         wf = kale.workflow(kind, n)
-        row: dict[str, Any] = {"n": n, "engine": [], "kale": [], "in_run": []}
+        row: dict[str, Any] = {"n": n, "engine": [], "kale": [], "in_run": [],
+                               "unstarted": 0}
         for r in range(rounds):
             row["engine"].append(timed(lambda kind=kind, n=n: engine(kind, n)))
             took, in_run = kale.run(wf)
             row["kale"].append(took)
             row["in_run"].append(in_run)
+            row["unstarted"] = max(row["unstarted"], kale.unstarted)
             print(f"  {kind} n={n} round {r + 1}: engine {row['engine'][-1]:.3f} s, "
                   f"Kale {took:.3f} s", file=sys.stderr, flush=True)
         out[kind] = row
@@ -625,6 +636,8 @@ def workload_table(kind: str, sides: dict[str, dict[str, Any]]) -> list[str]:
         for label, key in ((alone, "engine"), (kale, "kale")):
             runs = ", ".join(f"{t:.3f}" for t in row[key])
             in_run = f"{statistics.median(row['in_run']):.3f}" if key == "kale" else ""
+            if key == "kale" and row.get("unstarted"):
+                in_run += f" ({row['unstarted']:,} tasks without a start time)"
             rows.append(f"| {label} | {n:,} | {runs} | {med[key]:.3f} | "
                         f"{rate(kind, n, med[key])} | {in_run} | "
                         f"{f'**{ratio:.2f}x**' if key == 'kale' else ''} |")
