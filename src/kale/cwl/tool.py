@@ -102,15 +102,18 @@ def _items(type_: Any) -> Any:
     return "Any"
 
 
-def _patterns(spec: Any) -> list[tuple[str, bool]]:
+def _patterns(spec: Any, required: bool = True) -> list[tuple[str, bool]]:
+    """Secondary file patterns and whether each is required (``required``: the default,
+    true for inputs, false for outputs; a pattern ending in ``?`` is optional)."""
     items = spec if isinstance(spec, list) else [spec] if spec else []
     out = []
     for s in items:
         if isinstance(s, dict):
-            out.append((str(s.get("pattern")), s.get("required", True) is not False))
+            flag = s.get("required", required)
+            out.append((str(s.get("pattern")), flag is True or (flag is None and required)))
         else:
             text = str(s)
-            out.append((text.rstrip("?"), not text.endswith("?")))
+            out.append((text.rstrip("?"), required and not text.endswith("?")))
     return out
 
 
@@ -221,11 +224,19 @@ def _stage_one(item: Any, context: Mapping[str, Any], outdir: Path,
         target = _inside(outdir, item.get("basename", Path(item["path"]).name))
         _copy(Path(item["path"]), target)
         moved[item["path"]] = target
+        for extra in item.get("secondaryFiles") or []:
+            _stage_one(extra, context, outdir, moved)
         return
     if not isinstance(item, dict) or "entry" not in item:
         raise CwlError(f"InitialWorkDirRequirement: cannot stage {item!r}")
     value = evaluate(item["entry"], context)
     name = evaluate(item.get("entryname"), context)
+    if value is None:
+        return
+    if isinstance(value, list) and name is None and all(map(files.is_file_like, value)):
+        for v in value:
+            _stage_one(v, context, outdir, moved)
+        return
     if files.is_file_like(value):
         target = _inside(outdir, str(name or value.get("basename")))
         _copy(Path(value["path"]), target)
@@ -429,7 +440,7 @@ def expand_iri(name: str, process: Mapping[str, Any]) -> str:
 
 
 def _out_secondary(p: Mapping[str, Any], value: Any) -> Any:
-    patterns = _patterns(p.get("secondaryFiles"))
+    patterns = _patterns(p.get("secondaryFiles"), required=False)
     if not patterns:
         return value
     if isinstance(value, list):
