@@ -215,7 +215,10 @@ def test_resume_after_kale_is_sigkilled_mid_run_on_dask(kale: Kale, tmp_path: Pa
     wait_until(lambda: (tmp_path / "s").is_file(), what="the second task started")
     run_id = json.loads(kale("runs", "--json").stdout)[0]["id"]
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    proc.wait()  # (the engine's processes it started may hold its pipes open)
+    for pipe in (proc.stdout, proc.stderr):
+        assert pipe is not None
+        pipe.close()
     assert _status(kale, run_id)["first"]["state"] == "SUCCEEDED"
     gate.touch()
     out = kale("resume", run_id, timeout=240)

@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,8 @@ class Engine:
         self.results: dict[str, Any] = {}
         self.hashes: dict[str, str] = {}
         self.running: dict[str, asyncio.Task[None]] = {}
+        #: queued attempts with a timeout, until their executor says they started
+        self._start_events: dict[str, asyncio.Event] = {}
         self.contexts: dict[str, TaskContext] = {}  # running attempts
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.changes: list[Change] = []
@@ -280,6 +282,9 @@ class Engine:
 
     def _started(self, name: str, attempt: int, worker: str) -> None:
         """A queued attempt reached a worker."""
+        event = self._start_events.get(name)
+        if event is not None:
+            event.set()
         steps = self.planner.started(name, attempt, worker, time.time())
         if steps:
             self._apply(steps)
@@ -532,7 +537,8 @@ class Engine:
         work = self.executor.adopt(ctx, adopt) if adopting else self.executor.execute(ctx)
         try:
             if timeout:
-                outcome = await asyncio.wait_for(work, timeout)
+                outcome = await self._timed(name, work, timeout,
+                                            queued=not (adopting and adopt))
             else:
                 outcome = await work
         except TimeoutError:
@@ -545,6 +551,27 @@ class Engine:
             outcome = Outcome(ok=False, error=f"Kale could not run the task: {e!r}",
                               traceback=traceback.format_exc())
         self._post(self._finish, _Done(name, attempt, outcome, cut))
+
+    async def _timed(self, name: str, work: Awaitable[Outcome], timeout: float,
+                     queued: bool) -> Outcome:
+        """``work`` with a ``timeout`` that counts from the attempt's start: for an executor
+        that queues tasks, from the moment it says the attempt started (time in a batch
+        queue, or waiting for a Dask or Parsl worker, is not the task's own)."""
+        attempt = asyncio.ensure_future(work)
+        if queued and self.executor.queued:
+            started = self._start_events[name] = asyncio.Event()
+            waiter = asyncio.ensure_future(started.wait())
+            try:
+                await asyncio.wait({attempt, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                attempt.cancel()
+                with contextlib.suppress(BaseException):
+                    await attempt
+                raise
+            finally:
+                waiter.cancel()
+                self._start_events.pop(name, None)
+        return await asyncio.wait_for(attempt, timeout)
 
     def _retry_due(self, name: str) -> None:
         """A retry's backoff is over."""

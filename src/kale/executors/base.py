@@ -44,6 +44,10 @@ class Executor(abc.ABC):
     on_start: StartedCallback | None = None
     on_wait: WaitingCallback | None = None
 
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Raise :class:`~kale.errors.UsageError` if its settings cannot work (what they
+        name cannot be imported...), before anything runs; cheap, and starts nothing."""
+
     async def start(self, kinds: Mapping[str, int]) -> None:  # noqa: B027 - optional hook
         """Prepare to run tasks of these kinds (``kind -> number of tasks``): warm pools."""
 

@@ -8,6 +8,7 @@ do within one: results come back to the engine, files live on a shared file syst
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,6 +70,7 @@ class Router(Executor):
             self.targets[name] = self.engines[key]
         self._kinds = {name: runner_kind(t) for name, t in wf.tasks.items()}
         self._gates: dict[int, asyncio.Semaphore] = {}
+        self._starting: dict[int, asyncio.Future[None]] = {}
         self.slots = sum(e.slots for e in {id(e): e for e in self.targets.values()}.values())
 
     def _executors(self) -> list[Executor]:
@@ -79,15 +81,27 @@ class Router(Executor):
             e.on_start, e.on_wait = self.on_start, self.on_wait
             if not e.queued:
                 self._gates[id(e)] = asyncio.Semaphore(e.slots)
-        counts: dict[int, dict[str, int]] = {id(e): {} for e in self._executors()}
+        self._counts: dict[int, dict[str, int]] = {id(e): {} for e in self._executors()}
         for name, target in self.targets.items():
-            mine = counts[id(target)]
+            mine = self._counts[id(target)]
             mine[self._kinds[name]] = mine.get(self._kinds[name], 0) + 1
-        await asyncio.gather(*(e.start(counts[id(e)]) for e in self._executors()
-                               if counts[id(e)] or e is self.default))
+        for engine in self.engines.values():
+            engine.check()
+        await self.default.start(self._counts[id(self.default)])
+
+    async def _started(self, target: Executor) -> None:
+        """An engine starts (its cluster, its DataFlowKernel) when its first task is due:
+        a run whose engine tasks are all reused never starts it."""
+        starting = self._starting.get(id(target))
+        if starting is None:
+            starting = self._starting[id(target)] = asyncio.ensure_future(
+                target.start(self._counts[id(target)]))
+        await asyncio.shield(starting)
 
     async def execute(self, ctx: TaskContext) -> Outcome:
         target = self.targets[ctx.task.name]
+        if target is not self.default:
+            await self._started(target)
         gate = self._gates.get(id(target))
         if gate is None:
             return await target.execute(ctx)
@@ -107,6 +121,9 @@ class Router(Executor):
         return self.targets[ctx.task.name].control(ctx, action, reason)
 
     async def close(self) -> None:
+        for starting in self._starting.values():  # an engine still starting is waited for
+            with contextlib.suppress(BaseException):
+                await starting
         await asyncio.gather(*(e.close() for e in self._executors()), return_exceptions=True)
 
     def dashboards(self) -> dict[str, Any]:

@@ -13,6 +13,9 @@ sides see (as a batch job's is), which also carries what goes back while the att
   task's directory); the host looks for the markers of its running attempts every
   :data:`CANCEL_POLL` seconds and cancels them (the runner kills the task's process
   group before the attempt returns);
+- **start**: an engine that does not say when a task starts (Parsl) has the host write
+  :func:`start_marker` (``.kale-started/ATTEMPT-TASK`` in the run's directory, holding the
+  worker's host name) as the attempt starts; its executor lists that one folder;
 - **kernel**: while a notebook task's kernel runs, its connection info is in
   :data:`KERNEL_FILE` (0600) in the task's directory, where the manager finds it for the
   task's owner (:func:`read_kernel`).
@@ -27,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,11 +43,18 @@ from kale.tasks.registry import runner_class, runner_kind
 CANCEL_POLL = 0.25
 #: the connection info of a running notebook task's kernel, in its directory
 KERNEL_FILE = ".kale-kernel.json"
+#: the folder of start markers, in the run's directory
+STARTED = ".kale-started"
 
 
 def cancel_marker(ctx: TaskContext) -> Path:
     """The file whose existence cancels attempt ``ctx`` wherever it runs."""
     return ctx.workdir / f".kale-cancel-{ctx.attempt}"
+
+
+def start_marker(ctx: TaskContext) -> Path:
+    """The file that says attempt ``ctx`` started (:data:`STARTED` in the run's directory)."""
+    return ctx.workdir.parent / STARTED / f"{ctx.attempt}-{ctx.task.name}"
 
 
 def read_kernel(workdir: Path) -> dict[str, Any] | None:
@@ -76,9 +87,11 @@ class Host:
         self.loop.create_task(self._watch_cancels())
         self.loop.run_forever()
 
-    def run(self, ctx: TaskContext) -> Outcome:
-        """Run one attempt to its end (blocking the calling thread)."""
-        return asyncio.run_coroutine_threadsafe(self._run(ctx), self.loop).result()
+    def run(self, ctx: TaskContext, mark_start: bool = False) -> Outcome:
+        """Run one attempt to its end (blocking the calling thread); with ``mark_start``,
+        write its start marker first."""
+        return asyncio.run_coroutine_threadsafe(self._run(ctx, mark_start),
+                                                self.loop).result()
 
     async def _runner(self, kind: str) -> TaskRunner:
         runner = self.runners.get(kind)
@@ -98,11 +111,15 @@ class Host:
             starting.set_result(made)
         return await asyncio.shield(starting)
 
-    async def _run(self, ctx: TaskContext) -> Outcome:
+    async def _run(self, ctx: TaskContext, mark_start: bool) -> Outcome:
         key = (ctx.run_id, ctx.task.name, ctx.attempt)
         ctx.make_workdir()  # what an earlier attempt left running here is stopped first
         if cancel_marker(ctx).exists():
             return Outcome(ok=False, error="cancelled before it started")
+        if mark_start:
+            marker = start_marker(ctx)
+            marker.parent.mkdir(exist_ok=True)
+            marker.write_text(socket.gethostname(), encoding="utf-8")
         ctx.on_kernel = lambda info: _write_kernel(ctx.workdir, info)
         task = asyncio.current_task()
         assert task is not None
@@ -156,10 +173,10 @@ def host() -> Host:
         return _HOST
 
 
-def run_attempt(ctx: TaskContext) -> Outcome:
+def run_attempt(ctx: TaskContext, mark_start: bool = False) -> Outcome:
     """Run one attempt of a Kale task here, in this process's :class:`Host`: the function
     an engine's worker calls (a Parsl app, a Dask task)."""
-    return host().run(ctx)
+    return host().run(ctx, mark_start)
 
 
 def run_on_dask(ctx: TaskContext) -> Outcome:

@@ -49,6 +49,14 @@ class DaskExecutor(Executor):
         self.dashboard: str | None = None
         self._keys: dict[str, tuple[str, int]] = {}
 
+    def check(self) -> None:
+        if self.spec.options.get("address") is None:
+            self._cluster_class()
+
+    def _cluster_class(self) -> Any:
+        path = str(self.spec.options.get("cluster") or DEFAULT_CLUSTER)
+        return load_target(path, self.base_dir, "executor dask: cluster")
+
     async def start(self, kinds: Mapping[str, int]) -> None:
         import distributed
 
@@ -68,7 +76,7 @@ class DaskExecutor(Executor):
 
     async def _start_cluster(self) -> Any:
         path = str(self.spec.options.get("cluster") or DEFAULT_CLUSTER)
-        cls = load_target(path, self.base_dir, "executor dask: cluster")
+        cls = self._cluster_class()
         kwargs = dict(self.spec.options.get("options") or {})
         params = _parameters(cls)
         if "security" in params and "security" not in kwargs:

@@ -9,9 +9,11 @@ DataFlowKernel only). Plain ``parsl`` is one HighThroughputExecutor on this mach
 encrypted links and Parsl's usage tracking off (Kale sends nothing off the machine). A
 relative ``run_dir`` (Parsl's ``runinfo``) goes under the run's directory.
 
-Parsl says nothing when a task starts on a worker, so its tasks show RUNNING from the
-moment Parsl has them; and it cannot stop an app that runs, so cancel (and timeouts) reach
-the attempt through the cancel marker its host watches (:mod:`.attempt`)."""
+Parsl says nothing when a task starts on a worker: the attempt's host writes a start
+marker, and this executor lists the run's folder of them every :data:`START_POLL` seconds
+while tasks wait (so a task is SUBMITTED while it waits for a block, and its timeout counts
+from its start). Parsl cannot stop an app that runs, so cancel (and timeouts) reach the
+attempt through the cancel marker its host watches (:mod:`.attempt`)."""
 
 from __future__ import annotations
 
@@ -25,10 +27,13 @@ from typing import Any
 
 from kale.errors import UsageError
 from kale.executors.base import Executor
-from kale.executors.engines.attempt import cancel_marker, run_attempt
+from kale.executors.engines.attempt import STARTED, cancel_marker, run_attempt
 from kale.executors.engines.targets import load_target
 from kale.model.executor import ExecutorSpec
 from kale.tasks.base import Outcome, TaskContext
+
+#: how often (seconds) the folder of start markers is listed while tasks wait
+START_POLL = 0.25
 
 
 def default_config() -> Any:
@@ -51,6 +56,7 @@ class ParslExecutor(Executor):
     :meth:`start`, cleaned up in :meth:`close`)."""
 
     name = "parsl"
+    queued = True
 
     def __init__(self, spec: ExecutorSpec, base_dir: Path, run_dir: Path,
                  jobs: int | None = None) -> None:
@@ -58,6 +64,10 @@ class ParslExecutor(Executor):
         self.slots = jobs or 100_000  # Parsl queues and places tasks itself
         self.dfk: Any = None
         self.app: Any = None
+        self._checked: Any = None  # the config, made by check()
+        #: attempts submitted and not yet seen to start: marker name -> (task, attempt)
+        self._waiting: dict[str, tuple[str, int]] = {}
+        self._watch: asyncio.Task[None] | None = None
 
     def _config(self) -> Any:
         from parsl.config import Config
@@ -81,11 +91,14 @@ class ParslExecutor(Executor):
                              "returning one)")
         return found
 
+    def check(self) -> None:
+        self._checked = self._config()
+
     async def start(self, kinds: Mapping[str, int]) -> None:
         from parsl import python_app
         from parsl.dataflow.dflow import DataFlowKernel
 
-        config = self._config()
+        config = self._checked if self._checked is not None else self._config()
         if not os.path.isabs(config.run_dir):
             config.run_dir = str(self.run_dir / "parsl" / config.run_dir)
         try:  # starts the executors' interchanges and blocks: not on the engine's loop
@@ -94,21 +107,72 @@ class ParslExecutor(Executor):
             raise UsageError(f"executor parsl: cannot start its config: "
                              f"{type(e).__name__}: {e}") from e
         self.app = python_app(run_attempt, data_flow_kernel=self.dfk)
+        self._watch = asyncio.get_running_loop().create_task(self._watch_starts())
+
+    async def _watch_starts(self) -> None:
+        folder = self.run_dir / STARTED
+        while True:
+            await asyncio.sleep(START_POLL)
+            if not self._waiting:
+                continue
+            try:
+                names = [e.name for e in os.scandir(folder)]
+            except FileNotFoundError:
+                continue
+            for name in names:
+                self._seen(name)
+
+    def _seen(self, marker: str) -> None:
+        """Attempt ``marker`` started (its marker is there): say so, once."""
+        found = self._waiting.pop(marker, None)
+        if found is None:
+            return
+        path = self.run_dir / STARTED / marker
+        try:
+            where = path.read_text(encoding="utf-8")
+            path.unlink()
+        except OSError:
+            where = ""
+        if self.on_start is not None:
+            self.on_start(found[0], found[1], f"parsl:{where}")
 
     async def execute(self, ctx: TaskContext) -> Outcome:
-        future = self.app(ctx)
+        marker = f"{ctx.attempt}-{ctx.task.name}"
+        self._waiting[marker] = (ctx.task.name, ctx.attempt)
+        future = self.app(ctx, True)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Outcome] = loop.create_future()
+
+        def settle(f: Any) -> None:  # Parsl's thread; its futures cannot be cancelled
+            loop.call_soon_threadsafe(_copy, f, done)
+
+        future.add_done_callback(settle)
         try:
-            outcome: Outcome = await asyncio.wrap_future(future)
+            outcome: Outcome = await done
         except asyncio.CancelledError:
             with contextlib.suppress(OSError):
                 cancel_marker(ctx).touch()
             raise
         except Exception as e:  # the app did not return: its worker was lost, ...
             return Outcome(ok=False, error=f"Parsl: {type(e).__name__}: {e}")
+        finally:
+            self._seen(marker)  # ended before the folder was looked at again
         return outcome
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         if self.dfk is not None:
             dfk, self.dfk = self.dfk, None
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(dfk.cleanup)
+
+
+def _copy(source: Any, target: asyncio.Future[Outcome]) -> None:
+    if target.done():  # the attempt was cancelled here
+        return
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())

@@ -1,0 +1,204 @@
+"""Tasks through real Parsl (issue 16): a HighThroughputExecutor with a LocalProvider (Kale's
+default, and a user's own config) and one with a SlurmProvider on the test Slurm. Kale keeps
+the state, reuse and logs; Parsl's workers run the tasks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import Kale, process_alive, wait_until
+from kale import Workflow
+from kale.model.states import RunState
+from test_engine_dask import MODULE, _project, _run, _states, _status
+
+pytestmark = pytest.mark.timeout(300)
+
+CONFIG = '''
+from parsl.config import Config
+from parsl.executors import HighThroughputExecutor
+from parsl.providers import {provider}
+{launcher_import}
+
+def config():
+    return Config(executors=[HighThroughputExecutor(
+        label="mine", address="127.0.0.1", max_workers_per_node=2, encrypted=True,
+        provider={provider}({provider_args}))], usage_tracking=0)
+'''
+
+
+def _config(tmp_path: Path, provider: str = "LocalProvider",
+            provider_args: str = "init_blocks=1, max_blocks=1",
+            launcher_import: str = "") -> None:
+    (tmp_path / "cfg.py").write_text(CONFIG.format(
+        provider=provider, provider_args=provider_args, launcher_import=launcher_import))
+
+
+def test_kales_default_parsl_runs_python_shell_and_notebook_tasks(
+        kale: Kale, tmp_path: Path) -> None:
+    wf = _project(tmp_path, "parsl")
+    first = _run(kale, str(wf))
+    tasks = _status(kale, first)
+    assert {t["state"] for t in tasks.values()} == {"SUCCEEDED"}, tasks
+    for name in ("produce", "shout", "square"):
+        assert kale.attempts(first, name)[0]["worker"] == f"parsl:{socket.gethostname()}"
+    assert kale.attempts(first, "consume")[0]["worker"] == "local"
+    produced = tasks["produce"]["result"]
+    assert produced["n"] == 5 and produced["pid"] != os.getpid()
+    assert tasks["consume"]["result"] == {"sum": 10, "text": "hello"}
+    assert tasks["square"]["result"]["squared"] == 25
+    assert Path(tasks["shout"]["result"]["said.txt"]).read_text() == "hello from dask\n"
+    assert "producing 5" in kale("logs", first, "produce").stdout
+    # Parsl's run directory is kept with the run's, not in the current directory
+    assert not (tmp_path / "runinfo").exists()
+    second = _run(kale, str(wf))
+    again = _status(kale, second)
+    assert {n: t["reused_from"] for n, t in again.items()} == dict.fromkeys(tasks, first)
+
+
+def test_a_users_config_cancel_and_timeout_stop_the_task_on_its_parsl_worker(
+        home: Path, tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(MODULE)
+    _config(tmp_path)
+    gate = tmp_path / "never"
+    wf = Workflow("stop-on-parsl", base_dir=tmp_path,
+                  executor={"kind": "parsl", "config": "cfg.py:config"})
+    wf.python("steps:wait_for", name="cancelled",
+              parameters={"gate": str(gate), "note": str(tmp_path / "c.note")})
+    wf.python("steps:wait_for", name="slow", timeout=1,
+              parameters={"gate": str(gate), "note": str(tmp_path / "s.note")})
+    run = wf.run()
+    pids = wait_until(lambda: all((tmp_path / f).is_file() and (tmp_path / f).read_text()
+                                  for f in ("c.note", "s.note")) and
+                      [int((tmp_path / f).read_text().split()[0])
+                       for f in ("c.note", "s.note")],
+                      what="both tasks started on Parsl's workers")
+    wait_until(lambda: _states(run)["slow"] == "TIMEOUT", what="the slow task timed out")
+    assert run.cancel() is RunState.CANCELLED
+    for pid in pids:  # the cancel marker reached them: Parsl itself cannot stop an app
+        wait_until(lambda pid=pid: not process_alive(pid), what=f"process {pid} stopped")
+    assert _states(run) == {"cancelled": "CANCELLED", "slow": "TIMEOUT"}
+
+
+def test_a_parsl_worker_killed_mid_task_is_retried_and_nothing_runs_twice_after_success(
+        home: Path, tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(MODULE)
+    _config(tmp_path)
+    gate, note = tmp_path / "gate", tmp_path / "starts.txt"
+    wf = Workflow("kill-a-parsl-worker", base_dir=tmp_path,
+                  executor={"kind": "parsl", "config": "cfg.py:config"})
+    wf.python("steps:wait_for", name="long", retries=1, retry_delay=0,
+              parameters={"gate": str(gate), "note": str(note)})
+    run = wf.run()
+    first = wait_until(lambda: note.is_file() and note.read_text().split(),
+                       what="the task started")
+    os.kill(int(first[1]), signal.SIGKILL)  # the Parsl worker that runs the task's process
+    second = wait_until(lambda: len(note.read_text().splitlines()) > 1
+                        and note.read_text().splitlines()[1].split(),
+                        what="the task started again (Kale's retry)")
+    assert second[1] != first[1]
+    gate.touch()
+    assert run.wait().state is RunState.SUCCEEDED
+    long = next(t for t in run.status()["tasks"] if t["name"] == "long")
+    assert long["attempts"] == 2  # Parsl said the worker was lost; Kale retried
+    assert run.result("long") == "opened"
+    again = wf.run()
+    assert again.wait().state is RunState.SUCCEEDED
+    assert {t["name"]: t["reused_from"] for t in again.status()["tasks"]} == {"long": run.id}
+    assert len(note.read_text().splitlines()) == 2
+
+
+def test_resume_after_kale_is_sigkilled_mid_run_on_parsl(kale: Kale, tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(MODULE)
+    gate = tmp_path / "gate"
+    (tmp_path / "open").touch()
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(textwrap.dedent(f"""\
+        name: resume-on-parsl
+        executor: parsl
+        tasks:
+          first:
+            python: steps:wait_for
+            parameters: {{gate: {str(tmp_path / 'open')!r}, note: {str(tmp_path / 'f')!r}}}
+          second:
+            python: steps:wait_for
+            after: [first]
+            parameters: {{gate: {str(gate)!r}, note: {str(tmp_path / 's')!r}}}
+        """))
+    proc = kale.popen("run", str(wf), "--embedded")
+    wait_until(lambda: (tmp_path / "s").is_file(), what="the second task started")
+    run_id = json.loads(kale("runs", "--json").stdout)[0]["id"]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()  # (the engine's processes it started may hold its pipes open)
+    for pipe in (proc.stdout, proc.stderr):
+        assert pipe is not None
+        pipe.close()
+    assert _status(kale, run_id)["first"]["state"] == "SUCCEEDED"
+    gate.touch()
+    out = kale("resume", run_id, timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _status(kale, run_id)["second"]["state"] == "SUCCEEDED"
+    assert len((tmp_path / "f").read_text().splitlines()) == 1  # first never ran again
+    _kill_parsl_orphans(tmp_path)
+
+
+def test_parsl_with_a_slurm_provider_runs_tasks_in_slurm_jobs(
+        slurm: str, kale: Kale, tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(MODULE)
+    _config(tmp_path, "SlurmProvider",
+            "partition='debug', nodes_per_block=1, init_blocks=1, max_blocks=1, "
+            "walltime='00:10:00', launcher=SingleNodeLauncher(), "
+            f"worker_init='export PATH={os.path.dirname(sys.executable)}:$PATH'",
+            "from parsl.launchers import SingleNodeLauncher")
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("name: parsl-on-slurm\nexecutor: {kind: parsl, config: 'cfg:config'}\n"
+                  "tasks:\n  where: {python: 'steps:where'}\n")
+    run_id = _run(kale, str(wf))
+    task = _status(kale, run_id)["where"]
+    assert task["state"] == "SUCCEEDED", task
+    job = task["result"]["job"]
+    assert job.isdigit()
+    wait_until(lambda: job not in subprocess.run(["squeue", "-h", "-o", "%i"],
+                                                 capture_output=True, text=True).stdout,
+               what=f"Slurm job {job} ended with the run")
+
+
+def test_bad_parsl_settings_say_what_and_where(kale: Kale, tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(MODULE)
+    (tmp_path / "cfg.py").write_text("config = 42\n")
+    wf = tmp_path / "bad.yaml"
+    wf.write_text("name: bad\nexecutor: {kind: parsl, config: 'cfg:config', scale: 2}\n"
+                  "tasks:\n  a: {python: 'steps:where'}\n")
+    out = kale("validate", str(wf))
+    assert out.returncode == 2
+    assert "bad.yaml:2: executor.scale: not a setting of 'parsl'; allowed: config" \
+        in out.stderr
+    wf.write_text("name: bad\nexecutor: {kind: parsl, config: 'cfg:config'}\n"
+                  "tasks:\n  a: {python: 'steps:where'}\n")
+    out = kale("run", str(wf))
+    assert out.returncode == 2
+    assert "executor parsl: config 'cfg:config' is a int, not a parsl.Config" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def _kill_parsl_orphans(tmp_path: Path) -> None:
+    """Parsl's interchange and workers left by the killed `kale run`."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if (b"process_worker_pool" in cmd or b"interchange" in cmd) \
+                and (str(tmp_path).encode() in cmd or cwd.startswith(str(tmp_path))):
+            os.kill(int(entry.name), signal.SIGKILL)
