@@ -30,7 +30,8 @@ from kale.cwl import files
 from kale.cwl.document import CwlError, Unsupported, inherit, job_object, load
 from kale.cwl.expr import check as check_expression
 from kale.cwl.expr import references
-from kale.cwl.tool import expand_iri, with_secondary
+from kale.cwl.inputs import with_secondary
+from kale.cwl.outputs import expand_iri
 from kale.cwl.types import allows_null
 from kale.cwl.types import check as check_type
 from kale.model.refs import PARAMS
@@ -47,7 +48,7 @@ GATHER = "kale.cwl.runtime:gather"
 STEP_VALUES = "kale.cwl.runtime:step_values"
 #: fields that hold text, never expressions
 _NOT_EXPRESSIONS = ("doc", "label", "default", "steps", "run", "id", "class", "cwlVersion",
-                    "$namespaces", "$schemas", "s:author", "type", "symbols")
+                    "type", "symbols")
 
 
 @dataclass
@@ -110,8 +111,8 @@ def _expressions(node: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _expressions(v, f"{path}[{i}]")
     elif isinstance(node, dict):
         for k, v in node.items():
-            if k in _NOT_EXPRESSIONS or str(k).startswith("_"):
-                continue
+            if k in _NOT_EXPRESSIONS or str(k).startswith(("_", "$")) or ":" in str(k):
+                continue  # Kale's own keys, $namespaces..., extensions (s:author)
             yield from _expressions(v, f"{path}.{k}" if path else str(k))
 
 
@@ -120,7 +121,6 @@ def _check_links(wf: Mapping[str, Any]) -> None:
     names = {i["id"] for i in wf["inputs"]}
     outs = {f"{s['id']}/{o}" for s in wf["steps"] for o in s["out"]}
     for s in wf["steps"]:
-        declared = {p["id"] for p in s["run"]["inputs"]}
         for i in s["in"]:
             for src in i["source"]:
                 if src not in names and src not in outs:
@@ -134,7 +134,6 @@ def _check_links(wf: Mapping[str, Any]) -> None:
             if o not in {p["id"] for p in s["run"]["outputs"]}:
                 raise CwlError(f"{where}: step {s['id']!r}: {o!r} is not an output of "
                                f"{s['run']['_file']}")
-        del declared
     for o in wf["outputs"]:
         for src in o["outputSource"]:
             if src not in names and src not in outs:
@@ -145,11 +144,7 @@ def input_object(process: Mapping[str, Any], job: Mapping[str, Any], base: Path,
                  *, job_name: str) -> dict[str, Any]:
     """The process's inputs from the input object: values resolved (relative locations
     against ``base``), defaults for what is absent, required ones checked."""
-    out: dict[str, Any] = {}
-    known = {p["id"] for p in process["inputs"]}
-    for name in job:
-        if name not in known and not str(name).startswith(("$", "cwl:")):
-            continue  # CWL allows extra keys in an input object
+    out: dict[str, Any] = {}  # keys of the input object that are no input: ignored (CWL)
     for p in process["inputs"]:
         name = p["id"]
         value = files.resolve(job.get(name), base)
