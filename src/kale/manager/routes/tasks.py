@@ -107,6 +107,11 @@ def kernel(ctx: Ctx, who: User, run_id: str, task: str) -> dict[str, Any]:
     runs: only the run's owner gets it, and only through this authenticated call."""
     rec = ctx.own_run(who, run_id)
     info = ctx.broker.kernel(rec.id, task)
+    if info is None and ctx.store.task(rec.id, task).state.value == "RUNNING":
+        # a task on another engine's worker (Dask, Parsl) leaves it in its directory
+        from kale.executors.engines.attempt import read_kernel
+
+        info = read_kernel(Path(rec.run_dir) / task)
     if info is None:
         raise HTTPException(404, f"task {task!r} of run {rec.id} has no running kernel "
                             "(notebook tasks have one while they run on a worker)")
