@@ -47,7 +47,7 @@ def test_bad_executors_and_launchers_say_what_and_where() -> None:
                                 "b": {"python": "m:f", "launcher": "srun"},
                                 "c": {"shell": "x", "launcher": "aprun"}}})
     assert "executor.kind: unknown executor 'slrum'; known: local, slurm, pbs, lsf, flux, " \
-        "cobalt" in found
+        "cobalt, dask, parsl" in found
     assert "executor.max_jobs: must be an integer >= 1, got 0" in found
     assert any(p.startswith("tasks.a.executor.mode: pilot mode needs a batch scheduler")
                for p in found)

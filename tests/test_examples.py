@@ -118,6 +118,32 @@ def test_readme_batch_section_works(slurm: str, kale: Kale, home: Path,
         kale("manager", "stop")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_readme_engines_section_works(kale: Kale, tmp_path: Path) -> None:
+    """The README's Dask and Parsl examples, as written: each runs to the end, its ensemble
+    members on the engine and its summary here, and the YAML shown is the example's own."""
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Existing engines", 1)[1].split("\n## ", 1)[0]
+    shown = re.findall(r"```yaml\n(.*?)```", section, re.S)[0].splitlines()
+    example = (ROOT / "examples" / "engines" / "dask.yaml").read_text().splitlines()
+    assert set(shown) <= set(example)  # the README shows a part of the file, unchanged
+    commands = [shlex.split(m) for m in re.findall(r"^\$ (kale .+?)(?:\s+#.*)?$", section,
+                                                   re.M)]
+    assert [c[:3] for c in commands] == [["kale", "run", "examples/engines/dask.yaml"],
+                                         ["kale", "run", "examples/engines/parsl.yaml"]]
+    for command, engine in zip(commands, ("dask:", "parsl:"), strict=True):
+        run = kale(*command[1:], timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        run_id = run.stdout.split()[0]
+        doc = json.loads(kale("status", run_id, "--json").stdout)
+        assert {t["state"] for t in doc["tasks"]} == {"SUCCEEDED"}
+        assert kale.attempts(run_id, "member_1")[0]["worker"].startswith(engine)
+        summary = next(t for t in doc["tasks"] if t["name"] == "summary")["result"]
+        assert summary["members"] == 4 and summary["max_peak"] >= summary["mean_peak"] > 0
+
+
 def test_every_yaml_block_of_the_readme_is_a_valid_workflow_or_fragment() -> None:
     """The README's YAML snippets are what users copy: each is a workflow, its task list,
     or one task, and each must validate as written (fragments inside a minimal workflow)."""
