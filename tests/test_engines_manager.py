@@ -5,6 +5,7 @@ to and steered from Python, as on Kale's own workers."""
 from __future__ import annotations
 
 import socket
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from conftest import Kale, Manager
+from conftest import Kale, Manager, busy_py, wait_until
+from kale import Workflow
 from test_attach import steer, submit_loop
 from test_engine_dask import cluster  # noqa: F401 - a fixture
 
@@ -76,3 +78,28 @@ def test_a_notebook_task_on_a_dask_worker_is_attached_to_and_steered(
         total = run.result("loop")["total"]
     assert kale.attempts(run.id, "loop")[0]["worker"].startswith("dask:")
     assert total > 1000 and total % 1000 != 0, total  # the person's change steered it
+
+
+@pytest.mark.parametrize("engine", ["dask", "parsl"])
+def test_tasks_on_an_engine_are_sampled_where_they_run(
+        engine: str, kale: Kale, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    """Kale's own resource sampling (CPU, memory of the task's process tree) works on the
+    engine's workers: the samples reach the store and the run's event stream."""
+    gate = tmp_path / "gate"
+    wf = Workflow(f"sampled-on-{engine}", base_dir=tmp_path, executor={"kind": engine})
+    wf.shell("burn", [sys.executable, "-c",
+                      f"x = bytearray(60_000_000)\n{busy_py(gate)}print('burnt')"])
+    m = managers("--workers", "1")
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_until(lambda: any(s["cpu"] > 30 and s["rss"] > 50_000_000
+                               for s in client.resources(run.id, "burn")),
+                   what=f"a sample of the busy task on {engine}, busy and holding its 60 MB")
+        gate.touch()
+        assert run.wait(120).state.value == "SUCCEEDED", client.status(run.id)
+        samples = client.resources(run.id, "burn")
+        streamed = [d for e, d in client.events(run.id)
+                    if e == "resources" and d["task"] == "burn"]
+    assert [s["id"] for s in streamed] == [s["id"] for s in samples]
+    assert all(s["procs"] >= 1 and s["attempt"] == 1 for s in samples)
+    assert kale.attempts(run.id, "burn")[0]["worker"].startswith(f"{engine}:")

@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from conftest import wait_until
-from kale.worker import monitor
-from kale.worker.monitor import Sample, TreeMonitor, signal_tree, tree_pids
+from kale.tasks import monitor
+from kale.tasks.monitor import Sample, TreeMonitor, signal_tree, tree_pids
 
 Spawn = Callable[..., "subprocess.Popen[str]"]
 

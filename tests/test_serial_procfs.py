@@ -100,7 +100,7 @@ def test_stat_of_a_process_whose_name_holds_parentheses(odd_process: subprocess.
     fields = procfs.stat_fields(pid)
     assert fields is not None and int(fields[19]) == st.start
 
-    from kale.worker import monitor
+    from kale.tasks import monitor
 
     seen = monitor._proc_stat(pid)
     assert seen is not None and seen.ppid == os.getpid() and seen.start == st.start

@@ -9,7 +9,7 @@ one ``os.read`` (about 15 us, against 25 us through ``open()``, and much more th
 
 Nothing here raises because a process vanished, turned zombie or is not ours to read: the
 readers return None. Elsewhere than Linux (no ``/proc``) they all return None too; the
-monitor then uses psutil (:mod:`kale.worker.monitor`).
+monitor then uses psutil (:mod:`kale.tasks.monitor`).
 
 Imports only the standard library.
 """

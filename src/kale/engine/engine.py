@@ -161,6 +161,7 @@ class Engine:
         self._quiet = asyncio.Event()
         self.executor.on_start = self._started
         self.executor.on_wait = self._waiting
+        self.executor.on_samples = self._samples
         self._logs.mkdir(parents=True, exist_ok=True)
         self.store.claim_run(self.run_id)
         self._committer = GroupCommitter(self.store, on_commit=self._notify,
@@ -289,6 +290,14 @@ class Engine:
         if steps:
             self._apply(steps)
             self._schedule_dispatch()
+
+    def _samples(self, rows: list[dict[str, Any]]) -> None:
+        """Resource samples an executor took where its tasks run (another engine's
+        workers): into the store, off the loop, as the manager's broker does for workers."""
+        from kale.store import workers as wstore
+
+        assert self._loop is not None
+        self._loop.run_in_executor(None, wstore.add_samples, self.store, rows)
 
     def _waiting(self, name: str, attempt: int, info: dict[str, Any]) -> None:
         """An interactive step waits for a person."""

@@ -16,6 +16,9 @@ from kale.tasks.base import Outcome, TaskContext
 StartedCallback = Callable[[str, int, str], None]
 #: ``(task name, attempt, info)``: an interactive step now waits for a person
 WaitingCallback = Callable[[str, int, dict[str, Any]], None]
+#: rows of the store's resource samples (``run_id``, ``task``, ``attempt``, ``ts``, ``cpu``...)
+#: of tasks the executor itself sampled where they ran
+SamplesCallback = Callable[[list[dict[str, Any]]], None]
 
 
 class Executor(abc.ABC):
@@ -43,6 +46,7 @@ class Executor(abc.ABC):
     remote: bool = False
     on_start: StartedCallback | None = None
     on_wait: WaitingCallback | None = None
+    on_samples: SamplesCallback | None = None
 
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~kale.errors.UsageError` if its settings cannot work (what they

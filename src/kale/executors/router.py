@@ -78,7 +78,7 @@ class Router(Executor):
 
     async def start(self, kinds: Mapping[str, int]) -> None:
         for e in self._executors():
-            e.on_start, e.on_wait = self.on_start, self.on_wait
+            e.on_start, e.on_wait, e.on_samples = self.on_start, self.on_wait, self.on_samples
             if not e.queued:
                 self._gates[id(e)] = asyncio.Semaphore(e.slots)
         self._counts: dict[int, dict[str, int]] = {id(e): {} for e in self._executors()}

@@ -427,7 +427,7 @@ class WorkerAgent:
     def _control(self, action: str, key: Key, reason: str = "") -> None:
         import signal as sig
 
-        from kale.worker.monitor import signal_tree
+        from kale.tasks.monitor import signal_tree
 
         task, ctx = self.tasks.get(key), self.contexts.get(key)
         if task is None or ctx is None:
@@ -453,7 +453,7 @@ class WorkerAgent:
 
     # -- resources -----------------------------------------------------------------------
     async def _sample_loop(self) -> None:
-        from kale.worker.monitor import TreeMonitor
+        from kale.tasks.monitor import TreeMonitor
 
         monitor: TreeMonitor[Key] = TreeMonitor()
         watched: dict[Key, list[int]] = {}

@@ -16,6 +16,10 @@ sides see (as a batch job's is), which also carries what goes back while the att
 - **start**: an engine that does not say when a task starts (Parsl) has the host write
   :func:`start_marker` (``.kale-started/ATTEMPT-TASK`` in the run's directory, holding the
   worker's host name) as the attempt starts; its executor lists that one folder;
+- **samples**: every :data:`SAMPLE_INTERVAL` seconds the host samples the process trees
+  of its running attempts (:class:`~kale.tasks.monitor.TreeMonitor`, as Kale's workers do)
+  and appends them, one JSON line each, to ``.kale-samples/ATTEMPT-TASK`` in the run's
+  directory; the executor reads what is new (:class:`Inbox`) into the run's store;
 - **kernel**: while a notebook task's kernel runs, its connection info is in
   :data:`KERNEL_FILE` (0600) in the task's directory, where the manager finds it for the
   task's owner (:func:`read_kernel`).
@@ -45,6 +49,10 @@ CANCEL_POLL = 0.25
 KERNEL_FILE = ".kale-kernel.json"
 #: the folder of start markers, in the run's directory
 STARTED = ".kale-started"
+#: the folder of resource samples, in the run's directory
+SAMPLES = ".kale-samples"
+#: how often (seconds) a host samples the process trees of the attempts it runs
+SAMPLE_INTERVAL = 2.0
 
 
 def cancel_marker(ctx: TaskContext) -> Path:
@@ -85,7 +93,33 @@ class Host:
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.create_task(self._watch_cancels())
+        self.loop.create_task(self._sample())
         self.loop.run_forever()
+
+    async def _sample(self) -> None:
+        from kale.tasks.monitor import TreeMonitor
+
+        monitor: TreeMonitor[tuple[str, str, int]] = TreeMonitor()
+        watched: dict[tuple[str, str, int], list[int]] = {}
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL)
+            current = {k: list(ctx.pids) for k, (ctx, _) in self.running.items() if ctx.pids}
+            for k in watched.keys() - current.keys():
+                monitor.unwatch(k)
+            for k, pids in current.items():
+                if watched.get(k) != pids:  # new, or its runner started another process
+                    monitor.watch(k, pids)
+            watched = current
+            if not current:
+                continue
+            try:
+                taken = await asyncio.to_thread(monitor.sample)
+            except Exception:  # a sample lost is not worth a task
+                continue
+            for key, sample in taken.items():
+                entry = self.running.get(key)
+                if sample.procs and entry is not None:
+                    _append_sample(entry[0], sample.to_json())
 
     def run(self, ctx: TaskContext, mark_start: bool = False) -> Outcome:
         """Run one attempt to its end (blocking the calling thread); with ``mark_start``,
@@ -145,6 +179,63 @@ class Host:
             for ctx, task in list(self.running.values()):
                 if cancel_marker(ctx).exists():
                     task.cancel()
+
+
+def _append_sample(ctx: TaskContext, sample: dict[str, Any]) -> None:
+    path = ctx.workdir.parent / SAMPLES / f"{ctx.attempt}-{ctx.task.name}"
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(sample) + "\n")
+
+
+class Inbox:
+    """The executor's side of the files the hosts write in a run's directory: which
+    attempts started (:data:`STARTED`) and their new resource samples (:data:`SAMPLES`).
+    One listing of each folder per :meth:`poll`, whatever the number of tasks."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._read: dict[str, int] = {}  # sample file -> bytes read
+
+    def started(self) -> dict[str, str]:
+        """Attempts whose start marker is there (``ATTEMPT-TASK`` -> the host it runs on);
+        their markers are taken away."""
+        out: dict[str, str] = {}
+        for name in _listing(self.run_dir / STARTED):
+            path = self.run_dir / STARTED / name
+            try:
+                out[name] = path.read_text(encoding="utf-8")
+                path.unlink()
+            except OSError:
+                continue
+        return out
+
+    def samples(self, run_id: str) -> list[dict[str, Any]]:
+        """The samples written since the last call, as rows of the store's samples."""
+        rows: list[dict[str, Any]] = []
+        for name in _listing(self.run_dir / SAMPLES):
+            attempt, _, task = name.partition("-")
+            try:
+                with open(self.run_dir / SAMPLES / name, "rb") as f:
+                    f.seek(self._read.get(name, 0))
+                    data = f.read()
+            except OSError:
+                continue
+            whole = data[:data.rfind(b"\n") + 1]  # a line being written waits
+            self._read[name] = self._read.get(name, 0) + len(whole)
+            for line in whole.splitlines():
+                with contextlib.suppress(ValueError):
+                    rows.append({"run_id": run_id, "task": task, "attempt": int(attempt),
+                                 **json.loads(line)})
+        return rows
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return [e.name for e in os.scandir(folder)]
+    except OSError:
+        return []
 
 
 def _write_kernel(workdir: Path, info: dict[str, Any] | None) -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from kale.errors import UsageError
-from kale.executors.base import Executor
 from kale.executors.engines.attempt import cancel_marker, run_on_dask
+from kale.executors.engines.base import EngineExecutor
 from kale.executors.engines.targets import load_target
 from kale.model.executor import ExecutorSpec
 from kale.tasks.base import Outcome, TaskContext
@@ -32,7 +32,7 @@ DEFAULT_CLUSTER = "distributed:LocalCluster"
 CANCEL_GRACE = 30.0
 
 
-class DaskExecutor(Executor):
+class DaskExecutor(EngineExecutor):
     """Attempts as Dask futures on one client (made in :meth:`start`, on the engine's
     loop). Tasks wait in Dask's queue: the engine records them SUBMITTED, and RUNNING when
     a worker starts one (the ``kale-started`` event)."""
@@ -42,6 +42,7 @@ class DaskExecutor(Executor):
 
     def __init__(self, spec: ExecutorSpec, base_dir: Path, run_dir: Path,
                  jobs: int | None = None) -> None:
+        super().__init__(run_dir)
         self.spec, self.base_dir = spec, base_dir
         self.slots = jobs or 100_000  # Dask queues and places tasks itself
         self.client: Any = None
@@ -73,6 +74,7 @@ class DaskExecutor(Executor):
             self.client = await client(self.cluster, asynchronous=True)
         self.dashboard = self.client.dashboard_link
         self.client.subscribe_topic("kale-started", self._started)
+        self.start_watching()  # for the samples
 
     async def _start_cluster(self) -> Any:
         path = str(self.spec.options.get("cluster") or DEFAULT_CLUSTER)
@@ -111,6 +113,7 @@ class DaskExecutor(Executor):
         key = f"kale-{ctx.task.name}-{ctx.attempt}-{uuid.uuid4().hex[:12]}"
         self._keys[key] = (ctx.task.name, ctx.attempt)
         future = self.client.submit(run_on_dask, ctx, key=key, pure=False)
+        self.active += 1
         try:
             outcome: Outcome = await future
         except asyncio.CancelledError:
@@ -122,6 +125,7 @@ class DaskExecutor(Executor):
         except Exception as e:
             return Outcome(ok=False, error=f"Dask: {type(e).__name__}: {e}")
         finally:
+            self.active -= 1
             self._keys.pop(key, None)
         if self.dashboard:
             outcome.details.setdefault("dask_dashboard", self.dashboard)
@@ -136,6 +140,7 @@ class DaskExecutor(Executor):
             await asyncio.wait_for(self.client.cancel([future]), CANCEL_GRACE)
 
     async def close(self) -> None:
+        await self.stop_watching()
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.close()

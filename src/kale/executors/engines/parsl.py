@@ -10,10 +10,11 @@ encrypted links and Parsl's usage tracking off (Kale sends nothing off the machi
 relative ``run_dir`` (Parsl's ``runinfo``) goes under the run's directory.
 
 Parsl says nothing when a task starts on a worker: the attempt's host writes a start
-marker, and this executor lists the run's folder of them every :data:`START_POLL` seconds
-while tasks wait (so a task is SUBMITTED while it waits for a block, and its timeout counts
-from its start). Parsl cannot stop an app that runs, so cancel (and timeouts) reach the
-attempt through the cancel marker its host watches (:mod:`.attempt`)."""
+marker, and this executor lists the run's folder of them every 0.25 s while tasks wait
+(:class:`~kale.executors.engines.base.EngineExecutor`): a task is SUBMITTED while it waits
+for a block, and its timeout counts from its start. Parsl cannot stop an app that runs,
+so cancel (and timeouts) reach the attempt through the cancel marker its host watches
+(:mod:`.attempt`)."""
 
 from __future__ import annotations
 
@@ -26,14 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from kale.errors import UsageError
-from kale.executors.base import Executor
-from kale.executors.engines.attempt import STARTED, cancel_marker, run_attempt
+from kale.executors.engines.attempt import cancel_marker, run_attempt
+from kale.executors.engines.base import EngineExecutor
 from kale.executors.engines.targets import load_target
 from kale.model.executor import ExecutorSpec
 from kale.tasks.base import Outcome, TaskContext
-
-#: how often (seconds) the folder of start markers is listed while tasks wait
-START_POLL = 0.25
 
 
 def default_config() -> Any:
@@ -51,7 +49,7 @@ def default_config() -> Any:
         usage_tracking=0, initialize_logging=False)
 
 
-class ParslExecutor(Executor):
+class ParslExecutor(EngineExecutor):
     """Attempts as Parsl app calls through this run's DataFlowKernel (made in
     :meth:`start`, cleaned up in :meth:`close`)."""
 
@@ -60,14 +58,12 @@ class ParslExecutor(Executor):
 
     def __init__(self, spec: ExecutorSpec, base_dir: Path, run_dir: Path,
                  jobs: int | None = None) -> None:
-        self.spec, self.base_dir, self.run_dir = spec, base_dir, run_dir
+        super().__init__(run_dir)
+        self.spec, self.base_dir = spec, base_dir
         self.slots = jobs or 100_000  # Parsl queues and places tasks itself
         self.dfk: Any = None
         self.app: Any = None
         self._checked: Any = None  # the config, made by check()
-        #: attempts submitted and not yet seen to start: marker name -> (task, attempt)
-        self._waiting: dict[str, tuple[str, int]] = {}
-        self._watch: asyncio.Task[None] | None = None
 
     def _config(self) -> Any:
         from parsl.config import Config
@@ -107,38 +103,11 @@ class ParslExecutor(Executor):
             raise UsageError(f"executor parsl: cannot start its config: "
                              f"{type(e).__name__}: {e}") from e
         self.app = python_app(run_attempt, data_flow_kernel=self.dfk)
-        self._watch = asyncio.get_running_loop().create_task(self._watch_starts())
-
-    async def _watch_starts(self) -> None:
-        folder = self.run_dir / STARTED
-        while True:
-            await asyncio.sleep(START_POLL)
-            if not self._waiting:
-                continue
-            try:
-                names = [e.name for e in os.scandir(folder)]
-            except FileNotFoundError:
-                continue
-            for name in names:
-                self._seen(name)
-
-    def _seen(self, marker: str) -> None:
-        """Attempt ``marker`` started (its marker is there): say so, once."""
-        found = self._waiting.pop(marker, None)
-        if found is None:
-            return
-        path = self.run_dir / STARTED / marker
-        try:
-            where = path.read_text(encoding="utf-8")
-            path.unlink()
-        except OSError:
-            where = ""
-        if self.on_start is not None:
-            self.on_start(found[0], found[1], f"parsl:{where}")
+        self.start_watching()
 
     async def execute(self, ctx: TaskContext) -> Outcome:
-        marker = f"{ctx.attempt}-{ctx.task.name}"
-        self._waiting[marker] = (ctx.task.name, ctx.attempt)
+        marker = self.expect_start(ctx.task.name, ctx.attempt)
+        self.active += 1
         future = self.app(ctx, True)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Outcome] = loop.create_future()
@@ -156,12 +125,13 @@ class ParslExecutor(Executor):
         except Exception as e:  # the app did not return: its worker was lost, ...
             return Outcome(ok=False, error=f"Parsl: {type(e).__name__}: {e}")
         finally:
-            self._seen(marker)  # ended before the folder was looked at again
+            self.active -= 1
+            if marker in self.waiting:  # ended before the folder was looked at again
+                self.drain()
         return outcome
 
     async def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
+        await self.stop_watching()
         if self.dfk is not None:
             dfk, self.dfk = self.dfk, None
             with contextlib.suppress(Exception):
