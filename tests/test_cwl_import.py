@@ -61,6 +61,20 @@ def test_a_second_run_reuses_the_steps(kale: Kale) -> None:
     assert reused["reused_from"] == first.stdout.strip()
 
 
+def test_a_changed_input_file_runs_its_steps_again(kale: Kale, tmp_path: Path) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text("one two\n")
+    args = ("run", str(DATA / "count.cwl"), "-p", f"text={text}")
+    first, second = kale(*args), kale(*args)
+    assert _result(kale, second.stdout.strip(), "count")["reused_from"] == first.stdout.strip()
+    text.write_text("one two three\n")
+    third = kale(*args)
+    assert third.returncode == 0, third.stderr
+    done = _result(kale, third.stdout.strip(), "count")
+    assert done["reused_from"] is None
+    assert Path(done["result"]["count"]["path"]).read_text().strip() == "3"
+
+
 def test_scatter_through_cwl_runner(kale: Kale, tmp_path: Path) -> None:
     """`kale cwl-runner` prints the output object and copies the files into --outdir."""
     done = kale("cwl-runner", "--quiet", "--outdir", str(tmp_path / "out"),

@@ -19,7 +19,9 @@ Operations, sub-workflows.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ SUPPORTED = ("InlineJavascriptRequirement", "SchemaDefRequirement", "InitialWork
              "MultipleInputFeatureRequirement", "LoadListingRequirement", "WorkReuse",
              "NetworkAccess", "ToolTimeLimit", "SubworkflowFeatureRequirement")
 RUN_STEP = "kale.cwl.runtime:run_step"
+#: the workflow parameter that stamps the input files (:func:`input_stamp`)
+STAMP = "cwl:input-files"
 GATHER = "kale.cwl.runtime:gather"
 STEP_VALUES = "kale.cwl.runtime:step_values"
 #: fields that hold text, never expressions
@@ -272,7 +276,39 @@ def import_cwl(path: str | Path, job: str | Path | None = None,
     for name, value in (overrides or {}).items():
         data[name] = files.resolve(_typed(process, name, value), Path.cwd())
     params = input_object(process, data, base, job_name=str(job or path))
-    return to_workflow(process, params)
+    return to_workflow(process, {**params, STAMP: input_stamp(params)})
+
+
+def input_stamp(value: Any) -> str:
+    """What the input object's Files and Directories are now (path, size, modification
+    time, a Directory's all the way down), as a hash: a workflow parameter no step reads,
+    so that result reuse (whose key covers the parameters) sees a changed input file."""
+    h = hashlib.sha256()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, dict):
+            if files.is_file_like(v) and "path" in v:
+                for root, dirs, names in os.walk(v["path"]) if v["class"] == "Directory" \
+                        else [("", [], [v["path"]])]:
+                    dirs.sort()
+                    for name in sorted(names):
+                        _stat_into(h, os.path.join(root, name))
+            for x in v.values():
+                walk(x)
+
+    walk(value)
+    return h.hexdigest()[:32]
+
+
+def _stat_into(h: Any, path: str) -> None:
+    try:
+        st = os.stat(path)
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    except OSError:
+        h.update(f"{path}\0missing\n".encode())
 
 
 def _add_requirements(process: dict[str, Any], extra: list[dict[str, Any]]
