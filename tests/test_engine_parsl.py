@@ -141,11 +141,15 @@ def test_resume_after_kale_is_sigkilled_mid_run_on_parsl(kale: Kale, tmp_path: P
     for pipe in (proc.stdout, proc.stderr):
         assert pipe is not None
         pipe.close()
+    left = _interchanges(tmp_path)
+    assert left  # Parsl's interchange outlives the driver...
     assert _status(kale, run_id)["first"]["state"] == "SUCCEEDED"
     gate.touch()
     out = kale("resume", run_id, timeout=240)
     assert out.returncode == 0, out.stdout + out.stderr
     assert _status(kale, run_id)["second"]["state"] == "SUCCEEDED"
+    for pid in left:  # ...until the run's next driver stops it
+        wait_until(lambda pid=pid: not process_alive(pid), what=f"interchange {pid} stopped")
     assert len((tmp_path / "f").read_text().splitlines()) == 1  # first never ran again
     _kill_parsl_orphans(tmp_path)
 
@@ -187,6 +191,22 @@ def test_bad_parsl_settings_say_what_and_where(kale: Kale, tmp_path: Path) -> No
     assert out.returncode == 2
     assert "executor parsl: config 'cfg:config' is a int, not a parsl.Config" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def _interchanges(tmp_path: Path) -> list[int]:
+    """Parsl interchanges started by a `kale` of this test (their working directory)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if b"interchange" in cmd and cwd == str(tmp_path):
+            found.append(int(entry.name))
+    return found
 
 
 def _kill_parsl_orphans(tmp_path: Path) -> None:

@@ -21,17 +21,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import os
+import signal
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kale import procfs
 from kale.errors import UsageError
 from kale.executors.engines.attempt import cancel_marker, run_attempt
 from kale.executors.engines.base import EngineExecutor
 from kale.executors.engines.targets import load_target
 from kale.model.executor import ExecutorSpec
 from kale.tasks.base import Outcome, TaskContext
+
+#: the interchanges of the run's DataFlowKernel, while it lives (in the run's directory)
+PROCESSES = "parsl/processes.json"
 
 
 def default_config() -> Any:
@@ -94,6 +101,7 @@ class ParslExecutor(EngineExecutor):
         from parsl import python_app
         from parsl.dataflow.dflow import DataFlowKernel
 
+        self._stop_leftovers()
         config = self._checked if self._checked is not None else self._config()
         if not os.path.isabs(config.run_dir):
             config.run_dir = str(self.run_dir / "parsl" / config.run_dir)
@@ -103,7 +111,37 @@ class ParslExecutor(EngineExecutor):
             raise UsageError(f"executor parsl: cannot start its config: "
                              f"{type(e).__name__}: {e}") from e
         self.app = python_app(run_attempt, data_flow_kernel=self.dfk)
+        self._note_processes()
         self.start_watching()
+
+    def _note_processes(self) -> None:
+        """Write down this DataFlowKernel's interchanges (pid and start time), which a
+        later driver of the run stops if this one dies without cleaning up: Parsl's
+        interchange does not watch its parent (its worker pools end once it is gone)."""
+        mine = []
+        for ex in self.dfk.executors.values():
+            pid: int | None = getattr(getattr(ex, "interchange_proc", None), "pid", None)
+            identity = procfs.process_identity(pid) if pid is not None else None
+            if identity is not None:
+                mine.append({"pid": pid, "identity": identity})
+        path = self.run_dir / PROCESSES
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"host": socket.gethostname(), "processes": mine}))
+
+    def _stop_leftovers(self) -> None:
+        """Stop the interchanges a dead driver of this run left (see :meth:`_note_processes`)."""
+        path = self.run_dir / PROCESSES
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if doc.get("host") == socket.gethostname():
+            for p in doc.get("processes") or ():
+                if procfs.process_identity(int(p["pid"])) == p.get("identity"):
+                    with contextlib.suppress(OSError):
+                        os.kill(int(p["pid"]), signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            path.unlink()
 
     async def execute(self, ctx: TaskContext) -> Outcome:
         marker = self.expect_start(ctx.task.name, ctx.attempt)
@@ -136,6 +174,8 @@ class ParslExecutor(EngineExecutor):
             dfk, self.dfk = self.dfk, None
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(dfk.cleanup)
+            with contextlib.suppress(OSError):
+                (self.run_dir / PROCESSES).unlink()
 
 
 def _copy(source: Any, target: asyncio.Future[Outcome]) -> None:
