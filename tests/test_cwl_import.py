@@ -104,6 +104,26 @@ def test_an_input_given_with_p(kale: Kale) -> None:
     assert Path(out["count"]["path"]).read_text().strip() == "6"
 
 
+def test_kale_runs_the_cwl_kale_exports(kale: Kale, tmp_path: Path) -> None:
+    """Round trip: the quickstart (shell, Python and notebook tasks) exported as CWL and
+    run as CWL by Kale gives the result `kale run workflow.yaml` gives."""
+    import shutil
+
+    here = tmp_path / "quickstart"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "examples" / "quickstart", here)
+    exported = kale("export", str(here / "workflow.yaml"), "--format", "cwl")
+    assert exported.returncode == 0, exported.stderr
+    (here / "wf.cwl").write_text(exported.stdout)
+    as_yaml = kale("run", str(here / "workflow.yaml"))
+    as_cwl = kale("run", str(here / "wf.cwl"))
+    assert as_yaml.returncode == 0 and as_cwl.returncode == 0, as_cwl.stderr
+    expected = _result(kale, as_yaml.stdout.strip(), "summarize")["result"]
+    outputs = _result(kale, as_cwl.stdout.strip(), "outputs")["result"]
+    made = [json.loads(Path(f["path"]).read_text()) for f in outputs.values()
+            if isinstance(f, dict) and f.get("basename", "").endswith(".json")]
+    assert any(m.get("result") == expected for m in made if isinstance(m, dict)), made
+
+
 def test_validate(kale: Kale) -> None:
     done = kale("validate", str(DATA / "pipeline.cwl"))
     assert done.returncode == 0, done.stderr
