@@ -153,6 +153,9 @@ def test_missing_input_named(kale: Kale) -> None:
     assert done.returncode == 2
     assert "required input 'text'" in done.stderr and "pipeline.cwl" in done.stderr
     assert "Traceback" not in done.stderr
+    gone = kale("run", str(DATA / "count.cwl"), "-p", "text=/no/such/file.txt")
+    assert gone.returncode == 2
+    assert "input 'text': no such file: /no/such/file.txt" in gone.stderr
 
 
 def test_bad_documents_named(kale: Kale, tmp_path: Path) -> None:

@@ -152,6 +152,7 @@ def input_object(process: Mapping[str, Any], job: Mapping[str, Any], base: Path,
     for p in process["inputs"]:
         name = p["id"]
         value = files.resolve(job.get(name), base)
+        _must_exist(value, f"{job_name}: input {name!r}")
         value = _expand_formats(value, process)
         if value is None and p.get("default") is not None:
             value = _expand_formats(files.resolve(p["default"], Path(process["_dir"])), process)
@@ -161,6 +162,17 @@ def input_object(process: Mapping[str, Any], job: Mapping[str, Any], base: Path,
         check_type(p["type"], value, f"{job_name}: input {name!r}")
         out[name] = with_secondary(p, value)
     return out
+
+
+def _must_exist(value: Any, what: str) -> None:
+    if isinstance(value, list):
+        for v in value:
+            _must_exist(v, what)
+    elif isinstance(value, dict):
+        if files.is_file_like(value) and "path" in value and not os.path.exists(value["path"]):
+            raise CwlError(f"{what}: no such {value['class'].lower()}: {value['path']}")
+        for v in value.values():
+            _must_exist(v, what)
 
 
 def _expand_formats(value: Any, process: Mapping[str, Any]) -> Any:
