@@ -533,7 +533,7 @@ class Engine:
             base_dir=self.wf.base_dir, inputs=inputs,
             upstream={d: self.results.get(d) for d in self.upstream[name]},
             params=self.params, env=env)
-        if create and not self.executor.remote:  # remote: the worker makes it
+        if create and not self.executor.makes_workdir(name):  # else made where it runs
             ctx.make_workdir()
         return ctx
 

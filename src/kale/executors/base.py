@@ -48,6 +48,11 @@ class Executor(abc.ABC):
     on_wait: WaitingCallback | None = None
     on_samples: SamplesCallback | None = None
 
+    def makes_workdir(self, task: str) -> bool:
+        """Whether the task's directory is made where it runs (by a worker, an engine's
+        host) rather than by the engine before :meth:`execute`."""
+        return self.remote
+
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~kale.errors.UsageError` if its settings cannot work (what they
         name cannot be imported...), before anything runs; cheap, and starts nothing."""

@@ -110,6 +110,10 @@ class Router(Executor):
                 self.on_start(ctx.task.name, ctx.attempt, target.name)
             return await target.execute(ctx)
 
+    def makes_workdir(self, task: str) -> bool:
+        target = self.targets[task]
+        return target is not self.default or target.makes_workdir(task)
+
     async def adopt(self, ctx: TaskContext, started: bool) -> Outcome:
         target = self.targets[ctx.task.name]
         if target is not self.default:

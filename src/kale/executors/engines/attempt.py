@@ -154,7 +154,13 @@ class Host:
             marker = start_marker(ctx)
             marker.parent.mkdir(exist_ok=True)
             marker.write_text(socket.gethostname(), encoding="utf-8")
-        ctx.on_kernel = lambda info: _write_kernel(ctx.workdir, info)
+        kernel: list[bool] = []  # whether a kernel file was written
+
+        def on_kernel(info: dict[str, Any] | None) -> None:
+            kernel.append(True)
+            _write_kernel(ctx.workdir, info)
+
+        ctx.on_kernel = on_kernel
         task = asyncio.current_task()
         assert task is not None
         self.running[key] = (ctx, task)
@@ -168,10 +174,12 @@ class Host:
         except asyncio.CancelledError:
             return Outcome(ok=False, error="cancelled")
         finally:
-            self.running.pop(key, None)
-            _write_kernel(ctx.workdir, None)
-            with contextlib.suppress(OSError):
-                cancel_marker(ctx).unlink()
+            entry = self.running.pop(key, None)
+            if kernel:
+                _write_kernel(ctx.workdir, None)
+            if entry is not None and entry[1].cancelling():  # (its marker was written)
+                with contextlib.suppress(OSError):
+                    cancel_marker(ctx).unlink()
 
     async def _watch_cancels(self) -> None:
         while True:
