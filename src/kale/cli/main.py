@@ -149,15 +149,10 @@ def run(
     from kale.engine.runs import create_run
     from kale.manager import service
     from kale.model.options import RunOptions
-    from kale.spec import load_workflow
 
     params = dict(parse_param(p) for p in param or [])
     store, path = _store(home)
-    if _is_cwl(file, job):
-        wf = _cwl_import(file, job, params).workflow
-        params = {}  # they are the CWL inputs' values now
-    else:
-        wf = load_workflow(file, params_override=params)
+    wf, params = _workflow_to_run(file, job, params)
     chosen = _executor_option(executor, pilot)
     opts = RunOptions.of(params=params, only=only, from_=from_, until=until, tags=tag,
                          force=force, jobs=jobs, executor=chosen, rerun_of=rerun_failed)
@@ -186,6 +181,17 @@ def run(
         _spawn_driver(rec.id, path)
         return
     raise typer.Exit(_drive(store, rec, wf, home=path))
+
+
+def _workflow_to_run(file: Path, job: Path | None, params: dict[str, Any]
+                     ) -> tuple[Any, dict[str, Any]]:
+    """The workflow `kale run FILE [JOB]` runs, and the parameters its run overrides (none
+    for CWL: ``-p`` values are the CWL inputs' values already)."""
+    if _is_cwl(file, job):
+        return _cwl_import(file, job, params).workflow, {}
+    from kale.spec import load_workflow
+
+    return load_workflow(file, params_override=params), params
 
 
 def _is_cwl(file: Path, job: Path | None) -> bool:
