@@ -124,6 +124,24 @@ def test_kale_runs_the_cwl_kale_exports(kale: Kale, tmp_path: Path) -> None:
     assert any(m.get("result") == expected for m in made if isinstance(m, dict)), made
 
 
+def test_a_base_command_is_literal(kale: Kale, tmp_path: Path) -> None:
+    """CWL never interpolates ``baseCommand``: the exported pipeline (whose shell steps
+    run ``/bin/sh -c 'seq 1 "$count" ... "${KALE_REF_1}"'``) is valid and runs, rather
+    than being refused as JavaScript."""
+    import shutil
+
+    here = tmp_path / "pipeline"
+    shutil.copytree(Path(__file__).resolve().parent / "data" / "cwl_export" / "pipeline", here)
+    exported = kale("export", str(here / "workflow.yaml"), "--format", "cwl")
+    assert exported.returncode == 0, exported.stderr
+    assert '"${KALE_REF_1}"' in exported.stdout
+    (here / "wf.cwl").write_text(exported.stdout)
+    checked = kale("validate", str(here / "wf.cwl"))
+    assert checked.returncode == 0, checked.stderr
+    done = kale("run", str(here / "wf.cwl"), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_validate(kale: Kale) -> None:
     done = kale("validate", str(DATA / "pipeline.cwl"))
     assert done.returncode == 0, done.stderr

@@ -52,6 +52,7 @@ GATHER = "kale.cwl.runtime:gather"
 STEP_VALUES = "kale.cwl.runtime:step_values"
 #: fields that hold text, never expressions
 _NOT_EXPRESSIONS = ("doc", "label", "default", "steps", "run", "id", "class", "cwlVersion",
+                    "baseCommand",  # literal in CWL: never interpolated
                     "type", "symbols")
 
 
