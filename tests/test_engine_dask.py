@@ -4,6 +4,7 @@ Slurm. Kale keeps the state, reuse and logs; Dask runs, places and re-runs the t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -277,14 +278,15 @@ def test_bad_dask_settings_say_what_and_where(kale: Kale, tmp_path: Path) -> Non
 
 
 def _kill_orphans(tmp_path: Path) -> None:
-    """Dask processes of the cluster the killed `kale run` started (their parent died)."""
+    """What the engine of the killed `kale run` left running (its cluster's or Parsl's
+    processes and their children), found by their working directory: the test's folder."""
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmd = (entry / "cmdline").read_bytes()
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if b"multiprocessing" in cmd and cwd.startswith(str(tmp_path)):
-            os.kill(int(entry.name), signal.SIGKILL)
+        if cwd == str(tmp_path) or cwd.startswith(f"{tmp_path}/"):
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
