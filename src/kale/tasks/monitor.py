@@ -318,6 +318,7 @@ class TreeMonitor(Generic[K]):
     def __init__(self) -> None:
         self._trees: dict[K, _Tree] = {}
         self._seen: dict[int, float] = {}  # pid -> start stamp at the previous sample
+        self._roots: dict[K, list[int]] = {}  # the root pids given to follow()
 
     def watch(self, key: K, root_pids: list[int]) -> None:
         """Watch the trees under ``root_pids`` as ``key``. A root that no longer exists is
@@ -333,6 +334,17 @@ class TreeMonitor(Generic[K]):
 
     def unwatch(self, key: K) -> None:
         self._trees.pop(key, None)
+
+    def follow(self, trees: dict[K, list[int]]) -> None:
+        """Watch exactly ``trees`` (key -> root pids) from now on: keys gone are unwatched,
+        new ones watched, and a key whose roots changed (its runner started another
+        process) watched again with its history kept."""
+        for key in self._trees.keys() - trees.keys():
+            del self._trees[key]
+        for key, pids in trees.items():
+            if self._roots.get(key) != pids:
+                self.watch(key, pids)
+        self._roots = dict(trees)
 
     def sample(self) -> dict[K, Sample]:
         """Read every watched tree once. A tree whose processes all ended still has an

@@ -456,16 +456,10 @@ class WorkerAgent:
         from kale.tasks.monitor import TreeMonitor
 
         monitor: TreeMonitor[Key] = TreeMonitor()
-        watched: dict[Key, list[int]] = {}
         while True:
             await asyncio.sleep(self.sample_interval)
             current = {k: list(c.pids) for k, c in self.contexts.items() if c.pids}
-            for k in watched.keys() - current.keys():
-                monitor.unwatch(k)
-            for k, pids in current.items():
-                if watched.get(k) != pids:  # new, or its runner started another process
-                    monitor.watch(k, pids)
-            watched = current
+            monitor.follow(current)
             if not current:
                 continue
             try:

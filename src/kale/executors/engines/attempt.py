@@ -100,16 +100,10 @@ class Host:
         from kale.tasks.monitor import TreeMonitor
 
         monitor: TreeMonitor[tuple[str, str, int]] = TreeMonitor()
-        watched: dict[tuple[str, str, int], list[int]] = {}
         while True:
             await asyncio.sleep(SAMPLE_INTERVAL)
             current = {k: list(ctx.pids) for k, (ctx, _) in self.running.items() if ctx.pids}
-            for k in watched.keys() - current.keys():
-                monitor.unwatch(k)
-            for k, pids in current.items():
-                if watched.get(k) != pids:  # new, or its runner started another process
-                    monitor.watch(k, pids)
-            watched = current
+            monitor.follow(current)
             if not current:
                 continue
             try:
