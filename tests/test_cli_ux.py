@@ -135,6 +135,15 @@ def test_runs_at_80_columns_never_cuts_a_run_id(kale: Kale, tmp_path: Path) -> N
 
 
 # -- 3. Ctrl-C on a run the manager drives --------------------------------------------------
+def nap_pid(tmp_path: Path) -> int | None:
+    """The pid the `nap` task's shell wrote, once it has written it."""
+    for pidfile in tmp_path.glob("kale-home/runs/*/nap/nap.pid"):
+        text = pidfile.read_text()
+        if text.endswith("\n"):  # echo's whole line
+            return int(text)
+    return None
+
+
 def test_ctrl_c_cancels_a_run_submitted_to_the_manager(
         kale: Kale, tmp_path: Path, managers: Callable[..., Manager]) -> None:
     """As for a run driven by `kale run` itself: Ctrl-C cancels the run (its running task
@@ -154,6 +163,8 @@ def test_ctrl_c_cancels_a_run_submitted_to_the_manager(
             if "nap RUNNING" in line:
                 break
         assert any("nap RUNNING" in line for line in seen), seen
+        # RUNNING is reported when the shell starts; its first command may not have run yet
+        wait_until(lambda: nap_pid(tmp_path) is not None, 60, "the task's shell to write its pid")
         proc.send_signal(signal.SIGINT)
         rest = proc.stderr.read()
         assert proc.wait(timeout=60) == 130, rest
@@ -163,7 +174,8 @@ def test_ctrl_c_cancels_a_run_submitted_to_the_manager(
     assert status["run"]["state"] == "CANCELLED"
     assert {t["name"]: t["state"] for t in status["tasks"]} == {"nap": "CANCELLED",
                                                                 "after": "CANCELLED"}
-    pid = int(next(tmp_path.glob("kale-home/runs/*/nap/nap.pid")).read_text())
+    pid = nap_pid(tmp_path)
+    assert pid is not None
     wait_until(lambda: not process_alive(pid), 30, "the cancelled task's process to end")
 
 
