@@ -215,7 +215,7 @@ def test_every_problem_of_a_file_is_reported_in_its_order(kale: Kale, tmp_path: 
         f"{wf}:17: tasks.d.colour: unknown key 'colour'; allowed: " + ", ".join(
             ["shell", "python", "notebook", "description", "parameters", "after", "outputs",
              "retries", "retry_delay", "timeout", "resources", "tags", "env", "kernel",
-             "executor", "launcher", "interactive", "debug_for", "site"]),
+             "executor", "launcher", "interactive", "debug_for", "site", "map", "when"]),
     ]
 
 

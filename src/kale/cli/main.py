@@ -704,6 +704,9 @@ def status(run_id: Annotated[str | None, typer.Argument(
                metavar="TASK", help="Show this task in detail.")] = None,
            as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")
                               ] = False,
+           every: Annotated[bool, typer.Option(
+               "--all", help="List every member of a map (by default: the map's counts "
+                             "per state, and the members that did not succeed).")] = False,
            site: Site = None, home: Home = None) -> None:
     """Show a run's tasks (the newest run if none is given), or one task in detail."""
     from kale.model.display import duration
@@ -728,11 +731,44 @@ def status(run_id: Annotated[str | None, typer.Argument(
     table.add_column("task", no_wrap=True)  # what `kale logs RUN TASK` takes: never cut
     for col in ("kind", "state", "attempts", "exit", "duration", "note"):
         table.add_column(col, overflow="fold")
-    for t in doc["tasks"]:
-        table.add_row(t["name"], t["kind"], t["state"], str(t["attempts"]),
-                      "" if t["exit_code"] is None else str(t["exit_code"]),
-                      duration(t["duration"]), t["error"] or t["reason"] or "")
+    for t, shown in _grouped(doc["tasks"], every):
+        if t is None:
+            table.add_row(f"  ... {shown}", "", "", "", "", "", "")
+            continue
+        note = t["error"] or t["reason"] or ""
+        table.add_row(("  " if "member_of" in t else "") + t["name"], t["kind"], t["state"],
+                      str(t["attempts"]), "" if t["exit_code"] is None else str(t["exit_code"]),
+                      duration(t["duration"]), shown or note)
     out.print(table)
+
+
+def _grouped(tasks: list[dict[str, Any]], every: bool, most: int = 10
+             ) -> list[tuple[dict[str, Any] | None, str]]:
+    """The rows of `kale status`: each map with its members' counts per state, followed by
+    its members that did not succeed (at most ``most``, unless ``every``), indented; a
+    ``None`` row says how many more there are."""
+    members: dict[str, list[dict[str, Any]]] = {}
+    for t in tasks:
+        if "member_of" in t:
+            members.setdefault(t["member_of"], []).append(t)
+    rows: list[tuple[dict[str, Any] | None, str]] = []
+    for t in tasks:
+        if "member_of" in t:
+            continue
+        mine = members.get(t["name"])
+        if not mine:
+            rows.append((t, ""))
+            continue
+        counts: dict[str, int] = {}
+        for m in mine:
+            counts[m["state"]] = counts.get(m["state"], 0) + 1
+        rows.append((t, f"{len(mine)} elements: " + ", ".join(
+            f"{n} {state.lower()}" for state, n in sorted(counts.items()))))
+        listed = mine if every else [m for m in mine if m["state"] != "SUCCEEDED"]
+        rows += [(m, "") for m in listed[:None if every else most]]
+        if not every and len(listed) > most:
+            rows.append((None, f"{len(listed) - most} more (--all lists every member)"))
+    return rows
 
 
 def _source(home: Path | None, site: str | None = None) -> Any:

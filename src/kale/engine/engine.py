@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from kale.config import user_name
+from kale.engine import dynamic
 from kale.engine.keys import cache_key, upstream_id
 from kale.engine.planner import (
     Adopt,
     AttemptEnd,
     Control,
     Ending,
+    Gather,
     Kill,
     Move,
     Planner,
@@ -48,6 +50,7 @@ from kale.engine.planner import (
 from kale.errors import StoreWriteError
 from kale.executors.base import Executor, Interrupted
 from kale.model import dag
+from kale.model.dynamic import evaluate
 from kale.model.refs import MissingResult, resolve
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Task, Workflow
@@ -108,6 +111,8 @@ class Engine:
         self.reuse_users: list[str | None] = list(
             reuse_users if reuse_users is not None else [run.submitted_by]
             if run.submitted_by else [None, user_name()])  # a local run: the home's owner
+        #: the run's tasks: the workflow's, and the members its maps add as they run
+        self.tasks: dict[str, Task] = dict(wf.tasks)
         # Tuples, and one shared empty one: a run may hold 100,000 of each.
         none: tuple[str, ...] = ()
         self.upstream: dict[str, tuple[str, ...]] = {
@@ -149,6 +154,10 @@ class Engine:
         self._logs = self.run_dir / "logs"
         self.loaded = threading.Event()  # set once the store's picture is loaded
         self._detached = False
+        self._files = dynamic.Files(self.run_dir)
+        self._member_keys: dict[str, str] = {}  # a map's members' cache keys
+        self._run_dirs: dict[str, Path] = {}  # earlier runs' directories, by id
+        self._position = 0  # the next row's place in the run (a member's)
 
     @property
     def cancelled(self) -> bool:
@@ -313,25 +322,65 @@ class Engine:
         if self.run_rec.state is RunState.CANCELLED:
             self._reopen_cancelled()
         plan = self.planner
-        for rec in self.store.tasks(self.run_id):
+        records = self.store.tasks(self.run_id)
+        self._position = len(records)
+        members: dict[str, list[str]] = {}
+        for rec in records:
+            if rec.spec is not None:  # a map's member, added as the run ran
+                self._restore_member(rec.name, rec.spec)
+                members.setdefault(rec.spec["group"], []).append(rec.name)
             interrupted = 0
             if rec.attempts and not rec.state.terminal:
                 interrupted = sum(1 for a in self.store.attempts(self.run_id, rec.name)
                                   if a["state"] == "INTERRUPTED")
-            plan.restore(rec.name, rec.state, rec.attempts, interrupted)
+            plan.restore(rec.name, rec.state, rec.attempts, interrupted,
+                         condition=bool(rec.details.get("condition")))
             if not rec.state.terminal:
                 self.def_hash[rec.name] = rec.def_hash or ""
             if rec.started_at is not None and not rec.state.terminal:
                 self._started_at[rec.name] = rec.started_at
-            if rec.state is S.SUCCEEDED and self.downstream[rec.name]:
+            if rec.reused_from is not None:
+                self._reused_dir(rec.name, rec.reused_from)
+            if rec.state is S.SUCCEEDED and self._keeps(rec.name):
                 self.results[rec.name] = results.decode(rec, self.wf.base_dir,
                                                          sealed=self.executor.remote)
                 self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash)
+        for group, names in members.items():
+            for name in sorted(names, key=lambda n: int(n[len(group) + 1:-1])):
+                plan.restore_member(group, name)
         if any(plan.attempts.values()) and not self.executor.remote:
             # A resumed run: its previous driver died. Stop whatever it left running (it
             # may have started a task moments before it could record that).
             procs.kill_leftovers(self.run_id)
-        self._apply(plan.resume(self.wf.order(), time.time(), adopt=self.executor.remote))
+        order = [m for n in self.wf.order() for m in (n, *plan.members.get(n, ()))]
+        self._apply(plan.resume(order, time.time(), adopt=self.executor.remote))
+
+    def _restore_member(self, name: str, spec: dict[str, Any]) -> None:
+        """A map's member from its stored row: its task, and its place below the map."""
+        group = spec["group"]
+        task = dynamic.member(self.tasks[group], int(spec["index"]),
+                              dynamic.decode_binding(spec["bind"], self.wf.base_dir))
+        self.tasks[name] = task
+        self.upstream[name], self.downstream[name] = self.upstream[group], ()
+        self._member_keys[name] = spec["key"]
+
+    def _reused_dir(self, name: str, run_id: str) -> None:
+        """Where the files of a reused result are (their run's directory), for what maps
+        over them; only looked up for tasks that something below may map over."""
+        if not self.downstream[name]:
+            return
+        run_dir = self._run_dirs.get(run_id)
+        if run_dir is None:
+            try:
+                run_dir = self._run_dirs[run_id] = Path(self.store.get_run(run_id).run_dir)
+            except Exception:  # that run is gone: its files with it
+                return
+        self._files.reused[name] = run_dir
+
+    def _keeps(self, name: str) -> bool:
+        """Whether a task's result is kept in memory: tasks below need it, or it is a
+        map's member (the map's result is the list of its members')."""
+        return bool(self.downstream[name]) or name in self._member_keys
 
     def _reopen_cancelled(self) -> None:
         """Resuming a cancelled run (Ctrl-C, `kale cancel`): what it cancelled, and what
@@ -346,13 +395,12 @@ class Engine:
     def _adopt(self, step: Adopt) -> None:
         """Wait for the worker that runs this attempt to report it (after a restart)."""
         name = step.name
-        task = self.wf.tasks[name]
+        task = self.tasks[name]
         try:
-            inputs = resolve(task.parameters, self.results, self.params)
+            inputs = resolve(task.parameters, self.results, self.params, self._files)
         except MissingResult:
             inputs = {}
-        key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes, self.params)
-        self._inputs[name] = (inputs, key)
+        self._inputs[name] = (inputs, self._key(name))
         ctx = self._context(name, step.attempt)
         assert self._loop is not None
         self.contexts[name] = ctx
@@ -364,26 +412,104 @@ class Engine:
         are its inputs there? A task outside the selection is looked up only when every
         task above it has a result."""
         name = step.name
-        task = self.wf.tasks[name]
+        task = self.tasks[name]
         if not step.selected:
             prev = None
             if all(d in self.hashes for d in self.upstream[name]):
-                key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes,
-                                self.params)
-                prev = self._earlier(key, task)
+                prev = self._earlier(self._key(name), task)
             return self._reuse(name, prev) if prev is not None \
                 else self.planner.no_earlier(name)
+        decided = self._dynamic(name, task)
+        if decided is not None:
+            return decided
         try:
-            inputs = resolve(task.parameters, self.results, self.params)
+            inputs = resolve(task.parameters, self.results, self.params, self._files)
         except MissingResult as e:
             return self.planner.missing(name, str(e), time.time())
-        key = cache_key(task, self.def_hash[name], self.upstream[name], self.hashes, self.params)
+        key = self._key(name)
         # --force runs the selected tasks again; tasks a selected one needs still reuse
         prev = None if self.force and name not in self.needed else self._earlier(key, task)
         if prev is not None:
             return self._reuse(name, prev)
         self._inputs[name] = (inputs, key)
         return self.planner.no_earlier(name)
+
+    def _key(self, name: str) -> str:
+        member = self._member_keys.get(name)
+        if member is not None:
+            return member
+        return cache_key(self.tasks[name], self.def_hash[name], self.upstream[name],
+                         self.hashes, self.params)
+
+    # -- maps and conditions -------------------------------------------------------------
+    def _dynamic(self, name: str, task: Task) -> list[Step] | None:
+        """A due task that is decided here: skipped (its condition is false, or what it
+        needs was skipped), failed (the condition or the map cannot be read), or a map
+        that adds its members. None: an ordinary task."""
+        skipped = [d for d in self.upstream[name] if d in self.planner.skipped_ok]
+        if skipped:
+            used = {r.task for r in task.refs() if not r.is_param}
+            needed = [d for d in skipped if d in used]
+            if needed or len(skipped) == len(self.upstream[name]):
+                d = (needed or skipped)[0]
+                return self.planner.skip_condition(
+                    name, f"{'needs the result of' if needed else 'upstream'} {d!r}, "
+                    "skipped by a condition")
+        value = dynamic.resolver(self.results, self.params, self._files)
+        if task.when is not None:
+            try:
+                ok, shown = evaluate(task.when, value)
+            except (MissingResult, ValueError) as e:
+                return self.planner.missing(name, f"condition {task.when!r}: {e}",
+                                            time.time())
+            if not ok:
+                return self.planner.skip_condition(name, f"condition false: {shown}")
+        if task.map is None:
+            return None
+        try:
+            bound = dynamic.bindings(task, value)
+        except (MissingResult, ValueError) as e:
+            return self.planner.missing(name, f"map: {e}", time.time())
+        return self._expand(name, task, bound)
+
+    def _expand(self, name: str, task: Task, bound: list[dict[str, Any]]) -> list[Step]:
+        """A map's members join the run, one per element."""
+        sources = dynamic.map_sources(task)
+        base = cache_key(task, self.def_hash[name],
+                         [d for d in self.upstream[name] if d not in sources], self.hashes,
+                         self.params)
+        members: list[tuple[str, dict[str, Any]]] = []
+        for i, binding in enumerate(bound):
+            member = dynamic.member(task, i, binding)
+            key = dynamic.member_key(base, binding, self.run_dir)
+            self.tasks[member.name] = member
+            self._member_keys[member.name] = key
+            self.def_hash[member.name] = self.def_hash[name]
+            members.append((member.name, {
+                "kind": task.kind, "def_hash": self.def_hash[name], "position": self._position,
+                "spec": {"group": name, "index": i, "key": key,
+                         "bind": dynamic.encode_binding(binding)}}))
+            self._position += 1
+        return self.planner.expand(name, members, f"map over {len(members)} elements")
+
+    def _gather(self, group: str) -> list[Step]:
+        """A map's members have all ended: its result is the list of theirs."""
+        members = self.planner.members[group]
+        values: dict[str, Any] = {}
+        if all(self.planner.state[m] is S.SUCCEEDED for m in members) \
+                and not self.planner.cancelled:
+            task = self.tasks[group]
+            key = cache_key(task, self.def_hash.get(group, ""), self.upstream[group],
+                            self.hashes, self.params)
+            workdir = self.run_dir / group
+            workdir.mkdir(parents=True, exist_ok=True)
+            listed = [self.results.get(m) for m in members]
+            values = {**results.encode(listed, workdir), "cache_key": key,
+                      "result_hash": dynamic.gathered_hash([self.hashes[m] for m in members])}
+            if self.downstream[group]:
+                self.results[group] = listed
+                self.hashes[group] = upstream_id(key, values["result_hash"])
+        return self.planner.gathered(group, values, time.time())
 
     def _earlier(self, key: str, task: Task) -> TaskRecord | None:
         """The newest earlier result with this key that may stand for this task's: it
@@ -396,7 +522,8 @@ class Engine:
 
     def _reuse(self, name: str, prev: TaskRecord) -> list[Step]:
         self.def_hash.pop(name, None)
-        if self.downstream[name]:  # only what tasks below need is kept
+        self._reused_dir(name, prev.reused_from or prev.run_id)
+        if self._keeps(name):  # only what tasks below need is kept
             self.results[name] = results.decode(prev, self.wf.base_dir,
                                                 sealed=self.executor.remote)
             self.hashes[name] = upstream_id(prev.cache_key, prev.result_hash)
@@ -417,7 +544,7 @@ class Engine:
     def _output_files(self, name: str, result: Any) -> dict[str, str]:
         """The declared output files in a shell or notebook task's result (their content,
         not their path, goes into the result's hash)."""
-        task = self.wf.tasks[name]
+        task = self.tasks[name]
         if task.kind == "python" or not isinstance(result, dict):
             return {}
         return {o: result[o] for o in task.outputs if isinstance(result.get(o), str)}
@@ -431,10 +558,13 @@ class Engine:
             step = todo.pop()
             if isinstance(step, Move):
                 self.changes.append(Change(self.run_id, step.name, step.new, step.reason,
-                                           step.values or {}, step.attempt))
+                                           step.values or {}, step.attempt,
+                                           added=step.added))
             elif isinstance(step, Resolve):
                 if self.planner.asks(step):
                     todo.extend(reversed(self._resolve(step)))
+            elif isinstance(step, Gather):
+                todo.extend(reversed(self._gather(step.name)))
             elif isinstance(step, Kill):
                 running = self.running.get(step.name)
                 if running is not None:
@@ -506,7 +636,7 @@ class Engine:
     def _prepare(self, start: Start) -> TaskContext:
         name, attempt, move = start.name, start.attempt, start.move
         ctx = self._context(name, attempt, create=True)
-        task = self.wf.tasks[name]
+        task = self.tasks[name]
         if task.kind == "shell":  # the files its command names, as they are when it starts
             self._named[name] = usercode.named_files(task.target)
         now = time.time() if move.new is S.RUNNING else None  # else once a worker has it
@@ -520,7 +650,7 @@ class Engine:
         return ctx
 
     def _context(self, name: str, attempt: int, create: bool = False) -> TaskContext:
-        task = self.wf.tasks[name]
+        task = self.tasks[name]
         workdir = self.run_dir / name
         records = workdir / RECORDS_FILE
         logs = f"{self._logs}/{name}.{attempt}"
@@ -660,7 +790,7 @@ class Engine:
         name = item.name
         key = self._inputs.pop(name)[1]
         self.def_hash.pop(name, None)
-        if self.downstream[name]:  # only what tasks below need is kept
+        if self._keeps(name):  # only what tasks below need is kept
             self.results[name] = out.result
             self.hashes[name] = upstream_id(key, enc["result_hash"])
         row["exit_code"] = out.exit_code
@@ -674,7 +804,7 @@ class Engine:
         values: dict[str, Any]
         if item.cut is Ending.TIMED_OUT:
             ending = Ending.TIMED_OUT
-            error = f"timed out after {self.wf.tasks[item.name].timeout:g} s"
+            error = f"timed out after {self.tasks[item.name].timeout:g} s"
             values = {"error": error, "exit_code": None, "artifacts": _json(out.artifacts)}
         elif out.details.get("timed_out"):  # a batch job's walltime
             ending, error = Ending.TIMED_OUT, out.error or "reached its walltime"
@@ -700,7 +830,7 @@ class Engine:
                            traceback=traceback.format_exc())
 
     def _collect_checked(self, name: str, out: Outcome) -> Outcome:
-        task = self.wf.tasks[name]
+        task = self.tasks[name]
         if out.elsewhere:  # checked where it ran (another site)
             return Outcome(ok=True, result=out.result, exit_code=out.exit_code,
                            artifacts=out.artifacts, code=out.code, details=out.details)

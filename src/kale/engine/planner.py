@@ -87,6 +87,8 @@ class Move:
     reason: str = ""
     values: dict[str, Any] | None = None
     attempt: dict[str, Any] | None = None
+    #: a task the run adds (a map's member): the columns of its new row
+    added: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -143,7 +145,15 @@ class Resolve:
     selected: bool
 
 
-Step = Move | Kill | StartTimer | StopTimer | Adopt | Resolve
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Every member of a map has ended: the driver answers at once with
+    :meth:`Planner.gathered` (the group's result, the list of its members')."""
+
+    name: str
+
+
+Step = Move | Kill | StartTimer | StopTimer | Adopt | Resolve | Gather
 
 
 @dataclass(slots=True)
@@ -200,6 +210,12 @@ class Planner:
         self.cancel_reason = "cancelled"
         self._cancel_reasons: dict[str, str] = {}  # running tasks cancelled one by one
         self._why: dict[str, str] = {}  # why a task outside the selection runs after all
+        #: maps: a group's members, in order; each member's group; members not yet ended
+        self.members: dict[str, list[str]] = {}
+        self.group_of: dict[str, str] = {}
+        self._open: dict[str, int] = {}
+        #: tasks SKIPPED because a condition was false (not a failure: the run can succeed)
+        self.skipped_ok: set[str] = set()
 
     # -- queries -------------------------------------------------------------------------
     @property
@@ -208,8 +224,8 @@ class Planner:
         return not (self.active or self.retrying or self.ready)
 
     def final_state(self) -> RunState:
-        states = [self.state[n] for n in self.selected]
-        if all(s is S.SUCCEEDED for s in states):
+        ok = self.skipped_ok
+        if all(self.state[n] is S.SUCCEEDED or n in ok for n in self.selected):
             return RunState.SUCCEEDED
         if self.cancelled:
             return RunState.CANCELLED
@@ -223,13 +239,27 @@ class Planner:
 
     # -- a run starts or resumes ---------------------------------------------------------
     def restore(self, name: str, state: TaskState, attempts: int = 0,
-                interrupted: int = 0) -> None:
-        """A task as the store has it (before :meth:`resume`)."""
+                interrupted: int = 0, *, condition: bool = False) -> None:
+        """A task as the store has it (before :meth:`resume`); ``condition``: it was
+        skipped because its condition was false."""
         self.state[name] = state
         self.counts[state] += 1
         self.attempts[name] = attempts
         if interrupted:
             self.interrupted[name] = interrupted
+        if condition and state is S.SKIPPED:
+            self.skipped_ok.add(name)
+
+    def restore_member(self, group: str, member: str) -> None:
+        """A map's member as the store has it (after :meth:`restore` of both)."""
+        self.members.setdefault(group, []).append(member)
+        self.group_of[member] = group
+        self._open[group] = self._open.get(group, 0) + (not self.state[member].terminal)
+        if group in self.selected:
+            self.selected.add(member)
+        policy = self.policies.get(group)
+        if policy is not None and isinstance(self.policies, dict):
+            self.policies[member] = policy
 
     def resume(self, order: Iterable[str], now: float, *, adopt: bool = False) -> list[Step]:
         """Pick up from the restored states (``order``: every task, upstream first): what
@@ -243,6 +273,10 @@ class Planner:
             st = self.state[name]
             if st.terminal:
                 continue
+            if name in self.members:  # a map whose members run: it waits for them
+                if self._open[name] == 0:
+                    out.append(Gather(name))
+                continue
             if st in _IN_FLIGHT and adopt:
                 adopted.append(name)
                 continue
@@ -255,15 +289,18 @@ class Planner:
                 self._move(out, name, S.READY, "requeued after a restart")
             if self.state[name] is S.READY:
                 self._move(out, name, S.PENDING, "resumed")
+        ok = self.skipped_ok
         for name in order:
             self.waiting_on[name] = sum(
-                1 for d in self.upstream[name] if self.state[d] is not S.SUCCEEDED)
+                1 for d in self.upstream[name] if self.state[d] is not S.SUCCEEDED
+                and d not in ok)
         for name in order:
             if self.state[name] is S.PENDING:
                 if name not in self.selected:
                     self._unselected(out, name)
-                elif any(self.state[d] in _FAILED for d in self.upstream[name]):
-                    bad = next(d for d in self.upstream[name] if self.state[d] in _FAILED)
+                elif any(self.state[d] in _FAILED and d not in ok for d in self.upstream[name]):
+                    bad = next(d for d in self.upstream[name]
+                               if self.state[d] in _FAILED and d not in ok)
                     self._move(out, name, S.SKIPPED,
                                f"upstream {bad!r} {self.state[bad].value.lower()}")
                     self._skip_below(out, name)
@@ -300,6 +337,73 @@ class Planner:
         self._move(out, name, S.READY, "upstream done")
         self._move(out, name, S.FAILED, error, {"error": error, "ended_at": now})
         self._skip_below(out, name)
+        return out
+
+    def skip_condition(self, name: str, reason: str) -> list[Step]:
+        """A selected task's condition is false (or it needs the result of a task whose
+        condition was): SKIPPED, which is no failure; what is below it is then asked in
+        its turn (see :class:`Resolve`)."""
+        out: list[Step] = []
+        self._move(out, name, S.SKIPPED, reason, {"details": '{"condition": true}'})
+        self.skipped_ok.add(name)
+        self._upstream_done(out, name)
+        return out
+
+    def expand(self, group: str, members: list[tuple[str, dict[str, Any]]],
+               reason: str) -> list[Step]:
+        """A map is due: its members (name, new row's columns), in order, join the run
+        below what the map waits for (all done), each PENDING and then asked about like
+        any task; the map runs until they have all ended (then :class:`Gather`)."""
+        out: list[Step] = []
+        self._move(out, group, S.READY, "upstream done")
+        self._move(out, group, S.RUNNING, reason)
+        names = [m for m, _ in members]
+        self.members[group] = names
+        self._open[group] = len(names)
+        policy = self.policies.get(group)
+        none: tuple[str, ...] = ()
+        graph_up, graph_down = self.upstream, self.downstream
+        assert isinstance(graph_up, dict) and isinstance(graph_down, dict)
+        for i, (name, added) in enumerate(members):
+            self.group_of[name] = group
+            graph_up[name], graph_down[name] = graph_up[group], none
+            if group in self.selected:
+                self.selected.add(name)
+            if policy is not None and isinstance(self.policies, dict):
+                self.policies[name] = policy
+            self.attempts[name] = 0
+            self.waiting_on[name] = 0
+            move = Move(name, S.PENDING, f"element {i} of map {group!r}", added=added)
+            self._apply(move)
+            out.append(move)
+        for name in names:
+            self._unblocked(out, name)
+        if not names:
+            out.append(Gather(group))
+        return out
+
+    def gathered(self, group: str, values: dict[str, Any], now: float) -> list[Step]:
+        """A map's members have all ended: it succeeds with ``values`` (its result's
+        columns) when they all succeeded, else it fails (or is cancelled) saying which
+        did not, and what is below it is skipped."""
+        out: list[Step] = []
+        members = self.members[group]
+        bad = [m for m in members if self.state[m] is not S.SUCCEEDED]
+        reason = self._cancel_reasons.pop(group, None)
+        if reason is not None or (self.cancelled and bad):
+            self._move(out, group, S.CANCELLED, reason or self.cancel_reason,
+                       {"ended_at": now})
+            self._skip_below(out, group)
+        elif not bad:
+            self._move(out, group, S.SUCCEEDED, f"{len(members)} elements done",
+                       {**values, "ended_at": now})
+            self._upstream_done(out, group)
+        else:
+            shown = ", ".join(f"{m} {self.state[m].value.lower()}" for m in bad[:5])
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            error = f"{len(bad)} of {len(members)} elements did not succeed: {shown}{more}"
+            self._move(out, group, S.FAILED, error, {"error": error, "ended_at": now})
+            self._skip_below(out, group)
         return out
 
     def no_earlier(self, name: str) -> list[Step]:
@@ -460,6 +564,11 @@ class Planner:
             self._cancel_reasons[name] = reason
             return [Kill(name)]
         out: list[Step] = []
+        if name in self.members and st is S.RUNNING:  # a map: its members, then it
+            self._cancel_reasons[name] = reason
+            for m in self.members[name]:
+                out += self.cancel_task(m, reason, now)
+            return out
         if name in self.retrying:
             del self.retrying[name]
             out.append(StopTimer(name))
@@ -483,6 +592,11 @@ class Planner:
         counts[new] += 1
         state[name] = new
         out.append(move)
+        if new.terminal and name in self.group_of:
+            group = self.group_of[name]
+            self._open[group] -= 1
+            if self._open[group] == 0:
+                out.append(Gather(group))
 
     def _apply(self, move: Move) -> None:
         old = self.state.get(move.name)

@@ -128,6 +128,9 @@ class TaskDoc(TypedDict):
     #: the result when it is JSON (else in ``result_file``, a pickle)
     result: Any
     result_file: str | None
+    #: a member of a map (a task the run added as it ran): the map, and its place there
+    member_of: NotRequired[str]
+    index: NotRequired[int]
 
 
 @with_config(DOCUMENT)

@@ -26,6 +26,7 @@ from typing import Any
 from kale.model.sealed import Sealed
 
 PARAMS = "params"
+_FILES = re.compile(r"^files\((['\"])(.*)\1\)$", re.S)
 _REF = re.compile(r"^\$\{\s*([A-Za-z_][\w-]*)(?:\.([^}]+?))?\s*\}$")
 #: a reference inside command text: always ``${name.key}``
 _TEXT_REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*)\.([^}\s]+)\s*\}")
@@ -52,6 +53,15 @@ class Ref:
     @property
     def is_param(self) -> bool:
         return self.task == PARAMS
+
+    @property
+    def files(self) -> str | None:
+        """The glob of a files reference (``${task.files('runs/*.h5')}``: the files that
+        task left, relative to its directory), else None."""
+        if self.key is None or self.task == PARAMS:
+            return None
+        m = _FILES.match(self.key)
+        return m.group(2) if m else None
 
 
 def to_refs(value: Any) -> Any:
@@ -159,9 +169,13 @@ class MissingResult(LookupError):
     pass
 
 
-def resolve(value: Any, results: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
-    """Replace references by the values they point to."""
+def resolve(value: Any, results: Mapping[str, Any], params: Mapping[str, Any],
+            files: Callable[[Ref], Any] | None = None) -> Any:
+    """Replace references by the values they point to (``files`` gives a files
+    reference's list of paths)."""
     if isinstance(value, Ref):
+        if files is not None and value.files is not None:
+            return files(value)
         if value.is_param:
             if value.key is None:
                 return dict(params)
@@ -183,7 +197,7 @@ def resolve(value: Any, results: Mapping[str, Any], params: Mapping[str, Any]) -
                 + (f" (it has: {', '.join(map(str, result))})" if isinstance(result, dict) else "")
             ) from None
     if isinstance(value, list | tuple):
-        return [resolve(v, results, params) for v in value]
+        return [resolve(v, results, params, files) for v in value]
     if isinstance(value, dict):
-        return {k: resolve(v, results, params) for k, v in value.items()}
+        return {k: resolve(v, results, params, files) for k, v in value.items()}
     return value

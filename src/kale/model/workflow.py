@@ -22,6 +22,7 @@ from typing import Any, TypeVar, overload
 from kale import plugins
 from kale.errors import ExportError, Problem, ValidationError
 from kale.model import dag
+from kale.model.dynamic import condition_refs, dynamic_problems, files_key, map_option
 from kale.model.executor import ExecutorSpec
 from kale.model.refs import (
     PARAMS,
@@ -48,7 +49,7 @@ WORKFLOW_KEYS = ("name", "description", "parameters", "executor", "tasks")
 TASK_FIELDS = (
     "description", "parameters", "after", "outputs", "retries", "retry_delay", "timeout",
     "resources", "tags", "env", "kernel", "executor", "launcher", "interactive", "debug_for",
-    "site",
+    "site", "map", "when",
 )
 #: a site's name (``kale site add NAME``)
 SITE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -116,10 +117,22 @@ class Task:
     debug_for: float | None = None
     #: the site it runs at (``kale site add``), over SSH; None: where the run is driven
     site: str | None = None
+    #: run once per element: parameter name -> what to map over (a reference to a list an
+    #: upstream task returns or records, ``${task.files('glob')}``, or a list); several
+    #: names go element by element together. See :mod:`kale.model.dynamic`.
+    map: dict[str, Any] | None = None
+    #: run only when this is true (``"${pick.n} > 0"``), decided when the task is due;
+    #: else the task is SKIPPED with the reason, and so is what depends only on it
+    when: str | None = None
 
     # -- references ----------------------------------------------------------------------
     def __getitem__(self, key: str) -> Ref:
         return Ref(self.name, key)
+
+    def files(self, pattern: str) -> Ref:
+        """A reference to the files matching ``pattern`` (a glob, relative to this task's
+        directory) once this task has run: a sorted list of paths, to ``map`` over."""
+        return Ref(self.name, files_key(pattern))
 
     @property
     def result(self) -> Ref:
@@ -143,6 +156,10 @@ class Task:
         out = list(iter_refs(self.parameters))
         if self.kind == "shell":
             out += [ref for _, ref in command_refs(self.target)]
+        if isinstance(self.map, dict):
+            out += iter_refs(self.map)
+        if isinstance(self.when, str):
+            out += [ref for _, _, ref in condition_refs(self.when)]
         return out
 
     def _repr_markdown_(self) -> str:
@@ -192,6 +209,10 @@ class Task:
             d["debug_for"] = self.debug_for
         if self.site is not None:
             d["site"] = self.site
+        if self.map is not None:
+            d["map"] = to_text(self.map)
+        if self.when is not None:
+            d["when"] = self.when
         return d
 
     def _target_dict(self, for_store: bool, memo: Memo | None = None) -> Any:
@@ -551,6 +572,13 @@ def _located_refs(t: Task) -> Iterator[tuple[tuple[str | int, ...], Ref]]:
     if t.kind == "shell":
         for i, ref in command_refs(t.target):
             yield ("shell",) if i is None else ("shell", i), ref
+    if isinstance(t.map, dict):
+        for key, value in t.map.items():
+            for ref in iter_refs(value):
+                yield ("map", str(key)), ref
+    if isinstance(t.when, str):
+        for _, _, ref in condition_refs(t.when):
+            yield ("when",), ref
 
 
 def _quoted_refs(command: str, path: tuple[str | int, ...]) -> list[Problem]:
@@ -623,6 +651,10 @@ def _make(name: str, kind: Kind, target: Any, options: dict[str, Any]) -> Task:
                                for k in sorted(unknown)])
     if isinstance(target, tuple):
         target = list(target)
+    if "map" in options:
+        options["map"] = map_option(name, kind, target, options["map"], params, after)
+    if isinstance(options.get("when"), Ref):  # when=pick["ok"]: its truth
+        options["when"] = str(options["when"])
     return Task(name, kind, target, parameters=params, after=after,
                 resources=resources or Resources(), **options)
 
@@ -634,7 +666,8 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
     def bad(msg: str, *sub: str | int) -> None:
         out.append(Problem(msg, path + sub))
 
-    for check in (_name_problems, _target_problems, _field_problems, _kind_option_problems):
+    for check in (_name_problems, _target_problems, _field_problems, _kind_option_problems,
+                  dynamic_problems):
         check(t, bad)
     return out
 
@@ -820,6 +853,8 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
         interactive=_interactive(data.get("interactive")),
         debug_for=data.get("debug_for"),
         site=data.get("site"),
+        map=to_refs(data["map"]) if isinstance(data.get("map"), dict) else data.get("map"),
+        when=data.get("when"),
     )
     problems += _task_problems(task, path)
     return task, problems

@@ -49,6 +49,9 @@ class Change:
     #: called (in the committing thread) once the change is durable: how a worker's
     #: report is acknowledged only after what it caused is on disk
     receipt: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    #: a task the run adds while it runs (``new`` is PENDING): its row's ``kind``,
+    #: ``def_hash``, ``position`` and ``spec``
+    added: dict[str, Any] | None = None
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Batch:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     new_attempts: list[dict[str, Any]] = field(default_factory=list)
+    new_tasks: list[dict[str, Any]] = field(default_factory=list)
     attempt_updates: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -89,6 +93,8 @@ class TaskRecord:
     stderr: str | None
     #: the user code the result was made with (file -> content hash), see kale.tasks.usercode
     code: dict[str, str] | None = None
+    #: a task the run added while it ran (a map's member): what it binds, its key
+    spec: dict[str, Any] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -106,6 +112,9 @@ class TaskRecord:
             "reused_from": self.reused_from, "stdout": self.stdout, "stderr": self.stderr,
             "result": json.loads(self.result_json) if self.result_json else None,
             "result_file": self.result_path,
+            # a map's member: its map, and its place in it
+            **({"member_of": self.spec["group"], "index": self.spec["index"]}
+               if self.spec else {}),
         }
 
 
@@ -384,9 +393,20 @@ class Store:
         batch = Batch()
         for ch in changes:
             key = (ch.run_id, ch.task)
-            old = staged.get(key) or self._states.get(key)
-            if old is None:
-                old = self.task(ch.run_id, ch.task).state
+            if ch.added is not None:  # a new row, PENDING
+                if key in staged or key in self._states:
+                    raise IllegalTransition(ch.run_id, ch.task, "(exists)", ch.new.value)
+                batch.new_tasks.append({
+                    "run_id": ch.run_id, "name": ch.task, "kind": ch.added["kind"],
+                    "def_hash": ch.added.get("def_hash"), "position": ch.added["position"],
+                    "spec": json.dumps(ch.added.get("spec"), default=str)})
+                batch.events.append({"run_id": ch.run_id, "task": ch.task, "ts": now,
+                                     "old": None, "new": "PENDING", "reason": ch.reason})
+                staged[key] = TaskState.PENDING
+                if ch.new is TaskState.PENDING:
+                    continue
+            found = staged.get(key) or self._states.get(key)
+            old = found if found is not None else self.task(ch.run_id, ch.task).state
             if old is not ch.new and not is_legal(old, ch.new):
                 raise IllegalTransition(ch.run_id, ch.task, old.value, ch.new.value)
             staged[key] = ch.new
@@ -409,6 +429,9 @@ class Store:
         if not any(b.events for b in batches):
             return
         with self._writer() as w:
+            added = [t for b in batches for t in b.new_tasks]
+            if added:
+                w.executemany(_NEW_TASK_SQL, added)
             _update_tasks(w, [row for b in batches for row in b.tasks])
             w.executemany(_EVENT_SQL, [e for b in batches for e in b.events])
             new = [a for b in batches for a in b.new_attempts]
@@ -460,6 +483,9 @@ class Store:
     PER_KEY = 4
 
 
+_NEW_TASK_SQL = ("INSERT INTO tasks (run_id, name, kind, state, attempts, def_hash, position, "
+                 "spec) VALUES (:run_id, :name, :kind, 'PENDING', 0, :def_hash, :position, "
+                 ":spec)")
 _EVENT_SQL = ("INSERT INTO events (run_id, task, ts, old, new, reason) "
               "VALUES (:run_id, :task, :ts, :old, :new, :reason)")
 _ATTEMPT_SQL = ("INSERT INTO attempts (run_id, task, number, state, started_at, worker) "
@@ -561,4 +587,5 @@ def _task(row: Any) -> TaskRecord:
         def_hash=m["def_hash"], cache_key=m["cache_key"], result_json=m["result_json"],
         result_path=m["result_path"], result_hash=m["result_hash"],
         reused_from=m["reused_from"], stdout=m["stdout"], stderr=m["stderr"],
-        code=json.loads(m["code"]) if m.get("code") else None)
+        code=json.loads(m["code"]) if m.get("code") else None,
+        spec=json.loads(m["spec"]) if m.get("spec") else None)

@@ -14,7 +14,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -70,6 +70,7 @@ tasks = Table(
     Column("stdout", Text),
     Column("stderr", Text),
     Column("code", Text),             # JSON: the user code the result was made with
+    Column("spec", Text),             # JSON: a task the run added (a map's member)
     Index("ix_tasks_cache_key", "cache_key"),
 )
 
