@@ -272,12 +272,40 @@ def run_attempt(ctx: TaskContext, mark_start: bool = False) -> Outcome:
     return host().run(ctx, mark_start)
 
 
-def run_on_dask(ctx: TaskContext) -> Outcome:
-    """:func:`run_attempt` as a Dask task: first tells the client that the attempt started
-    on this worker (the ``kale-started`` event topic)."""
+#: how long (seconds) a Dask worker gathers the starts of its attempts before it tells
+#: the client about them, in one event
+START_BATCH = 0.05
+#: the starts a Dask worker has not told yet: worker address -> (worker, starts)
+_STARTS: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
+_STARTS_LOCK = threading.Lock()
+
+
+def run_on_dask(ctx: TaskContext) -> tuple[str, Outcome]:
+    """:func:`run_attempt` as a Dask task; returns the worker's address with the outcome.
+    Its start goes to the client with the other starts of this worker within
+    :data:`START_BATCH` seconds (one ``kale-started`` event holding a ``started`` list),
+    so a task that runs longer is seen RUNNING while it runs; the address returned says
+    where a shorter one ran even if its start is not told yet."""
     from distributed import get_worker
 
     worker = get_worker()
-    worker.log_event("kale-started", {"run": ctx.run_id, "task": ctx.task.name,
-                                      "attempt": ctx.attempt, "worker": worker.address})
-    return run_attempt(ctx)
+    _tell_started(worker, {"run": ctx.run_id, "task": ctx.task.name, "attempt": ctx.attempt})
+    return str(worker.address), run_attempt(ctx)
+
+
+def _tell_started(worker: Any, start: dict[str, Any]) -> None:
+    with _STARTS_LOCK:
+        entry = _STARTS.setdefault(worker.address, (worker, []))
+        entry[1].append(start)
+        first = len(entry[1]) == 1
+    if first:  # the worker's own loop sends them, a little later
+        worker.loop.add_callback(_send_starts, worker)
+
+
+async def _send_starts(worker: Any) -> None:
+    await asyncio.sleep(START_BATCH)
+    with _STARTS_LOCK:
+        _, starts = _STARTS.pop(worker.address, (worker, []))
+    if starts:
+        with contextlib.suppress(Exception):  # a worker closing: the outcomes say it
+            worker.log_event("kale-started", {"started": starts, "worker": worker.address})

@@ -1,6 +1,7 @@
-"""What the engine executors share: the watch over the files their attempts' hosts write
-in the run's directory (:class:`~kale.executors.engines.attempt.Inbox`): start markers,
-for an engine that does not say when a task starts, and resource samples."""
+"""What the engine executors share: their settings (the spec, the workflow's folder, the
+slots), and the watch over the files their attempts' hosts write in the run's directory
+(:class:`~kale.executors.engines.attempt.Inbox`): start markers, for an engine that does
+not say when a task starts, and resource samples."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from kale.executors.base import Executor
 from kale.executors.engines.attempt import Inbox
+from kale.model.executor import ExecutorSpec
 
 #: how often (seconds) the start markers are looked for while tasks wait
 START_POLL = 0.25
@@ -18,11 +20,19 @@ SAMPLES_POLL = 1.0
 
 
 class EngineExecutor(Executor):
-    """An executor whose attempts run on another engine's workers. :meth:`watch` (started
-    with the engine) turns the hosts' files into :attr:`on_start` (for attempts registered
-    with :meth:`expect_start`) and :attr:`on_samples` calls, on the engine's loop."""
+    """An executor whose attempts run on another engine's workers, made from its spec
+    (``spec``, resolved against ``base_dir``, the workflow's folder) for one run
+    (``run_dir``). The engine queues and places tasks itself: :attr:`slots` is ``jobs``
+    if given, else unbounded. :meth:`start_watching` (called when the engine starts) turns
+    the hosts' files into :attr:`on_start` (for attempts registered with
+    :meth:`expect_start`) and :attr:`on_samples` calls, on the engine's loop."""
 
-    def __init__(self, run_dir: Path, run_id: str | None = None) -> None:
+    queued = True
+
+    def __init__(self, spec: ExecutorSpec, base_dir: Path, run_dir: Path,
+                 jobs: int | None = None, run_id: str | None = None) -> None:
+        self.spec, self.base_dir = spec, base_dir
+        self.slots = jobs or 100_000
         self.run_dir = run_dir
         self.inbox = Inbox(run_dir)
         #: attempts submitted and not yet seen to start: marker name -> (task, attempt)

@@ -17,6 +17,7 @@ import contextlib
 import inspect
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +33,46 @@ DEFAULT_CLUSTER = "distributed:LocalCluster"
 CANCEL_GRACE = 30.0
 
 
+@dataclass
+class _Attempt:
+    """One attempt on its way through Dask: its Dask key, its context, the asyncio future
+    :meth:`DaskExecutor.execute` awaits (the worker's address and the outcome), its Dask
+    future once submitted, and whether its start was told."""
+
+    key: str
+    ctx: TaskContext
+    done: asyncio.Future[tuple[str, Outcome]]
+    future: Any = None
+    started: bool = False
+
+
 class DaskExecutor(EngineExecutor):
     """Attempts as Dask futures on one client (made in :meth:`start`, on the engine's
     loop). Tasks wait in Dask's queue: the engine records them SUBMITTED, and RUNNING when
-    a worker starts one (the ``kale-started`` event)."""
+    a worker starts one (the ``kale-started`` events), or at the latest when its outcome
+    comes back.
+
+    Per turn of the engine's loop, not per task: the attempts :meth:`execute` was called
+    for go to the scheduler in one ``client.map`` (one graph update), and the results of
+    the futures that finished are fetched in one ``client.gather`` (one request), as a
+    Dask user does with many tasks. Invariants: every attempt awaited in :meth:`execute`
+    is in :attr:`_attempts` (by Dask key) and :attr:`_by_task` until it returns;
+    :attr:`on_start` is called at most once per attempt, and before its outcome is
+    returned."""
 
     name = "dask"
-    queued = True
 
     def __init__(self, spec: ExecutorSpec, base_dir: Path, run_dir: Path,
                  jobs: int | None = None) -> None:
-        super().__init__(run_dir)
-        self.spec, self.base_dir = spec, base_dir
-        self.slots = jobs or 100_000  # Dask queues and places tasks itself
+        super().__init__(spec, base_dir, run_dir, jobs)
         self.client: Any = None
         self.cluster: Any = None
         self.dashboard: str | None = None
-        self._keys: dict[str, tuple[str, int]] = {}
+        self._attempts: dict[str, _Attempt] = {}
+        self._by_task: dict[tuple[str, int], _Attempt] = {}  # the same, by (task, attempt)
+        self._outbox: list[_Attempt] = []  # to submit at the end of this loop turn
+        self._finished: Any = None  # distributed.as_completed of the submitted futures
+        self._collector: asyncio.Task[None] | None = None
 
     def check(self) -> None:
         if self.spec.options.get("address") is None:
@@ -101,23 +125,32 @@ class DaskExecutor(EngineExecutor):
 
     def _started(self, event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
-        if msg.get("run") is None or self.on_start is None:
-            return
-        key = (str(msg["task"]), int(msg["attempt"]))
-        if key in self._keys.values():
-            self.on_start(key[0], key[1], f"dask:{msg.get('worker', '')}")
+        for start in msg.get("started") or ():
+            attempt = self._by_task.get((str(start.get("task")), int(start.get("attempt", 0))))
+            if attempt is not None and start.get("run") == attempt.ctx.run_id:
+                self._tell_start(attempt, str(msg.get("worker", "")))
+
+    def _tell_start(self, attempt: _Attempt, worker: str) -> None:
+        if not attempt.started and not attempt.done.done():
+            attempt.started = True
+            if self.on_start is not None:
+                self.on_start(attempt.ctx.task.name, attempt.ctx.attempt, f"dask:{worker}")
 
     async def execute(self, ctx: TaskContext) -> Outcome:
         from distributed import KilledWorker
 
+        loop = asyncio.get_running_loop()
         key = f"kale-{ctx.task.name}-{ctx.attempt}-{uuid.uuid4().hex[:12]}"
-        self._keys[key] = (ctx.task.name, ctx.attempt)
-        future = self.client.submit(run_on_dask, ctx, key=key, pure=False)
+        attempt = self._attempts[key] = _Attempt(key, ctx, loop.create_future())
+        self._by_task[ctx.task.name, ctx.attempt] = attempt
+        self._outbox.append(attempt)
+        if len(self._outbox) == 1:
+            loop.call_soon(self._submit)
         self.active += 1
         try:
-            outcome: Outcome = await future
+            worker, outcome = await attempt.done
         except asyncio.CancelledError:
-            await self._cancel(ctx, future)
+            await self._cancel(attempt)
             raise
         except KilledWorker as e:
             return Outcome(ok=False, error=f"the Dask workers running it died ({e}); Dask "
@@ -126,21 +159,98 @@ class DaskExecutor(EngineExecutor):
             return Outcome(ok=False, error=f"Dask: {type(e).__name__}: {e}")
         finally:
             self.active -= 1
-            self._keys.pop(key, None)
+            self._attempts.pop(key, None)
+            self._by_task.pop((ctx.task.name, ctx.attempt), None)
+        if not attempt.started and self.on_start is not None:  # ended before it was told
+            attempt.started = True
+            self.on_start(ctx.task.name, ctx.attempt, f"dask:{worker}")
         if self.dashboard:
             outcome.details.setdefault("dask_dashboard", self.dashboard)
         return outcome
 
-    async def _cancel(self, ctx: TaskContext, future: Any) -> None:
+    def _submit(self) -> None:
+        """Send the attempts of this loop turn to the scheduler, in one graph update."""
+        import distributed
+
+        as_completed: Any = distributed.as_completed
+        batch = [a for a in self._outbox if not a.done.done()]
+        self._outbox = []
+        if not batch or self.client is None:
+            return
+        try:
+            futures = self.client.map(run_on_dask, [a.ctx for a in batch],
+                                      key=[a.key for a in batch], pure=False)
+        except Exception:  # one of them cannot be sent (its inputs...): each on its own
+            futures = [self._submit_one(a) for a in batch]
+        sent = []
+        for attempt, future in zip(batch, futures, strict=True):
+            if future is not None:
+                attempt.future = future
+                sent.append(future)
+        if self._finished is None:
+            self._finished = as_completed([], loop=self.client.loop)
+        self._finished.update(sent)
+        if self._collector is None or self._collector.done():
+            self._collector = asyncio.get_running_loop().create_task(self._collect())
+
+    def _submit_one(self, attempt: _Attempt) -> Any:
+        try:
+            return self.client.submit(run_on_dask, attempt.ctx, key=attempt.key, pure=False)
+        except Exception as e:
+            attempt.done.set_exception(e)
+            return None
+
+    async def _collect(self) -> None:
+        """Hand the finished futures' results to their attempts: what finished since the
+        last time, fetched in one request."""
+        finished = self._finished
+        async for first in finished:
+            batch = [first, *finished.next_batch(block=False)]
+            ok = [f for f in batch if f.status == "finished"]
+            for future in batch:
+                if future.status != "finished":  # an error or cancelled: known here
+                    self._settle_from(future)
+            if not ok:
+                continue
+            try:
+                values = await self.client.gather(ok)
+            except Exception:  # one could not be fetched: each on its own
+                for future in ok:
+                    self._settle_from(future)
+                continue
+            for future, value in zip(ok, values, strict=True):
+                attempt = self._attempts.get(future.key)
+                if attempt is not None and not attempt.done.done():
+                    attempt.done.set_result(value)
+
+    def _settle_from(self, future: Any) -> None:
+        """Settle an attempt from its Dask future on its own (awaiting it)."""
+        attempt = self._attempts.get(future.key)
+        if attempt is None or attempt.done.done():
+            return
+        waiter = asyncio.ensure_future(future.result())
+        waiter.add_done_callback(lambda w: _copy(w, attempt.done))
+
+    async def _cancel(self, attempt: _Attempt) -> None:
         """Stop the attempt wherever it runs: the cancel marker (the worker's host kills
         the task's processes), then drop the future from Dask's queue."""
+        if not attempt.done.done():
+            attempt.done.cancel()
+        if attempt.future is None:  # not sent yet
+            with contextlib.suppress(ValueError):
+                self._outbox.remove(attempt)
+            return
         with contextlib.suppress(OSError):
-            cancel_marker(ctx).touch()
+            cancel_marker(attempt.ctx).touch()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.client.cancel([future]), CANCEL_GRACE)
+            await asyncio.wait_for(self.client.cancel([attempt.future]), CANCEL_GRACE)
 
     async def close(self) -> None:
         await self.stop_watching()
+        if self._collector is not None:
+            self._collector.cancel()
+            with contextlib.suppress(BaseException):
+                await self._collector
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.close()
@@ -148,6 +258,17 @@ class DaskExecutor(EngineExecutor):
             with contextlib.suppress(Exception):
                 await self.cluster.close()
         self.client = self.cluster = None
+
+
+def _copy(source: asyncio.Future[Any], target: asyncio.Future[tuple[str, Outcome]]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
 
 
 def _parameters(cls: Any) -> set[str]:

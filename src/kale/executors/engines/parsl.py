@@ -61,13 +61,10 @@ class ParslExecutor(EngineExecutor):
     :meth:`start`, cleaned up in :meth:`close`)."""
 
     name = "parsl"
-    queued = True
 
     def __init__(self, spec: ExecutorSpec, base_dir: Path, run_dir: Path,
                  jobs: int | None = None) -> None:
-        super().__init__(run_dir)
-        self.spec, self.base_dir = spec, base_dir
-        self.slots = jobs or 100_000  # Parsl queues and places tasks itself
+        super().__init__(spec, base_dir, run_dir, jobs)
         self.dfk: Any = None
         self.app: Any = None
         self._checked: Any = None  # the config, made by check()
