@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import signal
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import Kale, wait_until
+from conftest import Kale, Manager, wait_until
 
 ANALYSE = '''\
 import os
@@ -343,3 +344,156 @@ def test_bad_maps_and_conditions_are_refused_with_where_and_why(
     assert "tasks.c.when" in err and "only len, min" in err
     assert "tasks.d.map.x" in err and "unknown task 'nope'" in err
     assert "tasks.e.map.x" in err and "relative" in err
+
+
+# -- tasks that add tasks -----------------------------------------------------------------
+PLAN = '''\
+import os
+
+import kale
+
+
+def plan(n, fail=-1):
+    """A chain of n steps (each reads the one before), then a step that reads the last."""
+    sub = kale.Workflow("refine")
+    for i in range(n):
+        cmd = f"echo {i} >> {os.environ['LEDGER']}; "
+        cmd += "exit 3" if i == fail else f"echo {i} > out.txt"
+        if i == 1 and os.environ.get("GATE"):
+            cmd = f"while [ ! -e {os.environ['GATE']} ]; do sleep 0.05; done; " + cmd
+        sub.shell(f"step{i}", cmd, outputs=["out.txt"] if i != fail else [],
+                  after=[f"step{i - 1}"] if i else [])
+    sub.python(read, name="last", parameters={"path": f"${{step{n - 1}.out.txt}}"})
+    kale.add_tasks(sub)
+    return {"planned": n}
+
+
+def read(path):
+    return int(open(path).read())
+
+
+def report(plan):
+    return plan["planned"]
+
+
+def bad():
+    sub = kale.Workflow("bad")
+    sub.shell("x", "echo ${nowhere.out}")
+    kale.add_tasks(sub)
+'''
+
+
+def _plan_workflow(tmp_path: Path, n: int = 3, fail: int = -1, gate: str = "") -> Path:
+    (tmp_path / "plan.py").write_text(PLAN)
+    wf = tmp_path / "plan.yaml"
+    wf.write_text(textwrap.dedent(f"""\
+        name: planner
+        tasks:
+          plan:
+            python: plan:plan
+            parameters: {{n: {n}, fail: {fail}}}
+            env: {{LEDGER: "{tmp_path}/ledger", GATE: "{gate}"}}
+          report:
+            python: plan:report
+            after: [plan]
+        """))
+    return wf
+
+
+def test_a_task_adds_a_sub_workflow_and_what_waits_for_it_waits_for_them(
+        kale: Kale, tmp_path: Path) -> None:
+    run_id = _run(kale, str(_plan_workflow(tmp_path, 3)))
+    status = _status(kale, run_id)
+    tasks = {t["name"]: t for t in status["tasks"]}
+    added = ["plan[step0]", "plan[step1]", "plan[step2]", "plan[last]"]
+    assert [n for n in tasks if n.startswith("plan[")] == added
+    assert all(tasks[n]["state"] == "SUCCEEDED" and tasks[n]["member_of"] == "plan"
+               for n in added)
+    assert tasks["plan[last]"]["result"] == 2  # it read step2's file
+    assert tasks["plan"]["result"] == {"planned": 3} and tasks["report"]["result"] == 3
+    # report started only after every added task ended
+    assert tasks["report"]["started_at"] >= max(tasks[n]["ended_at"] for n in added)
+    assert _ledger(tmp_path) == ["0", "1", "2"]
+    assert "4 added tasks: 4 succeeded" in kale("status", run_id).stdout
+
+
+def test_a_failing_added_task_fails_its_parent_and_skips_what_is_below(
+        kale: Kale, tmp_path: Path) -> None:
+    run_id = _run(kale, str(_plan_workflow(tmp_path, 3, fail=1)), ok=False)
+    tasks = _tasks(kale, run_id)
+    assert tasks["plan[step1]"]["state"] == "FAILED"
+    assert tasks["plan[step2]"]["state"] == tasks["plan[last]"]["state"] == "SKIPPED"
+    assert tasks["plan"]["state"] == "FAILED"
+    assert "3 of 4 tasks it added did not succeed: plan[step1] failed" in tasks["plan"]["error"]
+    assert tasks["report"]["state"] == "SKIPPED"
+
+
+def test_added_tasks_are_validated_before_they_are_accepted(
+        kale: Kale, tmp_path: Path) -> None:
+    (tmp_path / "plan.py").write_text(PLAN)
+    wf = tmp_path / "bad.yaml"
+    wf.write_text("name: bad\ntasks:\n  bad:\n    python: plan:bad\n")
+    run_id = _run(kale, str(wf), ok=False)
+    tasks = _tasks(kale, run_id)
+    assert tasks["bad"]["state"] == "FAILED"
+    assert "the tasks it added are not valid" in tasks["bad"]["error"]
+    assert "unknown task 'nowhere'" in tasks["bad"]["error"]
+    assert list(tasks) == ["bad"]  # nothing was added
+
+
+def test_sigkill_while_added_tasks_run_then_resume_does_not_run_the_parent_again(
+        kale: Kale, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    wf = _plan_workflow(tmp_path, 3, gate=str(gate))
+    with kale.popen("run", str(wf)) as proc:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        wait_until(lambda: _tasks(kale, run_id).get("plan[step1]", {}).get("state")
+                   == "RUNNING", 120, "the second added step to run")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    gate.touch()
+    out = kale("resume", run_id)
+    assert out.returncode == 0, out.stderr
+    tasks = _tasks(kale, run_id)
+    assert {t["state"] for t in tasks.values()} == {"SUCCEEDED"}, tasks
+    assert tasks["plan"]["attempts"] == 1  # the parent did not run again
+    assert _ledger(tmp_path).count("0") == 1  # nor did the step that had succeeded
+    assert tasks["report"]["result"] == 3
+
+
+# -- through the manager, and Slurm pilots ------------------------------------------------
+def _check_files_run(kale: Kale, tmp_path: Path, run_id: str, n: int) -> dict[str, Any]:
+    tasks = _tasks(kale, run_id)
+    assert [t for t in tasks if t.startswith("analyse[")] == [f"analyse[{i}]" for i in range(n)]
+    assert {t["state"] for t in tasks.values()} == {"SUCCEEDED"}, tasks
+    assert tasks["summary"]["result"]["sum"] == n * (n + 1) // 2
+    return tasks
+
+
+def test_a_map_through_the_manager_with_a_retried_member_and_a_rerun(
+        kale: Kale, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    managers("--workers", "2")
+    wf = _files_workflow(tmp_path, 20, bad="7")
+    first = _run(kale, str(wf), ok=False)
+    tasks = _tasks(kale, first)
+    assert tasks["analyse[6]"]["state"] == "FAILED" and tasks["analyse[6]"]["attempts"] == 2
+    assert kale.attempts(first, "analyse[0]")[0]["worker"]  # it ran on a manager's worker
+    (tmp_path / "fixed").touch()
+    again = _run(kale, str(wf), "--rerun-failed", first)
+    tasks = _check_files_run(kale, tmp_path, again, 20)
+    assert sum(1 for i in range(20) if tasks[f"analyse[{i}]"]["reused_from"] == first) == 19
+    assert _ledger(tmp_path).count("f0007.txt") == 3  # twice in the first run, once now
+
+
+def test_a_map_and_added_tasks_on_slurm_pilots(
+        slurm: str, kale: Kale, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    managers("--workers", "0")
+    wf = _files_workflow(tmp_path, 12)
+    run_id = _run(kale, str(wf), "--executor", "slurm", "--pilot")
+    _check_files_run(kale, tmp_path, run_id, 12)
+    worker = kale.attempts(run_id, "analyse[3]")[0]["worker"]
+    assert worker, "the member ran on a pilot's worker"
+    run_id = _run(kale, str(_plan_workflow(tmp_path, 2)), "--executor", "slurm", "--pilot")
+    tasks = _tasks(kale, run_id)
+    assert tasks["plan[last]"]["result"] == 1 and tasks["report"]["result"] == 2

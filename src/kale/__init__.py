@@ -24,6 +24,7 @@ _EXPORTS = {
     "runs": "kale.api",
     "get_run": "kale.api",
     "record": "kale.tasks.record",
+    "add_tasks": "kale.tasks.record",
     "KaleError": "kale.errors",
     "ValidationError": "kale.errors",
     "TaskError": "kale.errors",
@@ -33,8 +34,8 @@ _EXPORTS = {
 __all__ = [
     "Client", "KaleError", "NotebookCellError", "Ref", "Resources", "Run", "RunOptions",
     "RunState", "Selection",
-    "Task", "TaskError", "TaskState", "ValidationError", "Workflow", "__version__", "get_run",
-    "record", "runs",
+    "Task", "TaskError", "TaskState", "ValidationError", "Workflow", "__version__",
+    "add_tasks", "get_run", "record", "runs",
 ]
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from kale.model.selection import Selection
     from kale.model.states import RunState, TaskState
     from kale.model.workflow import Task
-    from kale.tasks.record import record
+    from kale.tasks.record import add_tasks, record
 
 
 def __getattr__(name: str) -> Any:

@@ -762,7 +762,9 @@ def _grouped(tasks: list[dict[str, Any]], every: bool, most: int = 10
         counts: dict[str, int] = {}
         for m in mine:
             counts[m["state"]] = counts.get(m["state"], 0) + 1
-        rows.append((t, f"{len(mine)} elements: " + ", ".join(
+        what = "elements" if all(m["name"].endswith("]") and m["name"][
+            m["name"].rindex("[") + 1:-1].isdigit() for m in mine) else "added tasks"
+        rows.append((t, f"{len(mine)} {what}: " + ", ".join(
             f"{n} {state.lower()}" for state, n in sorted(counts.items()))))
         listed = mine if every else [m for m in mine if m["state"] != "SUCCEEDED"]
         rows += [(m, "") for m in listed[:None if every else most]]

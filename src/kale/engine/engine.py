@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from kale.engine.planner import (
     Ending,
     Gather,
     Kill,
+    Member,
     Move,
     Planner,
     Policy,
@@ -50,7 +51,7 @@ from kale.engine.planner import (
 from kale.errors import StoreWriteError
 from kale.executors.base import Executor, Interrupted
 from kale.model import dag
-from kale.model.dynamic import evaluate
+from kale.model.dynamic import ADDED, added_task, added_tasks, evaluate
 from kale.model.refs import MissingResult, resolve
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Task, Workflow
@@ -156,6 +157,11 @@ class Engine:
         self._detached = False
         self._files = dynamic.Files(self.run_dir)
         self._member_keys: dict[str, str] = {}  # a map's members' cache keys
+        self._members: set[str] = set()  # every task the run added
+        #: what a task hands Kale to add (kale.add_tasks), until its success is judged
+        self._adds: dict[str, Any] = {}
+        #: tasks that added tasks, until those end: their cache key and own result hash
+        self._parents: dict[str, tuple[str, str]] = {}
         self._run_dirs: dict[str, Path] = {}  # earlier runs' directories, by id
         self._position = 0  # the next row's place in the run (a member's)
 
@@ -324,11 +330,11 @@ class Engine:
         plan = self.planner
         records = self.store.tasks(self.run_id)
         self._position = len(records)
-        members: dict[str, list[str]] = {}
+        members: dict[str, list[tuple[int, str]]] = {}
         for rec in records:
-            if rec.spec is not None:  # a map's member, added as the run ran
+            if rec.spec is not None:  # a task the run added as it ran
                 self._restore_member(rec.name, rec.spec)
-                members.setdefault(rec.spec["group"], []).append(rec.name)
+                members.setdefault(rec.spec["group"], []).append((rec.spec["index"], rec.name))
             interrupted = 0
             if rec.attempts and not rec.state.terminal:
                 interrupted = sum(1 for a in self.store.attempts(self.run_id, rec.name)
@@ -345,24 +351,68 @@ class Engine:
                 self.results[rec.name] = results.decode(rec, self.wf.base_dir,
                                                          sealed=self.executor.remote)
                 self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash)
-        for group, names in members.items():
-            for name in sorted(names, key=lambda n: int(n[len(group) + 1:-1])):
+        by_name = {rec.name: rec for rec in records}
+        for group, listed in members.items():
+            names = [name for _, name in sorted(listed)]
+            self._link(names)
+            for name in names:
                 plan.restore_member(group, name)
+            parent = by_name[group]
+            if self.tasks[group].map is None and not parent.state.terminal:
+                self._restore_parent(parent)
         if any(plan.attempts.values()) and not self.executor.remote:
             # A resumed run: its previous driver died. Stop whatever it left running (it
             # may have started a task moments before it could record that).
             procs.kill_leftovers(self.run_id)
-        order = [m for n in self.wf.order() for m in (n, *plan.members.get(n, ()))]
+
+        def walk(name: str) -> Iterator[str]:  # a task, then its members (and theirs)
+            yield name
+            for m in plan.members.get(name, ()):
+                yield from walk(m)
+
+        order = [m for n in self.wf.order() for m in walk(n)]
         self._apply(plan.resume(order, time.time(), adopt=self.executor.remote))
 
     def _restore_member(self, name: str, spec: dict[str, Any]) -> None:
-        """A map's member from its stored row: its task, and its place below the map."""
+        """A task the run added, from its stored row: a map's member (its element), or a
+        task another added (its definition); its place in the run."""
         group = spec["group"]
-        task = dynamic.member(self.tasks[group], int(spec["index"]),
-                              dynamic.decode_binding(spec["bind"], self.wf.base_dir))
+        if "task" in spec:
+            task = added_task(name, spec["task"])
+            self.upstream[name] = tuple(task.upstream)
+            self._policy(name, task)
+        else:
+            task = dynamic.member(self.tasks[group], int(spec["index"]),
+                                  dynamic.decode_binding(spec["bind"], self.wf.base_dir))
+            self.upstream[name] = self.upstream[group]
+            self._member_keys[name] = spec["key"]
+            self._policy(name, self.tasks[group])
         self.tasks[name] = task
-        self.upstream[name], self.downstream[name] = self.upstream[group], ()
-        self._member_keys[name] = spec["key"]
+        self.downstream[name] = ()
+        self._members.add(name)
+
+    def _restore_parent(self, rec: TaskRecord) -> None:
+        """A task that added tasks, which are not all done: its own result, kept."""
+        self._parents[rec.name] = (rec.cache_key or "", rec.result_hash or "")
+        if self.downstream[rec.name]:
+            self.results[rec.name] = results.decode(rec, self.wf.base_dir,
+                                                     sealed=self.executor.remote)
+            self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash)
+
+    def _link(self, names: list[str]) -> None:
+        """The members of one group that wait for each other (tasks another added)."""
+        below: dict[str, list[str]] = {n: [] for n in names}
+        for n in names:
+            for d in self.upstream[n]:
+                if d in below:
+                    below[d].append(n)
+        for n, ds in below.items():
+            if ds:
+                self.downstream[n] = tuple(ds)
+
+    def _policy(self, name: str, task: Task) -> None:
+        if task.retries and isinstance(self.planner.policies, dict):
+            self.planner.policies[name] = Policy(task.retries, task.retry_delay)
 
     def _reused_dir(self, name: str, run_id: str) -> None:
         """Where the files of a reused result are (their run's directory), for what maps
@@ -380,7 +430,7 @@ class Engine:
     def _keeps(self, name: str) -> bool:
         """Whether a task's result is kept in memory: tasks below need it, or it is a
         map's member (the map's result is the list of its members')."""
-        return bool(self.downstream[name]) or name in self._member_keys
+        return bool(self.downstream[name]) or name in self._members
 
     def _reopen_cancelled(self) -> None:
         """Resuming a cancelled run (Ctrl-C, `kale cancel`): what it cancelled, and what
@@ -484,6 +534,7 @@ class Engine:
             key = dynamic.member_key(base, binding, self.run_dir)
             self.tasks[member.name] = member
             self._member_keys[member.name] = key
+            self._members.add(member.name)
             self.def_hash[member.name] = self.def_hash[name]
             members.append((member.name, {
                 "kind": task.kind, "def_hash": self.def_hash[name], "position": self._position,
@@ -493,23 +544,56 @@ class Engine:
         return self.planner.expand(name, members, f"map over {len(members)} elements")
 
     def _gather(self, group: str) -> list[Step]:
-        """A map's members have all ended: its result is the list of theirs."""
+        """A group's members have all ended: a map's result is the list of theirs; a task
+        that added tasks keeps its own result, whose hash (what tasks below see of it)
+        now covers theirs too."""
         members = self.planner.members[group]
-        values: dict[str, Any] = {}
-        if all(self.planner.state[m] is S.SUCCEEDED for m in members) \
-                and not self.planner.cancelled:
-            task = self.tasks[group]
+        task = self.tasks[group]
+        values: dict[str, Any] = {"map": task.map is not None}
+        ok = all(self.planner.state[m] is S.SUCCEEDED for m in members) \
+            and not self.planner.cancelled
+        if ok and task.map is None:
+            key, own = self._parents.pop(group)
+            values["result_hash"] = dynamic.gathered_hash([own, *(self.hashes[m]
+                                                                  for m in members)])
+            if group in self.hashes:
+                self.hashes[group] = upstream_id(key, values["result_hash"])
+        elif ok:
             key = cache_key(task, self.def_hash.get(group, ""), self.upstream[group],
                             self.hashes, self.params)
             workdir = self.run_dir / group
             workdir.mkdir(parents=True, exist_ok=True)
             listed = [self.results.get(m) for m in members]
-            values = {**results.encode(listed, workdir), "cache_key": key,
-                      "result_hash": dynamic.gathered_hash([self.hashes[m] for m in members])}
+            values.update(results.encode(listed, workdir), cache_key=key,
+                          result_hash=dynamic.gathered_hash([self.hashes[m] for m in members]))
             if self.downstream[group]:
                 self.results[group] = listed
                 self.hashes[group] = upstream_id(key, values["result_hash"])
         return self.planner.gathered(group, values, time.time())
+
+    def _added(self, name: str, data: Any, out: Outcome) -> tuple[Outcome, list[Member]]:
+        """The tasks a task added, validated and renamed into the run; a problem fails
+        the task, saying what."""
+        known = [n for n, st in self.planner.state.items() if st is S.SUCCEEDED]
+        tasks, problems = added_tasks(name, data, known, self.params, self.wf.base_dir)
+        if problems:
+            shown = "; ".join(str(p) for p in problems[:5])
+            return Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
+                           error=f"the tasks it added are not valid: {shown}"), []
+        members: list[Member] = []
+        for i, task in enumerate(tasks):
+            self.tasks[task.name] = task
+            self._members.add(task.name)
+            self._policy(task.name, task)
+            self.def_hash[task.name] = task.definition_hash(self.wf.base_dir)
+            self.downstream[task.name] = ()
+            members.append((task.name, {
+                "kind": task.kind, "def_hash": self.def_hash[task.name],
+                "position": self._position,
+                "spec": {"group": name, "index": i, "task": task.to_dict(for_store=True)}},
+                tuple(task.upstream)))
+            self._position += 1
+        return out, members
 
     def _earlier(self, key: str, task: Task) -> TaskRecord | None:
         """The newest earlier result with this key that may stand for this task's: it
@@ -774,6 +858,9 @@ class Engine:
                               {"ended_at": now}, row)
         if item.cut is None and out.ok:
             out = self._collect(name, out)
+            adds = self._adds.pop(name, None)
+            if out.ok and adds is not None:
+                out, members = self._added(name, adds, out)
             if out.ok:
                 try:
                     enc = results.encode(out.result, self.run_dir / name,
@@ -782,7 +869,12 @@ class Engine:
                     out = Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
                                   error=f"cannot store the result: {type(e).__name__}: {e}")
                 else:
-                    return self._succeeded(item, out, enc, row, now)
+                    end = self._succeeded(item, out, enc, row, now)
+                    if adds is not None and members:
+                        end.adds = members
+                        self._parents[name] = (end.values.get("cache_key") or "",
+                                               enc["result_hash"])
+                    return end
         return self._failed(item, out, row, now)
 
     def _succeeded(self, item: _Done, out: Outcome, enc: dict[str, Any],
@@ -851,6 +943,9 @@ class Engine:
             records = {}
         else:
             records = read_records(workdir / RECORDS_FILE, self.wf.base_dir)
+        if ADDED in records:  # kale.add_tasks: tasks for the run, not a result
+            records = dict(records)
+            self._adds[name] = records.pop(ADDED)
         if task.kind == "python" and out.result is not None:
             result = out.result
         else:

@@ -167,6 +167,13 @@ class AttemptEnd:
     error: str = ""
     values: dict[str, Any] = field(default_factory=dict)
     row: dict[str, Any] = field(default_factory=dict)
+    #: a success that added tasks to the run (:meth:`Planner.join`'s ``members``): the
+    #: task runs on until they have ended
+    adds: list[Member] | None = None
+
+
+#: a task joining the run: its name, its new row's columns, the tasks it waits for
+Member = tuple[str, dict[str, Any], tuple[str, ...]]
 
 
 class Planner:
@@ -352,35 +359,53 @@ class Planner:
     def expand(self, group: str, members: list[tuple[str, dict[str, Any]]],
                reason: str) -> list[Step]:
         """A map is due: its members (name, new row's columns), in order, join the run
-        below what the map waits for (all done), each PENDING and then asked about like
-        any task; the map runs until they have all ended (then :class:`Gather`)."""
+        below what the map waits for (all done), with the map's retry policy; the map runs
+        until they have all ended (then :class:`Gather`)."""
         out: list[Step] = []
         self._move(out, group, S.READY, "upstream done")
         self._move(out, group, S.RUNNING, reason)
-        names = [m for m, _ in members]
+        policy = self.policies.get(group)
+        if policy is not None and isinstance(self.policies, dict):
+            self.policies.update((m, policy) for m, _ in members)
+        up = self.upstream[group]
+        self.join(out, group, [(m, added, up) for m, added in members],
+                  [f"element {i} of map {group!r}" for i in range(len(members))])
+        return out
+
+    def join(self, out: list[Step], group: str, members: list[Member],
+             reasons: list[str]) -> None:
+        """Tasks join the run as ``group``'s members (each PENDING, then asked about like
+        any task once what it waits for is done: the tasks of the run it names, and the
+        members before it). ``group`` ends when they all have (:class:`Gather`)."""
+        names = [m for m, _, _ in members]
         self.members[group] = names
         self._open[group] = len(names)
-        policy = self.policies.get(group)
-        none: tuple[str, ...] = ()
         graph_up, graph_down = self.upstream, self.downstream
         assert isinstance(graph_up, dict) and isinstance(graph_down, dict)
-        for i, (name, added) in enumerate(members):
+        below: dict[str, list[str]] = {}
+        for (name, added, ups), reason in zip(members, reasons, strict=True):
             self.group_of[name] = group
-            graph_up[name], graph_down[name] = graph_up[group], none
+            graph_up[name] = ups
+            for d in ups:
+                if d in below:
+                    below[d].append(name)
+            below[name] = []
             if group in self.selected:
                 self.selected.add(name)
-            if policy is not None and isinstance(self.policies, dict):
-                self.policies[name] = policy
             self.attempts[name] = 0
-            self.waiting_on[name] = 0
-            move = Move(name, S.PENDING, f"element {i} of map {group!r}", added=added)
+            move = Move(name, S.PENDING, reason, added=added)
             self._apply(move)
             out.append(move)
+        ok = self.skipped_ok
+        for name, _, ups in members:
+            graph_down[name] = tuple(below[name])
+            self.waiting_on[name] = sum(1 for d in ups if self.state[d] is not S.SUCCEEDED
+                                        and d not in ok)
         for name in names:
-            self._unblocked(out, name)
+            if self.waiting_on[name] == 0:
+                self._unblocked(out, name)
         if not names:
             out.append(Gather(group))
-        return out
 
     def gathered(self, group: str, values: dict[str, Any], now: float) -> list[Step]:
         """A map's members have all ended: it succeeds with ``values`` (its result's
@@ -395,13 +420,15 @@ class Planner:
                        {"ended_at": now})
             self._skip_below(out, group)
         elif not bad:
-            self._move(out, group, S.SUCCEEDED, f"{len(members)} elements done",
-                       {**values, "ended_at": now})
+            self._move(out, group, S.SUCCEEDED, f"{len(members)} "
+                       f"{'elements' if values.get('map') else 'added tasks'} done",
+                       {**{k: v for k, v in values.items() if k != "map"}, "ended_at": now})
             self._upstream_done(out, group)
         else:
             shown = ", ".join(f"{m} {self.state[m].value.lower()}" for m in bad[:5])
             more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-            error = f"{len(bad)} of {len(members)} elements did not succeed: {shown}{more}"
+            what = "elements" if values.get("map") else "tasks it added"
+            error = f"{len(bad)} of {len(members)} {what} did not succeed: {shown}{more}"
             self._move(out, group, S.FAILED, error, {"error": error, "ended_at": now})
             self._skip_below(out, group)
         return out
@@ -501,6 +528,12 @@ class Planner:
         elif end.ending is Ending.SUCCEEDED:
             if self.state[name] is S.SUBMITTED:  # its worker reported it after a restart
                 self._move(out, name, S.RUNNING, "started (reported by its worker)")
+            if end.adds:  # it runs on as long as the tasks it added do
+                n = len(end.adds)
+                self._move(out, name, S.RUNNING, f"added {n} task{'s' * (n != 1)}; it "
+                           "ends when they have", end.values, end.row)
+                self.join(out, name, end.adds, [f"added by {name!r}"] * n)
+                return out
             self._move(out, name, S.SUCCEEDED, "", end.values, end.row)
             self._upstream_done(out, name)
         else:

@@ -20,11 +20,13 @@ else (see :mod:`kale.engine.planner`).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import keyword
 import operator
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kale.errors import Problem, ValidationError
@@ -34,8 +36,10 @@ if TYPE_CHECKING:
     from kale.model.workflow import Task
 
 #: a reference in a condition: ``${task}``, ``${task.key}``, ``${params.name}``
-_COND_REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*(?:\[\d+\])?)(?:\.([^}\s]+))?\s*\}")
-_MEMBER = re.compile(r"^(.+)\[(\d+)\]$")
+_COND_REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*(?:\[[\w-]+\])*)(?:\.([^}\s]+))?\s*\}")
+_MEMBER = re.compile(r"^(.+)\[([\w-]+)\]$")
+#: the record under which a task hands Kale the tasks it adds (:func:`add_tasks`)
+ADDED = "kale.tasks"
 
 
 def files_key(pattern: str) -> str:
@@ -55,8 +59,9 @@ def member_name(group: str, index: int) -> str:
 
 
 def group_of(name: str) -> str | None:
-    """The map a member belongs to (``analyse[3]`` -> ``analyse``), else None. Declared
-    task names never hold ``[``, so this cannot mistake one for a member."""
+    """The map (or the task) a member belongs to (``analyse[3]`` -> ``analyse``,
+    ``plan[refine]`` -> ``plan``), else None. Declared task names never hold ``[``, so
+    this cannot mistake one for a member."""
     m = _MEMBER.match(name)
     return m.group(1) if m else None
 
@@ -278,3 +283,61 @@ class _Condition:
             return ev(node.value, v)[ev(node.slice, v)]
         assert isinstance(node, ast.Call)
         return ev(node.func, v)(*[ev(a, v) for a in node.args])
+
+
+# -- tasks that add tasks -----------------------------------------------------------------
+def added_tasks(parent: str, data: Any, known: Collection[str], params: Mapping[str, Any],
+                base_dir: Path | None) -> tuple[list[Task], list[Problem]]:
+    """The tasks a task added (a workflow's canonical dict, or its ``tasks``), validated as
+    any workflow is, renamed into the run (``refine`` added by ``plan`` is
+    ``plan[refine]``), in an order that respects their dependencies. They may depend on
+    each other and on ``known`` tasks of the run (those that succeeded)."""
+    from kale.model.workflow import NAME, Workflow
+
+    tasks = data.get("tasks") if isinstance(data, dict) and "tasks" in data else data
+    if not isinstance(tasks, dict) or not tasks:
+        return [], [Problem("kale.add_tasks() needs a workflow with at least one task")]
+    stubs = {n: {"shell": "true"} for n in known if n not in tasks and NAME.fullmatch(n)}
+    wf, problems = Workflow.parse({"name": "added", "parameters": dict(params),
+                                   "tasks": {**stubs, **tasks}}, base_dir=base_dir,
+                                  trusted=True)
+    if problems:
+        return [], problems
+    names = {n: f"{parent}[{n}]" for n in tasks}
+    return [renamed(wf.tasks[n], names) for n in wf.order() if n in names], []
+
+
+def renamed(task: Task, names: Mapping[str, str]) -> Task:
+    """``task`` with its name and every reference to the tasks in ``names`` renamed."""
+    def value(v: Any) -> Any:
+        if isinstance(v, Ref):
+            return Ref(names.get(v.task, v.task), v.key) if not v.is_param else v
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        if isinstance(v, dict):
+            return {k: value(x) for k, x in v.items()}
+        return v
+
+    def text(t: str, *, dot: bool) -> str:  # in a command, a reference has a dot
+        after = r"(?=\s*\.)" if dot else r"(?=[\s.}])"
+        return re.sub(r"(\$\{\s*)([A-Za-z_][\w-]*)" + after,
+                      lambda m: m.group(1) + names.get(m.group(2), m.group(2)), t)
+
+    target = task.target
+    if task.kind == "shell":
+        target = text(target, dot=True) if isinstance(target, str) \
+            else [text(a, dot=True) for a in target]
+    return dataclasses.replace(
+        task, name=names[task.name], target=target, after=[names.get(a, a) for a in task.after],
+        parameters=value(task.parameters), map=value(task.map) if task.map else task.map,
+        when=text(task.when, dot=False) if task.when else task.when)
+
+
+def added_task(name: str, data: dict[str, Any]) -> Task:
+    """A task a run added, from its stored row (already renamed and validated)."""
+    from kale.model.workflow import _task_from_dict
+
+    task, problems = _task_from_dict("added", data, trusted=True)
+    if task is None or problems:
+        raise ValidationError(problems)
+    return dataclasses.replace(task, name=name)

@@ -27,9 +27,12 @@ from kale.model.sealed import Sealed
 
 PARAMS = "params"
 _FILES = re.compile(r"^files\((['\"])(.*)\1\)$", re.S)
-_REF = re.compile(r"^\$\{\s*([A-Za-z_][\w-]*)(?:\.([^}]+?))?\s*\}$")
+#: a task's name in a reference: a declared task's, or one a run added as it ran (a map's
+#: member ``analyse[3]``, a task another added ``plan[refine]``)
+_NAME = r"[A-Za-z_][\w-]*(?:\[[\w-]+\])*"
+_REF = re.compile(r"^\$\{\s*(" + _NAME + r")(?:\.([^}]+?))?\s*\}$")
 #: a reference inside command text: always ``${name.key}``
-_TEXT_REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*)\.([^}\s]+)\s*\}")
+_TEXT_REF = re.compile(r"\$\{\s*(" + _NAME + r")\.([^}\s]+)\s*\}")
 
 
 @dataclass(frozen=True)

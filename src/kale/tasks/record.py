@@ -49,6 +49,20 @@ def record(name: str, value: Any) -> Any:
     return value
 
 
+def add_tasks(workflow: Any) -> dict[str, Any]:
+    """Add tasks to the run this task is part of: ``workflow`` is a :class:`kale.Workflow`
+    (or its canonical dict) whose tasks may depend on each other and on tasks of the run
+    that succeeded. Once this task succeeds, Kale validates them as any workflow (a
+    problem fails this task, saying what) and runs them as ``THIS[name]``; this task
+    ends when they have, and what waits for it waits for them too."""
+    from kale.model.dynamic import ADDED
+
+    data = workflow.to_dict(for_store=True) if hasattr(workflow, "to_dict") else workflow
+    tasks = data.get("tasks", data) if isinstance(data, dict) else data
+    record(ADDED, tasks)
+    return dict(tasks) if isinstance(tasks, dict) else {}
+
+
 def read_records(path: str | Path, base_dir: str | Path | None = None) -> dict[str, Any]:
     """All values recorded to ``path``; a later record of a name wins. Values whose
     classes live in modules beside the workflow are found through ``base_dir``."""
