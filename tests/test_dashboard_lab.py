@@ -86,14 +86,15 @@ def run_all(page: Any, idle: Any) -> None:
 
 @contextlib.contextmanager
 def example_page(chromium: str, tmp_path: Path, make_lab: Callable[[Path], Lab], path: str,
-                 idle: str, viewport: dict[str, int]) -> Iterator[tuple[Any, list[str]]]:
-    """The example notebook, copied to a lab of its own, opened at ``path`` in Chromium;
-    every cell run. Yields the page and the page errors seen."""
+                 idle: str, viewport: dict[str, int],
+                 notebook: Path = EXAMPLE) -> Iterator[tuple[Any, list[str]]]:
+    """The example notebook (or ``notebook``), copied to a lab of its own, opened at
+    ``path`` in Chromium; every cell run. Yields the page and the page errors seen."""
     from playwright.sync_api import sync_playwright
 
     root = tmp_path / "lab"
-    root.mkdir()
-    shutil.copy(EXAMPLE, root / "dashboard.ipynb")
+    root.mkdir(exist_ok=True)
+    shutil.copy(notebook, root / "dashboard.ipynb")
     from playwright.sync_api import expect
 
     lab = make_lab(root)
@@ -208,3 +209,82 @@ def test_the_example_dashboard_in_notebook_7(
         # does it too): its settings plugin finds no schema for the widget manager.
         ours = [e for e in errors if "reading 'schema'" not in e]
         assert not ours, ours
+
+
+MAP_NOTEBOOK = """\
+from pathlib import Path
+
+from kale import Workflow
+
+gate = Path("gate").resolve()  # the members wait for it: the test opens it once it saw them run
+wf = Workflow("map-demo", parameters={"xs": list(range(150))})
+sim = wf.shell("simulate", "echo simulated")
+analyse = wf.shell(
+    "analyse", f"w=0; until [ -e {gate} ]; do [ $w -lt 3000 ] || exit 99; w=$((w+1)); "
+    "sleep 0.1; done; echo x=$x; case $x in 7|70|140) echo cannot read $x >&2; exit 3;; esac",
+    map={"x": "${params.xs}"}, after=sim, description="Analyse one element.")
+wf.shell("summary", "echo summary", after=analyse)
+wf.shell("extra", "echo extra", after=sim, when="${params.xs} == []")
+run = wf.run(manager=True)
+dash = run.dashboard()
+dash
+"""
+
+
+def test_a_map_in_the_dashboard_is_one_box_with_counts_that_opens_into_its_members(
+        chromium: str, home: Path, tmp_path: Path, managers: Callable[..., Manager],
+        lab_for: Callable[[Path], Lab]) -> None:  # noqa: F811
+    import nbformat
+    from playwright.sync_api import expect
+
+    notebook = tmp_path / "map.ipynb"
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {
+        "display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}})
+    nb.cells = [nbformat.v4.new_code_cell(MAP_NOTEBOOK)]
+    nbformat.write(nb, notebook)
+    managers("--workers", "1", "--worker-slots", "4")
+    shot = ROOT / "test-output" / "dashboard-map.png"
+    with example_page(chromium, tmp_path, lab_for, "lab/tree/dashboard.ipynb",
+                      "#jp-main-statusbar >> text=/\\| Idle/",
+                      {"width": 1400, "height": 1100}, notebook) as (page, errors):
+        box = page.locator(".kale-dag g.kale-node.kale-map[data-task='analyse']")
+        # Live: the members run (they wait for the gate), counted in the map's one box.
+        expect(box.locator("rect[data-state='RUNNING']")).to_have_count(1, timeout=120_000)
+        expect(box.locator("text.kale-label")).to_have_text("analyse \u00d7150")
+        (tmp_path / "lab" / "gate").touch()
+        expect(box.locator("text.kale-map-count")).to_have_text("147 ✓ 3 ✗ 0 ▶",
+                                                               timeout=180_000)
+        expect(box).to_have_attribute("data-state", "FAILED")
+        expect(box.locator("rect[data-state='FAILED']")).to_have_attribute("data-count", "3")
+        expect(box.locator("rect.kale-box")).to_have_attribute("fill", COLORS["FAILED"])
+        extra = page.locator(".kale-dag g.kale-node[data-task='extra']")
+        expect(extra).to_have_attribute("data-state", "SKIPPED")
+        expect(extra).to_have_class(re.compile("kale-cond"))  # drawn apart from a failure
+        expect(page.locator(".kale-dag g.kale-node")).to_have_count(4)  # never a box a member
+
+        # Click the map: its members, a page at a time, then only the failed ones.
+        box.click()
+        members = page.locator(".kale-dag .kale-members")
+        rows = members.locator("tr[data-member]")
+        expect(rows).to_have_count(100)
+        expect(members.locator(".kale-page")).to_have_text("1\u2013100 of 150")
+        members.get_by_title("Next page").click()
+        expect(rows).to_have_count(50)
+        expect(rows.last).to_have_attribute("data-member", "analyse[149]")
+        members.locator("[data-filter='FAILED']").click()
+        expect(rows).to_have_count(3)
+        expect(members.locator(".kale-page")).to_have_text("1\u20133 of 3")
+        # Click a member: its details and log, as for a task.
+        members.locator("tr[data-member='analyse[70]']").click()
+        detail = page.locator(".kale-dag-detail")
+        expect(detail.locator(".kale-detail-head")).to_contain_text("analyse[70]")
+        expect(detail.locator(".kale-member-of")).to_have_text("member 70 of analyse")
+        expect(detail.locator(".kale-stderr")).to_contain_text("cannot read 70")
+        expect(detail).to_contain_text("exit code 3")
+        expect(members.locator("tr.kale-focus")).to_have_attribute("data-member", "analyse[70]")
+        extra.click()
+        expect(detail.locator(".kale-cond-reason")).to_contain_text("condition false")
+        page.locator(".kale-dag").scroll_into_view_if_needed()
+        shot.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(shot), full_page=False)
+        assert not errors, errors

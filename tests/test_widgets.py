@@ -5,6 +5,7 @@ draws (tests/test_dashboard_lab.py checks the drawing itself)."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import kale.widgets as kw
 from conftest import Kale, Manager, busy_py, gate_sh, process_alive, wait_until
 from kale import Workflow
 from kale.model.display import COLORS
+from kale.widgets.dag import PAGE, Members
 from kale.widgets.layout import MAX_ROW, NODE_H, NODE_W, dag_svg, layers, layout
 
 STATIC = Path(kw.__file__).with_name("static")
@@ -60,6 +62,78 @@ def test_the_static_svg_colours_each_task_by_state_and_escapes_names() -> None:
     import xml.dom.minidom
 
     xml.dom.minidom.parseString(svg)  # well-formed
+
+
+def test_a_map_is_one_box_with_its_counts_and_a_condition_skip_is_dashed() -> None:
+    import xml.dom.minidom
+
+    up: dict[str, list[str]] = {"sim": [], "analyse": ["sim"], "sum": ["analyse"],
+                                "extra": ["sim"]}
+    counts = {"SUCCEEDED": 9990, "FAILED": 3, "RUNNING": 2, "PENDING": 5}
+    svg = dag_svg(up, {"analyse": "RUNNING", "extra": "SKIPPED"},
+                  maps={"analyse": {"total": 10_000, "counts": counts}},
+                  conditions={"extra": "condition false: 0 > 0"})
+    dom = xml.dom.minidom.parseString(svg)
+    nodes = {g.getAttribute("data-task"): g for g in dom.getElementsByTagName("g")
+             if "kale-node" in g.getAttribute("class")}
+    assert set(nodes) == set(up)  # one box for the map, none per member
+    box = nodes["analyse"]
+    assert "kale-map" in box.getAttribute("class")
+    texts = {t.getAttribute("class"): t.firstChild.data for t in box.getElementsByTagName("text")}
+    assert texts == {"kale-label": "analyse \u00d710000", "kale-map-count": "9990 ✓ 3 ✗ 2 ▶ 5 …"}
+    bar = {r.getAttribute("data-state"): r for r in box.getElementsByTagName("rect")
+           if r.getAttribute("data-state")}
+    assert list(bar) == ["SUCCEEDED", "FAILED", "RUNNING", "PENDING"]  # done first
+    assert {s: int(r.getAttribute("data-count")) for s, r in bar.items()} == counts
+    assert bar["FAILED"].getAttribute("fill") == COLORS["FAILED"]
+    assert float(bar["FAILED"].getAttribute("width")) >= 2  # 3 in 10,000 still show
+    assert sum(float(r.getAttribute("width")) for r in bar.values()) == pytest.approx(
+        NODE_W - 12, abs=0.05)
+    assert "a map of 10000: 9990 SUCCEEDED, 3 FAILED" in box.getElementsByTagName(
+        "title")[0].firstChild.data
+    (cond,) = [r for r in nodes["extra"].getElementsByTagName("rect")]
+    assert cond.getAttribute("stroke-dasharray") and "kale-cond" in nodes["extra"].getAttribute(
+        "class")
+    assert "condition false: 0 &gt; 0" in svg
+    before = dag_svg(up, maps={"analyse": {"total": None, "counts": {}}})  # not yet mapped
+    assert "analyse \u00d7…" in before and "no members yet" in before
+
+
+def test_members_of_a_map_of_10000_come_a_page_at_a_time() -> None:
+    members = Members(["analyse"])
+    assert members.set("sim", "RUNNING") is None  # a task of the workflow: no member
+    assert members.set("other[2]", "RUNNING") is None  # no map of this workflow
+    for i in reversed(range(10_000)):
+        assert members.set(f"analyse[{i}]", "FAILED" if i % 2500 == 7 else "SUCCEEDED") \
+            == "analyse"
+    assert members.summary() == {"analyse": {"total": 10_000, "counts": {
+        "SUCCEEDED": 9996, "FAILED": 4}, "kind": "map"}}
+    page = members.page("analyse", 0)
+    assert page["rows"][:2] == [[0, "analyse[0]", "SUCCEEDED"], [1, "analyse[1]", "SUCCEEDED"]]
+    assert len(page["rows"]) == PAGE and page["matching"] == page["total"] == 10_000
+    assert members.page("analyse", 9_950)["rows"][-1] == [9999, "analyse[9999]", "SUCCEEDED"]
+    assert members.page("analyse", 50_000)["offset"] == 10_000 - PAGE  # past the end: last
+    failed = members.page("analyse", 0, "FAILED")
+    assert [r[0] for r in failed["rows"]] == [7, 2507, 5007, 7507] and failed["matching"] == 4
+    members.set("analyse[7]", "RUNNING")  # retried
+    assert members.state("analyse[7]") == "RUNNING" and members.state("analyse[x]") is None
+
+
+def test_tasks_a_task_added_are_listed_under_it() -> None:
+    members = Members(["analyse"], ["plan", "analyse", "report"])
+    assert members.groups == ["analyse"] and members.set("report", "PENDING") is None
+    for name in ("plan[refine]", "plan[refine][10]", "plan[refine][2]", "plan[check]"):
+        assert members.set(name, "SUCCEEDED") == "plan"  # under the workflow's task
+    assert members.set("nobody[1]", "RUNNING") is None  # under no task of the workflow
+    assert members.groups == ["analyse", "plan"]
+    assert members.summary()["plan"] == {"total": 4, "counts": {"SUCCEEDED": 4},
+                                         "kind": "added"}
+    assert members.summary()["analyse"] == {"total": None, "counts": {}, "kind": "map"}
+    assert [r[:2] for r in members.page("plan", 0)["rows"]] == [
+        ["[check]", "plan[check]"], ["[refine]", "plan[refine]"],
+        ["[refine][2]", "plan[refine][2]"], ["[refine][10]", "plan[refine][10]"]]
+    svg = dag_svg({"plan": []}, maps=members.summary())
+    assert "plan +4" in svg and "added 4 tasks" in svg
 
 
 def test_a_workflow_not_yet_run_draws_and_exports(tmp_path: Path) -> None:
@@ -163,6 +237,73 @@ def test_dagview_follows_a_run_shows_details_and_retries_what_failed(
         done = view.run_id
         view._on_custom(view, {"action": "retry_failed"}, [])
         assert "has no failed tasks to rerun" in view.error and view.run_id == done
+        view.close()
+
+
+def test_dagview_shows_a_map_as_one_box_with_counts_and_opens_its_members(
+        tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    gate, fixed = tmp_path / "gate", tmp_path / "fixed"
+    n, bad = 300, (7, 150, 299)
+    wf = Workflow("mapped", base_dir=tmp_path, parameters={"xs": list(range(n)), "extra": 0})
+    sim = wf.shell("sim", "echo simulated")
+    # Each member waits for the test's gate: the test sees them run before they end.
+    analyse = wf.shell("analyse", f"{gate_sh(gate)}; echo x=$x; test -e {fixed} || case $x "
+                       f"in {'|'.join(map(str, bad))}) echo bad $x >&2; exit 3;; esac",
+                       map={"x": "${params.xs}"}, after=sim, description="One *x*.")
+    wf.shell("sum", "echo sum", after=analyse)
+    wf.shell("extra", "echo extra", after=sim, when="${params.extra} > 0")
+    m = managers("--workers", "1", "--worker-slots", "4")
+    with m.client() as client:
+        view = kw.DagView(client.submit(wf))
+        wait_until(lambda: view.maps["analyse"]["counts"].get("RUNNING"),
+                   what="members running, counted")
+        assert view.maps["analyse"]["total"] == n
+        assert "analyse \u00d7300" in view.maps["analyse"]["svg"]  # the box, as drawn
+        gate.touch()
+        wait_until(lambda: view.run_state == "FAILED", what="the run's end")
+        wait_until(lambda: view.maps["analyse"]["counts"] == {"SUCCEEDED": n - 3, "FAILED": 3},
+                   what="the map's final counts")
+        # The members' states stay in Python: the browser gets counts, not 300 states.
+        assert set(view.states) == {"sim", "analyse", "sum", "extra"}
+        assert view.states["analyse"] == "FAILED" and view.states["sum"] == "SKIPPED"
+        assert view.counts == {"SUCCEEDED": 1 + n - 3, "FAILED": 1 + 3, "SKIPPED": 2}
+        assert view.conditions == {"extra": "condition false: 0 > 0"}  # no failure
+        assert "297 ✓ 3 ✗ 0 ▶" in view.maps["analyse"]["svg"]
+
+        view.opened = "analyse"  # what a click on its box does
+        assert [r[1] for r in view.members["rows"]] == [f"analyse[{i}]" for i in range(PAGE)]
+        assert view.members["matching"] == n
+        state = json.dumps(view.get_state(), default=str)
+        assert "analyse[100]" not in state and len(state) < 30_000  # one page, small
+        view.member_offset = 200
+        assert view.members["rows"][-1] == [299, "analyse[299]", "FAILED"]
+        view.member_filter, view.member_offset = "FAILED", 0
+        assert [r[0] for r in view.members["rows"]] == list(bad)
+
+        view.focus = "analyse[150]"  # a click on a member
+        d = view.detail
+        assert d["member_of"] == "analyse" and d["index"] == 150 and d["state"] == "FAILED"
+        assert d["stdout"] == "x=150\n" and d["stderr"] == "bad 150\n"
+        assert "exit code 3" in d["error"] and "<em>x</em>" in d["description"]
+        view.show("extra")
+        assert view.detail["condition"] and view.detail["reason"] == "condition false: 0 > 0"
+        svg = view.to_svg()
+        assert svg.count('class="kale-node') == 4 and "stroke-dasharray" in svg
+
+        fixed.touch()
+        first = view.run_id
+        view.retry_failed()  # the failed members run again; the others are reused
+        wait_until(lambda: view.run_state == "SUCCEEDED", what="the retry")
+        assert view.run_id != first and view.opened == "analyse"  # the list stays open
+        wait_until(lambda: view.maps["analyse"]["counts"] == {"SUCCEEDED": n},
+                   what="every member succeeded")
+        assert view.members["rows"] == []  # (still only the failed ones: none now)
+        reused = {t["name"]: t["reused_from"] for t in client.status(view.run_id)["tasks"]}
+        assert sum(1 for i in range(n) if reused[f"analyse[{i}]"] == first) == n - 3
+        view.run_from("analyse[3]")  # a member: its map and what is below it
+        assert "started run" in view.message
+        view.opened = "sum"
+        assert "'sum' is not a map" in view.error and view.opened == ""
         view.close()
 
 

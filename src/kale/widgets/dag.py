@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,17 @@ import traitlets as T
 
 from kale.errors import KaleError
 from kale.model.display import COLORS
+from kale.model.dynamic import group_of
 from kale.widgets.base import RunView, asset
-from kale.widgets.layout import dag_svg, svg_to_png
+from kale.widgets.layout import dag_svg, node_inner, svg_to_png
 from kale.widgets.source import Event, tail
+
+PAGE = 100  # members of a map the browser is sent at a time
 
 
 def _upstream(spec: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Each task's upstream tasks and kind, from a workflow's canonical dict."""
+    """Each task's upstream tasks and kind, from a workflow's canonical dict (its
+    ``after``; what it reads through ``${refs}`` is in ``after`` in that dict too)."""
     from kale.model.workflow import task_kinds
 
     up, kinds = {}, {}
@@ -26,6 +31,104 @@ def _upstream(spec: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str
         up[name] = [after] if isinstance(after, str) else list(after)
         kinds[name] = next((k for k in known if k in t), "")
     return up, kinds
+
+
+def _is_condition(reason: str | None) -> bool:
+    """Whether a SKIPPED task's reason says a condition skipped it (no failure): its own
+    condition was false, or it needed the result of a task whose condition was."""
+    return bool(reason) and (str(reason).startswith("condition false")
+                             or "skipped by a condition" in str(reason))
+
+
+_PART = re.compile(r"\[([^\]]*)\]")
+
+
+def _key(suffix: str) -> tuple[tuple[int, int | str], ...]:
+    """How members sort: ``[2]`` before ``[10]``, numbers before names (``[refine]``)."""
+    return tuple((0, int(k)) if k.isdigit() else (1, k) for k in _PART.findall(suffix))
+
+
+class Members:
+    """The tasks a run adds below a task of its workflow, by that task (its *group*): a
+    map's members (``analyse[0]``, ``analyse[1]``, ...) and the tasks a task added
+    (``plan[refine]``, and their own members, ``plan[refine][0]``). Each one's state, and
+    per group the count per state. Pure bookkeeping for :class:`DagView`, which sends the
+    browser only the counts and one page of one group (a map may have 10,000 members).
+
+    Invariants: a name belongs to the workflow task it is named under (the nearest, by
+    :func:`~kale.model.dynamic.group_of`), or to no group if none is a task of the
+    workflow; every map of the workflow is a group from the start, another task once
+    something was added below it; ``summary()[g]["counts"]`` sums to
+    ``summary()[g]["total"]``, which is None while ``g`` has no members."""
+
+    def __init__(self, maps: list[str], tasks: list[str] | None = None) -> None:
+        self.maps = list(maps)
+        self._tasks = set(tasks or ()) | set(self.maps)
+        self._states: dict[str, dict[str, str]] = {g: {} for g in self.maps}
+        self._order: dict[str, list[str] | None] = {}  # sorted names, while valid
+
+    @property
+    def groups(self) -> list[str]:
+        """The maps, then the other tasks that have members (in the order they got one)."""
+        return list(self._states)
+
+    def place(self, name: str) -> str | None:
+        """The group ``name`` belongs to, else None (a task of the workflow, or unknown)."""
+        group = group_of(name)
+        while group is not None and group not in self._tasks:
+            group = group_of(group)
+        return group
+
+    def set(self, name: str, state: str) -> str | None:
+        """Record a member's state; returns its group (None: ``name`` is no member)."""
+        group = self.place(name)
+        if group is None:
+            return None
+        table = self._states.setdefault(group, {})
+        if name not in table:
+            self._order[group] = None
+        table[name] = state
+        return group
+
+    def state(self, name: str) -> str | None:
+        group = self.place(name)
+        return None if group is None else self._states.get(group, {}).get(name)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per group: ``{"total": members or None, "counts": {state: n}, "kind": "map"
+        (a map's members) or "added" (tasks a task added)}``."""
+        return {g: {"total": len(t) if t else None, "counts": dict(Counter(t.values())),
+                    "kind": "map" if g in self.maps else "added"}
+                for g, t in self._states.items()}
+
+    def counts(self) -> Counter[str]:
+        """Every member's state, counted."""
+        out: Counter[str] = Counter()
+        for table in self._states.values():
+            out.update(table.values())
+        return out
+
+    def page(self, group: str, offset: int, state: str = "",
+             limit: int = PAGE) -> dict[str, Any]:
+        """Members ``offset`` ... ``offset + limit`` of ``group`` (those in ``state``, if
+        given), in order: ``{"map", "total", "matching", "offset", "filter", "rows":
+        [[index, name, state], ...]}`` (``index``: the member's number in its map, else
+        what it is named by below the group); an offset past the end gives the last page."""
+        table = self._states.get(group, {})
+        order = self._order.get(group)
+        if order is None:
+            order = self._order[group] = sorted(table, key=lambda n: _key(n[len(group):]))
+        chosen = [n for n in order if table[n] == state] if state else order
+        offset = max(0, min(offset, (len(chosen) - 1) // limit * limit if chosen else 0))
+        rows = [[_index(group, n), n, table[n]] for n in chosen[offset:offset + limit]]
+        return {"map": group, "total": len(table), "matching": len(chosen),
+                "offset": offset, "limit": limit, "filter": state, "rows": rows}
+
+
+def _index(group: str, name: str) -> int | str:
+    suffix = name[len(group):]
+    inner = suffix[1:-1]
+    return int(inner) if inner.isdigit() else suffix
 
 
 def _markdown(text: str) -> str:
@@ -42,6 +145,13 @@ class DagView(RunView):
     selection", "Run from here", "Retry failed" or "Cancel" (the selection, or else the
     whole run). Actions that make a new run show it here (and in a Dashboard, everywhere).
 
+    A map is one box (``analyse x1000``) with a bar and counts of its members' states
+    (``maps``); clicking it opens its members (``opened``), a page at a time
+    (``members``: ``member_offset``, ``member_filter`` by state); clicking a member shows
+    its details like a task's. The members' states stay in Python: the browser gets
+    counts and one page, whatever the map's size. A task a false condition skipped (no
+    failure) is drawn dashed (``conditions``: task -> reason).
+
     ``DagView(run)`` with a run handle, ``DagView("RUN-ID", client=c)``, or
     ``DagView(workflow)`` for a workflow not yet run."""
 
@@ -55,6 +165,18 @@ class DagView(RunView):
     run_state = T.Unicode("").tag(sync=True)
     counts = T.Dict().tag(sync=True)
     title = T.Unicode("").tag(sync=True)
+    #: map (or task that added tasks) -> {"total": members or None, "counts": {state: n},
+    #: "kind": "map" or "added", "svg": its box's drawing}
+    maps = T.Dict().tag(sync=True)
+    #: task -> why a condition skipped it
+    conditions = T.Dict().tag(sync=True)
+    #: the map whose members are shown ("" none), and which of them (from the
+    #: ``member_offset``th, only those in state ``member_filter`` if set)
+    opened = T.Unicode("").tag(sync=True)
+    member_offset = T.Int(0).tag(sync=True)
+    member_filter = T.Unicode("").tag(sync=True)
+    #: the page of members shown (:meth:`Members.page`)
+    members = T.Dict().tag(sync=True)
 
     def __init__(self, run: Any = None, **kwargs: Any) -> None:
         from kale.model.workflow import Workflow
@@ -62,6 +184,8 @@ class DagView(RunView):
         self.on_new_run: list[Any] = []  # callbacks(run_id): a Dashboard follows along
         self._upstream: dict[str, list[str]] = {}
         self._kinds: dict[str, str] = {}
+        self._spec: dict[str, Any] = {}  # the workflow's tasks, as its canonical dict has them
+        self._members = Members([])
         self._lost = ""  # the message saying the event stream broke, while it is shown
         if isinstance(run, Workflow):
             super().__init__(None, **kwargs)
@@ -69,6 +193,7 @@ class DagView(RunView):
             return
         super().__init__(run, **kwargs)
         self.observe(self._focused, names="focus")
+        self.observe(self._paged, names=["opened", "member_offset", "member_filter"])
 
     # -- the run -------------------------------------------------------------------------
     def reset(self, run_id: str) -> None:
@@ -76,37 +201,103 @@ class DagView(RunView):
         run = doc["run"]
         self.run_id, self.run_state = run["id"], run["state"]
         self._draw(self.source.workflow(run_id), f"{run['workflow']} · run {run['id']}")
-        self.states = {t["name"]: t["state"] for t in doc.get("tasks", [])}
+        states, conditions = {}, {}
+        for t in doc.get("tasks", []):
+            if self._members.set(t["name"], t["state"]) is None:
+                states[t["name"]] = t["state"]
+                if t["state"] == "SKIPPED" and (t.get("details") or {}).get("condition"):
+                    conditions[t["name"]] = t.get("reason") or "condition false"
+        self.states, self.conditions = states, conditions
         self.after = int(doc.get("last_event") or 0)
-        self.counts = dict(Counter(self.states.values()))
+        self._recount()
         self.selected, self.message = [], ""
-        if self.focus in self._upstream:
+        if self.opened not in self._members.groups:
+            self.opened = ""
+        self._paged()
+        if self._known(self.focus):
             self._load_detail(self.focus)
         else:
             self.focus, self.detail = "", {}
 
     def _draw(self, spec: dict[str, Any], title: str) -> None:
         self._upstream, self._kinds = _upstream(spec)
+        self._spec = dict(spec.get("tasks") or {})
+        self._members = Members([n for n, t in self._spec.items() if t.get("map") is not None],
+                                list(self._spec))
         self.title = title
-        self.svg = dag_svg(self._upstream, {}, kinds=self._kinds)
+        self.states, self.conditions = {}, {}
+        self._recount()
+        self.svg = dag_svg(self._upstream, {}, kinds=self._kinds, maps=self.maps)
+
+    def _known(self, task: str) -> bool:
+        """A task of the workflow, or a member of one of its maps the run has made."""
+        return task in self._upstream or self._members.state(task) is not None
+
+    def _recount(self) -> None:
+        """``maps`` (each with its box's drawing, ``svg``, for the browser to put in
+        place) and ``counts``, from the states now."""
+        maps = self._members.summary()
+        for name, group in maps.items():
+            group["svg"] = node_inner(name, self.states.get(name, "PENDING"),
+                                      self._kinds.get(name, ""), COLORS, group,
+                                      self.conditions.get(name))
+        self.maps = maps
+        self.counts = dict(Counter(self.states.values()) + self._members.counts())
+
+    def _paged(self, _change: dict[str, Any] | None = None) -> None:
+        """The page of the opened map's members the browser shows (none if no map is
+        opened)."""
+        if self.opened and self.opened not in self._members.groups:
+            self.error = f"{self.opened!r} is not a map of this workflow (nor added tasks)"
+            self.opened = ""
+        page = self._members.page(self.opened, self.member_offset, self.member_filter) \
+            if self.opened else {}
+        if page.get("offset", self.member_offset) != self.member_offset:
+            self.member_offset = page["offset"]  # (past the end: the last page)
+        self.members = page
+
+    def open_map(self, name: str, state: str = "") -> None:
+        """Show the members of map ``name`` (those in ``state``, if given), from the
+        first, as clicking its box does."""
+        if name not in self._members.groups:
+            raise KaleError(f"{name!r} is not a map of this workflow (nor added tasks)")
+        with self.hold_trait_notifications():
+            self.opened, self.member_filter, self.member_offset = name, state, 0
+        self._paged()
 
     def on_events(self, batch: list[Event]) -> None:
         changed: dict[str, str] = {}
+        groups: set[str] = set()  # maps whose members changed
+        touched: set[str] = set()
+        conditions = dict(self.conditions)
         for event, data in batch:
             if event == "state" and int(data["id"]) <= self.after:
                 continue  # the snapshot has it already (or newer)
             if event == "state":
-                if data["task"] is None:
-                    self.run_state = data["new"]
-                else:
-                    changed[data["task"]] = data["new"]
+                task, new = data["task"], data["new"]
+                if task is None:
+                    self.run_state = new
+                    continue
+                touched.add(task)
+                group = self._members.set(task, new)
+                if group is not None:
+                    groups.add(group)
+                    continue
+                changed[task] = new
+                conditions.pop(task, None)
+                if new == "SKIPPED" and _is_condition(data.get("reason")):
+                    conditions[task] = data["reason"]
             elif event == "end":
                 self.run_state = data["state"]
         if changed:
             self.states = {**self.states, **changed}
-            self.counts = dict(Counter(self.states.values()))
-            if self.focus in changed:
-                self._load_detail(self.focus)
+            self.conditions = conditions
+        if changed or groups:
+            self._recount()
+        if self.opened in groups:
+            self._paged()
+        if self.focus in touched:
+            self._load_detail(self.focus)
 
     def on_connection(self, problem: str) -> None:
         """Say that the stream broke ("lost the connection to site hpc: reconnecting..."),
@@ -123,7 +314,7 @@ class DagView(RunView):
 
     def show(self, task: str) -> None:
         """Show ``task``'s details (as clicking its box does)."""
-        if task not in self._upstream:
+        if not self._known(task):
             raise KaleError(f"no task {task!r} in this workflow")
         if self.focus == task:
             self._load_detail(task)  # (a new focus loads them: _focused)
@@ -134,12 +325,18 @@ class DagView(RunView):
             self.detail = {}
             return
         t = self.source.task(self.run_id, task)
+        group = t.get("member_of") or ""
+        spec = self._spec.get(group or task) or {}  # a member: its map's definition
+        after = t.get("after") or spec.get("after") or []
         self.detail = {
             "name": task, "state": t["state"], "kind": t.get("kind", ""),
-            "description": _markdown(t.get("description", "")),
+            "description": _markdown(t.get("description") or spec.get("description", "")),
             "parameters": {k: str(v) for k, v in (t.get("parameters") or {}).items()},
-            "after": t.get("after", []), "error": t.get("error") or "",
-            "reason": t.get("reason") or "", "exit_code": t.get("exit_code"),
+            "after": [after] if isinstance(after, str) else list(after),
+            "error": t.get("error") or "", "reason": t.get("reason") or "",
+            "exit_code": t.get("exit_code"), "member_of": group, "index": t.get("index"),
+            "group": self._members.place(task) or "",  # whose list it is in
+            "condition": bool((t.get("details") or {}).get("condition")),
             "attempts": [{"number": a["number"], "state": a["state"],
                           "started_at": a["started_at"], "ended_at": a["ended_at"],
                           "exit_code": a["exit_code"], "error": a["error"] or "",
@@ -181,6 +378,7 @@ class DagView(RunView):
         name = task or self.focus
         if not name:
             raise KaleError("click the task to run from first")
+        name = self._members.place(name) or name  # a member: run from its map
         return self._new_run(self.source.rerun(run_id, from_=[name]))
 
     def retry_failed(self) -> str:
@@ -211,7 +409,8 @@ class DagView(RunView):
     def to_svg(self, path: str | Path | None = None) -> str:
         """The graph as it is now, as a standalone SVG document (written to ``path`` if
         given), for a report."""
-        svg = dag_svg(self._upstream, self.states, kinds=self._kinds, title=self.title)
+        svg = dag_svg(self._upstream, self.states, kinds=self._kinds, title=self.title,
+                      maps=self.maps, conditions=self.conditions)
         if path is not None:
             Path(path).write_text(svg)
         return svg
