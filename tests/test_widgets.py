@@ -95,8 +95,12 @@ def test_a_map_is_one_box_with_its_counts_and_a_condition_skip_is_dashed() -> No
     assert cond.getAttribute("stroke-dasharray") and "kale-cond" in nodes["extra"].getAttribute(
         "class")
     assert "condition false: 0 &gt; 0" in svg
-    before = dag_svg(up, maps={"analyse": {"total": None, "counts": {}}})  # not yet mapped
-    assert "analyse \u00d7…" in before and "no members yet" in before
+    plan = Workflow("plan", parameters={"xs": [1, 2]})  # not yet run: not yet mapped
+    plan.shell("analyse", "echo $x", map={"x": "${params.xs}"})
+    view = kw.DagView(plan)
+    assert view.maps["analyse"]["total"] is None and "analyse \u00d7…" in view.svg
+    assert "no members yet" in view.to_svg()
+    view.close()
 
 
 def test_members_of_a_map_of_10000_come_a_page_at_a_time() -> None:

@@ -246,15 +246,17 @@ class DagView(RunView):
 
     def _paged(self, _change: dict[str, Any] | None = None) -> None:
         """The page of the opened map's members the browser shows (none if no map is
-        opened)."""
-        if self.opened and self.opened not in self._members.groups:
-            self.error = f"{self.opened!r} is not a map of this workflow (nor added tasks)"
-            self.opened = ""
-        page = self._members.page(self.opened, self.member_offset, self.member_filter) \
-            if self.opened else {}
-        if page.get("offset", self.member_offset) != self.member_offset:
-            self.member_offset = page["offset"]  # (past the end: the last page)
-        self.members = page
+        opened). (The browser's choice comes in the kernel's thread, the members' states
+        in the feed's: one at a time.)"""
+        with self._lock:
+            if self.opened and self.opened not in self._members.groups:
+                self.error = f"{self.opened!r} is not a map of this workflow (nor added tasks)"
+                self.opened = ""
+            page = self._members.page(self.opened, self.member_offset, self.member_filter) \
+                if self.opened else {}
+            if page.get("offset", self.member_offset) != self.member_offset:
+                self.member_offset = page["offset"]  # (past the end: the last page)
+            self.members = page
 
     def open_map(self, name: str, state: str = "") -> None:
         """Show the members of map ``name`` (those in ``state``, if given), from the
