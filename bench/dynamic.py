@@ -269,7 +269,7 @@ def side_dask(n: int) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     cluster = LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+                           dashboard_address=None, silence_logs=logging.CRITICAL)
     client = Client(cluster)
     startup = time.perf_counter() - t0
     try:
