@@ -194,3 +194,36 @@ def test_readme_dashboard_section_works(home: Path, tmp_path: Path,
     assert {type(w).__name__ for w in shown} >= {"QueueView", "WorkersView", "RunsView"}
     for w in shown:  # what a closed notebook would close: their refresh threads end
         w.close()
+
+
+def test_readme_maps_section_and_its_notebook_work(kale: Kale, home: Path,
+                                                   tmp_path: Path) -> None:
+    """The README's maps section as written (its YAML is the example's file, its commands
+    run), and the example notebook executed: a map, a condition, a task adding tasks, and
+    one new file running one new member."""
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Workflows that grow while they run", 1)[1].split("\n## ", 1)[0]
+    shown = re.findall(r"```yaml\n(.*?)```", section, re.S)[0]
+    assert shown == (ROOT / "examples" / "maps" / "maps.yaml").read_text()
+    commands = [shlex.split(m) for m in re.findall(r"^\$ (kale .+?)(?:\s+#.*)?$", section,
+                                                   re.M)]
+    assert len(commands) == 2
+    states = []
+    for command in commands:
+        run = kale(*command[1:])
+        assert run.returncode == 0, run.stdout + run.stderr
+        doc = json.loads(kale("status", run.stdout.split()[0], "--json").stdout)
+        states.append({t["name"]: t["state"] for t in doc["tasks"]})
+    assert states[0]["refine"] == "SUCCEEDED" and states[0]["refine[2]"] == "SUCCEEDED"
+    assert states[1]["refine"] == states[1]["report"] == "SKIPPED"
+
+    work = tmp_path / "examples" / "maps"
+    nb = nbformat.read(work / "maps.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(work)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    shown_text = json.dumps([o.get("data", {}) for o in outputs])
+    assert "follow_up[check_5]" in shown_text and "['analyse[8]']" in shown_text
+    assert "condition false: 0 > 0" in shown_text

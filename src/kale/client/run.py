@@ -34,6 +34,8 @@ class TaskInfo:
     traceback: str | None = None  # (in a task's detail; None in a run's status)
     artifacts: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    #: a task the run added as it ran: the map (or task) it belongs to
+    member_of: str | None = None
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> TaskInfo:
@@ -44,7 +46,7 @@ class TaskInfo:
                    error=doc.get("error"), reused_from=doc.get("reused_from"),
                    stdout=doc.get("stdout"), stderr=doc.get("stderr"),
                    traceback=doc.get("traceback"), artifacts=dict(doc.get("artifacts") or {}),
-                   details=dict(doc.get("details") or {}))
+                   details=dict(doc.get("details") or {}), member_of=doc.get("member_of"))
 
 
 class TaskView:

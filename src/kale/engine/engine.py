@@ -51,7 +51,8 @@ from kale.engine.planner import (
 from kale.errors import StoreWriteError
 from kale.executors.base import Executor, Interrupted
 from kale.model import dag
-from kale.model.dynamic import ADDED, added_task, added_tasks, evaluate
+from kale.model.adding import added_task, added_tasks
+from kale.model.dynamic import ADDED, evaluate
 from kale.model.refs import MissingResult, resolve
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Task, Workflow

@@ -20,20 +20,15 @@ else (see :mod:`kale.engine.planner`).
 from __future__ import annotations
 
 import ast
-import dataclasses
 import inspect
 import keyword
 import operator
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from kale.errors import Problem, ValidationError
 from kale.model.refs import Ref, to_refs
-
-if TYPE_CHECKING:
-    from kale.model.workflow import Task
 
 #: a reference in a condition: ``${task}``, ``${task.key}``, ``${params.name}``
 _COND_REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*(?:\[[\w-]+\])*)(?:\.([^}\s]+))?\s*\}")
@@ -98,29 +93,30 @@ def _refs_in(value: Any) -> Iterator[Ref]:
             yield from _refs_in(v)
 
 
-def dynamic_problems(t: Task, bad: Callable[..., None]) -> None:
+def dynamic_problems(map_: Any, when: Any, parameters: Any, bad: Callable[..., None]) -> None:
     """What is wrong with a task's ``map`` and ``when`` on their own."""
-    if t.map is not None:
-        if not isinstance(t.map, dict) or not t.map:
+    if map_ is not None:
+        if not isinstance(map_, dict) or not map_:
             bad("must be a mapping of parameter name -> what to map over: a reference "
                 "(${task.key}, ${task.files('glob')}, ${params.name}) or a list", "map")
         else:
-            for key, value in t.map.items():
-                _map_entry_problems(t, key, value, bad)
-    if t.when is not None:
-        if not isinstance(t.when, str) or not t.when.strip():
+            for key, value in map_.items():
+                _map_entry_problems(parameters, key, value, bad)
+    if when is not None:
+        if not isinstance(when, str) or not when.strip():
             bad("must be a condition, e.g. \"${pick.n} > 0\"", "when")
         else:
             try:
-                _Condition(t.when)
+                _Condition(when)
             except ValueError as e:
                 bad(str(e), "when")
 
 
-def _map_entry_problems(t: Task, key: Any, value: Any, bad: Callable[..., None]) -> None:
+def _map_entry_problems(parameters: Any, key: Any, value: Any,
+                        bad: Callable[..., None]) -> None:
     if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
         bad(f"{key!r}: a parameter name is an identifier", "map", str(key))
-    elif isinstance(t.parameters, dict) and key in t.parameters:
+    elif isinstance(parameters, dict) and key in parameters:
         bad(f"{key!r} is also a parameter; a mapped name takes its values from the map",
             "map", key)
     if isinstance(value, Ref):
@@ -283,61 +279,3 @@ class _Condition:
             return ev(node.value, v)[ev(node.slice, v)]
         assert isinstance(node, ast.Call)
         return ev(node.func, v)(*[ev(a, v) for a in node.args])
-
-
-# -- tasks that add tasks -----------------------------------------------------------------
-def added_tasks(parent: str, data: Any, known: Collection[str], params: Mapping[str, Any],
-                base_dir: Path | None) -> tuple[list[Task], list[Problem]]:
-    """The tasks a task added (a workflow's canonical dict, or its ``tasks``), validated as
-    any workflow is, renamed into the run (``refine`` added by ``plan`` is
-    ``plan[refine]``), in an order that respects their dependencies. They may depend on
-    each other and on ``known`` tasks of the run (those that succeeded)."""
-    from kale.model.workflow import NAME, Workflow
-
-    tasks = data.get("tasks") if isinstance(data, dict) and "tasks" in data else data
-    if not isinstance(tasks, dict) or not tasks:
-        return [], [Problem("kale.add_tasks() needs a workflow with at least one task")]
-    stubs = {n: {"shell": "true"} for n in known if n not in tasks and NAME.fullmatch(n)}
-    wf, problems = Workflow.parse({"name": "added", "parameters": dict(params),
-                                   "tasks": {**stubs, **tasks}}, base_dir=base_dir,
-                                  trusted=True)
-    if problems:
-        return [], problems
-    names = {n: f"{parent}[{n}]" for n in tasks}
-    return [renamed(wf.tasks[n], names) for n in wf.order() if n in names], []
-
-
-def renamed(task: Task, names: Mapping[str, str]) -> Task:
-    """``task`` with its name and every reference to the tasks in ``names`` renamed."""
-    def value(v: Any) -> Any:
-        if isinstance(v, Ref):
-            return Ref(names.get(v.task, v.task), v.key) if not v.is_param else v
-        if isinstance(v, list):
-            return [value(x) for x in v]
-        if isinstance(v, dict):
-            return {k: value(x) for k, x in v.items()}
-        return v
-
-    def text(t: str, *, dot: bool) -> str:  # in a command, a reference has a dot
-        after = r"(?=\s*\.)" if dot else r"(?=[\s.}])"
-        return re.sub(r"(\$\{\s*)([A-Za-z_][\w-]*)" + after,
-                      lambda m: m.group(1) + names.get(m.group(2), m.group(2)), t)
-
-    target = task.target
-    if task.kind == "shell":
-        target = text(target, dot=True) if isinstance(target, str) \
-            else [text(a, dot=True) for a in target]
-    return dataclasses.replace(
-        task, name=names[task.name], target=target, after=[names.get(a, a) for a in task.after],
-        parameters=value(task.parameters), map=value(task.map) if task.map else task.map,
-        when=text(task.when, dot=False) if task.when else task.when)
-
-
-def added_task(name: str, data: dict[str, Any]) -> Task:
-    """A task a run added, from its stored row (already renamed and validated)."""
-    from kale.model.workflow import _task_from_dict
-
-    task, problems = _task_from_dict("added", data, trusted=True)
-    if task is None or problems:
-        raise ValidationError(problems)
-    return dataclasses.replace(task, name=name)

@@ -667,7 +667,7 @@ def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
         out.append(Problem(msg, path + sub))
 
     for check in (_name_problems, _target_problems, _field_problems, _kind_option_problems,
-                  dynamic_problems):
+                  _dynamic_problems):
         check(t, bad)
     return out
 
@@ -797,6 +797,10 @@ def _kind_option_problems(t: Task, bad: Bad) -> None:
         bad("must be an executor name or a mapping", "executor")
     if t.site is not None and (not isinstance(t.site, str) or not SITE_NAME.match(t.site)):
         bad(f"must be a site's name (`kale site list`), got {t.site!r}", "site")
+
+
+def _dynamic_problems(t: Task, bad: Bad) -> None:
+    dynamic_problems(t.map, t.when, t.parameters, bad)
 
 
 def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, list[Problem]]:
