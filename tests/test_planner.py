@@ -20,6 +20,7 @@ from kale.engine.planner import (
     AttemptEnd,
     Control,
     Ending,
+    Gather,
     Kill,
     Move,
     Planner,
@@ -64,6 +65,7 @@ class Sim:
         self.timers: dict[str, float] = {}
         self.starts: dict[str, int] = {}
         self.adopted: list[Adopt] = []
+        self.gathered: list[str] = []
 
     def apply(self, steps: list[Step]) -> None:
         todo = steps[::-1]
@@ -82,11 +84,19 @@ class Sim:
                 self.timers[step.name] = step.delay
             elif isinstance(step, StopTimer):
                 del self.timers[step.name]
+            elif isinstance(step, Gather):
+                self.gathered.append(step.name)
+                todo.extend(reversed(self.plan.gathered(step.name, {"map": True}, 1.0)))
             else:
                 self.adopted.append(step)
                 self.running[step.name] = step.attempt
 
     def record(self, move: Move) -> None:
+        if move.added is not None:  # a task the run adds: a new row, PENDING
+            assert move.name not in self.store and move.new is S.PENDING
+            self.store[move.name] = S.PENDING
+            self.moves.append(move)
+            return
         old = self.store[move.name]
         assert is_legal(old, move.new), f"{move.name}: {old} -> {move.new} ({move.reason})"
         self.store[move.name] = move.new
@@ -395,3 +405,151 @@ def drive(rng: random.Random, n: int, slots: int) -> None:
 def test_random_dags_with_random_failures_retries_and_cancels_end_well(
         n: int, slots: int, seed: int) -> None:
     drive(random.Random(seed), n, slots)
+
+
+# -- maps ---------------------------------------------------------------------------------
+def mapping(sizes: dict[str, int]) -> Answer:
+    """Answers as the engine does for maps: a selected map of ``sizes[name]`` members
+    expands; anything else has no earlier result."""
+    def answer(plan: Planner, q: Resolve) -> list[Step]:
+        if q.name in sizes and q.selected:
+            return plan.expand(q.name, [(f"{q.name}[{i}]", {}) for i in range(sizes[q.name])],
+                               f"map over {sizes[q.name]} elements")
+        return plan.no_earlier(q.name)
+    return answer
+
+
+def test_a_map_runs_its_members_then_ends_with_them() -> None:
+    up = {"a": (), "m": ("a",), "z": ("m",)}
+    plan = make(up, policies={"m": Policy(retries=1)})
+    sim = Sim(plan, mapping({"m": 3}))
+    sim.apply(plan.resume(["a", "m", "z"], now=1.0))
+    sim.start()
+    sim.end("a", Ending.SUCCEEDED)
+    assert plan.state["m"] is S.RUNNING and plan.members["m"] == ["m[0]", "m[1]", "m[2]"]
+    assert sim.start(slots=2) == ["m[0]", "m[1]"]
+    sim.end("m[0]", Ending.FAILED)  # retried, as the map's policy says
+    assert "m[0]" in sim.timers and plan.state["z"] is S.PENDING
+    sim.end("m[1]", Ending.SUCCEEDED)
+    sim.fire("m[0]")
+    assert sorted(sim.start(slots=2)) == ["m[0]", "m[2]"]
+    sim.end("m[2]", Ending.SUCCEEDED)
+    assert plan.state["m"] is S.RUNNING  # m[0] still runs
+    sim.end("m[0]", Ending.SUCCEEDED)
+    assert sim.gathered == ["m"] and plan.state["m"] is S.SUCCEEDED
+    assert plan.state["z"] is S.READY
+
+
+def test_a_failed_member_fails_its_map_once_all_ended_and_skips_below() -> None:
+    up = {"m": (), "z": ("m",)}
+    plan = make(up)
+    sim = Sim(plan, mapping({"m": 2}))
+    sim.apply(plan.resume(["m", "z"], now=1.0))
+    sim.start(slots=2)
+    sim.end("m[0]", Ending.FAILED)
+    assert plan.state["m"] is S.RUNNING and plan.state["z"] is S.PENDING
+    sim.end("m[1]", Ending.SUCCEEDED)
+    assert plan.state["m"] is S.FAILED and plan.state["z"] is S.SKIPPED
+    assert sim.reasons("m")[-1] == (S.FAILED, "1 of 2 elements did not succeed: m[0] failed")
+    assert plan.final_state() is RunState.FAILED
+
+
+def test_an_empty_map_succeeds_and_a_false_condition_is_no_failure() -> None:
+    up = {"m": (), "c": ("m",), "d": ("c",), "e": ("c", "m")}
+    plan = make(up)
+
+    def answer(plan: Planner, q: Resolve) -> list[Step]:
+        if q.name == "c":
+            return plan.skip_condition("c", "condition false: 0 > 0")
+        if q.name == "d":  # it waits for c alone (the engine asks which)
+            return plan.skip_condition(q.name, "upstream 'c', skipped by a condition")
+        return mapping({"m": 0})(plan, q)
+
+    sim = Sim(plan, answer)
+    sim.apply(plan.resume(["m", "c", "d", "e"], now=1.0))
+    assert plan.state["m"] is S.SUCCEEDED and sim.gathered == ["m"]
+    assert plan.state["c"] is S.SKIPPED and plan.state["d"] is S.SKIPPED
+    assert plan.state["e"] is S.READY  # it also waits for m, which ran
+    sim.start()
+    sim.end("e", Ending.SUCCEEDED)
+    assert plan.idle and plan.final_state() is RunState.SUCCEEDED
+
+
+def test_cancelling_a_map_cancels_its_members_then_it() -> None:
+    plan = make({"m": ()})
+    sim = Sim(plan, mapping({"m": 3}))
+    sim.apply(plan.resume(["m"], now=1.0))
+    sim.start(slots=1)
+    sim.apply(plan.cancel_task("m", "cancelled one", 2.0))
+    assert sim.killed == {"m[0]"} and plan.state["m"] is S.RUNNING
+    sim.end("m[0]", Ending.CANCELLED)
+    assert plan.state == {"m": S.CANCELLED, "m[0]": S.CANCELLED, "m[1]": S.CANCELLED,
+                          "m[2]": S.CANCELLED}
+
+
+def test_a_resumed_map_waits_for_its_members_and_is_not_expanded_again() -> None:
+    up = {"m": (), "z": ("m",)}
+    plan = make(up, states={"m": S.RUNNING})
+    for name, st_ in (("m[0]", S.SUCCEEDED), ("m[1]", S.RUNNING)):
+        plan.restore(name, st_, attempts=1)
+        up[name] = ()
+        plan.downstream[name] = ()  # type: ignore[index]
+        plan.restore_member("m", name)
+    sim = Sim(plan, mapping({"m": 5}))
+    sim.apply(plan.resume(["m", "m[0]", "m[1]", "z"], now=1.0))
+    assert plan.state["m"] is S.RUNNING and plan.state["m[1]"] is S.READY  # requeued
+    assert sim.start() == ["m[1]"]
+    sim.end("m[1]", Ending.SUCCEEDED)
+    assert plan.state["m"] is S.SUCCEEDED and plan.members["m"] == ["m[0]", "m[1]"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 25), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_random_dags_with_maps_end_well(n: int, slots: int, seed: int) -> None:
+    """Random DAGs where some tasks are maps (0 to 4 members), with random failures,
+    retries and cancels: every move is legal, a map ends only after all its members, it
+    succeeds exactly when they all did, and nothing below a map starts before it ends."""
+    rng = random.Random(seed)
+    up: dict[str, tuple[str, ...]] = {}
+    for i in range(n):
+        up[f"t{i}"] = tuple(sorted({f"t{j}" for j in range(i) if rng.random() < 0.3}))
+    sizes = {name: rng.randint(0, 4) for name in up if rng.random() < 0.4}
+    policies = {name: Policy(retries=1) for name in up if rng.random() < 0.3}
+    plan = make(up, policies=policies)
+    sim = Sim(plan, mapping(sizes))
+    sim.apply(plan.resume(dag.topological(up), now=1.0))
+    for _ in range(40 * n + 200):
+        sim.start(slots)
+        assert plan.counts == {s: list(sim.store.values()).count(s) for s in TaskState}
+        if plan.idle:
+            break
+        r = rng.random()
+        if r < 0.01:
+            sim.apply(plan.cancel("cancelled"))
+        elif r < 0.03:
+            sim.apply(plan.cancel_task(rng.choice(list(plan.state)), "one", 0.0))
+        elif sim.timers and (not sim.running or r < 0.2):
+            sim.fire(rng.choice(list(sim.timers)))
+        elif sim.running:
+            name = rng.choice(list(sim.running))
+            ending = Ending.CANCELLED if name in sim.killed else \
+                rng.choices([Ending.SUCCEEDED, Ending.FAILED], [8, 2])[0]
+            sim.end(name, ending)
+    else:
+        raise AssertionError("the run did not end")
+    assert all(s.terminal for s in sim.store.values()) and sim.store == plan.state
+    last = {m.name: i for i, m in enumerate(sim.moves)}
+    for group, members in plan.members.items():
+        assert all(last[m] < last[group] for m in members), group
+        assert (plan.state[group] is S.SUCCEEDED) == (
+            all(plan.state[m] is S.SUCCEEDED for m in members)
+            and plan.state[group] is not S.CANCELLED and not (
+                plan.cancelled and any(plan.state[m] is not S.SUCCEEDED for m in members)))
+    for name, below in plan.downstream.items():
+        for d in below:
+            if d in sim.starts or d in plan.members:
+                ended = next(i for i, m in enumerate(sim.moves) if m.name == name
+                             and m.new is S.SUCCEEDED)
+                first = next(i for i, m in enumerate(sim.moves) if m.name == d
+                             and m.new in (S.RUNNING, S.READY))
+                assert ended < first, (name, d)
