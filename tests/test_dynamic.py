@@ -139,6 +139,19 @@ def test_an_unchanged_run_reuses_every_member_and_one_new_file_runs_one_member(
     assert tasks["analyse[4]"]["result"] == 5
 
 
+def test_only_a_map_runs_the_whole_map(kale: Kale, tmp_path: Path) -> None:
+    wf = _files_workflow(tmp_path, 4)
+    first = _run(kale, str(wf))
+    again = _run(kale, str(wf), "--only", "analyse", "--force")
+    tasks = _tasks(kale, again)
+    assert tasks["simulate"]["reused_from"] == first  # needed, not selected: reused
+    assert [tasks[f"analyse[{i}]"]["reused_from"] for i in range(4)] == [None] * 4
+    assert sorted(_ledger(tmp_path)[4:]) == [f"f000{i}.txt" for i in range(1, 5)]
+    assert tasks["analyse"]["result"] == [1, 2, 3, 4]
+    assert tasks["summary"]["state"] == "SKIPPED" and tasks["summary"]["reason"] == \
+        "not selected"
+
+
 def test_a_changed_file_runs_its_member_again(kale: Kale, tmp_path: Path) -> None:
     wf = _files_workflow(tmp_path, 3)
     _run(kale, str(wf))
