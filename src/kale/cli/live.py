@@ -18,6 +18,7 @@ from rich.text import Text
 
 from kale.cli.tails import failure_lines, read_tail
 from kale.model.display import COLORS, duration
+from kale.model.dynamic import group_of
 from kale.model.states import TaskState
 from kale.store.store import Change
 
@@ -25,6 +26,8 @@ ACTIVE = {TaskState.RUNNING, TaskState.RETRYING, TaskState.SUBMITTED, TaskState.
           TaskState.SUSPENDED}
 PROBLEM = {TaskState.FAILED, TaskState.TIMEOUT, TaskState.CANCELLED}
 FAILED = {TaskState.FAILED, TaskState.TIMEOUT}
+#: what a map's member is shown for, one line each
+QUIET_MEMBER = PROBLEM | {TaskState.RETRYING, TaskState.SKIPPED}
 TAIL_LINES = 10  # of a failed task's stderr, at the failure
 
 
@@ -54,7 +57,9 @@ class Failures:
 
 class PlainProgress:
     """One line per transition: ``12:00:01 fetch RUNNING attempt 1``; a failure is
-    followed by the last lines of the task's stderr, indented."""
+    followed by the last lines of the task's stderr, indented. A map's members (there may
+    be thousands) get a line only when they are in trouble (failed, retried, timed out,
+    cancelled); their map's lines say when it starts and ends."""
 
     def __init__(self, console: Console,
                  stderr_of: Callable[[str], str | None] | None = None) -> None:
@@ -65,7 +70,8 @@ class PlainProgress:
         stamp = time.strftime("%H:%M:%S")
         for ch in changes:
             why = self.failures.lines(ch)
-            if ch.new in (TaskState.PENDING, TaskState.READY):
+            if ch.new in (TaskState.PENDING, TaskState.READY) or (
+                    ch.new not in QUIET_MEMBER and group_of(ch.task) is not None):
                 continue
             reason = f" {ch.reason}" if ch.reason else ""
             self.console.print(f"{stamp} {ch.task} {ch.new.value}{reason}", highlight=False,
