@@ -23,17 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-os.environ["KALE_HOME"] = tempfile.mkdtemp(prefix="kale-profile-")
-
-from kale import Workflow
-from noops import noop
-
 BENCH = Path(__file__).resolve().parent
 PROFILES: list[tuple[str, cProfile.Profile]] = []
 
 
-def profile_threads() -> Callable[[], None]:
-    """Give every thread started from now on its own profiler; returns an undo."""
+def profile_threads(profiles: list[tuple[str, Any]] | None = None) -> Callable[[], None]:
+    """Give every thread started from now on its own profiler, appended to ``profiles``
+    (default :data:`PROFILES`) when the thread ends; returns an undo."""
+    found: list[tuple[str, Any]] = PROFILES if profiles is None else profiles
     original = threading.Thread.run
 
     def run(self: threading.Thread) -> None:
@@ -43,7 +40,7 @@ def profile_threads() -> Callable[[], None]:
             original(self)
         finally:
             prof.disable()
-            PROFILES.append((self.name, prof))
+            found.append((self.name, prof))
 
     threading.Thread.run = run  # type: ignore[method-assign]
 
@@ -85,6 +82,9 @@ def main() -> None:
     p.add_argument("--sort", default="tottime", choices=["tottime", "cumtime"])
     p.add_argument("--no-profile", action="store_true", help="just run (for py-spy)")
     args = p.parse_args()
+    os.environ["KALE_HOME"] = tempfile.mkdtemp(prefix="kale-profile-")
+    from kale import Workflow
+    from noops import noop
 
     warm = Workflow("profile-warm", base_dir=BENCH)
     warm.python(noop, name="t0")

@@ -4,7 +4,6 @@ Slurm. Kale keeps the state, reuse and logs; Dask runs, places and re-runs the t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -17,91 +16,21 @@ from typing import Any
 import pytest
 
 from conftest import Kale, process_alive, wait_until
+from engine_kit import (
+    MODULE,
+    check_bad_settings,
+    kill_orphans,
+    project,
+    resume_and_check,
+    run_cli,
+    start_and_kill,
+    states,
+    status,
+)
 from kale import Workflow
 from kale.model.states import RunState
 
 pytestmark = pytest.mark.timeout(300)
-
-MODULE = '''
-import os, time
-from pathlib import Path
-
-def produce(n):
-    print("producing", n)
-    import kale
-    kale.record("half", n / 2)
-    return {"n": n, "pid": os.getpid()}
-
-def consume(produced, text):
-    return {"sum": produced["n"] + len(text), "text": text}
-
-def where():
-    return {"pid": os.getpid(), "job": os.environ.get("SLURM_JOB_ID", "")}
-
-def wait_for(gate, note):
-    """Note this start (pid, and the pid of the process that started it), then wait."""
-    with open(note, "a") as f:
-        f.write(f"{os.getpid()} {os.getppid()}\\n")
-    end = time.monotonic() + 240
-    while not os.path.exists(gate) and time.monotonic() < end:
-        time.sleep(0.05)
-    return "opened" if os.path.exists(gate) else "gave up"
-'''
-
-NOTEBOOK = {
-    "cells": [
-        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "n = 0",
-         "outputs": [], "execution_count": None},
-        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-         "source": "import kale\nkale.record('squared', n * n)\nprint('squared', n * n)"},
-    ],
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                "language": "python"}},
-    "nbformat": 4, "nbformat_minor": 5,
-}
-
-
-def _project(tmp_path: Path, executor: str) -> Path:
-    (tmp_path / "steps.py").write_text(MODULE)
-    (tmp_path / "square.ipynb").write_text(json.dumps(NOTEBOOK))
-    wf = tmp_path / "wf.yaml"
-    wf.write_text(textwrap.dedent(f"""\
-        name: on-dask
-        executor: {executor}
-        tasks:
-          produce:
-            python: steps:produce
-            parameters: {{n: 5}}
-          shout:
-            shell: "echo hello from dask > said.txt; echo said it"
-            outputs: [said.txt]
-          square:
-            notebook: square.ipynb
-            parameters: {{n: "${{produce.n}}"}}
-          consume:
-            python: steps:consume
-            executor: local
-            after: [shout]
-            parameters: {{produced: "${{produce}}", text: "hello"}}
-        """))
-    return wf
-
-
-def _status(kale: Kale, run_id: str) -> dict[str, dict[str, Any]]:
-    out = kale("status", run_id, "--json")
-    assert out.returncode == 0, out.stderr
-    return {t["name"]: t for t in json.loads(out.stdout)["tasks"]}
-
-
-def _states(run: Any) -> dict[str, str]:
-    return {t["name"]: t["state"] for t in run.status()["tasks"]}
-
-
-def _run(kale: Kale, *args: str) -> str:
-    out = kale("run", *args, timeout=240)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout.split()[0]
-
 
 @pytest.fixture
 def cluster() -> Iterator[Any]:
@@ -116,9 +45,9 @@ def cluster() -> Iterator[Any]:
 
 def test_a_cluster_kale_starts_runs_python_shell_and_notebook_tasks(
         kale: Kale, tmp_path: Path) -> None:
-    wf = _project(tmp_path, "{kind: dask, options: {n_workers: 1, threads_per_worker: 2}}")
-    first = _run(kale, str(wf))
-    tasks = _status(kale, first)
+    wf = project(tmp_path, "{kind: dask, options: {n_workers: 1, threads_per_worker: 2}}")
+    first = run_cli(kale, str(wf))
+    tasks = status(kale, first)
     assert {t["state"] for t in tasks.values()} == {"SUCCEEDED"}, tasks
     # the three tasks without an executor of their own ran on the cluster's worker, over
     # TLS (a cluster Kale starts gets a throw-away certificate); `consume` ran here
@@ -137,8 +66,8 @@ def test_a_cluster_kale_starts_runs_python_shell_and_notebook_tasks(
     detail = json.loads(kale("status", first, "produce", "--json").stdout)
     assert detail["task"]["details"]["dask_dashboard"].startswith("http://127.0.0.1:")
     # the same again: every task reuses its own result; nothing reaches Dask
-    second = _run(kale, str(wf))
-    again = _status(kale, second)
+    second = run_cli(kale, str(wf))
+    again = status(kale, second)
     assert {n: t["reused_from"] for n, t in again.items()} == dict.fromkeys(tasks, first)
 
 
@@ -158,12 +87,12 @@ def test_cancel_and_timeout_stop_the_task_on_its_dask_worker(
                        [int((tmp_path / f).read_text().split()[0])
                         for f in ("c.note", "s.note")],
                        what="both tasks started on the Dask worker")
-    wait_until(lambda: _states(run)["slow"] == "TIMEOUT", what="the slow task timed out")
+    wait_until(lambda: states(run)["slow"] == "TIMEOUT", what="the slow task timed out")
     assert run.cancel() is RunState.CANCELLED
     # both Python processes on the Dask worker are gone: cancel and timeout reach them
     for pid in notes:
         wait_until(lambda pid=pid: not process_alive(pid), what=f"process {pid} stopped")
-    assert _states(run) == {"cancelled": "CANCELLED", "slow": "TIMEOUT"}
+    assert states(run) == {"cancelled": "CANCELLED", "slow": "TIMEOUT"}
 
 
 def test_a_dask_worker_killed_mid_task_is_replaced_and_nothing_runs_twice_after_success(
@@ -196,38 +125,9 @@ def test_a_dask_worker_killed_mid_task_is_replaced_and_nothing_runs_twice_after_
 
 
 def test_resume_after_kale_is_sigkilled_mid_run_on_dask(kale: Kale, tmp_path: Path) -> None:
-    (tmp_path / "steps.py").write_text(MODULE)
-    gate = tmp_path / "gate"
-    wf = tmp_path / "wf.yaml"
-    wf.write_text(textwrap.dedent(f"""\
-        name: resume-on-dask
-        executor: {{kind: dask, options: {{n_workers: 1}}}}
-        tasks:
-          first:
-            python: steps:wait_for
-            parameters: {{gate: {str(tmp_path / 'open')!r}, note: {str(tmp_path / 'f')!r}}}
-          second:
-            python: steps:wait_for
-            after: [first]
-            parameters: {{gate: {str(gate)!r}, note: {str(tmp_path / 's')!r}}}
-        """))
-    (tmp_path / "open").touch()
-    proc = kale.popen("run", str(wf), "--embedded")
-    wait_until(lambda: (tmp_path / "s").is_file(), what="the second task started")
-    run_id = json.loads(kale("runs", "--json").stdout)[0]["id"]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()  # (the engine's processes it started may hold its pipes open)
-    for pipe in (proc.stdout, proc.stderr):
-        assert pipe is not None
-        pipe.close()
-    assert _status(kale, run_id)["first"]["state"] == "SUCCEEDED"
-    gate.touch()
-    out = kale("resume", run_id, timeout=240)
-    assert out.returncode == 0, out.stdout + out.stderr
-    tasks = _status(kale, run_id)
-    assert tasks["second"]["state"] == "SUCCEEDED"
-    assert len((tmp_path / "f").read_text().splitlines()) == 1  # first never ran again
-    _kill_orphans(tmp_path)
+    run_id = start_and_kill(kale, tmp_path, "{kind: dask, options: {n_workers: 1}}")
+    resume_and_check(kale, tmp_path, run_id)
+    kill_orphans(tmp_path)
 
 
 def test_a_slurm_cluster_of_dask_jobqueue_runs_tasks_in_slurm_jobs(
@@ -246,8 +146,8 @@ def test_a_slurm_cluster_of_dask_jobqueue_runs_tasks_in_slurm_jobs(
         tasks:
           where: {{python: "steps:where"}}
         """))
-    run_id = _run(kale, str(wf))
-    task = _status(kale, run_id)["where"]
+    run_id = run_cli(kale, str(wf))
+    task = status(kale, run_id)["where"]
     assert task["state"] == "SUCCEEDED", task
     job = task["result"]["job"]
     assert job.isdigit()
@@ -258,35 +158,11 @@ def test_a_slurm_cluster_of_dask_jobqueue_runs_tasks_in_slurm_jobs(
 
 
 def test_bad_dask_settings_say_what_and_where(kale: Kale, tmp_path: Path) -> None:
-    (tmp_path / "steps.py").write_text(MODULE)
-    wf = tmp_path / "bad.yaml"
-    wf.write_text("name: bad\nexecutor: {kind: dask, address: nowhere, config: x:y}\n"
-                  "tasks:\n  a: {python: 'steps:where'}\n")
-    out = kale("validate", str(wf))
-    assert out.returncode == 2
-    assert "bad.yaml:2: executor.address: must be a scheduler address" in out.stderr
-    assert "executor.config: not a setting of 'dask'" in out.stderr
-    wf.write_text("name: bad\nexecutor: {kind: dask, cluster: 'nosuch:Cluster'}\n"
-                  "tasks:\n  a: {python: 'steps:where'}\n")
-    out = kale("run", str(wf))
-    assert out.returncode == 2
-    assert "executor dask: cluster 'nosuch:Cluster': cannot load it: ModuleNotFoundError" \
-        in out.stderr
-    assert "Traceback" not in out.stderr
-    run_id = out.stdout.split()[0]
-    assert _status(kale, run_id)["a"]["state"] == "PENDING"  # nothing lost: resumable
-
-
-def _kill_orphans(tmp_path: Path) -> None:
-    """What the engine of the killed `kale run` left running (its cluster's or Parsl's
-    processes and their children), found by their working directory: the test's folder."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if cwd == str(tmp_path) or cwd.startswith(f"{tmp_path}/"):
-            with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGKILL)
+    said = check_bad_settings(
+        kale, tmp_path, "{kind: dask, address: nowhere, config: x:y}",
+        ["bad.yaml:2: executor.address: must be a scheduler address",
+         "executor.config: not a setting of 'dask'"],
+        "{kind: dask, cluster: 'nosuch:Cluster'}",
+        "executor dask: cluster 'nosuch:Cluster': cannot load it: ModuleNotFoundError")
+    run_id = said.split()[0]
+    assert status(kale, run_id)["a"]["state"] == "PENDING"  # nothing lost: resumable

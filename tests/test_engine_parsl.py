@@ -4,22 +4,31 @@ the state, reuse and logs; Parsl's workers run the tasks."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import Kale, process_alive, wait_until
+from engine_kit import (
+    MODULE,
+    check_bad_settings,
+    kill_orphans,
+    project,
+    resume_and_check,
+    run_cli,
+    start_and_kill,
+    states,
+    status,
+)
 from kale import Workflow
+from kale.executors.engines import kept
 from kale.model.states import RunState
-from test_engine_dask import MODULE, _project, _run, _states, _status
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -31,23 +40,31 @@ from parsl.providers import {provider}
 
 def config():
     return Config(executors=[HighThroughputExecutor(
-        label="mine", address="127.0.0.1", max_workers_per_node=2, encrypted=True,
+        label="mine", address="127.0.0.1", max_workers_per_node={workers}, encrypted=True,
         provider={provider}({provider_args}))], usage_tracking=0)
 '''
 
 
 def _config(tmp_path: Path, provider: str = "LocalProvider",
             provider_args: str = "init_blocks=1, max_blocks=1",
-            launcher_import: str = "") -> None:
+            launcher_import: str = "", workers: int = 2) -> None:
     (tmp_path / "cfg.py").write_text(CONFIG.format(
-        provider=provider, provider_args=provider_args, launcher_import=launcher_import))
+        provider=provider, provider_args=provider_args, launcher_import=launcher_import,
+        workers=workers))
+
+
+@pytest.fixture(autouse=True)
+def _nothing_kept() -> Iterator[None]:
+    """The DataFlowKernels a test's runs kept for the next run end with the test."""
+    yield
+    kept.clear()
 
 
 def test_kales_default_parsl_runs_python_shell_and_notebook_tasks(
         kale: Kale, tmp_path: Path) -> None:
-    wf = _project(tmp_path, "parsl")
-    first = _run(kale, str(wf))
-    tasks = _status(kale, first)
+    wf = project(tmp_path, "parsl")
+    first = run_cli(kale, str(wf))
+    tasks = status(kale, first)
     assert {t["state"] for t in tasks.values()} == {"SUCCEEDED"}, tasks
     for name in ("produce", "shout", "square"):
         assert kale.attempts(first, name)[0]["worker"] == f"parsl:{socket.gethostname()}"
@@ -60,9 +77,29 @@ def test_kales_default_parsl_runs_python_shell_and_notebook_tasks(
     assert "producing 5" in kale("logs", first, "produce").stdout
     # Parsl's run directory is kept with the run's, not in the current directory
     assert not (tmp_path / "runinfo").exists()
-    second = _run(kale, str(wf))
-    again = _status(kale, second)
+    second = run_cli(kale, str(wf))
+    again = status(kale, second)
     assert {n: t["reused_from"] for n, t in again.items()} == dict.fromkeys(tasks, first)
+
+
+def test_the_next_run_in_the_process_runs_on_the_workers_the_last_one_started(
+        home: Path, tmp_path: Path) -> None:
+    """A local config's DataFlowKernel, workers and all, is kept for the next run of the
+    same config in this process (a notebook session, the manager), and ends when the
+    process lets it go."""
+    (tmp_path / "steps.py").write_text(MODULE)
+    _config(tmp_path, workers=1)
+    pids = []
+    for n in (1, 2):  # (two values: the second run cannot reuse the first's result)
+        wf = Workflow("kept", base_dir=tmp_path,
+                      executor={"kind": "parsl", "config": "cfg.py:config"})
+        wf.python("steps:produce", name="produce", parameters={"n": n})
+        run = wf.run()
+        assert run.wait().state is RunState.SUCCEEDED
+        pids.append(run.result("produce")["pid"])
+    assert pids[1] == pids[0]  # the same Python process, on the same Parsl worker
+    kept.clear()
+    wait_until(lambda: not process_alive(pids[0]), what="the kept workers stopped")
 
 
 def test_a_users_config_cancel_and_timeout_stop_the_task_on_its_parsl_worker(
@@ -82,11 +119,11 @@ def test_a_users_config_cancel_and_timeout_stop_the_task_on_its_parsl_worker(
                       [int((tmp_path / f).read_text().split()[0])
                        for f in ("c.note", "s.note")],
                       what="both tasks started on Parsl's workers")
-    wait_until(lambda: _states(run)["slow"] == "TIMEOUT", what="the slow task timed out")
+    wait_until(lambda: states(run)["slow"] == "TIMEOUT", what="the slow task timed out")
     assert run.cancel() is RunState.CANCELLED
     for pid in pids:  # the cancel marker reached them: Parsl itself cannot stop an app
         wait_until(lambda pid=pid: not process_alive(pid), what=f"process {pid} stopped")
-    assert _states(run) == {"cancelled": "CANCELLED", "slow": "TIMEOUT"}
+    assert states(run) == {"cancelled": "CANCELLED", "slow": "TIMEOUT"}
 
 
 def test_a_parsl_worker_killed_mid_task_is_retried_and_nothing_runs_twice_after_success(
@@ -118,41 +155,13 @@ def test_a_parsl_worker_killed_mid_task_is_retried_and_nothing_runs_twice_after_
 
 
 def test_resume_after_kale_is_sigkilled_mid_run_on_parsl(kale: Kale, tmp_path: Path) -> None:
-    (tmp_path / "steps.py").write_text(MODULE)
-    gate = tmp_path / "gate"
-    (tmp_path / "open").touch()
-    wf = tmp_path / "wf.yaml"
-    wf.write_text(textwrap.dedent(f"""\
-        name: resume-on-parsl
-        executor: parsl
-        tasks:
-          first:
-            python: steps:wait_for
-            parameters: {{gate: {str(tmp_path / 'open')!r}, note: {str(tmp_path / 'f')!r}}}
-          second:
-            python: steps:wait_for
-            after: [first]
-            parameters: {{gate: {str(gate)!r}, note: {str(tmp_path / 's')!r}}}
-        """))
-    proc = kale.popen("run", str(wf), "--embedded")
-    wait_until(lambda: (tmp_path / "s").is_file(), what="the second task started")
-    run_id = json.loads(kale("runs", "--json").stdout)[0]["id"]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()  # (the engine's processes it started may hold its pipes open)
-    for pipe in (proc.stdout, proc.stderr):
-        assert pipe is not None
-        pipe.close()
+    run_id = start_and_kill(kale, tmp_path, "parsl")
     left = _interchanges(tmp_path)
     assert left  # Parsl's interchange outlives the driver...
-    assert _status(kale, run_id)["first"]["state"] == "SUCCEEDED"
-    gate.touch()
-    out = kale("resume", run_id, timeout=240)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert _status(kale, run_id)["second"]["state"] == "SUCCEEDED"
+    resume_and_check(kale, tmp_path, run_id)
     for pid in left:  # ...until the run's next driver stops it
         wait_until(lambda pid=pid: not process_alive(pid), what=f"interchange {pid} stopped")
-    assert len((tmp_path / "f").read_text().splitlines()) == 1  # first never ran again
-    _kill_parsl_orphans(tmp_path)
+    kill_orphans(tmp_path)
 
 
 def test_parsl_with_a_slurm_provider_runs_tasks_in_slurm_jobs(
@@ -166,8 +175,8 @@ def test_parsl_with_a_slurm_provider_runs_tasks_in_slurm_jobs(
     wf = tmp_path / "wf.yaml"
     wf.write_text("name: parsl-on-slurm\nexecutor: {kind: parsl, config: 'cfg:config'}\n"
                   "tasks:\n  where: {python: 'steps:where'}\n")
-    run_id = _run(kale, str(wf))
-    task = _status(kale, run_id)["where"]
+    run_id = run_cli(kale, str(wf))
+    task = status(kale, run_id)["where"]
     assert task["state"] == "SUCCEEDED", task
     job = task["result"]["job"]
     assert job.isdigit()
@@ -177,21 +186,12 @@ def test_parsl_with_a_slurm_provider_runs_tasks_in_slurm_jobs(
 
 
 def test_bad_parsl_settings_say_what_and_where(kale: Kale, tmp_path: Path) -> None:
-    (tmp_path / "steps.py").write_text(MODULE)
     (tmp_path / "cfg.py").write_text("config = 42\n")
-    wf = tmp_path / "bad.yaml"
-    wf.write_text("name: bad\nexecutor: {kind: parsl, config: 'cfg:config', scale: 2}\n"
-                  "tasks:\n  a: {python: 'steps:where'}\n")
-    out = kale("validate", str(wf))
-    assert out.returncode == 2
-    assert "bad.yaml:2: executor.scale: not a setting of 'parsl'; allowed: config" \
-        in out.stderr
-    wf.write_text("name: bad\nexecutor: {kind: parsl, config: 'cfg:config'}\n"
-                  "tasks:\n  a: {python: 'steps:where'}\n")
-    out = kale("run", str(wf))
-    assert out.returncode == 2
-    assert "executor parsl: config 'cfg:config' is a int, not a parsl.Config" in out.stderr
-    assert "Traceback" not in out.stderr
+    check_bad_settings(
+        kale, tmp_path, "{kind: parsl, config: 'cfg:config', scale: 2}",
+        ["bad.yaml:2: executor.scale: not a setting of 'parsl'; allowed: config"],
+        "{kind: parsl, config: 'cfg:config'}",
+        "executor parsl: config 'cfg:config' is a int, not a parsl.Config")
 
 
 def _interchanges(tmp_path: Path) -> list[int]:
@@ -208,18 +208,3 @@ def _interchanges(tmp_path: Path) -> list[int]:
         if b"interchange" in cmd and cwd == str(tmp_path):
             found.append(int(entry.name))
     return found
-
-
-def _kill_parsl_orphans(tmp_path: Path) -> None:
-    """What the engine of the killed `kale run` left running (its cluster's or Parsl's
-    processes and their children), found by their working directory: the test's folder."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if cwd == str(tmp_path) or cwd.startswith(f"{tmp_path}/"):
-            with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGKILL)

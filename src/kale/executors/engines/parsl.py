@@ -2,12 +2,15 @@
 :func:`~kale.executors.engines.attempt.run_attempt`, on the executors and providers of the
 user's ``parsl.Config`` (Local, Slurm, PBS...); Kale keeps the run's state, reuse and views.
 
-Each run gets a DataFlowKernel of its own, from the config the spec names: a function
-returning a ``parsl.Config`` (made afresh for each run: the best form when a manager drives
-several runs), or a ``Config`` (copied, since Parsl's executors are good for one
-DataFlowKernel only). Plain ``parsl`` is one HighThroughputExecutor on this machine, with
-encrypted links and Parsl's usage tracking off (Kale sends nothing off the machine). A
-relative ``run_dir`` (Parsl's ``runinfo``) goes under the run's directory.
+A run's DataFlowKernel comes from the config the spec names: a function returning a
+``parsl.Config`` (made afresh for each run: the best form when a manager drives several
+runs), or a ``Config`` (copied, since Parsl's executors are good for one DataFlowKernel
+only). A config whose executors all run on this machine keeps its DataFlowKernel, workers
+and all, for the next run of the same config in this process (:mod:`.kept`); any other is
+started for the run and cleaned up at its end. Plain ``parsl`` is one
+HighThroughputExecutor on this machine, with encrypted links and Parsl's usage tracking off
+(Kale sends nothing off the machine). A relative ``run_dir`` (Parsl's ``runinfo``) goes
+under the directory of the run that started the DataFlowKernel.
 
 Parsl says nothing when a task starts on a worker: the attempt's host writes a start
 marker, and this executor lists the run's folder of them every 0.25 s while tasks wait
@@ -31,6 +34,7 @@ from typing import Any
 
 from kale import procfs
 from kale.errors import UsageError
+from kale.executors.engines import kept
 from kale.executors.engines.attempt import cancel_marker, run_attempt
 from kale.executors.engines.base import EngineExecutor
 from kale.executors.engines.targets import load_target
@@ -67,6 +71,8 @@ class ParslExecutor(EngineExecutor):
         super().__init__(spec, base_dir, run_dir, jobs)
         self.dfk: Any = None
         self.app: Any = None
+        self._key: str | None = None  # the config's, for keeping its DataFlowKernel
+        self._futures: set[Any] = set()  # Parsl's futures of the attempts not ended
         self._checked: Any = None  # the config, made by check()
 
     def _config(self) -> Any:
@@ -96,20 +102,28 @@ class ParslExecutor(EngineExecutor):
 
     async def start(self, kinds: Mapping[str, int]) -> None:
         from parsl import python_app
-        from parsl.dataflow.dflow import DataFlowKernel
 
         self._stop_leftovers()
         config = self._checked if self._checked is not None else self._config()
-        if not os.path.isabs(config.run_dir):
-            config.run_dir = str(self.run_dir / "parsl" / config.run_dir)
-        try:  # starts the executors' interchanges and blocks: not on the engine's loop
-            self.dfk = await asyncio.to_thread(DataFlowKernel, config)
-        except Exception as e:
-            raise UsageError(f"executor parsl: cannot start its config: "
-                             f"{type(e).__name__}: {e}") from e
+        self._key = kept.config_key(config, self.base_dir)
+        self.dfk = kept.take(self._key) if self._key is not None else None
+        if self.dfk is None:
+            if not os.path.isabs(config.run_dir):
+                config.run_dir = str(self.run_dir / "parsl" / config.run_dir)
+            self.dfk = await self._start_dfk(config)
         self.app = python_app(run_attempt, data_flow_kernel=self.dfk)
         self._note_processes()
         self.start_watching()
+
+    @staticmethod
+    async def _start_dfk(config: Any) -> Any:
+        from parsl.dataflow.dflow import DataFlowKernel
+
+        try:  # starts the executors' interchanges and blocks: not on the engine's loop
+            return await asyncio.to_thread(DataFlowKernel, config)
+        except Exception as e:
+            raise UsageError(f"executor parsl: cannot start its config: "
+                             f"{type(e).__name__}: {e}") from e
 
     def _note_processes(self) -> None:
         """Write down this DataFlowKernel's interchanges (pid and start time), which a
@@ -123,7 +137,8 @@ class ParslExecutor(EngineExecutor):
                 mine.append({"pid": pid, "identity": identity})
         path = self.run_dir / PROCESSES
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"host": socket.gethostname(), "processes": mine}))
+        path.write_text(json.dumps({"host": socket.gethostname(), "driver": os.getpid(),
+                                    "processes": mine}))
 
     def _stop_leftovers(self) -> None:
         """Stop the interchanges a dead driver of this run left (see :meth:`_note_processes`)."""
@@ -132,7 +147,7 @@ class ParslExecutor(EngineExecutor):
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
             return
-        if doc.get("host") == socket.gethostname():
+        if doc.get("host") == socket.gethostname() and doc.get("driver") != os.getpid():
             for p in doc.get("processes") or ():
                 if procfs.process_identity(int(p["pid"])) == p.get("identity"):
                     with contextlib.suppress(OSError):
@@ -144,6 +159,7 @@ class ParslExecutor(EngineExecutor):
         marker = self.expect_start(ctx.task.name, ctx.attempt)
         self.active += 1
         future = self.app(ctx, True)
+        self._futures.add(future)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Outcome] = loop.create_future()
 
@@ -161,6 +177,8 @@ class ParslExecutor(EngineExecutor):
             return Outcome(ok=False, error=f"Parsl: {type(e).__name__}: {e}")
         finally:
             self.active -= 1
+            if future.done():
+                self._futures.discard(future)
             if marker in self.waiting:  # ended before the folder was looked at again
                 self.drain()
         return outcome
@@ -169,8 +187,10 @@ class ParslExecutor(EngineExecutor):
         await self.stop_watching()
         if self.dfk is not None:
             dfk, self.dfk = self.dfk, None
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(dfk.cleanup)
+            busy = any(not f.done() for f in self._futures)  # cancelled, still stopping
+            if busy or self._key is None or not kept.keep(self._key, dfk):
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(dfk.cleanup)
             with contextlib.suppress(OSError):
                 (self.run_dir / PROCESSES).unlink()
 

@@ -1,0 +1,112 @@
+"""Parsl DataFlowKernels kept between runs in one process (a notebook session, the
+manager): starting one (its interchange, a block of workers, Kale's runners in them) takes
+seconds, which a run of many short tasks would otherwise pay every time.
+
+A run's :class:`~kale.executors.engines.parsl.ParslExecutor` hands its DataFlowKernel back
+with :func:`keep` when the run ends; the next run whose config has the same
+:func:`config_key` (the same settings, for the same workflow folder) in this process takes
+it with :func:`take` instead of starting one. Only a config whose executors all run on
+this machine (no provider, or a ``LocalProvider``) is kept: a batch provider's block is an
+allocation, released with its run.
+
+Invariants: at most one kept DataFlowKernel per key; a kept one is cleaned up after
+:data:`KEEP_IDLE` seconds unused, or when the process exits (an ``atexit`` handler: Parsl's
+own only warns);
+:func:`take` returns only one whose interchanges still run and whose executors are not in
+a bad state (others are cleaned up)."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+#: how long (seconds) an unused DataFlowKernel is kept for the next run
+KEEP_IDLE = 120.0
+
+_KEPT: dict[str, tuple[Any, threading.Timer]] = {}
+_LOCK = threading.Lock()
+_AT_EXIT: list[bool] = []  # whether clear() is registered to run at exit
+
+
+def config_key(config: Any, base_dir: Path) -> str | None:
+    """What identifies ``config`` (a ``parsl.Config``, before Kale sets its ``run_dir``)
+    for reuse, or None if it may not be kept. Parsl's configs show all their settings in
+    their ``repr``; object addresses in it (a default manager selector...) are left out."""
+    for ex in getattr(config, "executors", ()):
+        provider = getattr(ex, "provider", None)
+        if provider is not None and type(provider).__name__ != "LocalProvider":
+            return None
+    return f"{base_dir}\n" + re.sub(r" at 0x[0-9a-fA-F]+", "", repr(config))
+
+
+def take(key: str) -> Any:
+    """The DataFlowKernel kept for ``key`` (no longer kept), or None. One that cannot
+    run tasks any more is cleaned up instead."""
+    with _LOCK:
+        entry = _KEPT.pop(key, None)
+    if entry is None:
+        return None
+    dfk, timer = entry
+    timer.cancel()
+    if healthy(dfk):
+        return dfk
+    _cleanup(dfk)
+    return None
+
+
+def keep(key: str, dfk: Any) -> bool:
+    """Keep ``dfk`` for the next run of ``key``; False if one is kept already (the caller
+    cleans this one up)."""
+    with _LOCK:
+        if key in _KEPT:
+            return False
+        if not _AT_EXIT:
+            atexit.register(clear)
+            _AT_EXIT.append(True)
+        timer = threading.Timer(KEEP_IDLE, _expire, (key, dfk))
+        timer.daemon = True
+        _KEPT[key] = (dfk, timer)
+        timer.start()
+    return True
+
+
+def healthy(dfk: Any) -> bool:
+    """Whether ``dfk`` can still run tasks: not cleaned up, its executors not in a bad
+    state, their interchanges running."""
+    if getattr(dfk, "cleanup_called", False):
+        return False
+    for ex in dfk.executors.values():
+        if getattr(ex, "bad_state_is_set", False):
+            return False
+        proc = getattr(ex, "interchange_proc", None)
+        if proc is not None and proc.poll() is not None:
+            return False
+    return True
+
+
+def _expire(key: str, dfk: Any) -> None:
+    with _LOCK:
+        entry = _KEPT.get(key)
+        if entry is None or entry[0] is not dfk:
+            return
+        del _KEPT[key]
+    _cleanup(dfk)
+
+
+def _cleanup(dfk: Any) -> None:
+    with contextlib.suppress(Exception):
+        dfk.cleanup()
+
+
+def clear() -> None:
+    """Clean up every kept DataFlowKernel now."""
+    with _LOCK:
+        entries = list(_KEPT.values())
+        _KEPT.clear()
+    for dfk, timer in entries:
+        timer.cancel()
+        _cleanup(dfk)
