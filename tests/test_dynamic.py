@@ -510,3 +510,53 @@ def test_a_map_and_added_tasks_on_slurm_pilots(
     run_id = _run(kale, str(_plan_workflow(tmp_path, 2)), "--executor", "slurm", "--pilot")
     tasks = _tasks(kale, run_id)
     assert tasks["plan[last]"]["result"] == 1 and tasks["report"]["result"] == 2
+
+
+# -- on a workflow engine -----------------------------------------------------------------
+ENGINE_PLAN = '''\
+import kale
+
+
+def plan():
+    sub = kale.Workflow("more")
+    sub.python(square, name="sq", parameters={"x": 7})
+    kale.add_tasks(sub)
+    return "planned"
+
+
+def plan_on_dask():
+    sub = kale.Workflow("more")
+    sub.python(square, name="sq", parameters={"x": 7}, executor="dask")
+    kale.add_tasks(sub)
+
+
+def square(x):
+    return x * x
+'''
+
+
+def test_a_map_and_the_tasks_a_task_adds_run_on_dask(kale: Kale, tmp_path: Path) -> None:
+    (tmp_path / "eng.py").write_text(ENGINE_PLAN)
+    wf = tmp_path / "dask.yaml"
+    wf.write_text(textwrap.dedent("""\
+        name: on-dask
+        executor: dask
+        tasks:
+          squares:
+            python: eng:square
+            map: {x: [1, 2, 3]}
+          plan:
+            python: eng:plan
+        """))
+    run_id = _run(kale, str(wf))
+    tasks = _tasks(kale, run_id)
+    assert tasks["squares"]["result"] == [1, 4, 9]
+    assert tasks["plan[sq]"]["result"] == 49
+    for name in ("squares[2]", "plan[sq]"):  # where their map (or parent) runs: on Dask
+        assert kale.attempts(run_id, name)[0]["worker"].startswith("dask:")
+    # a run that uses no engine refuses a task added on one, saying why
+    local = tmp_path / "local.yaml"
+    local.write_text("name: local\ntasks:\n  plan:\n    python: eng:plan_on_dask\n")
+    failed = _tasks(kale, _run(kale, str(local), ok=False))["plan"]
+    assert "names the engine dask (plan[sq])" in failed["error"]
+    assert "uses no engine" in failed["error"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -48,7 +49,7 @@ from kale.engine.planner import (
     Step,
     StopTimer,
 )
-from kale.errors import StoreWriteError
+from kale.errors import KaleError, Problem, StoreWriteError
 from kale.executors.base import Executor, Interrupted
 from kale.model import dag
 from kale.model.adding import added_task, added_tasks
@@ -352,6 +353,7 @@ class Engine:
                 self.results[rec.name] = results.decode(rec, self.wf.base_dir,
                                                          sealed=self.executor.remote)
                 self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash)
+        self.executor.add_tasks([self.tasks[n] for ms in members.values() for _, n in ms])
         by_name = {rec.name: rec for rec in records}
         for group, listed in members.items():
             names = [name for _, name in sorted(listed)]
@@ -542,6 +544,7 @@ class Engine:
                 "spec": {"group": name, "index": i, "key": key,
                          "bind": dynamic.encode_binding(binding)}}))
             self._position += 1
+        self.executor.add_tasks([self.tasks[m] for m, _ in members])
         return self.planner.expand(name, members, f"map over {len(members)} elements")
 
     def _gather(self, group: str) -> list[Step]:
@@ -577,6 +580,14 @@ class Engine:
         the task, saying what."""
         known = [n for n, st in self.planner.state.items() if st is S.SUCCEEDED]
         tasks, problems = added_tasks(name, data, known, self.params, self.wf.base_dir)
+        if not problems:
+            parent = self.tasks[name]
+            tasks = [t if t.executor is not None or parent.executor is None
+                     else dataclasses.replace(t, executor=parent.executor) for t in tasks]
+            try:  # where they run: where it runs, unless they say otherwise
+                self.executor.add_tasks(tasks)
+            except KaleError as e:
+                problems = [Problem(str(e))]
         if problems:
             shown = "; ".join(str(p) for p in problems[:5])
             return Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,

@@ -6,9 +6,11 @@ pilots inside batch allocations."""
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from kale.errors import UsageError
+from kale.model.workflow import Task
 from kale.tasks.base import Outcome, TaskContext
 
 #: ``(task name, attempt, worker id)``: an attempt the executor had queued has started;
@@ -52,6 +54,17 @@ class Executor(abc.ABC):
         """Whether the task's directory is made where it runs (by a worker, an engine's
         host) rather than by the engine before :meth:`execute`."""
         return self.remote
+
+    def add_tasks(self, tasks: Sequence[Task]) -> None:
+        """Tasks the run added as it ran (a map's members, tasks a task added): an
+        executor that places tasks by name learns where they go. Raises
+        :class:`~kale.errors.UsageError` for a task it cannot place: here, one that names
+        a workflow engine (only a run with engine tasks has the router that places them)."""
+        named = sorted({f"{t.executor.kind} ({t.name})" for t in tasks
+                        if t.executor is not None and t.executor.engine})
+        if named:
+            raise UsageError(f"a task added to this run names the engine {', '.join(named)}, "
+                             "but the run uses no engine; give the workflow a task on it")
 
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`~kale.errors.UsageError` if its settings cannot work (what they

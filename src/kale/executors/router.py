@@ -10,21 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from kale import plugins
 from kale.executors.base import Executor, Interrupted
 from kale.model.executor import ExecutorSpec
-from kale.model.workflow import Workflow
+from kale.model.workflow import Task, Workflow
 from kale.tasks.base import Outcome, TaskContext
 from kale.tasks.registry import runner_kind
 
 
 def engine_spec(wf: Workflow, name: str, default: ExecutorSpec | None) -> ExecutorSpec | None:
     """The engine spec task ``name`` runs on, or None (it runs on the run's executor)."""
-    spec = wf.tasks[name].executor or default
+    return task_engine_spec(wf.tasks[name], default)
+
+
+def task_engine_spec(task: Task, default: ExecutorSpec | None) -> ExecutorSpec | None:
+    spec = task.executor or default
     return spec if spec is not None and spec.engine else None
 
 
@@ -59,19 +63,42 @@ class Router(Executor):
         self.remote = default.remote
         self.targets: dict[str, Executor] = {}
         self.engines: dict[str, Executor] = {}
-        for name in wf.tasks:
-            spec = engine_spec(wf, name, default_spec)
-            if spec is None:
-                self.targets[name] = default
-                continue
-            key = json.dumps(spec.to_value(), sort_keys=True, default=str)
-            if key not in self.engines:
-                self.engines[key] = make_engine_executor(spec, wf.base_dir, run_dir, jobs)
-            self.targets[name] = self.engines[key]
+        self._spec, self._base_dir, self._run_dir, self._jobs = (
+            default_spec, wf.base_dir, run_dir, jobs)
+        for task in wf.tasks.values():
+            self.targets[task.name] = self._place(task)
         self._kinds = {name: runner_kind(t) for name, t in wf.tasks.items()}
         self._gates: dict[int, asyncio.Semaphore] = {}
         self._starting: dict[int, asyncio.Future[None]] = {}
         self.slots = sum(e.slots for e in {id(e): e for e in self.targets.values()}.values())
+
+    def _place(self, task: Task) -> Executor:
+        """The executor a task's spec names: an engine's (one per distinct spec), else the
+        run's own."""
+        spec = task_engine_spec(task, self._spec)
+        if spec is None:
+            return self.default
+        key = json.dumps(spec.to_value(), sort_keys=True, default=str)
+        if key not in self.engines:
+            self.engines[key] = make_engine_executor(spec, self._base_dir, self._run_dir,
+                                                     self._jobs)
+        return self.engines[key]
+
+    def add_tasks(self, tasks: Sequence[Task]) -> None:
+        """Tasks the run added: each to the executor its spec names. An engine no task
+        named before is made now, checked, and started when its first task is due."""
+        for task in tasks:
+            known = set(map(id, self.engines.values()))
+            target = self.targets[task.name] = self._place(task)
+            if id(target) not in known and target is not self.default:
+                target.check()
+                target.on_start, target.on_wait, target.on_samples = (
+                    self.on_start, self.on_wait, self.on_samples)
+                self._counts[id(target)] = {}
+                self.slots += target.slots
+            mine = self._counts[id(target)]
+            kind = self._kinds[task.name] = runner_kind(task)
+            mine[kind] = mine.get(kind, 0) + 1
 
     def _executors(self) -> list[Executor]:
         return [self.default, *self.engines.values()]
