@@ -560,3 +560,26 @@ def test_a_map_and_the_tasks_a_task_adds_run_on_dask(kale: Kale, tmp_path: Path)
     failed = _tasks(kale, _run(kale, str(local), ok=False))["plan"]
     assert "names the engine dask (plan[sq])" in failed["error"]
     assert "uses no engine" in failed["error"]
+
+
+def test_a_notebook_adds_tasks(kale: Kale, tmp_path: Path) -> None:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(metadata={"kernelspec": {"display_name": "Python 3",
+                                               "language": "python", "name": "python3"}})
+    params = new_code_cell("n = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell(
+        "import kale\nsub = kale.Workflow('more')\nfor i in range(n):\n"
+        "    sub.shell(f'echo{i}', f'echo {i} > out.txt', outputs=['out.txt'])\n"
+        "kale.add_tasks(sub)\nkale.record('n', n)")]
+    nbformat.write(nb, tmp_path / "gen.ipynb")
+    wf = tmp_path / "nb.yaml"
+    wf.write_text("name: nbadd\ntasks:\n  gen:\n    notebook: gen.ipynb\n"
+                  "    parameters: {n: 3}\n")
+    tasks = _tasks(kale, _run(kale, str(wf)))
+    assert tasks["gen"]["result"] == {"n": 3}  # what it added is not part of its result
+    assert [n for n in tasks if n.startswith("gen[")] == ["gen[echo0]", "gen[echo1]",
+                                                         "gen[echo2]"]
+    assert Path(tasks["gen[echo2]"]["result"]["out.txt"]).read_text() == "2\n"
