@@ -244,13 +244,33 @@ def task_detail(store: Store, rec: RunRecord, task: str) -> dict[str, Any]:
     exit code, error and worker). What a dashboard shows when a task is clicked."""
     record = store.task(rec.id, task)
     doc = record.to_json()
-    spec = (rec.spec.get("tasks") or {}).get(task) or {}
+    spec = _definition(store, rec, task, record.spec)
+    if record.spec and "bind" in record.spec:  # a map's member: the element it got
+        doc["element"] = record.spec["bind"].get("json", "(a value JSON cannot show)")
     after = spec.get("after") or []
     doc.update(description=spec.get("description", ""),
                parameters=spec.get("parameters") or {},
                after=[after] if isinstance(after, str) else list(after),
                attempt_rows=store.attempts(rec.id, task), traceback=record.traceback)
     return doc
+
+
+def _definition(store: Store, rec: RunRecord, task: str,
+                member: dict[str, Any] | None) -> dict[str, Any]:
+    """A task's definition (canonical dict): the workflow's; for a task another task
+    added, the one it was added with; for a map's member, its map's with the element
+    bound (shown when it is JSON)."""
+    if member is None:
+        return dict((rec.spec.get("tasks") or {}).get(task) or {})
+    if "task" in member:
+        return dict(member["task"])
+    group = str(member["group"])
+    spec = _definition(store, rec, group, store.task(rec.id, group).spec)
+    spec.pop("map", None)
+    bound = member.get("bind", {}).get("json")
+    if isinstance(bound, dict):
+        spec["parameters"] = {**(spec.get("parameters") or {}), **bound}
+    return spec
 
 
 def read_log(store: Store, run_id: str, task: str, stream: str = "stdout",

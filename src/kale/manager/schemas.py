@@ -183,6 +183,8 @@ class TaskDetail(TaskDoc):
     attempt_rows: list[AttemptDoc]
     #: the failure's traceback, when it has one
     traceback: NotRequired[str | None]
+    #: a map's member: the element it got (parameter -> value)
+    element: NotRequired[Any]
 
 
 @with_config(DOCUMENT)
