@@ -137,6 +137,10 @@ def test_an_unchanged_run_reuses_every_member_and_one_new_file_runs_one_member(
     assert [tasks[f"analyse[{i}]"]["reused_from"] for i in range(5)] == [first] * 4 + [None]
     assert tasks["summary"]["result"] == {"n": 5, "sum": 15, "first": [1, 2, 3]}
     assert tasks["analyse[4]"]["result"] == 5
+    # its detail says which element it got
+    detail = json.loads(kale("status", third, "analyse[4]", "--json").stdout)["task"]
+    assert detail["element"]["path"].endswith("/simulate/runs/f0005.txt")
+    assert detail["member_of"] == "analyse" and detail["index"] == 4
 
 
 def test_only_a_map_runs_the_whole_map(kale: Kale, tmp_path: Path) -> None:
