@@ -21,6 +21,7 @@ from kale import Workflow
 from kale.model.display import COLORS
 from kale.widgets.dag import PAGE, Members
 from kale.widgets.layout import MAX_ROW, NODE_H, NODE_W, dag_svg, layers, layout
+from kale.widgets.resources import BUCKET, Summed, box_of
 
 STATIC = Path(kw.__file__).with_name("static")
 # The live views' waits are safety nets of a minute or two each; together they may exceed
@@ -138,6 +139,20 @@ def test_tasks_a_task_added_are_listed_under_it() -> None:
         ["[refine][2]", "plan[refine][2]"], ["[refine][10]", "plan[refine][10]"]]
     svg = dag_svg({"plan": []}, maps=members.summary())
     assert "plan +4" in svg and "added 4 tasks" in svg
+
+
+def test_a_maps_members_chart_as_one_line_their_sum() -> None:
+    assert [box_of(n) for n in ("sim", "analyse[3]", "plan[refine]", "plan[refine][2]")] == [
+        "sim", "analyse", "plan", "plan"]
+    summed = Summed()
+    for k in range(4):  # two members sampled four times a step, a third once
+        for member, rss in (("analyse[0]", 100 + k), ("analyse[1]", 200)):
+            summed.add("analyse", member, 10 * BUCKET + k * BUCKET / 4, (50.0, rss, None))
+    summed.add("analyse", "analyse[2]", 10 * BUCKET, (25.0, 1000, 30.0))
+    summed.add("analyse", "analyse[0]", 11 * BUCKET, (10.0, 5, None))
+    line = summed.line("analyse")  # each member once a step: its latest sample there
+    assert line == {"t": [10 * BUCKET, 11 * BUCKET], "cpu": [125.0, 10.0],
+                    "rss": [103 + 200 + 1000, 5], "gpu": [30.0, None]}
 
 
 def test_a_workflow_not_yet_run_draws_and_exports(tmp_path: Path) -> None:
@@ -308,6 +323,62 @@ def test_dagview_shows_a_map_as_one_box_with_counts_and_opens_its_members(
         assert "started run" in view.message
         view.opened = "sum"
         assert "'sum' is not a map" in view.error and view.opened == ""
+        view.close()
+
+
+def test_the_dashboard_logs_and_charts_a_map_of_many_members(
+        tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    start, gate, n = tmp_path / "start", tmp_path / "gate", 300
+    wf = Workflow("many", base_dir=tmp_path, parameters={"xs": list(range(n))})
+    sim = wf.shell("sim", f"{gate_sh(start)}; echo simulated")
+    # Four members at a time wait for the test's gate: sampled while they run together.
+    analyse = wf.shell("analyse", f"{gate_sh(gate)}; echo x=$x", map={"x": "${params.xs}"},
+                       after=sim)
+    wf.shell("sum", "echo sum", after=analyse)
+    m = managers("--workers", "1", "--worker-slots", "4", "--sample-interval", "0.5")
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_until(lambda: client.status(run.id)["tasks"][0]["state"] == "RUNNING",
+                   what="sim running")
+        dash = kw.Dashboard(run)  # before the map has members
+        assert dash.logs.tasks == ["sim", "analyse", "sum"] and dash.logs.task == "sim"
+        start.touch()
+
+        def running() -> list[str]:
+            return [t["name"] for t in client.status(run.id)["tasks"]
+                    if t.get("member_of") == "analyse" and t["state"] == "RUNNING"]
+
+        def summed() -> bool:  # the map's memory line is its members' total, not one's
+            line = dash.resources.series.get("analyse")
+            one = max((s["rss"] or 0 for t in running() for s in client.resources(run.id, t)),
+                      default=0)
+            return bool(line) and len(line["t"]) >= 3 and max(line["rss"]) > one > 0
+
+        wait_until(summed, what="the map's members charted as one line, their sum")
+        assert not [name for name in dash.resources.series if "[" in name]  # no line a member
+        member = running()[0]
+        dash.dag.focus = member  # a click on a member: its own line
+        assert dash.resources.task == member and list(dash.resources.series) in ([], [member])
+        wait_until(lambda: list(dash.resources.series) == [member], what="the member's line")
+        gate.touch()
+        assert client.run(run.id).wait(120).state.value == "SUCCEEDED"
+
+        dash.dag.focus = "analyse[250]"  # made after the Log tab loaded
+        assert dash.logs.task == "analyse[250]" and dash.logs.text == "x=250\n"
+        assert dash.logs.tasks == ["sim", "analyse", "sum", "analyse[250]"]
+        assert dash.resources.task == "analyse[250]"
+        dash.dag.focus = "sum"  # back to a task of the workflow: the whole run's charts
+        assert dash.logs.tasks == ["sim", "analyse", "sum"] and dash.logs.text == "sum\n"
+        assert dash.resources.task == "" and "analyse" in dash.resources.series
+        dash.logs.task = "analyse[999]"
+        assert "analyse[999]" in dash.logs.error and dash.logs.task == "sum"
+        assert dash.logs.tasks == ["sim", "analyse", "sum"]
+        dash.close()
+        # A finished run of 300 members: the choice is the workflow's three tasks.
+        view = kw.LogView(run, task="analyse[7]")
+        assert view.tasks == ["sim", "analyse", "sum", "analyse[7]"] and view.text == "x=7\n"
+        view.task = "analyse"
+        assert view.tasks == ["sim", "analyse", "sum"]
         view.close()
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from kale.model.dynamic import group_of
 from kale.widgets.dag import DagView
 from kale.widgets.feed import Feed
 from kale.widgets.log import LogView
@@ -20,8 +21,9 @@ from kale.widgets.workers import WorkersView
 class Dashboard(W.VBox):  # type: ignore[misc]
     """A run's graph on top; below it, tabs with the focused task's log, resource
     charts, the batch queue (when there is a scheduler), workers, runs, and a login.
-    One event stream feeds the live views. Clicking a task shows its log; retrying or
-    opening another run switches every view to it.
+    One event stream feeds the live views. Clicking a task shows its log; clicking a
+    map's member shows its log and its own resource lines (a click elsewhere, the whole
+    run's again); retrying or opening another run switches every view to it.
 
     ``Dashboard(run)`` or ``run.dashboard()``; ``Dashboard()`` for this home's manager
     (pick a run under "Runs"); ``Dashboard(client=c)`` for another manager."""
@@ -79,8 +81,17 @@ class Dashboard(W.VBox):  # type: ignore[misc]
             self.tabs.selected_index = selected + 1
 
     def _focus(self, change: dict[str, Any]) -> None:
-        if change["new"] and change["new"] in self.logs.tasks:
-            self.logs.task = change["new"]
+        """A task clicked in the graph: its log (a member's too, one made after the Log tab
+        loaded included); a member's own resource lines, not its map's."""
+        name = change["new"]
+        if not name:
+            return
+        with self.logs.reporting():
+            self.logs.show(name)
+        if group_of(name) is not None:
+            self.resources.task = name
+        elif group_of(self.resources.task) is not None:
+            self.resources.task = ""  # (a member was chosen: the whole run again)
 
     def show_run(self, run_id: str) -> None:
         """Show run ``run_id`` in every view."""

@@ -1,4 +1,4 @@
-// ResourceView: small SVG line charts, one line per task or per worker.
+// ResourceView: small SVG line charts, one line per task (a map's members summed) or per worker.
 const PALETTE = ["#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#6d4c41",
                  "#3949ab", "#c0ca33", "#d81b60", "#546e7a", "#fdd835"];
 const NS = "http://www.w3.org/2000/svg";
@@ -50,12 +50,19 @@ function chart(title, series, key, fmt) {
 
 function render({ model, el }) {
   const by = h("select", {}, h("option", { value: "task" }, "per task"), h("option", { value: "worker" }, "per worker"));
+  // One task chosen (a member clicked in the graph): say so, with the way back to all.
+  const onlyName = h("span", { class: "kale-only-task" });
+  const all = h("button", { class: "kale-btn kale-all-tasks", title: "Show every task (a map as one line)" }, "all tasks");
+  const only = h("span", { class: "kale-only" }, "only ", onlyName, " ", all);
   const charts = h("div", { class: "kale-charts" });
   const legend = h("div", { class: "kale-legend" });
-  el.append(h("div", { class: "kale-resources" }, h("div", { class: "kale-toolbar" }, by), banner(model), charts, legend));
+  el.append(h("div", { class: "kale-resources" }, h("div", { class: "kale-toolbar" }, by, only), banner(model), charts, legend));
   by.addEventListener("change", () => { model.set("by", by.value); model.save_changes(); });
+  all.addEventListener("click", () => { model.set("task", ""); model.save_changes(); });
   const draw = () => {
     by.value = model.get("by");
+    onlyName.textContent = model.get("task");
+    only.style.display = model.get("task") && model.get("by") === "task" ? "" : "none";
     const series = model.get("series");
     charts.replaceChildren(chart("CPU (% of a core)", series, "cpu", (v) => `${v.toFixed(0)}%`),
                            chart("memory (RSS)", series, "rss", fmtBytes));
@@ -69,5 +76,6 @@ function render({ model, el }) {
   draw();
   model.on("change:series", draw);
   model.on("change:by", draw);
+  model.on("change:task", draw);
 }
 export default { render };
