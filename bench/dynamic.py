@@ -386,18 +386,21 @@ def ok(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def versus(kale: list[dict[str, Any]], peer: list[dict[str, Any]], n: int) -> str:
-    """Kale's overhead per member over a peer (ms) and the ratio of their medians."""
-    if not kale or not peer:
+    """Kale's overhead per member over a peer (ms) and Kale's time over the peer's: the
+    median of each round's (a round's runs share the machine's load of the moment)."""
+    pairs = [(k["seconds"], p["seconds"]) for k, p in zip(kale, peer, strict=False)
+             if "error" not in k and "error" not in p]
+    if not pairs:
         return " | "
-    k, p = med(kale), med(peer)
-    return f"{(k - p) / n * 1000:+.2f} | {k / p:.2f}x"
+    over = statistics.median((k - p) / n * 1000 for k, p in pairs)
+    return f"{over:+.2f} | {statistics.median(k / p for k, p in pairs):.2f}x"
 
 
 def main_table(got: dict[str, list[dict[str, Any]]], n: int) -> list[str]:
     rows = ["| system | runs (s) | median (s) | members/s | Kale embedded: overhead per "
             "member (ms) | Kale embedded / this | Kale manager: overhead per member (ms) | "
             "Kale manager / this |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    kale, mgr = ok(got["kale"]), ok(got["manager"])
+    kale, mgr = got["kale"], got["manager"]
     for name in SIDES:
         docs = ok(got[name])
         if not docs:
@@ -407,8 +410,8 @@ def main_table(got: dict[str, list[dict[str, Any]]], n: int) -> list[str]:
         runs = ", ".join(f"{d['seconds']:.3f}" for d in docs)
         m = med(docs)
         rows.append(f"| {LABELS[name]} | {runs} | {m:.3f} | {n / m:,.0f} | "
-                    f"{versus(kale, docs, n) if name != 'kale' else ' | '} | "
-                    f"{versus(mgr, docs, n) if name not in ('kale', 'manager') else ' | '} |")
+                    f"{versus(kale, got[name], n) if name != 'kale' else ' | '} | "
+                    f"{versus(mgr, got[name], n) if name not in ('kale', 'manager') else ' | '} |")
     return rows
 
 
@@ -481,7 +484,8 @@ def report(got: dict[str, list[dict[str, Any]]], sizes: Sizes, wall: float,
              f"- bench wall time: {wall:.0f} s", ""]
     body = [f"`make` -> `one` mapped over its {n:,}-element list -> `total`; seconds from "
             "submitting (Kale: `wf.run()`, setup included) to the total; overhead per member "
-            "= (Kale's median - this system's median) / members", "",
+            "= (Kale's time - this system's) / members, and Kale / this: each the median of "
+            "the rounds' (a round runs every system once, one after the other)", "",
             *main_table(got, n), "", "Start-up (not in Parsl's and Dask's timed runs; Kale "
             "embedded starts its workers in every run):", "", *startup_table(got)]
     kale = ok(got["kale"])
