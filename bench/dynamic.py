@@ -1,7 +1,7 @@
 """A map of 10,000 elements in Kale against Parsl and Dask, side by side in one run (issue 18).
 
-    python bench/dynamic.py            # 10,000 elements, 3 rounds (~6 min) -> results/dynamic.txt
-    python bench/dynamic.py --quick    # 500 elements, 1 round, CI smoke (~40 s); prints only
+    python bench/dynamic.py            # 10,000 elements, 3 rounds (6-13 min) -> results/dynamic.txt
+    python bench/dynamic.py --quick    # 500 elements, 1 round, CI smoke (~30 s); prints only
     python bench/dynamic.py --profile [--n 2000]  # Kale's map under cProfile, per thread
 
 The workload, the same function bodies on every system (``mapmod``, a module written into a
