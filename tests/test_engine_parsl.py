@@ -102,6 +102,39 @@ def test_the_next_run_in_the_process_runs_on_the_workers_the_last_one_started(
     wait_until(lambda: not process_alive(pids[0]), what="the kept workers stopped")
 
 
+KEEPER = """
+import sys
+from kale import Workflow
+wf = Workflow("kept", base_dir=sys.argv[1],
+              executor={"kind": "parsl", "config": "cfg.py:config"})
+wf.python("steps:where", name="where")
+assert wf.run().wait().state.value == "SUCCEEDED"
+print("kept", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_what_a_killed_process_kept_stops_with_it(home: Path, tmp_path: Path) -> None:
+    """The Parsl processes a DataFlowKernel kept for the next run stop when the process
+    that kept them dies, even by SIGKILL (nothing of Kale's then runs in it)."""
+    (tmp_path / "steps.py").write_text(MODULE)
+    _config(tmp_path, workers=1)
+    proc = subprocess.Popen([sys.executable, "-c", KEEPER, str(tmp_path)], cwd=tmp_path,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline() == "kept\n"  # its run ended; its Parsl still runs
+    interchanges, pools = _interchanges(tmp_path), _interchanges(tmp_path, b"worker_pool")
+    assert interchanges and pools
+    left = interchanges + pools
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    proc.stdin.close()
+    for pid in left:
+        wait_until(lambda pid=pid: not process_alive(pid), what=f"Parsl's process {pid} stopped")
+    kill_orphans(tmp_path)
+
+
 def test_a_users_config_cancel_and_timeout_stop_the_task_on_its_parsl_worker(
         home: Path, tmp_path: Path) -> None:
     (tmp_path / "steps.py").write_text(MODULE)
@@ -194,8 +227,9 @@ def test_bad_parsl_settings_say_what_and_where(kale: Kale, tmp_path: Path) -> No
         "executor parsl: config 'cfg:config' is a int, not a parsl.Config")
 
 
-def _interchanges(tmp_path: Path) -> list[int]:
-    """Parsl interchanges started by a `kale` of this test (their working directory)."""
+def _interchanges(tmp_path: Path, what: bytes = b"interchange") -> list[int]:
+    """Parsl interchanges (or other processes whose command line has ``what``) started
+    by a `kale` of this test (their working directory)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -205,6 +239,6 @@ def _interchanges(tmp_path: Path) -> list[int]:
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if b"interchange" in cmd and cwd == str(tmp_path):
+        if what in cmd and cwd == str(tmp_path):
             found.append(int(entry.name))
     return found

@@ -121,6 +121,11 @@ class Host:
         return asyncio.run_coroutine_threadsafe(self._run(ctx, mark_start),
                                                 self.loop).result()
 
+    async def attempt(self, ctx: TaskContext) -> Outcome:
+        """Run one attempt to its end, on the host's loop (cancelling the awaiting task
+        cancels the attempt)."""
+        return await self._run(ctx, False)
+
     async def _runner(self, kind: str) -> TaskRunner:
         runner = self.runners.get(kind)
         if runner is not None:
@@ -280,17 +285,20 @@ _STARTS: dict[str, tuple[Any, list[dict[str, Any]]]] = {}
 _STARTS_LOCK = threading.Lock()
 
 
-def run_on_dask(ctx: TaskContext) -> tuple[str, Outcome]:
-    """:func:`run_attempt` as a Dask task; returns the worker's address with the outcome.
-    Its start goes to the client with the other starts of this worker within
-    :data:`START_BATCH` seconds (one ``kale-started`` event holding a ``started`` list),
-    so a task that runs longer is seen RUNNING while it runs; the address returned says
-    where a shorter one ran even if its start is not told yet."""
+async def run_on_dask(ctx: TaskContext) -> tuple[str, Outcome]:
+    """One attempt as a Dask task; returns the worker's address with the outcome. A
+    coroutine, which Dask runs on the worker's event loop (not in its thread pool): it
+    waits there for the attempt, which runs in this process's :class:`Host`, as one of the
+    worker's threads would. Its start goes to the client with the other starts of this
+    worker within :data:`START_BATCH` seconds (one ``kale-started`` event holding a
+    ``started`` list), so a task that runs longer is seen RUNNING while it runs; the
+    address returned says where a shorter one ran even if its start is not told yet."""
     from distributed import get_worker
 
     worker = get_worker()
     _tell_started(worker, {"run": ctx.run_id, "task": ctx.task.name, "attempt": ctx.attempt})
-    return str(worker.address), run_attempt(ctx)
+    running = asyncio.run_coroutine_threadsafe(host().attempt(ctx), host().loop)
+    return str(worker.address), await asyncio.wrap_future(running)
 
 
 def _tell_started(worker: Any, start: dict[str, Any]) -> None:

@@ -9,9 +9,14 @@ it with :func:`take` instead of starting one. Only a config whose executors all 
 this machine (no provider, or a ``LocalProvider``) is kept: a batch provider's block is an
 allocation, released with its run.
 
+While one is kept, a watcher process (:data:`WATCHER`, reading a pipe from this process)
+stops its interchanges and its blocks' process groups if this process dies without
+taking it back, however it dies (the manager ends by its signal, which skips ``atexit``;
+a SIGKILL): no run of this process drives them any more.
+
 Invariants: at most one kept DataFlowKernel per key; a kept one is cleaned up after
 :data:`KEEP_IDLE` seconds unused, or when the process exits (an ``atexit`` handler: Parsl's
-own only warns);
+own only warns), or by its watcher if the process dies;
 :func:`take` returns only one whose interchanges still run and whose executors are not in
 a bad state (others are cleaned up)."""
 
@@ -19,15 +24,41 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from kale import procfs
+
 #: how long (seconds) an unused DataFlowKernel is kept for the next run
 KEEP_IDLE = 120.0
 
+#: what a watcher runs: given the processes and process groups of a kept DataFlowKernel
+#: (with their identities), it stops them when its stdin ends without a word (the process
+#: that kept them died); a line on stdin means "taken back": it exits and stops nothing
+WATCHER = """
+import json, os, signal, sys
+from kale import procfs
+if sys.stdin.readline():
+    sys.exit(0)
+for pid, identity, target, group in json.loads(sys.argv[1]):
+    if procfs.process_identity(pid) == identity:
+        try:
+            if group:
+                os.killpg(target, signal.SIGKILL)
+            else:
+                os.kill(target, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
 _KEPT: dict[str, tuple[Any, threading.Timer]] = {}
+_WATCHERS: dict[int, subprocess.Popen[bytes]] = {}  # id(dfk) -> its watcher
 _LOCK = threading.Lock()
 _AT_EXIT: list[bool] = []  # whether clear() is registered to run at exit
 
@@ -52,6 +83,7 @@ def take(key: str) -> Any:
         return None
     dfk, timer = entry
     timer.cancel()
+    _unwatch(dfk)
     if healthy(dfk):
         return dfk
     _cleanup(dfk)
@@ -71,6 +103,7 @@ def keep(key: str, dfk: Any) -> bool:
         timer.daemon = True
         _KEPT[key] = (dfk, timer)
         timer.start()
+    _watch(dfk)
     return True
 
 
@@ -94,6 +127,7 @@ def _expire(key: str, dfk: Any) -> None:
         if entry is None or entry[0] is not dfk:
             return
         del _KEPT[key]
+    _unwatch(dfk)
     _cleanup(dfk)
 
 
@@ -109,4 +143,44 @@ def clear() -> None:
         _KEPT.clear()
     for dfk, timer in entries:
         timer.cancel()
+        _unwatch(dfk)
         _cleanup(dfk)
+
+
+def processes(dfk: Any) -> list[tuple[int, str, int, bool]]:
+    """What ``dfk`` runs on this machine: its interchanges, and the process groups of its
+    local blocks (never this process's own group), as ``(pid, its identity, what to stop,
+    whether that is a process group)``."""
+    found: list[tuple[int, str, int, bool]] = []
+    mine = os.getpgid(0)
+    for ex in dfk.executors.values():
+        pid = getattr(getattr(ex, "interchange_proc", None), "pid", None)
+        if pid is not None:
+            found.append((pid, procfs.process_identity(pid) or "", pid, False))
+        resources = getattr(getattr(ex, "provider", None), "resources", None) or {}
+        for job in resources.values():
+            with contextlib.suppress(OSError, TypeError, ValueError, KeyError):
+                pid = int(job["remote_pid"])
+                group = os.getpgid(pid)
+                if group != mine:
+                    found.append((pid, procfs.process_identity(pid) or "", group, True))
+    return [f for f in found if f[1]]
+
+
+def _watch(dfk: Any) -> None:
+    with contextlib.suppress(OSError):
+        _WATCHERS[id(dfk)] = subprocess.Popen(
+            [sys.executable, "-c", WATCHER, json.dumps(processes(dfk))],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+
+
+def _unwatch(dfk: Any) -> None:
+    watcher = _WATCHERS.pop(id(dfk), None)
+    if watcher is None or watcher.stdin is None:
+        return
+    with contextlib.suppress(OSError):
+        watcher.stdin.write(b"taken\n")
+        watcher.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        watcher.wait(5)
