@@ -167,6 +167,38 @@ def test_a_changed_file_runs_its_member_again(kale: Kale, tmp_path: Path) -> Non
     assert _tasks(kale, again)["summary"]["result"]["sum"] == 1 + 14 + 3
 
 
+def test_a_map_over_a_parameter_runs_only_the_changed_element(
+        kale: Kale, tmp_path: Path) -> None:
+    (tmp_path / "stages.py").write_text(STAGES)
+    wf = tmp_path / "params.yaml"
+    wf.write_text(textwrap.dedent(f"""\
+        name: params
+        parameters: {{xs: [1, 2, 3, 4], label: run}}
+        tasks:
+          echo:
+            shell: echo "$x" >> {tmp_path}/ledger; echo "$x" > out.txt
+            map: {{x: "${{params.xs}}"}}
+            outputs: [out.txt]
+          pair:
+            python: stages:pair
+            map: {{x: "${{params.xs}}"}}
+        """))
+    first = _run(kale, str(wf))
+    again = _run(kale, str(wf), "-p", "xs=[1, 2, 30, 4]")
+    tasks = _tasks(kale, again)
+    assert _ledger(tmp_path)[4:] == ["30"]  # only the changed element's shell member
+    for group in ("echo", "pair"):
+        reused = [tasks[f"{group}[{i}]"]["reused_from"] for i in range(4)]
+        assert reused == [first, first, None, first], (group, reused)
+    assert tasks["pair"]["result"] == [[1, 10], [2, 20], [30, 300], [4, 40]]
+    # a parameter the map does not go over still counts for a Python member (it may
+    # take it by name), and not for the shell member (it does not name it)
+    third = _run(kale, str(wf), "-p", "xs=[1, 2, 30, 4]", "-p", "label=other")
+    tasks = _tasks(kale, third)
+    assert all(tasks[f"echo[{i}]"]["reused_from"] for i in range(4))
+    assert not any(tasks[f"pair[{i}]"]["reused_from"] for i in range(4))
+
+
 # -- maps of maps, lists, conditions ------------------------------------------------------
 STAGES = '''\
 def pair(x):

@@ -61,6 +61,16 @@ def map_sources(task: Task) -> set[str]:
     return through_map - other
 
 
+def map_only_params(task: Task) -> set[str]:
+    """The workflow parameters a map reaches only through what it maps over: not part of
+    a member's key, and not given to it (a Python function cannot take them by name)."""
+    assert task.map is not None
+    through_map = {r.key for v in task.map.values() for r in _refs(v)
+                   if r.is_param and r.key is not None}
+    other = {r.key for r in Task.refs(dataclasses.replace(task, map=None)) if r.is_param}
+    return {k for k in through_map - other if k is not None}
+
+
 def _refs(value: Any) -> list[Ref]:
     from kale.model.refs import iter_refs
 

@@ -53,7 +53,7 @@ from kale.errors import KaleError, Problem, StoreWriteError
 from kale.executors.base import Executor, Interrupted
 from kale.model import dag
 from kale.model.adding import added_task, added_tasks
-from kale.model.dynamic import ADDED, evaluate
+from kale.model.dynamic import ADDED, evaluate, group_of
 from kale.model.refs import MissingResult, resolve
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Task, Workflow
@@ -160,6 +160,10 @@ class Engine:
         self._files = dynamic.Files(self.run_dir)
         self._member_keys: dict[str, str] = {}  # a map's members' cache keys
         self._members: set[str] = set()  # every task the run added
+        #: per map: what its members see of its upstream tasks, and the parameters they
+        #: do not see (with the parameters they do, when some are hidden)
+        self._member_view: dict[str, tuple[tuple[str, ...], set[str]]] = {}
+        self._member_params: dict[str, dict[str, Any]] = {}
         #: what a task hands Kale to add (kale.add_tasks), until its success is judged
         self._adds: dict[str, Any] = {}
         #: tasks that added tasks, until those end: their cache key and own result hash
@@ -387,7 +391,7 @@ class Engine:
         else:
             task = dynamic.member(self.tasks[group], int(spec["index"]),
                                   dynamic.decode_binding(spec["bind"], self.wf.base_dir))
-            self.upstream[name] = self.upstream[group]
+            self.upstream[name] = self._hidden(group)[0]
             self._member_keys[name] = spec["key"]
             self._policy(name, self.tasks[group])
         self.tasks[name] = task
@@ -526,11 +530,11 @@ class Engine:
         return self._expand(name, task, bound)
 
     def _expand(self, name: str, task: Task, bound: list[dict[str, Any]]) -> list[Step]:
-        """A map's members join the run, one per element."""
-        sources = dynamic.map_sources(task)
-        base = cache_key(task, self.def_hash[name],
-                         [d for d in self.upstream[name] if d not in sources], self.hashes,
-                         self.params)
+        """A map's members join the run, one per element. A member sees (and its key
+        covers) its element, not the whole of what the map goes over."""
+        upstream, hidden = self._hidden(name)
+        base = cache_key(task, self.def_hash[name], upstream, self.hashes, self.params,
+                         without=hidden)
         members: list[tuple[str, dict[str, Any]]] = []
         for i, binding in enumerate(bound):
             member = dynamic.member(task, i, binding)
@@ -545,7 +549,24 @@ class Engine:
                          "bind": dynamic.encode_binding(binding)}}))
             self._position += 1
         self.executor.add_tasks([self.tasks[m] for m, _ in members])
-        return self.planner.expand(name, members, f"map over {len(members)} elements")
+        return self.planner.expand(name, members, f"map over {len(members)} elements",
+                                   upstream)
+
+    def _hidden(self, group: str) -> tuple[tuple[str, ...], set[str]]:
+        """What a map's members see of what the map waits for (the tasks it maps over
+        only through its map are left out), and the workflow parameters they do not
+        see (those it maps over only); once per map."""
+        hit = self._member_view.get(group)
+        if hit is None:
+            task = self.tasks[group]
+            sources = dynamic.map_sources(task)
+            hidden = dynamic.map_only_params(task)
+            hit = self._member_view[group] = (
+                tuple(d for d in self.upstream[group] if d not in sources), hidden)
+            if hidden:
+                self._member_params[group] = {k: v for k, v in self.params.items()
+                                              if k not in hidden}
+        return hit
 
     def _gather(self, group: str) -> list[Step]:
         """A group's members have all ended: a map's result is the list of theirs; a task
@@ -758,7 +779,8 @@ class Engine:
             stdout_path=Path(logs + ".out"), stderr_path=Path(logs + ".err"),
             base_dir=self.wf.base_dir, inputs=inputs,
             upstream={d: self.results.get(d) for d in self.upstream[name]},
-            params=self.params, env=env)
+            params=self._member_params.get(group_of(name) or "", self.params)
+            if name in self._member_keys else self.params, env=env)
         if create and not self.executor.makes_workdir(name):  # else made where it runs
             ctx.make_workdir()
         return ctx

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from kale.model.workflow import Task
@@ -27,7 +27,8 @@ NULL_RESULT = hashlib.sha256(b"null").hexdigest()[:32]
 
 
 def cache_key(task: Task, definition: str, upstream: Sequence[str],
-              result_ids: Mapping[str, str], params: Mapping[str, Any]) -> str:
+              result_ids: Mapping[str, str], params: Mapping[str, Any],
+              without: Collection[str] = ()) -> str:
     """Same key <=> same task, same definition, same upstream results, same workflow
     parameters used.
 
@@ -41,6 +42,8 @@ def cache_key(task: Task, definition: str, upstream: Sequence[str],
         refs = [r for r in task.refs() if r.is_param]
         used = (dict(params) if any(r.key is None for r in refs)  # ${params}: all of them
                 else {r.key: params.get(r.key) for r in refs if r.key is not None})
+    for name in without:  # parameters the task never sees (a map's, see engine.dynamic)
+        used.pop(name, None)
     h = hashlib.sha256(json.dumps([task.name, definition]).encode())
     h.update(json.dumps([[d, result_ids.get(d, "")] for d in sorted(upstream)]).encode())
     h.update(json.dumps(used, sort_keys=True, default=repr).encode())

@@ -357,17 +357,18 @@ class Planner:
         return out
 
     def expand(self, group: str, members: list[tuple[str, dict[str, Any]]],
-               reason: str) -> list[Step]:
+               reason: str, upstream: tuple[str, ...] | None = None) -> list[Step]:
         """A map is due: its members (name, new row's columns), in order, join the run
-        below what the map waits for (all done), with the map's retry policy; the map runs
-        until they have all ended (then :class:`Gather`)."""
+        below what the map waits for (all done; ``upstream``: what of that a member sees,
+        default all), with the map's retry policy; the map runs until they have all ended
+        (then :class:`Gather`)."""
         out: list[Step] = []
         self._move(out, group, S.READY, "upstream done")
         self._move(out, group, S.RUNNING, reason)
         policy = self.policies.get(group)
         if policy is not None and isinstance(self.policies, dict):
             self.policies.update((m, policy) for m, _ in members)
-        up = self.upstream[group]
+        up = self.upstream[group] if upstream is None else upstream
         self.join(out, group, [(m, added, up) for m, added in members],
                   [f"element {i} of map {group!r}" for i in range(len(members))])
         return out
