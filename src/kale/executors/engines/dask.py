@@ -252,6 +252,8 @@ class DaskExecutor(EngineExecutor):
             with contextlib.suppress(BaseException):
                 await self._collector
         if self.client is not None:
+            with contextlib.suppress(Exception):  # no starts sent to a closed client
+                self.client.unsubscribe_topic("kale-started")
             with contextlib.suppress(Exception):
                 await self.client.close()
         if self.cluster is not None:
