@@ -4,9 +4,10 @@ Kale task, run by Kale's own task runners, so it behaves exactly as under
 its records, warm Python processes replaced when their code changed, a fresh kernel per
 notebook, the user code it ran reported for reuse).
 
-The engine's worker calls :func:`run_attempt` in one of its threads; a process-wide
-:class:`Host` runs the runners on an event loop of its own (one daemon thread), shared
-by every task that worker process runs. The task's directory is on a file system both
+A Parsl worker calls :func:`run_attempt` in one of its threads; a Dask worker awaits
+:func:`run_on_dask` on its event loop. Either way a process-wide :class:`Host` runs the
+runners on an event loop of its own (one daemon thread), shared by every task that worker
+process runs. The task's directory is on a file system both
 sides see (as a batch job's is), which also carries what goes back while the attempt runs:
 
 - **cancel**: the executor writes :func:`cancel_marker` (``.kale-cancel-ATTEMPT`` in the
@@ -15,7 +16,8 @@ sides see (as a batch job's is), which also carries what goes back while the att
   group before the attempt returns);
 - **start**: an engine that does not say when a task starts (Parsl) has the host write
   :func:`start_marker` (``.kale-started/ATTEMPT-TASK`` in the run's directory, holding the
-  worker's host name) as the attempt starts; its executor lists that one folder;
+  worker's host name) as the attempt starts; its executor lists that one folder (on Dask,
+  the starts go back as worker events instead, see :func:`run_on_dask`);
 - **samples**: every :data:`SAMPLE_INTERVAL` seconds the host samples the process trees
   of its running attempts (:class:`~kale.tasks.monitor.TreeMonitor`, as Kale's workers do)
   and appends them, one JSON line each, to ``.kale-samples/ATTEMPT-TASK`` in the run's
