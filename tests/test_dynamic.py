@@ -619,3 +619,40 @@ def test_a_notebook_adds_tasks(kale: Kale, tmp_path: Path) -> None:
     assert [n for n in tasks if n.startswith("gen[")] == ["gen[echo0]", "gen[echo1]",
                                                          "gen[echo2]"]
     assert Path(tasks["gen[echo2]"]["result"]["out.txt"]).read_text() == "2\n"
+
+
+def test_a_cancelled_map_resumes_without_running_a_succeeded_member_again(
+        kale: Kale, tmp_path: Path) -> None:
+    gate, ledger = tmp_path / "gate", tmp_path / "ledger"
+    wf = tmp_path / "cancel.yaml"
+    wf.write_text(textwrap.dedent(f"""\
+        name: cancelled
+        parameters: {{xs: [0, 1, 2, 3]}}
+        tasks:
+          work:
+            shell: >-
+              echo "$x" >> {ledger}; if [ "$x" -gt 0 ];
+              then while [ ! -e {gate} ]; do sleep 0.05; done; fi
+            map: {{x: "${{params.xs}}"}}
+          after:
+            shell: echo done
+            after: [work]
+        """))
+    with kale.popen("run", str(wf), "--jobs", "2") as proc:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        wait_until(lambda: _tasks(kale, run_id).get("work[0]", {}).get("state")
+                   == "SUCCEEDED" and _tasks(kale, run_id)["work[1]"]["state"] == "RUNNING",
+                   120, "a member done and one running")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the run is cancelled
+        assert proc.wait(timeout=60) == 130
+    states = {n: t["state"] for n, t in _tasks(kale, run_id).items()}
+    assert states["work"] == "CANCELLED" and states["work[0]"] == "SUCCEEDED"
+    assert states["work[1]"] == "CANCELLED"
+    gate.touch()
+    out = kale("resume", run_id)
+    assert out.returncode == 0, out.stderr
+    tasks = _tasks(kale, run_id)
+    assert {t["state"] for t in tasks.values()} == {"SUCCEEDED"}, tasks
+    assert [n for n in tasks if n.startswith("work[")] == [f"work[{i}]" for i in range(4)]
+    assert _ledger(tmp_path).count("0") == 1  # the member that had succeeded did not rerun

@@ -442,10 +442,16 @@ class Engine:
     def _reopen_cancelled(self) -> None:
         """Resuming a cancelled run (Ctrl-C, `kale cancel`): what it cancelled, and what
         was skipped below that, runs after all; what succeeded stays."""
+        def root(name: str) -> str:  # a member's outermost map (or adding task)
+            group = group_of(name)
+            return name if group is None else root(group)
+
         reopen = [Change(self.run_id, rec.name, S.PENDING, "resumed after the run was "
                          "cancelled", {"ended_at": None, "error": None})
                   for rec in self.store.tasks(self.run_id)
-                  if rec.name in self.selected and rec.state in (S.CANCELLED, S.SKIPPED)]
+                  if root(rec.name) in self.selected
+                  and rec.state in (S.CANCELLED, S.SKIPPED)
+                  and not rec.details.get("condition")]
         if reopen:
             self.store.apply(reopen)
 

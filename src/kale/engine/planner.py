@@ -281,6 +281,9 @@ class Planner:
             if st.terminal:
                 continue
             if name in self.members:  # a map whose members run: it waits for them
+                if st is S.PENDING:  # reopened after a cancel: it runs on, not anew
+                    self._move(out, name, S.READY, "resumed")
+                    self._move(out, name, S.RUNNING, "its members go on")
                 if self._open[name] == 0:
                     out.append(Gather(name))
                 continue
