@@ -21,7 +21,7 @@ from typing import Any
 
 from kale import serial
 from kale.model.dynamic import member_name, zip_elements
-from kale.model.refs import MissingResult, Ref, resolve
+from kale.model.refs import MissingResult, Ref, iter_refs, resolve
 from kale.model.workflow import Task
 from kale.store import results
 
@@ -56,7 +56,7 @@ def map_sources(task: Task) -> set[str]:
     """The tasks a map reaches only through what it maps over (not through its
     parameters, command or ``after``): their results are not part of a member's key."""
     assert task.map is not None
-    through_map = {r.task for v in task.map.values() for r in _refs(v) if not r.is_param}
+    through_map = {r.task for v in task.map.values() for r in iter_refs(v) if not r.is_param}
     other = {r.task for r in Task.refs(dataclasses.replace(task, map=None))} | set(task.after)
     return through_map - other
 
@@ -65,16 +65,10 @@ def map_only_params(task: Task) -> set[str]:
     """The workflow parameters a map reaches only through what it maps over: not part of
     a member's key, and not given to it (a Python function cannot take them by name)."""
     assert task.map is not None
-    through_map = {r.key for v in task.map.values() for r in _refs(v)
+    through_map = {r.key for v in task.map.values() for r in iter_refs(v)
                    if r.is_param and r.key is not None}
     other = {r.key for r in Task.refs(dataclasses.replace(task, map=None)) if r.is_param}
     return {k for k in through_map - other if k is not None}
-
-
-def _refs(value: Any) -> list[Ref]:
-    from kale.model.refs import iter_refs
-
-    return list(iter_refs(value))
 
 
 def member_key(base: str, binding: Mapping[str, Any], run_dir: Path) -> str:

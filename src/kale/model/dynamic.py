@@ -24,11 +24,11 @@ import inspect
 import keyword
 import operator
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kale.errors import Problem, ValidationError
-from kale.model.refs import Ref, to_refs
+from kale.model.refs import Ref, iter_refs, to_refs
 
 #: a reference in a condition: ``${task}``, ``${task.key}``, ``${params.name}``
 _COND_REF = re.compile(r"\$\{\s*([A-Za-z_][\w-]*(?:\[[\w-]+\])*)(?:\.([^}\s]+))?\s*\}")
@@ -70,7 +70,7 @@ def map_option(name: str, kind: str, target: Any, value: Any, params: Mapping[st
     if isinstance(value, dict) or value is None:
         return to_refs(value)
     if kind == "python" and callable(target):
-        taken = set(params) | set(after) | {r.task for r in _refs_in(value)}
+        taken = set(params) | set(after) | {r.task for r in iter_refs(value)}
         try:
             names = [p for p in inspect.signature(target).parameters if p not in taken]
         except (TypeError, ValueError):
@@ -83,14 +83,6 @@ def map_option(name: str, kind: str, target: Any, value: Any, params: Mapping[st
     raise ValidationError([Problem(
         f"map= needs a mapping of parameter name -> what to map over ({why}), e.g. "
         "map={'path': sim.files('*.h5')}", ("tasks", name, "map"))])
-
-
-def _refs_in(value: Any) -> Iterator[Ref]:
-    if isinstance(value, Ref):
-        yield value
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _refs_in(v)
 
 
 def dynamic_problems(map_: Any, when: Any, parameters: Any, bad: Callable[..., None]) -> None:
