@@ -87,6 +87,45 @@ def test_starting_a_managers_home_twice_at_once_leaves_one_manager(tmp_path: Pat
                        timeout=120)
 
 
+def _ensure_at_once(home: Path, callers: int) -> tuple[list[str], list[BaseException]]:
+    """``callers`` threads released together, each ensuring ``home``'s token."""
+    from kale.manager.tokens import ensure_token
+
+    start = threading.Barrier(callers)
+    got: list[str] = []
+    errors: list[BaseException] = []
+
+    def ensure() -> None:
+        start.wait()
+        try:
+            got.append(ensure_token(home))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=ensure) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return got, errors
+
+
+def test_tokens_ensured_at_once_by_many_are_one_whole_token(tmp_path: Path) -> None:
+    """The race behind two managers started at once: every caller gets the same whole token,
+    none fails on the file another created, and the file is private."""
+    from kale.manager.tokens import token_path
+
+    for round_ in range(20):
+        home = tmp_path / str(round_)
+        home.mkdir(mode=0o700)
+        got, errors = _ensure_at_once(home, 8)
+        assert errors == []
+        assert len(got) == 8 and len(set(got)) == 1 and len(got[0]) >= 40
+        assert token_path(home).read_text() == got[0] + "\n"
+        assert token_path(home).stat().st_mode & 0o777 == 0o600
+        assert sorted(p.name for p in home.iterdir()) == ["token"]  # no temporary left
+
+
 def _listening_pid(port: int) -> int | None:
     """The pid of the process with a listening TCP socket on ``port`` (from /proc)."""
     inodes = set()

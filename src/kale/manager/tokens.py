@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 TOKEN_FILE = "token"
@@ -17,15 +18,27 @@ def token_path(home: Path) -> Path:
 
 
 def ensure_token(home: Path, name: str = TOKEN_FILE) -> str:
-    """A token file's token, created (0600, never group/world readable) if missing."""
+    """A token file's token, created (0600, never group/world readable) if missing.
+
+    Safe when two processes ensure the same file at once (two ``kale manager start``): the
+    token is written to a private temporary file that is then hard-linked into place, so the
+    file appears whole or not at all, and the process that loses the race reads the winner's
+    token instead of failing or reading a half-written file."""
     try:
         return read_token(home, name)
     except FileNotFoundError:
         pass
     token = secrets.token_urlsafe(32)
-    fd = os.open(home / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=home)  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        try:
+            os.link(tmp, home / name)
+        except FileExistsError:
+            return read_token(home, name)
+    finally:
+        os.unlink(tmp)
     return token
 
 
