@@ -1,9 +1,14 @@
 """A Python task worker process: receives jobs over a socket, runs one at a time.
 
 Started by :class:`kale.tasks.python.PythonRunner` as ``python -m kale.tasks._pyworker FD``.
-For each job it enters the task's directory, points fds 1 and 2 at the task's log files,
+For each job it enters the task's directory, points fds 1 and 2 at the task's logs,
 sets the task's environment, calls the function and sends back its return value, with the
 manifest of the user code it has loaded (:mod:`kale.tasks.usercode`).
+
+A task's log files are made only once it writes something (:class:`_Logs`): fds 1 and 2
+are pipes whose bytes go to the files, created on the first byte. Most tasks write nothing,
+and on a disk where creating a file costs a few hundred microseconds of system time (a
+cluster's shared filesystem, more) two files per task were most of a short task's cost.
 
 A warm process must never run a task with code older than what is on disk: before each job
 it checks the user modules it has loaded, and if any file changed it answers ``stale``
@@ -16,7 +21,10 @@ import importlib
 import inspect
 import os
 import pickle
+import select
 import sys
+import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
@@ -73,12 +81,8 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
     saved_env = {k: os.environ.get(k) for k in job["env"]}
     sys.stdout.flush()
     sys.stderr.flush()
-    out = os.open(job["stdout"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    err = os.open(job["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(out, 1)
-    os.dup2(err, 2)
-    os.close(out)
-    os.close(err)
+    logs = _logs()
+    logs.open(job["stdout"], job["stderr"])
     try:
         os.chdir(job["workdir"])
         os.environ.update(job["env"])
@@ -100,9 +104,121 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
         usercode.loaded()  # note the code this job imported, as it is now
         sys.stdout.flush()
         sys.stderr.flush()
+        logs.close()
+        _restore_env(saved_env)
+
+
+class _Stream:
+    """One of a job's two pipes (its read end) and the log file its bytes go to, made on
+    the first byte. Read under :attr:`lock` only, by whoever holds it (the job's thread
+    when the job ends, else the pump), so the file receives the bytes in their order."""
+
+    __slots__ = ("closed", "fd", "lock", "out", "path")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd, self.path, self.out = fd, path, -1
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def drain(self) -> bool:
+        """Move what the pipe holds to the file; True once every writer closed it (the
+        pipe is then closed too). Caller holds :attr:`lock`."""
+        while not self.closed:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return False
+            if not data:
+                os.close(self.fd)
+                if self.out >= 0:
+                    os.close(self.out)
+                self.closed = True
+                break
+            if self.out < 0:
+                self.out = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.out, view):]
+        return True
+
+
+class _Logs:
+    """Where fds 1 and 2 of a job go: a fresh pipe each, whose bytes reach the job's log
+    files (made on the first byte, so a job that writes nothing makes no file).
+
+    Promises: when :meth:`close` returns, every byte this process wrote during the job is
+    in its file; output of a process the job started and left running (it holds the pipe)
+    keeps going to the job's file, not the next job's; while a job runs, its output
+    reaches the file within :attr:`PERIOD` (``kale logs -f`` follows it; a pipe that
+    fills up holds its writer that long at most). A job pays two pipes, no thread wake-up:
+    the pump thread looks for streams to follow every :attr:`PERIOD`.
+
+    Threads: :meth:`open` and :meth:`close` from the job's thread; the pump its own."""
+
+    PERIOD = 0.02
+
+    def __init__(self) -> None:
+        self._streams: dict[int, _Stream] = {}
+        self._lock = threading.Lock()
+        self._job: tuple[_Stream, _Stream] | None = None
+        threading.Thread(target=self._pump, name="kale-logs", daemon=True).start()
+
+    def open(self, stdout: str, stderr: str) -> None:
+        pair = []
+        for fd, path in ((1, stdout), (2, stderr)):
+            r, w = os.pipe()  # both ends close on exec; fd 1 and 2 are inherited
+            os.set_blocking(r, False)
+            os.dup2(w, fd)
+            os.close(w)
+            pair.append(_Stream(r, path))
+        out, err = pair
+        with self._lock:
+            self._streams[out.fd] = out
+            self._streams[err.fd] = err
+        self._job = (out, err)
+
+    def close(self) -> None:
         os.dup2(_NULL, 1)
         os.dup2(_NULL, 2)
-        _restore_env(saved_env)
+        assert self._job is not None
+        for stream in self._job:
+            with stream.lock:
+                done = stream.drain()
+            if done:
+                with self._lock:
+                    self._streams.pop(stream.fd, None)
+        self._job = None
+
+    def _pump(self) -> None:
+        while True:
+            with self._lock:
+                streams = list(self._streams.values())
+            if not streams:
+                time.sleep(self.PERIOD)
+                continue
+            poller = select.poll()
+            for s in streams:
+                poller.register(s.fd, select.POLLIN)
+            ready = {fd for fd, _ in poller.poll(self.PERIOD * 1000)}
+            for s in streams:
+                if s.fd not in ready:
+                    continue
+                with s.lock:
+                    done = s.drain()
+                if done:
+                    with self._lock:
+                        if self._streams.get(s.fd) is s:
+                            del self._streams[s.fd]
+
+
+_LOGS: _Logs | None = None
+
+
+def _logs() -> _Logs:
+    global _LOGS
+    if _LOGS is None:
+        _LOGS = _Logs()
+    return _LOGS
 
 
 def _restore_env(saved: dict[str, str | None]) -> None:

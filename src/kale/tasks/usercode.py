@@ -72,8 +72,27 @@ def _module_files(modules: Iterable[ModuleType]) -> set[str]:
     for m in modules:
         f = getattr(m, "__file__", None)
         if isinstance(f, str) and f and is_user_file(f):
-            files.add(os.path.realpath(f))
+            real = _real.get(f)
+            if real is None:
+                real = _real[f] = os.path.realpath(f)
+            files.add(real)
     return files
+
+
+_real: dict[str, str] = {}  # a user module's file -> its real path
+#: the modules :func:`loaded` last looked at, and the user files among them: a warm worker
+#: asks before and after every task, and its modules rarely change in between
+_last: tuple[list[ModuleType], list[str]] = ([], [])
+
+
+def _loaded_files() -> list[str]:
+    """The user files of the modules in ``sys.modules``, sorted; looked at again only when
+    a module was added, removed or replaced (one identity compare of the list)."""
+    global _last
+    mods = list(sys.modules.values())
+    if mods != _last[0]:
+        _last = (mods, sorted(_module_files(mods)))
+    return _last[1]
 
 
 def file_hash(path: str) -> str | None:
@@ -99,9 +118,9 @@ def loaded(modules: Iterable[ModuleType] | None = None) -> dict[str, str]:
     """Manifest of the user code loaded in this process: file path -> content hash as the
     file was when this process first saw the module loaded (so ``stale(loaded())`` tells
     whether this process runs code older than the files on disk)."""
-    mods = list(sys.modules.values()) if modules is None else list(modules)
+    files = _loaded_files() if modules is None else sorted(_module_files(list(modules)))
     out = {}
-    for path in sorted(_module_files(mods)):
+    for path in files:
         h = _seen.get(path)
         if h is None:
             h = file_hash(path)
