@@ -35,7 +35,7 @@ class _Worker:
         child.close()
         self.conn = Connection(parent.detach())
         self._reading = False
-        self._reply: asyncio.Future[None] | None = None
+        self._reply: asyncio.Future[bytes] | None = None
 
     async def call(self, job: bytes) -> tuple[Any, ...]:
         loop = asyncio.get_running_loop()
@@ -45,19 +45,26 @@ class _Worker:
             self._reading = True
         self._reply = loop.create_future()
         self.conn.send_bytes(job)
-        await self._reply
         try:
-            reply: tuple[Any, ...] = pickle.loads(self.conn.recv_bytes())
+            data = await self._reply
         except (EOFError, OSError):
             self._stop_reading()
             code = await procs.wait(self.proc)
             return ("died", code)
+        reply: tuple[Any, ...] = pickle.loads(data)
         return reply
 
     def _readable(self) -> None:
-        if self._reply is not None and not self._reply.done():
-            self._reply.set_result(None)
-        elif self._reply is None or self._reply.done():
+        # The reply is read here, where the socket is seen readable: were it left to the
+        # awaiting task, the loop would see the socket readable once more before that task
+        # ran (and stop watching it, to start again for the next job).
+        reply = self._reply
+        if reply is not None and not reply.done():
+            try:
+                reply.set_result(self.conn.recv_bytes())
+            except (EOFError, OSError) as e:
+                reply.set_exception(e)
+        else:
             # EOF while idle (the worker died between tasks): stop watching it.
             self._stop_reading()
 
