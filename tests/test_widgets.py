@@ -19,7 +19,9 @@ import kale.widgets as kw
 from conftest import Kale, Manager, busy_py, gate_sh, process_alive, wait_until
 from kale import Workflow
 from kale.model.display import COLORS
+from kale.widgets import dag as dag_module
 from kale.widgets.dag import PAGE, Members
+from kale.widgets.groups import collapse, similar, sort_key, template
 from kale.widgets.layout import MAX_ROW, NODE_H, NODE_W, dag_svg, layers, layout
 from kale.widgets.resources import BUCKET, Summed, box_of
 
@@ -139,6 +141,59 @@ def test_tasks_a_task_added_are_listed_under_it() -> None:
         ["[refine][2]", "plan[refine][2]"], ["[refine][10]", "plan[refine][10]"]]
     svg = dag_svg({"plan": []}, maps=members.summary())
     assert "plan +4" in svg and "added 4 tasks" in svg
+
+
+def test_similar_tasks_make_one_group_and_the_graph_of_groups_keeps_its_shape() -> None:
+    up: dict[str, list[str]] = {"start": [], "analyse": ["start"]}
+    up |= {f"sim-{i}": ["start"] for i in range(100)}         # a fan-out of 100 replicas
+    up |= {f"post-{i}": [f"sim-{i}"] for i in range(100)}     # each after its own sim
+    up |= {f"c{c}-{k}": ["start" if k == 0 else f"c{c}-{k - 1}"]  # 20 chains of 3 steps
+           for c in range(20) for k in range(3)}
+    up |= {f"odd{i}": ["start"] for i in range(3)}             # too few to make a group
+    up["gather"] = [f"post-{i}" for i in range(100)] + [f"c{c}-2" for c in range(20)]
+    kinds = {n: "python" if n.startswith("post-1") else "shell" for n in up}
+    group = similar(up, kinds, exclude={"analyse"})
+    assert group["sim-0"] == group["sim-99"] == "sim-{0..99}"
+    # post-1, post-10..19 are python: a group of their own (11 >= 10), the others shell
+    assert group["post-0"] == "post-{0..99}" and group["post-12"] == "post-{1..19}"
+    assert {group[f"c{c}-1"] for c in range(20)} == {"c{0..19}-1"}  # a shared number stays
+    assert not {"start", "analyse", "gather", "odd0"} & set(group)
+    boxes = collapse(up, group)
+    assert boxes["post-{0..99}"] == ["sim-{0..99}"] and boxes["c{0..19}-2"] == ["c{0..19}-1"]
+    assert boxes["gather"] == ["post-{0..99}", "post-{1..19}", "c{0..19}-2"]
+    assert len(boxes) == 12 and "sim-5" not in boxes and "odd1" in boxes
+    assert template("c3-5") == (("c", "-", ""), (3, 5)) and template("start") is None
+    assert sorted(["sim-10", "sim-2", "sim-1"], key=sort_key) == ["sim-1", "sim-2", "sim-10"]
+    # Two groups that would have the same name (here: other kinds) get told apart.
+    two = similar({f"t{i}": [] for i in range(20)}, {f"t{i}": "ab"[i % 2] for i in range(20)})
+    assert sorted(set(two.values())) == ["t{0..18}", "t{1..19}"]
+    same = similar({f"t{i}": [] for i in range(20)} | {f"t{i}x": [] for i in range(20)},
+                   {f"t{i}": "ab"[i // 10] for i in range(20)})
+    assert sorted(set(same.values())) == ["t{0..19}x", "t{0..9}", "t{10..19}"]
+
+
+def test_a_group_of_similar_tasks_is_one_box_with_counts_that_opens() -> None:
+    wf = Workflow("fan")
+    start = wf.shell("start", "true")
+    sims = [wf.shell(f"sim-{i}", "true", after=start) for i in range(250)]
+    wf.shell("gather", "true", after=sims)
+    view = kw.DagView(wf)
+    assert view.svg.count('class="kale-node') == 3  # start, the group, gather
+    box = view.maps["sim-{0..249}"]
+    assert box["kind"] == "similar" and box["total"] == 250 and box["state"] == "PENDING"
+    assert "sim-{0..249} \u00d7250" in box["svg"] and "250 similar tasks" in box["svg"]
+    view.open_map("sim-{0..249}")  # (what a click on its box does, in a run's view)
+    rows = view.members["rows"]
+    assert rows[:3] == [[0, "sim-0", "PENDING"], [1, "sim-1", "PENDING"],
+                        [2, "sim-2", "PENDING"]] and len(rows) == PAGE
+    view.member_offset = 200
+    view._paged()
+    assert view.members["rows"][-1] == [249, "sim-249", "PENDING"]
+    assert box["counts"] == {"PENDING": 250}
+    flat = kw.DagView(wf, group_similar=False)  # a box per task, as asked
+    assert flat.svg.count('class="kale-node') == 252 and not flat.maps
+    view.close()
+    flat.close()
 
 
 def test_a_maps_members_chart_as_one_line_their_sum() -> None:
@@ -292,7 +347,8 @@ def test_dagview_shows_a_map_as_one_box_with_counts_and_opens_its_members(
         view.opened = "analyse"  # what a click on its box does
         assert [r[1] for r in view.members["rows"]] == [f"analyse[{i}]" for i in range(PAGE)]
         assert view.members["matching"] == n
-        state = json.dumps(view.get_state(), default=str)
+        state = json.dumps({k: v for k, v in view.get_state().items()
+                            if k not in ("_esm", "_css")}, default=str)  # (the code)
         assert "analyse[100]" not in state and len(state) < 30_000  # one page, small
         view.member_offset = 200
         assert view.members["rows"][-1] == [299, "analyse[299]", "FAILED"]
@@ -323,6 +379,53 @@ def test_dagview_shows_a_map_as_one_box_with_counts_and_opens_its_members(
         assert "started run" in view.message
         view.opened = "sum"
         assert "'sum' is not a map" in view.error and view.opened == ""
+        view.close()
+
+
+def test_dagview_sends_the_browser_changes_and_now_and_then_everything(
+        tmp_path: Path, managers: Callable[..., Manager], monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = tmp_path / "gate"
+    wf = Workflow("fan", base_dir=tmp_path)
+    start = wf.shell("start", "true")
+    sims = [wf.shell(f"sim-{i}", f"{gate_sh(gate)}; echo {i}", after=start) for i in range(30)]
+    wf.shell("gather", "true", after=sims)
+    m = managers("--workers", "1", "--worker-slots", "4")
+    sent: list[tuple[str, Any]] = []  # what the browser was sent, in order
+    with m.client() as client:
+        view = kw.DagView(client.submit(wf))
+        view.observe(lambda c: sent.append((c["name"], c["new"])),
+                     names=["delta", "base_states", "base_groups"])
+        base = (dict(view.base_states), dict(view.base_groups))
+        assert set(base[0]) == {"start", "gather"} and set(base[1]) == {"sim-{0..29}"}
+        wait_until(lambda: view.maps["sim-{0..29}"]["counts"].get("RUNNING"),
+                   what="similar tasks running, counted in their group's box")
+        gate.touch()
+        wait_until(lambda: view.run_state == "SUCCEEDED", what="the run's end")
+        deltas = [d for name, d in sent if name == "delta"]
+        assert deltas and not [n for n, _ in sent if n != "delta"]  # no full sync (< 10 s)
+        assert [d["seq"] for d in deltas] == sorted({d["seq"] for d in deltas})
+        states, groups = dict(base[0]), dict(base[1])
+        for d in deltas:  # what the browser does: each change onto what it has
+            assert set(d["states"]) <= {"start", "gather"}, "a member sent as a box"
+            assert set(d["maps"]) <= {"sim-{0..29}"}
+            states.update(d["states"])
+            groups.update(d["maps"])
+        assert states == view.states == {"start": "SUCCEEDED", "gather": "SUCCEEDED"}
+        assert groups == view.maps and groups["sim-{0..29}"]["counts"] == {"SUCCEEDED": 30}
+        assert groups["sim-{0..29}"]["state"] == "SUCCEEDED"
+        assert max(len(json.dumps(d)) for d in deltas) < 4_000  # a box, not the graph
+        assert not {"states", "maps"} & set(view.keys)  # (only what changed is synced)
+
+        sent.clear()
+        view._on_custom(view, {"action": "sync"}, [])  # a view that shows asks for all
+        assert view.base_states == view.states and view.base_groups == view.maps
+        assert {n for n, _ in sent} >= {"base_states", "base_groups"}
+        monkeypatch.setattr(dag_module, "FULL_SYNC", 0.0)  # each batch: everything
+        sent.clear()
+        view.run_from("gather")
+        wait_until(lambda: view.run_state == "SUCCEEDED" and view.base_states.get("gather")
+                   == "SUCCEEDED", what="the new run's end, sent in full")
+        assert not [d for n, d in sent if n == "delta" and (d["states"] or d["maps"])]
         view.close()
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,12 @@ from kale.errors import KaleError
 from kale.model.display import COLORS
 from kale.model.dynamic import group_of
 from kale.widgets.base import RunView, asset
+from kale.widgets.groups import collapse, members_of, similar, sort_key
 from kale.widgets.layout import dag_svg, node_inner, svg_to_png
 from kale.widgets.source import Event, tail
 
 PAGE = 100  # members of a map the browser is sent at a time
+FULL_SYNC = 10.0  # seconds between two full syncs of the states (between them: changes)
 
 
 def _upstream(spec: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -25,11 +29,11 @@ def _upstream(spec: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str
     from kale.model.workflow import task_kinds
 
     up, kinds = {}, {}
-    known = task_kinds()  # Kale's and the plug-ins'
+    known = set(task_kinds())  # Kale's and the plug-ins'
     for name, t in (spec.get("tasks") or {}).items():
         after = t.get("after") or []
         up[name] = [after] if isinstance(after, str) else list(after)
-        kinds[name] = next((k for k in known if k in t), "")
+        kinds[name] = next((k for k in t if k in known), "")  # (a task has one kind)
     return up, kinds
 
 
@@ -61,10 +65,14 @@ class Members:
     something was added below it; ``summary()[g]["counts"]`` sums to
     ``summary()[g]["total"]``, which is None while ``g`` has no members."""
 
-    def __init__(self, maps: list[str], tasks: list[str] | None = None) -> None:
+    def __init__(self, maps: list[str], tasks: list[str] | None = None,
+                 similar: dict[str, str] | None = None) -> None:
         self.maps = list(maps)
         self._tasks = set(tasks or ()) | set(self.maps)
+        self._similar = dict(similar or {})  # task -> its group of similar tasks
         self._states: dict[str, dict[str, str]] = {g: {} for g in self.maps}
+        for group, names in members_of(self._similar).items():
+            self._states[group] = dict.fromkeys(names, "PENDING")
         self._order: dict[str, list[str] | None] = {}  # sorted names, while valid
 
     @property
@@ -74,6 +82,8 @@ class Members:
 
     def place(self, name: str) -> str | None:
         """The group ``name`` belongs to, else None (a task of the workflow, or unknown)."""
+        if name in self._similar:
+            return self._similar[name]
         group = group_of(name)
         while group is not None and group not in self._tasks:
             group = group_of(group)
@@ -94,12 +104,25 @@ class Members:
         group = self.place(name)
         return None if group is None else self._states.get(group, {}).get(name)
 
-    def summary(self) -> dict[str, dict[str, Any]]:
-        """Per group: ``{"total": members or None, "counts": {state: n}, "kind": "map"
-        (a map's members) or "added" (tasks a task added)}``."""
+    def similar(self, group: str) -> bool:
+        """Whether ``group`` is a group of similar tasks of the workflow."""
+        return group in self._states and group not in self.maps and group not in self._tasks
+
+    def expand(self, names: list[str]) -> list[str]:
+        """``names`` with each group of similar tasks replaced by its tasks."""
+        out: list[str] = []
+        for name in names:
+            out.extend(self._states[name] if self.similar(name) else [name])
+        return out
+
+    def summary(self, only: Collection[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Per group (of ``only``, if given): ``{"total": members or None, "counts":
+        {state: n}, "kind": "map" (a map's members), "added" (tasks a task added) or
+        "similar" (a group of similar tasks)}``."""
         return {g: {"total": len(t) if t else None, "counts": dict(Counter(t.values())),
-                    "kind": "map" if g in self.maps else "added"}
-                for g, t in self._states.items()}
+                    "kind": "map" if g in self.maps
+                    else "similar" if self.similar(g) else "added"}
+                for g, t in self._states.items() if only is None or g in only}
 
     def counts(self) -> Counter[str]:
         """Every member's state, counted."""
@@ -117,10 +140,14 @@ class Members:
         table = self._states.get(group, {})
         order = self._order.get(group)
         if order is None:
-            order = self._order[group] = sorted(table, key=lambda n: _key(n[len(group):]))
+            key: Callable[[str], Any] = sort_key if self.similar(group) else (
+                lambda n: _key(n[len(group):]))
+            order = self._order[group] = sorted(table, key=key)
         chosen = [n for n in order if table[n] == state] if state else order
         offset = max(0, min(offset, (len(chosen) - 1) // limit * limit if chosen else 0))
-        rows = [[_index(group, n), n, table[n]] for n in chosen[offset:offset + limit]]
+        alike = self.similar(group)  # (its members: numbered by their place in it)
+        rows = [[offset + i if alike else _index(group, n), n, table[n]]
+                for i, n in enumerate(chosen[offset:offset + limit])]
         return {"map": group, "total": len(table), "matching": len(chosen),
                 "offset": offset, "limit": limit, "filter": state, "rows": rows}
 
@@ -129,6 +156,16 @@ def _index(group: str, name: str) -> int | str:
     suffix = name[len(group):]
     inner = suffix[1:-1]
     return int(inner) if inner.isdigit() else suffix
+
+
+#: which state a group of similar tasks shows as a whole: the first its members are in
+GROUP_STATE = ("FAILED", "TIMEOUT", "RUNNING", "SUBMITTED", "RETRYING", "CANCELLED", "WAITING",
+               "SUSPENDED", "READY", "PENDING", "SKIPPED", "SUCCEEDED")
+
+
+def _group_state(group: dict[str, Any]) -> str:
+    counts = group.get("counts") or {}
+    return next((s for s in GROUP_STATE if counts.get(s)), "PENDING")
 
 
 def _markdown(text: str) -> str:
@@ -152,12 +189,28 @@ class DagView(RunView):
     counts and one page, whatever the map's size. A task a false condition skipped (no
     failure) is drawn dashed (``conditions``: task -> reason).
 
+    Similar tasks (``sim-0`` ... ``sim-9999`` of one kind, waiting for the same things:
+    :mod:`kale.widgets.groups`) are one box too, ``sim-{0..9999}``, that opens the same
+    way (``group_similar=False``: a box per task).
+
+    The browser is sent what changed, not the whole graph: ``delta`` carries each batch's
+    changed boxes (``states``) and groups (``maps``), and every :data:`FULL_SYNC` seconds
+    (and when a view asks, as it does when it shows) ``base_states`` and ``base_groups``
+    carry everything. (``send_changes=False``: the whole states each batch, as before.)
+    ``states`` and ``maps`` are what is shown now, in Python.
+
     ``DagView(run)`` with a run handle, ``DagView("RUN-ID", client=c)``, or
     ``DagView(workflow)`` for a workflow not yet run."""
 
     _esm = asset("common.js", "dag.js")
     svg = T.Unicode("").tag(sync=True)
-    states = T.Dict().tag(sync=True)
+    #: box (a task, or a group's name) -> its state, now (kept in Python)
+    states = T.Dict()
+    #: the states and groups as of the last full sync, and the changes of the last batch
+    #: since (``{"seq": n, "states": {box: state}, "maps": {group: as in maps}}``)
+    base_states = T.Dict().tag(sync=True)
+    base_groups = T.Dict().tag(sync=True)
+    delta = T.Dict().tag(sync=True)
     colors = T.Dict(dict(COLORS)).tag(sync=True)
     selected = T.List(T.Unicode()).tag(sync=True)
     focus = T.Unicode("").tag(sync=True)
@@ -165,9 +218,10 @@ class DagView(RunView):
     run_state = T.Unicode("").tag(sync=True)
     counts = T.Dict().tag(sync=True)
     title = T.Unicode("").tag(sync=True)
-    #: map (or task that added tasks) -> {"total": members or None, "counts": {state: n},
-    #: "kind": "map" or "added", "svg": its box's drawing}
-    maps = T.Dict().tag(sync=True)
+    #: map (or task that added tasks, or group of similar tasks) -> {"total": members or
+    #: None, "counts": {state: n}, "kind": "map", "added" or "similar", "svg": its box's
+    #: drawing}; kept in Python (the browser gets base_groups and deltas)
+    maps = T.Dict()
     #: task -> why a condition skipped it
     conditions = T.Dict().tag(sync=True)
     #: the map whose members are shown ("" none), and which of them (from the
@@ -178,13 +232,17 @@ class DagView(RunView):
     #: the page of members shown (:meth:`Members.page`)
     members = T.Dict().tag(sync=True)
 
-    def __init__(self, run: Any = None, **kwargs: Any) -> None:
+    def __init__(self, run: Any = None, *, group_similar: bool = True,
+                 send_changes: bool = True, **kwargs: Any) -> None:
         from kale.model.workflow import Workflow
 
+        self.group_similar, self.send_changes = group_similar, send_changes
+        self._synced = 0.0  # when the browser was last sent everything (monotonic)
         self.on_new_run: list[Any] = []  # callbacks(run_id): a Dashboard follows along
         self._upstream: dict[str, list[str]] = {}
         self._kinds: dict[str, str] = {}
         self._spec: dict[str, Any] = {}  # the workflow's tasks, as its canonical dict has them
+        self._boxes: dict[str, list[str]] = {}  # what each box waits for (groups as one)
         self._members = Members([])
         self._lost = ""  # the message saying the event stream broke, while it is shown
         if isinstance(run, Workflow):
@@ -210,6 +268,7 @@ class DagView(RunView):
         self.states, self.conditions = states, conditions
         self.after = int(doc.get("last_event") or 0)
         self._recount()
+        self._full_sync()
         self.selected, self.message = [], ""
         if self.opened not in self._members.groups:
             self.opened = ""
@@ -222,27 +281,42 @@ class DagView(RunView):
     def _draw(self, spec: dict[str, Any], title: str) -> None:
         self._upstream, self._kinds = _upstream(spec)
         self._spec = dict(spec.get("tasks") or {})
-        self._members = Members([n for n, t in self._spec.items() if t.get("map") is not None],
-                                list(self._spec))
+        maps = [n for n, t in self._spec.items() if t.get("map") is not None]
+        alike = similar(self._upstream, self._kinds, set(maps)) if self.group_similar else {}
+        self._members = Members(maps, list(self._spec), alike)
+        self._boxes = collapse(self._upstream, alike) if alike else self._upstream
+        for name, group in alike.items():
+            self._kinds.setdefault(group, self._kinds.get(name, ""))
         self.title = title
         self.states, self.conditions = {}, {}
         self._recount()
-        self.svg = dag_svg(self._upstream, {}, kinds=self._kinds, maps=self.maps)
+        self._full_sync()
+        self.svg = dag_svg(self._boxes, {}, kinds=self._kinds, maps=self.maps)
+
+    def _full_sync(self) -> None:
+        """Send the browser everything (as of now); the deltas that follow build on it."""
+        with self.hold_sync():
+            self.base_states, self.base_groups = dict(self.states), dict(self.maps)
+            self.delta = {"seq": self.delta.get("seq", 0) + 1, "states": {}, "maps": {}}
+        self._synced = time.monotonic()
 
     def _known(self, task: str) -> bool:
         """A task of the workflow, or a member of one of its maps the run has made."""
         return task in self._upstream or self._members.state(task) is not None
 
-    def _recount(self) -> None:
+    def _recount(self, only: set[str] | None = None) -> dict[str, Any]:
         """``maps`` (each with its box's drawing, ``svg``, for the browser to put in
-        place) and ``counts``, from the states now."""
-        maps = self._members.summary()
-        for name, group in maps.items():
-            group["svg"] = node_inner(name, self.states.get(name, "PENDING"),
-                                      self._kinds.get(name, ""), COLORS, group,
+        place) and ``counts``, from the states now; only groups ``only`` are drawn again
+        (all if None). Returns the groups drawn."""
+        drawn = self._members.summary(only)
+        for name, group in drawn.items():
+            state = self.states.get(name) or _group_state(group)
+            group["svg"] = node_inner(name, state, self._kinds.get(name, ""), COLORS, group,
                                       self.conditions.get(name))
-        self.maps = maps
+            group["state"] = state
+        self.maps = drawn if only is None else {**self.maps, **drawn}
         self.counts = dict(Counter(self.states.values()) + self._members.counts())
+        return drawn
 
     def _paged(self, _change: dict[str, Any] | None = None) -> None:
         """The page of the opened map's members the browser shows (none if no map is
@@ -294,12 +368,23 @@ class DagView(RunView):
         if changed:
             self.states = {**self.states, **changed}
             self.conditions = conditions
-        if changed or groups:
-            self._recount()
+        drawn = self._recount(groups) if changed or groups else {}
+        self._tell(changed, drawn)
         if self.opened in groups:
             self._paged()
         if self.focus in touched:
             self._load_detail(self.focus)
+
+    def _tell(self, changed: dict[str, str], drawn: dict[str, Any]) -> None:
+        """Tell the browser what changed: the changes alone, or everything every
+        :data:`FULL_SYNC` seconds (or, ``send_changes=False``, every time)."""
+        if not self.send_changes:
+            self.base_states, self.base_groups = dict(self.states), dict(self.maps)
+        elif time.monotonic() - self._synced >= FULL_SYNC:
+            self._full_sync()
+        elif changed or drawn:
+            self.delta = {"seq": self.delta.get("seq", 0) + 1, "states": changed,
+                          "maps": drawn}
 
     def on_connection(self, problem: str) -> None:
         """Say that the stream broke ("lost the connection to site hpc: reconnecting..."),
@@ -338,6 +423,7 @@ class DagView(RunView):
             "error": t.get("error") or "", "reason": t.get("reason") or "",
             "exit_code": t.get("exit_code"), "member_of": group, "index": t.get("index"),
             "group": self._members.place(task) or "",  # whose list it is in
+            "similar": self._members.similar(self._members.place(task) or ""),
             "condition": bool((t.get("details") or {}).get("condition")),
             "attempts": [{"number": a["number"], "state": a["state"],
                           "started_at": a["started_at"], "ended_at": a["ended_at"],
@@ -357,6 +443,9 @@ class DagView(RunView):
             self.retry_failed()
         elif action == "cancel":
             self.cancel()
+        elif action == "sync":  # a view that shows: everything, then changes
+            with self._lock:
+                self._full_sync()
         else:
             super().act(action, content)
 
@@ -368,7 +457,7 @@ class DagView(RunView):
     def run_selection(self, tasks: list[str] | None = None) -> str:
         """Run the selected tasks (or ``tasks``) again, as a new run; returns its id."""
         run_id = self._need_run()
-        names = list(tasks or self.selected)
+        names = self._members.expand(list(tasks or self.selected))
         if not names:
             raise KaleError("select the tasks to run first (click a box; shift-click for "
                             "more)")
@@ -380,7 +469,10 @@ class DagView(RunView):
         name = task or self.focus
         if not name:
             raise KaleError("click the task to run from first")
-        name = self._members.place(name) or name  # a member: run from its map
+        group = self._members.place(name)
+        if group and self._members.similar(group):
+            group = None  # one of similar tasks: from it
+        name = group or name  # a member: run from its map
         return self._new_run(self.source.rerun(run_id, from_=[name]))
 
     def retry_failed(self) -> str:
@@ -391,7 +483,7 @@ class DagView(RunView):
     def cancel(self, tasks: list[str] | None = None) -> None:
         """Cancel the selected tasks (or ``tasks``); with none selected, the whole run."""
         run_id = self._need_run()
-        names = list(tasks or self.selected)
+        names = self._members.expand(list(tasks or self.selected))
         for name in names:
             self.source.task_action(run_id, name, "cancel")
         if not names:
@@ -411,7 +503,7 @@ class DagView(RunView):
     def to_svg(self, path: str | Path | None = None) -> str:
         """The graph as it is now, as a standalone SVG document (written to ``path`` if
         given), for a report."""
-        svg = dag_svg(self._upstream, self.states, kinds=self._kinds, title=self.title,
+        svg = dag_svg(self._boxes, self.states, kinds=self._kinds, title=self.title,
                       maps=self.maps, conditions=self.conditions)
         if path is not None:
             Path(path).write_text(svg)

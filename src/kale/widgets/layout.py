@@ -93,8 +93,9 @@ def map_summary(counts: Mapping[str, int]) -> str:
 
 def map_label(name: str, total: int | None, kind: str = "map") -> str:
     """A map's box says it is one: ``analyse x1000`` (with a multiplication sign; ``x…``
-    before it has members); a task that added tasks, how many: ``plan +3``."""
-    sign = TIMES if kind == "map" else "+"
+    before it has members), and so does a group of similar tasks (``sim-{0..99} x100``);
+    a task that added tasks, how many: ``plan +3``."""
+    sign = "+" if kind == "added" else TIMES  # (a map, or a group of similar tasks)
     return f"{_label(name, 14)} {sign}{'…' if total is None else total}"
 
 
@@ -191,7 +192,8 @@ def node_inner(name: str, state: str, kind: str, colors: Mapping[str, str] = COL
     total = group.get("total")
     kind = str(group.get("kind") or "map")
     size = total if total is not None else "…"
-    tip += (f" · a map of {size}: " if kind == "map" else f" · added {size} tasks: ") + (
+    tip += {"map": f" · a map of {size}: ", "similar": f" · {size} similar tasks: "}.get(
+        kind, f" · added {size} tasks: ") + (
         ", ".join(f"{n} {s}" for s, n in counts.items()) or "no members yet")
     out = [f'<rect class="kale-stack" x="{off}" y="{off}" width="{NODE_W}" height="{NODE_H}" '
            'rx="6" fill="#fff" stroke="#777" stroke-width="1"/>' for off in (4, 2)]

@@ -1,8 +1,10 @@
 // DagView: the server draws the graph (kale.widgets.layout.dag_svg); this module shows
 // it, recolours only the boxes whose state changed, and turns clicks into selection,
-// details and actions. A map is one box, whose drawing (stack, bar, counts) the server
-// sends again as its members' counts change ("maps"); clicking it opens its members, one
-// page at a time ("members"): the browser never holds a map's 10,000 states.
+// details and actions. The server sends everything now and then ("base_states",
+// "base_groups") and, between, each batch's changes ("delta"). A map (or a group of
+// similar tasks) is one box, whose drawing (stack, bar, counts) the server sends again as
+// its members' counts change; clicking it opens its members, one page at a time
+// ("members"): the browser never holds a map's 10,000 states.
 function render({ model, el }) {
   const root = h("div", { class: "kale-dag" });
   const title = h("div", { class: "kale-title" });
@@ -14,28 +16,71 @@ function render({ model, el }) {
     cancel: h("button", { class: "kale-btn kale-danger", title: "Cancel the selected tasks, or else the whole run" }, "Cancel"),
   };
   for (const [action, b] of Object.entries(buttons)) b.addEventListener("click", () => send(model, action));
-  // Zoom: the drawing has a viewBox, so scaling its width scales it all.
-  let zoom = 1;
+  // Pan and zoom: the drawing is moved and scaled as a whole (a CSS transform), by the
+  // wheel (about the cursor), by dragging, and by the buttons; "Fit" shows it all. Labels
+  // too small to read at this zoom are hidden (the canvas's data-lod "far"), not blurred.
+  const view = { k: 1, tx: 0, ty: 0, moved: false };
   const zoomLabel = h("span", { class: "kale-hint kale-zoom" });
-  const applyZoom = () => {
-    const svg = canvas.querySelector("svg");
+  const READABLE = 7;  // px: a 12 px label smaller than this on screen is hidden
+  const graph = () => canvas.querySelector("svg");
+  const size = () => { const svg = graph();
+    return svg ? [Number(svg.getAttribute("width")), Number(svg.getAttribute("height"))] : [1, 1]; };
+  const fitScale = () => { const [w, hgt] = size();
+    return Math.min(1, (canvas.clientWidth || 800) / w, (canvas.clientHeight || 520) / hgt); };
+  const applyView = () => {
+    const svg = graph();
     if (!svg) return;
-    const w = Number(svg.getAttribute("width"));
-    if (zoom === "fit") { svg.style.width = "100%"; svg.style.height = "auto"; }
-    else { svg.style.width = `${w * zoom}px`; svg.style.height = "auto"; }
-    zoomLabel.textContent = zoom === "fit" ? "fit" : `${Math.round(zoom * 100)}%`;
+    svg.style.transform = `translate(${view.tx}px, ${view.ty}px) scale(${view.k})`;
+    const far = 12 * view.k < READABLE;
+    canvas.dataset.lod = far ? "far" : "near";
+    canvas.dataset.zoom = view.k.toFixed(4);
+    zoomLabel.textContent = `${Math.round(view.k * 100)}%`;
   };
-  const zoomBy = (f) => () => {
-    const svg = canvas.querySelector("svg");
-    const current = zoom === "fit" && svg ? svg.getBoundingClientRect().width / Number(svg.getAttribute("width")) : zoom;
-    zoom = Math.min(4, Math.max(0.05, current * f));
-    applyZoom();
+  const fit = () => {
+    const [w] = size();
+    view.k = fitScale();
+    view.tx = Math.max(0, ((canvas.clientWidth || 800) - w * view.k) / 2);
+    view.ty = 0;
+    view.moved = false;
+    applyView();
   };
-  const zoomButtons = [h("button", { class: "kale-btn", title: "Zoom out", onclick: zoomBy(1 / 1.25) }, "−"),
-    h("button", { class: "kale-btn", title: "Fit the graph to the width", onclick: () => { zoom = "fit"; applyZoom(); } }, "Fit"),
-    h("button", { class: "kale-btn", title: "Zoom in", onclick: zoomBy(1.25) }, "+"), zoomLabel];
+  const zoomAt = (f, cx, cy) => {
+    const k = Math.min(4, Math.max(Math.min(0.01, fitScale()), view.k * f));
+    view.tx = cx - (cx - view.tx) * (k / view.k);
+    view.ty = cy - (cy - view.ty) * (k / view.k);
+    view.k = k;
+    view.moved = true;
+    applyView();
+  };
+  const zoomBy = (f) => () => zoomAt(f, canvas.clientWidth / 2, canvas.clientHeight / 2);
+  const zoomButtons = [h("button", { class: "kale-btn", title: "Zoom out (or the mouse wheel)", onclick: zoomBy(1 / 1.25) }, "−"),
+    h("button", { class: "kale-btn kale-fit", title: "Show the whole graph (reset pan and zoom)", onclick: fit }, "Fit"),
+    h("button", { class: "kale-btn", title: "Zoom in (or the mouse wheel; drag to pan)", onclick: zoomBy(1.25) }, "+"), zoomLabel];
   const toolbar = h("div", { class: "kale-toolbar" }, Object.values(buttons), h("span", { class: "kale-spacer" }), zoomButtons);
-  const canvas = h("div", { class: "kale-dag-canvas" });
+  const canvas = h("div", { class: "kale-dag-canvas", title: "Wheel: zoom · drag: pan · click a box: its details" });
+  canvas.addEventListener("wheel", (ev) => {
+    ev.preventDefault();
+    const r = canvas.getBoundingClientRect();
+    zoomAt(Math.exp(-ev.deltaY * 0.0015), ev.clientX - r.left, ev.clientY - r.top);
+  }, { passive: false });
+  let drag = null, dragged = false;  // a drag pans; the click that ends it is no click
+  canvas.addEventListener("pointerdown", (ev) => {
+    if (ev.button !== 0) return;
+    drag = { x: ev.clientX, y: ev.clientY, tx: view.tx, ty: view.ty, id: ev.pointerId };
+    dragged = false;
+  });
+  canvas.addEventListener("pointermove", (ev) => {
+    if (!drag) return;
+    const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
+    if (!dragged && Math.abs(dx) + Math.abs(dy) < 4) return;
+    if (!dragged) { dragged = true; canvas.setPointerCapture(drag.id); canvas.classList.add("kale-panning"); }
+    view.tx = drag.tx + dx; view.ty = drag.ty + dy; view.moved = true;
+    applyView();
+  });
+  const endDrag = () => { drag = null; canvas.classList.remove("kale-panning"); };
+  canvas.addEventListener("pointerup", endDrag);
+  canvas.addEventListener("pointercancel", endDrag);
+  new ResizeObserver(() => { if (!view.moved && canvas.clientWidth) fit(); }).observe(canvas);
   const members = h("div", { class: "kale-members" });
   const detail = h("div", { class: "kale-dag-detail" });
   root.append(h("div", { class: "kale-head" }, title, counts), toolbar, banner(model),
@@ -43,38 +88,58 @@ function render({ model, el }) {
                 h("div", { class: "kale-dag-side" }, members, detail)));
   el.append(root);
 
-  let nodes = new Map();      // task -> its <g>
-  let shown = {};             // task -> state (and condition) drawn
-  let drawnMaps = {};         // map -> the drawing of its box put in place
+  let nodes = new Map();      // box (a task, or a group's name) -> its <g>
+  let shown = {};             // box -> state (and condition) drawn
+  let drawnMaps = {};         // group -> the drawing of its box put in place
+  let boxStates = {};         // box -> state: the last full sync, then each delta on it
+  let groups = {};            // group -> {total, counts, kind, state, svg}: likewise
   const paint = (name, state) => {
     const g = nodes.get(name);
     const why = model.get("conditions")[name] || "";
-    if (!g || shown[name] === state + why) return;
+    if (!g || shown[name] === state + why) return 0;
     g.dataset.state = state;
     shown[name] = state + why;
     g.classList.toggle("kale-cond", !!why);
-    if (g.classList.contains("kale-map")) return;  // drawMaps draws it whole
+    if (g.classList.contains("kale-map")) return 1;  // drawGroup draws it whole
     const box = g.querySelector("rect.kale-box");
     box.setAttribute("fill", model.get("colors")[state] || "#9e9e9e");
     if (why) { box.setAttribute("stroke-dasharray", "4 3"); box.setAttribute("fill-opacity", "0.45"); }
     else { box.removeAttribute("stroke-dasharray"); box.removeAttribute("fill-opacity"); }
     g.querySelector("text").setAttribute("fill", ["PENDING", "SKIPPED", "READY"].includes(state) ? "#222" : "#fff");
     g.querySelector("title").textContent = `${name} ${state}${why ? `: ${why}` : ""}`;
+    return 1;
   };
-  const drawMaps = () => {
-    const maps = model.get("maps") || {};
-    for (const name in maps) {
-      const g = nodes.get(name);
-      if (!g || drawnMaps[name] === maps[name].svg) continue;
-      g.classList.add("kale-map");  // (a task that added tasks becomes one)
-      g.innerHTML = maps[name].svg;  // drawn by kale.widgets.layout.node_inner
-      drawnMaps[name] = maps[name].svg;
-    }
+  const drawGroup = (name) => {
+    const g = nodes.get(name), group = groups[name];
+    if (!g || !group || drawnMaps[name] === group.svg) return 0;
+    g.classList.add("kale-map");  // (a task that added tasks becomes one)
+    g.innerHTML = group.svg;  // drawn by kale.widgets.layout.node_inner
+    if (!(name in boxStates) && group.state) g.dataset.state = group.state;  // similar tasks
+    drawnMaps[name] = group.svg;
+    return 1;
   };
+  // How many boxes the last update redrew (a test reads it: only those that changed).
+  const painted = (n) => { canvas.dataset.painted = String(n);
+    canvas.dataset.updates = String(Number(canvas.dataset.updates || 0) + 1); };
   const drawStates = () => {
-    const states = model.get("states");
-    for (const name in states) paint(name, states[name]);
-    drawMaps();
+    let n = 0;
+    for (const name in boxStates) n += paint(name, boxStates[name]);
+    for (const name in groups) n += drawGroup(name);
+    painted(n);
+  };
+  const fullSync = () => {
+    boxStates = { ...(model.get("base_states") || {}) };
+    groups = { ...(model.get("base_groups") || {}) };
+    drawStates();
+    drawMembers();
+  };
+  const applyDelta = () => {
+    const d = model.get("delta") || {};
+    let n = 0;
+    for (const [name, state] of Object.entries(d.states || {})) { boxStates[name] = state; n += paint(name, state); }
+    for (const [name, group] of Object.entries(d.maps || {})) { groups[name] = group; n += drawGroup(name); }
+    painted(n);
+    if (model.get("opened") in (d.maps || {})) drawMembers();
   };
   const drawSelection = () => {
     const sel = new Set(model.get("selected")), focus = model.get("focus");
@@ -93,12 +158,17 @@ function render({ model, el }) {
     shown = {};
     drawnMaps = {};
     for (const g of canvas.querySelectorAll("g.kale-node")) nodes.set(g.dataset.task, g);
-    if (zoom === 1 && Number(canvas.querySelector("svg")?.getAttribute("width")) > 2000) zoom = "fit";
-    applyZoom();
+    const svg = graph();
+    if (svg) {
+      svg.style.transformOrigin = "0 0"; svg.style.display = "block";
+      canvas.style.height = `${Math.max(160, Math.min(520, size()[1] + 4))}px`;
+    }
+    fit();
     drawStates();
     drawSelection();
   };
   canvas.addEventListener("click", (ev) => {
+    if (dragged) { dragged = false; return; }  // the end of a drag
     const g = ev.target.closest && ev.target.closest("g.kale-node");
     if (!g) return;
     const name = g.dataset.task;
@@ -134,7 +204,7 @@ function render({ model, el }) {
     members.hidden = !opened || !page.map;
     if (members.hidden) return;
     const colors = model.get("colors"), focus = model.get("focus");
-    const group = (model.get("maps") || {})[opened] || {};
+    const group = groups[opened] || {};
     const filter = page.filter || "";
     const chip = (label, state, n) => h("button", {
       class: `kale-member-filter${filter === state ? " kale-on" : ""}`, "data-filter": state,
@@ -160,7 +230,8 @@ function render({ model, el }) {
     });
     members.append(
       h("div", { class: "kale-members-head" }, h("b", {}, opened),
-        group.kind === "added" ? ` · added ${group.total ?? "…"} tasks` : ` · a map of ${group.total ?? "…"}`,
+        group.kind === "added" ? ` · added ${group.total ?? "…"} tasks`
+          : group.kind === "similar" ? ` · ${group.total ?? "…"} similar tasks` : ` · a map of ${group.total ?? "…"}`,
         h("span", { class: "kale-spacer" }),
         h("button", { class: "kale-btn kale-close", title: "Close the list of members",
           onclick: () => setMembers({ opened: "" }) }, "×")),
@@ -188,7 +259,7 @@ function render({ model, el }) {
     const back = d.group ? h("a", { class: "kale-member-of", href: "#",
       onclick: (ev) => { ev.preventDefault(); setMembers({ focus: d.group, opened: d.group }); } },
       d.member_of && d.index !== null && d.index !== undefined ? `member ${d.index} of ${d.member_of}`
-        : `added by ${d.group}`) : null;
+        : d.similar ? `one of ${d.group}` : `added by ${d.group}`) : null;
     detail.append(...[
       h("div", { class: "kale-detail-head" }, h("b", {}, d.name), " ", stateChip(d.state, colors), ` ${d.kind || ""}`),
       back, desc,
@@ -207,11 +278,15 @@ function render({ model, el }) {
       h("div", { class: "kale-log-label" }, "stderr"), h("pre", { class: "kale-log kale-stderr" }, d.stderr || ""),
     ].filter(Boolean));
   };
+  boxStates = { ...(model.get("base_states") || {}) };
+  groups = { ...(model.get("base_groups") || {}) };
   drawGraph(); drawHead(); drawDetail(); drawMembers();
+  send(model, "sync");  // everything as of now; then only what changes
   model.on("change:svg", drawGraph);
-  model.on("change:states", () => { drawStates(); });
+  model.on("change:base_states", fullSync);
+  model.on("change:base_groups", fullSync);
+  model.on("change:delta", applyDelta);
   model.on("change:conditions", () => { drawStates(); });
-  model.on("change:maps", () => { drawMaps(); drawMembers(); });
   model.on("change:members", drawMembers);
   model.on("change:opened", drawMembers);
   model.on("change:focus", drawMembers);
