@@ -535,3 +535,27 @@ def test_live_run_summary_answers_only_its_owner(
         for bad in ({}, m.headers("worker-token"), {"Authorization": "Bearer nope"}):
             assert httpx.get(url, headers=bad, verify=m.tls).status_code == 401
         run.cancel()
+
+
+def test_a_one_slot_worker_taking_short_tasks_ahead_runs_one_at_a_time_each_once(
+        kale: Kale, home: Path, managers: Callable[..., Manager], tmp_path: Path) -> None:
+    """A worker of short tasks is sent some beyond its free slots (they wait there for
+    one): still never two at once on one slot, every task once, and all succeed."""
+    m = managers("--workers", "0")
+    worker = kale.popen("worker", "--slots", "1", "--id", "w-single")
+    lock, ran = tmp_path / "lock", tmp_path / "ran.txt"
+    wf = Workflow("one-slot", base_dir=tmp_path)
+    for i in range(40):  # mkdir fails if another task holds the lock: two at once
+        wf.shell(f"t{i}", f"mkdir {lock} || exit 9; echo t{i} >> {ran}; rmdir {lock}")
+    try:
+        with m.client() as client:
+            run = client.submit(wf)
+            assert run.wait(300).state.value == "SUCCEEDED", client.status(run.id)
+            tasks = client.status(run.id)["tasks"]
+        assert all(t["state"] == "SUCCEEDED" and t["attempts"] == 1 for t in tasks)
+        assert sorted(ledger(ran)) == sorted(f"t{i}" for i in range(40))
+        assert {kale.attempts(run.id, f"t{i}")[0]["worker"] for i in (0, 39)} == {"w-single"}
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, log = worker.communicate(timeout=60)
+        assert worker.returncode == 0, log

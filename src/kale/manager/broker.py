@@ -35,6 +35,9 @@ from kale.worker.protocol import HEARTBEAT_TIMEOUT, Key, key_of, outcome_of
 log = logging.getLogger("kale.broker")
 
 Resolve = Callable[[Outcome | BaseException], None]
+#: seconds an acknowledgement may wait for tasks to go to its worker with it (acks are not
+#: urgent: they only let the worker forget reports; tasks are, and go at once)
+ACK_DELAY = 0.02
 
 
 @dataclass
@@ -56,6 +59,9 @@ class Pending:
     pool: str | None = None
     #: what a batch provider needs to place it (executor spec, resources)
     placement: dict[str, Any] | None = None
+    #: its worker started it (``started`` was called); one sent to a worker whose slots
+    #: were all taken waits there for one, and the worker says when it starts
+    begun: bool = False
 
 
 @dataclass
@@ -88,14 +94,16 @@ class Worker:
 
 
 class Link:
-    """One worker's open connection."""
+    """One worker's open connection. ``credits``: tasks it may still be sent."""
 
     def __init__(self, worker: Worker, send: Callable[[dict[str, Any]], Any]) -> None:
         self.worker = worker
         self.send = send
+        self.offers = (worker.user, worker.pool)  # the queue of offers it takes from
         self.credits = 0
         self.wake = asyncio.Event()
         self.acks: list[int] = []
+        self.ack_due = float("inf")  # when the oldest unsent ack must go (monotonic)
         self.controls: list[dict[str, Any]] = []
         self.closed = False
 
@@ -132,6 +140,9 @@ class Broker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending: dict[Key, Pending] = {}
         self.offers: dict[tuple[str, str | None], deque[Key]] = {}  # (user, pool) -> keys
+        #: the open links with credits, per queue of offers, in the order they got them:
+        #: a new offer wakes only as many of them as the queue needs, not every worker
+        self.hungry: dict[tuple[str, str | None], dict[Link, None]] = {}
         self.workers: dict[str, Worker] = {}
         self.claims: dict[Key, str] = {}            # declared by workers, not yet adopted
         self.unclaimed: dict[Key, tuple[str, dict[str, Any]]] = {}  # reports nobody awaits
@@ -145,7 +156,7 @@ class Broker:
         #: withdrawn); called outside the lock, from an engine's thread
         self.on_offer: list[Callable[[Pending], None]] = []
         self.on_withdraw: list[Callable[[Pending], None]] = []
-        self._wake_scheduled: set[str] = set()
+        self._wake_scheduled: set[tuple[str, str | None]] = set()
         self._grace_until = time.monotonic() + heartbeat_timeout
         self._expected: set[str] = set()            # workers active before a restart
         self._judged = False
@@ -201,7 +212,7 @@ class Broker:
         if p.pool is not None:
             for hook in self.on_offer:
                 hook(p)
-        self._wake_user(p.user)
+        self._wake_queue((p.user, p.pool))
 
     def adopt(self, p: Pending) -> None:
         """Await an attempt started before a restart."""
@@ -326,8 +337,7 @@ class Broker:
             w.state, w.last_seen = "ACTIVE", time.monotonic()
             old = w.link
             if old is not None:
-                old.closed = True
-                old.wake.set()
+                self._close(old)
             link = w.link = Link(w, send)
             running = {key_of(k) for k in hello.get("running", [])}
             reported = {key_of(r["key"]) for r in hello.get("reports", [])}
@@ -356,7 +366,7 @@ class Broker:
             self._forget_kernels(wid)  # the worker says again which it has
             self._kernels(w, hello.get("kernels") or ())
             self._waiting(w, hello.get("waiting") or ())
-            link.credits = max(0, w.slots - len(running))
+            self._credit(link, max(0, w.slots - len(running)))
             self._expected.discard(wid)
         await asyncio.to_thread(wstore.save_worker, self.store, self._row(w))
         await send({"op": "welcome", "manager": self.instance,
@@ -370,8 +380,8 @@ class Broker:
                     break
                 self._message(w, link, msg)
         finally:
-            link.closed = True
-            link.wake.set()
+            with self.lock:
+                self._close(link)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
@@ -384,17 +394,27 @@ class Broker:
 
     def _message(self, w: Worker, link: Link, msg: dict[str, Any]) -> None:
         samples = msg.get("samples") or []
+        begun: list[Pending] = []
         with self.lock:
             w.last_seen = time.monotonic()
+            for k in msg.get("started", ()):
+                p = self._mine(w, key_of(k))
+                if p is not None and p.worker == w.id and not p.begun:
+                    p.begun = True
+                    begun.append(p)
             for rep in msg.get("reports", ()):
                 self._report(w, rep)
             self._kernels(w, msg.get("kernels") or ())
             self._waiting(w, msg.get("waiting") or ())
-            link.credits += int(msg.get("credit", 0))
             if msg.get("drain"):  # a pilot near its walltime takes nothing more
-                link.credits = 0
-            if link.credits > 0 and self.offers.get((w.user, w.pool)):
+                self._credit(link, -link.credits)
+            else:
+                self._credit(link, int(msg.get("credit", 0)))
+            if link.credits > 0 and self.offers.get(link.offers):
                 self._wake_link(link)
+        for p in begun:
+            if p.started is not None:
+                p.started(w.id)
         if msg.get("bye"):
             w.state = "STOPPED"
         if samples:
@@ -410,31 +430,44 @@ class Broker:
             assert self.loop is not None
             self.loop.run_in_executor(None, wstore.add_samples, self.store, rows)
 
+    def _credit(self, link: Link, n: int) -> None:
+        """A link's credits change by ``n`` (under the lock): it is among the hungry links
+        of its queue exactly while it has credits and is open."""
+        link.credits = max(0, link.credits + n)
+        hungry = self.hungry.setdefault(link.offers, {})
+        if link.credits > 0 and not link.closed:
+            hungry[link] = None
+        else:
+            hungry.pop(link, None)
+
+    def _close(self, link: Link) -> None:
+        """A link is over (under the lock): its sender stops, it takes no more offers."""
+        link.closed = True
+        link.wake.set()
+        self.hungry.get(link.offers, {}).pop(link, None)
+
     async def _sender(self, link: Link) -> None:
         """Sends a worker what is for it: new tasks, acknowledgements and controls, in one
-        message per wake-up (one write to the socket, however much there is)."""
+        message per wake-up (one write to the socket, however much there is). Tasks and
+        controls go at once; acknowledgements alone wait up to :data:`ACK_DELAY` for
+        tasks to go with (they are not urgent), so a busy link carries about one message
+        per batch of tasks, not one more per commit."""
         while not link.closed:
             await link.wake.wait()
             await asyncio.sleep(0)  # let wake-ups queued in the same loop turn join in
             link.wake.clear()
             if link.closed:
                 return
-            started: list[tuple[Pending, str]] = []
             with self.lock:
-                w = link.worker
-                items = []
-                queue = self.offers.get((w.user, w.pool))
-                while queue and link.credits > 0:
-                    key = queue.popleft()
-                    p = self.pending.get(key)
-                    if p is None or p.worker is not None or p.adopted:
-                        continue
-                    p.worker = w.id
-                    w.attempts.add(key)
-                    link.credits -= 1
-                    items.append({"key": list(key), "payload": p.payload})
-                    started.append((p, w.id))
-                acks, link.acks = link.acks, []
+                items, started = self._take(link)
+                left = link.ack_due - time.monotonic()
+                if items or link.controls or left < 0.001:
+                    acks, link.acks = link.acks, []
+                    link.ack_due = float("inf")
+                else:  # acks alone, not yet due: a timer wakes this sender again
+                    acks = []
+                    if link.acks:
+                        self._wake_link(link, left)
                 controls, link.controls = link.controls, []
             for p, wid in started:
                 if p.started is not None:
@@ -448,6 +481,31 @@ class Broker:
                 msg["controls"] = controls
             if len(msg) > 1:
                 await link.send(msg)
+
+    def _take(self, link: Link) -> tuple[list[dict[str, Any]], list[tuple[Pending, str]]]:
+        """The offers a link's credits take now (under the lock)."""
+        w = link.worker
+        items: list[dict[str, Any]] = []
+        started: list[tuple[Pending, str]] = []
+        queue = self.offers.get(link.offers)
+        while queue and link.credits > 0:
+            key = queue.popleft()
+            p = self.pending.get(key)
+            if p is None or p.worker is not None or p.adopted:
+                continue
+            p.worker = w.id
+            w.attempts.add(key)
+            link.credits -= 1
+            item: dict[str, Any] = {"key": list(key), "payload": p.payload}
+            if len(w.attempts) > w.slots:
+                item["queued"] = True  # it waits there for a slot: the worker says when
+            else:
+                p.begun = True
+                started.append((p, w.id))
+            items.append(item)
+        if link.credits == 0:
+            self.hungry.get(link.offers, {}).pop(link, None)
+        return items, started
 
     def _mine(self, w: Worker, key: Key) -> Pending | None:
         """The pending attempt ``key`` if worker ``w`` runs it: of its own user, sent to it
@@ -537,8 +595,11 @@ class Broker:
         self.inflight.discard((wid, seq))
         w = self.workers.get(wid)
         if w is not None and w.link is not None:
-            w.link.acks.append(seq)
-            self._wake_link(w.link)
+            link = w.link
+            link.acks.append(seq)
+            if link.ack_due == float("inf"):  # the first waiting ack: the link's timer
+                link.ack_due = time.monotonic() + ACK_DELAY
+                self._wake_link(link, ACK_DELAY)
 
     def _abandoned(self, key: Key) -> bool:
         """Nobody awaits this attempt and nobody will: its run is driven here and has
@@ -596,11 +657,12 @@ class Broker:
                 p.resolve(self._lost_outcome(w.id, p))
         w.attempts.clear()
         if w.link is not None:
-            w.link.closed = True
-            w.link.wake.set()
+            self._close(w.link)
 
     def _lost_outcome(self, wid: str, p: Pending) -> Outcome | BaseException:
-        if not p.was_running:
+        if not p.was_running or (not p.adopted and not p.begun):
+            # Never started there (sent ahead of a free slot, or before a restart): it is
+            # offered again without counting a retry.
             return Interrupted(f"worker {wid} was lost before it started the task")
         return Outcome(ok=False, error=f"worker {wid} was lost: no word from it for "
                        f"{self.heartbeat_timeout:g} s", details={"lost_worker": wid})
@@ -631,29 +693,42 @@ class Broker:
         else:
             p.adopted = False
             self.offers.setdefault((p.user, p.pool), deque()).append(p.key)
-            self._wake_user(p.user)
+            self._wake_queue((p.user, p.pool))
 
     # -- helpers ---------------------------------------------------------------------------
-    def _wake_user(self, user: str) -> None:
+    def _wake_queue(self, queue: tuple[str, str | None]) -> None:
+        """New offers in a queue (any thread): wake the links that can take them, once per
+        loop turn however many offers came."""
         loop = self.loop
-        if loop is None or user in self._wake_scheduled:
+        if loop is None or queue in self._wake_scheduled:
             return
-        self._wake_scheduled.add(user)
-        loop.call_soon_threadsafe(self._wake_user_now, user)
+        self._wake_scheduled.add(queue)
+        loop.call_soon_threadsafe(self._wake_queue_now, queue)
 
-    def _wake_user_now(self, user: str) -> None:
-        self._wake_scheduled.discard(user)
+    def _wake_queue_now(self, queue: tuple[str, str | None]) -> None:
+        """Wake hungry links of ``queue``, first come first, until their credits cover the
+        offers waiting: the cost is in the links woken, not in the workers connected."""
+        self._wake_scheduled.discard(queue)
         with self.lock:
-            for w in self.workers.values():
-                if w.user == user and w.link is not None and w.link.credits > 0:
-                    w.link.wake.set()
+            waiting = len(self.offers.get(queue, ()))
+            for link in self.hungry.get(queue, {}):
+                if waiting <= 0:
+                    break
+                link.wake.set()
+                waiting -= link.credits
 
-    def _wake_link(self, link: Link) -> None:
-        """Wake a link's sender (under the lock; from any thread)."""
+    def _wake_link(self, link: Link, delay: float = 0.0) -> None:
+        """Wake a link's sender, now or in ``delay`` seconds (under the lock; from any
+        thread)."""
         loop = self.loop
         if loop is None:
             return
-        if threading.get_ident() == self._loop_thread:
+        if delay:
+            if threading.get_ident() == self._loop_thread:
+                loop.call_later(delay, link.wake.set)
+            else:
+                loop.call_soon_threadsafe(loop.call_later, delay, link.wake.set)
+        elif threading.get_ident() == self._loop_thread:
             link.wake.set()
         else:
             loop.call_soon_threadsafe(link.wake.set)

@@ -38,18 +38,24 @@ log = logging.getLogger("kale.worker")
 
 #: seconds without a manager after which a worker gives up (exit 3)
 GIVE_UP = 300.0
+#: tasks shorter than this (seconds, a moving average) are short: the worker then takes
+#: some ahead of its free slots (:meth:`WorkerAgent.window`)
+SHORT_TASK = 0.05
 
 
 class WorkerAgent:
     """A worker: one link to a manager, the task runners it runs attempts with, and the reports
     not yet acknowledged (see the module's text).
 
-    Promises: at most ``slots`` attempts run at once (it grants one credit per free slot);
-    an attempt sent again after a reconnect is not started twice; every finished attempt
-    gives one report, kept and sent again after each reconnect until the manager
-    acknowledges it, except an attempt the manager forgot (it sends nothing) and, in a batch
-    job the scheduler ends, what that ending killed (the scheduler's verdict tells it); on
-    stop, running attempts are interrupted and handed back.
+    Promises: at most ``slots`` attempts run at once; it grants one credit per free slot,
+    and while its tasks are short (under :data:`SHORT_TASK` on average) a few more, so that
+    the next tasks are already here when a slot frees (they wait here, in order, and stay
+    QUEUED for the manager until they start; a queue of short tasks is short); an attempt
+    sent again after a reconnect is not started twice; every finished attempt gives one
+    report, kept and sent again after each reconnect until the manager acknowledges it,
+    except an attempt the manager forgot (it sends nothing) and, in a batch job the
+    scheduler ends, what that ending killed (the scheduler's verdict tells it); on stop,
+    running attempts (and those waiting for a slot) are interrupted and handed back.
 
     Threads: one asyncio event loop, the one that awaits :meth:`run`, owns all of it, and
     :meth:`stop` too (from another thread: ``loop.call_soon_threadsafe(agent.stop)``). Only
@@ -60,7 +66,8 @@ class WorkerAgent:
                  give_up: float = GIVE_UP, idle_exit: float | None = None,
                  pool: str | None = None, job: str | None = None, once: bool = False,
                  walltime: float | None = None, batch: bool = False,
-                 cert: str | None = None, home: Path | None = None) -> None:
+                 cert: str | None = None, home: Path | None = None,
+                 prefetch: int | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
         #: the manager's certificate (PEM), the only one trusted on https:// and wss://
@@ -95,7 +102,16 @@ class WorkerAgent:
         #: interactive steps waiting for a person, and those not yet told to the manager
         self.waiting: dict[Key, dict[str, Any]] = {}
         self.waiting_news: list[Key] = []
-        self.credit = 0
+        self.credit = 0     # credits not yet sent
+        self.offered = 0    # credits the manager holds (or is about to): tasks it may send
+        #: tasks taken beyond the free slots while tasks are short (None: 4 x slots)
+        self.prefetch = 4 * self.slots if prefetch is None else max(0, prefetch)
+        self.pace: float | None = None  # moving average of how long tasks take (s)
+        self._free = asyncio.Semaphore(self.slots)
+        #: tasks the manager sent while it counted no free slot here: it hears when each
+        #: starts (True once started); ``started_news`` not yet told
+        self.queued: dict[Key, bool] = {}
+        self.started_news: list[Key] = []
         self.seq = 0
         self.runners: dict[str, TaskRunner] = {}
         self._starting: dict[str, asyncio.Task[TaskRunner]] = {}
@@ -237,12 +253,16 @@ class WorkerAgent:
                      "running": [list(k) for k in self.tasks],
                      "reports": [self.unacked[s] for s in sorted(self.unacked)]}
             self.unsent = []
-            self.credit = 0  # the manager counts free slots from `running`
+            # The manager counts free slots from `running`; more are granted in the first
+            # sync when tasks are short.
+            self.credit, self.offered = 0, max(0, self.slots - len(self.tasks))
+            self.started_news = [k for k, begun in self.queued.items() if begun]
             await ws.send(json.dumps(hello))
             welcome = json.loads(await asyncio.wait_for(ws.recv(), 30))
             if welcome.get("op") != "welcome":
                 raise _LinkClosed(f"unexpected answer {welcome.get('op')!r}")
             self._welcome(welcome)
+            self._top_up()
             reader = asyncio.create_task(self._reader(ws))
             try:
                 await self._writer(ws, reader)
@@ -270,7 +290,7 @@ class WorkerAgent:
             if self._once_done:
                 self._dirty.set()  # the one task is reported: time to go
             for item in msg.get("tasks", ()):
-                self._start(key_of(item["key"]), item["payload"])
+                self._start(key_of(item["key"]), item["payload"], bool(item.get("queued")))
             for c in msg.get("controls", ()):
                 self._control(c.get("action", ""), key_of(c["key"]), c.get("reason") or "")
         raise _LinkClosed("the manager closed the link")
@@ -289,6 +309,7 @@ class WorkerAgent:
                     if self._idle_too_long():
                         self.stop()
                     continue
+            await asyncio.sleep(0)  # reports of the same loop turn go in one message
             self._dirty.clear()
             seqs, self.unsent = self.unsent, []
             msg: dict[str, Any] = {"op": "sync",
@@ -304,6 +325,9 @@ class WorkerAgent:
                 msg["waiting"] = [{"key": list(k), "info": self.waiting[k]}
                                   for k in self.waiting_news if k in self.waiting]
                 self.waiting_news = []
+            if self.started_news:
+                msg["started"] = [list(k) for k in self.started_news]
+                self.started_news = []
             if self.kernel_news:
                 msg["kernels"] = [{"key": list(k), "info": v}
                                   for k, v in self.kernel_news.items()]
@@ -333,14 +357,34 @@ class WorkerAgent:
         return time.monotonic() - self._idle_since > self.idle_exit
 
     # -- tasks ---------------------------------------------------------------------------
-    def _start(self, key: Key, payload: str) -> None:
+    def window(self) -> int:
+        """How many tasks this worker holds at most (running, or here waiting for a slot):
+        its slots, plus :attr:`prefetch` while its tasks are short."""
+        short = self.pace is not None and self.pace < SHORT_TASK
+        return self.slots + (self.prefetch if short else 0)
+
+    def _top_up(self) -> None:
+        """Grant the credits that bring what this worker holds and may be sent up to its
+        window (a ``--once`` worker takes one task, granted at connection)."""
+        if self.once:
+            return
+        want = self.window() - len(self.tasks) - self.offered
+        if want > 0:
+            self.credit += want
+            self.offered += want
+            self._dirty.set()
+
+    def _start(self, key: Key, payload: str, queued: bool = False) -> None:
         if key in self.tasks:
             return  # sent again after a reconnect; it is running already
+        self.offered = max(0, self.offered - 1)
+        if queued:
+            self.queued[key] = False
         try:
             ctx = decode_context(payload)
         except Exception as e:
             self._report(key, "done", Outcome(ok=False, error=f"cannot read the task: {e!r}"))
-            self.credit += 1
+            self._top_up()
             return
         self.contexts[key] = ctx
         ctx.on_kernel = lambda info: self._kernel(key, info)
@@ -351,18 +395,15 @@ class WorkerAgent:
     async def _run(self, key: Key, ctx: TaskContext) -> None:
         how, out = "done", None
         try:
-            ctx.make_workdir()
-            from kale.tasks.registry import runner_kind
-
-            runner = await self._runner(runner_kind(ctx.task))
-            out = await runner.run(ctx)
-            if self.batch and not out.ok and out.exit_code in _KILLED:
-                # The scheduler signals every process of a job it ends, the task's too:
-                # wait for our own signal, so the scheduler's reason is the one told.
-                await asyncio.sleep(1.0)
-            if out.ok:  # what kale.record kept goes with the report
-                out.records = read_records(ctx.records_path, ctx.base_dir) \
-                    if os.path.exists(ctx.records_path) else {}
+            async with self._free:  # a slot: tasks taken ahead wait here, in order
+                if key in self.queued:  # the manager waits to hear it started
+                    self.queued[key] = True
+                    self.started_news.append(key)
+                    self._dirty.set()
+                t0 = time.monotonic()
+                out = await self._execute(ctx)
+                took = time.monotonic() - t0
+                self.pace = took if self.pace is None else 0.8 * self.pace + 0.2 * took
         except asyncio.CancelledError:
             how = "interrupted" if self.stopping else "cancelled"
             out = Outcome(ok=False, error=f"worker {self.id} stopped" if self.stopping
@@ -373,8 +414,8 @@ class WorkerAgent:
             self.tasks.pop(key, None)
             self.contexts.pop(key, None)
             self.waiting.pop(key, None)
-            if not self.once:
-                self.credit += 1
+            self.queued.pop(key, None)
+            self._top_up()
             self._idle_since = time.monotonic()
         if self.abandon and (how == "interrupted" or (out is not None and not out.ok
                                                       and out.exit_code in _KILLED)):
@@ -385,6 +426,22 @@ class WorkerAgent:
             self._dirty.set()
             return
         self._report(key, how, out)
+
+    async def _execute(self, ctx: TaskContext) -> Outcome:
+        """Run one attempt in its slot: its directory, its runner, what it recorded."""
+        ctx.make_workdir()
+        from kale.tasks.registry import runner_kind
+
+        runner = await self._runner(runner_kind(ctx.task))
+        out = await runner.run(ctx)
+        if self.batch and not out.ok and out.exit_code in _KILLED:
+            # The scheduler signals every process of a job it ends, the task's too:
+            # wait for our own signal, so the scheduler's reason is the one told.
+            await asyncio.sleep(1.0)
+        if out.ok:  # what kale.record kept goes with the report
+            out.records = read_records(ctx.records_path, ctx.base_dir) \
+                if os.path.exists(ctx.records_path) else {}
+        return out
 
     def _waiting(self, key: Key, info: dict[str, Any]) -> None:
         self.waiting[key] = info

@@ -8,17 +8,22 @@ worker -> manager
                  reports: [report...]}``: first message on every connection; ``running``
                  lists the attempts it is running, ``reports`` every report not yet
                  acknowledged (so the manager reconciles both at once after a restart)
-    ``sync``     ``{reports: [report...], credit: n, samples: [sample...]}``: new reports,
-                 ``n`` more tasks it can take, resource samples; also the heartbeat
+    ``sync``     ``{reports: [report...], credit: n, samples: [sample...], started:
+                 [key...]}``: new reports, ``n`` more tasks it can take (a worker of short
+                 tasks takes some beyond its free slots: they wait there for one),
+                 resource samples, tasks sent ``queued`` that have now started; also the
+                 heartbeat
 manager -> worker
     ``welcome``  ``{manager, heartbeat, sample_interval, forget: [key...]}``: ``forget`` are
                  attempts the manager no longer wants (the worker kills them)
-    ``batch``    ``{tasks: [{key, payload}...], acks: [seq...], controls: [{action,
-                 key}...]}``, each part present only when not empty. ``tasks``: one per
-                 credit, ``payload`` the pickled :class:`~kale.tasks.base.TaskContext`
-                 (base64); ``acks``: reports whose effects are committed, which the worker
-                 then forgets; ``controls``: ``cancel``, ``suspend`` or ``resume`` an
-                 attempt
+    ``batch``    ``{tasks: [{key, payload, queued}...], acks: [seq...], controls:
+                 [{action, key}...]}``, each part present only when not empty. ``tasks``:
+                 one per credit, ``payload`` the pickled :class:`~kale.tasks.base.
+                 TaskContext` (base64), ``queued: true`` when the manager counts no free
+                 slot for it there (it is not running yet: the worker says when it
+                 starts); ``acks``: reports whose effects are committed, which the worker
+                 then forgets (they may wait a few ms to go with tasks); ``controls``:
+                 ``cancel``, ``suspend`` or ``resume`` an attempt
 
 A key is ``[run_id, task, attempt]``. A report is ``{seq, key, how, ok, exit_code, error,
 traceback, details, artifacts, result, records}``; ``seq`` numbers a worker's reports,
