@@ -202,6 +202,37 @@ def test_bad_types_are_all_reported(tmp_path: Path) -> None:
     assert "tasks.a.resources.cpus: must be an integer >= 1" in found[2][2]
 
 
+BAD_FIELDS = [
+    "retries: -1", "retry_delay: soon", "timeout: [1]", "description: [a]",
+    "parameters: [a]", "after: [a, 3]", "outputs: [/etc/x]", "tags: {a: 1}",
+    "env: {A: 1}", "resources: {cpus: many}", "kernel: [python3]", "launcher: srun",
+    "interactive: true", "debug_for: 5", "site: ' bad'", "map: {x: 3}", "when: '('",
+    "executor: {kind: nowhere}",
+]
+
+
+@pytest.mark.parametrize("field", BAD_FIELDS)
+def test_a_bad_field_among_many_tasks_is_reported_with_its_path(
+        tmp_path: Path, field: str) -> None:
+    """A file of thousands of tasks is checked as thoroughly as a file of one: the bad
+    field of one task deep in it gets the same message, at its line."""
+    (tmp_path / "m.py").write_text("def f():\n    pass\n")
+    alone = write(tmp_path, f"name: x\ntasks:\n  bad:\n    python: m:f\n    {field}\n",
+                  "alone.yaml")
+    many = ["name: x", "tasks:"]
+    for i in range(5000):
+        many += [f"  t{i}:", "    python: m:f",
+                 f"    after: [t{i - 1}]" if i else "    tags: [a]"]
+    many += ["  bad:", "    python: m:f", f"    {field}"]
+    big = write(tmp_path, "\n".join(many) + "\n", "big.yaml")
+    expected = problems(alone)
+    assert expected  # the field is bad on its own
+    found = problems(big)
+    assert [(line, msg.split(": ", 1)[1]) for _, line, msg in found] == [
+        (line + len(many) - 5, msg.split(": ", 1)[1]) for _, line, msg in expected]
+    assert all(msg.split(": ", 2)[1].startswith("tasks.bad") for _, _, msg in found)
+
+
 def test_a_missing_key_points_at_the_document(tmp_path: Path) -> None:
     path = write(tmp_path, "# a comment\n\ntasks:\n  a: {shell: echo}\n")
     line, message = only_problem(path)

@@ -8,12 +8,14 @@ from YAML, the Python API or the store.
 from __future__ import annotations
 
 import base64
+import contextlib
+import gc
 import hashlib
 import importlib
 import json
 import re
 import sys
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -421,6 +423,12 @@ class Workflow:
         """:meth:`from_dict` without raising: the workflow made of the tasks that are
         valid on their own, and every problem found (in the tasks, and in the graph of
         all of them: unknown names, references, cycles)."""
+        with gc_paused():
+            return cls._parse(data, base_dir, trusted)
+
+    @classmethod
+    def _parse(cls, data: Any, base_dir: str | Path | None, trusted: bool
+               ) -> tuple[Workflow, list[Problem]]:
         problems: list[Problem] = []
         if not isinstance(data, dict):
             raise ValidationError([Problem("a workflow must be a mapping with 'name' and 'tasks'")])
@@ -472,6 +480,20 @@ class Workflow:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside (nested or not): building a workflow of many
+    tasks makes millions of objects and no cycles, and each collection that allocation
+    sets off walks them all again (a million tasks load in half the time without)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
 
 Memo = dict[Any, Any]
 
@@ -536,7 +558,7 @@ def _graph_problems(tasks: Iterable[Task], names: Collection[str],
             if dep not in names:
                 out.append(Problem(f"unknown task {dep!r} in 'after'", (*path, "after")))
             deps.append(dep)
-        for sub, ref in _located_refs(t):
+        for sub, ref in _located_refs(t) if _may_refer(t) else ():
             if ref.is_param:
                 if ref.key is not None and ref.key not in params:
                     known = ", ".join(map(str, params)) or "none declared"
@@ -561,6 +583,11 @@ def _graph_problems(tasks: Iterable[Task], names: Collection[str],
         out.append(Problem("dependency cycle: " + " -> ".join(cycle),
                            ("tasks", cycle[0], "after")))
     return out
+
+
+def _may_refer(t: Task) -> bool:
+    """Whether the task can hold references at all (most tasks of a big file hold none)."""
+    return bool(t.parameters or t.kind == "shell" or t.map or t.when)
 
 
 def _located_refs(t: Task) -> Iterator[tuple[tuple[str | int, ...], Ref]]:
@@ -659,20 +686,33 @@ def _make(name: str, kind: Kind, target: Any, options: dict[str, Any]) -> Task:
                 resources=resources or Resources(), **options)
 
 
-def _task_problems(t: Task, path: tuple[str | int, ...]) -> list[Problem]:
-    """Every problem of one task on its own (the graph's are :func:`_graph_problems`)."""
+def _task_problems(t: Task, path: tuple[str | int, ...],
+                   given: Collection[str] | None = None) -> list[Problem]:
+    """Every problem of one task on its own (the graph's are :func:`_graph_problems`).
+    ``given``: the fields the task's document has (the others hold their defaults, which
+    are valid, so they are not checked: a file of a million tasks is read in seconds);
+    None checks them all."""
     out: list[Problem] = []
 
     def bad(msg: str, *sub: str | int) -> None:
         out.append(Problem(msg, path + sub))
 
-    for check in (_name_problems, _target_problems, _field_problems, _kind_option_problems,
-                  _dynamic_problems):
-        check(t, bad)
+    _name_problems(t, bad)
+    _target_problems(t, bad)
+    _field_problems(t, bad, TASK_FIELDS if given is None else given)
+    if given is None or not _OPTIONAL.isdisjoint(given):
+        _kind_option_problems(t, bad)
+        _dynamic_problems(t, bad)
     return out
 
 
+#: the fields :func:`_kind_option_problems` and :func:`_dynamic_problems` look at
+_OPTIONAL = frozenset(("kernel", "executor", "launcher", "interactive", "debug_for", "site",
+                       "map", "when"))
+
+
 Bad = Callable[..., None]
+_FUNCTION = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 def _name_problems(t: Task, bad: Bad) -> None:
@@ -702,7 +742,7 @@ def _target_problems(t: Task, bad: Bad) -> None:
                     bad("a command argument cannot hold a NUL character", "shell", i)
     elif t.kind == "python":
         if isinstance(tgt, str):
-            if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", tgt):
+            if not _FUNCTION.fullmatch(tgt):
                 bad(f"must be 'module:function', got {tgt!r}", "python")
         elif not callable(tgt) and not isinstance(tgt, SealedFunction):
             bad("must be 'module:function' or a callable", "python")
@@ -711,11 +751,38 @@ def _target_problems(t: Task, bad: Bad) -> None:
         bad(f"must be a path to an .ipynb file, got {tgt!r}", "notebook")
 
 
-def _field_problems(t: Task, bad: Bad) -> None:
-    """The fields every kind has: description, parameters, lists, retries, times,
-    resources, environment."""
-    if not isinstance(t.description, str):
+def _field_problems(t: Task, bad: Bad, given: Container[str]) -> None:
+    """The fields every kind has (those ``given``): description, parameters, lists,
+    retries, times, resources, environment."""
+    if "description" in given and not isinstance(t.description, str):
         bad("must be a string (markdown)", "description")
+    if "parameters" in given:
+        _parameters_problems(t, bad)
+    for key in ("after", "outputs", "tags"):
+        if key in given:
+            _list_problems(t, key, bad)
+    if "after" in given and isinstance(t.after, list) and t.name in t.after:
+        bad("a task cannot depend on itself", "after")
+    if "retries" in given and (not isinstance(t.retries, int) or isinstance(t.retries, bool)
+                               or t.retries < 0):
+        bad(f"must be an integer >= 0, got {t.retries!r}", "retries")
+    for key in ("retry_delay", "timeout"):
+        v = getattr(t, key)
+        if key not in given or (v is None and key == "timeout"):
+            continue
+        if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+            bad(f"must be a number of seconds >= 0, got {v!r}", key)
+    if "resources" in given:
+        if not isinstance(t.resources, Resources):
+            bad("must be a mapping", "resources")
+        else:
+            for fname, msg in t.resources.problems():
+                bad(msg, "resources", fname)
+    if "env" in given:
+        _env_problems(t, bad)
+
+
+def _parameters_problems(t: Task, bad: Bad) -> None:
     if not isinstance(t.parameters, dict) or not all(isinstance(k, str) for k in t.parameters):
         bad("must be a mapping of name: value", "parameters")
     elif t.kind == "shell":  # exported to the command's environment
@@ -723,40 +790,30 @@ def _field_problems(t: Task, bad: Bad) -> None:
             if isinstance(v, str) and "\0" in v:
                 bad("a shell task's parameters are environment variables, which cannot hold "
                     "a NUL character", "parameters", k)
-    for key in ("after", "outputs", "tags"):
-        v = getattr(t, key)
-        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-            bad("must be a list of names" if key != "outputs" else "must be a list of paths", key)
-        elif key == "outputs":
-            for output in v:
-                if output.startswith("/") or ".." in Path(output).parts or "\0" in output:
-                    bad(f"{output!r}: outputs are paths inside the task's directory "
-                        "(relative, without '..')", key)
-    if isinstance(t.after, list) and t.name in t.after:
-        bad("a task cannot depend on itself", "after")
-    if not isinstance(t.retries, int) or isinstance(t.retries, bool) or t.retries < 0:
-        bad(f"must be an integer >= 0, got {t.retries!r}", "retries")
-    for key in ("retry_delay", "timeout"):
-        v = getattr(t, key)
-        if v is None and key == "timeout":
-            continue
-        if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
-            bad(f"must be a number of seconds >= 0, got {v!r}", key)
-    if not isinstance(t.resources, Resources):
-        bad("must be a mapping", "resources")
-    else:
-        for fname, msg in t.resources.problems():
-            bad(msg, "resources", fname)
+
+
+def _list_problems(t: Task, key: str, bad: Bad) -> None:
+    v = getattr(t, key)
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        bad("must be a list of names" if key != "outputs" else "must be a list of paths", key)
+    elif key == "outputs":
+        for output in v:
+            if output.startswith("/") or ".." in Path(output).parts or "\0" in output:
+                bad(f"{output!r}: outputs are paths inside the task's directory "
+                    "(relative, without '..')", key)
+
+
+def _env_problems(t: Task, bad: Bad) -> None:
     if not isinstance(t.env, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in t.env.items()):
         bad("must be a mapping of NAME: \"string\"", "env")
-    else:
-        for k, v in t.env.items():
-            if not k or "=" in k or "\0" in k:
-                bad(f"{k!r} cannot be an environment variable's name (it is empty, or holds "
-                    "'=' or a NUL character)", "env")
-            elif "\0" in v:
-                bad("an environment variable cannot hold a NUL character", "env", k)
+        return
+    for k, v in t.env.items():
+        if not k or "=" in k or "\0" in k:
+            bad(f"{k!r} cannot be an environment variable's name (it is empty, or holds "
+                "'=' or a NUL character)", "env")
+        elif "\0" in v:
+            bad("an environment variable cannot hold a NUL character", "env", k)
 
 
 def _kind_option_problems(t: Task, bad: Bad) -> None:
@@ -805,18 +862,20 @@ def _dynamic_problems(t: Task, bad: Bad) -> None:
 
 def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, list[Problem]]:
     path: tuple[str | int, ...] = ("tasks", str(name))
-    known = ", ".join(task_kinds())
     if not isinstance(data, dict):
+        known = ", ".join(task_kinds())
         return None, [Problem(f"a task must be a mapping with one of: {known}", path)]
-    kinds = [k for k in task_kinds() if k in data]
-    problems = [Problem(_unknown(k, task_keys()) if kinds else _unknown_kind(k), (*path, str(k)))
-                for k in data if k not in task_keys()]
+    kinds = [k for k in data if k in _kind_set()]
+    problems = [] if _key_set().issuperset(data) else [
+        Problem(_unknown(k, task_keys()) if kinds else _unknown_kind(k), (*path, str(k)))
+        for k in data if k not in task_keys()]
     if len(kinds) != 1:
         if kinds:
+            kinds.sort(key=task_kinds().index)
             problems.append(Problem(f"has {len(kinds)} kinds ({', '.join(kinds)}); a task "
                                     "has exactly one", path))
         elif not problems:  # else the unknown key is taken for the kind and says it
-            problems.append(Problem(f"needs one of: {known}", path))
+            problems.append(Problem(f"needs one of: {', '.join(task_kinds())}", path))
         return None, problems
     kind = kinds[0]
     target = data[kind]
@@ -825,48 +884,66 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
         file = target.get("file")
         target = SealedFunction(str(target["pickle"]), str(target.get("name", "function")),
                                 file if isinstance(file, str) else None)
-    res_data = _given(data, "resources", {})
-    resources: Any
+    task = Task(str(name), kind, target)
+    if len(data) > 1:
+        problems += _fields_from_dict(task, data, path)
+    problems += _task_problems(task, path, data)
+    return task, problems
+
+
+@cache
+def _kind_set() -> frozenset[str]:
+    return frozenset(task_kinds())
+
+
+@cache
+def _key_set() -> frozenset[str]:
+    return frozenset(task_keys())
+
+
+def _fields_from_dict(task: Task, data: dict[str, Any], path: tuple[str | int, ...]
+                      ) -> list[Problem]:
+    """Set the task's fields that ``data`` gives (the others keep their defaults); the
+    problems of ``resources``' and ``executor``'s keys."""
+    problems: list[Problem] = []
+    res_data = data.get("resources")
     if isinstance(res_data, dict):
         unknown_res = [k for k in res_data if k not in Resources.FIELDS]
         problems += [Problem(_unknown(k, Resources.FIELDS), (*path, "resources", str(k)))
                      for k in unknown_res]
-        resources = Resources(**{k: v for k, v in res_data.items() if k in Resources.FIELDS})
-    else:
-        resources = res_data
-    timeout = data.get("timeout")
-    executor = None
+        task.resources = Resources(**{k: v for k, v in res_data.items()
+                                      if k in Resources.FIELDS})
+    elif res_data is not None:
+        task.resources = res_data
     if data.get("executor") is not None:
-        executor, eprobs = ExecutorSpec.parse(data["executor"])
+        task.executor, eprobs = ExecutorSpec.parse(data["executor"])
         problems += [Problem(m, (*path, "executor", *p)) for p, m in eprobs]
-    task = Task(
-        name=str(name), kind=kind, target=target,
-        description=data.get("description", ""),
-        parameters=to_refs(_given(data, "parameters", {})),
-        after=_given(data, "after", []),
-        outputs=_given(data, "outputs", []),
-        retries=data.get("retries", 0),
-        retry_delay=data.get("retry_delay", 1.0),
-        timeout=timeout,
-        resources=resources,
-        tags=_given(data, "tags", []),
-        env=_given(data, "env", {}),
-        kernel=data.get("kernel"),
-        executor=executor,
-        launcher=data.get("launcher"),
-        interactive=_interactive(data.get("interactive")),
-        debug_for=data.get("debug_for"),
-        site=data.get("site"),
-        map=to_refs(data["map"]) if isinstance(data.get("map"), dict) else data.get("map"),
-        when=data.get("when"),
-    )
-    problems += _task_problems(task, path)
-    return task, problems
+    for key in _PLAIN_FIELDS.intersection(data):  # as given, null included
+        setattr(task, key, data[key])
+    for key in _COLLECTION_FIELDS.intersection(data):  # null: the default (empty)
+        value = data[key]
+        if value is not None:
+            setattr(task, key, to_refs(value) if key == "parameters" else value)
+    if "interactive" in data:
+        task.interactive = _interactive(data["interactive"])
+    if "map" in data:
+        task.map = to_refs(data["map"]) if isinstance(data["map"], dict) else data["map"]
+    return problems
+
+
+_PLAIN_FIELDS = frozenset(("description", "retries", "retry_delay", "timeout", "kernel",
+                           "launcher", "debug_for", "site", "when"))
+_COLLECTION_FIELDS = frozenset(("parameters", "after", "outputs", "tags", "env"))
 
 
 def _nul_problems(data: Any) -> list[Problem]:
     """A NUL character in any name or text of the document (no store, file system or
     process argument can hold one), with its path; iterative, so any depth will do."""
+    try:  # the common case at C speed: no NUL anywhere (JSON writes it \u0000)
+        if "\\u0000" not in json.dumps(data, check_circular=False, default=repr):
+            return []
+    except (TypeError, ValueError, RecursionError):
+        pass  # keys JSON cannot write, or too deep for it: walk
     out: list[Problem] = []
     todo: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
     while todo:

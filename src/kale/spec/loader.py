@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kale.errors import Problem, ValidationError
-from kale.model.workflow import Workflow
+from kale.model.workflow import Workflow, gc_paused
 from kale.spec.composer import parse_full
 from kale.spec.document import Document
 from kale.spec.fastparse import parse_fast
@@ -33,17 +33,17 @@ def read_document(text: str, file: str | None = None) -> Document:
 
 
 def _depth(data: Any) -> int:
-    """How deeply lists and mappings nest in ``data`` (iteratively: no recursion limit)."""
-    deepest, todo = 0, [(data, 0)]
-    while todo:
-        value, depth = todo.pop()
-        if isinstance(value, dict | list):
-            if depth + 1 > MAX_DEPTH:
-                return depth + 1
-            deepest = max(deepest, depth + 1)
-            todo.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict)
-                                                  else value))
-    return deepest
+    """How deeply lists and mappings nest in ``data`` (level by level: no recursion
+    limit), counted up to one more than :data:`MAX_DEPTH`."""
+    depth, level = 0, [data] if isinstance(data, dict | list) else []
+    while level and depth <= MAX_DEPTH:
+        depth += 1
+        below: list[Any] = []
+        for c in level:
+            below += [v for v in (c.values() if isinstance(c, dict) else c)
+                      if isinstance(v, dict | list)]
+        level = below
+    return depth
 
 
 def load_yaml_text(text: str, *, file: str | None = None) -> Any:
@@ -60,6 +60,12 @@ def load_workflow(source: str | Path, *, params_override: dict[str, Any] | None 
     modules and functions, kernels: :mod:`kale.model.checks`).
     Every problem raises one :class:`ValidationError` whose problems carry file and line.
     ``cls``: the class to make (``kale.Workflow`` gives the facade's)."""
+    with gc_paused():
+        return _load(source, params_override, check_files, cls)
+
+
+def _load(source: str | Path, params_override: dict[str, Any] | None, check_files: bool,
+          cls: type[Workflow]) -> Workflow:
     if isinstance(source, str) and "\n" in source:
         file, text, base_dir = None, source, Path.cwd()
     else:
