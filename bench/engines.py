@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -116,8 +117,10 @@ class Sizes:
     rounds: int
 
     def plan(self) -> list[tuple[str, int, int]]:
-        return [("noop", self.noop, self.rounds), ("chain", self.chain, self.rounds),
+        plan = [("noop", self.noop, self.rounds), ("chain", self.chain, self.rounds),
                 ("scale", self.scale, 1)]
+        only = [w for w in os.environ.get("KALE_BENCH_ONLY", "").split(",") if w]
+        return [row for row in plan if not only or row[0] in only]
 
 
 FULL = Sizes(noop=1000, chain=200, scale=10_000, rounds=3)
@@ -322,6 +325,8 @@ def side_parsl(sizes: Sizes) -> dict[str, Any]:
 
 def side(engine: str, quick: bool) -> None:
     sizes = QUICK if quick else FULL
+    if os.environ.get("KALE_BENCH_ROUNDS"):
+        sizes = dataclasses.replace(sizes, rounds=int(os.environ["KALE_BENCH_ROUNDS"]))
     try:
         doc = (side_dask if engine == "dask" else side_parsl)(sizes)
     except Exception as e:
@@ -610,6 +615,8 @@ def workload_table(kind: str, sides: dict[str, dict[str, Any]]) -> list[str]:
         if "error" in doc:
             rows.append(f"| {alone} / {kale} | | {doc['error']} | | | | |")
             continue
+        if kind not in doc["rows"]:
+            continue
         row = doc["rows"][kind]
         n, med = row["n"], {k: statistics.median(row[k]) for k in ("engine", "kale")}
         ratio = statistics.median(k / e for k, e in zip(row["kale"], row["engine"],
@@ -645,6 +652,8 @@ def goal_lines(sides: dict[str, dict[str, Any]], quick: bool) -> list[str]:
         if "error" in doc:
             lines.append(f"- {LABELS[engine][1]}: no result ({doc['error']})")
             continue
+        if "noop" not in doc["rows"]:
+            continue
         row = doc["rows"]["noop"]
         ratio = statistics.median(k / e for k, e in zip(row["kale"], row["engine"],
                                                         strict=True))
@@ -671,7 +680,8 @@ def report(sides: dict[str, dict[str, Any]], quick: bool, wall: float) -> str:
             "is started once; Kale's first one-task run starts what its later runs use, a "
             "Dask client each run, the Parsl DataFlowKernel once):", "",
             *startup_table(sides)]
-    for kind in ("noop", "chain", "scale"):
+    kinds = {kind for doc in sides.values() for kind in doc.get("rows", {})}
+    for kind in [k for k in ("noop", "chain", "scale") if k in kinds]:
         body += ["", f"{WHAT[kind]}; Kale / engine: the median of each round's ratio", "",
                  *workload_table(kind, sides)]
     return "\n".join(head + body) + "\n"
@@ -690,18 +700,26 @@ def main() -> None:
                    help="instead: Kale on this engine under cProfile, per thread")
     p.add_argument("--n", type=int, default=1000, help="tasks of the --profile run")
     p.add_argument("--top", type=int, default=25, help="functions per thread (--profile)")
+    p.add_argument("--only", default="", help="workloads to run, comma-separated (noop, "
+                   "chain, scale; default all); results are then printed, not written")
+    p.add_argument("--engines", default="dask,parsl", help="sides to run (default both)")
+    p.add_argument("--rounds", type=int, help="timed rounds per workload (default 3, "
+                   "quick 1)")
     args = p.parse_args()
+    os.environ["KALE_BENCH_ONLY"] = args.only
+    if args.rounds:
+        os.environ["KALE_BENCH_ROUNDS"] = str(args.rounds)
     if args.profile:
         profile(args.profile, args.n, args.top)
         return
     t0 = time.perf_counter()
     sides = {}
-    for engine in ("dask", "parsl"):
+    for engine in [e for e in args.engines.split(",") if e]:
         print(f"[{engine}]", file=sys.stderr, flush=True)
         sides[engine] = run_side(engine, args.quick, 120 if args.quick else 1800)
     text = report(sides, args.quick, time.perf_counter() - t0)
     print(text)
-    if not args.quick:
+    if not args.quick and not args.only and args.engines == "dask,parsl":
         (BENCH / "results").mkdir(exist_ok=True)
         (BENCH / "results" / "engines.txt").write_text(text)
         print(f"written to {BENCH / 'results' / 'engines.txt'}", file=sys.stderr)
