@@ -4,10 +4,12 @@ Kale task, run by Kale's own task runners, so it behaves exactly as under
 its records, warm Python processes replaced when their code changed, a fresh kernel per
 notebook, the user code it ran reported for reuse).
 
-A Parsl worker calls :func:`run_attempt` in one of its threads; a Dask worker awaits
-:func:`run_on_dask` on its event loop. Either way a process-wide :class:`Host` runs the
-runners on an event loop of its own (one daemon thread), shared by every task that worker
-process runs. The task's directory is on a file system both
+A Parsl worker calls :func:`run_attempt` in one of its threads, and a process-wide
+:class:`Host` runs the runners on an event loop of its own (one daemon thread), shared by
+every task that worker process runs; a Dask worker awaits :func:`run_on_dask` on its event
+loop, and the attempt runs in the :class:`Host` of that very loop (:func:`loop_host`: no
+hop to another thread and back, whose GIL handovers were a good part of a short task's
+time on a busy machine). The task's directory is on a file system both
 sides see (as a batch job's is), which also carries what goes back while the attempt runs:
 
 - **cancel**: the executor writes :func:`cancel_marker` (``.kale-cancel-ATTEMPT`` in the
@@ -26,7 +28,8 @@ sides see (as a batch job's is), which also carries what goes back while the att
   :data:`KERNEL_FILE` (0600) in the task's directory, where the manager finds it for the
   task's owner (:func:`read_kernel`).
 
-Invariants: at most one host per process; an attempt whose cancel marker exists when it
+Invariants: at most one host per event loop (and one thread of its own per process); an
+attempt whose cancel marker exists when it
 would start does not start; the kernel file never outlives its attempt's end in a live
 host."""
 
@@ -81,22 +84,31 @@ class Host:
     """Kale's task runners in a worker process of another engine: one event loop thread,
     one runner per task kind (made on first use), the attempts running now by key.
 
-    Threads: :meth:`run` is called from any of the engine's threads and blocks it until
-    the attempt ends; everything else happens on the host's loop."""
+    Made with no ``loop``, it runs one of its own in a daemon thread; given one that runs
+    already (a Dask worker's), it works there. Threads: :meth:`run` is called from any of
+    the engine's threads and blocks it until the attempt ends (not on a given loop's own
+    thread); everything else happens on the host's loop."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.new_event_loop()
         self.runners: dict[str, TaskRunner] = {}
         self._starting: dict[str, asyncio.Future[TaskRunner]] = {}
         self.running: dict[tuple[str, str, int], tuple[TaskContext, asyncio.Task[Any]]] = {}
-        thread = threading.Thread(target=self._serve, name="kale-attempts", daemon=True)
-        thread.start()
+        self._background: list[asyncio.Future[None]] = []
+        if loop is None:
+            thread = threading.Thread(target=self._serve, name="kale-attempts", daemon=True)
+            thread.start()
+        else:  # a loop that runs already (a Dask worker's): its watches start there
+            loop.call_soon_threadsafe(self._watch)
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.create_task(self._watch_cancels())
-        self.loop.create_task(self._sample())
+        self._watch()
         self.loop.run_forever()
+
+    def _watch(self) -> None:
+        self._background = [self.loop.create_task(self._watch_cancels()),
+                            self.loop.create_task(self._sample())]
 
     async def _sample(self) -> None:
         from kale.tasks.monitor import TreeMonitor
@@ -273,6 +285,20 @@ def host() -> Host:
         return _HOST
 
 
+_LOOP_HOSTS: dict[asyncio.AbstractEventLoop, Host] = {}
+
+
+def loop_host(loop: asyncio.AbstractEventLoop) -> Host:
+    """The host of task runners on ``loop``, an event loop that runs already (a Dask
+    worker's), made on first use; called on that loop. An attempt run there does not
+    cross to another thread: each hop between threads costs the handover of the GIL (up
+    to its 5 ms switch interval while the other thread is busy), several per task."""
+    found = _LOOP_HOSTS.get(loop)
+    if found is None:
+        found = _LOOP_HOSTS[loop] = Host(loop)
+    return found
+
+
 def run_attempt(ctx: TaskContext, mark_start: bool = False) -> Outcome:
     """Run one attempt of a Kale task here, in this process's :class:`Host`: the function
     an engine's worker calls (a Parsl app, a Dask task)."""
@@ -299,8 +325,11 @@ async def run_on_dask(ctx: TaskContext) -> tuple[str, Outcome]:
 
     worker = get_worker()
     _tell_started(worker, {"run": ctx.run_id, "task": ctx.task.name, "attempt": ctx.attempt})
-    running = asyncio.run_coroutine_threadsafe(host().attempt(ctx), host().loop)
-    return str(worker.address), await asyncio.wrap_future(running)
+    # The attempt runs in a task of its own on this loop (a cancel marker cancels that
+    # task, not Dask's), which cancelling Dask's cancels too.
+    here = loop_host(asyncio.get_running_loop())
+    return str(worker.address), await here.loop.create_task(here.attempt(ctx))
+
 
 
 def _tell_started(worker: Any, start: dict[str, Any]) -> None:
