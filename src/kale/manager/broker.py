@@ -104,6 +104,7 @@ class Link:
         self.wake = asyncio.Event()
         self.acks: list[int] = []
         self.ack_due = float("inf")  # when the oldest unsent ack must go (monotonic)
+        self.capacity = 0  # its worker's slots, counted in its user's capacity while open
         self.controls: list[dict[str, Any]] = []
         self.closed = False
 
@@ -144,6 +145,8 @@ class Broker:
         #: a new offer wakes only as many of them as the queue needs, not every worker
         self.hungry: dict[tuple[str, str | None], dict[Link, None]] = {}
         self.workers: dict[str, Worker] = {}
+        #: slots of the open links, per user: how many attempts their workers hold at once
+        self.capacity: dict[str, int] = {}
         self.claims: dict[Key, str] = {}            # declared by workers, not yet adopted
         self.unclaimed: dict[Key, tuple[str, dict[str, Any]]] = {}  # reports nobody awaits
         self.inflight: set[tuple[str, int]] = set()  # applied, not yet committed
@@ -339,6 +342,8 @@ class Broker:
             if old is not None:
                 self._close(old)
             link = w.link = Link(w, send)
+            link.capacity = w.slots
+            self.capacity[user] = self.capacity.get(user, 0) + w.slots
             running = {key_of(k) for k in hello.get("running", [])}
             reported = {key_of(r["key"]) for r in hello.get("reports", [])}
             forget: list[Key] = []
@@ -445,6 +450,9 @@ class Broker:
         link.closed = True
         link.wake.set()
         self.hungry.get(link.offers, {}).pop(link, None)
+        user = link.worker.user
+        self.capacity[user] = self.capacity.get(user, 0) - link.capacity
+        link.capacity = 0
 
     async def _sender(self, link: Link) -> None:
         """Sends a worker what is for it: new tasks, acknowledgements and controls, in one

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from kale.manager.broker import Broker, Pending
 
 #: attempts of one run queued or running at once, unless the run says otherwise (``jobs``)
+#: more when its user's connected workers have many slots (:attr:`WorkerExecutor.slots`)
 WINDOW = 1024
 
 
@@ -41,10 +42,19 @@ class WorkerExecutor(Executor):
     def __init__(self, broker: Broker, user: str, run_id: str, jobs: int | None = None,
                  default: ExecutorSpec | None = None) -> None:
         self.broker, self.user, self.run_id = broker, user, run_id
-        self.slots = jobs or WINDOW
+        self.jobs = jobs
         #: where tasks without an executor of their own go (None: general workers)
         self.default = default
         self._closed = False
+
+    @property
+    def slots(self) -> int:  # type: ignore[override]
+        """Attempts of this run queued or running at once (read by the engine at each
+        dispatch): ``jobs``, else the slots of the user's connected workers plus
+        :data:`WINDOW` waiting at the broker (1,000 pilots of 64 slots are all fed)."""
+        if self.jobs:
+            return self.jobs
+        return WINDOW + max(0, self.broker.capacity.get(self.user, 0))
 
     async def start(self, kinds: Mapping[str, int]) -> None:
         self.mailbox = Mailbox(asyncio.get_running_loop())
