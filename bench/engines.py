@@ -49,7 +49,6 @@ runs on the engine's worker (``run_attempt``) in a loop, without an engine.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -467,8 +466,8 @@ def context(folder: Path, name: str, run_dir: Path) -> Any:
 
 def profile_attempts(folder: Path, n: int, top: int) -> None:
     """What a Kale attempt costs on an engine's worker without the engine:
-    :func:`run_attempt` called ``n`` times in a row in this process (its host's thread
-    under cProfile), each with a directory of its own, after one warm-up."""
+    :func:`run_attempt` called ``n`` times in a row in this process (which drives its
+    host's loop) under cProfile, each with a directory of its own, after one warm-up."""
     import cProfile
 
     from kale.executors.engines.attempt import run_attempt
@@ -487,17 +486,6 @@ def profile_attempts(folder: Path, n: int, top: int) -> None:
     took = time.perf_counter() - t0
     main_prof.disable()
     undo()
-    from kale.executors.engines import attempt
-
-    loop = attempt.host().loop
-
-    def stop() -> None:
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-        loop.call_later(0.1, loop.stop)
-
-    loop.call_soon_threadsafe(stop)
-    time.sleep(0.5)  # the host's thread ends its loop, and its profile with it
     print(f"{n} attempts in a row, no engine: {took / n * 1000:.2f} ms each (under "
           "cProfile)")
     print_profiles([*profiles, ("main", main_prof)], top)

@@ -4,9 +4,9 @@ Kale task, run by Kale's own task runners, so it behaves exactly as under
 its records, warm Python processes replaced when their code changed, a fresh kernel per
 notebook, the user code it ran reported for reuse).
 
-A Parsl worker calls :func:`run_attempt` in one of its threads, and a process-wide
-:class:`Host` runs the runners on an event loop of its own (one daemon thread), shared by
-every task that worker process runs; a Dask worker awaits :func:`run_on_dask` on its event
+A Parsl worker calls :func:`run_attempt` in one of its threads, which runs the attempt
+in a :class:`Host` whose event loop it drives itself while the attempt runs (one host per
+such thread, with its warm processes); a Dask worker awaits :func:`run_on_dask` on its event
 loop, and the attempt runs in the :class:`Host` of that very loop (:func:`loop_host`: no
 hop to another thread and back, whose GIL handovers were a good part of a short task's
 time on a busy machine). The task's directory is on a file system both
@@ -28,10 +28,9 @@ sides see (as a batch job's is), which also carries what goes back while the att
   :data:`KERNEL_FILE` (0600) in the task's directory, where the manager finds it for the
   task's owner (:func:`read_kernel`).
 
-Invariants: at most one host per event loop (and one thread of its own per process); an
-attempt whose cancel marker exists when it
-would start does not start; the kernel file never outlives its attempt's end in a live
-host."""
+Invariants: at most one host per event loop, and one per thread; an attempt whose cancel
+marker exists when it would start does not start; the kernel file never outlives its
+attempt's end in a live host."""
 
 from __future__ import annotations
 
@@ -85,11 +84,13 @@ class Host:
     one runner per task kind (made on first use), the attempts running now by key.
 
     Made with no ``loop``, it runs one of its own in a daemon thread; given one that runs
-    already (a Dask worker's), it works there. Threads: :meth:`run` is called from any of
-    the engine's threads and blocks it until the attempt ends (not on a given loop's own
-    thread); everything else happens on the host's loop."""
+    already (a Dask worker's), it works there; given one that is ``driven``, it works
+    while its caller runs that loop (:func:`run_attempt`). Threads: :meth:`run` is called
+    from any of the engine's threads and blocks it until the attempt ends (not on a given
+    loop's own thread); everything else happens on the host's loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None,
+                 driven: bool = False) -> None:
         self.loop = loop or asyncio.new_event_loop()
         self.runners: dict[str, TaskRunner] = {}
         self._starting: dict[str, asyncio.Future[TaskRunner]] = {}
@@ -98,6 +99,8 @@ class Host:
         if loop is None:
             thread = threading.Thread(target=self._serve, name="kale-attempts", daemon=True)
             thread.start()
+        elif driven:  # a loop its caller runs while an attempt runs
+            self._watch()
         else:  # a loop that runs already (a Dask worker's): its watches start there
             loop.call_soon_threadsafe(self._watch)
 
@@ -299,10 +302,25 @@ def loop_host(loop: asyncio.AbstractEventLoop) -> Host:
     return found
 
 
+_THREAD_HOSTS = threading.local()
+
+
 def run_attempt(ctx: TaskContext, mark_start: bool = False) -> Outcome:
-    """Run one attempt of a Kale task here, in this process's :class:`Host`: the function
-    an engine's worker calls (a Parsl app, a Dask task)."""
-    return host().run(ctx, mark_start)
+    """Run one attempt of a Kale task here: the function an engine's worker calls (a
+    Parsl app). A thread that runs no event loop (a Parsl worker's) drives the loop of a
+    :class:`Host` of its own while the attempt runs (its watches run then, which is when
+    they have something to watch): no hop to another thread and back. A thread that runs
+    a loop already hands the attempt to this process's :func:`host`."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return host().run(ctx, mark_start)
+    here: Host | None = getattr(_THREAD_HOSTS, "host", None)
+    if here is None:
+        here = _THREAD_HOSTS.host = Host(asyncio.new_event_loop(), driven=True)
+    return here.loop.run_until_complete(here._run(ctx, mark_start))
 
 
 #: how long (seconds) a Dask worker gathers the starts of its attempts before it tells
