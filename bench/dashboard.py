@@ -51,6 +51,22 @@ Ctrl+Enter was pressed (``performance.now()``).
             kernel, the Jupyter server and Chromium used during the cell (beside their idle
             use, measured for 3 s with a finished graph shown).
 
+``--big N`` (issue 17, goal 5) measures a big graph instead, Kale's view alone (a naive view
+of 100,000 boxes does not show): ``start``, a fan-out of N/10 replicas ``sim-{i}``, chains
+``c{c}-{k}`` (of 100 steps; of 10 below 10,000 tasks) for the rest, and ``gather`` after all,
+every task the no-op Python function ``noops:noop``. The DagView groups similar tasks, so the
+graph is a few boxes whatever N. *live*: the cell submits the run and shows it at once; the
+page notes when each plain box first shows SUCCEEDED and, for each group's box, when its
+count of succeeded members (``text.kale-map-count``) went up to what; a member's *box
+update* lag is when its group's box first counted as many SUCCEEDED members as had
+succeeded, per the manager's events, when it did, minus that event's ``ts``. The WebSocket
+frames the page received during the cell (Playwright) give the bytes sent per update (the
+view's comm messages: ``delta`` and full syncs) beside what the former whole-states message
+would have weighed (the JSON of every task's state). *display*: a new cell shows the
+finished run, ``DagView(kale.Client().run(RUN))``; from Ctrl+Enter until every box shows
+SUCCEEDED and a frame was painted (median of R, after a cold first). ``--big 100000 --quick``
+is not needed: ``--quick --big`` uses 2,000 tasks.
+
 Every wait has a timeout: a DOM that never reaches the expected state fails the script
 (with what it did show). Nothing here asserts a timing. ``--keep`` keeps the temporary
 folder (manager, worker and lab logs).
@@ -102,6 +118,27 @@ def layered(n: int, command: str, layers: int = LAYERS) -> Any:
         above = (layer - 1) * width
         after = [] if layer == 0 else sorted({f"t{above + j}", f"t{above + (7 * j + 3) % width}"})
         wf.shell(f"t{i}", command, after=after)
+    return wf
+
+
+def big(n: int) -> Any:
+    """``start``; about ``n // 10`` replicas ``sim-{i}`` after it; chains ``c{c}-{k}`` of 100 steps
+    (10 below 10,000 tasks) after it for the rest; ``gather`` after every replica and every
+    chain's end. Every task the no-op ``noops:noop`` (``bench/`` on the workers' path)."""
+    from kale import Workflow
+
+    wf = Workflow(f"big-{n}")
+    start = wf.python("noops:noop", name="start")
+    length = 100 if n >= 10_000 else 10
+    chains = (n - 2 - n // 10) // length
+    ends = [wf.python("noops:noop", name=f"sim-{i}", after=start)  # (and what is left over)
+            for i in range(n - 2 - chains * length)]
+    for c in range(chains):
+        prev = start
+        for k in range(length):
+            prev = wf.python("noops:noop", name=f"c{c}-{k}", after=prev)
+        ends.append(prev)
+    wf.python("noops:noop", name="gather", after=ends)
     return wf
 
 
@@ -309,6 +346,48 @@ STATE = """() => { const w = window.__bench;
   return {marker_seen: w.ours, nodes: w.nodes, succeeded: w.count, error: w.error}; }"""
 
 
+# Watch cell ``index`` (once its output shows ``marker``): when each plain box first showed
+# SUCCEEDED, and each group's box's count of succeeded members, each time it went up.
+BIGWATCH = """([index, marker]) => {
+  if (window.__big) window.__big.observer.disconnect();
+  const cell = document.querySelectorAll('.jp-NotebookPanel .jp-Cell')[index];
+  const w = window.__big = {ours: false, first: null, plain: {}, groups: {}, error: null};
+  const look = (g) => {
+    const name = g.dataset.task, now = Date.now();
+    const count = g.querySelector('text.kale-map-count');
+    if (count) {
+      const m = /^(\\d+) /.exec(count.textContent || '');
+      if (!m) return;
+      const k = Number(m[1]), seen = w.groups[name] || (w.groups[name] = []);
+      if (!seen.length || seen[seen.length - 1][1] < k) seen.push([now, k]);
+    } else if (g.dataset.state === 'SUCCEEDED' && !(name in w.plain)) w.plain[name] = now;
+  };
+  const all = () => { for (const g of cell.querySelectorAll('g.kale-node')) look(g); };
+  const scan = (records) => {
+    for (const o of cell.querySelectorAll('.jp-OutputArea-output[data-mime-type*="std"]')) {
+      if (o.textContent.includes('Traceback')) w.error = o.textContent;
+    }
+    if (!w.ours) {
+      w.ours = [...cell.querySelectorAll('.jp-RenderedText')]
+        .some((o) => o.textContent.includes(marker));
+      if (!w.ours) return;
+    }
+    const boxes = new Set();
+    let whole = false;
+    for (const r of records) {
+      const at = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+      const g = at && at.closest('g.kale-node');
+      if (g) boxes.add(g); else whole = true;
+    }
+    if (whole) all(); else for (const g of boxes) look(g);
+    if (w.first === null && cell.querySelector('g.kale-node')) w.first = Date.now();
+  };
+  w.observer = new MutationObserver(scan);
+  w.observer.observe(cell, {subtree: true, childList: true, characterData: true,
+                            attributes: true, attributeFilter: ['data-state']});
+}"""
+
+
 class Notebook:
     """The notebook open in JupyterLab: runs a cell and watches its output."""
 
@@ -462,6 +541,196 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
+# -- a big graph (--big) ---------------------------------------------------------------------
+def big_cells(n: int) -> dict[str, str]:
+    """The big mode's notebook: set-up, the live cell (submit and show), the display cell
+    (``RUN_ID`` filled in by the live cell)."""
+    head = "REP += 1\nif v is not None:\n    v.close()\nt0 = time.time()\n"
+    return {"setup": f"import sys, time\nsys.path.insert(0, {str(BENCH)!r})\nimport kale\n"
+                     "from dashboard import big\nfrom kale.widgets import DagView\n"
+                     f"REP, v, WF = 0, None, big({n})",
+            "live": head + "run = kale.Client().submit(WF, force=True)\nRUN_ID = run.id\n"
+                    "v = DagView(run)\n"
+                    'print(f"rep {REP} run {run.id} built in {time.time() - t0:.4f} s")\nv',
+            "display": head + "v = DagView(kale.Client().run(RUN_ID))\n"
+                       'print(f"rep {REP} built in {time.time() - t0:.4f} s")\nv'}
+
+
+def boxes_of(wf: Any) -> tuple[int, dict[str, list[str]]]:
+    """How many boxes the DagView draws for ``wf``, and each group's member tasks."""
+    from kale.widgets.groups import collapse, members_of, similar
+
+    up = {name: list(t.after) for name, t in wf.tasks.items()}
+    group = similar(up)
+    return len(collapse(up, group)), members_of(group)
+
+
+def big_live(nb: Notebook, client: Any, groups: dict[str, list[str]],
+             frames: list[tuple[float, int]], timeout: float) -> dict[str, Any]:
+    """The live cell: box update lags at the run's rate of state changes, bytes per update."""
+    nb.rep += 1
+    marker = f"rep {nb.rep} "
+    nb.page.evaluate(BIGWATCH, [nb.keys.index("live"), marker])
+    totals = {g: len(m) for g, m in groups.items()}
+    procs = Processes(nb.lab)
+    frames.clear()
+    nb.press("live")
+    nb.page.wait_for_function(
+        """(totals) => { const w = window.__big; if (w.error) return true;
+             if (!('gather' in w.plain)) return false;
+             return Object.entries(totals).every(([g, n]) => {
+               const s = w.groups[g] || []; return s.length && s[s.length - 1][1] >= n; }); }""",
+        arg=totals, timeout=timeout * 1000, polling=100)
+    cpu = procs.used()
+    seen = nb.page.evaluate("() => window.__big")
+    if seen["error"]:
+        raise RuntimeError(f"the live cell failed: {seen['error']}")
+    text = "\n".join(nb.cell("live").locator(".jp-RenderedText").all_inner_texts())
+    line = re.search(rf"{marker}run (\S+) built in ([\d.]+) s", text)
+    if line is None:
+        raise RuntimeError(f"no '{marker}run ... built in' line in {text!r}")
+    run_id = line.group(1)
+    client.run(run_id).wait(120)
+    doc = client.status(run_id, tasks=False)["run"]
+    events = [d for e, d in client.events(run_id) if e == "state" and d["task"] is not None]
+    ts = [d["ts"] for d in events]
+    first = seen["first"] / 1000
+    place = {m: g for g, ms in groups.items() for m in ms}
+    done: dict[str, list[float]] = {}
+    lags = []
+    for d in sorted((d for d in events if d["new"] == "SUCCEEDED"), key=lambda d: d["ts"]):
+        box = place.get(d["task"], d["task"])
+        done.setdefault(box, []).append(d["ts"])
+        if d["ts"] < first:
+            continue  # before the view showed: in its snapshot
+        if box in groups:  # when its box first counted this many
+            k = len(done[box])
+            at = next((t for t, c in seen["groups"].get(box, []) if c >= k), None)
+        else:
+            at = seen["plain"].get(box)
+        if at is not None:
+            lags.append(at / 1000 - d["ts"])
+    lags.sort()
+    during = [b for t, b in frames]
+    full = len(json.dumps({d["task"]: "SUCCEEDED" for d in events}))
+    return {"run_id": run_id, "changes": len(events), "span": max(ts) - min(ts),
+            "rate": len(events) / (max(ts) - min(ts)), "state": doc["state"],
+            "run_seconds": doc["ended_at"] - doc["created_at"],
+            "build": float(line.group(2)), "lags": len(lags),
+            "lag_p50": _pct(lags, 50), "lag_p95": _pct(lags, 95), "lag_max": lags[-1],
+            "frames": len(during), "bytes": sum(during),
+            "frame_p50": _pct(sorted(during), 50) if during else 0,
+            "frame_max": max(during, default=0), "whole_states_bytes": full, "cpu": cpu,
+            "load": os.getloadavg()}
+
+
+def big_main(args: argparse.Namespace) -> None:
+    """``--big N``: the big graph's live run and display (see the module)."""
+    from playwright.sync_api import sync_playwright
+
+    from kale import Client
+
+    n = 2_000 if args.quick else args.big
+    reps = 1 if args.quick else 3
+    tmp = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    root = Path(tempfile.mkdtemp(prefix="kale-bench-dashboard-", dir=tmp))
+    home, lab_root = root / "home", root / "lab"
+    lab_root.mkdir()
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(BENCH), os.environ.get("PYTHONPATH")) if p)  # noops, for workers
+    env = {**os.environ, "KALE_HOME": str(home), "IPYTHONDIR": str(root / "ipython"),
+           **{f"JUPYTER_{d.upper()}_DIR": str(root / d) for d in ("config", "data", "runtime")}}
+    env.pop("KALE_STORE_URL", None)
+    count, groups = boxes_of(big(n))
+    doc: dict[str, Any] = {"n": n, "boxes": count, "groups": {g: len(m) for g, m in
+                                                              groups.items()},
+                           "environment": environment()}
+    kale_cli(home, "manager", "start", "--port", str(free_port()), "--workers", "2")
+    frames: list[tuple[float, int]] = []
+
+    def frame(payload: Any) -> None:
+        data = payload.encode() if isinstance(payload, str) else payload
+        if b"comm_msg" in data and (b'"delta"' in data or b'"base_states"' in data):
+            frames.append((time.time(), len(data)))
+
+    try:
+        client = Client(home=home, timeout=300)
+        sources = big_cells(n)
+        write_notebook(lab_root / "dashboard.ipynb", sources)
+        lab = Lab(lab_root, env)
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=chromium(), headless=True,
+                                             args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    page.on("websocket", lambda ws: ws.on("framereceived", frame))
+                    page.goto(f"{lab.base}/lab/tree/dashboard.ipynb?token={TOKEN}")
+                    page.locator("#jp-main-statusbar").get_by_text(
+                        re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
+                    nb = Notebook(page, list(sources), lab)
+                    nb.setup()
+                    doc["live"] = big_live(nb, client, groups, frames, timeout=900)
+                    doc["display"] = []
+                    for _ in range(reps + 1):  # the first: cold
+                        r = nb.measure("display", count, timeout=120, settle=1.0)
+                        doc["display"].append({"screen": (r["painted"] - r["pressed"]) / 1000,
+                                               "dom": (r["done"] - r["pressed"]) / 1000,
+                                               "build": r["build"], "load": os.getloadavg()})
+                    doc["page_errors"] = nb.errors
+                finally:
+                    browser.close()
+        finally:
+            lab.stop()
+    finally:
+        with contextlib.suppress(Exception):
+            kale_cli(home, "manager", "stop", timeout=30)
+        reap(root)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    text = big_report(doc, args.quick)
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    name = "dashboard-big-quick" if args.quick else "dashboard-big"
+    (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1))
+
+
+def big_report(doc: dict[str, Any], quick: bool) -> str:
+    med = statistics.median
+    lv, shows = doc["live"], doc["display"][1:] or doc["display"]
+    screen = [d["screen"] for d in shows]
+    out = [f"### Dashboard, a big graph ({'quick' if quick else 'full'}: {doc['n']:,} tasks "
+           f"drawn as {doc['boxes']} boxes; groups: "
+           + ", ".join(f"{g} ({m:,})" for g, m in doc["groups"].items()) + ")\n\n",
+           f"{doc['environment']}\n\n| | Kale DagView | goal |\n|---|---:|---:|\n",
+           f"| display a finished run: Ctrl+Enter to every box final, painted (median of "
+           f"{len(shows)}; range {min(screen):.2f}-{max(screen):.2f} s) | {med(screen):.2f} s "
+           "| < 3 s |\n",
+           f"| display, Python build (median) | {med(d['build'] for d in shows):.2f} s | |\n",
+           f"| display, first in a fresh kernel (cold) | {doc['display'][0]['screen']:.2f} s "
+           "| |\n",
+           f"| live: task state changes / s in the manager ({lv['changes']:,} in "
+           f"{lv['span']:.1f} s) | {lv['rate']:,.0f} | 1,000 |\n",
+           f"| live: box update lag (box counts a SUCCEEDED minus its event's ts), p50 / p95 "
+           f"/ max of {lv['lags']:,} | {lv['lag_p50']:.2f} / {lv['lag_p95']:.2f} / "
+           f"{lv['lag_max']:.2f} s | p95 < 0.5 s |\n",
+           f"| live: view updates received (WebSocket frames), bytes median / max / total | "
+           f"{lv['frames']:,}: {lv['frame_p50']:,} / {lv['frame_max']:,} / {lv['bytes']:,} B "
+           "| |\n",
+           f"| the former update: every task's state, whole, each 0.1 s batch | "
+           f"{lv['whole_states_bytes']:,} B | |\n",
+           "| live: CPU s during the cell, kernel / server / Chromium | "
+           + " / ".join(f"{lv['cpu'][g]:.1f}" for g in ("kernel", "server", "chromium"))
+           + f" (run {lv['run_seconds']:.1f} s) | |\n",
+           f"\nLoad average during the live run (at its end) "
+           f"{' / '.join(f'{x:.2f}' for x in lv['load'])}, after the displays "
+           f"{' / '.join(f'{x:.2f}' for x in doc['display'][-1]['load'])}.\n"]
+    if doc.get("page_errors"):
+        out.append(f"\nPage errors: {doc['page_errors']}\n")
+    return "".join(out)
+
+
 # -- the report ------------------------------------------------------------------------------
 def report(doc: dict[str, Any], quick: bool) -> str:
     med = statistics.median
@@ -545,7 +814,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="100 tasks, one repetition")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    p.add_argument("--big", type=int, nargs="?", const=100_000, default=0, metavar="N",
+                   help="a big graph of N tasks (100,000; 2,000 with --quick) instead")
     args = p.parse_args()
+    if args.big:
+        big_main(args)
+        return
     n, reps = (100, 1) if args.quick else (1000, 5)
 
     from playwright.sync_api import sync_playwright

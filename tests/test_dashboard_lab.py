@@ -179,12 +179,14 @@ def test_the_example_dashboard_in_jupyterlab(
         expect(page.locator(".kale-resources svg.kale-chart")).to_have_count(2)
         page.get_by_role("tab", name="Connect").click()
         expect(page.locator(".kale-login .kale-connected")).to_have_text("not connected")
-        # Zoom: fit the graph to the width, then zoom in from there.
-        svg = page.locator(".kale-dag-canvas svg")
+        # Zoom: "+" zooms in by a quarter, "Fit" shows the whole graph again.
+        zoom = page.locator(".kale-dag .kale-zoom")
         page.locator(".kale-dag button", has_text="Fit").click()
-        expect(svg).to_have_attribute("style", re.compile(r"width: 100%"))
+        fitted = zoom.text_content()
         page.locator(".kale-dag button", has_text="+").click()
-        expect(page.locator(".kale-dag .kale-zoom")).not_to_have_text("fit")
+        expect(zoom).not_to_have_text(fitted or "")
+        page.locator(".kale-dag button", has_text="Fit").click()
+        expect(zoom).to_have_text(fitted or "")
         assert not errors, errors
     assert shot.stat().st_size > 10_000
 
@@ -298,6 +300,110 @@ def test_a_map_in_the_dashboard_is_one_box_with_counts_that_opens_into_its_membe
         expect(page.locator(".kale-resources svg.kale-chart")).to_have_count(2)
         extra.click()
         expect(detail.locator(".kale-cond-reason")).to_contain_text("condition false")
+        page.locator(".kale-dag").scroll_into_view_if_needed()
+        shot.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(shot), full_page=False)
+        assert not errors, errors
+
+
+GROUP_NOTEBOOK = """\
+from pathlib import Path
+
+from kale import Workflow
+
+gate = Path("gate").resolve()  # the replicas wait for it: the test opens it once it saw them run
+wf = Workflow("fan-out")
+start = wf.shell("start", "true")
+sims = [wf.shell(f"sim-{i}", f"w=0; until [ -e {gate} ]; do [ $w -lt 3000 ] || exit 99; "
+                 f"w=$((w+1)); sleep 0.1; done; echo replica {i}", after=start)
+        for i in range(200)]
+steps = [wf.shell(f"c{c}-0", "true", after=start) for c in range(12)]
+steps = [wf.shell(f"c{c}-1", "true", after=s) for c, s in enumerate(steps)]
+wf.shell("gather", "true", after=sims + steps)
+run = wf.run(manager=True)
+dash = run.dashboard()
+dash
+"""
+
+
+def test_similar_tasks_are_one_box_that_opens_and_the_graph_pans_and_zooms(
+        chromium: str, home: Path, tmp_path: Path, managers: Callable[..., Manager],
+        lab_for: Callable[[Path], Lab]) -> None:  # noqa: F811
+    import nbformat
+    from playwright.sync_api import expect
+
+    notebook = tmp_path / "group.ipynb"
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {
+        "display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}})
+    nb.cells = [nbformat.v4.new_code_cell(GROUP_NOTEBOOK)]
+    nbformat.write(nb, notebook)
+    managers("--workers", "1", "--worker-slots", "4")
+    shot = ROOT / "test-output" / "dashboard-group.png"
+    with example_page(chromium, tmp_path, lab_for, "lab/tree/dashboard.ipynb",
+                      "#jp-main-statusbar >> text=/\\| Idle/",
+                      {"width": 1400, "height": 1100}, notebook) as (page, errors):
+        canvas = page.locator(".kale-dag .kale-dag-canvas")
+        box = page.locator(".kale-dag g.kale-node.kale-map[data-task='sim-{0..199}']")
+        # 200 replicas are one box, 12 chains of 2 steps two: 5 boxes for 226 tasks.
+        expect(page.locator(".kale-dag g.kale-node")).to_have_count(5)
+        expect(page.locator(".kale-dag g.kale-node[data-task='c{0..11}-1']")).to_have_count(1)
+        expect(box.locator("text.kale-label")).to_have_text("sim-{0..199} \u00d7200")
+        expect(box.locator("rect[data-state='RUNNING']")).to_have_count(1, timeout=120_000)
+        expect(box).to_have_attribute("data-state", "RUNNING")
+        # Changes only: each update redraws the boxes that changed, not the graph.
+        updates = int(canvas.get_attribute("data-updates") or 0)
+        (tmp_path / "lab" / "gate").touch()
+        expect(box.locator("text.kale-map-count")).to_have_text("200 ✓ 0 ✗ 0 ▶",
+                                                               timeout=180_000)
+        expect(page.locator(".kale-dag g.kale-node[data-task='gather']")).to_have_attribute(
+            "data-state", "SUCCEEDED", timeout=120_000)
+        assert int(canvas.get_attribute("data-updates") or 0) > updates
+        assert int(canvas.get_attribute("data-painted") or 0) <= 2
+        expect(box).to_have_attribute("data-state", "SUCCEEDED")
+
+        # Click the group: its 200 tasks, a page at a time; one of them: its details.
+        box.click()
+        members = page.locator(".kale-dag .kale-members")
+        expect(members.locator(".kale-members-head")).to_contain_text("200 similar tasks")
+        rows = members.locator("tr[data-member]")
+        expect(rows).to_have_count(100)
+        expect(rows.first).to_have_attribute("data-member", "sim-0")
+        members.get_by_title("Next page").click()
+        expect(rows.last).to_have_attribute("data-member", "sim-199")
+        members.locator("tr[data-member='sim-150']").click()
+        detail = page.locator(".kale-dag-detail")
+        expect(detail.locator(".kale-member-of")).to_have_text("one of sim-{0..199}")
+        expect(detail.locator(".kale-stdout")).to_have_text("replica 150\n")
+
+        # Pan and zoom by mouse: the wheel zooms about the cursor, a drag pans (and is
+        # no click); zoomed far out, the labels are hidden rather than unreadable.
+        svg = canvas.locator("svg")
+        label = page.locator(".kale-dag g.kale-node[data-task='start'] text.kale-label")
+        page.locator(".kale-dag button", has_text="Fit").click()
+        canvas.hover()
+        zoom = float(canvas.get_attribute("data-zoom") or 0)
+        page.mouse.wheel(0, -300)  # in
+        expect(canvas).not_to_have_attribute("data-zoom", f"{zoom:.4f}")
+        assert float(canvas.get_attribute("data-zoom") or 0) > zoom
+        expect(canvas).to_have_attribute("data-lod", "near")
+        expect(label).to_be_visible()
+        before = svg.get_attribute("style")
+        r = canvas.bounding_box()
+        assert r is not None
+        page.mouse.move(r["x"] + r["width"] / 2, r["y"] + r["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(r["x"] + r["width"] / 2 + 120, r["y"] + r["height"] / 2 + 60,
+                        steps=5)
+        page.mouse.up()
+        expect(svg).not_to_have_attribute("style", before or "")
+        assert "translate(" in (svg.get_attribute("style") or "")
+        expect(detail.locator(".kale-detail-head")).to_contain_text("sim-150")  # no click
+        for _ in range(8):
+            page.mouse.wheel(0, 400)  # far out
+        expect(canvas).to_have_attribute("data-lod", "far")
+        expect(label).to_be_hidden()
+        page.locator(".kale-dag button", has_text="Fit").click()
+        expect(canvas).to_have_attribute("data-zoom", f"{zoom:.4f}")
         page.locator(".kale-dag").scroll_into_view_if_needed()
         shot.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(shot), full_page=False)

@@ -415,6 +415,11 @@ def test_dagview_sends_the_browser_changes_and_now_and_then_everything(
         assert groups["sim-{0..29}"]["state"] == "SUCCEEDED"
         assert max(len(json.dumps(d)) for d in deltas) < 4_000  # a box, not the graph
         assert not {"states", "maps"} & set(view.keys)  # (only what changed is synced)
+        view.focus = "sim-{0..29}"  # a click on the group's box
+        assert view.detail["similar"] and "30 similar tasks: 30 SUCCEEDED" in \
+            view.detail["description"] and view.detail["after"] == ["start"]
+        view.focus = "sim-7"  # one of them, in the list
+        assert view.detail["group"] == "sim-{0..29}" and view.detail["stdout"] == "7\n"
 
         sent.clear()
         view._on_custom(view, {"action": "sync"}, [])  # a view that shows asks for all

@@ -73,6 +73,10 @@ class Members:
         self._states: dict[str, dict[str, str]] = {g: {} for g in self.maps}
         for group, names in members_of(self._similar).items():
             self._states[group] = dict.fromkeys(names, "PENDING")
+        # per group, its members counted by state (kept as they change: a batch of changes
+        # to a group of 10,000 costs the changes, not a count of the 10,000)
+        self._counts: dict[str, Counter[str]] = {
+            g: Counter(t.values()) for g, t in self._states.items()}
         self._order: dict[str, list[str] | None] = {}  # sorted names, while valid
 
     @property
@@ -95,8 +99,15 @@ class Members:
         if group is None:
             return None
         table = self._states.setdefault(group, {})
-        if name not in table:
+        counts = self._counts.setdefault(group, Counter())
+        old = table.get(name)
+        if old is None:
             self._order[group] = None
+        else:
+            counts[old] -= 1
+            if not counts[old]:
+                del counts[old]
+        counts[state] += 1
         table[name] = state
         return group
 
@@ -119,7 +130,7 @@ class Members:
         """Per group (of ``only``, if given): ``{"total": members or None, "counts":
         {state: n}, "kind": "map" (a map's members), "added" (tasks a task added) or
         "similar" (a group of similar tasks)}``."""
-        return {g: {"total": len(t) if t else None, "counts": dict(Counter(t.values())),
+        return {g: {"total": len(t) if t else None, "counts": dict(self._counts[g]),
                     "kind": "map" if g in self.maps
                     else "similar" if self.similar(g) else "added"}
                 for g, t in self._states.items() if only is None or g in only}
@@ -127,8 +138,8 @@ class Members:
     def counts(self) -> Counter[str]:
         """Every member's state, counted."""
         out: Counter[str] = Counter()
-        for table in self._states.values():
-            out.update(table.values())
+        for counts in self._counts.values():
+            out.update(counts)
         return out
 
     def page(self, group: str, offset: int, state: str = "",
@@ -302,7 +313,8 @@ class DagView(RunView):
 
     def _known(self, task: str) -> bool:
         """A task of the workflow, or a member of one of its maps the run has made."""
-        return task in self._upstream or self._members.state(task) is not None
+        return task in self._upstream or task in self._boxes \
+            or self._members.state(task) is not None
 
     def _recount(self, only: set[str] | None = None) -> dict[str, Any]:
         """``maps`` (each with its box's drawing, ``svg``, for the browser to put in
@@ -372,7 +384,7 @@ class DagView(RunView):
         self._tell(changed, drawn)
         if self.opened in groups:
             self._paged()
-        if self.focus in touched:
+        if self.focus in touched or (self.focus in drawn and self._members.similar(self.focus)):
             self._load_detail(self.focus)
 
     def _tell(self, changed: dict[str, str], drawn: dict[str, Any]) -> None:
@@ -411,6 +423,9 @@ class DagView(RunView):
         if not task or not self.run_id:
             self.detail = {}
             return
+        if self._members.similar(task):  # a group's box: what it holds
+            self.detail = self._group_detail(task)
+            return
         t = self.source.task(self.run_id, task)
         group = t.get("member_of") or ""
         spec = self._spec.get(group or task) or {}  # a member: its map's definition
@@ -432,6 +447,17 @@ class DagView(RunView):
             "stdout": tail(self.source.logs(self.run_id, task, "stdout")),
             "stderr": tail(self.source.logs(self.run_id, task, "stderr")),
         }
+
+    def _group_detail(self, group: str) -> dict[str, Any]:
+        """The details of a group of similar tasks: how many, in which states."""
+        box = self.maps.get(group) or {}
+        counts = ", ".join(f"{n} {s}" for s, n in (box.get("counts") or {}).items())
+        return {"name": group, "state": box.get("state", "PENDING"),
+                "kind": self._kinds.get(group, ""), "similar": True,
+                "description": _markdown(f"{box.get('total')} similar tasks: {counts}. "
+                                         "Click one in the list for its details."),
+                "parameters": {}, "after": list(self._boxes.get(group, [])),
+                "attempts": [], "stdout": "", "stderr": "", "group": ""}
 
     # -- actions -------------------------------------------------------------------------
     def act(self, action: str, content: dict[str, Any]) -> None:
@@ -473,7 +499,8 @@ class DagView(RunView):
         if group and self._members.similar(group):
             group = None  # one of similar tasks: from it
         name = group or name  # a member: run from its map
-        return self._new_run(self.source.rerun(run_id, from_=[name]))
+        names = self._members.expand([name])  # a group of similar tasks: from each
+        return self._new_run(self.source.rerun(run_id, from_=names))
 
     def retry_failed(self) -> str:
         """Run again what did not succeed (what did is reused), as a new run."""

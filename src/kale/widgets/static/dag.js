@@ -19,7 +19,7 @@ function render({ model, el }) {
   // Pan and zoom: the drawing is moved and scaled as a whole (a CSS transform), by the
   // wheel (about the cursor), by dragging, and by the buttons; "Fit" shows it all. Labels
   // too small to read at this zoom are hidden (the canvas's data-lod "far"), not blurred.
-  const view = { k: 1, tx: 0, ty: 0, moved: false };
+  const view = { k: 1, tx: 0, ty: 0, moved: false, first: true };  // first: not yet "Fit"
   const zoomLabel = h("span", { class: "kale-hint kale-zoom" });
   const READABLE = 7;  // px: a 12 px label smaller than this on screen is hidden
   const graph = () => canvas.querySelector("svg");
@@ -36,10 +36,14 @@ function render({ model, el }) {
     canvas.dataset.zoom = view.k.toFixed(4);
     zoomLabel.textContent = `${Math.round(view.k * 100)}%`;
   };
-  const fit = () => {
+  // Fit: the whole graph. A graph so big that its labels could not be read whole is first
+  // shown at the smallest zoom where they can (its top, centred); "Fit" then shows it all.
+  const fit = (readable) => {
     const [w] = size();
     view.k = fitScale();
-    view.tx = Math.max(0, ((canvas.clientWidth || 800) - w * view.k) / 2);
+    if (readable === true && 12 * view.k < READABLE) view.k = Math.min(1, READABLE / 12);
+    const cw = canvas.clientWidth || 800;
+    view.tx = (cw - w * view.k) / 2;  // centred (a wider graph: its middle)
     view.ty = 0;
     view.moved = false;
     applyView();
@@ -54,7 +58,7 @@ function render({ model, el }) {
   };
   const zoomBy = (f) => () => zoomAt(f, canvas.clientWidth / 2, canvas.clientHeight / 2);
   const zoomButtons = [h("button", { class: "kale-btn", title: "Zoom out (or the mouse wheel)", onclick: zoomBy(1 / 1.25) }, "−"),
-    h("button", { class: "kale-btn kale-fit", title: "Show the whole graph (reset pan and zoom)", onclick: fit }, "Fit"),
+    h("button", { class: "kale-btn kale-fit", title: "Show the whole graph (reset pan and zoom)", onclick: () => { view.first = false; fit(false); } }, "Fit"),
     h("button", { class: "kale-btn", title: "Zoom in (or the mouse wheel; drag to pan)", onclick: zoomBy(1.25) }, "+"), zoomLabel];
   const toolbar = h("div", { class: "kale-toolbar" }, Object.values(buttons), h("span", { class: "kale-spacer" }), zoomButtons);
   const canvas = h("div", { class: "kale-dag-canvas", title: "Wheel: zoom · drag: pan · click a box: its details" });
@@ -80,7 +84,7 @@ function render({ model, el }) {
   const endDrag = () => { drag = null; canvas.classList.remove("kale-panning"); };
   canvas.addEventListener("pointerup", endDrag);
   canvas.addEventListener("pointercancel", endDrag);
-  new ResizeObserver(() => { if (!view.moved && canvas.clientWidth) fit(); }).observe(canvas);
+  new ResizeObserver(() => { if (!view.moved && canvas.clientWidth) fit(view.first); }).observe(canvas);
   const members = h("div", { class: "kale-members" });
   const detail = h("div", { class: "kale-dag-detail" });
   root.append(h("div", { class: "kale-head" }, title, counts), toolbar, banner(model),
@@ -163,7 +167,8 @@ function render({ model, el }) {
       svg.style.transformOrigin = "0 0"; svg.style.display = "block";
       canvas.style.height = `${Math.max(160, Math.min(520, size()[1] + 4))}px`;
     }
-    fit();
+    view.first = true;
+    fit(true);
     drawStates();
     drawSelection();
   };
