@@ -246,3 +246,25 @@ def test_a_failed_task_run_by_the_manager_shows_the_end_of_its_stderr(
     assert out.returncode == 1
     assert "boom FAILED" in out.stderr and "on worker" in out.stderr  # the manager ran it
     assert tail_after(out.stderr, "boom FAILED") == EXPECTED_TAIL, out.stderr
+
+
+# -- a big run's status --------------------------------------------------------------------
+def test_status_of_a_big_run_shows_counts_and_what_needs_a_look(
+        kale: Kale, tmp_path: Path) -> None:
+    """A run of more tasks than a screen holds: `kale status` says how many are in each
+    state and lists the tasks that did not succeed; `--all` lists every task."""
+    (tmp_path / "nothing.py").write_text("def noop():\n    return None\n")
+    wf = tmp_path / "big.yaml"
+    wf.write_text("name: big\ntasks:\n" + "".join(
+        f"  t{i}: {{python: 'nothing:noop'}}\n" for i in range(130))
+        + "  broken: {shell: 'exit 3'}\n")
+    assert kale("run", str(wf)).returncode != 0
+    out = kale("status", "latest")
+    assert "131 tasks: 130 succeeded, 1 failed" in out.stdout, out.stdout
+    assert re.search(r"^\s*broken\s+shell\s+FAILED", out.stdout, re.M), out.stdout
+    assert not re.search(r"^\s*t7\s", out.stdout, re.M)
+    every = kale("status", "latest", "--all")
+    for name in ("t0", "t7", "t129", "broken"):
+        assert re.search(rf"^\s*{name}\s", every.stdout, re.M), every.stdout
+    tasks = json.loads(kale("status", "latest", "--json").stdout)["tasks"]
+    assert len(tasks) == 131

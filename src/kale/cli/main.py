@@ -705,8 +705,10 @@ def status(run_id: Annotated[str | None, typer.Argument(
            as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")
                               ] = False,
            every: Annotated[bool, typer.Option(
-               "--all", help="List every member of a map (by default: the map's counts "
-                             "per state, and the members that did not succeed).")] = False,
+               "--all", help="List every task, and every member of a map (by default: a "
+                             "map's counts per state and its members that did not succeed; "
+                             f"a run of over {BIG_RUN} tasks its counts per state and its "
+                             "tasks under way or that did not succeed).")] = False,
            site: Site = None, home: Home = None) -> None:
     """Show a run's tasks (the newest run if none is given), or one task in detail."""
     from kale.model.display import duration
@@ -718,7 +720,7 @@ def status(run_id: Annotated[str | None, typer.Argument(
     doc = source.status(run_id or "latest")
     run = doc["run"]
     if as_json:
-        out.print_json(json.dumps({"run": run, "tasks": doc["tasks"]}, default=str))
+        _print_json({"run": run, "tasks": doc["tasks"]}, len(doc["tasks"]) > BIG_RUN)
         return
     out.print(f"run {run['id']}  workflow {run['workflow']}  [bold]{run['state']}[/]"
               + (f"  ({run['message']})" if run["message"] else ""), markup=True)
@@ -727,19 +729,77 @@ def status(run_id: Annotated[str | None, typer.Argument(
     elif run["state"] == "RUNNING" and site is None:
         for said in _manager_problems(home, run["id"]):
             out.print(f"[bold yellow]waiting:[/] {said}", markup=True, highlight=False)
-    table = Table(box=None)
-    table.add_column("task", no_wrap=True)  # what `kale logs RUN TASK` takes: never cut
-    for col in ("kind", "state", "attempts", "exit", "duration", "note"):
-        table.add_column(col, overflow="fold")
-    for t, shown in _grouped(doc["tasks"], every):
+    rows = _grouped(doc["tasks"], every)
+    if len(rows) > BIG_RUN and not every:
+        out.print(_counts(doc["tasks"]), markup=False)
+        rows = _unfinished(rows)
+    cells = []
+    for t, shown in rows:
         if t is None:
-            table.add_row(f"  ... {shown}", "", "", "", "", "", "")
+            cells.append([f"  ... {shown}", "", "", "", "", "", ""])
             continue
         note = t["error"] or t["reason"] or ""
-        table.add_row(("  " if "member_of" in t else "") + t["name"], t["kind"], t["state"],
+        cells.append([("  " if "member_of" in t else "") + t["name"], t["kind"], t["state"],
                       str(t["attempts"]), "" if t["exit_code"] is None else str(t["exit_code"]),
-                      duration(t["duration"]), shown or note)
+                      duration(t["duration"]), shown or note])
+    columns = ("task", "kind", "state", "attempts", "exit", "duration", "note")
+    if not cells:
+        return
+    if len(cells) > BIG_RUN:  # a table of rich's takes ~0.7 ms a row
+        _plain_table(columns, cells)
+        return
+    table = Table(box=None)
+    table.add_column("task", no_wrap=True)  # what `kale logs RUN TASK` takes: never cut
+    for col in columns[1:]:
+        table.add_column(col, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
     out.print(table)
+
+
+#: rows beyond which `kale status` shows a run's counts per state and its tasks that are
+#: under way or did not succeed, rather than every task (``--all`` lists them all)
+BIG_RUN = 100
+
+
+def _counts(tasks: list[dict[str, Any]]) -> str:
+    """``100,002 tasks: 99,000 succeeded, 2 running, 1,000 pending``."""
+    counts: dict[str, int] = {}
+    for t in tasks:
+        counts[t["state"]] = counts.get(t["state"], 0) + 1
+    return f"{len(tasks):,} tasks: " + ", ".join(
+        f"{n:,} {state.lower()}" for state, n in sorted(counts.items(), key=lambda x: -x[1]))
+
+
+def _unfinished(rows: list[tuple[dict[str, Any] | None, str]], most: int = 20
+                ) -> list[tuple[dict[str, Any] | None, str]]:
+    """The rows of a big run worth a look: tasks neither succeeded nor still waiting (a
+    map's row stays with its members), at most ``most``, then how many more."""
+    quiet = ("SUCCEEDED", "PENDING", "READY")
+    keep = [(t, shown) for t, shown in rows
+            if t is None or shown or t["state"] not in quiet]
+    if len(keep) <= most:
+        return keep
+    return [*keep[:most], (None, f"{len(keep) - most:,} more (--all lists every task)")]
+
+
+def _plain_table(columns: tuple[str, ...], cells: list[list[str]]) -> None:
+    """Columns padded with spaces, written as they are (many rows, quickly)."""
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+             for row in [list(columns), *cells]]
+    out.file.write("\n".join(lines) + "\n")
+    out.file.flush()
+
+
+def _print_json(doc: Any, big: bool) -> None:
+    """``doc`` as indented JSON: coloured on a terminal, written as it is when big (rich
+    reads back and colours a document of 100,000 tasks for minutes) or piped."""
+    if out.is_terminal and not big:
+        out.print_json(json.dumps(doc, default=str))
+        return
+    out.file.write(json.dumps(doc, default=str, indent=2, ensure_ascii=False) + "\n")
+    out.file.flush()
 
 
 def _grouped(tasks: list[dict[str, Any]], every: bool, most: int = 10
