@@ -18,8 +18,10 @@ sides see (as a batch job's is), which also carries what goes back while the att
   group before the attempt returns);
 - **start**: an engine that does not say when a task starts (Parsl) has the host write
   :func:`start_marker` (``.kale-started/ATTEMPT-TASK`` in the run's directory, holding the
-  worker's host name) as the attempt starts; its executor lists that one folder (on Dask,
-  the starts go back as worker events instead, see :func:`run_on_dask`);
+  worker's host name) once the attempt ran :data:`START_DELAY` seconds (a shorter one's
+  outcome says where it ran: one file less to make, read and remove per short task); its
+  executor lists that one folder (on Dask, the starts go back as worker events instead,
+  see :func:`run_on_dask`);
 - **samples**: every :data:`SAMPLE_INTERVAL` seconds the host samples the process trees
   of its running attempts (:class:`~kale.tasks.monitor.TreeMonitor`, as Kale's workers do)
   and appends them, one JSON line each, to ``.kale-samples/ATTEMPT-TASK`` in the run's
@@ -57,6 +59,10 @@ STARTED = ".kale-started"
 SAMPLES = ".kale-samples"
 #: how often (seconds) a host samples the process trees of the attempts it runs
 SAMPLE_INTERVAL = 2.0
+#: how long (seconds) an attempt runs before its start marker is written: a shorter one
+#: writes none, its outcome says where it ran (:func:`run_on_parsl`)
+START_DELAY = 0.05
+HOSTNAME = socket.gethostname()
 
 
 def cancel_marker(ctx: TaskContext) -> Path:
@@ -134,7 +140,7 @@ class Host:
 
     def run(self, ctx: TaskContext, mark_start: bool = False) -> Outcome:
         """Run one attempt to its end (blocking the calling thread); with ``mark_start``,
-        write its start marker first."""
+        write its start marker once it ran :data:`START_DELAY` seconds."""
         return asyncio.run_coroutine_threadsafe(self._run(ctx, mark_start),
                                                 self.loop).result()
 
@@ -166,10 +172,7 @@ class Host:
         ctx.make_workdir()  # what an earlier attempt left running here is stopped first
         if cancel_marker(ctx).exists():
             return Outcome(ok=False, error="cancelled before it started")
-        if mark_start:
-            marker = start_marker(ctx)
-            marker.parent.mkdir(exist_ok=True)
-            marker.write_text(socket.gethostname(), encoding="utf-8")
+        marking = self.loop.call_later(START_DELAY, _mark_start, ctx) if mark_start else None
         kernel: list[bool] = []  # whether a kernel file was written
 
         def on_kernel(info: dict[str, Any] | None) -> None:
@@ -190,6 +193,8 @@ class Host:
         except asyncio.CancelledError:
             return Outcome(ok=False, error="cancelled")
         finally:
+            if marking is not None:
+                marking.cancel()
             entry = self.running.pop(key, None)
             if kernel:
                 _write_kernel(ctx.workdir, None)
@@ -203,6 +208,13 @@ class Host:
             for ctx, task in list(self.running.values()):
                 if cancel_marker(ctx).exists():
                     task.cancel()
+
+
+def _mark_start(ctx: TaskContext) -> None:
+    marker = start_marker(ctx)
+    with contextlib.suppress(OSError):  # the outcome says where it ran, at the latest
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(HOSTNAME, encoding="utf-8")
 
 
 def _append_sample(ctx: TaskContext, sample: dict[str, Any]) -> None:
@@ -303,6 +315,12 @@ def loop_host(loop: asyncio.AbstractEventLoop) -> Host:
 
 
 _THREAD_HOSTS = threading.local()
+
+
+def run_on_parsl(ctx: TaskContext) -> tuple[str, Outcome]:
+    """One attempt as a Parsl app: :func:`run_attempt` with its start marker, and the
+    host it ran on (which says where an attempt too short to write its marker ran)."""
+    return HOSTNAME, run_attempt(ctx, True)
 
 
 def run_attempt(ctx: TaskContext, mark_start: bool = False) -> Outcome:

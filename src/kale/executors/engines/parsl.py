@@ -13,7 +13,9 @@ HighThroughputExecutor on this machine, with encrypted links and Parsl's usage t
 under the directory of the run that started the DataFlowKernel.
 
 Parsl says nothing when a task starts on a worker: the attempt's host writes a start
-marker, and this executor lists the run's folder of them every 0.25 s while tasks wait
+marker once the attempt ran 50 ms (a shorter one is made RUNNING as its outcome, which
+says where it ran, arrives), and this executor lists the run's folder of them every 0.25 s
+while tasks wait
 (:class:`~kale.executors.engines.base.EngineExecutor`): a task is SUBMITTED while it waits
 for a block, and its timeout counts from its start. Parsl cannot stop an app that runs,
 so cancel (and timeouts) reach the attempt through the cancel marker its host watches
@@ -35,7 +37,7 @@ from typing import Any
 from kale import procfs
 from kale.errors import UsageError
 from kale.executors.engines import kept
-from kale.executors.engines.attempt import cancel_marker, run_attempt
+from kale.executors.engines.attempt import cancel_marker, run_on_parsl
 from kale.executors.engines.base import EngineExecutor
 from kale.executors.engines.targets import load_target
 from kale.model.executor import ExecutorSpec
@@ -111,7 +113,7 @@ class ParslExecutor(EngineExecutor):
             if not os.path.isabs(config.run_dir):
                 config.run_dir = str(self.run_dir / "parsl" / config.run_dir)
             self.dfk = await self._start_dfk(config)
-        self.app = python_app(run_attempt, data_flow_kernel=self.dfk)
+        self.app = python_app(run_on_parsl, data_flow_kernel=self.dfk)
         self._note_processes()
         self.start_watching()
 
@@ -158,17 +160,18 @@ class ParslExecutor(EngineExecutor):
     async def execute(self, ctx: TaskContext) -> Outcome:
         marker = self.expect_start(ctx.task.name, ctx.attempt)
         self.active += 1
-        future = self.app(ctx, True)
+        future = self.app(ctx)
         self._futures.add(future)
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[Outcome] = loop.create_future()
+        done: asyncio.Future[tuple[str, Outcome]] = loop.create_future()
 
         def settle(f: Any) -> None:  # Parsl's thread; its futures cannot be cancelled
             loop.call_soon_threadsafe(_copy, f, done)
 
         future.add_done_callback(settle)
+        where: str | None = None
         try:
-            outcome: Outcome = await done
+            where, outcome = await done
         except asyncio.CancelledError:
             with contextlib.suppress(OSError):
                 cancel_marker(ctx).touch()
@@ -179,8 +182,10 @@ class ParslExecutor(EngineExecutor):
             self.active -= 1
             if future.done():
                 self._futures.discard(future)
-            if marker in self.waiting:  # ended before the folder was looked at again
+            if where is None and marker in self.waiting:  # its marker, if it got there
                 self.drain()
+        if marker in self.waiting:  # ended before its start was seen: it ran there
+            self.seen(marker, where)
         return outcome
 
     async def close(self) -> None:
@@ -195,7 +200,7 @@ class ParslExecutor(EngineExecutor):
                 (self.run_dir / PROCESSES).unlink()
 
 
-def _copy(source: Any, target: asyncio.Future[Outcome]) -> None:
+def _copy(source: Any, target: asyncio.Future[tuple[str, Outcome]]) -> None:
     if target.done():  # the attempt was cancelled here
         return
     error = source.exception()
