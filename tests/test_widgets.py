@@ -36,6 +36,8 @@ def test_layout_puts_each_task_below_what_it_waits_for_without_overlap() -> None
     up = {"fetch": [], "a": ["fetch"], "b": ["fetch"], "c": ["fetch"], "join": ["a", "b", "c"],
           "late": ["join", "fetch"]}
     assert layers(up) == [["fetch"], ["a", "b", "c"], ["join"], ["late"]]
+    backwards = dict(reversed(up.items()))  # declared before what it waits for
+    assert layers(backwards) == [["fetch"], ["c", "b", "a"], ["join"], ["late"]]
     lay = layout(up)
     for name, ups in up.items():
         for u in ups:

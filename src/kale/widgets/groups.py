@@ -29,7 +29,7 @@ def template(name: str) -> tuple[tuple[str, ...], tuple[int, ...]] | None:
     parts = _DIGITS.split(name)
     if len(parts) == 1:
         return None
-    return tuple(parts[0::2]), tuple(int(p) for p in parts[1::2])
+    return tuple(parts[0::2]), tuple(map(int, parts[1::2]))
 
 
 def sort_key(name: str) -> tuple[tuple[int, ...], str]:

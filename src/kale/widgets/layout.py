@@ -31,8 +31,23 @@ class Layout:
 def layers(upstream: Mapping[str, Sequence[str]]) -> list[list[str]]:
     """Tasks by depth: a task sits one layer below the deepest task it waits for."""
     depth: dict[str, int] = {}
-    for name in topological(upstream):
-        depth[name] = 1 + max((depth[u] for u in upstream[name] if u in depth), default=-1)
+    for name, ups in upstream.items():  # declared after what they wait for: one pass
+        d = -1
+        for u in ups:
+            du = depth.get(u)
+            if du is None:
+                if u in upstream:
+                    break  # (declared before it: sort them first)
+            elif du > d:
+                d = du
+        else:
+            depth[name] = d + 1
+            continue
+        depth = {}
+        break
+    if len(depth) != len(upstream):
+        for name in topological(upstream):
+            depth[name] = 1 + max((depth[u] for u in upstream[name] if u in depth), default=-1)
     out: list[list[str]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
     for name in upstream:  # the workflow's own order within a layer, to start with
         out[depth[name]].append(name)
