@@ -43,6 +43,7 @@ class WorkerExecutor(Executor):
                  default: ExecutorSpec | None = None) -> None:
         self.broker, self.user, self.run_id = broker, user, run_id
         self.jobs = jobs
+        self._inflight = 0  # attempts handed to the broker and not yet over
         #: where tasks without an executor of their own go (None: general workers)
         self.default = default
         self._closed = False
@@ -51,10 +52,13 @@ class WorkerExecutor(Executor):
     def slots(self) -> int:  # type: ignore[override]
         """Attempts of this run queued or running at once (read by the engine at each
         dispatch): ``jobs``, else the slots of the user's connected workers plus
-        :data:`WINDOW` waiting at the broker (1,000 pilots of 64 slots are all fed)."""
+        :data:`WINDOW` waiting at the broker (1,000 pilots of 64 slots are all fed), grown
+        by at most :data:`WINDOW` per dispatch (64,000 attempts prepared in one go would
+        hold the run's loop for seconds before the first reached a worker)."""
         if self.jobs:
             return self.jobs
-        return WINDOW + max(0, self.broker.capacity.get(self.user, 0))
+        limit = WINDOW + max(0, self.broker.capacity.get(self.user, 0))
+        return min(limit, self._inflight + WINDOW)
 
     async def start(self, kinds: Mapping[str, int]) -> None:
         self.mailbox = Mailbox(asyncio.get_running_loop())
@@ -102,12 +106,15 @@ class WorkerExecutor(Executor):
             self.broker.adopt(p)
         else:
             self.broker.submit(p)
+        self._inflight += 1
         try:
             return await fut
         except asyncio.CancelledError:
             if not self._closed:  # closed: the manager stops; the task runs on
                 self.broker.withdraw(key)
             raise
+        finally:
+            self._inflight -= 1
 
     def control(self, ctx: TaskContext, action: str, reason: str = "") -> bool:
         return self.broker.control((ctx.run_id, ctx.task.name, ctx.attempt), action, reason)
