@@ -15,8 +15,9 @@ Both views show the workflow as the same SVG (``kale.widgets.layout.dag_svg``: o
 ``<g class="kale-node" data-state=...>`` per task) and read the same manager event
 stream, batched every 0.1 s:
 
-``kale``   ``DagView(run)``: the SVG is sent once; then only the ``states`` dict changes
-           and the browser recolours the boxes whose state changed.
+``kale``   ``DagView(run, group_similar=False)`` (a box per task, as the naive view: the
+           layers' ``t{i}`` would otherwise be grouped): the SVG is sent once; then only
+           each batch's changes, and the browser recolours the boxes whose state changed.
 ``naive``  :func:`naive_dag`: an ``ipywidgets.HTML`` whose ``value`` is the whole graph
            drawn again with ``dag_svg`` after every batch of events (one thread reads
            ``kale.Client().events(run)``, another redraws every 0.1 s if something changed).
@@ -193,7 +194,7 @@ def cells(render_run: str, n: int) -> dict[str, str]:
     """The notebook's cells by key (in order). Each measured cell counts itself in ``REP``
     and prints ``rep REP``, so the page can tell its output from the last one's."""
     head = "REP += 1\nif v is not None:\n    v.close()\nt0 = time.time()\n"
-    make = {"kale": "from kale.widgets import DagView\nv = DagView({})",
+    make = {"kale": "from kale.widgets import DagView\nv = DagView({}, group_similar=False)",
             "naive": "v = naive_dag({})"}
     out = {"setup": f"import sys, time\nsys.path.insert(0, {str(BENCH)!r})\nimport kale\n"
                     "from dashboard import layered, naive_dag\nREP, v = 0, None"}
