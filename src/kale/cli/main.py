@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -717,21 +719,21 @@ def status(run_id: Annotated[str | None, typer.Argument(
     if task is not None:
         _task_status(source, run_id or "latest", task, as_json)
         return
+    if not as_json and not every:  # a big run that needs no task listed: its counts
+        head = source.status(run_id or "latest", tasks=False)
+        if sum(head["counts"].values()) > BIG_RUN and set(head["counts"]) <= QUIET:
+            _run_header(head["run"], site, home)
+            out.print(_counts(head["counts"]), markup=False)
+            return
     doc = source.status(run_id or "latest")
     run = doc["run"]
     if as_json:
         _print_json({"run": run, "tasks": doc["tasks"]}, len(doc["tasks"]) > BIG_RUN)
         return
-    out.print(f"run {run['id']}  workflow {run['workflow']}  [bold]{run['state']}[/]"
-              + (f"  ({run['message']})" if run["message"] else ""), markup=True)
-    if run["state"] == "RUNNING" and run["driven_by_pid"] is None:
-        out.print(f"no process is driving this run; `kale resume {run['id']}` finishes it")
-    elif run["state"] == "RUNNING" and site is None:
-        for said in _manager_problems(home, run["id"]):
-            out.print(f"[bold yellow]waiting:[/] {said}", markup=True, highlight=False)
+    _run_header(run, site, home)
     rows = _grouped(doc["tasks"], every)
-    if len(rows) > BIG_RUN and not every:
-        out.print(_counts(doc["tasks"]), markup=False)
+    if len(doc["tasks"]) > BIG_RUN and not every:
+        out.print(_counts(Counter(t["state"] for t in doc["tasks"])), markup=False)
         rows = _unfinished(rows)
     cells = []
     for t, shown in rows:
@@ -762,22 +764,33 @@ def status(run_id: Annotated[str | None, typer.Argument(
 BIG_RUN = 100
 
 
-def _counts(tasks: list[dict[str, Any]]) -> str:
+#: the states of the tasks a big run's status does not list
+QUIET = frozenset(("SUCCEEDED", "PENDING", "READY"))
+
+
+def _run_header(run: dict[str, Any], site: str | None, home: Path | None) -> None:
+    """The run's line of `kale status`, and what keeps it from going on."""
+    out.print(f"run {run['id']}  workflow {run['workflow']}  [bold]{run['state']}[/]"
+              + (f"  ({run['message']})" if run["message"] else ""), markup=True)
+    if run["state"] == "RUNNING" and run["driven_by_pid"] is None:
+        out.print(f"no process is driving this run; `kale resume {run['id']}` finishes it")
+    elif run["state"] == "RUNNING" and site is None:
+        for said in _manager_problems(home, run["id"]):
+            out.print(f"[bold yellow]waiting:[/] {said}", markup=True, highlight=False)
+
+
+def _counts(counts: Mapping[str, int]) -> str:
     """``100,002 tasks: 99,000 succeeded, 2 running, 1,000 pending``."""
-    counts: dict[str, int] = {}
-    for t in tasks:
-        counts[t["state"]] = counts.get(t["state"], 0) + 1
-    return f"{len(tasks):,} tasks: " + ", ".join(
+    return f"{sum(counts.values()):,} tasks: " + ", ".join(
         f"{n:,} {state.lower()}" for state, n in sorted(counts.items(), key=lambda x: -x[1]))
 
 
 def _unfinished(rows: list[tuple[dict[str, Any] | None, str]], most: int = 20
                 ) -> list[tuple[dict[str, Any] | None, str]]:
-    """The rows of a big run worth a look: tasks neither succeeded nor still waiting (a
-    map's row stays with its members), at most ``most``, then how many more."""
-    quiet = ("SUCCEEDED", "PENDING", "READY")
-    keep = [(t, shown) for t, shown in rows
-            if t is None or shown or t["state"] not in quiet]
+    """The rows of a big run worth a look: tasks neither succeeded nor still waiting, at
+    most ``most``, then how many more."""
+    keep: list[tuple[dict[str, Any] | None, str]] = [
+        (t, shown) for t, shown in rows if t is not None and t["state"] not in QUIET]
     if len(keep) <= most:
         return keep
     return [*keep[:most], (None, f"{len(keep) - most:,} more (--all lists every task)")]
