@@ -66,6 +66,7 @@ def main() -> None:
           f"{r['submit_s']:.1f} | {r['manager_cpu_s']:.1f} | "
           f"{r['manager_cpu_ms_per_task']:.3f} | {r['manager_cpu_share']:.2f} | "
           f"{r['kb_per_worker']:,.0f} | {r['loadavg']} |")
+    print(f"run {r['state']} ({r['message']}); workers judged lost: {r['lost_workers']}")
     print(f"drain {r['seconds']:.1f} s from the submit ({r['drain_s']:.1f} s after it was "
           f"accepted) vs ideal {ideal:.2f} s: x{r['seconds'] / ideal:.1f}; at the manager's "
           f"pace, {args.n / r['seconds']:,.0f} tasks/s; load before {load0}, after "

@@ -85,9 +85,25 @@ async def serve(home: Path, workers: int, slots: int, delay: float, prefix: str,
     for sig in (signal.SIGTERM, signal.SIGINT):  # the agents' own handlers: the last wins
         loop.add_signal_handler(sig, stop_all)
     await asyncio.wait([asyncio.create_task(a.connected.wait()) for a in agents])
+    lag = asyncio.create_task(_lag())
     if ready:
         print(READY, flush=True)
     await asyncio.gather(*runs, return_exceptions=True)
+    lag.cancel()
+    print(f"simulated workers {prefix}*: event loop late by up to {LAG[0]:.2f} s",
+          file=sys.stderr, flush=True)
+
+
+#: how late this process's event loop ran a timer at worst (s): a loop late by more than
+#: the manager's heartbeat timeout makes its workers look lost
+LAG = [0.0]
+
+
+async def _lag(every: float = 0.25) -> None:
+    while True:
+        t0 = time.monotonic()
+        await asyncio.sleep(every)
+        LAG[0] = max(LAG[0], time.monotonic() - t0 - every)
 
 
 class SimWorkers:
