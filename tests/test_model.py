@@ -184,3 +184,36 @@ def test_rich_display_of_workflow_and_task() -> None:
     assert "| `use` | python | `mod:fn` | fetch |" in md
     tmd = a._repr_markdown_()
     assert "Get **data**" in tmd and "outputs: x.txt" in tmd
+
+
+def test_a_deep_copy_of_a_workflow_is_equal_and_shares_nothing_mutable() -> None:
+    """The engine drives its own copy of a run's workflow (the notebook may go on editing
+    the original): every field is copied, and editing the copy leaves the original alone."""
+    import copy
+
+    wf = Workflow.from_dict({"name": "every-field", "executor": "local", "tasks": {
+        "fetch": {"shell": ["echo", "${params.n}"], "description": "d", "outputs": ["o.txt"],
+                  "retries": 2, "retry_delay": 0.5, "timeout": 9, "tags": ["t"],
+                  "env": {"A": "1"}, "launcher": "srun", "site": "far",
+                  "resources": {"cpus": 2, "options": ["--x"]}},
+        "fit": {"python": "m:f", "kernel": "python3", "debug_for": 5,
+                "parameters": {"x": "${fetch.value}", "deep": {"a": [1, 2]}},
+                "after": ["fetch"], "executor": {"kind": "local"}, "when": "${fetch.ok}"},
+        "each": {"python": "m:g", "map": {"v": "${fetch.values}"}},
+        "look": {"notebook": "a.ipynb", "interactive": {"timeout": 5}},
+    }, "parameters": {"n": 3}})
+    again = copy.deepcopy(wf)
+    assert again.to_dict() == wf.to_dict()
+    fit, fetch = again.tasks["fit"], again.tasks["fetch"]
+    fit.parameters["deep"]["a"].append(3)
+    fit.after.append("each")
+    fetch.target.append("more")
+    fetch.resources.options.append("--y")
+    fetch.env["B"] = "2"
+    again.tasks["look"].interactive["timeout"] = 6  # type: ignore[index]
+    assert wf.tasks["fit"].parameters["deep"] == {"a": [1, 2]}
+    assert wf.tasks["fit"].after == ["fetch"]
+    assert wf.tasks["fetch"].target == ["echo", "${params.n}"]
+    assert wf.tasks["fetch"].resources.options == ["--x"]
+    assert wf.tasks["fetch"].env == {"A": "1"}
+    assert wf.tasks["look"].interactive == {"timeout": 5}
