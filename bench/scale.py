@@ -140,6 +140,11 @@ class PeakRss:
             except Exception:
                 return
 
+    def cpu(self) -> float:
+        """The process's CPU seconds so far (user + system)."""
+        t = self.proc.cpu_times()
+        return float(t.user + t.system)
+
     def now(self) -> int:
         rss = int(self.proc.memory_info().rss)
         self.peak = max(self.peak, rss)
@@ -231,6 +236,7 @@ def kale_embedded(path: Path, n: int) -> dict[str, Any]:
                     break
                 time.sleep(0.005)
             submit = time.perf_counter() - t0
+            submit_cpu = rss.cpu()
             rss_submitted = rss.now()
             wait_some_done(home, run_id, n)
             res: dict[str, Any] = status_figures(home, run_id, "running")
@@ -246,7 +252,8 @@ def kale_embedded(path: Path, n: int) -> dict[str, Any]:
         res["cli_start_cpu"] = LAST_CPU[0]
         db = store_size(home)
         runs_bytes, runs_files = dir_size(home / "runs")
-        return {"submit": submit, "run": run_s, "tasks_per_s": n / (run_s - submit),
+        return {"submit": submit, "submit_cpu": submit_cpu, "run": run_s,
+                "tasks_per_s": n / (run_s - submit),
                 "rss_submitted_kb_per_task": (rss_submitted - base) / 1024 / n,
                 "rss_kb_per_task": (peak - base) / 1024 / n, "base_rss_mb": base / 2**20,
                 "db_bytes_per_task": db / n, "runs_bytes_per_task": runs_bytes / n,
@@ -273,9 +280,10 @@ def kale_manager(path: Path, n: int) -> dict[str, Any]:
         rss = PeakRss(pid)
         base = rss.now()
         with Client(home=home) as client:
-            t0 = time.perf_counter()
+            t0, c0, m0 = time.perf_counter(), time.process_time(), rss.cpu()
             run = client.submit(wf, force=True)
             submit = time.perf_counter() - t0
+            submit_cpu = time.process_time() - c0 + rss.cpu() - m0
             rss_submitted = rss.now()
             wait_some_done(home, run.id, n)
             res: dict[str, Any] = status_figures(home, run.id, "running")
@@ -292,7 +300,8 @@ def kale_manager(path: Path, n: int) -> dict[str, Any]:
             res["api_status_bytes"] = len(json.dumps(doc, default=str))
         cli_submit, out = timed_cli(kale_cmd("run", str(path), "--detach"), env)
         db = store_size(home)
-        return {"submit": submit, "run": run_s, "tasks_per_s": n / (run_s - submit),
+        return {"submit": submit, "submit_cpu": submit_cpu, "run": run_s,
+                "tasks_per_s": n / (run_s - submit),
                 "rss_submitted_kb_per_task": (rss_submitted - base) / 1024 / n,
                 "rss_kb_per_task": (peak - base) / 1024 / n,
                 "rss_after_kb_per_task": (after - base) / 1024 / n, "base_rss_mb": base / 2**20,
@@ -457,7 +466,9 @@ def report(n: int, big: int, res: dict[str, dict[str, Any]]) -> str:
             lines.append(f"{name}: ERROR {r['error']}")
     lines.append("load average (1 min) before/after each side: " + ", ".join(
         f"{name} {r['load'][0]:.2f}/{r['load'][1]:.2f}" for name, r in res.items()
-        if "load" in r))
+        if "load" in r) + " (2 cores)")
+    lines.append("measured: " + ", ".join(f"{name} {r['at']}" for name, r in res.items()
+                                          if "at" in r))
     kale = res.get("embedded", {})
     lines += ["", "| system | build+submit s | run s | tasks/s | peak memory KB/task | "
               "submit vs Kale embedded |", "|---|---|---|---|---|---|"]
@@ -520,6 +531,9 @@ def main() -> None:
     p.add_argument("--width", type=int)
     p.add_argument("--length", type=int, default=100, help="of each chain (full run)")
     p.add_argument("--file")
+    p.add_argument("--update", action="store_true",
+                   help="with --only: rerun those sides, keep the others from "
+                        "bench/results/scale.json, and write the results")
     args = p.parse_args()
     if args.quick:
         global QUICK
@@ -544,12 +558,18 @@ def main() -> None:
             load0 = loadavg()
             res[name] = side(which, w, length, f)
             res[name]["load"] = [load0, loadavg()]
+            res[name]["at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             print(f"{name}: {time.perf_counter() - t0:.0f} s {res[name]}", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     text = report(n, big, res)
     print(text)
-    if not args.quick and not args.only:
+    if args.update and RESULTS_JSON.exists():
+        kept = json.loads(RESULTS_JSON.read_text())["results"]
+        res = {name: res.get(name, kept.get(name, {})) for name in (*kept, *res)}
+        text = report(n, big, res)
+        print(text)
+    if not args.quick and (args.update or not args.only):
         RESULTS.write_text(text)
         RESULTS_JSON.write_text(json.dumps({"tasks": n, "big": big, "results": res},
                                            indent=1) + "\n")
