@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 QUEUE_TIMEOUT = 75.0
 
 
+#: seconds a submit waits for the manager's answer per task, beyond the client's timeout
+SUBMIT_WAIT_PER_TASK = 0.005
+
+
 class Client:
     """Talks to the manager of a Kale home (found through ``$KALE_HOME/manager.json`` and
     its token file), or to ``url`` with ``token``.
@@ -119,8 +123,15 @@ class Client:
         manager's host (by default where they are here)."""
         body = {"workflow": wf.to_dict(for_store=True), "base_dir": base_dir or str(wf.base_dir),
                 **options.to_json()}
+        # The manager answers once the run and all its tasks are recorded: a workflow of
+        # 100,000 tasks takes it tens of seconds on a busy machine, so the wait grows with it.
+        given = self._http.timeout
+        wait = httpx.Timeout(connect=given.connect, write=given.write, pool=given.pool,
+                             read=None if given.read is None
+                             else given.read + SUBMIT_WAIT_PER_TASK * len(wf.tasks))
         response = self._check(self._http.post("/api/runs", content=json.dumps(body),
-                                               headers={"Content-Type": "application/json"}))
+                                               headers={"Content-Type": "application/json"},
+                                               timeout=wait))
         return str(response.json()["id"])
 
     def run(self, run_id: str) -> Run:
