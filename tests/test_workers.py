@@ -243,7 +243,8 @@ def test_sigkill_the_manager_mid_run_loses_nothing_and_reruns_nothing(
     ran, gate = tmp_path / "ran.txt", tmp_path / "gate"
     m = managers("--workers", "2", "--worker-slots", "2")
     # t0 and t1 end at once; t2..t7 wait for the gate: at the kill, two tasks are done,
-    # four (as many as there are slots) are running and two wait for a slot.
+    # four (as many as there are slots) are running and two wait for a slot (at the
+    # manager, or at a worker that took them ahead: those run without the manager too).
     wf = ledger_workflow("survive-the-manager", ran, gate, 8, quick=2)
     wf.shell("last", f"echo last >> {ran}", after=[f"t{i}" for i in range(8)])
     with m.client() as client:
@@ -255,7 +256,7 @@ def test_sigkill_the_manager_mid_run_loses_nothing_and_reruns_nothing(
     os.kill(pid, signal.SIGKILL)
     wait_gone(pid)
     gate.touch()  # the running tasks finish while there is no manager
-    wait_until(lambda: len(ledger(ran)) == 6, what="the four running tasks to finish")
+    wait_until(lambda: len(ledger(ran)) >= 6, what="the four running tasks to finish")
     m.start()  # their workers kept the reports; the new manager gets them
     with m.client() as client:
         assert client.run(run.id).wait(120).state.value == "SUCCEEDED"
