@@ -3,7 +3,8 @@
 Started by :class:`kale.tasks.python.PythonRunner` as ``python -m kale.tasks._pyworker FD``.
 For each job it enters the task's directory, points fds 1 and 2 at the task's logs,
 sets the task's environment, calls the function and sends back its return value, with the
-manifest of the user code it has loaded (:mod:`kale.tasks.usercode`).
+manifest of the user code it has loaded (:mod:`kale.tasks.usercode`) and whether the task
+recorded anything (``kale.record``: its records file exists).
 
 A task's log files are made only once it writes something (:class:`_Logs`): fds 1 and 2
 are pipes whose bytes go to the files, created on the first byte. Most tasks write nothing,
@@ -31,6 +32,7 @@ from typing import Any
 
 from kale.serial import dumps
 from kale.tasks import usercode
+from kale.tasks.record import ENV as RECORDS_ENV
 
 _funcs: dict[Any, Any] = {}
 
@@ -91,7 +93,10 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
         func = _load(job["func"])
         kwargs = bind(func, job["inputs"], job["upstream"], job["params"])
         result = func(**kwargs)
-        return ("ok", dumps(result), usercode.loaded())
+        records = job["env"].get(RECORDS_ENV)
+        # Whether it recorded anything: the runner's caller opens no records file if not.
+        recorded = os.path.exists(records) if records else None
+        return ("ok", dumps(result), usercode.loaded(), recorded)
     except BaseException as e:  # the task's error, reported, never fatal to the worker
         tb = e.__traceback__
         # Drop this module's frames: the user sees their own code.

@@ -174,8 +174,9 @@ class PythonRunner(TaskRunner):
             await procs.wait(w.proc)
         if reply[0] == "ok":
             self._idle.append(w)
+            # Nothing recorded: no records to read (an empty dict, not None: "read them").
             return Outcome(ok=True, exit_code=0, result=loads(reply[1], ctx.base_dir),
-                           code=reply[2])
+                           code=reply[2], records={} if reply[3] is False else None)
         if reply[0] == "err":
             self._idle.append(w)
             _, ename, evalue, tb = reply

@@ -186,7 +186,7 @@ class Host:
         try:
             runner = await self._runner(runner_kind(ctx.task))
             out = await runner.run(ctx)
-            if out.ok:  # what kale.record kept goes back with the outcome
+            if out.ok and out.records is None:  # what kale.record kept goes back with it
                 out.records = read_records(ctx.records_path, ctx.base_dir) \
                     if os.path.exists(ctx.records_path) else {}
             return out
