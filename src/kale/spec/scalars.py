@@ -25,6 +25,8 @@ def resolve_plain(text: str) -> Any:
         return text
     if text in _CONST:
         return _CONST[text]
+    if text[0] in "nNtTfF~":  # not a constant, and no number starts so ("noops:noop")
+        return text
     if _INT.fullmatch(text):
         return int(text)
     if _FLOAT.fullmatch(text):
