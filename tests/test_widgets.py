@@ -511,6 +511,16 @@ def test_cancel_in_the_dagview_cancels_the_selected_task_or_the_run(
         view.close()
 
 
+def test_a_logview_of_100000_tasks_offers_the_first_thousand_and_the_one_shown() -> None:
+    from kale.widgets.log import LIST_MAX, offered
+
+    names = [f"sim-{i}" for i in range(100_000)]
+    assert offered(names, "sim-5") == names[:LIST_MAX]
+    assert offered(names, "sim-99999") == [*names[:LIST_MAX], "sim-99999"]
+    assert offered(["a", "b"], "analyse[7]") == ["a", "b", "analyse[7]"]
+    assert offered(["a", "b"], "") == ["a", "b"]
+
+
 def test_logview_follows_a_task_and_switches_streams(
         tmp_path: Path, managers: Callable[..., Manager]) -> None:
     wf = Workflow("talk", base_dir=tmp_path)

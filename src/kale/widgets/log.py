@@ -13,6 +13,17 @@ from kale.widgets.source import Event
 KEEP = 200_000  # characters of a log the view holds (the end of it)
 
 
+LIST_MAX = 1000  # tasks the widget's choice lists at most (a run may have 100,000)
+
+
+def offered(workflow: list[str], task: str, limit: int = LIST_MAX) -> list[str]:
+    """The choice a LogView offers: the workflow's first ``limit`` tasks, and ``task`` (the
+    one shown) if it is not among them. Any other task is shown by name, or by a click on
+    its box in a :class:`~kale.widgets.Dashboard`'s graph."""
+    listed = workflow[:limit]
+    return listed + ([task] if task and task not in set(listed) else [])
+
+
 class LogView(RunView):
     """The end of one task's stdout or stderr, with the lines the task writes added as
     they come (``follow`` keeps the view scrolled to the newest). Choose the task and the
@@ -21,7 +32,8 @@ class LogView(RunView):
     ``tasks`` (the widget's choice) lists the workflow's own tasks, in the run's order,
     plus the task shown if it is not one of them: a map's member (``analyse[7]``) or a
     task a task added (``plan[refine]``). So a map of 10,000 members adds one entry, not
-    10,000. Any member can be shown by name (``task = "analyse[7]"``, or a click on it in a
+    10,000; of a run of 100,000 tasks, it lists the first :data:`LIST_MAX`. Any task or
+    member can be shown by name (``task = "analyse[7]"``, or a click on it in a
     :class:`Dashboard`'s graph), including one made after the view loaded; a name the run
     does not have is refused (``error``), and the view keeps what it showed."""
 
@@ -64,8 +76,8 @@ class LogView(RunView):
         return bool(task) and (task in self._members or task in self._workflow)
 
     def _listed(self, task: str) -> list[str]:
-        """The choice the widget offers: the workflow's tasks, and ``task`` if it is none."""
-        return self._workflow + ([task] if task and task not in self._workflow else [])
+        """The choice the widget offers (:func:`offered`)."""
+        return offered(self._workflow, task)
 
     def show(self, task: str) -> None:
         """Show ``task``'s log: a task of the workflow or any member, by name."""
