@@ -13,9 +13,12 @@ processes of this 2-core machine), submitted without ``jobs`` (the manager keeps
 workers' slots and 1,024 more in flight). Reported: the time from the submit to the end of the
 run (and from the manager's acceptance of the submit), against the ideal
 ``n x seconds / (pilots x slots)``, and the manager's CPU over the run (seconds, per task,
-cores). The simulated pilots are general workers (no batch pool: no Slurm job is asked
-for). ``--quick`` (CI): 20 pilots, 5,000 tasks. Results: bench/results/scale-pilots.json
-(full runs only). Asserts no timings.
+cores). The manager's heartbeat timeout is 60 s here (``--heartbeat``; 15 s by default):
+500 simulated pilots share one process and one core, and when 32,000 one-second tasks end
+together their event loop runs up to ~9 s late, so at 15 s the manager judged up to a
+quarter of them lost (a real pilot has a node of its own). The simulated pilots are general
+workers (no batch pool: no Slurm job is asked for). ``--quick`` (CI): 20 pilots, 5,000
+tasks. Results: bench/results/scale-pilots.json (full runs only). Asserts no timings.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--seconds", type=float, default=1.0, help="how long each task takes")
     p.add_argument("--pollers", type=int, default=0, help="status pollers meanwhile")
+    p.add_argument("--heartbeat", type=float, default=60.0,
+                   help="the manager's heartbeat timeout (s; kale's default is 15)")
     args = p.parse_args()
     if args.quick:
         args.pilots, args.n = 20, 5_000
@@ -52,7 +57,7 @@ def main() -> None:
     try:
         load0 = loadavg()
         r = one(root, args.pilots, args.slots, args.n, args.pollers, delay=args.seconds,
-                procs=2, timeout=1800)
+                procs=2, timeout=1800, heartbeat=args.heartbeat)
     finally:
         reap(root)
     ideal = args.n * args.seconds / (args.pilots * args.slots)

@@ -48,11 +48,11 @@ def cpu_s(proc: Any) -> float:
 
 def one(root: Path, workers: int, slots: int, n: int, pollers: int, *, delay: float = 0.0,
         jobs: int | None = None, procs: int | None = None,
-        timeout: float = 600) -> dict[str, Any]:
+        timeout: float = 600, heartbeat: float | None = None) -> dict[str, Any]:
     """One manager, ``workers`` simulated workers, one measured run of ``n`` tasks."""
     import psutil
 
-    m = Manager(root, workers=0).start()
+    m = Manager(root, workers=0, heartbeat=heartbeat).start()
     try:
         proc = psutil.Process(m.pid)
         time.sleep(0.5)
