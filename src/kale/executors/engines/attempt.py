@@ -6,10 +6,10 @@ notebook, the user code it ran reported for reuse).
 
 A Parsl worker calls :func:`run_attempt` in one of its threads, which runs the attempt
 in a :class:`Host` whose event loop it drives itself while the attempt runs (one host per
-such thread, with its warm processes); a Dask worker awaits :func:`run_on_dask` on its event
-loop, and the attempt runs in the :class:`Host` of that very loop (:func:`loop_host`: no
-hop to another thread and back, whose GIL handovers were a good part of a short task's
-time on a busy machine). The task's directory is on a file system both
+such thread, with its warm processes: no hop to another thread and back); a Dask worker
+awaits :func:`run_on_dask` on its event loop, and the attempt runs in the process-wide
+:class:`Host`, on an event loop of its own (one daemon thread), so the worker's loop stays
+free for Dask's messages while it runs. The task's directory is on a file system both
 sides see (as a batch job's is), which also carries what goes back while the attempt runs:
 
 - **cancel**: the executor writes :func:`cancel_marker` (``.kale-cancel-ATTEMPT`` in the
@@ -30,9 +30,9 @@ sides see (as a batch job's is), which also carries what goes back while the att
   :data:`KERNEL_FILE` (0600) in the task's directory, where the manager finds it for the
   task's owner (:func:`read_kernel`).
 
-Invariants: at most one host per event loop, and one per thread; an attempt whose cancel
-marker exists when it would start does not start; the kernel file never outlives its
-attempt's end in a live host."""
+Invariants: at most one threaded host per process, and one driven host per thread; an
+attempt whose cancel marker exists when it would start does not start; the kernel file
+never outlives its attempt's end in a live host."""
 
 from __future__ import annotations
 
@@ -89,11 +89,10 @@ class Host:
     """Kale's task runners in a worker process of another engine: one event loop thread,
     one runner per task kind (made on first use), the attempts running now by key.
 
-    Made with no ``loop``, it runs one of its own in a daemon thread; given one that runs
-    already (a Dask worker's), it works there; given one that is ``driven``, it works
-    while its caller runs that loop (:func:`run_attempt`). Threads: :meth:`run` is called
-    from any of the engine's threads and blocks it until the attempt ends (not on a given
-    loop's own thread); everything else happens on the host's loop."""
+    Made with no ``loop``, it runs one of its own in a daemon thread; given one that is
+    ``driven``, it works while its caller runs that loop (:func:`run_attempt`). Threads:
+    :meth:`run` (threaded hosts only) is called from any of the engine's threads and
+    blocks it until the attempt ends; everything else happens on the host's loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None,
                  driven: bool = False) -> None:
@@ -107,8 +106,8 @@ class Host:
             thread.start()
         elif driven:  # a loop its caller runs while an attempt runs
             self._watch()
-        else:  # a loop that runs already (a Dask worker's): its watches start there
-            loop.call_soon_threadsafe(self._watch)
+        else:
+            raise ValueError("a Host given a loop is driven by its caller")
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -300,20 +299,6 @@ def host() -> Host:
         return _HOST
 
 
-_LOOP_HOSTS: dict[asyncio.AbstractEventLoop, Host] = {}
-
-
-def loop_host(loop: asyncio.AbstractEventLoop) -> Host:
-    """The host of task runners on ``loop``, an event loop that runs already (a Dask
-    worker's), made on first use; called on that loop. An attempt run there does not
-    cross to another thread: each hop between threads costs the handover of the GIL (up
-    to its 5 ms switch interval while the other thread is busy), several per task."""
-    found = _LOOP_HOSTS.get(loop)
-    if found is None:
-        found = _LOOP_HOSTS[loop] = Host(loop)
-    return found
-
-
 _THREAD_HOSTS = threading.local()
 
 
@@ -361,10 +346,8 @@ async def run_on_dask(ctx: TaskContext) -> tuple[str, Outcome]:
 
     worker = get_worker()
     _tell_started(worker, {"run": ctx.run_id, "task": ctx.task.name, "attempt": ctx.attempt})
-    # The attempt runs in a task of its own on this loop (a cancel marker cancels that
-    # task, not Dask's), which cancelling Dask's cancels too.
-    here = loop_host(asyncio.get_running_loop())
-    return str(worker.address), await here.loop.create_task(here.attempt(ctx))
+    running = asyncio.run_coroutine_threadsafe(host().attempt(ctx), host().loop)
+    return str(worker.address), await asyncio.wrap_future(running)
 
 
 
