@@ -48,9 +48,11 @@ class WorkerAgent:
     not yet acknowledged (see the module's text).
 
     Promises: at most ``slots`` attempts run at once; it grants one credit per free slot,
-    and while its tasks are short (under :data:`SHORT_TASK` on average) a few more, so that
-    the next tasks are already here when a slot frees (they wait here, in order, and stay
-    QUEUED for the manager until they start; a queue of short tasks is short); an attempt
+    and, given ``prefetch`` (off by default: tasks taken ahead wait behind that worker's
+    running ones while another worker may be idle), ``prefetch`` more while its tasks are
+    short (under :data:`SHORT_TASK` on average), so that the next tasks are already here
+    when a slot frees (they wait here, in order, and stay QUEUED for the manager until
+    they start; a queue of short tasks is short); an attempt
     sent again after a reconnect is not started twice; every finished attempt gives one
     report, kept and sent again after each reconnect until the manager acknowledges it,
     except an attempt the manager forgot (it sends nothing) and, in a batch job the
@@ -104,8 +106,8 @@ class WorkerAgent:
         self.waiting_news: list[Key] = []
         self.credit = 0     # credits not yet sent
         self.offered = 0    # credits the manager holds (or is about to): tasks it may send
-        #: tasks taken beyond the free slots while tasks are short (None: 4 x slots)
-        self.prefetch = 4 * self.slots if prefetch is None else max(0, prefetch)
+        #: tasks taken beyond the free slots while tasks are short (default 0: none)
+        self.prefetch = max(0, prefetch or 0)
         self.pace: float | None = None  # moving average of how long tasks take (s)
         self._free = asyncio.Semaphore(self.slots)
         #: tasks the manager sent while it counted no free slot here: it hears when each
