@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -494,12 +495,14 @@ def test_a_token_file_replaced_after_it_expired_lets_the_run_finish(
 @pytest.mark.timeout(300)
 def test_an_unreachable_url_and_a_bad_token_say_what_is_wrong(
         slurm_rest: SlurmRest, nokale: NoSlurmKale, tmp_path: Path) -> None:
-    from conftest import free_port
-
     token = tmp_path / "slurm-token"
     write_token(token, "not-a-jwt")
+    # A port bound but not listening refuses connections, and no other process on this
+    # shared machine can start listening on it while we hold it.
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
     cases = [
-        ({"url": f"http://127.0.0.1:{free_port()}", "token_file": str(token)},
+        ({"url": f"http://127.0.0.1:{held.getsockname()[1]}", "token_file": str(token)},
          ["cannot reach slurmrestd at http://127.0.0.1:", "Connection refused"]),
         ({"url": slurm_rest.url, "token_file": str(token)},
          [f"slurmrestd at {slurm_rest.url}: the token was refused",
@@ -510,17 +513,25 @@ def test_an_unreachable_url_and_a_bad_token_say_what_is_wrong(
         ({"url": slurm_rest.url, "token_command": [sys.executable, "-c", "exit('denied')"]},
          ["failed (exit 1): denied"]),
     ]
-    for access, words in cases:
-        executor = json.dumps({"kind": "slurm", "via": "rest", **access})
-        wf = tmp_path / "wf.yaml"
-        wf.write_text(f"name: bad\nexecutor: {executor}\ntasks:\n  a: {{shell: echo}}\n")
-        out = nokale("run", str(wf), timeout=180)
-        assert out.returncode == 1, (access, out.stderr)
-        assert "Traceback" not in out.stderr
-        error = status(nokale, out.stdout.strip())["a"]["error"]
-        assert error.startswith("slurm job not submitted: "), error
-        assert all(w in error for w in words), (words, error)
-        assert "a: FAILED: slurm job not submitted" in out.stderr
+    with held:
+        for access, words in cases:
+            _run_and_expect(nokale, tmp_path, access, words)
+
+
+def _run_and_expect(nokale: NoSlurmKale, tmp_path: Path, access: dict[str, Any],
+                    words: list[str]) -> None:
+    """Run a one-task workflow submitting through slurmrestd with ``access``, and check
+    the task failed with an error saying all of ``words``."""
+    executor = json.dumps({"kind": "slurm", "via": "rest", **access})
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(f"name: bad\nexecutor: {executor}\ntasks:\n  a: {{shell: echo}}\n")
+    out = nokale("run", str(wf), timeout=180)
+    assert out.returncode == 1, (access, out.stderr)
+    assert "Traceback" not in out.stderr
+    error = status(nokale, out.stdout.strip())["a"]["error"]
+    assert error.startswith("slurm job not submitted: "), error
+    assert all(w in error for w in words), (words, error)
+    assert "a: FAILED: slurm job not submitted" in out.stderr
 
 
 @pytest.mark.slow
