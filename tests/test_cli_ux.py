@@ -268,3 +268,45 @@ def test_status_of_a_big_run_shows_counts_and_what_needs_a_look(
         assert re.search(rf"^\s*{name}\s", every.stdout, re.M), every.stdout
     tasks = json.loads(kale("status", "latest", "--json").stdout)["tasks"]
     assert len(tasks) == 131
+
+
+def test_status_of_a_big_run_still_running_lists_what_is_under_way(
+        kale: Kale, tmp_path: Path) -> None:
+    """While a big run runs, `kale status` gives its counts per state and lists its tasks
+    under way and those that did not succeed, not the ones that succeeded or wait."""
+    gate = tmp_path / "gate"
+    (tmp_path / "nothing.py").write_text("def noop():\n    return None\n")
+    wf = tmp_path / "big.yaml"
+    fan = [f"t{i}" for i in range(130)]
+    wf.write_text("name: big\ntasks:\n" + "".join(
+        f"  {t}: {{python: 'nothing:noop'}}\n" for t in fan)
+        + "  broken: {shell: 'exit 3'}\n"
+        + "".join(f"  {held}:\n    shell: {json.dumps(gate_sh(gate))}\n"
+                  f"    after: [{', '.join(fan)}]\n" for held in ("held_a", "held_b"))
+        + "  last: {shell: 'true', after: [held_a, held_b]}\n")
+    run_id = kale("run", str(wf), "--detach").stdout.strip()
+
+    def states() -> dict[str, str]:
+        doc = json.loads(kale("status", run_id, "--json").stdout)
+        return {t["name"]: t["state"] for t in doc["tasks"]}
+
+    try:
+        seen = wait_until(lambda: (s := states())["held_a"] == s["held_b"] == "RUNNING"
+                          and s["broken"] == "FAILED" and s, what="held_a, held_b running")
+        assert {seen[t] for t in fan} == {"SUCCEEDED"} and seen["last"] == "PENDING"
+        out = kale("status", run_id)
+        assert out.returncode == 0, out.stderr
+        assert "RUNNING" in out.stdout.splitlines()[0], out.stdout
+        assert "134 tasks: 130 succeeded, 2 running, 1 failed, 1 pending" in out.stdout, \
+            out.stdout
+        for name, state in (("held_a", "RUNNING"), ("held_b", "RUNNING"),
+                            ("broken", "FAILED")):
+            assert re.search(rf"^\s*{name}\s+shell\s+{state}\s", out.stdout, re.M), out.stdout
+        for name in ("t0", "t7", "t129", "last"):
+            assert not re.search(rf"^\s*{name}\s", out.stdout, re.M), out.stdout
+        every = kale("status", run_id, "--all")
+        for name in ("t0", "t129", "held_a", "broken", "last"):
+            assert re.search(rf"^\s*{name}\s", every.stdout, re.M), every.stdout
+    finally:
+        gate.touch()
+    wait_until(lambda: states()["last"] == "SUCCEEDED", what="the run to finish")

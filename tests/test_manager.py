@@ -133,6 +133,37 @@ def cancel_through(client: Client, tmp_path: Path) -> None:
     assert run.status()["tasks"][0]["state"] == "CANCELLED"
 
 
+def test_status_lists_only_the_tasks_in_the_states_asked_for(
+        home: Path, manager: dict, tmp_path: Path) -> None:
+    """`GET /api/runs/RUN?states=...` lists only the tasks in those states (what `kale
+    status` of a big run asks for), with the counts of every task; an unknown state is a
+    422 that names it."""
+    gate = tmp_path / "gate"
+    wf = Workflow("some-states")
+    wf.shell("held", gate_sh(gate))
+    wf.shell("ok", "true")
+    wf.shell("broken", "exit 3")
+    with Client() as client:
+        run = client.submit(wf)
+        want = {"held": "RUNNING", "ok": "SUCCEEDED", "broken": "FAILED"}
+        wait_until(lambda: {t["name"]: t["state"] for t in run.status()["tasks"]} == want,
+                   what="held running, ok succeeded, broken failed")
+        doc = client.status(run.id, states=["RUNNING", "FAILED"])
+        assert sorted(t["name"] for t in doc["tasks"]) == ["broken", "held"]
+        assert doc["counts"] == {"RUNNING": 1, "SUCCEEDED": 1, "FAILED": 1}
+        assert client.status(run.id, states=[])["tasks"] == []
+        url = f"{manager['url']}/api/runs/{run.id}"
+        good = {"Authorization": "Bearer " + (home / "token").read_text().strip()}
+        with httpx.Client(verify=_pinned(home), headers=good) as http:
+            r = http.get(url, params={"states": "succeeded"})
+            assert [t["name"] for t in r.json()["tasks"]] == ["ok"]
+            r = http.get(url, params={"states": "RUNNING,BOGUS"})
+            assert r.status_code == 422, r.text
+            assert "BOGUS" in r.json()["detail"] and "RUNNING" in r.json()["detail"]
+        gate.touch()
+        assert run.wait(timeout=120).state.value == "FAILED"
+
+
 def test_event_stream_delivers_states_and_log_lines_while_the_task_runs(
         home: Path, manager: dict, tmp_path: Path) -> None:
     wf = Workflow("events")

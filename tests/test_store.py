@@ -127,6 +127,23 @@ def test_several_changes_of_one_task_in_one_group(store: Store) -> None:
                                           ("a", "READY", "RUNNING", "r2")]
 
 
+def test_tasks_in_some_states_only(store: Store) -> None:
+    """``tasks(run, states=...)`` reads only the tasks in those states, in workflow order
+    (what a big run's status lists); the counts still cover every task."""
+    run_id = make_run(store, tasks=("a", "b", "c", "d", "e"))
+    other = make_run(store, "20240101-120000-ffff")
+    store.apply([Change(run_id, "e", S.READY), Change(run_id, "e", S.RUNNING),
+                 Change(run_id, "b", S.READY), Change(run_id, "b", S.RUNNING),
+                 Change(run_id, "b", S.FAILED, "exit 3"), Change(run_id, "c", S.SKIPPED),
+                 Change(other, "a", S.READY), Change(other, "a", S.RUNNING)])
+    listed = store.tasks(run_id, states=[S.RUNNING, "FAILED"])
+    assert [(t.name, t.state) for t in listed] == [("b", S.FAILED), ("e", S.RUNNING)]
+    assert [t.name for t in store.tasks(run_id, states=("PENDING",))] == ["a", "d"]
+    assert store.tasks(run_id, states=[]) == []
+    assert store.task_counts(run_id) == {"PENDING": 2, "RUNNING": 1, "FAILED": 1,
+                                         "SKIPPED": 1}
+
+
 def test_an_illegal_transition_applies_nothing(store: Store) -> None:
     run_id = make_run(store)
     with pytest.raises(IllegalTransition) as info:

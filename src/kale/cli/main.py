@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -30,6 +29,7 @@ from kale.errors import (
     UsageError,
     ValidationError,
 )
+from kale.model.states import TaskState
 from kale.spec.values import RULE as VALUE_HELP
 
 app = typer.Typer(
@@ -719,29 +719,34 @@ def status(run_id: Annotated[str | None, typer.Argument(
     if task is not None:
         _task_status(source, run_id or "latest", task, as_json)
         return
-    if not as_json and not every:  # a big run that needs no task listed: its counts
+    big = False
+    if not as_json and not every:  # a big run: its counts, and only the tasks it lists
         head = source.status(run_id or "latest", tasks=False)
-        if sum(head["counts"].values()) > BIG_RUN and set(head["counts"]) <= QUIET:
+        big = sum(head["counts"].values()) > BIG_RUN
+        if big and set(head["counts"]) <= QUIET:
             _run_header(head["run"], site, home)
             out.print(_counts(head["counts"]), markup=False)
             return
-    doc = source.status(run_id or "latest")
+        run_id = head["run"]["id"]  # the same run, even if a newer one started meanwhile
+    doc = source.status(run_id or "latest", states=LISTED if big else None)
     run = doc["run"]
     if as_json:
         _print_json({"run": run, "tasks": doc["tasks"]}, len(doc["tasks"]) > BIG_RUN)
         return
     _run_header(run, site, home)
-    rows = _grouped(doc["tasks"], every)
-    if len(doc["tasks"]) > BIG_RUN and not every:
-        out.print(_counts(Counter(t["state"] for t in doc["tasks"])), markup=False)
-        rows = _unfinished(rows)
+    if big:
+        out.print(_counts(doc["counts"]), markup=False)
+        rows = _unfinished([(t, "") for t in doc["tasks"]])
+    else:
+        rows = _grouped(doc["tasks"], every)
     cells = []
     for t, shown in rows:
         if t is None:
             cells.append([f"  ... {shown}", "", "", "", "", "", ""])
             continue
         note = t["error"] or t["reason"] or ""
-        cells.append([("  " if "member_of" in t else "") + t["name"], t["kind"], t["state"],
+        cells.append([("  " if "member_of" in t and not big else "") + t["name"], t["kind"],
+                      t["state"],
                       str(t["attempts"]), "" if t["exit_code"] is None else str(t["exit_code"]),
                       duration(t["duration"]), shown or note])
     columns = ("task", "kind", "state", "attempts", "exit", "duration", "note")
@@ -766,6 +771,9 @@ BIG_RUN = 100
 
 #: the states of the tasks a big run's status does not list
 QUIET = frozenset(("SUCCEEDED", "PENDING", "READY"))
+
+#: the states of the tasks a big run's status lists (all it asks its run source for)
+LISTED = tuple(s.value for s in TaskState if s.value not in QUIET)
 
 
 def _run_header(run: dict[str, Any], site: str | None, home: Path | None) -> None:

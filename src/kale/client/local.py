@@ -9,7 +9,7 @@ import copy
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kale.client.source import TASK_ACTIONS, Event
 from kale.config import kale_home, store_url
 from kale.engine.runs import create_run, drive, make_engine
-from kale.errors import KaleError, RunBusy, TaskError
+from kale.errors import KaleError, RunBusy, TaskError, UsageError
 from kale.model.options import RunOptions
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
@@ -100,8 +100,9 @@ class EmbeddedSource:
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         return [r.to_json() for r in self.store.runs(limit)]
 
-    def status(self, run_id: str, tasks: bool = True) -> dict[str, Any]:
-        return status_document(self.store, self._run(run_id), tasks)
+    def status(self, run_id: str, tasks: bool = True,
+               states: Collection[str] | None = None) -> dict[str, Any]:
+        return status_document(self.store, self._run(run_id), tasks, states=states)
 
     def workflow(self, run_id: str) -> dict[str, Any]:
         return dict(self._run(run_id).spec)
@@ -220,17 +221,32 @@ class EmbeddedSource:
         return f"<EmbeddedSource {self.home}>"
 
 
+def check_states(states: Iterable[str]) -> list[str]:
+    """The task states ``states`` names, checked (:class:`UsageError` names any unknown
+    one and the states there are)."""
+    names = [str(s).strip().upper() for s in states]
+    unknown = sorted({n for n in names if n not in TaskState.__members__})
+    if unknown:
+        raise UsageError(f"no task state {', '.join(unknown)}: the states are "
+                         + ", ".join(TaskState.__members__))
+    return names
+
+
 # -- the store-backed documents (the manager's API serves the same) ------------------------
 
 def status_document(store: Store, rec: RunRecord, tasks: bool = True,
-                    counts: dict[str, int] | None = None) -> dict[str, Any]:
-    """``{"run", "counts"}`` and, with ``tasks``, ``"tasks"`` and ``"last_event"``.
-    ``counts`` may come from a live engine (else they are counted in the store)."""
+                    counts: dict[str, int] | None = None,
+                    states: Collection[str] | None = None) -> dict[str, Any]:
+    """``{"run", "counts"}`` and, with ``tasks``, ``"tasks"`` (only those in ``states``
+    when given) and ``"last_event"``. ``counts`` may come from a live engine (else they are
+    counted in the store)."""
+    if states is not None:
+        states = check_states(states)
     last_event = store.last_event(rec.id) if tasks else None  # before the tasks: nothing
-    records = store.tasks(rec.id) if tasks else None           # is missed between
+    records = store.tasks(rec.id, states) if tasks else None   # is missed between
     if counts is None:
-        counts = dict(Counter(t.state.value for t in records)) if records is not None \
-            else store.task_counts(rec.id)
+        counts = dict(Counter(t.state.value for t in records)) \
+            if records is not None and states is None else store.task_counts(rec.id)
     doc: dict[str, Any] = {"run": rec.to_json(), "counts": counts}
     if records is not None:
         doc["tasks"] = [t.to_json() for t in records]

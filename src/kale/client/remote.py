@@ -9,7 +9,7 @@ import contextlib
 import json
 import pickle
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,8 +138,13 @@ class Client:
         """Re-attach to a run by id (a unique prefix, or ``latest``)."""
         return self.handle(ManagerSource(self), self.status(run_id, tasks=False)["run"]["id"])
 
-    def status(self, run_id: str, tasks: bool = True) -> dict[str, Any]:
-        """``{"run", "counts"}`` (tasks per state) and, with ``tasks``, ``"tasks"``."""
+    def status(self, run_id: str, tasks: bool = True,
+               states: Collection[str] | None = None) -> dict[str, Any]:
+        """``{"run", "counts"}`` (tasks per state) and, with ``tasks``, ``"tasks"`` (only
+        those in ``states`` when given)."""
+        if tasks and states is not None:  # (tasks=false alone: the manager's fast path)
+            return dict(self._get(f"/api/runs/{run_id}", tasks="true",
+                                  states=",".join(str(s) for s in states)))
         return dict(self._get(f"/api/runs/{run_id}", tasks=str(tasks).lower()))
 
     def task_action(self, run_id: str, task: str, action: str,
@@ -350,8 +355,9 @@ class ManagerSource:
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.client.runs(limit)
 
-    def status(self, run_id: str, tasks: bool = True) -> dict[str, Any]:
-        return self.client.status(run_id, tasks)
+    def status(self, run_id: str, tasks: bool = True,
+               states: Collection[str] | None = None) -> dict[str, Any]:
+        return self.client.status(run_id, tasks, states)
 
     def workflow(self, run_id: str) -> dict[str, Any]:
         return self.client.workflow(run_id)

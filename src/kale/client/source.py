@@ -10,9 +10,9 @@ The documents are JSON-shaped dicts:
 - a **run** (``RunRecord.to_json``): ``id``, ``workflow``, ``state``, ``created_at``,
   ``ended_at``, ``run_dir``, ``params``, ``options``, ``message``, ``submitted_by``;
 - a **status**: ``{"run", "counts"}`` (tasks per state) and, with ``tasks=True``,
-  ``"tasks"`` (each ``TaskRecord.to_json``) and ``"last_event"`` (the id of the newest
-  event those tasks include); ``"problems"`` when something the states do not say keeps
-  the run from going on;
+  ``"tasks"`` (each ``TaskRecord.to_json``; only those in ``states`` when given) and
+  ``"last_event"`` (the id of the newest event those tasks include); ``"problems"``
+  when something the states do not say keeps the run from going on;
 - a **task detail**: the task's document plus ``description``, ``parameters``, ``after``
   and ``attempt_rows``;
 - **events**: ``(kind, data)`` pairs, ``state`` (a task's or the run's transition),
@@ -21,7 +21,7 @@ The documents are JSON-shaped dicts:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,7 +50,11 @@ class RunSource(Protocol):
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]: ...
 
-    def status(self, run_id: str, tasks: bool = True) -> dict[str, Any]: ...
+    def status(self, run_id: str, tasks: bool = True,
+               states: Collection[str] | None = None) -> dict[str, Any]:
+        """The run's status document; its ``tasks`` only those in ``states`` (task state
+        names) when given, its ``counts`` always of every task."""
+        ...
 
     def workflow(self, run_id: str) -> dict[str, Any]:
         """The canonical dict of the workflow the run was made from."""

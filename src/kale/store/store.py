@@ -337,10 +337,14 @@ class Store:
         return [_run(r, self) for r in rows]
 
     # -- tasks ---------------------------------------------------------------------------
-    def tasks(self, run_id: str) -> list[TaskRecord]:
+    def tasks(self, run_id: str, states: Iterable[str] | None = None) -> list[TaskRecord]:
+        """The run's tasks in workflow order; only those in ``states`` when given (what a
+        big run's status lists: its few tasks under way, not its 100,000 succeeded)."""
+        q = sa.select(T.tasks).where(T.tasks.c.run_id == run_id)
+        if states is not None:
+            q = q.where(T.tasks.c.state.in_(sorted({str(s) for s in states})))
         with self.engine.connect() as c:
-            rows = c.execute(sa.select(T.tasks).where(T.tasks.c.run_id == run_id)
-                             .order_by(T.tasks.c.position)).all()
+            rows = c.execute(q.order_by(T.tasks.c.position)).all()
         return [_task(r) for r in rows]
 
     def last_event(self, run_id: str) -> int:

@@ -9,10 +9,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
+from kale.errors import UsageError
 from kale.manager.auth import Identity
 from kale.manager.context import Ctx, ManagerContext, User
 from kale.manager.models import Rerun, Submit
@@ -60,14 +61,31 @@ def submit(ctx: Ctx, who: User, body: Submit) -> Submitted:
 # The answer is serialized here, not by FastAPI (a big run's tasks are many): RunStatus
 # describes it, and tests/test_openapi.py holds the answers to it.
 @router.get("/api/runs/{run_id}", response_model=RunStatus)
-async def status(ctx: Ctx, who: User, run_id: str, tasks: bool = True) -> Response:
+async def status(ctx: Ctx, who: User, run_id: str, tasks: bool = True,
+                 states: Annotated[str | None, Query(
+                     description="Comma-separated task states: list only the tasks in "
+                                 "these (a big run's few tasks under way, say); the "
+                                 "counts are still of every task.",
+                     examples=["RUNNING,FAILED"])] = None) -> Response:
     """The run, how many of its tasks are in each state, and (unless ``tasks=false``)
-    every task. A live run's summary comes from memory: what progress bars poll (and, for
-    that reason, is answered ahead of the framework: ``fastpath.py``)."""
+    every task, or those in ``states``. A live run's summary comes from memory: what
+    progress bars poll (and, for that reason, is answered ahead of the framework:
+    ``fastpath.py``)."""
+    listed = None if states is None else _states(states)
     doc = None if tasks else live_summary(ctx, who, run_id)
     if doc is None:
-        doc = await run_in_threadpool(stored_status, ctx, who, run_id, tasks)
+        doc = await run_in_threadpool(stored_status, ctx, who, run_id, tasks, listed)
     return json_response(doc)
+
+
+def _states(given: str) -> list[str]:
+    """The states of ``states=``, checked: an unknown one is a 422 that names it."""
+    from kale.client.local import check_states
+
+    try:
+        return check_states(s for s in given.split(",") if s.strip())
+    except UsageError as e:
+        raise HTTPException(422, f"states: {e}") from None
 
 
 def live_summary(ctx: ManagerContext, who: Identity, run_id: str) -> dict[str, Any] | None:
@@ -84,8 +102,8 @@ def live_summary(ctx: ManagerContext, who: Identity, run_id: str) -> dict[str, A
     return doc
 
 
-def stored_status(ctx: ManagerContext, who: Identity, run_id: str,
-                  tasks: bool) -> dict[str, Any]:
+def stored_status(ctx: ManagerContext, who: Identity, run_id: str, tasks: bool,
+                  states: list[str] | None = None) -> dict[str, Any]:
     """The run's status document as every run interface gives it (read from the store,
     :func:`kale.client.local.status_document`), with what only the manager knows: a live
     run's counts from its engine, and its problems."""
@@ -95,7 +113,7 @@ def stored_status(ctx: ManagerContext, who: Identity, run_id: str,
     engine = ctx.host.engine(rec.id)
     live = None if engine is None else {s.value: n for s, n in dict(engine.counts).items()
                                         if n}
-    doc = status_document(ctx.store, rec, tasks, live)
+    doc = status_document(ctx.store, rec, tasks, live, states)
     counts = doc["counts"]
     failures = ctx.host.failures
     if rec.id in failures and rec.state is RunState.RUNNING:
