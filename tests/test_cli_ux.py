@@ -273,16 +273,17 @@ def test_status_of_a_big_run_shows_counts_and_what_needs_a_look(
 def test_status_of_a_big_run_still_running_lists_what_is_under_way(
         kale: Kale, tmp_path: Path) -> None:
     """While a big run runs, `kale status` gives its counts per state and lists its tasks
-    under way and those that did not succeed, not the ones that succeeded or wait."""
+    under way and those that did not succeed (the first 20, then how many more), not the
+    ones that succeeded or wait."""
     gate = tmp_path / "gate"
     (tmp_path / "nothing.py").write_text("def noop():\n    return None\n")
     wf = tmp_path / "big.yaml"
     fan = [f"t{i}" for i in range(130)]
     wf.write_text("name: big\ntasks:\n" + "".join(
         f"  {t}: {{python: 'nothing:noop'}}\n" for t in fan)
-        + "  broken: {shell: 'exit 3'}\n"
         + "".join(f"  {held}:\n    shell: {json.dumps(gate_sh(gate))}\n"
                   f"    after: [{', '.join(fan)}]\n" for held in ("held_a", "held_b"))
+        + "".join(f"  broken{i}: {{shell: 'exit 3'}}\n" for i in range(24))
         + "  last: {shell: 'true', after: [held_a, held_b]}\n")
     run_id = kale("run", str(wf), "--detach").stdout.strip()
 
@@ -292,20 +293,21 @@ def test_status_of_a_big_run_still_running_lists_what_is_under_way(
 
     try:
         seen = wait_until(lambda: (s := states())["held_a"] == s["held_b"] == "RUNNING"
-                          and s["broken"] == "FAILED" and s, what="held_a, held_b running")
+                          and s["broken23"] == "FAILED" and s, what="held_a, held_b running")
         assert {seen[t] for t in fan} == {"SUCCEEDED"} and seen["last"] == "PENDING"
         out = kale("status", run_id)
         assert out.returncode == 0, out.stderr
         assert "RUNNING" in out.stdout.splitlines()[0], out.stdout
-        assert "134 tasks: 130 succeeded, 2 running, 1 failed, 1 pending" in out.stdout, \
+        assert "157 tasks: 130 succeeded, 24 failed, 2 running, 1 pending" in out.stdout, \
             out.stdout
         for name, state in (("held_a", "RUNNING"), ("held_b", "RUNNING"),
-                            ("broken", "FAILED")):
+                            ("broken0", "FAILED"), ("broken17", "FAILED")):
             assert re.search(rf"^\s*{name}\s+shell\s+{state}\s", out.stdout, re.M), out.stdout
-        for name in ("t0", "t7", "t129", "last"):
+        assert re.search(r"^\s*\.\.\. 6 more \(--all lists every task\)", out.stdout, re.M)
+        for name in ("t0", "t7", "t129", "broken18", "broken23", "last"):
             assert not re.search(rf"^\s*{name}\s", out.stdout, re.M), out.stdout
         every = kale("status", run_id, "--all")
-        for name in ("t0", "t129", "held_a", "broken", "last"):
+        for name in ("t0", "t129", "held_a", "broken23", "last"):
             assert re.search(rf"^\s*{name}\s", every.stdout, re.M), every.stdout
     finally:
         gate.touch()

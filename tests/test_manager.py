@@ -152,6 +152,9 @@ def test_status_lists_only_the_tasks_in_the_states_asked_for(
         assert sorted(t["name"] for t in doc["tasks"]) == ["broken", "held"]
         assert doc["counts"] == {"RUNNING": 1, "SUCCEEDED": 1, "FAILED": 1}
         assert client.status(run.id, states=[])["tasks"] == []
+        first = client.status(run.id, states=["RUNNING", "SUCCEEDED", "FAILED"], limit=2)
+        assert [t["name"] for t in first["tasks"]] == ["held", "ok"]
+        assert first["counts"] == doc["counts"]
         url = f"{manager['url']}/api/runs/{run.id}"
         good = {"Authorization": "Bearer " + (home / "token").read_text().strip()}
         with httpx.Client(verify=_pinned(home), headers=good) as http:
@@ -160,6 +163,7 @@ def test_status_lists_only_the_tasks_in_the_states_asked_for(
             r = http.get(url, params={"states": "RUNNING,BOGUS"})
             assert r.status_code == 422, r.text
             assert "BOGUS" in r.json()["detail"] and "RUNNING" in r.json()["detail"]
+            assert http.get(url, params={"limit": "-1"}).status_code == 422
         gate.touch()
         assert run.wait(timeout=120).state.value == "FAILED"
 

@@ -128,8 +128,9 @@ def test_several_changes_of_one_task_in_one_group(store: Store) -> None:
 
 
 def test_tasks_in_some_states_only(store: Store) -> None:
-    """``tasks(run, states=...)`` reads only the tasks in those states, in workflow order
-    (what a big run's status lists); the counts still cover every task."""
+    """``tasks(run, states=..., limit=...)`` reads only the tasks in those states, the
+    first ``limit`` in workflow order (what a big run's status lists); the counts still
+    cover every task."""
     run_id = make_run(store, tasks=("a", "b", "c", "d", "e"))
     other = make_run(store, "20240101-120000-ffff")
     store.apply([Change(run_id, "e", S.READY), Change(run_id, "e", S.RUNNING),
@@ -140,6 +141,9 @@ def test_tasks_in_some_states_only(store: Store) -> None:
     assert [(t.name, t.state) for t in listed] == [("b", S.FAILED), ("e", S.RUNNING)]
     assert [t.name for t in store.tasks(run_id, states=("PENDING",))] == ["a", "d"]
     assert store.tasks(run_id, states=[]) == []
+    assert [t.name for t in store.tasks(run_id, states=["PENDING", "RUNNING"], limit=2)] \
+        == ["a", "d"]
+    assert [t.name for t in store.tasks(run_id, limit=1)] == ["a"]
     assert store.task_counts(run_id) == {"PENDING": 2, "RUNNING": 1, "FAILED": 1,
                                          "SKIPPED": 1}
 

@@ -728,7 +728,8 @@ def status(run_id: Annotated[str | None, typer.Argument(
             out.print(_counts(head["counts"]), markup=False)
             return
         run_id = head["run"]["id"]  # the same run, even if a newer one started meanwhile
-    doc = source.status(run_id or "latest", states=LISTED if big else None)
+    doc = source.status(run_id or "latest", states=LISTED if big else None,
+                        limit=MOST_LISTED if big else None)
     run = doc["run"]
     if as_json:
         _print_json({"run": run, "tasks": doc["tasks"]}, len(doc["tasks"]) > BIG_RUN)
@@ -736,7 +737,7 @@ def status(run_id: Annotated[str | None, typer.Argument(
     _run_header(run, site, home)
     if big:
         out.print(_counts(doc["counts"]), markup=False)
-        rows = _unfinished([(t, "") for t in doc["tasks"]])
+        rows = _unfinished(doc["tasks"], doc["counts"])
     else:
         rows = _grouped(doc["tasks"], every)
     cells = []
@@ -775,6 +776,9 @@ QUIET = frozenset(("SUCCEEDED", "PENDING", "READY"))
 #: the states of the tasks a big run's status lists (all it asks its run source for)
 LISTED = tuple(s.value for s in TaskState if s.value not in QUIET)
 
+#: at most this many of them
+MOST_LISTED = 20
+
 
 def _run_header(run: dict[str, Any], site: str | None, home: Path | None) -> None:
     """The run's line of `kale status`, and what keeps it from going on."""
@@ -793,15 +797,15 @@ def _counts(counts: Mapping[str, int]) -> str:
         f"{n:,} {state.lower()}" for state, n in sorted(counts.items(), key=lambda x: -x[1]))
 
 
-def _unfinished(rows: list[tuple[dict[str, Any] | None, str]], most: int = 20
+def _unfinished(listed: list[dict[str, Any]], counts: Mapping[str, int]
                 ) -> list[tuple[dict[str, Any] | None, str]]:
-    """The rows of a big run worth a look: tasks neither succeeded nor still waiting, at
-    most ``most``, then how many more."""
-    keep: list[tuple[dict[str, Any] | None, str]] = [
-        (t, shown) for t, shown in rows if t is not None and t["state"] not in QUIET]
-    if len(keep) <= most:
-        return keep
-    return [*keep[:most], (None, f"{len(keep) - most:,} more (--all lists every task)")]
+    """The rows of a big run worth a look: the first of its tasks neither succeeded nor
+    still waiting (the run source listed those), then how many more there are."""
+    rows: list[tuple[dict[str, Any] | None, str]] = [(t, "") for t in listed]
+    more = sum(n for state, n in counts.items() if state not in QUIET) - len(listed)
+    if more > 0:
+        rows.append((None, f"{more:,} more (--all lists every task)"))
+    return rows
 
 
 def _plain_table(columns: tuple[str, ...], cells: list[list[str]]) -> None:

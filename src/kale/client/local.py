@@ -101,8 +101,10 @@ class EmbeddedSource:
         return [r.to_json() for r in self.store.runs(limit)]
 
     def status(self, run_id: str, tasks: bool = True,
-               states: Collection[str] | None = None) -> dict[str, Any]:
-        return status_document(self.store, self._run(run_id), tasks, states=states)
+               states: Collection[str] | None = None,
+               limit: int | None = None) -> dict[str, Any]:
+        return status_document(self.store, self._run(run_id), tasks, states=states,
+                               limit=limit)
 
     def workflow(self, run_id: str) -> dict[str, Any]:
         return dict(self._run(run_id).spec)
@@ -236,17 +238,19 @@ def check_states(states: Iterable[str]) -> list[str]:
 
 def status_document(store: Store, rec: RunRecord, tasks: bool = True,
                     counts: dict[str, int] | None = None,
-                    states: Collection[str] | None = None) -> dict[str, Any]:
+                    states: Collection[str] | None = None,
+                    limit: int | None = None) -> dict[str, Any]:
     """``{"run", "counts"}`` and, with ``tasks``, ``"tasks"`` (only those in ``states``
-    when given) and ``"last_event"``. ``counts`` may come from a live engine (else they are
-    counted in the store)."""
+    when given, the first ``limit`` of them) and ``"last_event"``. ``counts`` (always of
+    every task) may come from a live engine (else they are counted in the store)."""
     if states is not None:
         states = check_states(states)
     last_event = store.last_event(rec.id) if tasks else None  # before the tasks: nothing
-    records = store.tasks(rec.id, states) if tasks else None   # is missed between
+    records = store.tasks(rec.id, states, limit) if tasks else None  # is missed between
     if counts is None:
+        every = states is None and limit is None
         counts = dict(Counter(t.state.value for t in records)) \
-            if records is not None and states is None else store.task_counts(rec.id)
+            if records is not None and every else store.task_counts(rec.id)
     doc: dict[str, Any] = {"run": rec.to_json(), "counts": counts}
     if records is not None:
         doc["tasks"] = [t.to_json() for t in records]

@@ -139,13 +139,16 @@ class Client:
         return self.handle(ManagerSource(self), self.status(run_id, tasks=False)["run"]["id"])
 
     def status(self, run_id: str, tasks: bool = True,
-               states: Collection[str] | None = None) -> dict[str, Any]:
+               states: Collection[str] | None = None,
+               limit: int | None = None) -> dict[str, Any]:
         """``{"run", "counts"}`` (tasks per state) and, with ``tasks``, ``"tasks"`` (only
-        those in ``states`` when given)."""
-        if tasks and states is not None:  # (tasks=false alone: the manager's fast path)
-            return dict(self._get(f"/api/runs/{run_id}", tasks="true",
-                                  states=",".join(str(s) for s in states)))
-        return dict(self._get(f"/api/runs/{run_id}", tasks=str(tasks).lower()))
+        those in ``states`` when given, the first ``limit`` of them)."""
+        params: dict[str, Any] = {"tasks": str(tasks).lower()}  # alone: the fast path
+        if tasks and states is not None:
+            params["states"] = ",".join(str(s) for s in states)
+        if tasks and limit is not None:
+            params["limit"] = limit
+        return dict(self._get(f"/api/runs/{run_id}", **params))
 
     def task_action(self, run_id: str, task: str, action: str,
                     reason: str | None = None) -> dict[str, Any]:
@@ -356,8 +359,9 @@ class ManagerSource:
         return self.client.runs(limit)
 
     def status(self, run_id: str, tasks: bool = True,
-               states: Collection[str] | None = None) -> dict[str, Any]:
-        return self.client.status(run_id, tasks, states)
+               states: Collection[str] | None = None,
+               limit: int | None = None) -> dict[str, Any]:
+        return self.client.status(run_id, tasks, states, limit)
 
     def workflow(self, run_id: str) -> dict[str, Any]:
         return self.client.workflow(run_id)

@@ -10,7 +10,8 @@ The documents are JSON-shaped dicts:
 - a **run** (``RunRecord.to_json``): ``id``, ``workflow``, ``state``, ``created_at``,
   ``ended_at``, ``run_dir``, ``params``, ``options``, ``message``, ``submitted_by``;
 - a **status**: ``{"run", "counts"}`` (tasks per state) and, with ``tasks=True``,
-  ``"tasks"`` (each ``TaskRecord.to_json``; only those in ``states`` when given) and
+  ``"tasks"`` (each ``TaskRecord.to_json``; only those in ``states``, the first ``limit``
+  of them, when given) and
   ``"last_event"`` (the id of the newest event those tasks include); ``"problems"``
   when something the states do not say keeps the run from going on;
 - a **task detail**: the task's document plus ``description``, ``parameters``, ``after``
@@ -51,9 +52,11 @@ class RunSource(Protocol):
     def runs(self, limit: int = 50) -> list[dict[str, Any]]: ...
 
     def status(self, run_id: str, tasks: bool = True,
-               states: Collection[str] | None = None) -> dict[str, Any]:
+               states: Collection[str] | None = None,
+               limit: int | None = None) -> dict[str, Any]:
         """The run's status document; its ``tasks`` only those in ``states`` (task state
-        names) when given, its ``counts`` always of every task."""
+        names) when given, and the first ``limit`` of them; its ``counts`` always of
+        every task."""
         ...
 
     def workflow(self, run_id: str) -> dict[str, Any]:

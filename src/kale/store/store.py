@@ -337,14 +337,19 @@ class Store:
         return [_run(r, self) for r in rows]
 
     # -- tasks ---------------------------------------------------------------------------
-    def tasks(self, run_id: str, states: Iterable[str] | None = None) -> list[TaskRecord]:
-        """The run's tasks in workflow order; only those in ``states`` when given (what a
-        big run's status lists: its few tasks under way, not its 100,000 succeeded)."""
+    def tasks(self, run_id: str, states: Iterable[str] | None = None,
+              limit: int | None = None) -> list[TaskRecord]:
+        """The run's tasks in workflow order; only those in ``states`` when given, and the
+        first ``limit`` of them (what a big run's status lists: a few tasks under way, not
+        its 100,000 that succeeded)."""
         q = sa.select(T.tasks).where(T.tasks.c.run_id == run_id)
         if states is not None:
             q = q.where(T.tasks.c.state.in_(sorted({str(s) for s in states})))
+        q = q.order_by(T.tasks.c.position)
+        if limit is not None:
+            q = q.limit(max(0, limit))
         with self.engine.connect() as c:
-            rows = c.execute(q.order_by(T.tasks.c.position)).all()
+            rows = c.execute(q).all()
         return [_task(r) for r in rows]
 
     def last_event(self, run_id: str) -> int:

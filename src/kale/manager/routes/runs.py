@@ -66,15 +66,18 @@ async def status(ctx: Ctx, who: User, run_id: str, tasks: bool = True,
                      description="Comma-separated task states: list only the tasks in "
                                  "these (a big run's few tasks under way, say); the "
                                  "counts are still of every task.",
-                     examples=["RUNNING,FAILED"])] = None) -> Response:
+                     examples=["RUNNING,FAILED"])] = None,
+                 limit: Annotated[int | None, Query(
+                     ge=0, description="List at most this many tasks (the first in the "
+                                       "workflow's order).")] = None) -> Response:
     """The run, how many of its tasks are in each state, and (unless ``tasks=false``)
-    every task, or those in ``states``. A live run's summary comes from memory: what
-    progress bars poll (and, for that reason, is answered ahead of the framework:
-    ``fastpath.py``)."""
+    every task, or those in ``states``, at most ``limit`` of them. A live run's summary
+    comes from memory: what progress bars poll (and, for that reason, is answered ahead
+    of the framework: ``fastpath.py``)."""
     listed = None if states is None else _states(states)
     doc = None if tasks else live_summary(ctx, who, run_id)
     if doc is None:
-        doc = await run_in_threadpool(stored_status, ctx, who, run_id, tasks, listed)
+        doc = await run_in_threadpool(stored_status, ctx, who, run_id, tasks, listed, limit)
     return json_response(doc)
 
 
@@ -103,7 +106,8 @@ def live_summary(ctx: ManagerContext, who: Identity, run_id: str) -> dict[str, A
 
 
 def stored_status(ctx: ManagerContext, who: Identity, run_id: str, tasks: bool,
-                  states: list[str] | None = None) -> dict[str, Any]:
+                  states: list[str] | None = None,
+                  limit: int | None = None) -> dict[str, Any]:
     """The run's status document as every run interface gives it (read from the store,
     :func:`kale.client.local.status_document`), with what only the manager knows: a live
     run's counts from its engine, and its problems."""
@@ -113,7 +117,7 @@ def stored_status(ctx: ManagerContext, who: Identity, run_id: str, tasks: bool,
     engine = ctx.host.engine(rec.id)
     live = None if engine is None else {s.value: n for s, n in dict(engine.counts).items()
                                         if n}
-    doc = status_document(ctx.store, rec, tasks, live, states)
+    doc = status_document(ctx.store, rec, tasks, live, states, limit)
     counts = doc["counts"]
     failures = ctx.host.failures
     if rec.id in failures and rec.state is RunState.RUNNING:
