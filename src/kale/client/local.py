@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from kale.client.source import TASK_ACTIONS, Event
 from kale.config import kale_home, store_url
-from kale.engine.runs import create_run, drive, make_engine
 from kale.errors import KaleError, RunBusy, TaskError, UsageError
 from kale.model.options import RunOptions
 from kale.model.states import RunState, TaskState
@@ -54,6 +53,8 @@ class _Driver:
         self.thread = threading.Thread(target=self._main, name=f"kale-run-{run_id}")
 
     def _main(self) -> None:
+        from kale.engine.runs import drive
+
         try:
             drive(self.engine)
         except BaseException as e:
@@ -83,6 +84,9 @@ class EmbeddedSource:
 
     # -- runs ----------------------------------------------------------------------------
     def submit(self, wf: Workflow, options: RunOptions) -> str:
+        # (imported here: reading runs, what `kale status` does, needs no engine)
+        from kale.engine.runs import create_run, make_engine
+
         if options.rerun_of:
             options = options.but(rerun_of=self._run(options.rerun_of).id)
         rec = create_run(self.store, self.home, wf, options)
