@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -29,7 +30,6 @@ from kale.errors import (
     UsageError,
     ValidationError,
 )
-from kale.model.states import TaskState
 from kale.spec.values import RULE as VALUE_HELP
 
 app = typer.Typer(
@@ -719,35 +719,29 @@ def status(run_id: Annotated[str | None, typer.Argument(
     if task is not None:
         _task_status(source, run_id or "latest", task, as_json)
         return
-    big = False
-    if not as_json and not every:  # a big run: its counts, and only the tasks it lists
+    if not as_json and not every:  # a big run that needs no task listed: its counts
         head = source.status(run_id or "latest", tasks=False)
-        big = sum(head["counts"].values()) > BIG_RUN
-        if big and set(head["counts"]) <= QUIET:
+        if sum(head["counts"].values()) > BIG_RUN and set(head["counts"]) <= QUIET:
             _run_header(head["run"], site, home)
             out.print(_counts(head["counts"]), markup=False)
             return
-        run_id = head["run"]["id"]  # the same run, even if a newer one started meanwhile
-    doc = source.status(run_id or "latest", states=LISTED if big else None,
-                        limit=MOST_LISTED if big else None)
+    doc = source.status(run_id or "latest")
     run = doc["run"]
     if as_json:
         _print_json({"run": run, "tasks": doc["tasks"]}, len(doc["tasks"]) > BIG_RUN)
         return
     _run_header(run, site, home)
-    if big:
-        out.print(_counts(doc["counts"]), markup=False)
-        rows = _unfinished(doc["tasks"], doc["counts"])
-    else:
-        rows = _grouped(doc["tasks"], every)
+    rows = _grouped(doc["tasks"], every)
+    if len(doc["tasks"]) > BIG_RUN and not every:
+        out.print(_counts(Counter(t["state"] for t in doc["tasks"])), markup=False)
+        rows = _unfinished(rows)
     cells = []
     for t, shown in rows:
         if t is None:
             cells.append([f"  ... {shown}", "", "", "", "", "", ""])
             continue
         note = t["error"] or t["reason"] or ""
-        cells.append([("  " if "member_of" in t and not big else "") + t["name"], t["kind"],
-                      t["state"],
+        cells.append([("  " if "member_of" in t else "") + t["name"], t["kind"], t["state"],
                       str(t["attempts"]), "" if t["exit_code"] is None else str(t["exit_code"]),
                       duration(t["duration"]), shown or note])
     columns = ("task", "kind", "state", "attempts", "exit", "duration", "note")
@@ -773,12 +767,6 @@ BIG_RUN = 100
 #: the states of the tasks a big run's status does not list
 QUIET = frozenset(("SUCCEEDED", "PENDING", "READY"))
 
-#: the states of the tasks a big run's status lists (all it asks its run source for)
-LISTED = tuple(s.value for s in TaskState if s.value not in QUIET)
-
-#: at most this many of them
-MOST_LISTED = 20
-
 
 def _run_header(run: dict[str, Any], site: str | None, home: Path | None) -> None:
     """The run's line of `kale status`, and what keeps it from going on."""
@@ -797,15 +785,15 @@ def _counts(counts: Mapping[str, int]) -> str:
         f"{n:,} {state.lower()}" for state, n in sorted(counts.items(), key=lambda x: -x[1]))
 
 
-def _unfinished(listed: list[dict[str, Any]], counts: Mapping[str, int]
+def _unfinished(rows: list[tuple[dict[str, Any] | None, str]], most: int = 20
                 ) -> list[tuple[dict[str, Any] | None, str]]:
-    """The rows of a big run worth a look: the first of its tasks neither succeeded nor
-    still waiting (the run source listed those), then how many more there are."""
-    rows: list[tuple[dict[str, Any] | None, str]] = [(t, "") for t in listed]
-    more = sum(n for state, n in counts.items() if state not in QUIET) - len(listed)
-    if more > 0:
-        rows.append((None, f"{more:,} more (--all lists every task)"))
-    return rows
+    """The rows of a big run worth a look: tasks neither succeeded nor still waiting, at
+    most ``most``, then how many more."""
+    keep: list[tuple[dict[str, Any] | None, str]] = [
+        (t, shown) for t, shown in rows if t is not None and t["state"] not in QUIET]
+    if len(keep) <= most:
+        return keep
+    return [*keep[:most], (None, f"{len(keep) - most:,} more (--all lists every task)")]
 
 
 def _plain_table(columns: tuple[str, ...], cells: list[list[str]]) -> None:
