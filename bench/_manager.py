@@ -242,6 +242,21 @@ class Pollers:
         for t in self.threads:
             t.join(max(0.1, self.deadline - time.monotonic() + 15))
 
+    def wait_end(self, since: float) -> float:
+        """Seconds from ``since`` (a perf_counter) until a poller first saw the run end;
+        the pollers are joined. TimeoutError if the deadline passes first."""
+        if not self.ended.wait(max(0.0, self.deadline - time.monotonic())):
+            raise TimeoutError(f"run {self.run_id}: not over by the deadline")
+        assert self.ended_at is not None
+        self.join()
+        return self.ended_at - since
+
+    def figures(self) -> dict[str, Any]:
+        """The pollers' requests: how many, errors, latency p50 and p99 in ms."""
+        lat = [x for per in self.latencies for x in per]
+        return {"requests": len(lat), "errors": len(self.errors),
+                "p50_ms": 1000 * pct(lat, 50), "p99_ms": 1000 * pct(lat, 99)}
+
 
 def throughput(root: Path, n: int, slots: int | None, pollers: int,
                timeout: float) -> dict[str, Any]:
@@ -258,11 +273,7 @@ def throughput(root: Path, n: int, slots: int | None, pollers: int,
         submitted = time.perf_counter() - t0
         polls = Pollers(m, run.id, pollers, deadline).start() if pollers else None
         if polls is not None:
-            if not polls.ended.wait(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"run {run.id}: not over within {timeout:g} s")
-            assert polls.ended_at is not None
-            elapsed = polls.ended_at - t0
-            polls.join()
+            elapsed = polls.wait_end(t0)
             doc = wait_run(m, run.id, 10)
         else:
             doc = wait_run(m, run.id, max(1.0, deadline - time.monotonic()), every=POLL_NONE)
@@ -275,9 +286,7 @@ def throughput(root: Path, n: int, slots: int | None, pollers: int,
             "manager_start_s": m.startup, "workers": client.workers()}
         if polls is not None:
             lat = [x for per in polls.latencies for x in per]
-            out.update(requests=len(lat), errors=len(polls.errors),
-                       error_sample=polls.errors[:3], p50_ms=1000 * pct(lat, 50),
-                       p99_ms=1000 * pct(lat, 99), max_ms=1000 * max(lat),
+            out.update(polls.figures(), error_sample=polls.errors[:3], max_ms=1000 * max(lat),
                        mean_ms=1000 * statistics.fmean(lat),
                        requests_per_s=len(lat) / elapsed)
         client.close()

@@ -35,7 +35,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from _manager import Manager, Pollers, noop_wf, pct, reap  # noqa: E402
+from _manager import Manager, Pollers, noop_wf, reap  # noqa: E402
 from simworkers import SimWorkers  # noqa: E402
 
 #: the issue's targets for this scenario
@@ -90,11 +90,7 @@ def measured(m: Manager, client: Any, proc: Any, n: int, pollers: int, jobs: int
     submit_s = time.perf_counter() - t0
     polls = Pollers(m, run.id, pollers, deadline).start() if pollers else None
     if polls is not None:
-        if not polls.ended.wait(max(0.0, deadline - time.monotonic())):
-            raise TimeoutError(f"run {run.id}: not over within {timeout:g} s")
-        assert polls.ended_at is not None
-        elapsed = polls.ended_at - t0
-        polls.join()
+        elapsed = polls.wait_end(t0)
     else:
         run.wait(timeout)
         elapsed = time.perf_counter() - t0
@@ -108,9 +104,7 @@ def measured(m: Manager, client: Any, proc: Any, n: int, pollers: int, jobs: int
         "manager_cpu_s": cpu, "manager_cpu_ms_per_task": 1000 * cpu / n,
         "manager_cpu_share": cpu / elapsed}
     if polls is not None:
-        lat = [x for per in polls.latencies for x in per]
-        out.update(requests=len(lat), errors=len(polls.errors),
-                   p50_ms=1000 * pct(lat, 50), p99_ms=1000 * pct(lat, 99))
+        out.update(polls.figures())
     return out
 
 
