@@ -233,17 +233,23 @@ dash
 """
 
 
+def _one_cell_notebook(path: Path, source: str) -> Path:
+    """Write a notebook of one code cell, ``source``, on the python3 kernel, to ``path``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {
+        "display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}})
+    nb.cells = [nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, path)
+    return path
+
+
 def test_a_map_in_the_dashboard_is_one_box_with_counts_that_opens_into_its_members(
         chromium: str, home: Path, tmp_path: Path, managers: Callable[..., Manager],
         lab_for: Callable[[Path], Lab]) -> None:  # noqa: F811
-    import nbformat
     from playwright.sync_api import expect
 
-    notebook = tmp_path / "map.ipynb"
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {
-        "display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}})
-    nb.cells = [nbformat.v4.new_code_cell(MAP_NOTEBOOK)]
-    nbformat.write(nb, notebook)
+    notebook = _one_cell_notebook(tmp_path / "map.ipynb", MAP_NOTEBOOK)
     managers("--workers", "1", "--worker-slots", "4")
     shot = ROOT / "test-output" / "dashboard-map.png"
     with example_page(chromium, tmp_path, lab_for, "lab/tree/dashboard.ipynb",
@@ -329,14 +335,9 @@ dash
 def test_similar_tasks_are_one_box_that_opens_and_the_graph_pans_and_zooms(
         chromium: str, home: Path, tmp_path: Path, managers: Callable[..., Manager],
         lab_for: Callable[[Path], Lab]) -> None:  # noqa: F811
-    import nbformat
     from playwright.sync_api import expect
 
-    notebook = tmp_path / "group.ipynb"
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {
-        "display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}})
-    nb.cells = [nbformat.v4.new_code_cell(GROUP_NOTEBOOK)]
-    nbformat.write(nb, notebook)
+    notebook = _one_cell_notebook(tmp_path / "group.ipynb", GROUP_NOTEBOOK)
     managers("--workers", "1", "--worker-slots", "4")
     shot = ROOT / "test-output" / "dashboard-group.png"
     with example_page(chromium, tmp_path, lab_for, "lab/tree/dashboard.ipynb",
