@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 MARKER = "@@RESULT "
@@ -74,3 +75,12 @@ def timed_manager_run(client: Any, wf: Any) -> float:
     state = client.status(run.id, tasks=False)["run"]["state"]
     assert state == "SUCCEEDED", f"run {run.id} of {wf.name}: {state}"
     return took
+
+
+def save_report(results: Path, name: str, text: str, doc: dict[str, Any]) -> None:
+    """Print a benchmark's report and keep it, with its figures, as ``results/NAME.md``
+    and ``results/NAME.json``."""
+    print(text)
+    results.mkdir(exist_ok=True)
+    (results / f"{name}.md").write_text(text)
+    (results / f"{name}.json").write_text(json.dumps(doc, indent=1))

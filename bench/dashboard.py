@@ -92,6 +92,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from _common import save_report
 from _manager import free_port, kale_cli, reap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -689,12 +690,8 @@ def big_main(args: argparse.Namespace) -> None:
         reap(root)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    text = big_report(doc, args.quick)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    name = "dashboard-big-quick" if args.quick else "dashboard-big"
-    (RESULTS / f"{name}.md").write_text(text)
-    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1))
+    save_report(RESULTS, "dashboard-big-quick" if args.quick else "dashboard-big",
+                big_report(doc, args.quick), doc)
 
 
 def big_report(doc: dict[str, Any], quick: bool) -> str:
@@ -877,11 +874,7 @@ def main() -> None:
     text = report(doc, args.quick)
     if doc["page_errors"]:
         text += f"\nPage errors: {doc['page_errors']}\n"
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    name = "dashboard-quick" if args.quick else "dashboard"
-    (RESULTS / f"{name}.md").write_text(text)
-    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1))
+    save_report(RESULTS, "dashboard-quick" if args.quick else "dashboard", text, doc)
 
 
 if __name__ == "__main__":

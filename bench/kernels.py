@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any
 
 import nbformat
 
-from _common import timed_manager_run
+from _common import save_report, timed_manager_run
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -118,12 +117,8 @@ def main() -> None:
 
     doc = {"repeat": repeat, "n": n, "attach": attaches, "fresh_kernel": starts,
            "python_per_task": py_s, "notebook_per_task": nb_s}
-    text = report(doc, args.quick)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    name = "kernels-quick" if args.quick else "kernels"
-    (RESULTS / f"{name}.md").write_text(text)
-    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=1))
+    save_report(RESULTS, "kernels-quick" if args.quick else "kernels", report(doc, args.quick),
+                doc)
 
 
 def _one() -> int:
