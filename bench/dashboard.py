@@ -89,6 +89,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -628,7 +629,6 @@ def big_live(nb: Notebook, client: Any, groups: dict[str, list[str]],
 
 def big_main(args: argparse.Namespace) -> None:
     """``--big N``: the big graph's live run and display (see the module)."""
-    from playwright.sync_api import sync_playwright
 
     from kale import Client
 
@@ -659,31 +659,17 @@ def big_main(args: argparse.Namespace) -> None:
         client = Client(home=home, timeout=300)
         sources = big_cells(n)
         write_notebook(lab_root / "dashboard.ipynb", sources)
-        lab = Lab(lab_root, env)
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=chromium(), headless=True,
-                                             args=CHROMIUM_ARGS)
-                try:
-                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    page.on("websocket", lambda ws: ws.on("framereceived", frame))
-                    page.goto(f"{lab.base}/lab/tree/dashboard.ipynb?token={TOKEN}")
-                    page.locator("#jp-main-statusbar").get_by_text(
-                        re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
-                    nb = Notebook(page, list(sources), lab)
-                    nb.setup()
-                    doc["live"] = big_live(nb, client, groups, frames, timeout=900)
-                    doc["display"] = []
-                    for _ in range(reps + 1):  # the first: cold
-                        r = nb.measure("display", count, timeout=120, settle=1.0)
-                        doc["display"].append({"screen": (r["painted"] - r["pressed"]) / 1000,
-                                               "dom": (r["done"] - r["pressed"]) / 1000,
-                                               "build": r["build"], "load": os.getloadavg()})
-                    doc["page_errors"] = nb.errors
-                finally:
-                    browser.close()
-        finally:
-            lab.stop()
+        with lab_page(lab_root, env, frame) as (lab, page):
+            nb = Notebook(page, list(sources), lab)
+            nb.setup()
+            doc["live"] = big_live(nb, client, groups, frames, timeout=900)
+            doc["display"] = []
+            for _ in range(reps + 1):  # the first: cold
+                r = nb.measure("display", count, timeout=120, settle=1.0)
+                doc["display"].append({"screen": (r["painted"] - r["pressed"]) / 1000,
+                                       "dom": (r["done"] - r["pressed"]) / 1000,
+                                       "build": r["build"], "load": os.getloadavg()})
+            doc["page_errors"] = nb.errors
     finally:
         with contextlib.suppress(Exception):
             kale_cli(home, "manager", "stop", timeout=30)
@@ -692,6 +678,33 @@ def big_main(args: argparse.Namespace) -> None:
             shutil.rmtree(root, ignore_errors=True)
     save_report(RESULTS, "dashboard-big-quick" if args.quick else "dashboard-big",
                 big_report(doc, args.quick), doc)
+
+
+@contextlib.contextmanager
+def lab_page(lab_root: Path, env: dict[str, str], on_frame: Any = None
+             ) -> Iterator[tuple[Lab, Any]]:
+    """JupyterLab on ``lab_root`` and a headless Chromium page showing its
+    ``dashboard.ipynb``, once the kernel is idle; ``on_frame(payload)`` sees every
+    WebSocket frame the page receives. Both are stopped on the way out."""
+    from playwright.sync_api import sync_playwright
+
+    lab = Lab(lab_root, env)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium(), headless=True,
+                                         args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                if on_frame is not None:
+                    page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
+                page.goto(f"{lab.base}/lab/tree/dashboard.ipynb?token={TOKEN}")
+                page.locator("#jp-main-statusbar").get_by_text(
+                    re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
+                yield lab, page
+            finally:
+                browser.close()
+    finally:
+        lab.stop()
 
 
 def big_report(doc: dict[str, Any], quick: bool) -> str:
@@ -820,7 +833,6 @@ def main() -> None:
         return
     n, reps = (100, 1) if args.quick else (1000, 5)
 
-    from playwright.sync_api import sync_playwright
 
     from kale import Client
 
@@ -841,27 +853,14 @@ def main() -> None:
             raise RuntimeError(f"the {n}-task run to render: {state}")
         sources = cells(run.id, n)
         write_notebook(lab_root / "dashboard.ipynb", sources)
-        lab = Lab(lab_root, env)
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=chromium(), headless=True,
-                                             args=CHROMIUM_ARGS)
-                try:
-                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                    page.goto(f"{lab.base}/lab/tree/dashboard.ipynb?token={TOKEN}")
-                    page.locator("#jp-main-statusbar").get_by_text(
-                        re.compile(r"\| Idle")).first.wait_for(timeout=90_000)
-                    nb = Notebook(page, list(sources), lab)
-                    nb.setup()
-                    doc["render"] = render(nb, n, reps)
-                    doc["idle"] = idle(lab)
-                    doc["live"] = {mode: {s: live(nb, client, mode, s, n) for s in SYSTEMS}
-                                   for mode in LIVE}
-                    doc["page_errors"] = nb.errors
-                finally:
-                    browser.close()
-        finally:
-            lab.stop()
+        with lab_page(lab_root, env) as (lab, page):
+            nb = Notebook(page, list(sources), lab)
+            nb.setup()
+            doc["render"] = render(nb, n, reps)
+            doc["idle"] = idle(lab)
+            doc["live"] = {mode: {s: live(nb, client, mode, s, n) for s in SYSTEMS}
+                           for mode in LIVE}
+            doc["page_errors"] = nb.errors
     finally:
         with contextlib.suppress(Exception):
             kale_cli(home, "manager", "stop", timeout=30)
