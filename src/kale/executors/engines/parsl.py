@@ -41,6 +41,7 @@ from kale.executors.engines.attempt import cancel_marker, run_on_parsl
 from kale.executors.engines.base import EngineExecutor
 from kale.executors.engines.targets import load_target
 from kale.model.executor import ExecutorSpec
+from kale.serial import dumps, loads
 from kale.tasks.base import Outcome, TaskContext
 
 #: the interchanges of the run's DataFlowKernel, while it lives (in the run's directory)
@@ -160,18 +161,19 @@ class ParslExecutor(EngineExecutor):
     async def execute(self, ctx: TaskContext) -> Outcome:
         marker = self.expect_start(ctx.task.name, ctx.attempt)
         self.active += 1
-        future = self.app(ctx)
+        future = self.app(dumps(ctx))  # bytes: see run_on_parsl
         self._futures.add(future)
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[tuple[str, Outcome]] = loop.create_future()
+        done: asyncio.Future[bytes] = loop.create_future()
 
         def settle(f: Any) -> None:  # Parsl's thread; its futures cannot be cancelled
             loop.call_soon_threadsafe(_copy, f, done)
 
         future.add_done_callback(settle)
         where: str | None = None
+        outcome: Outcome
         try:
-            where, outcome = await done
+            where, outcome = loads(await done, ctx.base_dir)
         except asyncio.CancelledError:
             with contextlib.suppress(OSError):
                 cancel_marker(ctx).touch()
@@ -185,7 +187,7 @@ class ParslExecutor(EngineExecutor):
             if where is None and marker in self.waiting:  # its marker, if it got there
                 self.drain()
         if marker in self.waiting:  # ended before its start was seen: it ran there
-            self.seen(marker, where)
+            self.seen(marker, str(where))
         return outcome
 
     async def close(self) -> None:
@@ -200,11 +202,11 @@ class ParslExecutor(EngineExecutor):
                 (self.run_dir / PROCESSES).unlink()
 
 
-def _copy(source: Any, target: asyncio.Future[tuple[str, Outcome]]) -> None:
+def _copy(source: Any, target: asyncio.Future[bytes]) -> None:
     if target.done():  # the attempt was cancelled here
         return
     error = source.exception()
     if error is not None:
         target.set_exception(error)
-    else:
-        target.set_result(source.result())
+        return
+    target.set_result(source.result())
