@@ -102,9 +102,10 @@ class Sim:
         self.store[move.name] = move.new
         self.moves.append(move)
 
-    def start(self, slots: int = 2, queued: bool = False) -> list[str]:
+    def start(self, slots: int = 2, queued: bool = False, limit: int | None = None
+              ) -> list[str]:
         started = []
-        for s in self.plan.take(slots, queued):
+        for s in self.plan.take(slots, queued, limit):
             assert self.store[s.name] is not S.SUCCEEDED
             self.record(s.move)
             self.running[s.name] = s.attempt
@@ -146,6 +147,17 @@ def test_a_chain_runs_task_by_task_and_ends() -> None:
     assert sim.plan.summary() == "3 succeeded"
     assert sim.reasons("b") == [(S.READY, "upstream done"), (S.RUNNING, "attempt 1"),
                                 (S.SUCCEEDED, "")]
+
+
+def test_a_wide_fan_out_is_taken_chunk_by_chunk_in_order() -> None:
+    """Unbounded slots (an engine) with a limit per take: the ready tasks come in order, a
+    chunk at a time, until none is left."""
+    sim = begin({f"t{i}": () for i in range(5)})
+    assert sim.start(slots=100_000, queued=True, limit=2) == ["t0", "t1"]
+    assert sim.start(slots=100_000, queued=True, limit=2) == ["t2", "t3"]
+    assert sim.start(slots=100_000, queued=True, limit=2) == ["t4"]
+    assert sim.start(slots=100_000, queued=True, limit=2) == []
+    assert all(sim.store[f"t{i}"] is S.SUBMITTED for i in range(5))
 
 
 def test_retries_back_off_doubling_then_the_failure_skips_everything_below() -> None:

@@ -817,7 +817,7 @@ class Engine:
         """Hand what happened to the committer, then start ready tasks in the free slots."""
         if self._failure is not None:  # the store failed: nothing more starts
             return
-        starts = self.planner.take(self.executor.slots, self.executor.queued)
+        starts = self.planner.take(self.executor.slots, self.executor.queued, self.CHUNK)
         contexts = [self._prepare(start) for start in starts]
         self._flush()
         assert self._loop is not None
@@ -826,8 +826,15 @@ class Engine:
                 self._execute(start.name, start.attempt, ctx))
         if starts:
             self._ahead(starts)
+        if len(starts) == self.CHUNK:  # more may be ready: taken once these are on their way
+            self._schedule_dispatch()
         if self.planner.idle:
             self._quiet.set()
+
+    #: tasks started per dispatch: thousands ready at once (a fan-out on an engine with
+    #: unbounded slots) reach their executor chunk by chunk, so the first ones run while
+    #: the next are prepared (one chunk of 1,000 kept Parsl waiting 0.17 s)
+    CHUNK = 128
 
     AHEAD = 8  # ready tasks whose directories are made ahead
 

@@ -460,12 +460,14 @@ class Planner:
         return out
 
     # -- attempts ------------------------------------------------------------------------
-    def take(self, slots: int, queued: bool = False) -> list[Start]:
+    def take(self, slots: int, queued: bool = False, limit: int | None = None
+             ) -> list[Start]:
         """Start ready tasks while fewer than ``slots`` attempts are active (``queued``:
-        the executor queues them, SUBMITTED until a worker has one)."""
+        the executor queues them, SUBMITTED until a worker has one), at most ``limit``."""
         starts: list[Start] = []
         ready, state = self.ready, self.state
-        while ready and len(self.active) < slots:
+        most = len(ready) if limit is None else limit
+        while ready and len(self.active) < slots and len(starts) < most:
             name = ready.popleft()
             if state[name] is not S.READY:
                 continue
