@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import Kale, Manager, wait_until
+from conftest import Kale, Manager, gate_sh, wait_until
 
 ANALYSE = '''\
 import os
@@ -79,6 +79,36 @@ def _files_workflow(tmp_path: Path, n: int, *, bad: str = "") -> Path:
 def _ledger(tmp_path: Path) -> list[str]:
     path = tmp_path / "ledger"
     return path.read_text().split() if path.exists() else []
+
+
+def test_the_status_of_a_big_running_map_shows_its_counts_and_what_is_under_way(
+        kale: Kale, tmp_path: Path) -> None:
+    """A run of over 100 tasks that is still running: `kale status` reads only its tasks
+    under way or that did not succeed, and the map's line still counts every member."""
+    gate = tmp_path / "gate"
+    (tmp_path / "wide.yaml").write_text(textwrap.dedent(f"""\
+        name: wide
+        parameters: {{xs: {list(range(150))}}}
+        tasks:
+          each:
+            shell: 'if [ "$x" = 0 ]; then {gate_sh(gate)}; elif [ "$x" = 7 ]; then exit 3; fi'
+            map: {{x: "${{params.xs}}"}}
+        """))
+    run_id = _run(kale, "wide.yaml", "--detach")
+
+    def shown() -> str:
+        return kale("status", run_id).stdout
+
+    try:
+        wait_until(lambda: "150 elements: 1 failed, 1 running, 148 succeeded" in shown(),
+                   what="every member but the gated one ended")
+        text = shown()
+        assert "151 tasks: 148 succeeded, 2 running, 1 failed" in text, text
+        assert "  each[0] " in text and "  each[7] " in text  # running, failed
+        assert "each[1] " not in text  # a member that succeeded is counted, not listed
+    finally:
+        gate.touch()
+    wait_until(lambda: "FAILED" in shown().splitlines()[0], what="the run ended")
 
 
 # -- map over files -----------------------------------------------------------------------

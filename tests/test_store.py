@@ -127,6 +127,29 @@ def test_several_changes_of_one_task_in_one_group(store: Store) -> None:
                                           ("a", "READY", "RUNNING", "r2")]
 
 
+def test_members_are_counted_per_map_and_state(store: Store) -> None:
+    """``member_counts`` counts the members of each map (and each task's added tasks) by
+    state in the database: what a big run's status shows on a map's line while it lists
+    only some tasks."""
+    run_id = make_run(store, tasks=("m", "p", "z"))
+    other = make_run(store, "20240101-120000-ffff", tasks=("m",))
+
+    def member(run: str, name: str, group: str, index: int) -> Change:
+        return Change(run, name, S.PENDING, added={
+            "kind": "python", "position": 10 + index,
+            "spec": {"group": group, "index": index, "bind": {"json": index}}})
+
+    store.apply([member(run_id, f"m[{i}]", "m", i) for i in range(4)]
+                + [member(run_id, "p.sub", "p", 0), member(other, "m[0]", "m", 0)])
+    store.apply([Change(run_id, "m[1]", S.READY), Change(run_id, "m[1]", S.RUNNING),
+                 Change(run_id, "m[2]", S.READY), Change(run_id, "m[2]", S.RUNNING),
+                 Change(run_id, "m[2]", S.FAILED, "exit 1")])
+    assert store.member_counts(run_id) == {"m": {"PENDING": 2, "RUNNING": 1, "FAILED": 1},
+                                           "p": {"PENDING": 1}}
+    assert store.member_counts(other) == {"m": {"PENDING": 1}}
+    assert store.member_counts(make_run(store, "20240101-130000-eeee")) == {}
+
+
 def test_tasks_in_some_states_only(store: Store) -> None:
     """``tasks(run, states=..., limit=...)`` reads only the tasks in those states, the
     first ``limit`` in workflow order (what a big run's status lists); the counts still

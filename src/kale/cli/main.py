@@ -713,17 +713,21 @@ def status(run_id: Annotated[str | None, typer.Argument(
                              "tasks under way or that did not succeed).")] = False,
            site: Site = None, home: Home = None) -> None:
     """Show a run's tasks (the newest run if none is given), or one task in detail."""
-    from kale.model.display import duration
+    from kale.model.states import TaskState
 
     source = _source(home, site)
     if task is not None:
         _task_status(source, run_id or "latest", task, as_json)
         return
-    if not as_json and not every:  # a big run that needs no task listed: its counts
+    if not as_json and not every:  # a big run: its counts, and its tasks worth a look
         head = source.status(run_id or "latest", tasks=False)
-        if sum(head["counts"].values()) > BIG_RUN and set(head["counts"]) <= QUIET:
+        if sum(head["counts"].values()) > BIG_RUN:
             _run_header(head["run"], site, home)
             out.print(_counts(head["counts"]), markup=False)
+            if not set(head["counts"]) <= QUIET:  # only those are read, not every task
+                doc = source.status(head["run"]["id"], states=sorted(
+                    set(TaskState.__members__) - QUIET))
+                _print_rows(_unfinished(_grouped(doc["tasks"], False, doc.get("maps"))))
             return
     doc = source.status(run_id or "latest")
     run = doc["run"]
@@ -731,10 +735,13 @@ def status(run_id: Annotated[str | None, typer.Argument(
         _print_json({"run": run, "tasks": doc["tasks"]}, len(doc["tasks"]) > BIG_RUN)
         return
     _run_header(run, site, home)
-    rows = _grouped(doc["tasks"], every)
-    if len(doc["tasks"]) > BIG_RUN and not every:
-        out.print(_counts(Counter(t["state"] for t in doc["tasks"])), markup=False)
-        rows = _unfinished(rows)
+    _print_rows(_grouped(doc["tasks"], every))
+
+
+def _print_rows(rows: list[tuple[dict[str, Any] | None, str]]) -> None:
+    """The task table of `kale status`."""
+    from kale.model.display import duration
+
     cells = []
     for t, shown in rows:
         if t is None:
@@ -815,9 +822,11 @@ def _print_json(doc: Any, big: bool) -> None:
     out.file.flush()
 
 
-def _grouped(tasks: list[dict[str, Any]], every: bool, most: int = 10
+def _grouped(tasks: list[dict[str, Any]], every: bool,
+             maps: Mapping[str, Mapping[str, int]] | None = None, most: int = 10
              ) -> list[tuple[dict[str, Any] | None, str]]:
-    """The rows of `kale status`: each map with its members' counts per state, followed by
+    """The rows of `kale status`: each map with its members' counts per state (from
+    ``maps`` when ``tasks`` are only some of the run's, else counted here), followed by
     its members that did not succeed (at most ``most``, unless ``every``), indented; a
     ``None`` row says how many more there are."""
     members: dict[str, list[dict[str, Any]]] = {}
@@ -828,16 +837,16 @@ def _grouped(tasks: list[dict[str, Any]], every: bool, most: int = 10
     for t in tasks:
         if "member_of" in t:
             continue
-        mine = members.get(t["name"])
-        if not mine:
+        mine = members.get(t["name"], [])
+        counts = dict(maps.get(t["name"]) or {}) if maps is not None else \
+            dict(Counter(m["state"] for m in mine))
+        if not counts:
             rows.append((t, ""))
             continue
-        counts: dict[str, int] = {}
-        for m in mine:
-            counts[m["state"]] = counts.get(m["state"], 0) + 1
-        what = "elements" if all(m["name"].endswith("]") and m["name"][
-            m["name"].rindex("[") + 1:-1].isdigit() for m in mine) else "added tasks"
-        rows.append((t, f"{len(mine)} {what}: " + ", ".join(
+        what = "members" if not mine else "elements" if all(
+            m["name"].endswith("]") and m["name"][m["name"].rindex("[") + 1:-1].isdigit()
+            for m in mine) else "added tasks"
+        rows.append((t, f"{sum(counts.values())} {what}: " + ", ".join(
             f"{n} {state.lower()}" for state, n in sorted(counts.items()))))
         listed = mine if every else [m for m in mine if m["state"] != "SUCCEEDED"]
         rows += [(m, "") for m in listed[:None if every else most]]

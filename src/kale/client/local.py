@@ -245,8 +245,10 @@ def status_document(store: Store, rec: RunRecord, tasks: bool = True,
                     states: Collection[str] | None = None,
                     limit: int | None = None) -> dict[str, Any]:
     """``{"run", "counts"}`` and, with ``tasks``, ``"tasks"`` (only those in ``states``
-    when given, the first ``limit`` of them) and ``"last_event"``. ``counts`` (always of
-    every task) may come from a live engine (else they are counted in the store)."""
+    when given, the first ``limit`` of them) and ``"last_event"``; with only some tasks
+    listed, ``"maps"``: each map's (and each task that added tasks) members per state,
+    which the listed tasks alone do not tell. ``counts`` (always of every task) may come
+    from a live engine (else they are counted in the store)."""
     if states is not None:
         states = check_states(states)
     last_event = store.last_event(rec.id) if tasks else None  # before the tasks: nothing
@@ -259,6 +261,8 @@ def status_document(store: Store, rec: RunRecord, tasks: bool = True,
     if records is not None:
         doc["tasks"] = [t.to_json() for t in records]
         doc["last_event"] = last_event  # the events after it are news to these tasks
+        if states is not None or limit is not None:
+            doc["maps"] = store.member_counts(rec.id)
     return doc
 
 

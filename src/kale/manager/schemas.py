@@ -146,6 +146,8 @@ class RunStatus(TypedDict):
     tasks: NotRequired[list[TaskDoc]]
     #: the events after it are news to ``tasks``
     last_event: NotRequired[int]
+    #: with ``states=`` or ``limit=``: each map's (or adding task's) members per state
+    maps: NotRequired[dict[str, dict[str, int]]]
 
 
 @with_config(DOCUMENT)

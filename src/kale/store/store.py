@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
 from kale.errors import IllegalTransition, RunNotFound, UsageError
@@ -365,6 +366,23 @@ class Store:
             rows = c.execute(sa.select(T.tasks.c.state, sa.func.count()).where(
                 T.tasks.c.run_id == run_id).group_by(T.tasks.c.state)).all()
         return {r[0]: r[1] for r in rows}
+
+    def member_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        """How many members of each map (and tasks added by each task) of the run are in
+        each state: ``{group: {state: n}}``, counted by the database (what a status that
+        lists only some of a big run's tasks shows on a map's line)."""
+        spec = T.tasks.c.spec
+        group: Any = sa.cast(spec, postgresql.JSON)["group"].as_string() \
+            if self.engine.dialect.name == "postgresql" else sa.func.json_extract(spec,
+                                                                                "$.group")
+        q = sa.select(group, T.tasks.c.state, sa.func.count()).where(
+            (T.tasks.c.run_id == run_id) & spec.is_not(None)).group_by(group, T.tasks.c.state)
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as c:
+            for name, state, n in c.execute(q).all():
+                if name is not None:
+                    out.setdefault(str(name), {})[state] = n
+        return out
 
     def task(self, run_id: str, name: str) -> TaskRecord:
         with self.engine.connect() as c:
