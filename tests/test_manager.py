@@ -151,6 +151,8 @@ def test_status_lists_only_the_tasks_in_the_states_asked_for(
         doc = client.status(run.id, states=["RUNNING", "FAILED"])
         assert sorted(t["name"] for t in doc["tasks"]) == ["broken", "held"]
         assert doc["counts"] == {"RUNNING": 1, "SUCCEEDED": 1, "FAILED": 1}
+        assert doc["maps"] == {}  # each map's members per state: this run has no map
+        assert "maps" not in client.status(run.id)  # every task listed: they tell it
         assert client.status(run.id, states=[])["tasks"] == []
         first = client.status(run.id, states=["RUNNING", "SUCCEEDED", "FAILED"], limit=2)
         assert [t["name"] for t in first["tasks"]] == ["held", "ok"]
