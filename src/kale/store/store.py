@@ -371,10 +371,12 @@ class Store:
         """How many members of each map (and tasks added by each task) of the run are in
         each state: ``{group: {state: n}}``, counted by the database (what a status that
         lists only some of a big run's tasks shows on a map's line)."""
-        spec = T.tasks.c.spec
-        group: Any = sa.cast(spec, postgresql.JSON)["group"].as_string() \
-            if self.engine.dialect.name == "postgresql" else sa.func.json_extract(spec,
-                                                                                "$.group")
+        spec = T.tasks.c.spec  # JSON in a text column
+        group: Any
+        if self.engine.dialect.name == "postgresql":
+            group = sa.cast(spec, postgresql.JSON)["group"].as_string()
+        else:
+            group = sa.func.json_extract(spec, "$.group")
         q = sa.select(group, T.tasks.c.state, sa.func.count()).where(
             (T.tasks.c.run_id == run_id) & spec.is_not(None)).group_by(group, T.tasks.c.state)
         out: dict[str, dict[str, int]] = {}

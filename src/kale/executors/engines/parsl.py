@@ -208,5 +208,5 @@ def _copy(source: Any, target: asyncio.Future[bytes]) -> None:
     error = source.exception()
     if error is not None:
         target.set_exception(error)
-        return
-    target.set_result(source.result())
+    else:
+        target.set_result(source.result())
