@@ -726,7 +726,7 @@ def status(run_id: Annotated[str | None, typer.Argument(
             out.print(_counts(head["counts"]), markup=False)
             if not set(head["counts"]) <= QUIET:  # only those are read, not every task
                 doc = source.status(head["run"]["id"], states=sorted(
-                    set(TaskState.__members__) - QUIET))
+                    {s.value for s in TaskState} - QUIET))
                 _print_rows(_unfinished(_grouped(doc["tasks"], False, doc.get("maps"))))
             return
     doc = source.status(run_id or "latest")
