@@ -354,7 +354,7 @@ def print_profiles(profiles: list[tuple[str, Any]], top: int) -> None:
         stats.stream = buf  # type: ignore[attr-defined]
         order = os.environ.get("KALE_PROFILE_SORT", "tottime")  # or cumtime
         stats.strip_dirs().sort_stats(order).print_stats(top)
-        print(f"===== thread {group} (by own time) =====\n{buf.getvalue()}")
+        print(f"===== thread {group} (by {order}) =====\n{buf.getvalue()}")
 
 
 def worker_side(stream: list[dict[str, Any]], what: str) -> None:
