@@ -127,6 +127,29 @@ def test_several_changes_of_one_task_in_one_group(store: Store) -> None:
                                           ("a", "READY", "RUNNING", "r2")]
 
 
+def test_log_files_of_many_tasks_are_read_in_a_few_queries(store: Store) -> None:
+    """``log_files`` gives the state and log files of the tasks asked for (more than one
+    query's worth of names here), or of every task that has them; other runs' tasks and
+    unknown names are not in it."""
+    names = tuple(f"t{i}" for i in range(1203))
+    run_id = make_run(store, tasks=names)
+    other = make_run(store, "20240101-120000-ffff", tasks=("t1",))
+    started = names[::2]
+    store.apply([Change(run_id, n, S.READY) for n in started])
+    store.apply([Change(run_id, n, S.RUNNING, values={"stdout": f"/logs/{n}.1.out",
+                                                      "stderr": f"/logs/{n}.1.err"})
+                 for n in started])
+    store.apply([Change(other, "t1", S.READY), Change(other, "t1", S.RUNNING,
+                                                      values={"stdout": "/other.out"})])
+    every = store.log_files(run_id)
+    assert sorted(every) == sorted(started)
+    assert every["t4"] == (S.RUNNING, "/logs/t4.1.out", "/logs/t4.1.err")
+    asked = store.log_files(run_id, [*names, "nope"])
+    assert len(asked) == len(names) and asked["t1"] == (S.PENDING, None, None)
+    assert asked["t1202"] == (S.RUNNING, "/logs/t1202.1.out", "/logs/t1202.1.err")
+    assert store.log_files(other) == {"t1": (S.RUNNING, "/other.out", None)}
+
+
 def test_members_are_counted_per_map_and_state(store: Store) -> None:
     """``member_counts`` counts the members of each map (and each task's added tasks) by
     state in the database: what a big run's status shows on a map's line while it lists

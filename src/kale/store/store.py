@@ -353,6 +353,27 @@ class Store:
             rows = c.execute(q).all()
         return [_task(r) for r in rows]
 
+    def log_files(self, run_id: str, names: Iterable[str] | None = None
+                  ) -> dict[str, tuple[TaskState, str | None, str | None]]:
+        """The state and log files (stdout, stderr) of the run's tasks named in ``names``
+        (default: of every task that has log files), in a query per 500 names: what a
+        reader following a run needs of the tasks that just started."""
+        cols = (T.tasks.c.name, T.tasks.c.state, T.tasks.c.stdout, T.tasks.c.stderr)
+        mine = T.tasks.c.run_id == run_id
+        if names is None:
+            queries = [sa.select(*cols).where(
+                mine & (T.tasks.c.stdout.is_not(None) | T.tasks.c.stderr.is_not(None)))]
+        else:
+            wanted = sorted(set(names))
+            queries = [sa.select(*cols).where(mine & T.tasks.c.name.in_(wanted[i:i + 500]))
+                       for i in range(0, len(wanted), 500)]
+        out: dict[str, tuple[TaskState, str | None, str | None]] = {}
+        with self.engine.connect() as c:
+            for q in queries:
+                for r in c.execute(q):
+                    out[r.name] = (TaskState(r.state), r.stdout, r.stderr)
+        return out
+
     def last_event(self, run_id: str) -> int:
         """The id of the run's latest event (0: none yet): where to follow it from."""
         with self.engine.connect() as c:

@@ -5,6 +5,7 @@ through :class:`RunTail`."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kale.store import workers as wstore
@@ -18,9 +19,15 @@ class RunTail:
     ``state`` (a task or the run changed state; ``id`` orders them), ``log`` (a line of a
     task's stdout or stderr, with ``offset``: the byte just after it in its file),
     ``resources`` (a sample of a task's process tree, with the ``worker`` that ran it),
-    and last ``end``. Log files are read only for tasks that have started and not
-    ended (plus one last read when they end), so following a run of thousands of tasks
-    costs little more than its new events."""
+    and last ``end``.
+
+    Log files are followed only while their task is under way (from its ``SUBMITTED`` or
+    ``RUNNING`` event to its end, plus one last read then); a reader from the run's start
+    (``after=0``) also gets, once, what the files of tasks already over hold, while one
+    that resumes (``after`` > 0) had those. A poll costs one query for the log files of
+    every task that started since the last (not one per task) and a ``stat`` per followed
+    file (opened only when it grew; most tasks write nothing, and their files are never
+    made), so following a run of 100,000 tasks costs about its new events."""
 
     def __init__(self, store: Store, run_id: str, after: int = 0) -> None:
         self.store, self.run_id = store, run_id
@@ -29,12 +36,16 @@ class RunTail:
         self._offsets: dict[str, int] = {}       # log path -> bytes already read
         self._partial: dict[str, bytes] = {}     # log path -> a line not yet ended
         self._logs: dict[str, tuple[str | None, str | None]] = {}  # task -> its log files
-        self._active: set[str] = set()
+        self._active: set[str] = set()  # tasks whose logs are followed
         self._workers: dict[tuple[str, int], str | None] = {}
-        for t in store.tasks(run_id):
-            if t.stdout or t.stderr:
-                self._logs[t.name] = (t.stdout, t.stderr)
-                self._active.add(t.name)  # sends what is there, then follows it if it runs
+        #: the events the log files read here already reflect: a start among them is not
+        #: a new attempt (a reader from the start of a finished run of 100,000 tasks
+        #: looks up no log file again)
+        self._known = store.last_event(run_id)
+        for name, (state, out, err) in store.log_files(run_id).items():
+            if after == 0 or not state.terminal:  # what is there, then followed if it runs
+                self._logs[name] = (out, err)
+                self._active.add(name)
 
     def poll(self) -> list[Event]:
         if self.ended:
@@ -54,19 +65,24 @@ class RunTail:
                 continue
             if e["new"] in ("SUBMITTED", "RUNNING"):
                 self._active.add(name)
-                self._logs.pop(name, None)  # a new attempt: new log files
+                if e["id"] > self._known:
+                    self._logs.pop(name, None)  # a new attempt: new log files
                 ending.discard(name)  # (READY, then SUBMITTED, in one read)
             elif e["new"] != "SUSPENDED":
                 ending.add(name)
+        unknown = [n for n in self._active if n not in self._logs]
+        if unknown:  # committed with the event that made them active: one query for all
+            found = self.store.log_files(self.run_id, unknown)
+            for name in unknown:
+                self._logs[name] = found[name][1:] if name in found else (None, None)
         for name in sorted(self._active):
-            if name not in self._logs:
-                t = self.store.task(self.run_id, name)
-                self._logs[name] = (t.stdout, t.stderr)
             for stream, path in zip(("stdout", "stderr"), self._logs[name], strict=True):
                 for line, offset in self._new_lines(path):
                     out.append(("log", {"task": name, "stream": stream, "line": line,
                                         "offset": offset}))
         self._active -= ending
+        for name in ending:
+            self._logs.pop(name, None)
         for s in wstore.samples(self.store, self.run_id, None, self.last_sample):
             self.last_sample = s["id"]
             s["worker"] = self._worker(s["task"], s["attempt"])
@@ -88,6 +104,8 @@ class RunTail:
             return []
         start = self._offsets.get(path, 0)
         try:
+            if os.stat(path).st_size <= start:  # nothing new (or no file yet): not opened
+                return []
             with open(path, "rb") as f:
                 f.seek(start)
                 chunk = f.read(1 << 20)
