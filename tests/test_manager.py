@@ -157,6 +157,9 @@ def test_status_lists_only_the_tasks_in_the_states_asked_for(
         first = client.status(run.id, states=["RUNNING", "SUCCEEDED", "FAILED"], limit=2)
         assert [t["name"] for t in first["tasks"]] == ["held", "ok"]
         assert first["counts"] == doc["counts"]
+        whole = client.states(run.id)  # every state, and nothing else of the tasks
+        assert (whole["states"], whole["conditions"]) == (want, {})
+        assert whole["run"]["id"] == run.id and whole["last_event"] >= doc["last_event"]
         url = f"{manager['url']}/api/runs/{run.id}"
         good = {"Authorization": "Bearer " + (home / "token").read_text().strip()}
         with httpx.Client(verify=_pinned(home), headers=good) as http:

@@ -177,6 +177,8 @@ def live_run_routes(c: Contract, m: Manager, run_id: str, tmp_path: Path) -> Non
     c("GET", "/api/runs/{run_id}/tasks/{task}/kernel", run_id=run_id, task="frac")  # 404
     c("GET", "/api/runs")
     c("GET", "/api/runs/{run_id}", run_id=run_id)  # every task, from the store
+    c("GET", "/api/runs/{run_id}/states", run_id=run_id)
+    c("GET", "/api/runs/{run_id}/states", run_id="nope")  # 404
     live = c("GET", "/api/runs/{run_id}", run_id=run_id, params={"tasks": "false"})
     assert "tasks" not in live.json()  # from memory (fastpath.py), the same document
     c("GET", "/api/runs/{run_id}/workflow", run_id=run_id)

@@ -150,6 +150,21 @@ def test_log_files_of_many_tasks_are_read_in_a_few_queries(store: Store) -> None
     assert store.log_files(other) == {"t1": (S.RUNNING, "/other.out", None)}
 
 
+def test_task_states_are_every_tasks_state_and_the_conditions_reasons(store: Store) -> None:
+    """``task_states``: each task's state by name, and the reason of each task a condition
+    skipped (not of one skipped for another reason); other runs' tasks are not in it."""
+    run_id = make_run(store, tasks=("a", "b", "c", "d"))
+    other = make_run(store, "20240101-120000-ffff", tasks=("a",))
+    store.apply([Change(run_id, "a", S.READY), Change(run_id, "a", S.RUNNING),
+                 Change(run_id, "b", S.SKIPPED, "condition false: 0 > 0",
+                        {"details": '{"condition": true}'}),
+                 Change(run_id, "c", S.SKIPPED, "upstream 'x' failed")])
+    assert store.task_states(run_id) == (
+        {"a": "RUNNING", "b": "SKIPPED", "c": "SKIPPED", "d": "PENDING"},
+        {"b": "condition false: 0 > 0"})
+    assert store.task_states(other) == ({"a": "PENDING"}, {})
+
+
 def test_members_are_counted_per_map_and_state(store: Store) -> None:
     """``member_counts`` counts the members of each map (and each task's added tasks) by
     state in the database: what a big run's status shows on a map's line while it lists

@@ -344,6 +344,11 @@ def test_dagview_shows_a_map_as_one_box_with_counts_and_opens_its_members(
         assert view.states["analyse"] == "FAILED" and view.states["sum"] == "SKIPPED"
         assert view.counts == {"SUCCEEDED": 1 + n - 3, "FAILED": 1 + 3, "SKIPPED": 2}
         assert view.conditions == {"extra": "condition false: 0 > 0"}  # no failure
+        again = kw.DagView(client.run(view.run_id))  # the ended run, loaded in one go
+        assert (again.states, again.counts, again.conditions) == (
+            view.states, view.counts, view.conditions)
+        assert again.maps["analyse"]["counts"] == view.maps["analyse"]["counts"]
+        again.close()
         assert "297 ✓ 3 ✗ 0 ▶" in view.maps["analyse"]["svg"]
 
         view.opened = "analyse"  # what a click on its box does

@@ -110,6 +110,9 @@ class EmbeddedSource:
         return status_document(self.store, self._run(run_id), tasks, states=states,
                                limit=limit)
 
+    def states(self, run_id: str) -> dict[str, Any]:
+        return states_document(self.store, self._run(run_id))
+
     def workflow(self, run_id: str) -> dict[str, Any]:
         return dict(self._run(run_id).spec)
 
@@ -264,6 +267,16 @@ def status_document(store: Store, rec: RunRecord, tasks: bool = True,
         if states is not None or limit is not None:
             doc["maps"] = store.member_counts(rec.id)
     return doc
+
+
+def states_document(store: Store, rec: RunRecord) -> dict[str, Any]:
+    """``{"run", "last_event", "states", "conditions"}``: every task's state by name, and
+    the reason of each task a condition skipped; what a view of the whole graph loads (a
+    run of 100,000 tasks: ~3 MB, against ~50 MB for the full status)."""
+    last_event = store.last_event(rec.id)  # before the states: nothing is missed between
+    states, conditions = store.task_states(rec.id)
+    return {"run": rec.to_json(), "last_event": last_event, "states": states,
+            "conditions": conditions}
 
 
 def task_detail(store: Store, rec: RunRecord, task: str) -> dict[str, Any]:

@@ -150,6 +150,11 @@ class Client:
             params["limit"] = limit
         return dict(self._get(f"/api/runs/{run_id}", **params))
 
+    def states(self, run_id: str) -> dict[str, Any]:
+        """Every task's state by name, and the reasons of the tasks a condition skipped
+        (:meth:`kale.client.source.RunSource.states`)."""
+        return dict(self._get(f"/api/runs/{run_id}/states"))
+
     def task_action(self, run_id: str, task: str, action: str,
                     reason: str | None = None) -> dict[str, Any]:
         """``cancel``, ``suspend`` or ``resume`` one task of a run; ``continue`` or
@@ -362,6 +367,9 @@ class ManagerSource:
                states: Collection[str] | None = None,
                limit: int | None = None) -> dict[str, Any]:
         return self.client.status(run_id, tasks, states, limit)
+
+    def states(self, run_id: str) -> dict[str, Any]:
+        return self.client.states(run_id)
 
     def workflow(self, run_id: str) -> dict[str, Any]:
         return self.client.workflow(run_id)

@@ -59,6 +59,12 @@ class RunSource(Protocol):
         every task."""
         ...
 
+    def states(self, run_id: str) -> dict[str, Any]:
+        """Every task's state by name (``states``), the reason of each task a condition
+        skipped (``conditions``), the run (``run``) and the id of its latest event
+        (``last_event``): a whole graph's view, without the rest of each task."""
+        ...
+
     def workflow(self, run_id: str) -> dict[str, Any]:
         """The canonical dict of the workflow the run was made from."""
         ...

@@ -151,6 +151,20 @@ class RunStatus(TypedDict):
 
 
 @with_config(DOCUMENT)
+class RunStates(TypedDict):
+    """A run, every task's state by name, and the reason of each task a condition
+    skipped: a whole graph's view, without the rest of each task."""
+
+    run: RunDoc
+    #: the events after it are news to ``states``
+    last_event: int
+    #: task name -> its state
+    states: dict[str, TaskState]
+    #: task name -> why a condition skipped it (tasks SKIPPED by a condition only)
+    conditions: dict[str, str]
+
+
+@with_config(DOCUMENT)
 class RunCancelled(TypedDict):
     """A cancelled run and the state it ended in (``RUNNING``: still stopping)."""
 

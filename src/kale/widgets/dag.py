@@ -34,7 +34,8 @@ def _upstream(spec: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str
     for name, t in (spec.get("tasks") or {}).items():
         after = t.get("after") or []
         up[name] = [after] if isinstance(after, str) else list(after)
-        kinds[name] = next((k for k in t if k in known), "")  # (a task has one kind)
+        kind = known.intersection(t)  # (a task has one kind)
+        kinds[name] = kind.pop() if kind else ""
     return up, kinds
 
 
@@ -267,10 +268,10 @@ class DagView(RunView):
 
     # -- the run -------------------------------------------------------------------------
     def reset(self, run_id: str) -> None:
-        # The manager answers with every task's state while this kernel lays the
-        # workflow out (two processes, two cores: a 100,000-task run shows seconds sooner).
+        # The manager answers with every task's state (only that: no task's other
+        # fields) while this kernel lays the workflow out (two processes, two cores).
         with ThreadPoolExecutor(1, thread_name_prefix="kale-status") as pool:
-            asked = pool.submit(self.source.status, run_id)
+            asked = pool.submit(self.source.states, run_id)
             try:
                 self._draw(self.source.workflow(run_id), self.title)
             finally:
@@ -278,13 +279,11 @@ class DagView(RunView):
         run = doc["run"]
         self.run_id, self.run_state = run["id"], run["state"]
         self.title = f"{run['workflow']} · run {run['id']}"
-        states, conditions = {}, {}
-        for t in doc.get("tasks", []):
-            if self._members.set(t["name"], t["state"]) is None:
-                states[t["name"]] = t["state"]
-                if t["state"] == "SKIPPED" and (t.get("details") or {}).get("condition"):
-                    conditions[t["name"]] = t.get("reason") or "condition false"
-        self.states, self.conditions = states, conditions
+        members = self._members
+        states = {name: state for name, state in doc["states"].items()
+                  if members.set(name, state) is None}
+        self.states = states
+        self.conditions = {n: r for n, r in doc["conditions"].items() if n in states}
         self.after = int(doc.get("last_event") or 0)
         self._recount()
         self._full_sync()
