@@ -57,7 +57,8 @@ def create_run(store: Store, home: Path, wf: Workflow, opts: RunOptions) -> RunR
                  "executor": opts.executor, "jobs": opts.jobs, "rerun_of": opts.rerun_of,
                  "manager": opts.submitted_by is not None},
         submitted_by=opts.submitted_by,
-        tasks=[(n, t.kind, t.definition_hash(wf.base_dir, memo)) for n, t in wf.tasks.items()])
+        tasks=[(n, t.kind, t.definition_hash(wf.base_dir, memo, spec["tasks"][n]))
+               for n, t in wf.tasks.items()])
     return store.get_run(run_id)
 
 

@@ -44,6 +44,10 @@ class Resources:
 
     def to_dict(self) -> dict[str, Any]:
         """Only the fields that differ from the defaults, in a fixed order."""
+        if self.nodes == self.ranks == self.cpus == 1 and self.gpus == 0 \
+                and self.memory is self.walltime is self.queue is self.account is None \
+                and self.options == []:  # most tasks' (a workflow may have 100,000)
+            return {}
         out: dict[str, Any] = {}
         for name, default in zip(self.FIELDS, _DEFAULTS, strict=True):
             value = getattr(self, name)

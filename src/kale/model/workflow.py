@@ -265,14 +265,14 @@ class Task:
             "to write the workflow as YAML"
         )
 
-    def definition_hash(self, base_dir: Path | None = None, memo: Memo | None = None) -> str:
+    def definition_hash(self, base_dir: Path | None = None, memo: Memo | None = None,
+                        canonical: dict[str, Any] | None = None) -> str:
         """Hash of everything that decides what this task computes (for result reuse):
         its definition, the notebook file, the module file of its function (a function
-        defined in a notebook is pickled by value, with the globals it uses)."""
-        d = self.to_dict(for_store=True, memo=memo)
-        for key in ("description", "retries", "retry_delay", "timeout", "tags", "executor",
-                    "debug_for"):
-            d.pop(key, None)
+        defined in a notebook is pickled by value, with the globals it uses).
+        ``canonical``: this task's ``to_dict(for_store=True)``, if the caller has it."""
+        whole = self.to_dict(for_store=True, memo=memo) if canonical is None else canonical
+        d = {k: v for k, v in whole.items() if k not in _NOT_WHAT_IT_COMPUTES}
         if isinstance(d.get("python"), dict):  # where it was defined is not what it does
             d["python"] = {k: v for k, v in d["python"].items() if k != "file"}
         h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode())
@@ -287,6 +287,11 @@ class Task:
             if module is not None:
                 h.update(_memo(memo, ("file", module), Path.read_bytes, module))
         return h.hexdigest()[:32]
+
+
+#: the fields of a task's definition that do not change what it computes
+_NOT_WHAT_IT_COMPUTES = frozenset(("description", "retries", "retry_delay", "timeout", "tags",
+                                   "executor", "debug_for"))
 
 
 class Workflow:

@@ -260,8 +260,10 @@ class Store:
         with self.engine.begin() as c:
             c.execute(T.runs.update().where(T.runs.c.id == run_id).values(
                 state=RunState.RUNNING.value, ended_at=None, cancel_requested=None, **_owner()))
-        for t in self.tasks(run_id):
-            self._states[(run_id, t.name)] = t.state
+        with self.engine.connect() as c:  # two columns: a run may have 100,000 tasks
+            rows = c.execute(sa.select(T.tasks.c.name, T.tasks.c.state).where(
+                T.tasks.c.run_id == run_id)).all()
+        self._states.update(((run_id, name), TaskState(state)) for name, state in rows)
 
     def finish_run(self, run_id: str, state: RunState, message: str = "") -> None:
         now = time.time()

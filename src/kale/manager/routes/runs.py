@@ -52,7 +52,8 @@ def submit(ctx: Ctx, who: User, body: Submit) -> Submitted:
     from kale.model.workflow import Workflow
 
     wf = Workflow.from_dict(body.workflow, base_dir=body.base_dir, trusted=True)
-    opts = RunOptions.from_json(body.model_dump(by_alias=True), submitted_by=who.user)
+    opts = RunOptions.from_json(body.model_dump(by_alias=True, exclude={"workflow"}),
+                                submitted_by=who.user)  # (a copy of 100,000 tasks: 0.4 s)
     if opts.rerun_of:
         opts = opts.but(rerun_of=ctx.own_run(who, opts.rerun_of).id)
     rec = ctx.host.submit(wf, opts)
