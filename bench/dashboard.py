@@ -124,22 +124,30 @@ def layered(n: int, command: str, layers: int = LAYERS) -> Any:
     return wf
 
 
-def big(n: int) -> Any:
+def big(n: int, pace: float = 0.0) -> Any:
     """``start``; about ``n // 10`` replicas ``sim-{i}`` after it; chains ``c{c}-{k}`` of 100 steps
     (10 below 10,000 tasks) after it for the rest; ``gather`` after every replica and every
-    chain's end. Every task the no-op ``noops:noop`` (``bench/`` on the workers' path)."""
+    chain's end. Every task the no-op ``noops:noop`` (``bench/`` on the workers' path), or
+    with ``pace`` ``noops:nap`` of that many seconds (a slower run)."""
     from kale import Workflow
 
     wf = Workflow(f"big-{n}")
-    start = wf.python("noops:noop", name="start")
+
+    def task(name: str, after: Any = None) -> Any:
+        if pace:
+            return wf.python("noops:nap", name=name, after=after,
+                             parameters={"seconds": pace})
+        return wf.python("noops:noop", name=name, after=after)
+
+    start = task("start")
     length = 100 if n >= 10_000 else 10
     chains = (n - 2 - n // 10) // length
-    ends = [wf.python("noops:noop", name=f"sim-{i}", after=start)  # (and what is left over)
+    ends = [task(f"sim-{i}", start)  # (and what is left over)
             for i in range(n - 2 - chains * length)]
     for c in range(chains):
         prev = start
         for k in range(length):
-            prev = wf.python("noops:noop", name=f"c{c}-{k}", after=prev)
+            prev = task(f"c{c}-{k}", prev)
         ends.append(prev)
     wf.python("noops:noop", name="gather", after=ends)
     return wf
@@ -545,13 +553,13 @@ def _pct(xs: list[float], p: float) -> float:
 
 
 # -- a big graph (--big) ---------------------------------------------------------------------
-def big_cells(n: int) -> dict[str, str]:
+def big_cells(n: int, pace: float = 0.0) -> dict[str, str]:
     """The big mode's notebook: set-up, the live cell (submit and show), the display cell
     (``RUN_ID`` filled in by the live cell)."""
     head = "REP += 1\nif v is not None:\n    v.close()\nt0 = time.time()\n"
     return {"setup": f"import sys, time\nsys.path.insert(0, {str(BENCH)!r})\nimport kale\n"
                      "from dashboard import big\nfrom kale.widgets import DagView\n"
-                     f"REP, v, WF = 0, None, big({n})",
+                     f"REP, v, WF = 0, None, big({n}, {pace!r})",
             "live": head + "run = kale.Client().submit(WF, force=True)\nRUN_ID = run.id\n"
                     "v = DagView(run)\n"
                     'print(f"rep {REP} run {run.id} built in {time.time() - t0:.4f} s")\nv',
@@ -657,7 +665,7 @@ def big_main(args: argparse.Namespace) -> None:
 
     try:
         client = Client(home=home, timeout=300)
-        sources = big_cells(n)
+        sources = big_cells(n, args.pace)
         write_notebook(lab_root / "dashboard.ipynb", sources)
         with lab_page(lab_root, env, frame) as (lab, page):
             nb = Notebook(page, list(sources), lab)
@@ -676,8 +684,10 @@ def big_main(args: argparse.Namespace) -> None:
         reap(root)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    save_report(RESULTS, "dashboard-big-quick" if args.quick else "dashboard-big",
-                big_report(doc, args.quick), doc)
+    name = "dashboard-big-quick" if args.quick else "dashboard-big"
+    doc["pace"] = args.pace
+    save_report(RESULTS, name + ("-paced" if args.pace else ""), big_report(doc, args.quick),
+                doc)
 
 
 @contextlib.contextmanager
@@ -711,8 +721,9 @@ def big_report(doc: dict[str, Any], quick: bool) -> str:
     med = statistics.median
     lv, shows = doc["live"], doc["display"][1:] or doc["display"]
     screen = [d["screen"] for d in shows]
-    out = [f"### Dashboard, a big graph ({'quick' if quick else 'full'}: {doc['n']:,} tasks "
-           f"drawn as {doc['boxes']} boxes; groups: "
+    paced = f", each sleeping {doc['pace']} s" if doc.get("pace") else ""
+    out = [f"### Dashboard, a big graph ({'quick' if quick else 'full'}: {doc['n']:,} tasks"
+           f"{paced} drawn as {doc['boxes']} boxes; groups: "
            + ", ".join(f"{g} ({m:,})" for g, m in doc["groups"].items()) + ")\n\n",
            f"{doc['environment']}\n\n| | Kale DagView | goal |\n|---|---:|---:|\n",
            f"| display a finished run: Ctrl+Enter to every box final, painted (median of "
@@ -827,6 +838,9 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the temporary folder")
     p.add_argument("--big", type=int, nargs="?", const=100_000, default=0, metavar="N",
                    help="a big graph of N tasks (100,000; 2,000 with --quick) instead")
+    p.add_argument("--pace", type=float, default=0.0, metavar="SECONDS",
+                   help="with --big: each task sleeps this long (a slower run: its "
+                        "results go to dashboard-big-paced)")
     args = p.parse_args()
     if args.big:
         big_main(args)

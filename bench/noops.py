@@ -9,6 +9,13 @@ def noop(*_args: object) -> None:
     return None
 
 
+def nap(seconds: float = 0.0) -> None:
+    """Sleeps ``seconds``: a task that paces a run (``dashboard.py --big --pace``)."""
+    import time
+
+    time.sleep(seconds)
+
+
 def true_cmd() -> str:
     """The command line of a Parsl ``bash_app``: run ``true``."""
     return "true"
