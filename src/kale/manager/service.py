@@ -237,6 +237,7 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
            "pid": os.getpid(), "identity": process_identity(os.getpid()),
            "host": host, "port": port, "started": time.time()}
     write_private(path, json.dumps(doc))
+    tune_gc()
     try:
         server.run(sockets=[sock])
     finally:
@@ -246,6 +247,28 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
                 sock_path.unlink(missing_ok=True)
         except (FileNotFoundError, ValueError):
             pass
+
+
+#: the manager's garbage collector thresholds (Python's default: 700, 10, 10)
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Collect less often in the manager, and never look again at what start-up made.
+
+    The manager allocates a few container objects per task event, so with Python's
+    default thresholds it ran a young collection every ~700 allocations and an older one
+    every ten of those, each a pause for every thread (the status answers wait behind
+    it). Measured with 20 status pollers and a simulated worker of 10 slots, 20,000 no-op
+    tasks (``bench/scale_workers.py --workers 1``, twice each, alternated): status p99
+    96-100 ms -> 24-38 ms, 2,741-2,890 -> 3,115-3,228 tasks/s, manager CPU per task
+    0.31-0.32 -> 0.26-0.28 ms. The thresholds alone gave p99 43-59 ms; freezing alone,
+    70-87 ms. Cycles still get collected, only in bigger batches."""
+    import gc
+
+    gc.collect()
+    gc.freeze()  # imports, the app: never garbage, never scanned again
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _bind_sticky(home: Path, host: str) -> Any:
