@@ -18,6 +18,7 @@ without running anything and exits; the runner starts a fresh process for the jo
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
@@ -53,16 +54,34 @@ def _load(func: Any) -> Any:
     return _funcs[key]
 
 
+_signatures: dict[Any, tuple[inspect.Signature, tuple[str, ...], bool]] = {}
+
+
+def _signature(func: Any) -> tuple[inspect.Signature, tuple[str, ...], bool]:
+    """``func``'s signature, the names of its parameters that take a keyword, and whether
+    it takes ``**kwargs``; worked out once per function (``inspect.signature`` was a
+    third of a warm worker's time per no-op task)."""
+    try:
+        return _signatures[func]
+    except (KeyError, TypeError):  # (TypeError: an unhashable callable)
+        pass
+    sig = inspect.signature(func)
+    params = sig.parameters.values()
+    found = (sig, tuple(p.name for p in params if p.kind not in (p.VAR_POSITIONAL,
+                                                                  p.VAR_KEYWORD)),
+             any(p.kind is p.VAR_KEYWORD for p in params))
+    with contextlib.suppress(TypeError):
+        _signatures[func] = found
+    return found
+
+
 def bind(func: Any, inputs: dict[str, Any], upstream: dict[str, Any],
          params: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for ``func``: its parameters by name from the task's parameters,
     then upstream results, then workflow parameters."""
-    sig = inspect.signature(func)
-    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    sig, names, var_kw = _signature(func)
     kwargs: dict[str, Any] = {}
-    for name, p in sig.parameters.items():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
+    for name in names:
         for source in (inputs, upstream, params):
             if name in source:
                 kwargs[name] = source[name]
