@@ -52,8 +52,9 @@ def test_a_reader_that_resumes_mid_run_follows_only_what_is_under_way(tmp_path: 
     handle = wf.run(home=tmp_path / "home")
     store, _ = open_store(tmp_path / "home")
     run_id = handle.id
-    wait_until(lambda: said.exists() and store.task(run_id, "early").state.value == "SUCCEEDED",
-               what="early done and slow under way")
+    wait_until(lambda: said.exists() and store.task(run_id, "early").state.value == "SUCCEEDED"
+               and store.task(run_id, "slow").state.value == "RUNNING",
+               what="early done and slow under way, both recorded")
 
     tail = RunTail(store, run_id, after=store.last_event(run_id))
     first = tail.poll()
