@@ -20,6 +20,7 @@ from kale.spec.composer import parse_full
 from kale.spec.document import Document
 from kale.spec.fastparse import parse_fast
 from kale.spec.flow import Unsupported
+from kale.spec.loader import MAX_DEPTH
 
 EXAMPLE = """\
 name: demo
@@ -492,6 +493,7 @@ SUBSET = [
     "u: http://example.com/a#b\nv: a:b\nw: 'x' # c\nx: \"y\"\n",
     "no newline at end: [1]",
     "k: v\nlist:\n- a\n-\n- b\n",
+    "after: [a, b]\nnone: []\nconst: [a, true]\nnull: [Null, x]\nc: [x] # c\nu: [é_1.b-c]\n",
 ]
 NOT_YAML = ["a: b: c\n", "a: [1, 2\n", "a:\n  - x\n  y: 1\n", "a: 'x\n", "- a\nb: 1\n",
             "a: 1\n  b: 2\n", "a:\n\tb: 1\n", "key: - x\n", "a: {b: 1, b: 2}\n",
@@ -524,7 +526,8 @@ def test_fast_reader_hands_over_what_is_wrong(text: str) -> None:
 
 
 PIECES = ["a", "b c", "1", "-1", "0x1F", "1.5", ".5", "~", "True", "a:b", "a#b", "a #c",
-          "'q'", '"d"', '"e\\n"', "[]", "{}", "[a, 1]", "[a,b]", "{a: 1}", "{a:1}", "[a, ]",
+          "'q'", '"d"', '"e\\n"', "[]", "{}", "[a, 1]", "[a,b]", "[a, b]", "[x, True]",
+          "[é, a.b-c, _1]", "[a, b] # c", "[null]", "{a: 1}", "{a:1}", "[a, ]",
           "[-1, -x]", "|", "|-", "|+", ">", "&x a", "*x", "-", "- x", "? x", "é", "a ]",
           '[a "b"]', "[a\"b]", "{1: a}", "[a] #c", "[a]#c", "[007, -0]"]
 KEYS = ["k", "a b", "'q k'", '"d k"', "1", "-k", "k:x", "k ", "[k]"]
@@ -546,6 +549,20 @@ def test_fast_reader_agrees_or_hands_over(lines: list[str], newline: bool) -> No
     except Unsupported:
         return
     same_document(fast, parse_full(text))
+
+
+@pytest.mark.parametrize("flow", [False, True])
+def test_nesting_deeper_than_the_limit_is_refused_by_either_reader(flow: bool) -> None:
+    def nested(depth: int) -> str:  # `depth` collections, in blocks or in one flow
+        if flow:
+            return "k: " + "[" * (depth - 1) + "]" * (depth - 1) + "\n"
+        return "".join(" " * 2 * i + f"k{i}:\n" for i in range(depth - 1)) + " " * 2 * (
+            depth - 1) + "k: 1\n"
+
+    for text in (nested(MAX_DEPTH), "# c\n" + nested(MAX_DEPTH)):
+        assert load_yaml_text(text) is not None
+    with pytest.raises(ValidationError, match=f"nested more than {MAX_DEPTH} levels"):
+        load_yaml_text(nested(MAX_DEPTH + 1))
 
 
 def test_many_flows_in_one_file_are_read_together() -> None:

@@ -20,6 +20,9 @@ class Document:
     data: Any
     positions: Positions = field(default_factory=dict)
     root_line: int = 1
+    #: no less than how deeply collections nest in ``data`` (a bound the reader worked
+    #: out as it read), or None: not known
+    depth: int | None = None
 
     def line(self, path: tuple[str | int, ...]) -> int:
         """Line of the key (or list item) at ``path``, else of its nearest located parent."""

@@ -15,16 +15,25 @@ from typing import Any
 
 from kale.spec.document import Document, Positions
 from kale.spec.flow import LEX, Unsupported, read_double_quoted, read_flows
-from kale.spec.scalars import resolve_plain
+from kale.spec.scalars import CONST, resolve_plain
 
 _KEY = re.compile(r"""(?:"((?:[^"\\]|\\.)*)"|'((?:[^']|'')*)'|"""
                   r"""([^ \-?:,\[\]{}#&*!|>'"%@`][^:#]*?))[ ]*:(?:[ ]+|$)""")
+#: the common key, a name: what _KEY matches on such a line, found without backtracking
+_NAME_KEY = re.compile(r"([A-Za-z_][\w.-]*):(?:[ ]+|$)")
+#: a flow list of names (``after: [a, b]``), the common flow: strings, read here
+_NAMES = re.compile(r"\[([A-Za-z_][\w.-]*(?:, [A-Za-z_][\w.-]*)*)?\]")
 _DQ = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _SQ = re.compile(r"'((?:[^']|'')*)'")
 _TAIL = re.compile(r"(?:[ ]+#.*)?[ ]*")
 _LITERAL = re.compile(r"\|([+-]?)(?:[ ]+#.*)?[ ]*")
 # Characters that YAML refuses, or that YAML 1.1 (libyaml) reads as line breaks.
 _AVOID = re.compile("[^\t\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+
+
+_MISS = object()
+#: how a value that is not a plain scalar starts (an empty one is a block below)
+_NOT_PLAIN = frozenset("[{\"'|#")
 
 
 def parse_fast(text: str) -> Document:
@@ -67,6 +76,14 @@ class _Parser:
         self.i = 0
         self.positions: Positions = {}
         self.flows: list[_Flow] = []
+        #: one string per key, and the value of each plain scalar seen (they repeat: a
+        #: file of a million tasks names a few keys and functions a million times)
+        self.keys: dict[str, str] = {}
+        self.plain: dict[str, Any] = {}
+        #: how deeply the block collections being read nest, and the most they did
+        self.level = self.deepest = 0
+        #: 1 when a flow list of names was read (without a _Flow)
+        self.lists = 0
 
     def document(self) -> Document:
         indent = self.skip()
@@ -79,7 +96,10 @@ class _Parser:
         for flow, value in zip(self.flows, read_flows([f.text for f in self.flows]),
                                strict=True):
             flow.parent[flow.key] = value
-        return Document(data, self.positions, root_line)
+        flows = max((f.text.count("[") + f.text.count("{") for f in self.flows), default=0)
+        # At most: the deepest block, and in it the most brackets of any flow (or a list).
+        depth = self.deepest + max(flows, self.lists)
+        return Document(data, self.positions, root_line, depth)
 
     def skip(self) -> int:
         """Move to the next line with content; return its indentation, or -1 at the end."""
@@ -102,27 +122,65 @@ class _Parser:
         return self.mapping(indent)
 
     def mapping(self, indent: int) -> dict[str, Any]:
+        self.level += 1
+        self.deepest = max(self.deepest, self.level)
         out: dict[str, Any] = {}
-        lines: dict[str, int] = {}
-        while (found := self.skip()) >= indent:
-            line = self.lines[self.i]
-            m = _KEY.match(line, indent)
-            if found > indent or not m or (indent == 0 and line[:3] in ("---", "...")):
+        where: dict[str, int] = {}
+        lines, n, tabs, keys, plain = self.lines, len(self.lines), self.tabs, self.keys, self.plain
+        i = self.i
+        while True:  # one key a turn; the loop in skip() and value()'s plain case inlined
+            while i < n:
+                line = lines[i]
+                body = line.lstrip(" ")
+                if body and body[0] != "#":
+                    break
+                i += 1
+            else:
+                break
+            found = len(line) - len(body)
+            if found < indent:
+                break
+            if tabs and "\t" in line:
                 raise Unsupported
-            key = m.group(3)
-            if key is None:
+            if found > indent:
+                raise Unsupported
+            m = _NAME_KEY.match(line, indent)
+            if m:
+                key = m.group(1)
+                key = keys.setdefault(key, key)
+            else:
+                m = _KEY.match(line, indent)
+                if not m or (indent == 0 and line[:3] in ("---", "...")):
+                    raise Unsupported
                 key = _key(m)
-            if key in lines:
+            if key in where:
                 raise Unsupported
-            lines[key] = self.i + 1
-            self.i += 1
-            value = out[key] = self.value(line[m.end():], indent, True)
-            if value.__class__ is _Flow:
-                value.parent, value.key = out, key
-        self.positions[id(out)] = lines
+            where[key] = i + 1
+            i += 1
+            rest = line[m.end():]
+            value = plain.get(rest, _MISS)
+            if value is _MISS and rest[:1] == "[" and (f := _NAMES.fullmatch(rest)):
+                value = f.group(1).split(", ") if f.group(1) else []  # [a, b]: no JSON
+                self.lists = 1
+                if not CONST.keys().isdisjoint(value):
+                    value = _MISS
+            if value is _MISS:
+                self.i = i
+                value = self.value(rest, indent, True)
+                i = self.i
+                if value.__class__ is _Flow:
+                    value.parent, value.key = out, key
+                elif rest and rest[0] not in _NOT_PLAIN:
+                    plain[rest] = value
+            out[key] = value
+        self.i = i
+        self.positions[id(out)] = where
+        self.level -= 1
         return out
 
     def sequence(self, indent: int) -> list[Any]:
+        self.level += 1
+        self.deepest = max(self.deepest, self.level)
         out: list[Any] = []
         lines: list[int] = []
         while (found := self.skip()) >= indent:
@@ -146,6 +204,7 @@ class _Parser:
                 value.parent, value.key = out, len(out)
             out.append(value)
         self.positions[id(out)] = lines
+        self.level -= 1
         return out
 
     def value(self, rest: str, indent: int, in_mapping: bool) -> Any:

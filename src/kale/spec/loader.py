@@ -27,7 +27,7 @@ def read_document(text: str, file: str | None = None) -> Document:
             doc = parse_full(text, file)
     except RecursionError:
         raise ValidationError([too_deep]) from None
-    if _depth(doc.data) > MAX_DEPTH:
+    if (doc.depth is None or doc.depth > MAX_DEPTH) and _depth(doc.data) > MAX_DEPTH:
         raise ValidationError([too_deep])
     return doc
 

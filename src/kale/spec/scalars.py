@@ -6,7 +6,8 @@ import re
 from typing import Any
 
 TAG = "tag:yaml.org,2002:"
-_CONST: dict[str, Any] = {
+#: the plain scalars that are null or a boolean
+CONST: dict[str, Any] = {
     "": None, "~": None, "null": None, "Null": None, "NULL": None,
     "true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False,
 }
@@ -23,8 +24,8 @@ def resolve_plain(text: str) -> Any:
     """The value of a plain scalar: null, bool, int, float, or else the string itself."""
     if text[:1] not in _MAYBE and text:
         return text
-    if text in _CONST:
-        return _CONST[text]
+    if text in CONST:
+        return CONST[text]
     if text[0] in "nNtTfF~":  # not a constant, and no number starts so ("noops:noop")
         return text
     if _INT.fullmatch(text):
