@@ -128,6 +128,9 @@ def test_dag_order_and_cycle_helpers() -> None:
     order = dag.topological(up)
     assert order.index("a") < order.index("b") < order.index("d")
     assert dag.find_cycle(up) is None
+    assert dag.find_cycle(dict(reversed(up.items()))) is None  # listed after their users
+    assert dag.find_cycle({"a": ["x"], "b": ["a", "b"]}) == ["b", "b"]  # x: unknown
+    assert dag.find_cycle({"a": ["c"], "b": ["a"], "c": ["b"]}) == ["a", "c", "b", "a"]
     assert dag.descendants(up, ["b"]) == {"d"}
     assert dag.ancestors(up, ["d"]) == {"a", "b", "c"}
 

@@ -484,14 +484,16 @@ class Workflow:
             problems.append(Problem(_tasks_problem(tasks), ("tasks",)))
             tasks = {}
         parsed: list[Task] = []
+        good: set[str] = set()
         for tname, tdata in tasks.items():
-            task, tprobs = _task_from_dict(tname, tdata, trusted)
+            task, tprobs = _task_from_dict(tname, tdata, trusted, good)
             problems.extend(tprobs)
             if task is not None:
                 parsed.append(task)
                 if not tprobs:
                     wf.tasks[task.name] = task
-        problems += _graph_problems(parsed, {str(n) for n in tasks}, params)
+        names = set(tasks) if all(n.__class__ is str for n in tasks) else {str(n) for n in tasks}
+        problems += _graph_problems(parsed, names, params)
         told = {pr.path for pr in problems}
         problems += [pr for pr in _nul_problems(data) if pr.path not in told]
         return wf, problems
@@ -576,16 +578,22 @@ def _graph_problems(tasks: Iterable[Task], names: Collection[str],
     names in the workflow, valid or not."""
     out: list[Problem] = []
     graph: dict[str, list[str]] = {}
+    names_have = (names if isinstance(names, set | frozenset) else set(names)).issuperset
     for t in tasks:
+        after, refers = t.after, _may_refer(t)
+        if not refers and after.__class__ is list and t.name not in graph and \
+                t.name not in after and "" not in after and names_have(after):
+            graph[t.name] = after  # the common task: known names in 'after', no references
+            continue
         path = ("tasks", t.name)
         deps = graph.setdefault(t.name, [])
-        for dep in t.after if isinstance(t.after, list) else ():
+        for dep in after if isinstance(after, list) else ():
             if not isinstance(dep, str) or not dep or dep == t.name:
                 continue  # reported with the task itself
             if dep not in names:
                 out.append(Problem(f"unknown task {dep!r} in 'after'", (*path, "after")))
             deps.append(dep)
-        for sub, ref in _located_refs(t) if _may_refer(t) else ():
+        for sub, ref in _located_refs(t) if refers else ():
             if ref.is_param:
                 if ref.key is not None and ref.key not in params:
                     known = ", ".join(map(str, params)) or "none declared"
@@ -714,18 +722,24 @@ def _make(name: str, kind: Kind, target: Any, options: dict[str, Any]) -> Task:
 
 
 def _task_problems(t: Task, path: tuple[str | int, ...],
-                   given: Collection[str] | None = None) -> list[Problem]:
+                   given: Collection[str] | None = None,
+                   good: set[str] | None = None) -> list[Problem]:
     """Every problem of one task on its own (the graph's are :func:`_graph_problems`).
     ``given``: the fields the task's document has (the others hold their defaults, which
     are valid, so they are not checked: a file of a million tasks is read in seconds);
-    None checks them all."""
+    None checks them all. ``good``: see :func:`_task_from_dict`."""
     out: list[Problem] = []
 
     def bad(msg: str, *sub: str | int) -> None:
         out.append(Problem(msg, path + sub))
 
     _name_problems(t, bad)
-    _target_problems(t, bad)
+    memo = good is not None and t.kind == "python" and t.target.__class__ is str
+    if not memo or t.target not in good:  # type: ignore[operator]
+        found = len(out)
+        _target_problems(t, bad)
+        if memo and len(out) == found:
+            good.add(t.target)  # type: ignore[union-attr]
     _field_problems(t, bad, TASK_FIELDS if given is None else given)
     if given is None or not _OPTIONAL.isdisjoint(given):
         _kind_option_problems(t, bad)
@@ -887,12 +901,16 @@ def _dynamic_problems(t: Task, bad: Bad) -> None:
     dynamic_problems(t.map, t.when, t.parameters, bad)
 
 
-def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, list[Problem]]:
+def _task_from_dict(name: Any, data: Any, trusted: bool, good: set[str] | None = None
+                    ) -> tuple[Task | None, list[Problem]]:
+    """A task from its document, and its problems on its own. ``good``: the Python
+    targets (``module:function``) already found valid, shared by the tasks of one file
+    (most of a big file's tasks run the same few functions)."""
     path: tuple[str | int, ...] = ("tasks", str(name))
     if not isinstance(data, dict):
         known = ", ".join(task_kinds())
         return None, [Problem(f"a task must be a mapping with one of: {known}", path)]
-    kinds = [k for k in data if k in _kind_set()]
+    kinds = list(_kind_set().intersection(data))
     problems = [] if _key_set().issuperset(data) else [
         Problem(_unknown(k, task_keys()) if kinds else _unknown_kind(k), (*path, str(k)))
         for k in data if k not in task_keys()]
@@ -914,7 +932,7 @@ def _task_from_dict(name: Any, data: Any, trusted: bool) -> tuple[Task | None, l
     task = Task(str(name), kind, target)
     if len(data) > 1:
         problems += _fields_from_dict(task, data, path)
-    problems += _task_problems(task, path, data)
+    problems += _task_problems(task, path, data, good)
     return task, problems
 
 
