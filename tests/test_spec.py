@@ -565,6 +565,12 @@ def test_nesting_deeper_than_the_limit_is_refused_by_either_reader(flow: bool) -
         load_yaml_text(nested(MAX_DEPTH + 1))
 
 
+def test_a_nul_given_as_a_parameter_value_is_refused() -> None:
+    text = "name: p\nparameters: {p: x}\ntasks:\n  t: {shell: echo}\n"  # no NUL, no escape
+    with pytest.raises(ValidationError, match=r"parameters\.p: cannot hold a NUL character"):
+        load_workflow(text, params_override={"p": "a\x00b"})
+
+
 def test_many_flows_in_one_file_are_read_together() -> None:
     lines = ["name: big", "tasks:"]
     for i in range(300):

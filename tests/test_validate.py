@@ -284,6 +284,13 @@ def test_what_cannot_run_is_refused(kale: Kale, tmp_path: Path, task: str, messa
     assert not jsonschema.Draft202012Validator(schema()).is_valid(load_yaml_text(text))
 
 
+def test_a_nul_in_any_text_of_a_file_is_refused(kale: Kale, tmp_path: Path) -> None:
+    wf = write(tmp_path, "wf.yaml", 'name: x\ntasks:\n  t: {shell: echo, description: "a\\x00b"}\n')
+    out = kale("validate", str(wf))
+    assert out.returncode == 2
+    assert errors(out) == [f"{wf}:3: tasks.t.description: cannot hold a NUL character"]
+
+
 def test_the_longest_name_runs(home: Path) -> None:
     wf = Workflow("long")
     long = wf.shell("t" * 200, "kale record x 1")

@@ -446,15 +446,17 @@ class Workflow:
 
     @classmethod
     def parse(cls, data: Any, *, base_dir: str | Path | None = None,
-              trusted: bool = False) -> tuple[Workflow, list[Problem]]:
+              trusted: bool = False, no_nul: bool = False) -> tuple[Workflow, list[Problem]]:
         """:meth:`from_dict` without raising: the workflow made of the tasks that are
         valid on their own, and every problem found (in the tasks, and in the graph of
-        all of them: unknown names, references, cycles)."""
+        all of them: unknown names, references, cycles). ``no_nul``: the caller knows
+        that no text in ``data`` holds a NUL character (it was read from a file without
+        NULs or backslashes), so it is not looked for."""
         with gc_paused():
-            return cls._parse(data, base_dir, trusted)
+            return cls._parse(data, base_dir, trusted, no_nul)
 
     @classmethod
-    def _parse(cls, data: Any, base_dir: str | Path | None, trusted: bool
+    def _parse(cls, data: Any, base_dir: str | Path | None, trusted: bool, no_nul: bool
                ) -> tuple[Workflow, list[Problem]]:
         problems: list[Problem] = []
         if not isinstance(data, dict):
@@ -494,8 +496,9 @@ class Workflow:
                     wf.tasks[task.name] = task
         names = set(tasks) if all(n.__class__ is str for n in tasks) else {str(n) for n in tasks}
         problems += _graph_problems(parsed, names, params)
-        told = {pr.path for pr in problems}
-        problems += [pr for pr in _nul_problems(data) if pr.path not in told]
+        if not no_nul:
+            told = {pr.path for pr in problems}
+            problems += [pr for pr in _nul_problems(data) if pr.path not in told]
         return wf, problems
 
     # -- display -------------------------------------------------------------------------

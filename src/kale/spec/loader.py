@@ -84,7 +84,8 @@ def _load(source: str | Path, params_override: dict[str, Any] | None, check_file
     if params_override:
         _override(data, params_override, doc, file)
     try:
-        wf, problems = cls.parse(data, base_dir=base_dir)
+        wf, problems = cls.parse(data, base_dir=base_dir,
+                                 no_nul=_no_nul(text) and not params_override)
     except ValidationError as e:
         raise ValidationError(doc.locate(e.problems, file)) from None
     if check_files:
@@ -95,6 +96,12 @@ def _load(source: str | Path, params_override: dict[str, Any] | None, check_file
         located = doc.locate(problems, file)
         raise ValidationError(sorted(located, key=lambda p: p.line or 0))
     return wf
+
+
+def _no_nul(text: str) -> bool:
+    """Whether no value read from ``text`` can hold a NUL: it has none, and no escape
+    (a backslash) that could make one."""
+    return "\\" not in text and "\0" not in text
 
 
 def _override(data: dict[str, Any], values: dict[str, Any], doc: Document,
