@@ -40,8 +40,16 @@ def target_problems(wf: Workflow) -> list[Problem]:
     kernels), each located at the task's key that names it."""
     checker = _Checker(wf.base_dir)
     out: list[Problem] = []
+    fine: set[str] = set()  # Python targets found, of tasks without a kernel of their own
     for task in wf.tasks.values():
-        out += checker.task(task)
+        if task.kind == "python" and task.kernel is None and task.target.__class__ is str:
+            if task.target not in fine:
+                found = checker.task(task)
+                out += found
+                if not found:
+                    fine.add(task.target)
+        else:
+            out += checker.task(task)
     return out
 
 

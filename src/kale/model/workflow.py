@@ -494,8 +494,7 @@ class Workflow:
                 parsed.append(task)
                 if not tprobs:
                     wf.tasks[task.name] = task
-        names = set(tasks) if all(n.__class__ is str for n in tasks) else {str(n) for n in tasks}
-        problems += _graph_problems(parsed, names, params)
+        problems += _graph_problems(parsed, set(map(str, tasks)), params)
         if not no_nul:
             told = {pr.path for pr in problems}
             problems += [pr for pr in _nul_problems(data) if pr.path not in told]
