@@ -109,6 +109,14 @@ def test_duplicate_task_name_and_bad_name() -> None:
         wf.shell("params", "true")
 
 
+@pytest.mark.parametrize("bad", ["params", "t" * 201, "no spaces", "a\nb", "\n", "é", "1a"])
+def test_one_bad_name_among_many_is_found(bad: str) -> None:
+    tasks = {f"t{i}": {"shell": "true"} for i in range(50)} | {bad: {"shell": "true"}}
+    _, problems = Workflow.parse({"name": "w", "tasks": tasks})
+    assert [p.path for p in problems] == [("tasks", bad)]
+    assert problems[0].message.startswith("task names are")
+
+
 def test_from_dict_reports_every_problem_at_once() -> None:
     with pytest.raises(ValidationError) as e:
         Workflow.from_dict({"name": "x", "tasks": {

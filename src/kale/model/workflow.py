@@ -486,9 +486,9 @@ class Workflow:
             problems.append(Problem(_tasks_problem(tasks), ("tasks",)))
             tasks = {}
         parsed: list[Task] = []
-        good: set[str] = set()
+        seen = _Seen(names=_valid_names(tasks))
         for tname, tdata in tasks.items():
-            task, tprobs = _task_from_dict(tname, tdata, trusted, good)
+            task, tprobs = _task_from_dict(tname, tdata, trusted, seen)
             problems.extend(tprobs)
             if task is not None:
                 parsed.append(task)
@@ -723,25 +723,52 @@ def _make(name: str, kind: Kind, target: Any, options: dict[str, Any]) -> Task:
                 resources=resources or Resources(), **options)
 
 
+@dataclass(slots=True)
+class _Seen:
+    """What checking the tasks of one file found so far: most of a big file's tasks run
+    the same few functions, and its names can be checked all at once."""
+
+    #: Python targets (``module:function``) found valid
+    targets: set[str] = field(default_factory=set)
+    #: every task name in the file is valid (see :func:`_valid_names`)
+    names: bool = False
+
+
+def _valid_names(names: Collection[Any]) -> bool:
+    """Whether every one of ``names`` is a valid task name, with one regex over them all
+    (what :func:`_name_problems` checks one by one)."""
+    try:
+        joined = "\n".join(names)
+    except TypeError:  # not all strings
+        return False
+    return (joined.count("\n") == len(names) - 1 and PARAMS not in names
+            and max(map(len, names), default=0) <= MAX_NAME
+            and _NAME_LINES.fullmatch(joined) is not None)
+
+
+_NAME_LINES = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(?:\n[A-Za-z_][A-Za-z0-9_-]*)*")
+
+
 def _task_problems(t: Task, path: tuple[str | int, ...],
                    given: Collection[str] | None = None,
-                   good: set[str] | None = None) -> list[Problem]:
+                   seen: _Seen | None = None) -> list[Problem]:
     """Every problem of one task on its own (the graph's are :func:`_graph_problems`).
     ``given``: the fields the task's document has (the others hold their defaults, which
     are valid, so they are not checked: a file of a million tasks is read in seconds);
-    None checks them all. ``good``: see :func:`_task_from_dict`."""
+    None checks them all. ``seen``: see :func:`_task_from_dict`."""
     out: list[Problem] = []
 
     def bad(msg: str, *sub: str | int) -> None:
         out.append(Problem(msg, path + sub))
 
-    _name_problems(t, bad)
-    memo = good is not None and t.kind == "python" and t.target.__class__ is str
-    if not memo or t.target not in good:  # type: ignore[operator]
+    if seen is None or not seen.names:
+        _name_problems(t, bad)
+    memo = seen is not None and t.kind == "python" and t.target.__class__ is str
+    if not memo or t.target not in seen.targets:  # type: ignore[union-attr]
         found = len(out)
         _target_problems(t, bad)
         if memo and len(out) == found:
-            good.add(t.target)  # type: ignore[union-attr]
+            seen.targets.add(t.target)  # type: ignore[union-attr]
     _field_problems(t, bad, TASK_FIELDS if given is None else given)
     if given is None or not _OPTIONAL.isdisjoint(given):
         _kind_option_problems(t, bad)
@@ -837,13 +864,21 @@ def _parameters_problems(t: Task, bad: Bad) -> None:
 
 def _list_problems(t: Task, key: str, bad: Bad) -> None:
     v = getattr(t, key)
-    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+    if not isinstance(v, list) or not _names(v):
         bad("must be a list of names" if key != "outputs" else "must be a list of paths", key)
     elif key == "outputs":
         for output in v:
             if output.startswith("/") or ".." in Path(output).parts or "\0" in output:
                 bad(f"{output!r}: outputs are paths inside the task's directory "
                     "(relative, without '..')", key)
+
+
+def _names(values: list[Any]) -> bool:
+    """Whether every value is a non-empty string (at C speed: a long 'after' list)."""
+    try:
+        return all(map(str.__len__, values))
+    except TypeError:  # not a str
+        return False
 
 
 def _env_problems(t: Task, bad: Bad) -> None:
@@ -903,11 +938,10 @@ def _dynamic_problems(t: Task, bad: Bad) -> None:
     dynamic_problems(t.map, t.when, t.parameters, bad)
 
 
-def _task_from_dict(name: Any, data: Any, trusted: bool, good: set[str] | None = None
+def _task_from_dict(name: Any, data: Any, trusted: bool, seen: _Seen | None = None
                     ) -> tuple[Task | None, list[Problem]]:
-    """A task from its document, and its problems on its own. ``good``: the Python
-    targets (``module:function``) already found valid, shared by the tasks of one file
-    (most of a big file's tasks run the same few functions)."""
+    """A task from its document, and its problems on its own. ``seen``: what the tasks
+    of one file found so far, shared between them."""
     path: tuple[str | int, ...] = ("tasks", str(name))
     if not isinstance(data, dict):
         known = ", ".join(task_kinds())
@@ -934,7 +968,7 @@ def _task_from_dict(name: Any, data: Any, trusted: bool, good: set[str] | None =
     task = Task(str(name), kind, target)
     if len(data) > 1:
         problems += _fields_from_dict(task, data, path)
-    problems += _task_problems(task, path, data, good)
+    problems += _task_problems(task, path, data, seen)
     return task, problems
 
 
@@ -965,11 +999,10 @@ def _fields_from_dict(task: Task, data: dict[str, Any], path: tuple[str | int, .
     if data.get("executor") is not None:
         task.executor, eprobs = ExecutorSpec.parse(data["executor"])
         problems += [Problem(m, (*path, "executor", *p)) for p, m in eprobs]
-    for key in _PLAIN_FIELDS.intersection(data):  # as given, null included
-        setattr(task, key, data[key])
-    for key in _COLLECTION_FIELDS.intersection(data):  # null: the default (empty)
-        value = data[key]
-        if value is not None:
+    for key, value in data.items():
+        if key in _PLAIN_FIELDS:  # as given, null included
+            setattr(task, key, value)
+        elif key in _COLLECTION_FIELDS and value is not None:  # null: the default (empty)
             setattr(task, key, to_refs(value) if key == "parameters" else value)
     if "interactive" in data:
         task.interactive = _interactive(data["interactive"])
