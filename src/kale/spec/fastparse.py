@@ -19,8 +19,9 @@ from kale.spec.scalars import CONST, resolve_plain
 
 _KEY = re.compile(r"""(?:"((?:[^"\\]|\\.)*)"|'((?:[^']|'')*)'|"""
                   r"""([^ \-?:,\[\]{}#&*!|>'"%@`][^:#]*?))[ ]*:(?:[ ]+|$)""")
-#: the common key, a name: what _KEY matches on such a line, found without backtracking
-_NAME_KEY = re.compile(r"([A-Za-z_][\w.-]*):(?:[ ]+|$)")
+#: the common line, "name: rest" (the key a name: what _KEY matches on such a line, found
+#: without backtracking), with its indentation
+_ENTRY = re.compile(r"( *)([A-Za-z_][\w.-]*):(?:[ ]+|$)(.*)")
 #: a flow list of names (``after: [a, b]``), the common flow: strings, read here
 _NAMES = re.compile(r"\[([A-Za-z_][\w.-]*(?:, [A-Za-z_][\w.-]*)*)?\]")
 _DQ = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -129,41 +130,45 @@ class _Parser:
         lines, n, tabs, keys, plain = self.lines, len(self.lines), self.tabs, self.keys, self.plain
         i = self.i
         while True:  # one key a turn; the loop in skip() and value()'s plain case inlined
-            while i < n:
-                line = lines[i]
-                body = line.lstrip(" ")
-                if body and body[0] != "#":
-                    break
-                i += 1
-            else:
-                break
-            found = len(line) - len(body)
-            if found < indent:
-                break
-            if tabs and "\t" in line:
-                raise Unsupported
-            if found > indent:
-                raise Unsupported
-            m = _NAME_KEY.match(line, indent)
-            if m:
-                key = m.group(1)
+            m = _ENTRY.match(lines[i]) if i < n else None
+            if m and m.end(1) == indent and not (tabs and "\t" in lines[i]):
+                key, rest = m.group(2, 3)  # "key: rest" where it belongs: most lines
                 key = keys.setdefault(key, key)
+            elif m and m.end(1) < indent:
+                break  # the next key of a mapping this one is in
             else:
+                while i < n:
+                    line = lines[i]
+                    body = line.lstrip(" ")
+                    if body and body[0] != "#":
+                        break
+                    i += 1
+                else:
+                    break
+                found = len(line) - len(body)
+                if found < indent:
+                    break
+                if found > indent or (tabs and "\t" in line):
+                    raise Unsupported
                 m = _KEY.match(line, indent)
                 if not m or (indent == 0 and line[:3] in ("---", "...")):
                     raise Unsupported
-                key = _key(m)
+                key, rest = _key(m), line[m.end():]
             if key in where:
                 raise Unsupported
             where[key] = i + 1
             i += 1
-            rest = line[m.end():]
             value = plain.get(rest, _MISS)
             if value is _MISS and rest[:1] == "[" and (f := _NAMES.fullmatch(rest)):
                 value = f.group(1).split(", ") if f.group(1) else []  # [a, b]: no JSON
                 self.lists = 1
                 if not CONST.keys().isdisjoint(value):
                     value = _MISS
+            if not rest and i < n and (m := _ENTRY.match(lines[i])) and m.end(1) > indent:
+                self.i = i  # a mapping below, its first line a "key: rest" (a task)
+                value = out[key] = self.mapping(m.end(1))
+                i = self.i
+                continue
             if value is _MISS:
                 self.i = i
                 value = self.value(rest, indent, True)
