@@ -3,6 +3,8 @@ public API surface."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import kale
@@ -115,6 +117,30 @@ def test_one_bad_name_among_many_is_found(bad: str) -> None:
     _, problems = Workflow.parse({"name": "w", "tasks": tasks})
     assert [p.path for p in problems] == [("tasks", bad)]
     assert problems[0].message.startswith("task names are")
+
+
+def test_tasks_like_the_ones_before_them_are_still_checked() -> None:
+    """Most tasks of a generated file run a function an earlier task ran, with 'after'
+    lists: those are made without the general path, but never when something is wrong."""
+    tasks: dict[str, Any] = {f"t{i}": {"python": "m:f", "after": [f"t{i - 1}"] if i else []}
+                             for i in range(10)}
+    tasks |= {"self": {"python": "m:f", "after": ["self"]},
+              "num": {"python": "m:f", "after": [1]},
+              "empty": {"python": "m:f", "after": [""]},
+              "unknown": {"python": "m:f", "after": ["nope"]},
+              "tagged": {"python": "m:f", "tags": [""]},
+              "sealed": {"python": {"pickle": "x"}},
+              "two": {"python": "m:f", "shell": "true"},
+              "ok": {"python": "m:f"}}
+    wf, problems = Workflow.parse({"name": "w", "tasks": tasks})
+    found = {p.path[:2]: p.message for p in problems}
+    assert set(found) == {("tasks", n) for n in
+                          ("self", "num", "empty", "unknown", "tagged", "sealed", "two")}
+    assert "cannot depend on itself" in found[("tasks", "self")]
+    assert found[("tasks", "num")] == found[("tasks", "empty")] == "must be a list of names"
+    assert "unknown task 'nope'" in found[("tasks", "unknown")]
+    assert sorted(wf.tasks) == sorted([f"t{i}" for i in range(10)] + ["ok", "unknown"])
+    assert wf["t3"].after == ["t2"] and wf["t3"].target == "m:f" and wf["ok"].after == []
 
 
 def test_from_dict_reports_every_problem_at_once() -> None:

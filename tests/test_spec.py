@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ from kale.model.workflow import Workflow
 from kale.spec import dump_yaml, load_workflow, load_yaml_text
 from kale.spec.composer import parse_full
 from kale.spec.document import Document
-from kale.spec.fastparse import parse_fast
+from kale.spec.fastparse import AVOID, parse_fast
 from kale.spec.flow import Unsupported
+from kale.spec.jsonparse import parse_json
 from kale.spec.loader import MAX_DEPTH
 
 EXAMPLE = """\
@@ -569,6 +571,51 @@ def test_a_nul_given_as_a_parameter_value_is_refused() -> None:
     text = "name: p\nparameters: {p: x}\ntasks:\n  t: {shell: echo}\n"  # no NUL, no escape
     with pytest.raises(ValidationError, match=r"parameters\.p: cannot hold a NUL character"):
         load_workflow(text, params_override={"p": "a\x00b"})
+
+
+# -- JSON files: the JSON decoder reads what the YAML reader would -----------------------------
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(texts, values, min_size=1, max_size=4),
+       st.sampled_from([None, 0, 2, "\t"]), st.booleans())
+def test_json_is_read_as_yaml_reads_it(data: dict[str, Any], indent: Any, ascii_: bool) -> None:
+    text = json.dumps(data, indent=indent, ensure_ascii=ascii_)
+    try:
+        fast = parse_json(text, AVOID)
+    except Unsupported:  # escaped surrogates, characters YAML 1.1 reads otherwise
+        return
+    try:
+        full = parse_full(text)
+    except ValidationError:  # JSON that libyaml refuses (a raw U+2028 in a key) is JSON
+        return
+    assert repr(fast.data) == repr(full.data)
+
+
+@pytest.mark.parametrize("text", ['{"a": 1, "a": 2}', '{"a": NaN}', '{"a": Infinity}',
+                                  '["a"]', '{"a": 1} x', '{"a": [1,]}', '{"\\ud83d\\ude00": 1}'])
+def test_json_the_yaml_reader_must_judge_is_handed_over(text: str) -> None:
+    with pytest.raises(Unsupported):
+        parse_json(text, AVOID)
+
+
+def test_a_json_workflow_is_loaded_and_its_problems_have_lines(tmp_path: Path) -> None:
+    tasks = {f"t{i}": {"shell": f"echo {i}", "after": [f"t{i - 1}"] if i else []}
+             for i in range(100)}
+    good = tmp_path / "wf.json"
+    good.write_text(json.dumps({"name": "j", "tasks": tasks}, indent=2))
+    wf = load_workflow(good)
+    assert len(wf) == 100 and wf["t5"].after == ["t4"] and wf["t5"].target == "echo 5"
+    tasks["t50"]["after"] = ["nope"]
+    tasks["t70"]["retries"] = -1
+    bad = tmp_path / "bad.json"
+    text = json.dumps({"name": "j", "tasks": tasks}, indent=2)
+    bad.write_text(text)
+    with pytest.raises(ValidationError) as e:
+        load_workflow(bad)
+    lines = text.splitlines()
+    got = {(p.line, p.message) for p in e.value.problems}
+    assert got == {(lines.index('    "t50": {') + 3, "unknown task 'nope' in 'after'"),
+                   (lines.index('    "t70": {') + 6, "must be an integer >= 0, got -1")}
 
 
 def test_many_flows_in_one_file_are_read_together() -> None:

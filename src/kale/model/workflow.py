@@ -488,6 +488,11 @@ class Workflow:
         parsed: list[Task] = []
         seen = _Seen(names=_valid_names(tasks))
         for tname, tdata in tasks.items():
+            task = _known_task(tname, tdata, seen)
+            if task is not None:
+                parsed.append(task)
+                wf.tasks[tname] = task
+                continue
             task, tprobs = _task_from_dict(tname, tdata, trusted, seen)
             problems.extend(tprobs)
             if task is not None:
@@ -732,6 +737,24 @@ class _Seen:
     targets: set[str] = field(default_factory=set)
     #: every task name in the file is valid (see :func:`_valid_names`)
     names: bool = False
+
+
+def _known_task(name: str, data: Any, seen: _Seen) -> Task | None:
+    """The task of the commonest shape in a generated file, made without the general path
+    when nothing in it needs checking beyond what is known valid: a Python function
+    another task of the file already ran (``seen.targets``), with at most an ``after``
+    list of names besides (the graph checks that they exist). None: the general path."""
+    if not seen.names or data.__class__ is not dict or len(data) > 2:
+        return None
+    target = data.get("python")
+    if target.__class__ is not str or target not in seen.targets:
+        return None
+    if len(data) == 1:
+        return Task(name, "python", target)
+    after = data.get("after")
+    if after.__class__ is not list or not _names(after) or name in after:
+        return None
+    return Task(name, "python", target, after=after)
 
 
 def _valid_names(names: Collection[Any]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,9 +24,17 @@ class Document:
     #: no less than how deeply collections nest in ``data`` (a bound the reader worked
     #: out as it read), or None: not known
     depth: int | None = None
+    #: for a reader that keeps no lines: reads the text again into a Document that has
+    #: them (called once, when a line is first asked for)
+    lines_from: Callable[[], Document] | None = field(default=None, repr=False)
+    _where: Document | None = field(default=None, repr=False)
 
     def line(self, path: tuple[str | int, ...]) -> int:
         """Line of the key (or list item) at ``path``, else of its nearest located parent."""
+        if self.lines_from is not None:
+            if self._where is None:
+                self._where = self.lines_from()
+            return self._where.line(path)
         line, node = self.root_line, self.data
         for part in path:
             found = _line_at(self.positions.get(id(node)), part)

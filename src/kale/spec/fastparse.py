@@ -29,7 +29,7 @@ _SQ = re.compile(r"'((?:[^']|'')*)'")
 _TAIL = re.compile(r"(?:[ ]+#.*)?[ ]*")
 _LITERAL = re.compile(r"\|([+-]?)(?:[ ]+#.*)?[ ]*")
 # Characters that YAML refuses, or that YAML 1.1 (libyaml) reads as line breaks.
-_AVOID = re.compile("[^\t\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+AVOID = re.compile("[^\t\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
 
 
 _MISS = object()
@@ -40,7 +40,7 @@ _NOT_PLAIN = frozenset("[{\"'|#")
 def parse_fast(text: str) -> Document:
     if "\r" in text:
         text = text.replace("\r\n", "\n")
-    if _AVOID.search(text):
+    if AVOID.search(text):
         raise Unsupported
     return _Parser(text).document()
 

@@ -41,14 +41,14 @@ _SCALAR = re.compile(f"({_DQ})|'((?:[^']|'')*)'|({_PLAIN})")
 _JSON_ESCAPES = re.compile(r'(?:[^\\]|\\["\\bfnrt]|\\u(?![dD][89a-fA-F])[0-9a-fA-F]{4})*')
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = dict(pairs)
     if len(out) != len(pairs):
         raise Unsupported
     return out
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+_DECODER = json.JSONDecoder(object_pairs_hook=unique_keys)
 
 
 def read_flows(texts: list[str]) -> list[Any]:
@@ -83,7 +83,7 @@ def read_flow(text: str) -> Any:
     if not LEX.fullmatch(text):
         raise Unsupported
     try:
-        return json.loads(_SCALAR.sub(_json_scalar, text), object_pairs_hook=_unique_keys)
+        return json.loads(_SCALAR.sub(_json_scalar, text), object_pairs_hook=unique_keys)
     except ValueError:
         raise Unsupported from None
 

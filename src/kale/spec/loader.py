@@ -9,8 +9,9 @@ from kale.errors import Problem, ValidationError
 from kale.model.workflow import Workflow, gc_paused
 from kale.spec.composer import parse_full
 from kale.spec.document import Document
-from kale.spec.fastparse import parse_fast
+from kale.spec.fastparse import AVOID, parse_fast
 from kale.spec.flow import Unsupported
+from kale.spec.jsonparse import parse_json
 
 #: how deeply collections may nest in a workflow file (real ones stay far below)
 MAX_DEPTH = 64
@@ -24,7 +25,10 @@ def read_document(text: str, file: str | None = None) -> Document:
         try:
             doc = parse_fast(text)
         except Unsupported:
-            doc = parse_full(text, file)
+            try:
+                doc = parse_json(text, AVOID)
+            except Unsupported:
+                doc = parse_full(text, file)
     except RecursionError:
         raise ValidationError([too_deep]) from None
     if (doc.depth is None or doc.depth > MAX_DEPTH) and _depth(doc.data) > MAX_DEPTH:
