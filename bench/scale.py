@@ -14,7 +14,9 @@ W=10,000 (1,000,002 tasks, 57 MB of YAML).
 Each measurement runs in a fresh process (its own Kale home on tmpfs when there is one):
 
 ``spec``      ``kale validate FILE`` (the CLI, wall clock, start-up included) and
-              ``kale.spec.load_workflow`` in one process, for both sizes.
+              ``kale.spec.load_workflow`` in one process, for both sizes; the big one
+              also as JSON (``spec_big_json``: what a program that writes a big workflow
+              may write; a JSON document is YAML, read by the JSON decoder).
 ``embedded``  ``kale run FILE --embedded`` (the CLI; stdout and stderr to files, as in a
               batch script): *submit* is from the command's start to its printing the run
               id (the file read, validated, the run and its tasks in the store); *run* to
@@ -84,6 +86,15 @@ def write_workflow(folder: Path, width: int, length: int) -> Path:
     (folder / "noops.py").write_text(NOOPS)
     path = folder / f"scale-{width * length + 2}.yaml"
     path.write_text(yaml_text(width, length))
+    return path
+
+
+def write_json(yaml_path: Path) -> Path:
+    """The same workflow as a JSON file (what a program that generates one may write)."""
+    from kale.spec import load_yaml_text
+
+    path = yaml_path.with_suffix(".json")
+    path.write_text(json.dumps(load_yaml_text(yaml_path.read_text()), indent=1) + "\n")
     return path
 
 
@@ -516,7 +527,7 @@ def report(n: int, big: int, res: dict[str, dict[str, Any]]) -> str:
                          f"{'' if goal is None or k != key else goal} |")
     lines += ["", "| spec | tasks | MB | kale validate (CLI) s | CPU s | load_workflow s | "
               "CPU s | goal (pro rata) |", "|---|---|---|---|---|---|---|---|"]
-    for key, count in (("spec", n), ("spec_big", big)):
+    for key, count in (("spec", n), ("spec_big", big), ("spec_big_json", big)):
         r = res.get(key, {})
         if "load_workflow" in r:
             goal = GOALS["spec_1m"] * count / 1_000_000
@@ -530,7 +541,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--side", choices=list(SIDES))
-    p.add_argument("--only", action="append", choices=[*SIDES, "spec_big"])
+    p.add_argument("--only", action="append", choices=[*SIDES, "spec_big", "spec_big_json"])
     p.add_argument("--width", type=int)
     p.add_argument("--length", type=int, default=100, help="of each chain (full run)")
     p.add_argument("--file")
@@ -552,11 +563,13 @@ def main() -> None:
         path = write_workflow(folder / "small", width, length)
         big_path = write_workflow(folder / "big", big_width, length)
         res: dict[str, dict[str, Any]] = {}
-        for name in ("spec", "spec_big", "manager", "embedded", "parsl", "dask"):
+        for name in ("spec", "spec_big", "spec_big_json", "manager", "embedded", "parsl",
+                     "dask"):
             if args.only and name not in args.only:
                 continue
             which, f, w = ("spec", big_path, big_width) if name == "spec_big" else (
-                name, path, width)
+                ("spec", write_json(big_path), big_width) if name == "spec_big_json" else
+                (name, path, width))
             t0 = time.perf_counter()
             load0 = loadavg()
             res[name] = side(which, w, length, f)

@@ -37,12 +37,18 @@ _MISS = object()
 _NOT_PLAIN = frozenset("[{\"'|#")
 
 
-def parse_fast(text: str) -> Document:
+def parse_fast(text: str, *, lines: bool = True) -> Document:
+    """The document in ``text``. Without ``lines``, the keys' lines are not kept while
+    reading (a big file reads faster): the Document reads the text again for them when
+    one is asked for."""
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     if AVOID.search(text):
         raise Unsupported
-    return _Parser(text).document()
+    doc = _Parser(text, lines).document()
+    if not lines:
+        doc.lines_from = lambda: parse_fast(text)
+    return doc
 
 
 class _Flow:
@@ -68,7 +74,9 @@ def _is_entry(body: str) -> bool:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, keep_lines: bool = True) -> None:
+        #: whether mappings record their keys' lines (sequences always do: they are rare)
+        self.keep_lines = keep_lines
         self.lines = text.split("\n")
         self.newline_at_end = self.lines[-1] == ""
         if self.newline_at_end:
@@ -126,7 +134,7 @@ class _Parser:
         self.level += 1
         self.deepest = max(self.deepest, self.level)
         out: dict[str, Any] = {}
-        where: dict[str, int] = {}
+        where: dict[str, int] | None = {} if self.keep_lines else None
         lines, n, tabs, keys, plain = self.lines, len(self.lines), self.tabs, self.keys, self.plain
         i = self.i
         while True:  # one key a turn; the loop in skip() and value()'s plain case inlined
@@ -154,9 +162,10 @@ class _Parser:
                 if not m or (indent == 0 and line[:3] in ("---", "...")):
                     raise Unsupported
                 key, rest = _key(m), line[m.end():]
-            if key in where:
+            if key in out:
                 raise Unsupported
-            where[key] = i + 1
+            if where is not None:
+                where[key] = i + 1
             i += 1
             value = plain.get(rest, _MISS)
             if value is _MISS and rest[:1] == "[" and (f := _NAMES.fullmatch(rest)):
@@ -179,7 +188,8 @@ class _Parser:
                     plain[rest] = value
             out[key] = value
         self.i = i
-        self.positions[id(out)] = where
+        if where is not None:
+            self.positions[id(out)] = where
         self.level -= 1
         return out
 

@@ -23,7 +23,7 @@ def read_document(text: str, file: str | None = None) -> Document:
     too_deep = Problem(f"collections nested more than {MAX_DEPTH} levels deep", (), file, None)
     try:
         try:
-            doc = parse_fast(text)
+            doc = parse_fast(text, lines=False)  # lines read again if a problem needs one
         except Unsupported:
             try:
                 doc = parse_json(text, AVOID)
