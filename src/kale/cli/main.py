@@ -577,7 +577,7 @@ def cancel(run_id: RunArg,
 
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(
-                 metavar="FILE", help="Workflow YAML file, or a CWL document.")],
+                 metavar="FILE", help="Workflow YAML (or JSON) file, or a CWL document.")],
              job: Annotated[Path | None, typer.Argument(
                  metavar="JOB", help="With a CWL FILE: also check this input object.")
              ] = None) -> None:
