@@ -24,6 +24,15 @@ def test_public_api_exports_what_it_says() -> None:
         kale.nonexistent  # noqa: B018
 
 
+def test_kale_spec_exports_what_it_says_when_asked() -> None:
+    import kale.spec
+
+    for name in kale.spec.__all__:
+        assert callable(getattr(kale.spec, name)), name
+    with pytest.raises(AttributeError):
+        kale.spec.nonexistent  # noqa: B018
+
+
 def test_version_is_the_installed_distributions() -> None:
     from importlib.metadata import version
 
@@ -39,6 +48,17 @@ def test_importing_kale_does_not_load_the_engine() -> None:
             "print(sorted(m for m in sys.modules if m.startswith(('sqlalchemy', 'kale.engine'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_cli_starts_without_the_workflow_readers() -> None:
+    """Commands that read no workflow (``kale status``) do not pay for the readers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, kale.cli.main; "
+            "print(sorted(m for m in sys.modules if m.startswith('kale.spec.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['kale.spec.values']"
 
 
 def test_references_build_dependencies_and_print_as_yaml_syntax() -> None:
