@@ -51,14 +51,15 @@ def test_importing_kale_does_not_load_the_engine() -> None:
 
 
 def test_the_cli_starts_without_the_workflow_readers() -> None:
-    """Commands that read no workflow (``kale status``) do not pay for the readers."""
+    """Commands that read no workflow (``kale status``) do not pay for the readers or the
+    workflow model: the store needs only the states."""
     import subprocess
     import sys
 
-    code = ("import sys, kale.cli.main; "
-            "print(sorted(m for m in sys.modules if m.startswith('kale.spec.')))")
+    code = ("import sys, kale.cli.main, kale.store.store; print(sorted(m for m in sys.modules "
+            "if m.startswith(('kale.spec.', 'kale.model.'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['kale.spec.values']"
+    assert out.stdout.strip() == "['kale.model.states', 'kale.spec.values']"
 
 
 def test_references_build_dependencies_and_print_as_yaml_syntax() -> None:

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
 from kale.errors import IllegalTransition, RunNotFound, UsageError
@@ -412,6 +411,8 @@ class Store:
         spec = T.tasks.c.spec  # JSON in a text column
         group: Any
         if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
             group = sa.cast(spec, postgresql.JSON)["group"].as_string()
         else:
             group = sa.func.json_extract(spec, "$.group")
