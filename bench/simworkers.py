@@ -112,8 +112,11 @@ class SimWorkers:
     (SIGTERM, then SIGKILL) at the end."""
 
     def __init__(self, home: Path, workers: int, slots: int, *, delay: float = 0.0,
-                 procs: int = 1, prefix: str = "sim") -> None:
+                 procs: int = 1, prefix: str = "sim", nice: int = 0) -> None:
         self.home, self.workers, self.slots, self.delay = home, workers, slots, delay
+        #: the processes' niceness: above 0, they stand in for workers on other nodes,
+        #: which do not take the manager's CPU
+        self.nice = nice
         self.procs = max(1, min(procs, workers))
         self.prefix = prefix
         self.popen: list[subprocess.Popen[str]] = []
@@ -134,7 +137,8 @@ class SimWorkers:
                  for i in range(self.procs)]
         for i, n in enumerate(share):
             self.popen.append(subprocess.Popen(
-                [sys.executable, __file__, "--home", str(self.home), "--workers", str(n),
+                [*(["nice", "-n", str(self.nice)] if self.nice else []),
+                 sys.executable, __file__, "--home", str(self.home), "--workers", str(n),
                  "--slots", str(self.slots), "--delay", str(self.delay),
                  "--prefix", f"{self.prefix}{i}-"], stdout=subprocess.PIPE, text=True,
                 env={**os.environ, "KALE_HOME": str(self.home)}))

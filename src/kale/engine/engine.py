@@ -870,14 +870,15 @@ class Engine:
     def _context(self, name: str, attempt: int, create: bool = False) -> TaskContext:
         task = self.tasks[name]
         workdir = self.run_dir / name
-        records = workdir / RECORDS_FILE
-        logs = f"{self._logs}/{name}.{attempt}"
+        logs = self._logs  # Paths made from a parent and one name: no whole-path parse
+        stdout, stderr = logs / f"{name}.{attempt}.out", logs / f"{name}.{attempt}.err"
         inputs = self._inputs[name][0] if name in self._inputs else {}
         env = {"KALE_RUN_ID": self.run_id, "KALE_TASK": name, "KALE_ATTEMPT": str(attempt),
-               "KALE_RUN_DIR": str(self.run_dir), RECORD_ENV: str(records), **task.env}
+               "KALE_RUN_DIR": str(self.run_dir), RECORD_ENV: f"{workdir}/{RECORDS_FILE}",
+               **task.env}
         ctx = TaskContext(
             run_id=self.run_id, task=task, attempt=attempt, workdir=workdir,
-            stdout_path=Path(logs + ".out"), stderr_path=Path(logs + ".err"),
+            stdout_path=stdout, stderr_path=stderr,
             base_dir=self.wf.base_dir, inputs=inputs,
             upstream={d: self.results.get(d) for d in self.upstream[name]},
             params=self._member_params.get(group_of(name) or "", self.params)

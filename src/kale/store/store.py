@@ -604,15 +604,19 @@ class _Writer:
         text, names = self._convert(sql)
         if self.nul_free:
             rows = [{n: _nul_free(r.get(n)) for n in names} for r in rows]
-        if self.style in ("qmark", "format"):
-            params: list[Any] = [tuple(r.get(n) for n in names) for r in rows]
+        if self.style in ("qmark", "format"):  # map: no Python frame per value
+            params: list[Any] = [tuple(map(r.get, names)) for r in rows]
         else:
-            params = [{n: r.get(n) for n in names} for r in rows]
+            params = [dict(zip(names, map(r.get, names), strict=True)) for r in rows]
         cur = self.raw.cursor()
         try:
             cur.executemany(text, params)
         finally:
             cur.close()
+
+
+#: a task row's keys -> the columns it sets, sorted (few shapes of change: a small memo)
+_COLUMNS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _update_tasks(w: _Writer, rows: list[dict[str, Any]]) -> None:
@@ -624,7 +628,13 @@ def _update_tasks(w: _Writer, rows: list[dict[str, Any]]) -> None:
         merged[key] = {**merged[key], **r} if key in merged else r
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in merged.values():
-        groups.setdefault(tuple(sorted(k for k in r if not k.startswith("_"))), []).append(r)
+        keys = tuple(r)  # rows of one kind of change have the same keys: sorted once
+        cols = _COLUMNS.get(keys)
+        if cols is None:
+            if len(_COLUMNS) > 256:
+                _COLUMNS.clear()
+            cols = _COLUMNS[keys] = tuple(sorted(k for k in keys if not k.startswith("_")))
+        groups.setdefault(cols, []).append(r)
     for cols, group in groups.items():
         sets = ", ".join(f"{k} = :{k}" for k in cols)
         w.executemany(f"UPDATE tasks SET {sets} WHERE run_id = :_run AND name = :_name", group)

@@ -83,7 +83,8 @@ class _Worker:
 def _env(ctx: TaskContext) -> dict[str, str]:
     """The task's environment, with Kale's ``kale`` first on its PATH (as for shell tasks:
     ``subprocess.run(["kale", "record", ...])`` works)."""
-    path = task_path(ctx.workdir.parent, ctx.env.get("PATH") or os.environ.get("PATH"))
+    path = task_path(os.path.dirname(str(ctx.workdir)),  # a str: no Path made per task
+                     ctx.env.get("PATH") or os.environ.get("PATH"))
     return ctx.env if path is None else {**ctx.env, "PATH": path}
 
 

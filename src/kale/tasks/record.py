@@ -32,7 +32,7 @@ ENV = "KALE_RECORD_FILE"
 _local: dict[str, Any] = {}
 _SHELL = 0x53  # "S": a frame written by the kale shim
 #: the folders holding the shim, per run directory, made by this process
-_shims: dict[Path, Path | None] = {}
+_shims: dict[str, Path | None] = {}
 
 
 def record(name: str, value: Any) -> Any:
@@ -152,11 +152,12 @@ def kale_bin(run_dir: str | Path) -> Path | None:
     """The folder of the ``kale`` shim for tasks of the run in ``run_dir`` (written on
     first use, once per process; named after its content, so processes running different
     Pythons on a shared file system each get their own). None if it cannot be written."""
-    run_dir = Path(run_dir)
-    if run_dir in _shims:
-        return _shims[run_dir]
-    if os.pathsep in str(run_dir):  # it cannot be a PATH entry
-        _shims[run_dir] = None
+    key = run_dir if isinstance(run_dir, str) else str(run_dir)
+    if key in _shims:  # the common case, once per task: no Path made
+        return _shims[key]
+    run_dir = Path(key)
+    if os.pathsep in key:  # it cannot be a PATH entry
+        _shims[key] = None
         return None
     import hashlib
 
@@ -175,9 +176,9 @@ def kale_bin(run_dir: str | Path) -> Path | None:
 
         logging.getLogger(__name__).warning("cannot write the kale command for tasks in "
                                             "%s: %s", folder, e)
-        _shims[run_dir] = None
+        _shims[key] = None
         return None
-    _shims[run_dir] = folder
+    _shims[key] = folder
     return folder
 
 
