@@ -81,6 +81,8 @@ class _Done:
     attempt: int
     outcome: Outcome
     cut: Ending | None = None
+    #: the task's directory (the attempt's context has it made already)
+    workdir: Path | None = None
 
 
 Listener = Callable[[list[Change]], None]
@@ -102,7 +104,8 @@ class _Workdirs:
     Threads: :meth:`ask` and :meth:`take` from the engine's loop; the maker its own."""
 
     def __init__(self) -> None:
-        self._asked: set[str] = set()
+        #: the names asked for (read by the engine's loop, to skip them at once)
+        self.asked: set[str] = set()
         self._made: set[str] = set()  # made by the maker, not yet taken
         self._taken: set[str] = set()  # asked for by the engine: too late to make ahead
         self._lock = threading.Lock()
@@ -110,9 +113,9 @@ class _Workdirs:
         self._thread: threading.Thread | None = None
 
     def ask(self, name: str, path: str) -> None:
-        if name in self._asked:
+        if name in self.asked:
             return
-        self._asked.add(name)
+        self.asked.add(name)
         if self._thread is None:
             self._thread = threading.Thread(target=self._make, name="kale-workdirs",
                                             daemon=True)
@@ -847,8 +850,9 @@ class Engine:
             soon += [d for d in self.downstream[start.name]
                      if len(upstream[d]) == 1 and state.get(d) is S.PENDING
                      and d in self.selected]
-        for name in soon:
-            if not self.executor.makes_workdir(name):
+        asked = self._workdirs.asked
+        for name in soon:  # most were asked for at an earlier dispatch
+            if name not in asked and not self.executor.makes_workdir(name):
                 self._workdirs.ask(name, f"{self.run_dir}/{name}")
 
     def _prepare(self, start: Start) -> TaskContext:
@@ -910,7 +914,7 @@ class Engine:
         except Exception as e:
             outcome = Outcome(ok=False, error=f"Kale could not run the task: {e!r}",
                               traceback=traceback.format_exc())
-        self._post(self._finish, _Done(name, attempt, outcome, cut))
+        self._post(self._finish, _Done(name, attempt, outcome, cut, ctx.workdir))
 
     async def _timed(self, name: str, work: Awaitable[Outcome], timeout: float,
                      queued: bool) -> Outcome:
@@ -993,14 +997,15 @@ class Engine:
             row["error"] = out.error
             return AttemptEnd(name, item.attempt, Ending.INTERRUPTED, out.error or "",
                               {"ended_at": now}, row)
+        workdir = item.workdir or self.run_dir / name
         if item.cut is None and out.ok:
-            out = self._collect(name, out)
+            out = self._collect(name, out, workdir)
             adds = self._adds.pop(name, None)
             if out.ok and adds is not None:
                 out, members = self._added(name, adds, out)
             if out.ok:
                 try:
-                    enc = results.encode(out.result, self.run_dir / name,
+                    enc = results.encode(out.result, workdir,
                                          self._output_files(name, out.result))
                 except Exception as e:
                     out = Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
@@ -1048,22 +1053,21 @@ class Engine:
         values["ended_at"] = now
         return AttemptEnd(item.name, item.attempt, ending, error, values, row)
 
-    def _collect(self, name: str, out: Outcome) -> Outcome:
+    def _collect(self, name: str, out: Outcome, workdir: Path) -> Outcome:
         """Check declared outputs and build the task's result. Problems with what the
         task left behind fail the task, never the engine."""
         try:
-            return self._collect_checked(name, out)
+            return self._collect_checked(name, out, workdir)
         except Exception as e:
             return Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
                            error=f"cannot read the task's results: {type(e).__name__}: {e}",
                            traceback=traceback.format_exc())
 
-    def _collect_checked(self, name: str, out: Outcome) -> Outcome:
+    def _collect_checked(self, name: str, out: Outcome, workdir: Path) -> Outcome:
         task = self.tasks[name]
         if out.elsewhere:  # checked where it ran (another site)
             return Outcome(ok=True, result=out.result, exit_code=out.exit_code,
                            artifacts=out.artifacts, code=out.code, details=out.details)
-        workdir = self.run_dir / name
         found: dict[str, str] = {}
         for pattern in task.outputs:
             matches = sorted(workdir.glob(pattern)) if any(c in pattern for c in "*?[") \
