@@ -451,7 +451,8 @@ class Engine:
             for m in plan.members.get(name, ()):
                 yield from walk(m)
 
-        order = [m for n in self.wf.order() for m in walk(n)]
+        up = self.upstream  # the workflow's tasks as ordered by the graph already made
+        order = [m for n in dag.topological({n: up[n] for n in self.wf.tasks}) for m in walk(n)]
         self._apply(plan.resume(order, time.time(), adopt=self.executor.remote))
 
     def _restore_member(self, name: str, spec: dict[str, Any]) -> None:

@@ -28,10 +28,11 @@ class Selection:
     def apply(self, wf: Workflow) -> set[str]:
         """The selected task names. Criteria combine by intersection:
         ``--from a --until b`` is the tasks on paths from a to b."""
-        upstream = {n: t.upstream for n, t in wf.tasks.items()}
         names = set(wf.tasks)
         for given in (self.only, self.from_, self.until):
             _check_known(wf, given)
+        upstream = {n: t.upstream for n, t in wf.tasks.items()} \
+            if self.from_ or self.until else {}  # the graph, only when a path is asked for
         if self.only:
             names &= set(self.only)
         if self.from_:
