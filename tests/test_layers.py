@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: docs/architecture.md's table, top (imported by everything) to bottom
 LAYERS = [
     ("base", ("kale.errors", "kale.config", "kale.tls", "kale.serial", "kale.procfs",
-              "kale.plugins")),
+              "kale.plugins", "kale._lazy")),
     ("model", ("kale.model",)),
     ("spec", ("kale.spec",)),
     ("store", ("kale.store",)),

@@ -5,8 +5,9 @@ states (``kale status``, the store) does not build the workflow model's modules.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kale._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from kale.model.refs import Ref
@@ -23,9 +24,4 @@ _WHERE = {"Ref": "kale.model.refs", "Resources": "kale.model.resources",
           "Workflow": "kale.model.workflow"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kale.model' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _WHERE)

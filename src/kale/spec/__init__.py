@@ -6,8 +6,9 @@ workflow (``kale status``) does not pay for the readers and the model (~50 ms)."
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kale._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from kale.spec.dumper import dump_yaml
@@ -20,9 +21,4 @@ _WHERE = {"dump_yaml": "kale.spec.dumper", "load_workflow": "kale.spec.loader",
           "load_yaml_text": "kale.spec.loader", "schema": "kale.spec.schema"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kale.spec' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _WHERE)

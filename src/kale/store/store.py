@@ -616,8 +616,10 @@ class _Writer:
             cur.close()
 
 
-#: a task row's keys -> the columns it sets, sorted (few shapes of change: a small memo)
-_COLUMNS: dict[tuple[str, ...], tuple[str, ...]] = {}
+@functools.lru_cache(maxsize=256)  # few shapes of change: a small memo
+def _columns(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns a task row with ``keys`` sets, sorted (``_run``, ``_name``: not columns)."""
+    return tuple(sorted(k for k in keys if not k.startswith("_")))
 
 
 def _update_tasks(w: _Writer, rows: list[dict[str, Any]]) -> None:
@@ -629,13 +631,8 @@ def _update_tasks(w: _Writer, rows: list[dict[str, Any]]) -> None:
         merged[key] = {**merged[key], **r} if key in merged else r
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in merged.values():
-        keys = tuple(r)  # rows of one kind of change have the same keys: sorted once
-        cols = _COLUMNS.get(keys)
-        if cols is None:
-            if len(_COLUMNS) > 256:
-                _COLUMNS.clear()
-            cols = _COLUMNS[keys] = tuple(sorted(k for k in keys if not k.startswith("_")))
-        groups.setdefault(cols, []).append(r)
+        # rows of one kind of change have the same keys: sorted once
+        groups.setdefault(_columns(tuple(r)), []).append(r)
     for cols, group in groups.items():
         sets = ", ".join(f"{k} = :{k}" for k in cols)
         w.executemany(f"UPDATE tasks SET {sets} WHERE run_id = :_run AND name = :_name", group)
