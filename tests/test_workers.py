@@ -560,3 +560,29 @@ def test_a_one_slot_worker_taking_short_tasks_ahead_runs_one_at_a_time_each_once
         worker.send_signal(signal.SIGTERM)
         _, log = worker.communicate(timeout=60)
         assert worker.returncode == 0, log
+
+
+def test_a_task_context_crosses_the_worker_link_whole(tmp_path: Path) -> None:
+    """The context the engine sends a worker for an attempt arrives as it left: the same
+    task, paths (as Paths), inputs, upstream results, parameters, environment and pids;
+    callbacks set where it was made travel too (pickled by value when they must be)."""
+    from kale.tasks.base import TaskContext
+    from kale.worker.protocol import decode_context, encode_context
+
+    wf = Workflow("w")
+    task = wf.shell("t", "echo ${x}", parameters={"x": 1}, env={"A": "b"})
+    seen: list[Any] = []
+    ctx = TaskContext(run_id="r1", task=task, attempt=3, workdir=tmp_path / "t",
+                      stdout_path=tmp_path / ".logs" / "t.3.out",
+                      stderr_path=tmp_path / ".logs" / "t.3.err", base_dir=tmp_path,
+                      inputs={"x": 1}, upstream={"u": [1, "two"]}, params={"p": 2.5},
+                      env={"A": "b", "KALE_TASK": "t"}, pids=[12], on_kernel=seen.append)
+    back = decode_context(encode_context(ctx))
+    assert isinstance(back.workdir, Path) and isinstance(back.stderr_path, Path)
+    assert back.on_kernel is not None
+    back.on_kernel({"k": 1})  # a copy of the callback: it appends to a copy of the list
+    back.on_kernel, ctx.on_kernel = None, None
+    assert (back.task.name, back.task.target, back.task.parameters, back.task.env) == (
+        "t", "echo ${x}", {"x": 1}, {"A": "b"})
+    back.task = task  # a Task compares by identity
+    assert back == ctx
