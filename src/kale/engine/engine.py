@@ -103,24 +103,29 @@ class _Workdirs:
 
     Threads: :meth:`ask` and :meth:`take` from the engine's loop; the maker its own."""
 
-    def __init__(self) -> None:
-        #: the names asked for (read by the engine's loop, to skip them at once)
-        self.asked: set[str] = set()
+    def __init__(self, run_dir: Path, made_elsewhere: Callable[[str], bool]) -> None:
+        self._run_dir = str(run_dir)
+        #: whether a task's directory is made where it runs (its executor's say)
+        self._elsewhere = made_elsewhere
+        self._asked: set[str] = set()  # asked for once: later asks cost a set lookup
         self._made: set[str] = set()  # made by the maker, not yet taken
         self._taken: set[str] = set()  # asked for by the engine: too late to make ahead
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def ask(self, name: str, path: str) -> None:
-        if name in self.asked:
+    def ask(self, name: str) -> None:
+        """Have ``name``'s directory made (unless its executor makes it where it runs)."""
+        if name in self._asked:
             return
-        self.asked.add(name)
+        self._asked.add(name)
+        if self._elsewhere(name):
+            return
         if self._thread is None:
             self._thread = threading.Thread(target=self._make, name="kale-workdirs",
                                             daemon=True)
             self._thread.start()
-        self._queue.put((name, path))
+        self._queue.put((name, f"{self._run_dir}/{name}"))
 
     def take(self, name: str) -> bool:
         """Whether ``name``'s directory was made ahead (and new): for its first attempt
@@ -241,7 +246,7 @@ class Engine:
         #: tasks that added tasks, until those end: their cache key and own result hash
         self._parents: dict[str, tuple[str, str]] = {}
         self._run_dirs: dict[str, Path] = {}  # earlier runs' directories, by id
-        self._workdirs = _Workdirs()
+        self._workdirs = _Workdirs(self.run_dir, executor.makes_workdir)
         self._position = 0  # the next row's place in the run (a member's)
 
     @property
@@ -851,10 +856,9 @@ class Engine:
             soon += [d for d in self.downstream[start.name]
                      if len(upstream[d]) == 1 and state.get(d) is S.PENDING
                      and d in self.selected]
-        asked = self._workdirs.asked
+        ask = self._workdirs.ask
         for name in soon:  # most were asked for at an earlier dispatch
-            if name not in asked and not self.executor.makes_workdir(name):
-                self._workdirs.ask(name, f"{self.run_dir}/{name}")
+            ask(name)
 
     def _prepare(self, start: Start) -> TaskContext:
         name, attempt, move = start.name, start.attempt, start.move
