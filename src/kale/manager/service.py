@@ -237,7 +237,7 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
            "pid": os.getpid(), "identity": process_identity(os.getpid()),
            "host": host, "port": port, "started": time.time()}
     write_private(path, json.dumps(doc))
-    tune_gc()
+    tune_runtime()
     try:
         server.run(sockets=[sock])
     finally:
@@ -250,25 +250,40 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
 
 
 #: the manager's garbage collector thresholds (Python's default: 700, 10, 10)
-GC_THRESHOLDS = (50_000, 50, 100)
+GC_THRESHOLDS = (2_000, 1_000, 100)
+#: how long a thread of the manager runs before one that waits gets its turn (Python's
+#: default: 5 ms)
+SWITCH_INTERVAL = 0.0005
 
 
-def tune_gc() -> None:
-    """Collect less often in the manager, and never look again at what start-up made.
+def tune_runtime() -> None:
+    """Collect less often in the manager, never look again at what start-up made, and
+    hand the interpreter between threads more often.
 
     The manager allocates a few container objects per task event, so with Python's
     default thresholds it ran a young collection every ~700 allocations and an older one
     every ten of those, each a pause for every thread (the status answers wait behind
-    it). Measured with 20 status pollers and a simulated worker of 10 slots, 20,000 no-op
-    tasks (``bench/scale_workers.py --workers 1``, twice each, alternated): status p99
-    96-100 ms -> 24-38 ms, 2,741-2,890 -> 3,115-3,228 tasks/s, manager CPU per task
-    0.31-0.32 -> 0.26-0.28 ms. The thresholds alone gave p99 43-59 ms; freezing alone,
-    70-87 ms. Cycles still get collected, only in bigger batches."""
+    it). Freezing what start-up made and collecting at 50,000 / 50 / 100 made status p99
+    96-100 -> 24-38 ms with one simulated worker (``bench/scale_workers.py --workers 1``,
+    alternated); young collections of 50,000 objects then took up to 28 ms each, so the
+    young generation is now 2,000 objects, and objects that survive reach the old
+    generation only after a thousand of those.
+
+    The server's event loop (worker links, status answers) shares the interpreter with
+    the engines' threads, which are busy while a run goes fast: with Python's 5 ms switch
+    interval every system call of the loop's thread (a socket read, waking an engine) could
+    cost it 5 ms more before it ran again. py-spy with ``--gil`` showed an engine holding the
+    interpreter 76% of the time and the server loop waiting in the rest. With 0.5 ms and
+    these thresholds, 20,000 no-op tasks and 20 pollers on simulated workers at nice 19
+    (alternated, two rounds; ``docs/performance.md`` section 19): status p99 at 1 / 100 /
+    1,000 workers 37-68 / 171 / 442-615 ms -> 12-16 / 44-67 / 52-77 ms, at 3,900-4,700
+    tasks/s (4,400-4,700 before: the interpreter changes hands more often)."""
     import gc
 
     gc.collect()
     gc.freeze()  # imports, the app: never garbage, never scanned again
     gc.set_threshold(*GC_THRESHOLDS)
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def _bind_sticky(home: Path, host: str) -> Any:
