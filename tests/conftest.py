@@ -530,3 +530,12 @@ def slurm_rest(slurm: str) -> SlurmRest:
         service_missing(f"slurmrestd at {url} does not answer a ping: HTTP {status}: "
                         f"{text[:200]}")
     return rest
+
+
+@pytest.fixture(autouse=True)
+def _stop_kept_workers() -> Iterator[None]:
+    """Python workers a test's runs left warm (``kale.tasks.warm``) end with the test."""
+    yield
+    from kale.tasks import warm
+
+    warm.POOL.clear()

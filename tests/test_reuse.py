@@ -125,6 +125,24 @@ def test_editing_an_imported_module_reruns_the_task_without_a_manager(
     assert _tasks(kale, third)["value"]["reused_from"] == first
 
 
+def test_a_warm_worker_runs_a_module_from_its_own_workflows_folder(
+        kale: Kale, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    # Two workflows in two folders, each with its own steps.py: one worker serves both,
+    # and a task never runs the other folder's module of the same name.
+    files = []
+    for label in ("alpha", "beta"):
+        folder = tmp_path / label
+        folder.mkdir()
+        (folder / "steps.py").write_text(f"def value():\n    return {label!r}\n")
+        wf = folder / "wf.yaml"
+        wf.write_text(f"name: {label}\ntasks:\n  value:\n    python: steps:value\n")
+        files.append(wf)
+    managers("--workers", "1")
+    for wf, label in ((files[0], "alpha"), (files[1], "beta"), (files[0], "alpha")):
+        run_id = _run(kale, str(wf))
+        assert _tasks(kale, run_id)["value"]["result"] == label
+
+
 # -- 7. a selected task never gets an upstream result made from other inputs ------------------
 def test_only_with_a_changed_parameter_runs_the_stale_upstream(kale: Kale,
                                                                 tmp_path: Path) -> None:

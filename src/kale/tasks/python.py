@@ -16,23 +16,28 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from kale.serial import dumps, loads
-from kale.tasks import procs
+from kale.tasks import procs, warm
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
 from kale.tasks.record import task_path
 
 
 class _Worker:
     """One warm ``_pyworker`` process and its socket: one job at a time. Used on one event
-    loop, which watches its socket for the whole life of the process."""
+    loop at a time, which watches its socket while the worker serves its run."""
 
     def __init__(self) -> None:
         parent, child = socket.socketpair()
+        self.origin = warm.origin()
+        #: the workflow folder its first job put on sys.path (None: it ran nothing yet)
+        self.base_dir: str | None = None
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = procs.spawn([sys.executable, "-m", "kale.tasks._pyworker",
-                                 str(child.fileno())], cwd=_cwd(), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                pass_fds=[child.fileno()])
-        child.close()
+        try:
+            self.proc = warm.spawn(lambda: procs.spawn(
+                [sys.executable, "-m", "kale.tasks._pyworker", str(child.fileno())],
+                cwd=self.origin[1], env=env, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, pass_fds=[child.fileno()]))
+        finally:
+            child.close()
         self.conn = Connection(parent.detach())
         self._reading = False
         self._reply: asyncio.Future[bytes] | None = None
@@ -68,6 +73,10 @@ class _Worker:
             # EOF while idle (the worker died between tasks): stop watching it.
             self._stop_reading()
 
+    def release(self) -> None:
+        """Leave this event loop (the worker waits for another run's)."""
+        self._stop_reading()
+
     def _stop_reading(self) -> None:
         if self._reading:
             with contextlib.suppress(Exception):
@@ -86,13 +95,6 @@ def _env(ctx: TaskContext) -> dict[str, str]:
     path = task_path(os.path.dirname(str(ctx.workdir)),  # a str: no Path made per task
                      ctx.env.get("PATH") or os.environ.get("PATH"))
     return ctx.env if path is None else {**ctx.env, "PATH": path}
-
-
-def _cwd() -> str:
-    try:
-        return os.getcwd()
-    except FileNotFoundError:  # the caller's directory was removed
-        return os.path.expanduser("~")
 
 
 class PythonRunner(TaskRunner):
@@ -117,19 +119,34 @@ class PythonRunner(TaskRunner):
         self._blobs: dict[int, tuple[Any, bytes]] = {}
 
     async def start(self) -> None:
-        for _ in range(self.slots - len(self._all)):
+        kept = warm.POOL.count(warm.origin())  # taken as tasks need them
+        for _ in range(self.slots - len(self._all) - kept):
             w = _Worker()
             self._all.add(w)
             self._idle.append(w)
 
-    def _acquire(self) -> _Worker:
-        while self._idle:
-            w = self._idle.pop()
+    def _acquire(self, base_dir: str) -> _Worker:
+        """An idle worker for a task of the workflow folder ``base_dir``: this runner's
+        newest that serves that folder (or none yet), else one kept from an earlier run,
+        else a new one (stopping an idle one of another folder if all slots have one)."""
+        for i in range(len(self._idle) - 1, -1, -1):
+            w = self._idle[i]
+            if w.base_dir not in (None, base_dir):
+                continue
+            del self._idle[i]
             if w.proc.poll() is None:
                 return w
             self._all.discard(w)  # died while idle
             w.kill()
-        w = _Worker()
+        kept = warm.POOL.take(warm.origin(), base_dir)
+        if kept is not None:
+            w = kept  # type: ignore[assignment]
+        else:
+            if self._idle and len(self._all) >= self.slots:
+                other = self._idle.pop(0)  # the longest idle, of another folder
+                self._all.discard(other)
+                other.kill()
+            w = _Worker()
         self._all.add(w)
         return w
 
@@ -155,8 +172,10 @@ class PythonRunner(TaskRunner):
             "env": _env(ctx), "base_dir": str(ctx.base_dir),
         }
         data = dumps(job)
+        base_dir = job["base_dir"]
         for _ in range(3):
-            w = self._acquire()
+            w = self._acquire(base_dir)
+            w.base_dir = base_dir  # the job puts it on the process's sys.path
             ctx.pids.append(w.proc.pid)
             try:
                 reply = await w.call(data)
@@ -193,9 +212,16 @@ class PythonRunner(TaskRunner):
         return Outcome(ok=False, exit_code=code, error=f"the Python process died ({how})")
 
     async def close(self) -> None:
-        for w in list(self._all):
+        """Idle workers wait for this process's next run (:data:`kale.tasks.warm.POOL`);
+        the others (still running a task) are killed."""
+        busy = [w for w in self._all if w not in self._idle]
+        for w in busy:
             w.kill()
-        for w in list(self._all):
+        for w in self._idle:
+            w.release()
+            warm.POOL.give(w)
+        for w in busy:
             await procs.wait(w.proc)
+        self._idle.clear()
         self._all.clear()
         self._idle.clear()

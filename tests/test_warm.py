@@ -1,0 +1,132 @@
+"""Warm Python workers kept between runs of one process (``kale.tasks.warm``): a rerun
+starts on the processes the last run left, but only ones that would have started the same
+way, for the same workflow folder; they end with their process, killed or not."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import process_alive, wait_until
+from kale import Workflow
+from kale.model.states import RunState
+
+
+def _pid_workflow(folder: Path, name: str = "warm") -> Workflow:
+    def pid() -> tuple[int, str | None]:
+        import os
+
+        return os.getpid(), os.environ.get("KALE_TEST_WARM")
+
+    wf = Workflow(name, base_dir=folder)
+    wf.python(pid, name="pid")
+    return wf
+
+
+def _pid(wf: Workflow, **kwargs: object) -> tuple[int, str | None]:
+    run = wf.run(jobs=1, force=True, **kwargs).wait()  # type: ignore[arg-type]
+    assert run.state is RunState.SUCCEEDED, [t.error for t in run.tasks]
+    pid, value = run.result("pid")
+    return int(pid), value
+
+
+def test_a_rerun_starts_on_the_worker_the_last_run_left(home: Path, tmp_path: Path) -> None:
+    wf = _pid_workflow(tmp_path)
+    first, _ = _pid(wf)
+    assert process_alive(first)  # kept after its run ended
+    second, _ = _pid(wf)
+    assert second == first
+
+
+def test_a_changed_environment_gets_a_fresh_worker_that_sees_it(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wf = _pid_workflow(tmp_path)
+    first, seen = _pid(wf)
+    assert seen is None
+    monkeypatch.setenv("KALE_TEST_WARM", "changed")
+    second, seen = _pid(wf)
+    assert (second != first, seen) == (True, "changed")
+
+
+def test_a_workflow_in_another_folder_never_gets_the_worker_of_this_one(
+        home: Path, tmp_path: Path) -> None:
+    # Each folder has its own steps.py: a worker that imported one must not run the other.
+    pids, values = [], []
+    for label in ("alpha", "beta", "alpha"):
+        folder = tmp_path / label
+        folder.mkdir(exist_ok=True)
+        (folder / "steps.py").write_text(f"import os\n\ndef value():\n"
+                                         f"    return os.getpid(), {label!r}\n")
+        wf = Workflow(label, base_dir=folder)
+        wf.python("steps:value", name="pid")
+        pid, value = _pid(wf)
+        pids.append(pid)
+        values.append(value)
+    assert values == ["alpha", "beta", "alpha"]
+    assert pids[0] != pids[1] and pids[2] == pids[0]
+
+
+def test_a_kept_worker_killed_between_runs_is_replaced(home: Path, tmp_path: Path) -> None:
+    wf = _pid_workflow(tmp_path)
+    first, _ = _pid(wf)
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: not process_alive(first), what="the killed worker to be gone")
+    second, _ = _pid(wf)
+    assert second != first
+
+
+def test_warm_seconds_0_stops_a_runs_workers_with_it(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KALE_WARM_SECONDS", "0")
+    wf = _pid_workflow(tmp_path)
+    first, _ = _pid(wf)
+    assert not process_alive(first)
+    assert _pid(wf)[0] != first
+
+
+_DRIVER = textwrap.dedent("""\
+    import os, sys
+    from kale import Workflow
+
+    def pid():
+        return os.getpid()
+
+    wf = Workflow("warm-driver", base_dir=sys.argv[1])
+    wf.python(pid, name="pid")
+    print(wf.run(jobs=1).wait().result("pid"), flush=True)
+    if sys.argv[2] == "wait":
+        sys.stdin.read()
+""")
+
+
+def _driver(home: Path, tmp_path: Path, mode: str, **env: str
+            ) -> tuple[subprocess.Popen[str], int]:
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), mode],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "KALE_HOME": str(home), **env})
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip().isdigit(), line
+    return proc, int(line)
+
+
+@pytest.mark.parametrize("how", ["exits", "killed", "reaped"])
+def test_kept_workers_end_with_their_process_or_their_time(
+        home: Path, tmp_path: Path, how: str) -> None:
+    env = {"KALE_WARM_SECONDS": "0.2"} if how == "reaped" else {}
+    proc, worker = _driver(home, tmp_path, "exit" if how == "exits" else "wait", **env)
+    try:
+        if how == "killed":
+            proc.kill()  # no atexit: the worker's parent-death signal
+        wait_until(lambda: not process_alive(worker), what=f"worker {worker} to end")
+    finally:
+        proc.kill()
+        proc.communicate()
