@@ -247,6 +247,30 @@ def test_kale_record_in_python_task_merges_into_result(home: Path) -> None:
     assert run.result("rec") == {"mean": 2.5}
 
 
+def test_a_retried_python_task_keeps_its_directory_but_not_the_earlier_records(
+        home: Path, tmp_path: Path) -> None:
+    wf = Workflow("rec-retry")
+
+    def twice(flag: str = str(tmp_path / "tried")) -> None:
+        import os
+
+        import kale
+
+        if not os.path.exists(flag):
+            open(flag, "w").close()
+            open("left-by-attempt-1", "w").close()
+            kale.record("early", 1)
+            raise RuntimeError("attempt 1 fails")
+        kale.record("late", [os.path.basename(os.getcwd()),
+                             os.path.exists("left-by-attempt-1")])
+
+    wf.python(twice, retries=1)
+    run = wf.run(jobs=1).wait()
+    assert run.state is RunState.SUCCEEDED, run["twice"].record.error
+    # the same directory, the files an attempt made stay; its records do not
+    assert run.result("twice") == {"late": ["twice", True]}
+
+
 def test_python_tasks_do_not_leak_environment_or_cwd_to_each_other(home: Path) -> None:
     wf = Workflow("isolation")
 

@@ -246,7 +246,8 @@ class Engine:
         #: tasks that added tasks, until those end: their cache key and own result hash
         self._parents: dict[str, tuple[str, str]] = {}
         self._run_dirs: dict[str, Path] = {}  # earlier runs' directories, by id
-        self._workdirs = _Workdirs(self.run_dir, executor.makes_workdir)
+        self._workdirs = _Workdirs(self.run_dir,
+                                   lambda n: executor.makes_workdir(self.tasks[n]))
         self._position = 0  # the next row's place in the run (a member's)
 
     @property
@@ -892,7 +893,7 @@ class Engine:
             upstream={d: self.results.get(d) for d in self.upstream[name]},
             params=self._member_params.get(group_of(name) or "", self.params)
             if name in self._member_keys else self.params, env=env)
-        if create and not self.executor.makes_workdir(name) \
+        if create and not self.executor.makes_workdir(task) \
                 and not self._workdirs.take(name):  # else made where it runs, or ahead
             ctx.make_workdir()
         return ctx

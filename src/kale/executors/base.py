@@ -50,9 +50,9 @@ class Executor(abc.ABC):
     on_wait: WaitingCallback | None = None
     on_samples: SamplesCallback | None = None
 
-    def makes_workdir(self, task: str) -> bool:
+    def makes_workdir(self, task: Task) -> bool:
         """Whether the task's directory is made where it runs (by a worker, an engine's
-        host) rather than by the engine before :meth:`execute`."""
+        host, the process that runs it) rather than by the engine before :meth:`execute`."""
         return self.remote
 
     def add_tasks(self, tasks: Sequence[Task]) -> None:

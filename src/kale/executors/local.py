@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 
 from kale.executors.base import Executor
+from kale.model.workflow import Task
 from kale.tasks.base import Outcome, TaskContext, TaskRunner
 from kale.tasks.registry import runner_class, runner_kind
 
@@ -23,6 +24,7 @@ class LocalExecutor(Executor):
     def __init__(self, jobs: int | None = None) -> None:
         self.slots = max(1, jobs or os.cpu_count() or 1)
         self.runners: dict[str, TaskRunner] = {}
+        self._makes: dict[str, bool] = {}  # by kind: its runner makes a task's directory
 
     def _runner(self, kind: str, tasks: int | None = None) -> TaskRunner:
         runner = self.runners.get(kind)
@@ -34,6 +36,15 @@ class LocalExecutor(Executor):
 
     async def start(self, kinds: Mapping[str, int]) -> None:
         await asyncio.gather(*(self._runner(k, n).start() for k, n in sorted(kinds.items())))
+
+    def makes_workdir(self, task: Task) -> bool:
+        """A kind whose runner makes the task's directory itself (Python's warm workers:
+        the engine's thread then never spends a system call on it)."""
+        kind = runner_kind(task)
+        made = self._makes.get(kind)
+        if made is None:
+            made = self._makes[kind] = runner_class(kind).makes_workdir
+        return made
 
     async def execute(self, ctx: TaskContext) -> Outcome:
         return await self._runner(runner_kind(ctx.task)).run(ctx)

@@ -137,8 +137,8 @@ class Router(Executor):
                 self.on_start(ctx.task.name, ctx.attempt, target.name)
             return await target.execute(ctx)
 
-    def makes_workdir(self, task: str) -> bool:
-        target = self.targets[task]
+    def makes_workdir(self, task: Task) -> bool:
+        target = self.targets[task.name]
         return target is not self.default or target.makes_workdir(task)
 
     async def adopt(self, ctx: TaskContext, started: bool) -> Outcome:

@@ -97,6 +97,17 @@ def bind(func: Any, inputs: dict[str, Any], upstream: dict[str, Any],
 
 
 
+def _enter(workdir: str, records: str | None) -> None:
+    """Make the task's directory (the runner leaves it to this process) and go in."""
+    try:
+        os.mkdir(workdir)
+    except OSError:  # an earlier attempt's (or the run's folder is gone): the full way
+        from kale.tasks.groups import prepare_workdir
+
+        prepare_workdir(workdir, records or os.path.join(workdir, ".kale-records.pkl"))
+    os.chdir(workdir)
+
+
 def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
     """Run one job: ``("ok", pickled result, code manifest)`` or ``("err", ...)``."""
     saved_env = {k: os.environ.get(k) for k in job["env"]}
@@ -105,7 +116,7 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
     logs = _logs()
     logs.open(job["stdout"], job["stderr"])
     try:
-        os.chdir(job["workdir"])
+        _enter(job["workdir"], job["env"].get(RECORDS_ENV))
         os.environ.update(job["env"])
         if job["base_dir"] not in sys.path:
             sys.path.insert(0, job["base_dir"])

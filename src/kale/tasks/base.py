@@ -9,8 +9,6 @@ whatever it started (the whole process group) before re-raising.
 from __future__ import annotations
 
 import abc
-import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,15 +74,7 @@ class TaskContext:
         another attempt: whatever an earlier attempt whose worker died left running there
         on this host is killed first (:func:`kale.tasks.groups.stop_earlier`: two attempts
         never run in one directory at once), and its records are cleared."""
-        try:
-            os.mkdir(self.workdir)
-        except FileExistsError:
-            groups.stop_earlier(self.workdir)
-            # an earlier attempt's records must not leak into this one
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.records_path)
-        except FileNotFoundError:  # the run directory itself was removed
-            self.workdir.mkdir(parents=True)
+        groups.prepare_workdir(str(self.workdir), str(self.records_path))
 
 
 def _context(run_id: str, task: Task, attempt: int, workdir: str, stdout: str, stderr: str,
@@ -129,6 +119,9 @@ class TaskRunner(abc.ABC):
     (worker processes, kernels) between tasks."""
 
     kind: str
+    #: it makes each task's directory where it runs the task, as
+    #: :meth:`TaskContext.make_workdir` would (else the engine or worker makes it first)
+    makes_workdir: bool = False
 
     def __init__(self, slots: int = 1) -> None:
         self.slots = slots

@@ -76,6 +76,21 @@ def forget(workdir: Path) -> None:
         os.unlink(workdir / GROUP_FILE)
 
 
+def prepare_workdir(workdir: str, records: str) -> None:
+    """Make a task's directory for an attempt (:meth:`TaskContext.make_workdir`, and a
+    Python worker for its job): a new one, or one an earlier attempt used, where whatever
+    that attempt left running on this host is stopped first and its ``records`` file
+    removed (they must not leak into this attempt)."""
+    try:
+        os.mkdir(workdir)
+    except FileExistsError:
+        stop_earlier(Path(workdir))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(records)
+    except FileNotFoundError:  # the run directory itself was removed
+        os.makedirs(workdir, exist_ok=True)
+
+
 def stop_earlier(workdir: Path) -> list[int]:
     """Kill what an earlier attempt in ``workdir`` left running on this host, and wait
     until it is gone (at most :data:`WAIT` seconds). Returns the pids it killed."""

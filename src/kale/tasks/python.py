@@ -108,6 +108,7 @@ class PythonRunner(TaskRunner):
     Threads: one event loop calls every method; up to ``slots`` tasks run at once."""
 
     kind = "python"
+    makes_workdir = True  # the worker process makes it, before it enters it
 
     def __init__(self, slots: int = 1) -> None:
         super().__init__(slots)

@@ -431,10 +431,11 @@ class WorkerAgent:
 
     async def _execute(self, ctx: TaskContext) -> Outcome:
         """Run one attempt in its slot: its directory, its runner, what it recorded."""
-        ctx.make_workdir()
         from kale.tasks.registry import runner_kind
 
         runner = await self._runner(runner_kind(ctx.task))
+        if not runner.makes_workdir:
+            ctx.make_workdir()
         out = await runner.run(ctx)
         if self.batch and not out.ok and out.exit_code in _KILLED:
             # The scheduler signals every process of a job it ends, the task's too:
