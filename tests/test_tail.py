@@ -65,3 +65,25 @@ def test_a_reader_that_resumes_mid_run_follows_only_what_is_under_way(tmp_path: 
     assert _lines(rest) == [("slow", "stdout", "b")]
     assert [d["new"] for e, d in rest if e == "state" and d["task"] == "slow"] == ["SUCCEEDED"]
     assert handle.wait().state.value == "SUCCEEDED"
+
+
+def test_a_reader_that_resumes_gets_the_last_lines_of_a_task_that_ended_while_it_was_away(
+        tmp_path: Path) -> None:
+    """A dashboard's connection drops while a task runs; the task writes its last lines
+    and ends before the view reconnects (after the last event it saw): the resumed
+    reader still gives those lines (a view drops the ones it had, by their offset)."""
+    gate, said = tmp_path / "gate", tmp_path / "said-a"
+    wf = Workflow("tail-away")
+    wf.shell("slow", f"echo a; touch {said}; {gate_sh(gate)}; echo b")
+    handle = wf.run(home=tmp_path / "home")
+    store, _ = open_store(tmp_path / "home")
+    run_id = handle.id
+    wait_until(lambda: said.exists() and store.task(run_id, "slow").state.value == "RUNNING",
+               what="slow under way, recorded")
+    seen = store.last_event(run_id)  # where the view's stream broke off
+    gate.touch()
+    assert handle.wait().state.value == "SUCCEEDED"
+
+    rest = _drain(RunTail(store, run_id, after=seen))
+    assert ("slow", "stdout", "b") in _lines(rest)
+    assert [d["new"] for e, d in rest if e == "state" and d["task"] == "slow"] == ["SUCCEEDED"]

@@ -13,6 +13,8 @@ from kale.store.store import Store
 
 Event = tuple[str, dict[str, Any]]
 
+RAN = ("SUBMITTED", "RUNNING", "SUSPENDED")  # states from which a task's end had logs
+
 
 class RunTail:
     """Each :meth:`poll` returns what happened since the last one, as ``(event, data)``:
@@ -24,10 +26,13 @@ class RunTail:
     Log files are followed only while their task is under way (from its ``SUBMITTED`` or
     ``RUNNING`` event to its end, plus one last read then); a reader from the run's start
     (``after=0``) also gets, once, what the files of tasks already over hold, while one
-    that resumes (``after`` > 0) had those. A poll costs one query for the log files of
-    every task that started since the last (not one per task) and a ``stat`` per followed
-    file (opened only when it grew; most tasks write nothing, and their files are never
-    made), so following a run of 100,000 tasks costs about its new events."""
+    that resumes (``after`` > 0) had those, except for a task that was under way at
+    ``after`` and ended since: its files are read once more, whole (a view keeps a line
+    once, by its offset), so the lines it wrote while the reader was away are not lost.
+    A poll costs one query for the log files of every task that started since the last
+    (not one per task) and a ``stat`` per followed file (opened only when it grew; most
+    tasks write nothing, and their files are never made), so following a run of 100,000
+    tasks costs about its new events."""
 
     def __init__(self, store: Store, run_id: str, after: int = 0) -> None:
         self.store, self.run_id = store, run_id
@@ -69,6 +74,10 @@ class RunTail:
                     self._logs.pop(name, None)  # a new attempt: new log files
                 ending.discard(name)  # (READY, then SUBMITTED, in one read)
             elif e["new"] != "SUSPENDED":
+                if e["old"] in RAN and name not in self._active:
+                    # under way before this reader's start and ended since (a view that
+                    # resumes after its connection dropped): one last read of its logs
+                    self._active.add(name)
                 ending.add(name)
         unknown = [n for n in self._active if n not in self._logs]
         if unknown:  # committed with the event that made them active: one query for all
