@@ -1,8 +1,11 @@
 """Kale's local engine: ``python bench/_peer_kale.py SCENARIO --n N [--repeat R]``.
 
-Every run gets a fresh Kale home, so no result is ever reused from an earlier run. A Kale
-run starts its own warm workers, so the timed runs include that start-up; the first-task
-latency reported is a separate one-task run (submit to done).
+Every run gets a fresh Kale home, so no result is ever reused from an earlier run. The
+first-task latency is a separate one-task run (submit to done), the process's first, so it
+includes starting a Python worker; the timed runs start on the workers an earlier run of
+the process left warm (``kale.tasks.warm``, as a notebook's second run does; the first
+timed run starts its second worker), as Parsl's and Dask's timed runs use the workers
+they started once.
 """
 
 from __future__ import annotations

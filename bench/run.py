@@ -52,9 +52,10 @@ listed. Each system runs in its own fresh process with 2 workers. Parsl and Dask
 their workers once per process: that start-up and the first task's latency are listed
 separately and are *not* in the timed runs (Parsl's first task includes waiting for its
 job-status poller to launch the block; `strategy_period=0.5` here instead of the default
-5 s). A Kale run starts its own warm workers, so Kale's timed runs *include* run setup,
-that start-up and teardown; *in-run* is Kale's first task start to last task end (from
-the run's task records), its first-task column a separate one-task run. The machine is
+5 s). Kale's timed runs *include* run setup (a fresh Kale home each) and teardown, on the
+Python workers an earlier run of the same process left warm (a notebook's second run;
+its first-task column, the process's first run, includes starting one); *in-run* is
+Kale's first task start to last task end (from the run's task records). The machine is
 shared and has 2 cores, so expect noise of 10% or more between runs."""
 QUICK = """
 Quick sizes: start-up weighs more in every number; the targets are set for the full sizes."""

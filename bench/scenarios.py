@@ -86,7 +86,7 @@ def _spec_load(results: Results, _n: int, key: str) -> float:
     return value
 
 
-KALE_PY = Peer(KALE, "_peer_kale.py", note="fresh Kale home per run; includes worker start")
+KALE_PY = Peer(KALE, "_peer_kale.py", note="fresh home per run; workers kept from the last run")
 KALE_TMPFS = Peer("Kale local, home on tmpfs", "_peer_kale.py", ("--home-on", "/dev/shm"),
                  note="the same, run directories in /dev/shm: no disk metadata cost")
 HTEX_PY = Peer(HTEX, "_peer_parsl.py", ("--executor", "htex"),
