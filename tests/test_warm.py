@@ -4,6 +4,7 @@ way, for the same workflow folder; they end with their process, killed or not.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -130,3 +131,83 @@ def test_kept_workers_end_with_their_process_or_their_time(
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_a_task_whose_kept_workers_all_imported_code_since_edited_runs_the_code_on_disk(
+        home: Path, tmp_path: Path) -> None:
+    # Four workers each import steps.py (the tasks wait for each other: one per worker);
+    # the file is edited; a one-task rerun must not be handed stale kept worker after
+    # stale kept worker until it gives up: it runs the code as it is now.
+    steps = tmp_path / "steps.py"
+    steps.write_text(textwrap.dedent(f"""\
+        import os, time
+
+        def meet():
+            here = {str(tmp_path)!r}
+            open(os.path.join(here, "in-" + os.environ["KALE_TASK"]), "w").close()
+            while len([f for f in os.listdir(here) if f.startswith("in-")]) < 4:
+                time.sleep(0.01)
+            return os.getpid()
+
+        def value():
+            return "before"
+        """))
+    wf = Workflow("fan", base_dir=tmp_path)
+    for i in range(4):
+        wf.python("steps:meet", name=f"meet{i}")
+    run = wf.run(jobs=4).wait()
+    assert run.state is RunState.SUCCEEDED, [t.error for t in run.tasks]
+    assert len({run.result(f"meet{i}") for i in range(4)}) == 4  # four kept workers
+
+    steps.write_text(steps.read_text().replace('return "before"', 'return "after the edit"'))
+    again = Workflow("one", base_dir=tmp_path)
+    again.python("steps:value", name="value")
+    run = again.run(jobs=1).wait()
+    assert run.state is RunState.SUCCEEDED, [t.error for t in run.tasks]
+    assert run.result("value") == "after the edit"
+
+
+def test_a_forked_child_runs_python_tasks_on_workers_of_its_own(
+        home: Path, tmp_path: Path) -> None:
+    wf = _pid_workflow(tmp_path)
+    kept, _ = _pid(wf)  # the parent's spawning thread started; a worker kept
+    said = tmp_path / "child-said"
+    child = os.fork()
+    if child == 0:  # the child: a run of its own, its answer in a file
+        code = 1
+        try:
+            said.write_text(str(_pid(wf)[0]))
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        _, status = wait_until(lambda: (lambda r: r if r[0] else None)(
+            os.waitpid(child, os.WNOHANG)), what="the forked child's run")
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert int(said.read_text()) not in (kept, os.getpid())
+        assert _pid(wf)[0] == kept  # the parent's kept worker is still the parent's
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+
+
+def test_a_package_installed_between_runs_gets_a_fresh_worker(
+        home: Path, tmp_path: Path) -> None:
+    # `pip install -U somelib` changes its site-packages folder: a kept worker may have
+    # imported the old somelib (installed code is not checked before each job as the
+    # workflow's own is), so the rerun starts a new one.
+    import sysconfig
+
+    folder = sysconfig.get_paths()["purelib"]
+    if not os.access(folder, os.W_OK):
+        pytest.skip(f"cannot change {folder} as this user")
+    wf = _pid_workflow(tmp_path)
+    first, _ = _pid(wf)
+    assert _pid(wf)[0] == first
+    st = os.stat(folder)
+    os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000))  # what an install does
+    try:
+        assert _pid(wf)[0] != first
+    finally:
+        os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -140,14 +140,18 @@ class PythonRunner(TaskRunner):
             self._all.discard(w)  # died while idle
             w.kill()
         kept = warm.POOL.take(warm.origin(), base_dir)
-        if kept is not None:
-            w = kept  # type: ignore[assignment]
-        else:
-            if self._idle and len(self._all) >= self.slots:
-                other = self._idle.pop(0)  # the longest idle, of another folder
-                self._all.discard(other)
-                other.kill()
-            w = _Worker()
+        if kept is None:
+            return self._fresh()
+        self._all.add(kept)  # type: ignore[arg-type]
+        return kept  # type: ignore[return-value]
+
+    def _fresh(self) -> _Worker:
+        """A new worker (stopping an idle one of another folder if all slots have one)."""
+        if self._idle and len(self._all) >= self.slots:
+            other = self._idle.pop(0)  # the longest idle, of another folder
+            self._all.discard(other)
+            other.kill()
+        w = _Worker()
         self._all.add(w)
         return w
 
@@ -174,8 +178,10 @@ class PythonRunner(TaskRunner):
         }
         data = dumps(job)
         base_dir = job["base_dir"]
-        for _ in range(3):
-            w = self._acquire(base_dir)
+        for tried in range(3):
+            # after a worker found its code changed, a new one: the others of the folder,
+            # kept or idle, imported the same code, and may be as stale
+            w = self._fresh() if tried else self._acquire(base_dir)
             w.base_dir = base_dir  # the job puts it on the process's sys.path
             ctx.pids.append(w.proc.pid)
             try:

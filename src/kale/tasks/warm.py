@@ -9,10 +9,12 @@ When a run ends, its idle workers wait in :data:`POOL` for the next run of this 
 (a notebook that runs a workflow again starts on processes that have already imported
 its libraries) for ``$KALE_WARM_SECONDS`` (default 120; ``0``: a run's workers stop with
 it). A worker is only ever given to a run that would have started it the same way
-(:func:`origin`: the same interpreter, working directory and environment) for tasks of the
-same workflow folder (the folder it put on ``sys.path`` with its first job): a module of
-the same name in another folder is never the one a task runs. Its code is checked before
-every job as always (``kale.tasks.usercode``: a changed file means a fresh process).
+(:func:`origin`: the same interpreter, working directory, environment and installed
+packages) for tasks of the same workflow folder (the folder it put on ``sys.path`` with
+its first job): a module of the same name in another folder is never the one a task runs.
+Its code is checked before every job as always (``kale.tasks.usercode``: a changed file
+means a fresh process, and the next try of that task takes a new one, not another kept
+one that imported the same code).
 
 Threads: :data:`POOL` is used from any thread (a lock); :func:`spawn` from any thread.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -43,18 +46,53 @@ def spawn(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[byte
     with _spawner_lock:
         if _spawner is None:
             _spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kale-spawn")
+            with contextlib.suppress(AttributeError):  # (no fork hooks: not POSIX)
+                os.register_at_fork(after_in_child=_forked)
         pool = _spawner
     return pool.submit(start).result()
 
 
+def _forked() -> None:
+    """In a forked child: the parent's spawning thread, its lock and its kept workers are
+    not this process's (the child starts its own when it needs one)."""
+    global _spawner, _spawner_lock
+    _spawner, _spawner_lock = None, threading.Lock()
+    POOL._forget()
+
+
 def origin() -> tuple[str, str, int]:
     """How a worker started now would start: the interpreter, the working directory and
-    (a digest of) the environment it inherits."""
+    (a digest of) the environment it inherits and of the installed packages it would
+    import (the times their folders last changed: ``pip install`` changes them)."""
     try:
         cwd = os.getcwd()
     except FileNotFoundError:
         cwd = os.path.expanduser("~")
-    return sys.executable, cwd, hash(frozenset(os.environ.items()))
+    return sys.executable, cwd, hash((frozenset(os.environ.items()), _installed()))
+
+
+def _installed() -> tuple[int, ...]:
+    """When each folder of installed packages last changed (a package installed, upgraded
+    or removed there); -1 for one that is not there."""
+    stamps = []
+    for folder in _package_folders():
+        try:
+            stamps.append(os.stat(folder).st_mtime_ns)
+        except OSError:
+            stamps.append(-1)
+    return tuple(stamps)
+
+
+@functools.cache
+def _package_folders() -> tuple[str, ...]:
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    found = [paths["purelib"], paths["platlib"], *site.getsitepackages()]
+    with contextlib.suppress(AttributeError):  # (site may be one that has none)
+        found.append(site.getusersitepackages())
+    return tuple(dict.fromkeys(found))
 
 
 def keep_seconds() -> float:
