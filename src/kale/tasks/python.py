@@ -36,6 +36,9 @@ class _Worker:
                 [sys.executable, "-m", "kale.tasks._pyworker", str(child.fileno())],
                 cwd=self.origin[1], env=env, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, pass_fds=[child.fileno()]))
+        except BaseException:
+            parent.close()  # (no process: its end of the socket too)
+            raise
         finally:
             child.close()
         self.conn = Connection(parent.detach())
