@@ -504,7 +504,10 @@ NOT_YAML = ["a: b: c\n", "a: [1, 2\n", "a:\n  - x\n  y: 1\n", "a: 'x\n", "- a\nb
 # Valid YAML outside the fast reader's subset: the complete reader reads it.
 HANDED_OVER = ["lit at end: |\n  text", "a: [x#y]\n", "a: {b: }\n", "a: >\n  folded\n",
                "a: &anchor 1\nb: *anchor\n", "a: plain\n  continued\n", "a: \"two\n  lines\"\n",
-               "{a: 1}\n", "--- \na: 1\n", "a: [1,\n  2]\n", "? a\n: 1\n", "a: {1: x}\n"]
+               "{a: 1}\n", "--- \na: 1\n", "a: [1,\n  2]\n", "? a\n: 1\n", "a: {1: x}\n",
+               # U+2028 and U+2029 break lines in YAML (a task after one is not in a comment)
+               "x: 1\n# note\u2028y: 2\n", "a: 1 # c\u2029b: 2\n", "a: x\u2028\n",
+               "a: \"x \u2028y\"\n"]
 
 
 @pytest.mark.parametrize("text", SUBSET)
@@ -517,6 +520,15 @@ def test_fast_reader_hands_over_the_rest_of_yaml(text: str) -> None:
     with pytest.raises(Unsupported):
         parse_fast(text)
     assert load_yaml_text(text) == parse_full(text).data
+
+
+def test_a_task_after_a_unicode_line_separator_is_read() -> None:
+    # A comment ends at U+2028 as at a newline: the task after it is a task.
+    text = "name: w\ntasks:\n  a: {shell: echo a}  # note\u2028  b: {shell: echo b}\n"
+    assert list(load_yaml_text(text)["tasks"]) == ["a", "b"]
+    json_text = '{"name": "w", "tasks": {"a": {"shell": "x \u2028y"}}}'
+    assert load_yaml_text(json_text)["tasks"]["a"]["shell"] == parse_full(json_text).data[
+        "tasks"]["a"]["shell"]
 
 
 @pytest.mark.parametrize("text", NOT_YAML)

@@ -183,6 +183,23 @@ def test_tasks_written_as_a_list(kale: Kale, tmp_path: Path) -> None:
         "each task as `name:` with its fields indented below it, not as a `- ` list item)"]
 
 
+
+@pytest.mark.parametrize("suffix", ["yaml", "json"])
+def test_an_integer_longer_than_python_reads_is_a_problem_with_its_line(
+        kale: Kale, tmp_path: Path, suffix: str) -> None:
+    digits = "9" * 5000  # Python reads at most 4,300 digits from text
+    text = (f"name: big\nparameters:\n  n: {digits}\ntasks:\n  a: {{shell: echo}}\n"
+            if suffix == "yaml" else
+            f'{{"name": "big", "parameters": {{"n": {digits}}}, "tasks": {{"a": {{"shell": '
+            '"echo"}}}')
+    wf = tmp_path / f"wf.{suffix}"
+    wf.write_text(text)
+    out = kale("validate", str(wf))
+    assert out.returncode == 2
+    line = 3 if suffix == "yaml" else 1
+    assert errors(out) == [f"{wf}:{line}: parameters.n: an integer of 5000 digits is more "
+                           "than 4300 digits; quote it to keep it as text"]
+
 def test_every_problem_of_a_file_is_reported_in_its_order(kale: Kale, tmp_path: Path) -> None:
     wf = write(tmp_path, "wf.yaml", """\
         name: many

@@ -131,9 +131,9 @@ class _Walker:
         return out
 
     def scalar(self, node: ScalarNode, path: tuple[str | int, ...]) -> Any:
-        if node.tag == _PLAIN:
-            return resolve_plain(node.value)
         try:
+            if node.tag == _PLAIN:
+                return resolve_plain(node.value)
             return resolve_tagged(node.tag, node.value)
         except ValueError as e:
             self.problem(str(e), path, node)

@@ -28,8 +28,10 @@ _DQ = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _SQ = re.compile(r"'((?:[^']|'')*)'")
 _TAIL = re.compile(r"(?:[ ]+#.*)?[ ]*")
 _LITERAL = re.compile(r"\|([+-]?)(?:[ ]+#.*)?[ ]*")
-# Characters that YAML refuses, or that YAML 1.1 (libyaml) reads as line breaks.
-AVOID = re.compile("[^\t\n\x20-\x7e\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+# Characters that YAML refuses, or that YAML 1.1 (libyaml) reads as line breaks (NEL
+# \x85, and the line and paragraph separators U+2028 and U+2029).
+AVOID = re.compile("[^\t\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
+                   "\U00010000-\U0010ffff]")
 
 
 _MISS = object()
@@ -257,7 +259,10 @@ class _Parser:
         text = (rest if cut < 0 else rest[:cut]).rstrip(" ")
         if ": " in text or text.endswith(":"):
             raise Unsupported
-        return resolve_plain(text)
+        try:
+            return resolve_plain(text)
+        except ValueError:  # the complete reader says what is wrong, and where
+            raise Unsupported from None
 
     def literal(self, indent: int, chomp: str) -> str:
         """A ``|`` block scalar whose header ended the previous line."""

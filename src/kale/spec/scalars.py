@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 TAG = "tag:yaml.org,2002:"
@@ -21,7 +22,8 @@ _NAN = re.compile(r"\.(?:nan|NaN|NAN)")
 
 
 def resolve_plain(text: str) -> Any:
-    """The value of a plain scalar: null, bool, int, float, or else the string itself."""
+    """The value of a plain scalar: null, bool, int, float, or else the string itself;
+    ValueError for an integer of more digits than Python reads."""
     if text[:1] not in _MAYBE and text:
         return text
     if text in CONST:
@@ -29,7 +31,12 @@ def resolve_plain(text: str) -> Any:
     if text[0] in "nNtTfF~":  # not a constant, and no number starts so ("noops:noop")
         return text
     if _INT.fullmatch(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # Python's limit on the digits of an int read from text
+            raise ValueError(f"an integer of {len(text.lstrip('+-'))} digits is more than "
+                             f"{sys.get_int_max_str_digits()} digits; quote it to keep it "
+                             "as text") from None
     if _FLOAT.fullmatch(text):
         return float(text)
     if _OCT.fullmatch(text):
