@@ -541,6 +541,75 @@ def test_sigkill_while_added_tasks_run_then_resume_does_not_run_the_parent_again
     assert tasks["report"]["result"] == 3
 
 
+
+SIBLING = """\
+import os
+import time
+
+import kale
+
+
+def base():
+    return {"n": 5}
+
+
+def use(base):
+    gate = os.environ.get("GATE")
+    if gate:
+        open(gate + ".waiting", "w").close()
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+    return ["got", base]
+
+
+def plan():
+    sub = kale.Workflow("more")
+    sub.python(use, name="use", after=["base"], env={"GATE": os.environ["GATE"]})
+    sub.shell("show", "echo n=${base.n}")
+    kale.add_tasks(sub)
+    return "planned"
+"""
+
+
+def _sibling_workflow(tmp_path: Path, gate: str = "") -> Path:
+    """`plan` adds tasks that read `base`, a task beside it with nothing below it in the
+    workflow (so the engine had no reason to keep its result in memory); run with one
+    task at a time, `base` ends before `plan` starts."""
+    (tmp_path / "sib.py").write_text(SIBLING)
+    wf = tmp_path / "sib.yaml"
+    wf.write_text(textwrap.dedent(f"""\
+        name: siblings
+        tasks:
+          base: {{python: "sib:base"}}
+          plan: {{python: "sib:plan", env: {{GATE: "{gate}"}}}}
+        """))
+    return wf
+
+
+def test_added_tasks_get_the_result_of_a_task_beside_their_parent(
+        kale: Kale, tmp_path: Path) -> None:
+    run_id = _run(kale, str(_sibling_workflow(tmp_path)), "--jobs", "1")
+    tasks = _tasks(kale, run_id)
+    assert tasks["plan[use]"]["result"] == ["got", {"n": 5}]
+    assert tasks["plan[show]"]["state"] == "SUCCEEDED"
+    assert "n=5" in kale("logs", run_id, "plan[show]").stdout
+
+
+def test_a_resumed_added_task_gets_the_result_of_a_task_beside_its_parent(
+        kale: Kale, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    wf = _sibling_workflow(tmp_path, str(gate))
+    with kale.popen("run", str(wf), "--jobs", "1") as proc:
+        assert proc.stdout is not None
+        run_id = proc.stdout.readline().strip()
+        wait_until(lambda: Path(f"{gate}.waiting").exists(), what="plan[use] to start")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    gate.touch()
+    out = kale("resume", run_id)
+    assert out.returncode == 0, out.stderr
+    assert _tasks(kale, run_id)["plan[use]"]["result"] == ["got", {"n": 5}]
+
 # -- through the manager, and Slurm pilots ------------------------------------------------
 def _check_files_run(kale: Kale, tmp_path: Path, run_id: str, n: int) -> dict[str, Any]:
     tasks = _tasks(kale, run_id)

@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -434,11 +434,12 @@ class Engine:
             if rec.reused_from is not None:
                 self._reused_dir(rec.name, rec.reused_from)
             if rec.state is S.SUCCEEDED and self._keeps(rec.name):
-                self.results[rec.name] = results.decode(rec, self.wf.base_dir,
-                                                         sealed=self.executor.remote)
-                self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash)
+                self._remember(rec)
         self.executor.add_tasks([self.tasks[n] for ms in members.values() for _, n in ms])
         by_name = {rec.name: rec for rec in records}
+        for rec in records:  # an unfinished added task may read a task nothing else does
+            if rec.spec is not None and not rec.state.terminal:
+                self._recall(self.upstream.get(rec.name, ()), by_name)
         for group, listed in members.items():
             names = [name for _, name in sorted(listed)]
             self._link(names)
@@ -519,6 +520,29 @@ class Engine:
         """Whether a task's result is kept in memory: tasks below need it, or it is a
         map's member (the map's result is the list of its members')."""
         return bool(self.downstream[name]) or name in self._members
+
+    def _remember(self, rec: TaskRecord) -> None:
+        """Hold a succeeded task's stored result (and what it gives a key below)."""
+        self.results[rec.name] = results.decode(rec, self.wf.base_dir,
+                                                 sealed=self.executor.remote)
+        self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash)
+
+    def _recall(self, names: Iterable[str], records: dict[str, TaskRecord] | None = None
+                ) -> None:
+        """Hold the results of the succeeded ``names`` not held (tasks added as the run
+        goes may read a task whose result nothing in the workflow needed), read from
+        ``records`` or else from the store, once what is committed is all there is."""
+        missing = [n for n in names if n not in self.hashes
+                   and self.planner.state.get(n) is S.SUCCEEDED]
+        if not missing:
+            return
+        if records is None:
+            self._flush()
+            assert self._committer is not None
+            self._committer.sync()
+        for name in missing:
+            rec = records[name] if records is not None else self.store.task(self.run_id, name)
+            self._remember(rec)
 
     def _reopen_cancelled(self) -> None:
         """Resuming a cancelled run (Ctrl-C, `kale cancel`): what it cancelled, and what
@@ -700,6 +724,7 @@ class Engine:
             shown = "; ".join(str(p) for p in problems[:5])
             return Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
                            error=f"the tasks it added are not valid: {shown}"), []
+        self._recall({d for t in tasks for d in t.upstream})
         members: list[Member] = []
         for i, task in enumerate(tasks):
             self.tasks[task.name] = task
