@@ -102,6 +102,37 @@ def test_the_next_run_in_the_process_runs_on_the_workers_the_last_one_started(
     wait_until(lambda: not process_alive(pids[0]), what="the kept workers stopped")
 
 
+
+POINTS = """
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+def make():
+    return Point(1)
+
+
+def use(make):
+    return make.x + 10
+"""
+
+
+def test_a_result_of_a_class_beside_the_workflow_reaches_the_task_below_on_parsl(
+        home: Path, tmp_path: Path) -> None:
+    """An upstream result is an instance of a class in the workflow's folder, made here:
+    the Parsl worker that runs the task below (and imported nothing of the workflow's
+    yet) finds the module where the workflow is."""
+    (tmp_path / "points.py").write_text(POINTS)
+    _config(tmp_path, workers=1)
+    wf = Workflow("points", base_dir=tmp_path,
+                  executor={"kind": "parsl", "config": "cfg.py:config"})
+    wf.python("points:make", name="make", executor="local")
+    wf.python("points:use", name="use", after=["make"])
+    run = wf.run()
+    assert run.wait().state is RunState.SUCCEEDED, [t.error for t in run.tasks]
+    assert run.result("use") == 11
+
 KEEPER = """
 import sys
 from kale import Workflow

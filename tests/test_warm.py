@@ -211,3 +211,29 @@ def test_a_package_installed_between_runs_gets_a_fresh_worker(
         assert _pid(wf)[0] != first
     finally:
         os.utime(folder, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_fresh_worker_takes_an_upstream_result_of_a_class_beside_the_workflow(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The second run reuses `make` (a Point, of points.py) and runs `use` in a new process
+    # (none kept) that has imported nothing of the folder when the job reaches it.
+    monkeypatch.setenv("KALE_WARM_SECONDS", "0")
+    (tmp_path / "points.py").write_text(textwrap.dedent("""\
+        class Point:
+            def __init__(self, x):
+                self.x = x
+
+        def make():
+            return Point(1)
+
+        def use(make, k):
+            return make.x + k
+        """))
+    for k in (10, 20):
+        wf = Workflow("points", base_dir=tmp_path)
+        wf.python("points:make", name="make")
+        wf.python("points:use", name="use", after=["make"], parameters={"k": k})
+        run = wf.run(jobs=1).wait()
+        assert run.state is RunState.SUCCEEDED, [t.error for t in run.tasks]
+        assert run.result("use") == 1 + k
+    assert {t.name: t.reused_from for t in run.tasks}["make"] is not None

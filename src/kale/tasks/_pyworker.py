@@ -1,6 +1,8 @@
 """A Python task worker process: receives jobs over a socket, runs one at a time.
 
 Started by :class:`kale.tasks.python.PythonRunner` as ``python -m kale.tasks._pyworker FD``.
+A job is its workflow folder, NUL and the pickled job (the folder goes on ``sys.path``
+before the job is unpickled: upstream results may be of classes in modules there).
 For each job it enters the task's directory, points fds 1 and 2 at the task's logs,
 sets the task's environment, calls the function and sends back its return value, with the
 manifest of the user code it has loaded (:mod:`kale.tasks.usercode`) and whether the task
@@ -106,6 +108,18 @@ def _enter(workdir: str, records: str | None) -> None:
 
         prepare_workdir(workdir, records or os.path.join(workdir, ".kale-records.pkl"))
     os.chdir(workdir)
+
+
+def _job(msg: bytes) -> dict[str, Any]:
+    """A job as the runner sends it: its workflow folder, NUL, the pickled job. The folder
+    goes on ``sys.path`` first, as the job's upstream results and inputs may be of
+    classes in modules there that this process has not imported yet."""
+    folder, _, blob = msg.partition(b"\0")
+    base_dir = folder.decode()
+    if base_dir not in sys.path:
+        sys.path.insert(0, base_dir)
+    job: dict[str, Any] = pickle.loads(blob)
+    return job
 
 
 def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
@@ -308,7 +322,7 @@ def main() -> None:
             conn.send_bytes(pickle.dumps(("stale", changed)))
             return
         try:
-            reply = run_job(pickle.loads(msg))
+            reply = run_job(_job(msg))
             conn.send_bytes(pickle.dumps(reply))
         except Exception as e:  # an unpicklable result, say
             conn.send_bytes(pickle.dumps(("err", type(e).__name__, str(e),

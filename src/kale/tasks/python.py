@@ -179,8 +179,10 @@ class PythonRunner(TaskRunner):
             "stdout": str(ctx.stdout_path), "stderr": str(ctx.stderr_path),
             "env": _env(ctx), "base_dir": str(ctx.base_dir),
         }
-        data = dumps(job)
         base_dir = job["base_dir"]
+        # the folder first, on the worker's sys.path before the job is unpickled: its
+        # upstream results may be of classes in modules there, not yet imported
+        data = base_dir.encode() + b"\0" + dumps(job)
         for tried in range(3):
             # after a worker found its code changed, a new one: the others of the folder,
             # kept or idle, imported the same code, and may be as stale

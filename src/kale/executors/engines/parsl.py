@@ -161,7 +161,7 @@ class ParslExecutor(EngineExecutor):
     async def execute(self, ctx: TaskContext) -> Outcome:
         marker = self.expect_start(ctx.task.name, ctx.attempt)
         self.active += 1
-        future = self.app(dumps(ctx))  # bytes: see run_on_parsl
+        future = self.app(dumps(ctx), str(ctx.base_dir))  # bytes: see run_on_parsl
         self._futures.add(future)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bytes] = loop.create_future()
