@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from conftest import Kale, Manager, gate_sh, wait_until
 from kale import Workflow
@@ -269,3 +272,122 @@ def test_a_script_a_shell_command_names_is_part_of_its_code(kale: Kale, tmp_path
     assert _tasks(kale, third)["analyse"]["reused_from"] is None
     assert kale("logs", third, "analyse").stdout == "second version\n"
 
+
+
+def test_a_copy_of_the_folder_with_an_edited_helper_does_not_reuse_the_originals_result(
+        home: Path, tmp_path: Path) -> None:
+    # The same workflow name and steps.py in two folders; the copy's helper differs. The
+    # original's result was made with the original's (unchanged) helper: not the copy's.
+    import shutil
+
+    original = tmp_path / "proj"
+    original.mkdir()
+    (original / "steps.py").write_text(
+        "from helper import VALUE\n\n\ndef value():\n    return VALUE\n")
+    (original / "helper.py").write_text("VALUE = 'v1'\n")
+    copy = tmp_path / "proj-v2"
+    shutil.copytree(original, copy)
+    (copy / "helper.py").write_text("VALUE = 'v2, in the copy'\n")
+    got = []
+    for folder in (original, copy, original):
+        wf = Workflow("demo", base_dir=folder)
+        wf.python("steps:value", name="value")
+        run = wf.run().wait()
+        got.append((run.result("value"), run.tasks[0].reused_from is not None))
+    assert got == [("v1", False), ("v2, in the copy", False), ("v1", True)]
+
+
+def test_a_helper_edited_while_its_task_runs_is_not_taken_for_the_code_that_ran(
+        home: Path, tmp_path: Path) -> None:
+    # The task imported helper.py (v1) and is still running when the user edits it (v2):
+    # its result is v1's; the next run must not reuse it as if made with v2.
+    gate = tmp_path / "gate"
+    (tmp_path / "steps.py").write_text(textwrap.dedent(f"""\
+        import os, time
+
+
+        def value():
+            from helper import VALUE
+            open({str(tmp_path / 'started')!r}, "w").close()
+            while not os.path.exists({str(gate)!r}):
+                time.sleep(0.01)
+            return VALUE
+        """))
+    (tmp_path / "helper.py").write_text("VALUE = 'v1'\n")
+    wf = Workflow("edited-while-running", base_dir=tmp_path)
+    wf.python("steps:value", name="value")
+    handle = wf.run()
+    wait_until(lambda: (tmp_path / "started").exists(), what="the task to import helper")
+    (tmp_path / "helper.py").write_text("VALUE = 'v2, edited'\n")
+    gate.touch()
+    assert handle.wait().result("value") == "v1"
+    again = wf.run().wait()
+    assert again.result("value") == "v2, edited"
+    assert again.tasks[0].reused_from is None
+
+
+def test_a_notebook_whose_kernel_cannot_import_kale_is_not_reused_unchecked(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A kernelspec of another environment, where Kale is not importable (here an empty
+    # package named kale shadows it): the kernel cannot tell which user code it loaded,
+    # so its result is never reused, even when an edited helper would change it.
+    import json as json_
+
+    import nbformat
+
+    from kale.tasks import kernels
+
+    shadow = tmp_path / "env"
+    (shadow / "kale").mkdir(parents=True)
+    (shadow / "kale" / "__init__.py").write_text("")
+    spec = tmp_path / "jupyter" / "kernels" / "nokale"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json_.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python without Kale", "language": "python",
+        "env": {"PYTHONPATH": str(shadow)}}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    kernels.installed_kernels(refresh=True)
+    try:
+        project = tmp_path / "proj"
+        project.mkdir()
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(
+            "from helper import VALUE\nopen('out.txt', 'w').write(VALUE)")]
+        nb.metadata["kernelspec"] = {"name": "nokale", "display_name": "nokale",
+                                     "language": "python"}
+        nbformat.write(nb, str(project / "analyse.ipynb"))
+        said = []
+        for value in ("v1", "v2"):
+            (project / "helper.py").write_text(f"VALUE = {value!r}\n")
+            wf = Workflow("nokale", base_dir=project)
+            wf.notebook("analyse", "analyse.ipynb", outputs=["out.txt"])
+            run = wf.run().wait()
+            assert run.state is RunState.SUCCEEDED, [t.error for t in run.tasks]
+            said.append(Path(run.result("analyse")["out.txt"]).read_text())
+        assert said == ["v1", "v2"]
+    finally:
+        monkeypatch.undo()
+        kernels.installed_kernels(refresh=True)
+
+
+def test_an_edited_script_of_a_side_effect_task_runs_what_is_below_it_again(
+        home: Path, tmp_path: Path) -> None:
+    # `prepare` names a script and declares no outputs (it works by side effects): its
+    # result is None, so what is below sees its key and the code it ran. Edit the script:
+    # both run again; change nothing: both are reused.
+    data = tmp_path / "prepared.txt"
+    script = tmp_path / "prepare.py"
+    (tmp_path / "steps.py").write_text(
+        f"def train():\n    return 'trained on ' + open({str(data)!r}).read()\n")
+    said = []
+    for version in ("v1", "v2", "v2"):
+        script.write_text(f"open({str(data)!r}, 'w').write({version!r})\n")
+        wf = Workflow("side-effects", base_dir=tmp_path)
+        wf.shell("prepare", [sys.executable, str(script)])
+        wf.python("steps:train", name="train", after=["prepare"])
+        run = wf.run().wait()
+        assert run.state is RunState.SUCCEEDED, [t.error for t in run.tasks]
+        said.append((run.result("train"), sorted(t.name for t in run.tasks if t.reused_from)))
+    assert said == [("trained on v1", []), ("trained on v2", []),
+                    ("trained on v2", ["prepare", "train"])]

@@ -267,7 +267,8 @@ class Engine:
         self._committer = GroupCommitter(self.store, on_commit=self._notify,
                                          on_error=self._store_failed_threadsafe)
         # --force runs the selected tasks again; tasks outside the selection still reuse
-        self.cached = self.store.cached(self.wf.name, self.reuse_users)
+        self.cached = self.store.cached(self.wf.name, self.reuse_users,
+                                        self.run_rec.base_dir)
         from kale.tasks.registry import runner_kind
 
         kinds = Counter[str](runner_kind(self.wf.tasks[n]) for n in self.selected)
@@ -486,7 +487,7 @@ class Engine:
         if self.downstream[rec.name]:
             self.results[rec.name] = results.decode(rec, self.wf.base_dir,
                                                      sealed=self.executor.remote)
-            self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash)
+            self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash, rec.code)
 
     def _link(self, names: list[str]) -> None:
         """The members of one group that wait for each other (tasks another added)."""
@@ -525,7 +526,7 @@ class Engine:
         """Hold a succeeded task's stored result (and what it gives a key below)."""
         self.results[rec.name] = results.decode(rec, self.wf.base_dir,
                                                  sealed=self.executor.remote)
-        self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash)
+        self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash, rec.code)
 
     def _recall(self, names: Iterable[str], records: dict[str, TaskRecord] | None = None
                 ) -> None:
@@ -755,7 +756,7 @@ class Engine:
         if self._keeps(name):  # only what tasks below need is kept
             self.results[name] = results.decode(prev, self.wf.base_dir,
                                                 sealed=self.executor.remote)
-            self.hashes[name] = upstream_id(prev.cache_key, prev.result_hash)
+            self.hashes[name] = upstream_id(prev.cache_key, prev.result_hash, prev.code)
         return self.planner.reused(name, prev.run_id, {
             "result_json": prev.result_json, "result_path": prev.result_path,
             "result_hash": prev.result_hash, "cache_key": prev.cache_key,
@@ -1055,14 +1056,15 @@ class Engine:
         name = item.name
         key = self._inputs.pop(name)[1]
         self.def_hash.pop(name, None)
+        code = {**(out.code or {}), **self._named_inputs(name)}
         if self._keeps(name):  # only what tasks below need is kept
             self.results[name] = out.result
-            self.hashes[name] = upstream_id(key, enc["result_hash"])
+            self.hashes[name] = upstream_id(key, enc["result_hash"], code)
         row["exit_code"] = out.exit_code
         return AttemptEnd(name, item.attempt, Ending.SUCCEEDED, values={
             "ended_at": now, "exit_code": out.exit_code, **enc,
             "artifacts": _json(out.artifacts), "details": _json(out.details),
-            "code": _json({**(out.code or {}), **self._named_inputs(name)})}, row=row)
+            "code": _json(code)}, row=row)
 
     def _failed(self, item: _Done, out: Outcome, row: dict[str, Any],
                 now: float) -> AttemptEnd:

@@ -50,13 +50,18 @@ def cache_key(task: Task, definition: str, upstream: Sequence[str],
     return h.hexdigest()[:32]
 
 
-def upstream_id(key: str | None, result_hash: str | None) -> str:
+def upstream_id(key: str | None, result_hash: str | None,
+                code: Mapping[str, str] | None = None) -> str:
     """What a downstream task's key sees of an upstream result: the result itself (its
     content hash; declared output files by their content), so an upstream that ran again
     and produced the same result leaves everything below it reusable. A task whose result
     says nothing (None: a command without declared outputs or records) may have worked
-    through side effects, so then its own key counts: when it changed, what is below runs
-    again."""
+    through side effects, so then its own key counts, with the user ``code`` it ran (its
+    manifest: the script a command names, the modules a function imported): when either
+    changed, what is below runs again."""
     if result_hash is None or result_hash == NULL_RESULT:
+        if code:
+            ran = hashlib.sha256(json.dumps(sorted(code.items())).encode()).hexdigest()[:16]
+            return f"key:{key or ''}:{ran}"
         return f"key:{key or ''}"
     return f"result:{result_hash}"

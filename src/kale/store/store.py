@@ -516,12 +516,15 @@ class Store:
                     "WHERE run_id = :run_id AND task = :task AND number = :number", rows)
 
     # -- cache ---------------------------------------------------------------------------
-    def cached(self, workflow: str, users: Sequence[str | None] | None = None
-               ) -> dict[str, list[TaskRecord]]:
+    def cached(self, workflow: str, users: Sequence[str | None] | None = None,
+               base_dir: str | None = None) -> dict[str, list[TaskRecord]]:
         """The newest succeeded tasks in runs of ``workflow`` (of ``users`` only: None
-        stands for runs made without a manager), by cache key, newest first: one query, so
-        checking thousands of tasks for reuse costs one round trip. A cache key includes
-        the task's name, so a task only ever finds its own results.
+        stands for runs made without a manager; from the workflow folder ``base_dir``
+        only, if given), by cache key, newest first: one query, so checking thousands of
+        tasks for reuse costs one round trip. A cache key includes the task's name, so a
+        task only ever finds its own results. (A result's code manifest names the files
+        of its own folder: a copy of the folder whose helper was edited must not find the
+        original's results, whose files are unchanged.)
 
         At most ``PER_KEY`` records per key: every run that reused a result records it
         again under the same key, so without a bound a long-lived manager would load (and
@@ -537,6 +540,8 @@ class Store:
         mine = _users_clause(users)
         if mine is not None:
             ranked = ranked.where(mine)
+        if base_dir is not None:
+            ranked = ranked.where(T.runs.c.base_dir == base_dir)
         sub = ranked.subquery()
         q = (sa.select(*[sub.c[c.name] for c in T.tasks.columns])
              .where(sub.c.rank <= self.PER_KEY)

@@ -122,8 +122,11 @@ _RESET = f"{_HOOK}.reset()"
 # The manifest of the user code the kernel loaded (kale.tasks.usercode.loaded), as the
 # repr of a dict of strings. Asked for as a user expression: no output, nothing in the
 # history, whatever the task did to sys.stdout or the json module; a kernel without Kale
-# importable answers with an error (no manifest).
+# importable answers with an error (its manifest is then UNKNOWN_CODE).
 _MANIFEST = "repr(__import__('kale.tasks.usercode', fromlist=['loaded']).loaded())"
+#: the manifest of a Python kernel that could not tell its user code: a "file" that has no
+#: hash, so :func:`kale.tasks.usercode.stale` always finds it changed
+UNKNOWN_CODE = {"<user code unknown: Kale is not importable in the kernel>": ""}
 
 
 class KernelFailed(KaleError):
@@ -613,10 +616,16 @@ class Kernel:
 
     async def user_code(self, timeout: float = 30.0) -> dict[str, str] | None:
         """The manifest of the user code this kernel has loaded
-        (:func:`kale.tasks.usercode.loaded`: file -> content hash), or None when the
-        kernel cannot tell (not Python, Kale not importable in it, no answer)."""
+        (:func:`kale.tasks.usercode.loaded`: file -> content hash); None for a kernel
+        that is not Python. A Python kernel that cannot tell (Kale not importable in its
+        environment, no answer) gives :data:`UNKNOWN_CODE`, which is never current: what
+        it made is not reused, as its code cannot be checked."""
         if self.language_info.get("name", "python") != "python":
             return None
+        manifest = await self._user_code(timeout)
+        return UNKNOWN_CODE if manifest is None else manifest
+
+    async def _user_code(self, timeout: float) -> dict[str, str] | None:
         try:
             reply = await self.client.execute(
                 "", silent=True, store_history=False, allow_stdin=False,

@@ -141,7 +141,9 @@ def guard_bytecode() -> None:
     the source content it was compiled from. Python checks a ``.pyc`` against its source's
     mtime in whole seconds and size, so a file edited within the same second to the same
     size would run its old code; here the "mtime" Python compares is a hash of the content.
-    Installed in every process that runs tasks (Python workers, kernels)."""
+    That hash is also what :func:`loaded` reports for the file: the content as imported,
+    not as it is when the task ends. Installed in every process that runs tasks (Python
+    workers, kernels)."""
     from importlib.machinery import SourceFileLoader
 
     original = SourceFileLoader.path_stats
@@ -154,6 +156,9 @@ def guard_bytecode() -> None:
             digest = file_hash(path)
             if digest is not None:
                 stats = {**stats, "mtime": int(digest[:8], 16)}
+                # what is imported now is this content: a task that runs for an hour
+                # while the file is edited made its result with this one
+                _seen[_real.get(path) or os.path.realpath(path)] = digest
         return stats
 
     path_stats._kale = True  # type: ignore[attr-defined]
