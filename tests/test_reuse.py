@@ -391,3 +391,32 @@ def test_an_edited_script_of_a_side_effect_task_runs_what_is_below_it_again(
         said.append((run.result("train"), sorted(t.name for t in run.tasks if t.reused_from)))
     assert said == [("trained on v1", []), ("trained on v2", []),
                     ("trained on v2", ["prepare", "train"])]
+
+
+def test_members_of_equal_elements_each_reuse_their_own_result(
+        home: Path, tmp_path: Path) -> None:
+    # A map over [1, 1, 2] of a random draw: the two members of 1 are replicas, and each
+    # reuses its own earlier draw, never the other's.
+    def build(items: list[int]) -> Workflow:
+        wf = Workflow("replica-map", base_dir=tmp_path, parameters={"items": items})
+
+        def src(items: list[int]) -> list[int]:
+            return items
+
+        def draw(seed: int) -> tuple[int, str]:
+            import uuid
+
+            return seed, uuid.uuid4().hex
+
+        source = wf.python(src, name="src")
+        wf.python(draw, name="draw", map=source.result)
+        return wf
+
+    def draws(items: list[int]) -> list[tuple[int, str]]:
+        run = build(items).run().wait()
+        assert run.state is RunState.SUCCEEDED, [t.error for t in run.tasks]
+        return [tuple(d) for d in run.result("draw")]  # type: ignore[misc]
+
+    first = draws([1, 1, 2])
+    assert len({d for _, d in first}) == 3
+    assert draws([1, 1, 2]) == first

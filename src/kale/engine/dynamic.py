@@ -79,6 +79,15 @@ def member_key(base: str, binding: Mapping[str, Any], run_dir: Path) -> str:
     return h.hexdigest()[:32]
 
 
+def nth_key(key: str, occurrence: int) -> str:
+    """The key of the ``occurrence``-th member (from 0) whose element equals others' (of
+    :func:`member_key` ``key``): replicas of a random draw each reuse their own result,
+    never one another's; the first keeps ``key``."""
+    if not occurrence:
+        return key
+    return hashlib.sha256(f"{key}#{occurrence}".encode()).hexdigest()[:32]
+
+
 def element_digest(value: Any, run_dir: Path) -> str:
     """What an element is, for reuse: a path inside a run's directory (this run's, or
     one beside it whose result was reused) by where it is in that run and its content;

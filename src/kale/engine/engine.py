@@ -648,9 +648,12 @@ class Engine:
         base = cache_key(task, self.def_hash[name], upstream, self.hashes, self.params,
                          without=hidden)
         members: list[tuple[str, dict[str, Any]]] = []
+        equal: Counter[str] = Counter()  # members of equal elements so far, by key
         for i, binding in enumerate(bound):
             member = dynamic.member(task, i, binding)
-            key = dynamic.member_key(base, binding, self.run_dir)
+            first = dynamic.member_key(base, binding, self.run_dir)
+            key = dynamic.nth_key(first, equal[first])
+            equal[first] += 1
             self.tasks[member.name] = member
             self._member_keys[member.name] = key
             self._members.add(member.name)
