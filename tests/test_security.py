@@ -395,3 +395,58 @@ def test_a_port_out_of_range_is_a_message(kale: Kale) -> None:
         assert out.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "0-65535" in out.stderr
         assert "Traceback" not in out.stderr
+
+
+def _plant(folder: Path, module: str) -> Path:
+    """A module another user could leave in a shared folder, named like one Python
+    imports at start; it says so in a file (and then gets out of the way)."""
+    said = folder / f"{module}-was-imported"
+    (folder / f"{module}.py").write_text(
+        f"open({str(said)!r}, 'w').close()\n"
+        "import sys\n"
+        f"sys.modules.pop({module!r}, None)\n"
+        f"sys.path[:] = [p for p in sys.path if p not in ('', {str(folder)!r})]\n"
+        f"import {module} as _real\n"
+        f"sys.modules[__name__] = _real\n")
+    return said
+
+
+def test_a_module_planted_in_the_working_directory_is_not_what_a_python_worker_imports(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A scientist runs Kale from a shared folder (/tmp); another user left json.py there.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    said = _plant(shared, "inspect")  # (the worker imports it as it starts)
+    monkeypatch.chdir(shared)
+    monkeypatch.setenv("KALE_WARM_SECONDS", "0")
+
+    def answer() -> int:
+        return 42
+
+    wf = Workflow("planted", base_dir=tmp_path)
+    wf.python(answer, name="answer")
+    run = wf.run().wait()
+    assert run.result("answer") == 42
+    assert not said.exists()
+
+
+def test_a_module_planted_in_the_shared_temp_folder_is_not_what_a_kernel_imports(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Kernels wait between tasks in a folder of their own, not in /tmp, where another
+    # user could leave json.py for the next kernel to start.
+    import tempfile
+
+    import nbformat
+
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    said = _plant(shared, "json")
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(nb, str(tmp_path / "nb.ipynb"))
+    wf = Workflow("planted-kernel", base_dir=tmp_path)
+    wf.notebook("nb", "nb.ipynb")
+    run = wf.run().wait()
+    assert run.state.value == "SUCCEEDED", [t.error for t in run.tasks]
+    assert not said.exists()

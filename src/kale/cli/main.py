@@ -376,7 +376,7 @@ def _task_action(run_id: str, task: str, action: str, home: Path | None,
 def _spawn_driver(run_id: str, home: Path) -> None:
     log = Path(home) / "runs" / run_id / "driver.log"
     with open(log, "ab") as f:
-        subprocess.Popen([sys.executable, "-m", "kale.cli.main", "_drive", run_id],
+        subprocess.Popen([sys.executable, "-P", "-m", "kale.cli.main", "_drive", run_id],
                          env={**os.environ, "KALE_HOME": str(home)}, stdin=subprocess.DEVNULL,
                          stdout=f, stderr=f, start_new_session=True)
 

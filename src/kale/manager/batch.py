@@ -271,7 +271,7 @@ class BatchWorkers:
                  job.pool)
 
     def _worker_argv(self, job: Job, extra: list[str]) -> list[str]:
-        return [sys.executable, "-m", "kale.worker", "--manager", self.url,
+        return [sys.executable, "-P", "-m", "kale.worker", "--manager", self.url,
                 "--provider", job.scheduler, "--pool", job.pool, "--job", job.id,
                 "--batch", *extra]
 

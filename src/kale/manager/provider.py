@@ -179,7 +179,7 @@ class LocalWorkers:
         """Start one worker; its pid, or None if it could not even be started (which
         counts as a failed start)."""
         logs = self.home / "workers"
-        argv = [sys.executable, "-m", "kale.worker", "--manager", self.url,
+        argv = [sys.executable, "-P", "-m", "kale.worker", "--manager", self.url,
                 "--provider", self.provider]
         if slots or self.slots:
             argv += ["--slots", str(slots or self.slots)]

@@ -81,7 +81,7 @@ def start(home: Path, host: str = "127.0.0.1", port: int = 0, *, workers: int = 
                "heartbeat_timeout": heartbeat_timeout, "sample_interval": sample_interval}
     with open(log, "ab") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kale.manager.service", str(home), host, str(port),
+            [sys.executable, "-P", "-m", "kale.manager.service", str(home), host, str(port),
              json.dumps(options)],
             stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True,
             env={**os.environ, "KALE_HOME": str(home)})

@@ -306,6 +306,11 @@ def main() -> None:
     global _BASELINE, _BASELINE_STR, _NULL
     _die_with_parent()
     usercode.guard_bytecode()
+    # Started with -P (its working directory may be a shared one, such as /tmp, where
+    # another user could leave a module named like one this process imports): the
+    # directory comes back last, after the standard library and installed packages.
+    with contextlib.suppress(OSError):  # (a directory since removed: none)
+        sys.path.append(os.getcwd())
     _BASELINE = dict(os.environ._data)  # type: ignore[attr-defined]
     _BASELINE_STR = dict(os.environ)
     _NULL = os.open(os.devnull, os.O_WRONLY)

@@ -206,7 +206,9 @@ _LAUNCHERS = ("ipykernel_launcher", "ipykernel")
 _PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 # ``python -c`` (the working directory is not on sys.path while it imports ipykernel, as
 # with ipykernel_launcher), running the factory's file by path: any Python runs it
-_BOOTSTRAP = "import sys; p = sys.argv[1]; exec(compile(open(p).read(), p, 'exec'))"
+# (``-c`` puts the working directory first on sys.path: taken out before any import)
+_BOOTSTRAP = ("import sys; sys.path[:] = [q for q in sys.path if q]; p = sys.argv[1]; "
+              "exec(compile(open(p).read(), p, 'exec'))")
 
 
 class _Forked:
@@ -711,9 +713,17 @@ class KernelPool:
         self._background: set[asyncio.Task[Any]] = set()  # starts and resets
         self._stopping: set[asyncio.Task[None]] = set()    # shutdowns (never cancelled)
         self._closed = False
-        # A neutral directory for kernels between tasks (never the caller's cwd, which
-        # may disappear).
-        self._home = Path(tempfile.gettempdir())
+        self._neutral: Path | None = None  # see _home
+
+    @property
+    def _home(self) -> Path:
+        """A neutral directory for kernels between tasks: never the caller's cwd (which
+        may disappear), nor a shared one such as /tmp, where another user could put a
+        module a starting kernel would import (a kernel's Python puts its working
+        directory first on sys.path): a private one of this pool's (mode 700)."""
+        if self._neutral is None:
+            self._neutral = Path(tempfile.mkdtemp(prefix="kale-kernels-"))
+        return self._neutral
 
     # -- kernel names --------------------------------------------------------------------
     def available(self, refresh: bool = False) -> list[str]:
@@ -763,6 +773,11 @@ class KernelPool:
             f.cancel()
         await asyncio.gather(*(f.close() for f in factories if f is not None),
                              return_exceptions=True)
+        if self._neutral is not None:
+            import shutil
+
+            shutil.rmtree(self._neutral, ignore_errors=True)
+            self._neutral = None
 
     @property
     def kernels(self) -> list[Kernel]:

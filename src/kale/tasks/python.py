@@ -33,7 +33,7 @@ class _Worker:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         try:
             self.proc = warm.spawn(lambda: procs.spawn(
-                [sys.executable, "-m", "kale.tasks._pyworker", str(child.fileno())],
+                [sys.executable, "-P", "-m", "kale.tasks._pyworker", str(child.fileno())],
                 cwd=self.origin[1], env=env, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, pass_fds=[child.fileno()]))
         except BaseException:
