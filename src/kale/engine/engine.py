@@ -485,9 +485,7 @@ class Engine:
         """A task that added tasks, which are not all done: its own result, kept."""
         self._parents[rec.name] = (rec.cache_key or "", rec.result_hash or "")
         if self.downstream[rec.name]:
-            self.results[rec.name] = results.decode(rec, self.wf.base_dir,
-                                                     sealed=self.executor.remote)
-            self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash, rec.code)
+            self._remember(rec)
 
     def _link(self, names: list[str]) -> None:
         """The members of one group that wait for each other (tasks another added)."""
@@ -522,11 +520,13 @@ class Engine:
         map's member (the map's result is the list of its members')."""
         return bool(self.downstream[name]) or name in self._members
 
-    def _remember(self, rec: TaskRecord) -> None:
-        """Hold a succeeded task's stored result (and what it gives a key below)."""
-        self.results[rec.name] = results.decode(rec, self.wf.base_dir,
-                                                 sealed=self.executor.remote)
-        self.hashes[rec.name] = upstream_id(rec.cache_key, rec.result_hash, rec.code)
+    def _remember(self, rec: TaskRecord, name: str | None = None) -> None:
+        """Hold a succeeded task's stored result (and what it gives a key below), as
+        ``name``'s (a reused record may be another map member's)."""
+        name = name or rec.name
+        self.results[name] = results.decode(rec, self.wf.base_dir,
+                                             sealed=self.executor.remote)
+        self.hashes[name] = upstream_id(rec.cache_key, rec.result_hash, rec.code)
 
     def _recall(self, names: Iterable[str], records: dict[str, TaskRecord] | None = None
                 ) -> None:
@@ -757,9 +757,7 @@ class Engine:
         self.def_hash.pop(name, None)
         self._reused_dir(name, prev.reused_from or prev.run_id)
         if self._keeps(name):  # only what tasks below need is kept
-            self.results[name] = results.decode(prev, self.wf.base_dir,
-                                                sealed=self.executor.remote)
-            self.hashes[name] = upstream_id(prev.cache_key, prev.result_hash, prev.code)
+            self._remember(prev, name)
         return self.planner.reused(name, prev.run_id, {
             "result_json": prev.result_json, "result_path": prev.result_path,
             "result_hash": prev.result_hash, "cache_key": prev.cache_key,
