@@ -12,8 +12,9 @@ end, so nothing one leaves running disturbs the other):
            does not share Kale's GIL), used by both rows: *Dask alone* is ``client.map``
            of the no-op (a chain: ``client.submit(noop, previous)``), then gather; *Kale
            on Dask* is ``Workflow.run()`` (the embedded engine) with ``executor: {kind:
-           dask, address: <that cluster's scheduler>}``, so each Kale attempt is one Dask
-           future of ``run_on_dask`` on the same workers.
+           dask, address: <that cluster's scheduler>, security: ...}`` (both rows over
+           TLS), so each Kale attempt is one Dask future of ``run_on_dask`` on the same
+           workers.
 ``parsl``  *Parsl alone* is a ``HighThroughputExecutor`` with a ``LocalProvider`` (one
            block, a worker per core) loaded with ``parsl.load``, a ``python_app`` of the
            no-op, a list of futures; *Kale on Parsl* is ``executor: {kind: parsl, config:
@@ -204,20 +205,44 @@ def alternate(plan: list[tuple[str, int, int]], engine: Callable[[str, int], Non
     return out
 
 
+@dataclass
+class DaskAt:
+    """The bench's running Dask cluster: its scheduler's address (TLS, as Kale reaches a
+    running cluster only over TLS), the process it runs in, and the TLS files (CA, client
+    certificate and key) that reach it."""
+
+    address: str
+    pid: int
+    files: dict[str, str]
+
+    def spec(self) -> dict[str, Any]:
+        """Kale's executor spec for it."""
+        return {"kind": "dask", "address": self.address, "security": self.files}
+
+    def client(self) -> Any:
+        """A Dask client of it (the engine alone's side), over the same TLS."""
+        from distributed import Client, Security
+
+        make: Any = Security
+        return Client(self.address, security=make(
+            require_encryption=True, tls_ca_file=self.files["ca"],
+            tls_client_cert=self.files["cert"], tls_client_key=self.files["key"]))
+
+
 @contextlib.contextmanager
-def dask_cluster() -> Iterator[tuple[str, int]]:
+def dask_cluster() -> Iterator[DaskAt]:
     """A LocalCluster (a worker process per core, one thread each) in a process of its
     own, as a cluster Kale is given by address is: its scheduler does not share this
-    process's GIL with Kale's engine. Yields its address and its process id; closed when
-    the block ends."""
+    process's GIL with Kale's engine. Closed when the block ends."""
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_cluster"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdin is not None
-        address = proc.stdout.readline().strip()
-        if not address:
+        said = proc.stdout.readline().strip()
+        if not said:
             raise RuntimeError(f"the Dask cluster did not start (exit {proc.wait()})")
-        yield address, proc.pid
+        doc = json.loads(said)
+        yield DaskAt(doc["address"], proc.pid, doc["files"])
     finally:
         if proc.stdin is not None:
             proc.stdin.close()  # the cluster's process closes it and exits
@@ -229,15 +254,26 @@ def dask_cluster() -> Iterator[tuple[str, int]]:
 
 
 def serve_cluster() -> None:
-    """``_cluster`` mode: start the LocalCluster, print its address, close it when stdin
-    closes."""
-    from distributed import LocalCluster
+    """``_cluster`` mode: start the LocalCluster over TLS (a throw-away certificate, its
+    files in a private temporary folder), print its address and files, close it when
+    stdin closes."""
+    from distributed import LocalCluster, Security
 
+    security = Security.temporary()
+    folder = Path(tempfile.mkdtemp(prefix="kale-bench-tls-"))
+    files = {}
+    for name, pem in (("ca", security.tls_ca_file), ("cert", security.tls_client_cert),
+                      ("key", security.tls_client_key)):
+        files[name] = str(folder / f"{name}.pem")
+        Path(files[name]).write_text(pem)
     with LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=":0",
+                      security=security, host="127.0.0.1", dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster:
-        print(cluster.scheduler_address, flush=True)
+        print(json.dumps({"address": cluster.scheduler_address, "files": files}), flush=True)
         sys.stdin.read()
+    for name in files.values():
+        Path(name).unlink()
+    folder.rmdir()
 
 
 def dask_alone(client: Any, noop: Any, kind: str, n: int) -> None:
@@ -262,17 +298,16 @@ def dask_alone(client: Any, noop: Any, kind: str, n: int) -> None:
 def side_dask(sizes: Sizes) -> dict[str, Any]:
     folder = project()
     t0 = time.perf_counter()
-    with dask_cluster() as (address, _):
+    with dask_cluster() as at:
         cluster = time.perf_counter() - t0
-        return {"cluster": cluster, **dask_rows(folder, address, sizes)}
+        return {"cluster": cluster, **dask_rows(folder, at, sizes)}
 
 
-def dask_rows(folder: Path, address: str, sizes: Sizes) -> dict[str, Any]:
+def dask_rows(folder: Path, at: DaskAt, sizes: Sizes) -> dict[str, Any]:
     import mod  # type: ignore[import-not-found]
-    from distributed import Client
 
     t0 = time.perf_counter()
-    client = Client(address)
+    client = at.client()
     connect = time.perf_counter() - t0
 
     def engine(kind: str, n: int) -> None:
@@ -280,7 +315,7 @@ def dask_rows(folder: Path, address: str, sizes: Sizes) -> dict[str, Any]:
 
     try:
         first = timed(lambda: client.submit(mod.noop, pure=False).result())
-        kale = KaleRows(folder, {"kind": "dask", "address": address})
+        kale = KaleRows(folder, at.spec())
         kale_first, _ = kale.run(kale.workflow("noop", 1))
         rows = alternate(sizes.plan(), engine, kale)
     finally:
@@ -425,8 +460,8 @@ def profile(engine: str, n: int, top: int) -> None:
     first one-task run started and kept (as the timed runs do)."""
     folder = project()
     if engine == "dask":
-        with dask_cluster() as (address, pid):
-            profile_dask(folder, address, pid, n, top)
+        with dask_cluster() as at:
+            profile_dask(folder, at, n, top)
         return
     if engine == "attempt":
         profile_attempts(folder, n, top)
@@ -518,18 +553,18 @@ def parts(client: Any, mod: Any, kale: KaleRows, n: int) -> None:
           f"worker event to a subscribed client: {with_event:.3f} s")
 
 
-def profile_dask(folder: Path, address: str, pid: int, n: int, top: int) -> None:
+def profile_dask(folder: Path, at: DaskAt, n: int, top: int) -> None:
     """Dask alone and Kale on Dask, ``n`` no-op tasks each: the CPU each process used,
     the per-task time on the workers (Dask's task stream); a 200-hop chain driven from
     the client (one round trip per hop, as Kale drives its DAG) against Dask's own and
     Kale's; then Kale's process under cProfile."""
     import mod
-    from distributed import Client, get_task_stream
+    from distributed import get_task_stream
 
-    client = Client(address)
-    meter = CpuMeter(pid)
+    client = at.client()
+    meter = CpuMeter(at.pid)
     try:
-        kale = KaleRows(folder, {"kind": "dask", "address": address})
+        kale = KaleRows(folder, at.spec())
         kale.run(kale.workflow("noop", 1))
         client.submit(mod.noop, pure=False).result()
         meter.start()

@@ -14,6 +14,29 @@ from typing import Any
 
 from conftest import Kale, wait_until
 
+
+class TlsCluster:
+    """A running Dask cluster of the test's, over TLS with a throw-away certificate (as
+    a site's would be): its scheduler's address, and the executor spec that reaches it
+    (the CA and client files written, private, to ``folder``)."""
+
+    def __init__(self, cluster: Any, security: Any, folder: Path) -> None:
+        self.cluster = cluster
+        self.scheduler_address: str = cluster.scheduler_address
+        files = {}
+        for name, pem in (("ca", security.tls_ca_file), ("cert", security.tls_client_cert),
+                          ("key", security.tls_client_key)):
+            path = files[name] = folder / f"{name}.pem"
+            path.touch(mode=0o600)
+            path.write_text(pem)
+        self.security = {k: str(v) for k, v in files.items()}
+        self.spec: dict[str, Any] = {"kind": "dask", "address": self.scheduler_address,
+                                     "security": self.security}
+
+    def yaml(self) -> str:
+        """The spec as a YAML flow mapping."""
+        return json.dumps(self.spec)
+
 MODULE = '''
 import os, time
 from pathlib import Path

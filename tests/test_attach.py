@@ -111,7 +111,8 @@ def _has_kernel(client: Any, run_id: str, name: str = "loop") -> bool:
     return True
 
 
-def submit_loop(client: Any, tmp_path: Path, name: str, *, executor: str | None = None,
+def submit_loop(client: Any, tmp_path: Path, name: str, *,
+                executor: str | dict[str, Any] | None = None,
                 wait: bool = True) -> Any:
     """Submit a workflow whose one task, ``loop``, is :func:`loop_notebook`; with
     ``wait``, return once the loop has started and its kernel is announced."""

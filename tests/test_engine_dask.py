@@ -18,6 +18,7 @@ import pytest
 from conftest import Kale, process_alive, wait_until
 from engine_kit import (
     MODULE,
+    TlsCluster,
     check_bad_settings,
     kill_orphans,
     project,
@@ -33,19 +34,21 @@ from kale.model.states import RunState
 pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
-def cluster() -> Iterator[Any]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
     """A LocalCluster of one worker process (with its nanny, which restarts it when it
-    dies), run by the test; Kale reaches it by its address."""
-    from distributed import LocalCluster
+    dies), run by the test, over TLS; Kale reaches it by its address and CA."""
+    from distributed import LocalCluster, Security
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                      host="127.0.0.1", dashboard_address=":0") as c:
-        yield c
+    security = Security.temporary()
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, security=security,
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as c:
+        yield TlsCluster(c, security, tmp_path_factory.mktemp("dask-tls"))
 
 
 def test_a_cluster_kale_starts_runs_python_shell_and_notebook_tasks(
         kale: Kale, tmp_path: Path) -> None:
-    wf = project(tmp_path, "{kind: dask, options: {n_workers: 1, threads_per_worker: 2}}")
+    wf = project(tmp_path, "{kind: dask, options: {n_workers: 1, threads_per_worker: 2, "
+                           "dashboard_address: '127.0.0.1:0'}}")  # its dashboard asked for
     first = run_cli(kale, str(wf))
     tasks = status(kale, first)
     assert {t["state"] for t in tasks.values()} == {"SUCCEEDED"}, tasks
@@ -72,11 +75,11 @@ def test_a_cluster_kale_starts_runs_python_shell_and_notebook_tasks(
 
 
 def test_cancel_and_timeout_stop_the_task_on_its_dask_worker(
-        cluster: Any, home: Path, tmp_path: Path) -> None:
+        cluster: TlsCluster, home: Path, tmp_path: Path) -> None:
     (tmp_path / "steps.py").write_text(MODULE)
     gate = tmp_path / "never"
     wf = Workflow("stop-on-dask", base_dir=tmp_path,
-                  executor={"kind": "dask", "address": cluster.scheduler_address})
+                  executor=cluster.spec)
     wf.python("steps:wait_for", name="cancelled",
               parameters={"gate": str(gate), "note": str(tmp_path / "c.note")})
     wf.python("steps:wait_for", name="slow", timeout=1,
@@ -96,11 +99,11 @@ def test_cancel_and_timeout_stop_the_task_on_its_dask_worker(
 
 
 def test_a_dask_worker_killed_mid_task_is_replaced_and_nothing_runs_twice_after_success(
-        cluster: Any, home: Path, tmp_path: Path) -> None:
+        cluster: TlsCluster, home: Path, tmp_path: Path) -> None:
     (tmp_path / "steps.py").write_text(MODULE)
     gate, note = tmp_path / "gate", tmp_path / "starts.txt"
     wf = Workflow("kill-a-worker", base_dir=tmp_path,
-                  executor={"kind": "dask", "address": cluster.scheduler_address})
+                  executor=cluster.spec)
     wf.python("steps:wait_for", name="long", parameters={"gate": str(gate),
                                                        "note": str(note)})
     run = wf.run()
@@ -166,3 +169,122 @@ def test_bad_dask_settings_say_what_and_where(kale: Kale, tmp_path: Path) -> Non
         "executor dask: cluster 'nosuch:Cluster': cannot load it: ModuleNotFoundError")
     run_id = said.split()[0]
     assert status(kale, run_id)["a"]["state"] == "PENDING"  # nothing lost: resumable
+
+
+# -- on a shared host: whom Kale talks to, what it shows -----------------------------------
+def test_a_dask_address_must_be_tls_with_a_ca_that_proves_the_scheduler(
+        kale: Kale, tmp_path: Path) -> None:
+    """Over plain tcp:// whoever answers at the address (another user of the host who
+    took the port) would receive the tasks and send back what Kale unpickles."""
+    (tmp_path / "steps.py").write_text(MODULE)
+    wf = tmp_path / "plain.yaml"
+    wf.write_text("name: plain\nexecutor: {kind: dask, address: 'tcp://127.0.0.1:8786'}\n"
+                  "tasks:\n  a: {python: 'steps:where'}\n")
+    out = kale("validate", str(wf))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "plain.yaml:2: executor.address: 'tcp://127.0.0.1:8786': only a tls:// address" \
+        in out.stderr, out.stderr
+    wf.write_text("name: plain\nexecutor: {kind: dask, address: 'tls://127.0.0.1:8786',\n"
+                  "           security: {ca: nosuch.pem, pin: x}}\n"
+                  "tasks:\n  a: {python: 'steps:where'}\n")
+    out = kale("validate", str(wf))
+    assert out.returncode == 2
+    assert "executor.security.pin: not a TLS file Kale takes; allowed: ca, cert, key" \
+        in out.stderr, out.stderr
+    assert "executor.security: give cert, key too" in out.stderr, out.stderr
+    wf.write_text("name: plain\nexecutor: {kind: dask, address: 'tls://127.0.0.1:8786',\n"
+                  "           security: {ca: nosuch.pem, cert: c.pem, key: k.pem}}\n"
+                  "tasks:\n  a: {python: 'steps:where'}\n")
+    out = kale("run", str(wf))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"executor dask: security.ca: no file {tmp_path / 'nosuch.pem'}" in out.stderr
+    assert "Traceback" not in out.stderr
+    # nothing given, and nothing in Dask's configuration
+    wf.write_text("name: plain\nexecutor: {kind: dask, address: 'tls://127.0.0.1:8786'}\n"
+                  "tasks:\n  a: {python: 'steps:where'}\n")
+    out = kale("run", str(wf))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "the TLS files that reach the scheduler at tls://127.0.0.1:8786 are not known" \
+        in out.stderr, out.stderr
+
+
+def test_a_scheduler_our_ca_did_not_sign_gets_no_task(
+        kale: Kale, cluster: TlsCluster, tmp_path: Path) -> None:
+    """Another user's TLS scheduler at the address (its own certificate): Kale will not
+    talk to it, the run stops saying so, and that scheduler never sees a task."""
+    from distributed import Client, LocalCluster, Security
+
+    (tmp_path / "steps.py").write_text(MODULE)
+    theirs = Security.temporary()
+    with LocalCluster(n_workers=0, security=theirs, host="127.0.0.1",
+                      dashboard_address=None) as other, Client(other, security=theirs) as c:
+        spec = dict(cluster.spec, address=other.scheduler_address)
+        wf = tmp_path / "squat.yaml"
+        wf.write_text(f"name: squat\nexecutor: {json.dumps(spec)}\n"
+                      "tasks:\n  a: {python: 'steps:where'}\n")
+        out = kale("run", str(wf), timeout=120)
+        assert out.returncode == 1, out.stdout + out.stderr  # its task failed
+        assert f"cannot reach the scheduler at {other.scheduler_address}: TLS certificate " \
+            "does not match" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+        assert c.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
+
+
+@pytest.mark.parametrize("cls, asked", [
+    ("distributed:LocalCluster", {"dashboard_address": "127.0.0.1:0"}),
+    ("dask_jobqueue:SLURMCluster", {"cores": 1, "memory": "1GB", "scheduler_options": {
+        "dashboard_address": "127.0.0.1:0"}})])
+def test_a_cluster_kale_starts_serves_no_dashboard_unless_asked_and_only_here(
+        cls: str, asked: dict[str, Any], tmp_path: Path) -> None:
+    """Dask's dashboard lists the tasks and shows the workers' logs to anyone who reaches
+    it (no login; dask-jobqueue's default is port 8787 on every interface): the
+    scheduler of a cluster Kale starts serves HTTP on 127.0.0.1 only, with no dashboard
+    nor info pages unless the workflow asks for the dashboard."""
+    import asyncio
+    import gc
+    import urllib.error
+    import urllib.request
+    import warnings
+
+    from kale.executors.engines.dask import DaskExecutor
+    from kale.model.executor import ExecutorSpec
+
+    def get(port: int, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    async def served(options: dict[str, Any]) -> tuple[set[str], dict[str, int], bool]:
+        spec = ExecutorSpec.parse({"kind": "dask", "cluster": cls, "options": options,
+                                   "scale": 0})[0]
+        executor = DaskExecutor(spec, tmp_path, tmp_path / "run")
+        await executor.start({})
+        try:
+            http = executor.cluster.scheduler.http_server
+            hosts = {s.getsockname()[0] for s in http._sockets.values()}
+            port = executor.cluster.scheduler.http_server.port
+            codes = {p: await asyncio.to_thread(get, port, p)
+                     for p in ("/health", "/status", "/info/main/workers.html")}
+            return hosts, codes, bool(executor.dashboard)
+        finally:
+            await executor.close()
+
+    def serve(options: dict[str, Any]) -> tuple[set[str], dict[str, int], bool]:
+        with warnings.catch_warnings():  # dask-jobqueue leaves its certificate's files
+            warnings.simplefilter("ignore", ResourceWarning)  # open until collected
+            try:
+                return asyncio.run(served(options))
+            finally:
+                gc.collect()
+
+    plain = {k: v for k, v in asked.items() if k in ("cores", "memory")}
+    hosts, codes, linked = serve(plain)
+    assert hosts == {"127.0.0.1"}
+    assert codes == {"/health": 200, "/status": 404, "/info/main/workers.html": 404}
+    assert not linked  # no link to a dashboard in the task's details
+    hosts, codes, linked = serve(asked)
+    assert hosts == {"127.0.0.1"}
+    assert codes == {"/health": 200, "/status": 200, "/info/main/workers.html": 200}
+    assert linked

@@ -44,7 +44,7 @@ def test_one_manager_run_mixes_workers_a_slurm_job_dask_and_parsl(
           d:
             python: steps:value
             parameters: {{n: 300}}
-            executor: {{kind: dask, address: "{cluster.scheduler_address}"}}
+            executor: {cluster.yaml()}
           p: {{python: steps:value, parameters: {{n: 4000}}, executor: parsl}}
           sum:
             python: steps:total
@@ -59,7 +59,7 @@ def test_one_manager_run_mixes_workers_a_slurm_job_dask_and_parsl(
         assert run.result("sum") == 4321
         assert run.result("s")["job"].isdigit()  # in a Slurm job of its own
         workers = {t: kale.attempts(run_id, t)[0]["worker"] for t in "wsdp"}
-    assert workers["d"].startswith("dask:tcp://127.0.0.1:")
+    assert workers["d"].startswith("dask:tls://127.0.0.1:")
     assert workers["p"] == f"parsl:{socket.gethostname()}"
     assert not workers["w"].startswith(("dask", "parsl"))
 
@@ -70,8 +70,7 @@ def test_a_notebook_task_on_a_dask_worker_is_attached_to_and_steered(
     m = managers("--workers", "1")
     with m.client() as client:
         run = submit_loop(client, tmp_path, "steer-on-dask", wait=False,
-                          executor={"kind": "dask",  # type: ignore[arg-type]
-                                    "address": cluster.scheduler_address})
+                          executor=cluster.spec)
         read = steer(client, run, tmp_path)
         assert read > 0
         assert run.wait(120).state.value == "SUCCEEDED"

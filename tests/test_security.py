@@ -321,6 +321,59 @@ def test_an_existing_home_readable_by_others_is_made_private(tmp_path: Path) -> 
 
 
 # -- users kept apart in a shared manager --------------------------------------------------
+ADDS_ON_DASK = """
+import kale
+
+
+def plan():
+    sub = kale.Workflow("more")
+    sub.python(square, name="sq", parameters={"x": 7}, executor="dask")
+    kale.add_tasks(sub)
+
+
+def square(x):
+    return x * x
+"""
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_an_added_user_cannot_run_on_the_owners_workflow_engines(
+        kale: Kale, home: Path, managers: Callable[..., Manager], store_url: str,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A Dask or Parsl executor runs in the manager, as its owner: bob's run that names
+    one is refused with a message and nothing recorded (a task of his, the run's
+    executor, a rerun); a task of his that adds a task on Dask fails, saying why."""
+    monkeypatch.setenv("KALE_STORE_URL", store_url)
+    (tmp_path / "eng.py").write_text(ADDS_ON_DASK)
+    m = managers("--workers", "0")
+    bob = json.loads(kale("manager", "add-user", "bob").stdout)
+    on_task = Workflow("on-task", base_dir=tmp_path)
+    on_task.shell("plain", "echo bob")
+    on_task.python("eng:square", name="sq", parameters={"x": 2}, executor="parsl")
+    plain = Workflow("plain", base_dir=tmp_path)
+    plain.python("eng:plan", name="plan")
+    with Client(url=m.url, token=bob["token"], cert=m.doc["cert"]) as as_bob:
+        with pytest.raises(Exception, match=r"names the engine parsl \(sq\): workflow "
+                                            r"engines .* run as this manager's owner"):
+            as_bob.submit(on_task)
+        with pytest.raises(Exception, match=r"names the engine dask \(plan\)"):
+            as_bob.submit(plain, executor="dask")
+        assert as_bob.runs() == []  # nothing recorded
+        token_file = tmp_path / "bob-worker-token"
+        token_file.write_text(bob["worker_token"])
+        worker = kale.popen("worker", "--token-file", str(token_file), "--id", "bob-1")
+        try:
+            run = as_bob.submit(plain)
+            wait_until(lambda: as_bob.task(run.id, "plan")["state"] == "FAILED",
+                       what="bob's task that adds a task on Dask to fail")
+            error = as_bob.task(run.id, "plan")["error"]
+            assert "names the engine dask (plan[sq])" in error, error
+            assert "only the owner's runs may use them" in error, error
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.communicate(timeout=60)
+
+
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 def test_another_users_worker_cannot_finish_claim_or_speak_for_the_owners_task(
         kale: Kale, home: Path, managers: Callable[..., Manager], store_url: str,

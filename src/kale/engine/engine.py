@@ -944,6 +944,8 @@ class Engine:
             cut, outcome = Ending.CANCELLED, Outcome(ok=False, artifacts=_left_behind(ctx))
         except Interrupted as e:
             cut, outcome = Ending.INTERRUPTED, Outcome(ok=False, error=str(e))
+        except KaleError as e:  # what the settings name cannot work: said, no traceback
+            outcome = Outcome(ok=False, error=f"Kale could not run the task: {e}")
         except Exception as e:
             outcome = Outcome(ok=False, error=f"Kale could not run the task: {e!r}",
                               traceback=traceback.format_exc())

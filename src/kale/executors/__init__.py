@@ -28,15 +28,33 @@ def default_spec(wf: Workflow, chosen: Any) -> ExecutorSpec | None:
 
 
 def for_run(base: Executor, wf: Workflow, chosen: Any, run_dir: Path,
-            jobs: int | None = None) -> Executor:
+            jobs: int | None = None, refuse_engines: str | None = None) -> Executor:
     """The executor of a run whose other tasks go to ``base``: ``base`` itself, or a
-    :class:`~kale.executors.router.Router` when some tasks run on another workflow engine."""
+    :class:`~kale.executors.router.Router` when some tasks run on another workflow engine.
+    ``refuse_engines``: why this run may not use one (raised as a
+    :class:`~kale.errors.UsageError` if it names one; a task added later is told it)."""
     from kale.executors.router import Router, uses_engines
 
     spec = default_spec(wf, chosen)
+    if refuse_engines is not None:
+        check_no_engines(wf, spec, refuse_engines)
+        base.engines_refused = refuse_engines
+        return base
     if not uses_engines(wf, spec):
         return base
     return Router(base, wf, spec, run_dir, jobs)
 
 
-__all__ = ["Executor", "default_spec", "for_run", "make_executor"]
+def check_no_engines(wf: Workflow, spec: ExecutorSpec | None, why: str) -> None:
+    """Raise :class:`~kale.errors.UsageError`, saying ``why``, if a task of ``wf`` (or the
+    run's executor ``spec``) names a workflow engine."""
+    from kale.executors.router import engine_spec
+
+    named = sorted({f"{s.kind} ({name})" for name in wf.tasks
+                    if (s := engine_spec(wf, name, spec)) is not None})
+    if named:
+        shown = ", ".join(named[:5]) + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+        raise UsageError(f"this run names the engine {shown}: {why}")
+
+
+__all__ = ["Executor", "check_no_engines", "default_spec", "for_run", "make_executor"]

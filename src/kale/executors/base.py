@@ -50,6 +50,10 @@ class Executor(abc.ABC):
     on_wait: WaitingCallback | None = None
     on_samples: SamplesCallback | None = None
 
+    #: why this run may not use a workflow engine at all (None: it may, if it names one
+    #: from the start): what a task added on one is told
+    engines_refused: str | None = None
+
     def makes_workdir(self, task: Task) -> bool:
         """Whether the task's directory is made where it runs (by a worker, an engine's
         host, the process that runs it) rather than by the engine before :meth:`execute`."""
@@ -62,6 +66,9 @@ class Executor(abc.ABC):
         a workflow engine (only a run with engine tasks has the router that places them)."""
         named = sorted({f"{t.executor.kind} ({t.name})" for t in tasks
                         if t.executor is not None and t.executor.engine})
+        if named and self.engines_refused:
+            raise UsageError(f"a task added to this run names the engine {', '.join(named)}: "
+                             f"{self.engines_refused}")
         if named:
             raise UsageError(f"a task added to this run names the engine {', '.join(named)}, "
                              "but the run uses no engine; give the workflow a task on it")

@@ -16,7 +16,7 @@ from typing import Any
 from kale.engine.engine import Engine
 from kale.engine.runs import create_run, load_workflow
 from kale.errors import StoreWriteError
-from kale.executors import default_spec, for_run
+from kale.executors import check_no_engines, default_spec, for_run
 from kale.manager.broker import Broker
 from kale.manager.executor import WorkerExecutor
 from kale.model.options import RunOptions
@@ -57,7 +57,12 @@ class RunHost:
         self.on_submit: list[Any] = []
 
     def submit(self, wf: Workflow, opts: RunOptions) -> RunRecord:
-        """Record a run of ``wf`` for ``opts.submitted_by`` and start driving it."""
+        """Record a run of ``wf`` for ``opts.submitted_by`` and start driving it. Raises
+        :class:`~kale.errors.UsageError` (nothing recorded) for a run of an added user's
+        that names a workflow engine (:meth:`engines_refused`)."""
+        why = self.engines_refused(opts.submitted_by)
+        if why is not None:
+            check_no_engines(wf, default_spec(wf, opts.executor), why)
         rec = create_run(self.store, self.home, wf, opts)
         self._drive(rec, wf)  # `wf` was made for this request: no copy needed
         for hook in self.on_submit:
@@ -88,8 +93,9 @@ class RunHost:
         workers = WorkerExecutor(self.broker, rec.submitted_by or self.owner, rec.id,
                                  jobs=rec.options.get("jobs"),
                                  default=default_spec(wf, chosen))
-        executor = for_run(workers, wf, chosen, Path(rec.run_dir), rec.options.get("jobs"))
         user = rec.submitted_by or self.owner
+        executor = for_run(workers, wf, chosen, Path(rec.run_dir), rec.options.get("jobs"),
+                           refuse_engines=self.engines_refused(user))
         # The home's owner also reuses the results of runs made without the manager.
         users: list[str | None] = [user, None] if user == self.owner else [user]
         engine = Engine(self.store, rec, wf, executor, force=bool(rec.options.get("force")),
@@ -116,6 +122,17 @@ class RunHost:
             self.threads[rec.id] = thread
         thread.start()
         return engine
+
+    def engines_refused(self, user: str | None) -> str | None:
+        """Why ``user``'s runs may not use a workflow engine (None: they may). A Dask or
+        Parsl executor runs in this manager, as its owner: its workers would run another
+        user's code as the owner, import her ``config:`` file here and unpickle what her
+        tasks send back (docs/security.md 5). Only the owner's runs use them."""
+        if user is None or user == self.owner:
+            return None
+        return (f"workflow engines (Dask, Parsl) run as this manager's owner "
+                f"({self.owner}), so only the owner's runs may use them; run it with a "
+                f"manager of your own")
 
     def engine(self, run_id: str) -> Engine | None:
         with self.lock:

@@ -22,7 +22,10 @@ An existing workflow engine (the ``kale.engines`` registry, :func:`engine_kinds`
 ``dask`` and ``parsl``) runs tasks on its own workers while Kale keeps the state, reuse and
 views:
 
-- ``dask``: ``{kind: dask, address: "tcp://scheduler:8786"}`` (a running cluster), or
+- ``dask``: ``{kind: dask, address: "tls://scheduler:8786", security: {ca: ca.pem, cert:
+  client.pem, key: client.key}}`` (a running cluster, over TLS: its CA proves the
+  scheduler, the client certificate proves Kale; ``security`` may be left to Dask's own
+  ``distributed.comm.tls`` configuration), or
   ``{kind: dask, cluster: "dask_jobqueue:SLURMCluster", options: {cores: 4}, scale: 2}``
   (a cluster class Kale starts with those keyword arguments, scales, and closes at the
   end); plain ``dask`` starts a ``distributed:LocalCluster``;
@@ -48,8 +51,12 @@ PILOT_KEYS = ("nodes", "walltime", "queue", "account", "options", "slots", "max_
 #: how the scheduler is reached (``via: rest`` and its endpoint)
 ACCESS_KEYS = ("via", "url", "token_file", "token_command")
 #: settings of an engine: Dask's scheduler address or cluster class (with its keyword
-#: arguments in ``options`` and its number of workers in ``scale``), Parsl's config
-ENGINE_KEYS = ("address", "cluster", "scale", "config")
+#: arguments in ``options`` and its number of workers in ``scale``), the TLS files that reach
+#: a running Dask cluster (``security``), Parsl's config
+ENGINE_KEYS = ("address", "security", "cluster", "scale", "config")
+#: the files of ``security``: the CA that signed the scheduler's certificate, Kale's own
+#: certificate and key
+SECURITY_KEYS = ("ca", "cert", "key")
 EXECUTOR_KEYS = ("kind", "mode", *PILOT_KEYS, *ACCESS_KEYS, *ENGINE_KEYS)
 #: ways to reach a scheduler: its commands, or (Slurm) its REST API
 VIA = ("cli", "rest")
@@ -206,7 +213,8 @@ class ExecutorSpec:
 
     def _engine_problems(self) -> list[tuple[tuple[str, ...], str]]:
         """What is wrong with an engine's settings (and the keys it does not take)."""
-        own = {"dask": ("address", "cluster", "options", "scale"), "parsl": ("config",)}
+        own = {"dask": ("address", "security", "cluster", "options", "scale"),
+               "parsl": ("config",)}
         allowed = own.get(self.kind, (*ENGINE_KEYS, "options"))
         out: list[tuple[tuple[str, ...], str]] = [
             ((k,), f"not a setting of {self.kind!r}; allowed: {', '.join(allowed)}")
@@ -214,10 +222,7 @@ class ExecutorSpec:
         if "address" in self.options and "cluster" in self.options:
             out.append(((), "give 'address' (a running Dask cluster) or 'cluster' (one Kale "
                         "starts), not both"))
-        address = self.options.get("address")
-        if address is not None and (not isinstance(address, str) or "://" not in address):
-            out.append((("address",), "must be a scheduler address such as "
-                        f"tcp://host:8786, got {address!r}"))
+        out.extend(self._address_problems())
         for k, example in (("cluster", "dask_jobqueue:SLURMCluster"),
                            ("config", "site_config:config")):
             v = self.options.get(k)
@@ -232,6 +237,41 @@ class ExecutorSpec:
         if scale is not None and (not isinstance(scale, int) or isinstance(scale, bool)
                                   or scale < 0):
             out.append((("scale",), f"must be a number of workers >= 0, got {scale!r}"))
+        return out
+
+    def _address_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """What is wrong with a running Dask cluster's address and TLS files: only
+        ``tls://`` (over plain ``tcp://`` another user of the host, or anyone on the
+        network, who answers at that address receives the tasks and sends back results
+        Kale unpickles)."""
+        out: list[tuple[tuple[str, ...], str]] = []
+        address, security = self.options.get("address"), self.options.get("security")
+        if address is not None and (not isinstance(address, str) or "://" not in address):
+            out.append((("address",), "must be a scheduler address such as "
+                        f"tls://host:8786, got {address!r}"))
+        elif isinstance(address, str) and not address.startswith("tls://"):
+            out.append((("address",), f"{address!r}: only a tls:// address is reached (over "
+                        f"{address.split('://')[0]}:// whoever answers at that address, "
+                        "another user of this host or anyone on the network, receives the "
+                        "tasks and sends back what Kale unpickles); start the scheduler "
+                        "with TLS and give tls://host:port with security: {ca, cert, key}"))
+        if security is None:
+            return out
+        if address is None:
+            out.append((("security",), "only with 'address' (a cluster Kale starts takes "
+                        "its security in 'options')"))
+        if not isinstance(security, dict):
+            return [*out, (("security",), "must be a mapping of TLS files: ca, cert, key")]
+        out.extend((("security", str(k)), f"not a TLS file Kale takes; allowed: "
+                    f"{', '.join(SECURITY_KEYS)}") for k in security if k not in SECURITY_KEYS)
+        out.extend((("security", k), f"must be a file name, got {v!r}")
+                   for k, v in security.items()
+                   if k in SECURITY_KEYS and (not isinstance(v, str) or not v))
+        missing = [k for k in SECURITY_KEYS if k not in security]
+        if missing:
+            out.append((("security",), f"give {', '.join(missing)} too: Dask's TLS proves "
+                        "both sides (the CA, the scheduler; Kale's certificate and key, "
+                        "Kale)"))
         return out
 
     def _access_problems(self) -> list[tuple[tuple[str, ...], str]]:

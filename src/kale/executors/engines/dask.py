@@ -3,12 +3,16 @@
 work stealing and worker restarts apply (Dask re-runs a task whose worker died, up to its
 ``allowed-failures``); Kale keeps the run's state, reuse and views.
 
-The cluster is a running one (``address``), or one Kale starts from a class path
-(``cluster``, default ``distributed:LocalCluster``) with the spec's ``options`` as keyword
-arguments, scales to ``scale`` workers, and closes when the run ends. A cluster Kale starts
-is given TLS with a throw-away certificate (``security=True``) when its class takes one
-and ``options`` says nothing else: on a shared login node, a plain TCP scheduler would run
-whatever any local user sends it."""
+The cluster is a running one (``address``: ``tls://`` only, its files in ``security`` or
+in Dask's own configuration), or one Kale starts from a class path (``cluster``, default
+``distributed:LocalCluster``) with the spec's ``options`` as keyword arguments, scales to
+``scale`` workers, and closes when the run ends. A cluster Kale starts is given TLS with a
+throw-away certificate (``security=True``) when its class takes one and ``options`` says
+nothing else: on a shared login node, a plain TCP scheduler would run whatever any local
+user sends it. Its scheduler serves HTTP on this host only (127.0.0.1, a free port), and
+its dashboard (which lists the tasks and shows the workers' logs, to anyone who can reach
+it: no login) only when ``options`` asks for one (``dashboard_address``, or in
+``scheduler_options``)."""
 
 from __future__ import annotations
 
@@ -77,6 +81,37 @@ class DaskExecutor(EngineExecutor):
     def check(self) -> None:
         if self.spec.options.get("address") is None:
             self._cluster_class()
+        else:
+            self._security()
+
+    def _security(self) -> Any:
+        """The ``distributed.Security`` that reaches the running cluster: the spec's
+        ``security`` files (relative to the workflow's folder), else Dask's configuration
+        (``distributed.comm.tls``); encryption required. Raises :class:`UsageError` when
+        neither names the CA that proves the scheduler, or a file is not there."""
+        import distributed
+
+        given = dict(self.spec.options.get("security") or {})
+        files = {k: self._file(k, v) for k, v in given.items()}
+        names = {"ca": "tls_ca_file", "cert": "tls_client_cert", "key": "tls_client_key"}
+        make: Any = distributed.Security
+        security = make(require_encryption=True,
+                        **{names[k]: v for k, v in files.items()})
+        if not (security.tls_ca_file and security.tls_client_cert):
+            raise UsageError("executor dask: the TLS files that reach the scheduler at "
+                             f"{self.spec.options['address']} are not known (the CA that "
+                             "proves it, the certificate that proves Kale): give "
+                             "security: {ca: ..., cert: ..., key: ...}, or set "
+                             "distributed.comm.tls.ca-file and .client in Dask's "
+                             "configuration")
+        return security
+
+    def _file(self, what: str, name: str) -> str:
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else self.base_dir / path
+        if not path.is_file():
+            raise UsageError(f"executor dask: security.{what}: no file {path}")
+        return str(path)
 
     def _cluster_class(self) -> Any:
         path = str(self.spec.options.get("cluster") or DEFAULT_CLUSTER)
@@ -89,39 +124,54 @@ class DaskExecutor(EngineExecutor):
         address = self.spec.options.get("address")
         if address:
             try:
-                self.client = await client(address, asynchronous=True, timeout="30s")
+                self.client = await client(address, asynchronous=True, timeout="30s",
+                                           security=self._security())
             except OSError as e:
                 raise UsageError(f"executor dask: cannot reach the scheduler at {address}: "
                                  f"{e}") from e
+            self.dashboard = self.client.dashboard_link  # the cluster's owner's choice
         else:
-            self.cluster = await self._start_cluster()
+            self.cluster, shown = await self._start_cluster()
             self.client = await client(self.cluster, asynchronous=True)
-        self.dashboard = self.client.dashboard_link
+            self.dashboard = self.client.dashboard_link if shown else None
         self.client.subscribe_topic("kale-started", self._started)
         self.start_watching()  # for the samples
 
-    async def _start_cluster(self) -> Any:
+    async def _start_cluster(self) -> tuple[Any, bool]:
+        """The cluster Kale starts, and whether it shows a dashboard (asked for)."""
+        import dask
+
         path = str(self.spec.options.get("cluster") or DEFAULT_CLUSTER)
         cls = self._cluster_class()
         kwargs = dict(self.spec.options.get("options") or {})
         params = _parameters(cls)
         if "security" in params and "security" not in kwargs:
             kwargs["security"] = True
+            if "shared_temp_directory" in params:  # dask-jobqueue: the certificate's files
+                # for the job's workers, in the run's private folder (not the current one)
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                kwargs.setdefault("shared_temp_directory", str(self.run_dir))
         if path == DEFAULT_CLUSTER:
             kwargs.setdefault("host", "127.0.0.1")
-            kwargs.setdefault("dashboard_address", "127.0.0.1:0")
             kwargs.setdefault("n_workers", 0 if "scale" in self.spec.options else None)
             if kwargs["n_workers"] is None:
                 del kwargs["n_workers"]
+        shown = _http_here(kwargs, params)
+        # no dashboard asked for: its scheduler's HTTP server answers health checks only
+        # (Dask reads these routes as the scheduler starts: the info pages would list the
+        # tasks and show the workers' logs to anyone on the host)
+        routes = {} if shown else {"distributed.scheduler.http.routes":
+                                   ["distributed.http.health"]}
         try:
-            cluster = await cls(asynchronous=True, **kwargs)
+            with dask.config.set(routes):
+                cluster = await cls(asynchronous=True, **kwargs)
         except Exception as e:
             raise UsageError(f"executor dask: cannot start {path}: {type(e).__name__}: "
                              f"{e}") from e
         scale = self.spec.options.get("scale")
         if scale is not None:
             cluster.scale(int(scale))
-        return cluster
+        return cluster, shown
 
     def _started(self, event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
@@ -271,6 +321,29 @@ def _copy(source: asyncio.Future[Any], target: asyncio.Future[tuple[str, Outcome
         target.set_exception(source.exception())  # type: ignore[arg-type]
     else:
         target.set_result(source.result())
+
+
+def _http_here(kwargs: dict[str, Any], params: set[str]) -> bool:
+    """Where the scheduler of a cluster Kale starts serves HTTP: on this host only, a free
+    port, with no dashboard, unless its ``options`` ask for one (``dashboard_address``, or
+    ``scheduler_options.dashboard_address`` for the classes that take it there, such as
+    dask-jobqueue's, whose default is port 8787 on every interface). Changes ``kwargs``;
+    returns whether a dashboard was asked for."""
+    if "scheduler_options" in params:
+        inner = dict(kwargs.get("scheduler_options") or {})
+        shown = "dashboard_address" in inner
+        inner.setdefault("dashboard_address", "127.0.0.1:0")
+        if not shown:
+            inner.setdefault("dashboard", False)
+        kwargs["scheduler_options"] = inner
+        return shown
+    shown = "dashboard_address" in kwargs
+    if not shown and "dashboard_address" in params:
+        kwargs["dashboard_address"] = "127.0.0.1:0"
+        if "scheduler_kwargs" in params:
+            kwargs["scheduler_kwargs"] = {"dashboard": False,
+                                          **(kwargs.get("scheduler_kwargs") or {})}
+    return shown
 
 
 def _parameters(cls: Any) -> set[str]:
