@@ -288,3 +288,49 @@ def test_another_users_process_on_the_managers_port_gets_no_token(
     sent = log.read_bytes()
     assert sent  # it was reached: the TLS client hello, and nothing else
     assert token.encode() not in sent and b"Bearer" not in sent and b"uthorization" not in sent
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_two_users_of_one_store_each_reuse_and_list_only_their_own_runs(
+        other_user: OtherUser, kale: Kale, shared_dir: Path, store_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two OS users run the same workflow, from the same folder, each with `kale run` (no
+    manager), on one PostgreSQL store: the second does not reuse the first's result (a
+    result of the owner's, made with the owner's files and rights), and each lists and
+    reads as `latest` only their own run."""
+    monkeypatch.setenv("KALE_STORE_URL", store_url)
+    steps = shared_dir / "who.py"
+    steps.write_text("import os, pwd\n\ndef who():\n"
+                     "    return pwd.getpwuid(os.geteuid()).pw_name\n")
+    wf = shared_dir / "who.yaml"
+    wf.write_text("name: who\ntasks:\n  t: {python: 'who:who'}\n")
+    for path in (steps, wf):
+        path.chmod(0o644)
+    mine = kale("run", str(wf))
+    assert mine.returncode == 0, mine.stdout + mine.stderr
+    mine_id = mine.stdout.split()[0]
+    other_home = shared_dir / "other-home"
+    other_home.mkdir(mode=0o777)
+    other_home.chmod(0o777)
+
+    def as_other(*args: str) -> subprocess.CompletedProcess[str]:
+        return other_user("python3", "-m", "kale.cli.main", *args, cwd=shared_dir, env={
+            "KALE_HOME": str(other_home / "home"), "KALE_STORE_URL": store_url})
+
+    theirs = as_other("run", str(wf))
+    assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+    their_id = theirs.stdout.split()[0]
+    task = json.loads(as_other("status", their_id, "t", "--json").stdout)["task"]
+    assert task["reused_from"] is None, task  # ran again, as kale-other
+    assert task["result"] == other_user.name
+    listed = json.loads(as_other("runs", "--json").stdout)
+    assert [r["id"] for r in listed] == [their_id]
+    assert [r["id"] for r in json.loads(kale("runs", "--json").stdout)] == [mine_id]
+    latest = json.loads(kale("status", "latest", "--json").stdout)
+    assert latest["run"]["id"] == mine_id
+    assert as_other("status", mine_id).returncode != 0  # not theirs: not found
+    # each user's next run reuses their own result
+    again = as_other("run", str(wf))
+    again_id = again.stdout.split()[0]
+    task = json.loads(as_other("status", again_id, "t", "--json").stdout)["task"]
+    assert task["reused_from"] == their_id, task

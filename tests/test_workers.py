@@ -473,12 +473,15 @@ def test_two_users_on_one_postgresql_manager_see_only_their_own_runs(
             with pytest.raises(Exception, match="409: this manager starts no local"):
                 as_alice.start_workers("local", 1)  # the owner's machine, not hers
             assert as_alice.workflow(theirs.id)["tasks"]["hi"] == {"shell": "echo alice"}
+            # alice's task ran on alice's worker (the owner's `kale status` on this
+            # store does not list her run: it is not his)
+            assert as_alice.task(theirs.id, "hi")["attempt_rows"][0]["worker"] == "alice-1"
+            assert kale("status", theirs.id).returncode == 2
         with m.client() as owner:
             assert [r["id"] for r in owner.runs()] == [own.id]
             with pytest.raises(Exception, match="404"):
                 owner.status(theirs.id)
-        # alice's task ran on alice's worker, the owner's on the owner's
-        assert kale.attempts(theirs.id, "hi")[0]["worker"] == "alice-1"
+        # the owner's task ran on the owner's worker
         assert kale.attempts(own.id, "hi")[0]["worker"] != "alice-1"
         # her user token is no worker token, and her worker token opens no API
         assert httpx.get(m.url + "/api/runs", verify=m.tls, headers={

@@ -76,11 +76,11 @@ class EmbeddedSource:
 
     def _run(self, run_id: str) -> RunRecord:
         if run_id == "latest":
-            rec = self.store.latest_run()
-            if rec is None:
+            newest = self.store.runs(1, users=self.store.own_users())
+            if not newest:
                 raise KaleError("no runs yet in this Kale home")
-            return rec
-        return self.store.get_run(run_id)
+            return newest[0]
+        return self.store.get_run(run_id, users=self.store.own_users())
 
     # -- runs ----------------------------------------------------------------------------
     def submit(self, wf: Workflow, options: RunOptions) -> str:
@@ -102,7 +102,7 @@ class EmbeddedSource:
         return None
 
     def runs(self, limit: int = 50) -> list[dict[str, Any]]:
-        return [r.to_json() for r in self.store.runs(limit)]
+        return [r.to_json() for r in self.store.runs(limit, users=self.store.own_users())]
 
     def status(self, run_id: str, tasks: bool = True,
                states: Collection[str] | None = None,

@@ -32,7 +32,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from kale.config import user_name
 from kale.engine import dynamic
 from kale.engine.keys import cache_key, upstream_id
 from kale.engine.planner import (
@@ -186,11 +185,12 @@ class Engine:
         self.run_dir = Path(run.run_dir)
         self.params = dict(run.params)
         self.selected: set[str] = set(run.options.get("selected") or wf.tasks)
-        #: whose earlier results this run may reuse (None stands for runs made without a
-        #: manager): its own user's only
+        #: whose earlier results this run may reuse (None stands for runs that recorded
+        #: no user): its own user's only
         self.reuse_users: list[str | None] = list(
-            reuse_users if reuse_users is not None else [run.submitted_by]
-            if run.submitted_by else [None, user_name()])  # a local run: the home's owner
+            reuse_users if reuse_users is not None
+            else [run.submitted_by] if run.options.get("manager") and run.submitted_by
+            else store.own_users())  # a run made here: this OS user's
         #: the run's tasks: the workflow's, and the members its maps add as they run
         self.tasks: dict[str, Task] = dict(wf.tasks)
         # Tuples, and one shared empty one: a run may hold 100,000 of each.

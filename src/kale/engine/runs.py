@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kale.config import user_name
 from kale.engine.engine import Engine, Listener
 from kale.errors import Problem, RunBusy, UsageError, ValidationError
 from kale.executors import Executor, default_spec, for_run, make_executor
@@ -56,7 +57,7 @@ def create_run(store: Store, home: Path, wf: Workflow, opts: RunOptions) -> RunR
                  "selection": opts.selection.to_dict(), "force": opts.force,
                  "executor": opts.executor, "jobs": opts.jobs, "rerun_of": opts.rerun_of,
                  "manager": opts.submitted_by is not None},
-        submitted_by=opts.submitted_by,
+        submitted_by=opts.submitted_by or user_name(),  # whose it is: its reuse and listing
         tasks=[(n, t.kind, t.definition_hash(wf.base_dir, memo, spec["tasks"][n]))
                for n, t in wf.tasks.items()])
     return store.get_run(run_id)

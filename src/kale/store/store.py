@@ -286,6 +286,16 @@ class Store:
                               .where(T.runs.c.id == run_id)).scalar()
         return value is not None
 
+    def own_users(self) -> list[str | None]:
+        """Whose runs are this OS user's when Kale reads the store itself (no manager):
+        the runs this user made (a run records who made it), and on a SQLite store (a file
+        in a private home) also the runs recorded before runs said who made them (None).
+        On a store shared by several users (PostgreSQL), a run of no recorded user may be
+        anyone's: never this user's to reuse or list."""
+        from kale.config import user_name
+
+        return [user_name(), None] if self.engine.dialect.name == "sqlite" else [user_name()]
+
     def get_run(self, run_id: str, users: Sequence[str | None] | None = None) -> RunRecord:
         """A run by id, unique id prefix, or ``latest``; with ``users``, only among the runs
         of those users (None stands for runs made without a manager)."""
