@@ -420,3 +420,50 @@ def test_members_of_equal_elements_each_reuse_their_own_result(
     first = draws([1, 1, 2])
     assert len({d for _, d in first}) == 3
     assert draws([1, 1, 2]) == first
+
+
+ORDER = '''
+def keys(d):
+    return list(d)
+
+
+def make(order):
+    return dict.fromkeys(order, 1)
+'''
+
+
+def _order_workflow(folder: Path, task_param: str, cfg: str, order: str) -> Path:
+    (folder / "order.py").write_text(ORDER)
+    wf = folder / "order.yaml"
+    wf.write_text(textwrap.dedent(f"""\
+        name: order
+        parameters:
+          cfg: {cfg}
+        tasks:
+          own: {{python: "order:keys", parameters: {{d: {task_param}}}}}
+          wide: {{python: "order:keys", parameters: {{d: "${{params.cfg}}"}}}}
+          up: {{python: "order:make", parameters: {{order: {order}}}}}
+          down: {{python: "order:keys", parameters: {{d: "${{up}}"}}}}
+        """))
+    return wf
+
+
+def test_a_dict_whose_keys_come_in_another_order_is_another_input(
+        kale: Kale, tmp_path: Path) -> None:
+    """A task that iterates a dict sees its order: a task parameter, a workflow parameter
+    and an upstream result that differ only in the order of their keys are new inputs
+    (each was reused with the other order's result)."""
+    first = _run(kale, str(_order_workflow(tmp_path, "{b: 1, a: 2}", "{y: 1, x: 2}",
+                                           "[q, p]")))
+    got = {n: t["result"] for n, t in _tasks(kale, first).items()}
+    assert got == {"own": ["b", "a"], "wide": ["y", "x"], "up": {"q": 1, "p": 1},
+                   "down": ["q", "p"]}
+    second = _run(kale, str(_order_workflow(tmp_path, "{a: 2, b: 1}", "{x: 2, y: 1}",
+                                            "[p, q]")))
+    tasks = _tasks(kale, second)
+    assert {n: t["result"] for n, t in tasks.items()} == {
+        "own": ["a", "b"], "wide": ["x", "y"], "up": {"p": 1, "q": 1}, "down": ["p", "q"]}
+    assert {n: t["reused_from"] for n, t in tasks.items()} == dict.fromkeys(tasks)
+    # the same order again: each reuses its own
+    third = _tasks(kale, _run(kale, str(tmp_path / "order.yaml")))
+    assert {n: t["reused_from"] for n, t in third.items()} == dict.fromkeys(tasks, second)

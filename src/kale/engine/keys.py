@@ -20,6 +20,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from kale.model.canonical import canonical_json
 from kale.model.workflow import Task
 
 #: the result hash of ``None`` (see kale.store.results)
@@ -46,7 +47,7 @@ def cache_key(task: Task, definition: str, upstream: Sequence[str],
         used.pop(name, None)
     h = hashlib.sha256(json.dumps([task.name, definition]).encode())
     h.update(json.dumps([[d, result_ids.get(d, "")] for d in sorted(upstream)]).encode())
-    h.update(json.dumps(used, sort_keys=True, default=repr).encode())
+    h.update(canonical_json(used, default=repr).encode())  # a dict's order is an input
     return h.hexdigest()[:32]
 
 

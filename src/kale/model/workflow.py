@@ -25,6 +25,7 @@ from typing import Any, TypeVar, overload
 from kale import plugins
 from kale.errors import ExportError, Problem, ValidationError
 from kale.model import dag
+from kale.model.canonical import canonical_json
 from kale.model.dynamic import condition_refs, dynamic_problems, files_key, map_option
 from kale.model.executor import ExecutorSpec
 from kale.model.refs import (
@@ -275,7 +276,8 @@ class Task:
         d = {k: v for k, v in whole.items() if k not in _NOT_WHAT_IT_COMPUTES}
         if isinstance(d.get("python"), dict):  # where it was defined is not what it does
             d["python"] = {k: v for k, v in d["python"].items() if k != "file"}
-        h = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode())
+        h = hashlib.sha256(canonical_json(d, names=("parameters", "env"),
+                                          default=str).encode())
         if self.kind == "notebook" and base_dir is not None:
             path = base_dir / str(self.target)
             if path.is_file():

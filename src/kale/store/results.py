@@ -34,7 +34,8 @@ def encode(value: Any, workdir: Path, files: Mapping[str, str] | None = None
             view = {k: (f"content:{content_hash(v)}"
                         if k in files and v == files[k] else v) for k, v in value.items()}
         return {"result_json": text, "result_path": None,
-                "result_hash": _hash(json.dumps(view, sort_keys=True).encode())}
+                # (a dict's order is part of the result: a task below may iterate it)
+                "result_hash": _hash(json.dumps(view).encode())}
     # A sealed value was pickled where the task ran: kept as those bytes. (Sealed items
     # inside a value pickle as "open these bytes".)
     blob = value.blob if isinstance(value, Sealed) else serial.dumps(value)
