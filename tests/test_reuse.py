@@ -467,3 +467,32 @@ def test_a_dict_whose_keys_come_in_another_order_is_another_input(
     # the same order again: each reuses its own
     third = _tasks(kale, _run(kale, str(tmp_path / "order.yaml")))
     assert {n: t["reused_from"] for n, t in third.items()} == dict.fromkeys(tasks, second)
+
+
+def test_an_output_edited_in_place_after_its_task_is_not_reused(
+        kale: Kale, tmp_path: Path) -> None:
+    """A task below appends to its upstream's declared output: the next run makes the
+    upstream's file again (it was reused, edited, as the upstream's own). A file written
+    again with what the task made is that task's result still."""
+    wf = tmp_path / "edit.yaml"
+    wf.write_text(textwrap.dedent("""\
+        name: edit
+        tasks:
+          up: {shell: "echo made > out.txt", outputs: [out.txt]}
+          down: {shell: "wc -l < ${up.out.txt} > n.txt; echo edited >> ${up.out.txt}",
+                 outputs: [n.txt]}
+        """))
+    first = _run(kale, str(wf))
+    made = Path(_tasks(kale, first)["up"]["result"]["out.txt"])
+    assert made.read_text() == "made\nedited\n"  # what `down` did to it
+    second_id = _run(kale, str(wf))
+    second = _tasks(kale, second_id)
+    assert second["up"]["reused_from"] is None  # made again
+    again = Path(second["up"]["result"]["out.txt"])
+    assert again.read_text() == "made\n"
+    # `down` reads the same content as in the first run: its result stands
+    assert second["down"]["reused_from"] == first
+    # written again, unchanged: still `up`'s own result (its content is checked)
+    again.write_text("made\n")
+    third = _tasks(kale, _run(kale, str(wf)))
+    assert third["up"]["reused_from"] == second_id

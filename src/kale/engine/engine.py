@@ -772,14 +772,6 @@ class Engine:
         named = self._named.pop(name, {})
         return {p: h for p, h in named.items() if usercode.file_hash(p) == h}
 
-    def _output_files(self, name: str, result: Any) -> dict[str, str]:
-        """The declared output files in a shell or notebook task's result (their content,
-        not their path, goes into the result's hash)."""
-        task = self.tasks[name]
-        if task.kind == "python" or not isinstance(result, dict):
-            return {}
-        return {o: result[o] for o in task.outputs if isinstance(result.get(o), str)}
-
     # -- the planner's steps -------------------------------------------------------------
     def _apply(self, steps: list[Step]) -> None:
         """Do what the planner decided, in its order: record its moves, answer its
@@ -1041,7 +1033,7 @@ class Engine:
             if out.ok:
                 try:
                     enc = results.encode(out.result, workdir,
-                                         self._output_files(name, out.result))
+                                         results.output_files(self.tasks[name], out.result))
                 except Exception as e:
                     out = Outcome(ok=False, exit_code=out.exit_code, artifacts=out.artifacts,
                                   error=f"cannot store the result: {type(e).__name__}: {e}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +29,8 @@ def encode(value: Any, workdir: Path, files: Mapping[str, str] | None = None
         return {"result_json": None, "result_path": None, "result_hash": _hash(b"null")}
     text = as_json(value)
     if text is not None:
-        view = value
-        if files and isinstance(value, dict):
-            view = {k: (f"content:{content_hash(v)}"
-                        if k in files and v == files[k] else v) for k, v in value.items()}
         return {"result_json": text, "result_path": None,
-                # (a dict's order is part of the result: a task below may iterate it)
-                "result_hash": _hash(json.dumps(view).encode())}
+                "result_hash": _json_hash(value, files)}
     # A sealed value was pickled where the task ran: kept as those bytes. (Sealed items
     # inside a value pickle as "open these bytes".)
     blob = value.blob if isinstance(value, Sealed) else serial.dumps(value)
@@ -76,9 +71,29 @@ def loads(blob: bytes, base_dir: str | Path | None = None) -> Any:
     return serial.loads(blob, base_dir)
 
 
+def _json_hash(value: Any, files: Mapping[str, str] | None) -> str:
+    """The hash of a JSON result, its declared output files by their content."""
+    view = value
+    if files and isinstance(value, dict):
+        view = {k: (f"content:{content_hash(v)}"
+                    if k in files and v == files[k] else v) for k, v in value.items()}
+    return _hash(json.dumps(view).encode())  # a dict's order is part of it: a task below
+    # may iterate it
+
+
+def output_files(task: Task, result: Any) -> dict[str, str]:
+    """The declared output files in a shell or notebook task's result (name -> path, or
+    paths joined by commas): their content, not their path, is in the result's hash."""
+    if task.kind == "python" or not isinstance(result, dict):
+        return {}
+    return {o: result[o] for o in task.outputs if isinstance(result.get(o), str)}
+
+
 def available(rec: TaskRecord, task: Task | None = None) -> bool:
     """Whether a stored result can still be used: its pickle file and the task's declared
-    outputs it names still exist."""
+    outputs it names still exist, and output files changed since the task ended (a task
+    below that edited one in place, a person) still have the content the result's hash
+    covers (read again only then: a file untouched since is taken as it was)."""
     if rec.result_path and not Path(rec.result_path).is_file():
         return False
     if task is not None and task.outputs and rec.result_json:
@@ -88,7 +103,30 @@ def available(rec: TaskRecord, task: Task | None = None) -> bool:
                 paths = str(result.get(pattern, "")).split(",")
                 if not all(p and os.path.exists(p) for p in paths):
                     return False
+            files = output_files(task, result)
+            if files and _changed_since(files.values(), rec.ended_at) \
+                    and _json_hash(result, files) != rec.result_hash:
+                return False
     return True
+
+
+def _changed_since(paths: Iterable[str], ended: float | None) -> bool:
+    """Whether a file of ``paths`` (joined by commas; a directory: any file in it) was
+    changed (or its metadata: ``ctime``, which a copy that keeps times still sets) after
+    ``ended`` (unknown: yes)."""
+    if ended is None:
+        return True
+    for joined in paths:
+        for path in joined.split(","):
+            p = Path(path)
+            try:
+                for f in [p] if not p.is_dir() else [p, *p.rglob("*")]:
+                    st = f.stat()
+                    if max(st.st_mtime, st.st_ctime) > ended:
+                        return True
+            except OSError:
+                return True
+    return False
 
 
 def content_hash(paths: str) -> str:
