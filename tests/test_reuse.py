@@ -274,6 +274,36 @@ def test_a_script_a_shell_command_names_is_part_of_its_code(kale: Kale, tmp_path
 
 
 
+def test_a_script_edited_while_its_shell_task_runs_is_not_taken_for_the_code_that_ran(
+        kale: Kale, tmp_path: Path) -> None:
+    """The command runs the script as it was when it started (v1) and the user edits it
+    while it runs (v2): the result is v1's; a run of v2 runs it again, and putting v1 back
+    finds v1's result. A file the command appends to (`>> ledger`) is its output, not its
+    code: it does not stop the command's reuse."""
+    script, gate, ledger = tmp_path / "analyse.py", tmp_path / "gate", tmp_path / "ledger"
+    script.write_text(f"import os, time\nopen({str(tmp_path / 'started')!r}, 'w').close()\n"
+                      f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.01)\n"
+                      "print('v1')\n")
+    wf = tmp_path / "script.yaml"
+    wf.write_text(f"name: script\ntasks:\n  analyse:\n"
+                  f"    shell: {sys.executable} {script} >> {ledger}\n")
+    v1 = script.read_text()
+    with kale.popen("run", str(wf)) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        wait_until(lambda: (tmp_path / "started").exists(), what="the script to start")
+        script.write_text(v1.replace("print('v1')", "print('v2')"))
+        gate.touch()
+        assert proc.wait(timeout=120) == 0
+    assert ledger.read_text() == "v1\n"  # Python had compiled the script as it started
+    second = _run(kale, str(wf))
+    assert _tasks(kale, second)["analyse"]["reused_from"] is None
+    assert ledger.read_text() == "v1\nv2\n"
+    script.write_text(v1)
+    assert _tasks(kale, _run(kale, str(wf)))["analyse"]["reused_from"] == first
+    assert ledger.read_text() == "v1\nv2\n"  # reused: not run, though the ledger grew
+
+
 def test_a_copy_of_the_folder_with_an_edited_helper_does_not_reuse_the_originals_result(
         home: Path, tmp_path: Path) -> None:
     # The same workflow name and steps.py in two folders; the copy's helper differs. The
@@ -496,3 +526,23 @@ def test_an_output_edited_in_place_after_its_task_is_not_reused(
     again.write_text("made\n")
     third = _tasks(kale, _run(kale, str(wf)))
     assert third["up"]["reused_from"] == second_id
+
+
+@pytest.mark.parametrize("line, code", [
+    ("python {a} > {b}", "a"),
+    ("python {a} >> {b} 2> {c}", "a"),
+    ("python {a} --config={b} &> {c}", "ab"),
+    ("python {a} | tee -a {b} {c}", "a"),
+    ("python {a} | tee {b}; cat {c}", "ac"),
+    ("python {a} && python {b}", "ab"),
+])
+def test_the_files_a_command_line_writes_are_its_outputs_not_its_code(
+        tmp_path: Path, line: str, code: str) -> None:
+    from kale.tasks.usercode import named_files
+
+    files = {}
+    for name in "abc":
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text(name)
+    named = named_files(line.format(**files))
+    assert sorted(named) == sorted(str(files[n]) for n in code)

@@ -767,10 +767,12 @@ class Engine:
             "started_at": None, "ended_at": time.time()})
 
     def _named_inputs(self, name: str) -> dict[str, str]:
-        """The files a shell command named that it read, as they were when it started: a
-        file the task itself changed (``>> /scratch/me/log``) is its output, not its code."""
-        named = self._named.pop(name, {})
-        return {p: h for p, h in named.items() if usercode.file_hash(p) == h}
+        """The files a shell command named, as they were when it started: the result is
+        of those versions (one edited while the task ran stays the version it started
+        with, so the edited one does not reuse this result). The files the command line
+        writes (``>> /scratch/me/log``, ``| tee``) are its outputs: not named
+        (:func:`~kale.tasks.usercode.named_files`)."""
+        return self._named.pop(name, {})
 
     # -- the planner's steps -------------------------------------------------------------
     def _apply(self, steps: list[Step]) -> None:

@@ -171,8 +171,10 @@ def named_files(command: str | Sequence[str]) -> dict[str, str]:
     a result is not reused once one of them changed. (Paths hidden in variables or made at
     run time cannot be seen.)"""
     if isinstance(command, str):
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True  # words as the shell splits them; ; | > apart
         try:
-            tokens = shlex.split(command, comments=True)
+            tokens = _not_written(list(lexer))
         except ValueError:  # unbalanced quotes: the shell will say so
             tokens = command.split()
     else:
@@ -187,6 +189,27 @@ def named_files(command: str | Sequence[str]) -> dict[str, str]:
                 digest = file_hash(path)
                 if digest is not None:
                     out[path] = digest
+    return out
+
+
+#: shell redirections that write the file after them (``>> /scratch/me/log``)
+_WRITES = frozenset((">", ">>", ">|", "1>", "1>>", "2>", "2>>", "&>", "&>>"))
+#: what ends a command in a shell line (after a ``tee``, its files end there)
+_ENDS = frozenset(("|", "||", "&&", ";", "&"))
+
+
+def _not_written(tokens: Sequence[str]) -> list[str]:
+    """``tokens`` without the files the command line itself writes (a redirection's
+    target, the files of a ``tee``): its outputs, not its code."""
+    out: list[str] = []
+    teeing = False
+    for i, token in enumerate(tokens):
+        if token in _ENDS:
+            teeing = False
+        elif (i and tokens[i - 1] in _WRITES) or (teeing and not token.startswith("-")):
+            continue
+        teeing = teeing or os.path.basename(token) == "tee"
+        out.append(token)
     return out
 
 
