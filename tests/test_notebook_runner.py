@@ -550,6 +550,11 @@ def test_the_outcome_names_the_user_code_the_task_ran(tmp_path: Path) -> None:
     outs = run_each(tmp_path, nb_ctx, py_ctx, plain)
     assert all(o.ok for o in outs), outs
     want = {helper: usercode.file_hash(helper)}
+    # a notebook task's own notebook, as it ran, is part of its code (edited after its
+    # run was made, the result is of what ran)
+    for ctx, out in ((nb_ctx, outs[0]), (plain, outs[2])):
+        notebook = str(tmp_path / str(ctx.task.target))
+        assert (out.code or {}).pop(notebook) == usercode.file_hash(notebook)
     assert outs[0].code == want
     assert outs[1].code == want
     assert outs[2].code == {}  # no user module: an empty manifest, not an unknown one

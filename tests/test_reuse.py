@@ -546,3 +546,32 @@ def test_the_files_a_command_line_writes_are_its_outputs_not_its_code(
         files[name].write_text(name)
     named = named_files(line.format(**files))
     assert sorted(named) == sorted(str(files[n]) for n in code)
+
+
+def test_a_notebook_edited_after_its_run_was_made_is_recorded_as_it_ran(
+        home: Path, tmp_path: Path) -> None:
+    """The run is made with the notebook as v1; it is edited to v2 before its task starts
+    (the task runs v2), then put back to v1: the next run must not reuse v2's result as
+    v1's."""
+    import nbformat
+
+    def write(value: str) -> None:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(f"open('out.txt', 'w').write({value!r})")]
+        nbformat.write(nb, str(tmp_path / "analyse.ipynb"))
+
+    gate = tmp_path / "gate"
+    write("v1")
+    v1 = (tmp_path / "analyse.ipynb").read_bytes()  # (a new cell has a new id: kept)
+    wf = Workflow("edited-before-start", base_dir=tmp_path)
+    wf.shell("first", gate_sh(gate))
+    wf.notebook("analyse", "analyse.ipynb", outputs=["out.txt"], after=["first"])
+    handle = wf.run()  # its definition (the notebook's hash) is taken now
+    write("v2")
+    gate.touch()
+    run = handle.wait()
+    assert Path(run.result("analyse")["out.txt"]).read_text() == "v2"
+    (tmp_path / "analyse.ipynb").write_bytes(v1)
+    again = wf.run().wait()
+    assert Path(again.result("analyse")["out.txt"]).read_text() == "v1"
+    assert {t.name: t.reused_from for t in again.tasks}["analyse"] is None

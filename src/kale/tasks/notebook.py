@@ -49,6 +49,7 @@ from kale.tasks.kernels import (
     KernelPool,
     kernel_reuse,
 )
+from kale.tasks.usercode import content_hash
 
 log = logging.getLogger("kale.notebook")
 
@@ -204,9 +205,11 @@ class NotebookRunner(TaskRunner):
         if not source.is_file():
             return Outcome(ok=False, exit_code=1, error=f"notebook not found: {source}")
         try:
+            data = source.read_bytes()  # what runs: its hash goes with the result
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                nb = nbformat.read(source, as_version=4)  # type: ignore[no-untyped-call]
+                nb = nbformat.reads(data.decode("utf-8"),  # type: ignore[no-untyped-call]
+                                    as_version=4)
         except Exception as e:
             return Outcome(ok=False, exit_code=1,
                            error=f"cannot read notebook {source}: {type(e).__name__}: {e}")
@@ -226,8 +229,11 @@ class NotebookRunner(TaskRunner):
         except ParameterError as e:
             return Outcome(ok=False, exit_code=1, error=str(e))
         saved = _output_path(ctx.workdir, source)
-        return await self._run_notebook(ctx, kernel_name, nb, origin, source, saved,
-                                        reuse=reuse, notes=notes, clean_exit=True)
+        outcome = await self._run_notebook(ctx, kernel_name, nb, origin, source, saved,
+                                           reuse=reuse, notes=notes, clean_exit=True)
+        if outcome.ok:  # the notebook as it ran (edited since the run was made, say)
+            outcome.code = {**(outcome.code or {}), str(source): content_hash(data)}
+        return outcome
 
     async def _run_notebook(self, ctx: TaskContext, kernel_name: str, nb: NotebookNode,
                             origin: list[int | None], source: Path, saved: Path, *,

@@ -95,6 +95,11 @@ def _loaded_files() -> list[str]:
     return _last[1]
 
 
+def content_hash(data: bytes) -> str:
+    """What a manifest records of a file: the hash of its content."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
 def file_hash(path: str) -> str | None:
     """Content hash of a file (memoised by its stat), or None when it is gone."""
     try:
@@ -107,7 +112,7 @@ def file_hash(path: str) -> str | None:
         return hit[1]
     try:
         with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:32]
+            digest = content_hash(f.read())
     except OSError:
         return None
     _memo[path] = (sig, digest)
