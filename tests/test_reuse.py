@@ -575,3 +575,56 @@ def test_a_notebook_edited_after_its_run_was_made_is_recorded_as_it_ran(
     again = wf.run().wait()
     assert Path(again.result("analyse")["out.txt"]).read_text() == "v1"
     assert {t.name: t.reused_from for t in again.tasks}["analyse"] is None
+
+
+GROUPS = '''
+import kale
+from helper import VALUE
+
+
+def member(x):
+    return f"{x}:{VALUE}"
+
+
+def below(xs):
+    return list(xs)
+
+
+def plan():
+    sub = kale.Workflow("more")
+    sub.python(member, name="added", parameters={"x": 0})
+    kale.add_tasks(sub)
+    return "planned"
+'''
+
+
+def test_a_map_and_an_adding_task_are_not_reused_once_their_members_code_changed(
+        kale: Kale, tmp_path: Path) -> None:
+    """The code a map's members or a task's added tasks ran is the group's code too: a
+    helper they import edited, a run of what is below the map alone (the map reused as
+    an input) and a run of the whole workflow make both again (both were reused whole,
+    with the members' old results)."""
+    (tmp_path / "groups.py").write_text(GROUPS)
+    (tmp_path / "helper.py").write_text("VALUE = 'v1'\n")
+    wf = tmp_path / "groups.yaml"
+    wf.write_text(textwrap.dedent("""\
+        name: groups
+        tasks:
+          each: {python: "groups:member", map: {x: [1, 2]}}
+          below: {python: "groups:below", parameters: {xs: "${each}"}}
+          plan: {python: "groups:plan"}
+        """))
+    first = _tasks(kale, _run(kale, str(wf)))
+    assert first["below"]["result"] == ["1:v1", "2:v1"]
+    assert first["plan[added]"]["result"] == "0:v1"
+    (tmp_path / "helper.py").write_text("VALUE = 'v2'\n")
+    alone = _tasks(kale, _run(kale, str(wf), "--only", "below"))
+    assert alone["below"]["result"] == ["1:v2", "2:v2"]
+    assert alone["each"]["reused_from"] is None
+    whole = _tasks(kale, _run(kale, str(wf)))
+    assert whole["plan"]["reused_from"] is None
+    assert whole["plan[added]"]["result"] == "0:v2"
+    # nothing changed since: all reused (the map gathers its members' reused results)
+    again = _tasks(kale, _run(kale, str(wf)))
+    assert {n: bool(t["reused_from"]) for n, t in again.items()} == {
+        **dict.fromkeys(again, True), "each": False}

@@ -26,7 +26,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -245,6 +245,10 @@ class Engine:
         self._adds: dict[str, Any] = {}
         #: tasks that added tasks, until those end: their cache key and own result hash
         self._parents: dict[str, tuple[str, str]] = {}
+        #: per group (a map, a task that added tasks) until it is gathered: the code its
+        #: members ran (and its own, for a task that added tasks): the group's code, so a
+        #: group is not reused whole once code its members ran changed
+        self._group_code: dict[str, dict[str, str]] = {}
         self._run_dirs: dict[str, Path] = {}  # earlier runs' directories, by id
         self._workdirs = _Workdirs(self.run_dir,
                                    lambda n: executor.makes_workdir(self.tasks[n]))
@@ -446,6 +450,8 @@ class Engine:
             self._link(names)
             for name in names:
                 plan.restore_member(group, name)
+                if by_name[name].state is S.SUCCEEDED:  # its code, for the group's row
+                    self._member_code(name, by_name[name].code)
             parent = by_name[group]
             if self.tasks[group].map is None and not parent.state.terminal:
                 self._restore_parent(parent)
@@ -484,6 +490,7 @@ class Engine:
     def _restore_parent(self, rec: TaskRecord) -> None:
         """A task that added tasks, which are not all done: its own result, kept."""
         self._parents[rec.name] = (rec.cache_key or "", rec.result_hash or "")
+        self._group_code.setdefault(rec.name, {}).update(rec.code or {})
         if self.downstream[rec.name]:
             self._remember(rec)
 
@@ -692,6 +699,10 @@ class Engine:
         values: dict[str, Any] = {"map": task.map is not None}
         ok = all(self.planner.state[m] is S.SUCCEEDED for m in members) \
             and not self.planner.cancelled
+        code = self._group_code.pop(group, {})
+        if ok:  # the code its members ran (and its own): checked when it is reused
+            values["code"] = _json(code)
+            self._member_code(group, code)  # and the group's group's, if in one
         if ok and task.map is None:
             key, own = self._parents.pop(group)
             values["result_hash"] = dynamic.gathered_hash([own, *(self.hashes[m]
@@ -755,6 +766,7 @@ class Engine:
 
     def _reuse(self, name: str, prev: TaskRecord) -> list[Step]:
         self.def_hash.pop(name, None)
+        self._member_code(name, prev.code)
         self._reused_dir(name, prev.reused_from or prev.run_id)
         if self._keeps(name):  # only what tasks below need is kept
             self._remember(prev, name)
@@ -765,6 +777,12 @@ class Engine:
             "stdout": prev.stdout, "stderr": prev.stderr, "artifacts": _json(prev.artifacts),
             "code": _json(prev.code),
             "started_at": None, "ended_at": time.time()})
+
+    def _member_code(self, name: str, code: Mapping[str, str] | None) -> None:
+        """The code a group's member ran, for the group's own row (see ``_group_code``)."""
+        group = self.planner.group_of.get(name)
+        if group is not None and code:
+            self._group_code.setdefault(group, {}).update(code)
 
     def _named_inputs(self, name: str) -> dict[str, str]:
         """The files a shell command named, as they were when it started: the result is
@@ -1043,6 +1061,8 @@ class Engine:
                     end = self._succeeded(item, out, enc, row, now)
                     if adds is not None and members:
                         end.adds = members
+                        self._group_code.setdefault(name, {}).update(
+                            _unjson(end.values["code"]))
                         self._parents[name] = (end.values.get("cache_key") or "",
                                                enc["result_hash"])
                     return end
@@ -1054,6 +1074,7 @@ class Engine:
         key = self._inputs.pop(name)[1]
         self.def_hash.pop(name, None)
         code = {**(out.code or {}), **self._named_inputs(name)}
+        self._member_code(name, code)
         if self._keeps(name):  # only what tasks below need is kept
             self.results[name] = out.result
             self.hashes[name] = upstream_id(key, enc["result_hash"], code)
@@ -1161,6 +1182,12 @@ def _left_behind(ctx: TaskContext) -> dict[str, str]:
         return left_behind(ctx)
     except Exception:  # a record of what is left must never stop the run
         return {}
+
+
+def _unjson(text: str | None) -> Any:
+    import json
+
+    return json.loads(text) if text else {}
 
 
 def _json(value: Any) -> str | None:
