@@ -58,13 +58,14 @@ def runs_dir(home: Path) -> Path:
 
 
 def user_name() -> str:
-    """The operating-system user running Kale: a home's owner."""
-    import getpass
+    """The operating-system user running Kale (by its user id, not by ``$USER``, which
+    anyone may set): a home's owner, whose runs these are."""
+    import pwd
 
     try:
-        return getpass.getuser()
-    except Exception:  # no user name in this environment
-        return f"uid{os.getuid()}"
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a user id with no entry (a container)
+        return f"uid{os.geteuid()}"
 
 
 def write_private(path: Path, data: bytes | str) -> None:

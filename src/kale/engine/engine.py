@@ -221,7 +221,8 @@ class Engine:
         self.changes: list[Change] = []
         self.cached: dict[str, list[TaskRecord]] = {}
         self._inputs: dict[str, tuple[dict[str, Any], str]] = {}
-        self._named: dict[str, dict[str, str]] = {}  # files shell commands name (their code)
+        #: files shell commands name (their code), and which of them are programs
+        self._named: dict[str, tuple[dict[str, str], set[str]]] = {}
         self._cancel_early = False  # cancel() before the loop ran
         self._quiet = asyncio.Event()  # set when nothing runs, waits or is ready
         self._failure: BaseException | None = None
@@ -490,7 +491,7 @@ class Engine:
     def _restore_parent(self, rec: TaskRecord) -> None:
         """A task that added tasks, which are not all done: its own result, kept."""
         self._parents[rec.name] = (rec.cache_key or "", rec.result_hash or "")
-        self._group_code.setdefault(rec.name, {}).update(rec.code or {})
+        _merge_code(self._group_code.setdefault(rec.name, {}), rec.code or {})
         if self.downstream[rec.name]:
             self._remember(rec)
 
@@ -782,15 +783,18 @@ class Engine:
         """The code a group's member ran, for the group's own row (see ``_group_code``)."""
         group = self.planner.group_of.get(name)
         if group is not None and code:
-            self._group_code.setdefault(group, {}).update(code)
+            _merge_code(self._group_code.setdefault(group, {}), code)
 
     def _named_inputs(self, name: str) -> dict[str, str]:
-        """The files a shell command named, as they were when it started: the result is
-        of those versions (one edited while the task ran stays the version it started
-        with, so the edited one does not reuse this result). The files the command line
-        writes (``>> /scratch/me/log``, ``| tee``) are its outputs: not named
-        (:func:`~kale.tasks.usercode.named_files`)."""
-        return self._named.pop(name, {})
+        """The files a shell command named that are its code and inputs, as they were
+        when it started. A program it ran (``python3 /home/me/a.py``) edited while the
+        task ran stays the version it started with, so the edited one does not reuse
+        this result; another named file that changed meanwhile was written by the task
+        (``--log=/scratch/me/log``): an output, left out. The files the command line
+        writes (``>> log``, ``| tee f``) are never named
+        (:func:`~kale.tasks.usercode.named_files`, :func:`~kale.tasks.usercode.programs`)."""
+        named, ran = self._named.pop(name, ({}, set()))
+        return {p: h for p, h in named.items() if p in ran or usercode.file_hash(p) == h}
 
     # -- the planner's steps -------------------------------------------------------------
     def _apply(self, steps: list[Step]) -> None:
@@ -905,7 +909,8 @@ class Engine:
         ctx = self._context(name, attempt, create=True)
         task = self.tasks[name]
         if task.kind == "shell":  # the files its command names, as they are when it starts
-            self._named[name] = usercode.named_files(task.target)
+            self._named[name] = (usercode.named_files(task.target),
+                                 usercode.programs(task.target))
         now = time.time() if move.new is S.RUNNING else None  # else once a worker has it
         self.changes.append(Change(self.run_id, name, move.new, move.reason, {
             "attempts": attempt, "started_at": now, "ended_at": None,
@@ -1061,8 +1066,8 @@ class Engine:
                     end = self._succeeded(item, out, enc, row, now)
                     if adds is not None and members:
                         end.adds = members
-                        self._group_code.setdefault(name, {}).update(
-                            _unjson(end.values["code"]))
+                        _merge_code(self._group_code.setdefault(name, {}),
+                                    _unjson(end.values["code"]))
                         self._parents[name] = (end.values.get("cache_key") or "",
                                                enc["result_hash"])
                     return end
@@ -1182,6 +1187,14 @@ def _left_behind(ctx: TaskContext) -> dict[str, str]:
         return left_behind(ctx)
     except Exception:  # a record of what is left must never stop the run
         return {}
+
+
+def _merge_code(into: dict[str, str], code: Mapping[str, str]) -> None:
+    """Add a member's code manifest to its group's: a file two members ran in different
+    versions (edited between them) is recorded as no version (never current), so the
+    group is not reused whole for either."""
+    for path, digest in code.items():
+        into[path] = digest if into.get(path, digest) == digest else ""
 
 
 def _unjson(text: str | None) -> Any:

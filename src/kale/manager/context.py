@@ -38,7 +38,7 @@ class ManagerContext:
     def users_of(self, who: Identity) -> list[str | None]:
         """Whose runs ``who`` sees: their own, and for the home's owner also the runs made
         without a manager (`kale run`, a notebook), which are the owner's."""
-        return [who.user, None] if who.user == self.tokens.owner else [who.user]
+        return self.store.own_users() if who.user == self.tokens.owner else [who.user]
 
     def own_run(self, who: Identity, run_id: str) -> "RunRecord":
         """A run of this user's (``latest`` and id prefixes look among theirs only;

@@ -96,8 +96,9 @@ class RunHost:
         user = rec.submitted_by or self.owner
         executor = for_run(workers, wf, chosen, Path(rec.run_dir), rec.options.get("jobs"),
                            refuse_engines=self.engines_refused(user))
-        # The home's owner also reuses the results of runs made without the manager.
-        users: list[str | None] = [user, None] if user == self.owner else [user]
+        # The home's owner also reuses the results of the runs made without the manager
+        # (which record the same user name, or none before runs did, on SQLite only)
+        users: list[str | None] = self.store.own_users() if user == self.owner else [user]
         engine = Engine(self.store, rec, wf, executor, force=bool(rec.options.get("force")),
                         reuse_users=users)
 

@@ -77,8 +77,9 @@ def _json_hash(value: Any, files: Mapping[str, str] | None) -> str:
     if files and isinstance(value, dict):
         view = {k: (f"content:{content_hash(v)}"
                     if k in files and v == files[k] else v) for k, v in value.items()}
-    return _hash(json.dumps(view).encode())  # a dict's order is part of it: a task below
-    # may iterate it
+    # Equal values are the same result, as Python's == says: a dict's order is not part
+    # of it (a dict built from a set comes in another order in each process)
+    return _hash(json.dumps(view, sort_keys=True).encode())
 
 
 def output_files(task: Task, result: Any) -> dict[str, str]:
@@ -98,6 +99,11 @@ def available(rec: TaskRecord, task: Task | None = None) -> bool:
         return False
     if task is not None and task.outputs and rec.result_json:
         result = json.loads(rec.result_json)
+        if task.map is not None and isinstance(result, list):  # a map: its members' files
+            named = [p for r in result for v in output_files(task, r).values()
+                     for p in v.split(",")]
+            return all(os.path.exists(p) for p in named) \
+                and not _changed_since(named, rec.ended_at)  # (else: its members judge)
         if isinstance(result, dict):
             for pattern in task.outputs:
                 paths = str(result.get(pattern, "")).split(",")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import site
 import sys
@@ -174,48 +175,77 @@ def named_files(command: str | Sequence[str]) -> dict[str, str]:
     """Manifest of the files a shell command names by absolute path (``python
     /home/me/analyse.py``, ``--config=/home/me/run.toml``): the code and inputs it claims, so
     a result is not reused once one of them changed. (Paths hidden in variables or made at
-    run time cannot be seen.)"""
-    if isinstance(command, str):
-        lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
-        lexer.whitespace_split = True  # words as the shell splits them; ; | > apart
-        try:
-            tokens = _not_written(list(lexer))
-        except ValueError:  # unbalanced quotes: the shell will say so
-            tokens = command.split()
-    else:
-        tokens = list(command)
+    run time cannot be seen.) The files the command line itself writes (a redirection's
+    target, a ``tee``'s files) are its outputs: not named."""
     out = {}
-    for token in tokens:
-        for part in token.split("="):
-            if not part.startswith(("/", "~")) or any(c in part for c in "*?[$`"):
-                continue
-            path = os.path.expanduser(part)
-            if os.path.isfile(path):
-                digest = file_hash(path)
-                if digest is not None:
-                    out[path] = digest
+    for words in _commands(command):
+        for token in words:
+            for part in token.split("="):
+                if not part.startswith(("/", "~")) or any(c in part for c in "*?[$`"):
+                    continue
+                path = os.path.expanduser(part)
+                if os.path.isfile(path):
+                    digest = file_hash(path)
+                    if digest is not None:
+                        out[path] = digest
+    return out
+
+
+#: programs that run the script named after their options (``python /home/me/a.py``)
+_INTERPRETERS = re.compile(r"(python[0-9.]*|bash|sh|zsh|ksh|dash|Rscript|perl|ruby|julia|"
+                           r"node|tclsh|octave|matlab)")
+
+
+def programs(command: str | Sequence[str]) -> set[str]:
+    """The files of a command that are programs: a command's executable named by
+    absolute path, or the script an interpreter runs (``python3 /home/me/a.py``). A
+    program edited while its task runs is code that changed (the task ran the version it
+    started with); another named file that changed then was written by the task."""
+    out = set()
+    for words in _commands(command):
+        rest = [w for w in words if "=" not in w or w.startswith("-")]  # (VAR=x cmd)
+        if rest and os.path.basename(rest[0]) == "env":
+            rest = [w for w in rest[1:] if not w.startswith("-")]
+        if not rest:
+            continue
+        first = rest[0]
+        if _INTERPRETERS.fullmatch(os.path.basename(first)):
+            script = next((w for w in rest[1:] if not w.startswith("-")), None)
+            if script is not None and "-m" not in rest and "-c" not in rest:
+                out.add(os.path.expanduser(script))
+        out.add(os.path.expanduser(first))
     return out
 
 
 #: shell redirections that write the file after them (``>> /scratch/me/log``)
-_WRITES = frozenset((">", ">>", ">|", "1>", "1>>", "2>", "2>>", "&>", "&>>"))
-#: what ends a command in a shell line (after a ``tee``, its files end there)
-_ENDS = frozenset(("|", "||", "&&", ";", "&"))
+_WRITES = frozenset((">", ">>", ">|", ">&", "&>", "&>>"))  # (``2>``: ``2``, ``>``)
 
 
-def _not_written(tokens: Sequence[str]) -> list[str]:
-    """``tokens`` without the files the command line itself writes (a redirection's
-    target, the files of a ``tee``): its outputs, not its code."""
-    out: list[str] = []
-    teeing = False
+def _commands(command: str | Sequence[str]) -> list[list[str]]:
+    """The commands of a shell line (split at newlines, ``;``, ``|``, ``&&``...) as their
+    words, without the files the line writes (a redirection's target, the files of a
+    ``tee`` in command position). An argv list is one command."""
+    if not isinstance(command, str):
+        return [list(command)]
+    lexer = shlex.shlex(command, posix=True, punctuation_chars="();<>|&\n")
+    lexer.whitespace = " \t\r"  # a newline ends a command: not mere space
+    lexer.whitespace_split = True
+    try:
+        tokens = list(lexer)
+    except ValueError:  # unbalanced quotes: the shell will say so
+        tokens = command.split()
+    out: list[list[str]] = [[]]
     for i, token in enumerate(tokens):
-        if token in _ENDS:
-            teeing = False
-        elif (i and tokens[i - 1] in _WRITES) or (teeing and not token.startswith("-")):
+        if token in _WRITES or (i and tokens[i - 1] in _WRITES):
+            continue  # (the redirection, and the file it writes)
+        if token and set(token) <= set("();<>|&\n"):
+            out.append([])  # a command ends
             continue
-        teeing = teeing or os.path.basename(token) == "tee"
-        out.append(token)
-    return out
+        words = out[-1]
+        if words and os.path.basename(words[0]) == "tee" and not token.startswith("-"):
+            continue  # a file tee writes
+        words.append(token)
+    return [words for words in out if words]
 
 
 def kernel_snippet() -> str:
