@@ -6,6 +6,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -534,8 +535,15 @@ def slurm_rest(slurm: str) -> SlurmRest:
 
 @pytest.fixture(autouse=True)
 def _stop_kept_workers() -> Iterator[None]:
-    """Python workers a test's runs left warm (``kale.tasks.warm``) end with the test."""
+    """Python workers a test's runs left warm (``kale.tasks.warm``) end with the test,
+    and the stores of its Kale homes are closed."""
     yield
     from kale.tasks import warm
 
     warm.POOL.clear()
+    # The stores of the test's Kale homes, once no run this process drives is under way
+    # (each holds its database's files open: a suite of a thousand homes ran out of them)
+    if not any(t.name.startswith("kale-run-") for t in threading.enumerate()):
+        from kale.client.local import close_stores
+
+        close_stores()

@@ -10,7 +10,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,9 +31,27 @@ if TYPE_CHECKING:
 POLL = 0.1
 
 
-@cache
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
 def _store(url: str) -> Store:
-    return Store(url)
+    with _stores_lock:
+        store = _stores.get(url)
+        if store is None:
+            store = _stores[url] = Store(url)
+        return store
+
+
+def close_stores() -> None:
+    """Close the stores this process opened (:func:`open_store`): their connections and
+    files. For a process done with its Kale homes while no run it drives is under way (a
+    test suite opens a home per test); a later ``open_store`` opens one again."""
+    with _stores_lock:
+        stores = list(_stores.values())
+        _stores.clear()
+    for store in stores:
+        store.close()
 
 
 def open_store(home: str | Path | None = None) -> tuple[Store, Path]:
