@@ -698,3 +698,62 @@ def test_a_map_whose_members_ran_different_versions_of_a_helper_is_not_reused_wh
     alone = _tasks(kale, _run(kale, str(wf), "--only", "below", "--force"))
     assert alone["each"]["reused_from"] is None
     assert alone["below"]["result"] == ["1:v2", "2:v2"]
+
+
+def test_a_configuration_or_script_edited_while_a_launched_task_runs_is_not_reused(
+        kale: Kale, tmp_path: Path) -> None:
+    """`timeout 600 python3 /abs/step.py --config=/abs/run.toml --log=/abs/ledger`: while
+    it runs the configuration is edited and a line is added at the end of the script. The
+    task ran the versions it started with, so the next run runs again; the ledger, which
+    only grew, is its output and stops nothing."""
+    step, cfg, ledger = tmp_path / "step.py", tmp_path / "run.toml", tmp_path / "ledger"
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    step.write_text(
+        "import os, sys, time\n"
+        "args = dict(a.lstrip('-').split('=') for a in sys.argv[1:])\n"
+        f"open({str(started)!r}, 'w').close()\n"
+        f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.01)\n"
+        "open(args['log'], 'a').write('ran\\n')\n"
+        "print(open(args['config']).read().strip())\n")
+    cfg.write_text("n = 1\n")
+    ledger.write_text("")
+    wf = tmp_path / "launched.yaml"
+    wf.write_text(f"name: launched\ntasks:\n  t:\n    shell: timeout 600 {sys.executable} "
+                  f"{step} --config={cfg} --log={ledger}\n")
+    with kale.popen("run", str(wf)) as proc:
+        wait_until(started.exists, what="the step to start")
+        cfg.write_text("n = 2\n")
+        with step.open("a") as f:
+            f.write("print('added')\n")
+        gate.touch()
+        assert proc.wait(timeout=120) == 0
+    second = _tasks(kale, _run(kale, str(wf)))["t"]
+    assert second["reused_from"] is None
+    assert ledger.read_text() == "ran\nran\n"
+    # nothing edited since: reused, though the ledger grew
+    assert _tasks(kale, _run(kale, str(wf)))["t"]["reused_from"] is not None
+    assert ledger.read_text() == "ran\nran\n"
+
+
+def test_only_a_grown_file_that_is_no_code_or_configuration_is_taken_for_an_output(
+        tmp_path: Path) -> None:
+    from kale.tasks.usercode import file_hash, grown_output
+
+    cases = {"ledger": (b"a\n", b"a\nb\n", True), "rewritten": (b"a\n", b"b\nc\n", False),
+             "shrunk": (b"a\nb\n", b"a\n", False), "run.toml": (b"n=1\n", b"n=1\nm=2\n", False),
+             "step.py": (b"x=1\n", b"x=1\nprint(x)\n", False)}
+    got = {}
+    for name, (before, after, _) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(before)
+        was = file_hash(str(path))
+        assert was is not None
+        path.write_bytes(after)
+        got[name] = grown_output(str(path), was, len(before))
+    (tmp_path / "tool").write_bytes(b"#!/bin/sh\n")
+    was = file_hash(str(tmp_path / "tool"))
+    assert was is not None
+    (tmp_path / "tool").chmod(0o755)
+    (tmp_path / "tool").write_bytes(b"#!/bin/sh\necho hi\n")
+    assert grown_output(str(tmp_path / "tool"), was, len(b"#!/bin/sh\n")) is False
+    assert got == {name: want for name, (_, _, want) in cases.items()}

@@ -221,8 +221,8 @@ class Engine:
         self.changes: list[Change] = []
         self.cached: dict[str, list[TaskRecord]] = {}
         self._inputs: dict[str, tuple[dict[str, Any], str]] = {}
-        #: files shell commands name (their code), and which of them are programs
-        self._named: dict[str, tuple[dict[str, str], set[str]]] = {}
+        #: files shell commands name (their code), as they started: hash and size
+        self._named: dict[str, dict[str, tuple[str, int]]] = {}
         self._cancel_early = False  # cancel() before the loop ran
         self._quiet = asyncio.Event()  # set when nothing runs, waits or is ready
         self._failure: BaseException | None = None
@@ -787,14 +787,15 @@ class Engine:
 
     def _named_inputs(self, name: str) -> dict[str, str]:
         """The files a shell command named that are its code and inputs, as they were
-        when it started. A program it ran (``python3 /home/me/a.py``) edited while the
-        task ran stays the version it started with, so the edited one does not reuse
-        this result; another named file that changed meanwhile was written by the task
-        (``--log=/scratch/me/log``): an output, left out. The files the command line
-        writes (``>> log``, ``| tee f``) are never named
-        (:func:`~kale.tasks.usercode.named_files`, :func:`~kale.tasks.usercode.programs`)."""
-        named, ran = self._named.pop(name, ({}, set()))
-        return {p: h for p, h in named.items() if p in ran or usercode.file_hash(p) == h}
+        when it started. One edited while the task ran (the script, a configuration) stays
+        the version it started with, so the edited one does not reuse this result; one
+        that only grew meanwhile and is no code or configuration was written by the task
+        (``--log=/scratch/me/ledger``): an output, left out
+        (:func:`~kale.tasks.usercode.grown_output`). The files the command line writes
+        (``>> log``, ``| tee f``) are never named (:func:`~kale.tasks.usercode.named_files`)."""
+        named = self._named.pop(name, {})
+        return {p: h for p, (h, size) in named.items()
+                if usercode.file_hash(p) == h or not usercode.grown_output(p, h, size)}
 
     # -- the planner's steps -------------------------------------------------------------
     def _apply(self, steps: list[Step]) -> None:
@@ -909,8 +910,7 @@ class Engine:
         ctx = self._context(name, attempt, create=True)
         task = self.tasks[name]
         if task.kind == "shell":  # the files its command names, as they are when it starts
-            self._named[name] = (usercode.named_files(task.target),
-                                 usercode.programs(task.target))
+            self._named[name] = usercode.snapshot(task.target)
         now = time.time() if move.new is S.RUNNING else None  # else once a worker has it
         self.changes.append(Change(self.run_id, name, move.new, move.reason, {
             "attempts": attempt, "started_at": now, "ended_at": None,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shlex
 import site
 import sys
@@ -191,30 +190,44 @@ def named_files(command: str | Sequence[str]) -> dict[str, str]:
     return out
 
 
-#: programs that run the script named after their options (``python /home/me/a.py``)
-_INTERPRETERS = re.compile(r"(python[0-9.]*|bash|sh|zsh|ksh|dash|Rscript|perl|ruby|julia|"
-                           r"node|tclsh|octave|matlab)")
+#: suffixes of code and configuration: such a named file that changed while its task ran
+#: was edited, never written by the task (see :func:`grown_output`)
+_SOURCE_SUFFIXES = frozenset((
+    ".py", ".pyw", ".pyx", ".ipynb", ".sh", ".bash", ".zsh", ".ksh", ".csh", ".fish",
+    ".r", ".jl", ".pl", ".pm", ".rb", ".js", ".mjs", ".ts", ".lua", ".tcl", ".m", ".awk",
+    ".sed", ".c", ".h", ".cc", ".cpp", ".f", ".f90", ".java", ".go", ".rs", ".mk",
+    ".yaml", ".yml", ".toml", ".json", ".ini", ".cfg", ".conf", ".env", ".xml", ".nml"))
 
 
-def programs(command: str | Sequence[str]) -> set[str]:
-    """The files of a command that are programs: a command's executable named by
-    absolute path, or the script an interpreter runs (``python3 /home/me/a.py``). A
-    program edited while its task runs is code that changed (the task ran the version it
-    started with); another named file that changed then was written by the task."""
-    out = set()
-    for words in _commands(command):
-        rest = [w for w in words if "=" not in w or w.startswith("-")]  # (VAR=x cmd)
-        if rest and os.path.basename(rest[0]) == "env":
-            rest = [w for w in rest[1:] if not w.startswith("-")]
-        if not rest:
+def snapshot(command: str | Sequence[str]) -> dict[str, tuple[str, int]]:
+    """The files a shell command names (:func:`named_files`) with their content hash and
+    size as they are now: what the command starts with."""
+    out = {}
+    for path, digest in named_files(command).items():
+        try:
+            out[path] = (digest, os.stat(path).st_size)
+        except OSError:
             continue
-        first = rest[0]
-        if _INTERPRETERS.fullmatch(os.path.basename(first)):
-            script = next((w for w in rest[1:] if not w.startswith("-")), None)
-            if script is not None and "-m" not in rest and "-c" not in rest:
-                out.add(os.path.expanduser(script))
-        out.add(os.path.expanduser(first))
     return out
+
+
+def grown_output(path: str, was: str, size: int) -> bool:
+    """Whether a named file that changed while its task ran was written by the task (a
+    log or ledger it appends to, named as ``--log=/scratch/me/ledger``): it only grew (its
+    first ``size`` bytes still hash to ``was``) and it is no code or configuration (no
+    such suffix, no execute bit). Any other change is an edit: the task keeps the
+    version it started with, so the edited file is not given this result."""
+    if os.path.splitext(path)[1].lower() in _SOURCE_SUFFIXES:
+        return False
+    try:
+        st = os.stat(path)
+        if st.st_mode & 0o111 or st.st_size <= size:
+            return False
+        with open(path, "rb") as f:
+            head = f.read(size)
+    except OSError:
+        return False
+    return content_hash(head) == was
 
 
 #: shell redirections that write the file after them (``>> /scratch/me/log``)
