@@ -6,7 +6,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -541,9 +540,8 @@ def _stop_kept_workers() -> Iterator[None]:
     from kale.tasks import warm
 
     warm.POOL.clear()
-    # The stores of the test's Kale homes, once no run this process drives is under way
+    # The stores of the test's Kale homes but those a run still under way drives on
     # (each holds its database's files open: a suite of a thousand homes ran out of them)
-    if not any(t.name.startswith("kale-run-") for t in threading.enumerate()):
-        from kale.client.local import close_stores
+    from kale.client.local import close_stores
 
-        close_stores()
+    close_stores()

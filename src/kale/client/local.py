@@ -5,6 +5,7 @@ manager's API serves too, so both give the same documents."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
@@ -33,6 +34,8 @@ POLL = 0.1
 
 _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
+#: stores a run of this process is driving on, and by how many runs (:func:`driving`)
+_driving: Counter[int] = Counter()
 
 
 def _store(url: str) -> Store:
@@ -43,14 +46,31 @@ def _store(url: str) -> Store:
         return store
 
 
-def close_stores() -> None:
-    """Close the stores this process opened (:func:`open_store`): their connections and
-    files. For a process done with its Kale homes while no run it drives is under way (a
-    test suite opens a home per test); a later ``open_store`` opens one again."""
+@contextlib.contextmanager
+def driving(store: Store) -> Iterator[None]:
+    """While a run this process drives writes to ``store``: :func:`close_stores` leaves
+    that store open."""
     with _stores_lock:
-        stores = list(_stores.values())
-        _stores.clear()
-    for store in stores:
+        _driving[id(store)] += 1
+    try:
+        yield
+    finally:
+        with _stores_lock:
+            _driving[id(store)] -= 1
+            if not _driving[id(store)]:
+                del _driving[id(store)]
+
+
+def close_stores() -> None:
+    """Close the stores this process opened (:func:`open_store`) that no run it drives is
+    using (:func:`driving`): their connections and files. For a process done with its
+    Kale homes (a test suite opens a home per test); a later ``open_store`` opens one
+    again."""
+    with _stores_lock:
+        idle = {url: s for url, s in _stores.items() if id(s) not in _driving}
+        for url in idle:
+            del _stores[url]
+    for store in idle.values():
         store.close()
 
 
@@ -73,7 +93,8 @@ class _Driver:
         from kale.engine.runs import drive
 
         try:
-            drive(self.engine)
+            with driving(self.engine.store):
+                drive(self.engine)
         except BaseException as e:
             self.error = e
 

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from kale.client.local import driving
 from kale.engine.engine import Engine
 from kale.engine.runs import create_run, load_workflow
 from kale.errors import StoreWriteError
@@ -104,7 +105,8 @@ class RunHost:
 
         def target() -> None:
             try:
-                asyncio.run(engine.run())
+                with driving(self.store):
+                    asyncio.run(engine.run())
             except StoreWriteError as e:  # said by the run's status until the manager stops
                 self.failures[rec.id] = str(e)
                 log.error("run %s stopped: %s", rec.id, e)

@@ -25,7 +25,7 @@ import sysconfig
 from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
 
-_memo: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+_memo: dict[str, tuple[tuple[int, int, int, int], str, int]] = {}  # path -> stat, hash, size
 _seen: dict[str, str] = {}  # file -> its hash when this process first saw it loaded
 _kind: dict[str, bool] = {}  # file -> is it user code
 
@@ -102,6 +102,13 @@ def content_hash(data: bytes) -> str:
 
 def file_hash(path: str) -> str | None:
     """Content hash of a file (memoised by its stat), or None when it is gone."""
+    got = _hashed(path)
+    return None if got is None else got[0]
+
+
+def _hashed(path: str) -> tuple[str, int] | None:
+    """A file's content hash and the size of the very content hashed (memoised by its
+    stat: one ``stat`` when the file has not changed), or None when it is gone."""
     try:
         st = os.stat(path)
     except OSError:
@@ -109,14 +116,15 @@ def file_hash(path: str) -> str | None:
     sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     hit = _memo.get(path)
     if hit is not None and hit[0] == sig:
-        return hit[1]
+        return hit[1], hit[2]
     try:
         with open(path, "rb") as f:
-            digest = content_hash(f.read())
+            data = f.read()
     except OSError:
         return None
-    _memo[path] = (sig, digest)
-    return digest
+    digest = content_hash(data)
+    _memo[path] = (sig, digest, len(data))
+    return digest, len(data)
 
 
 def loaded(modules: Iterable[ModuleType] | None = None) -> dict[str, str]:
@@ -176,6 +184,12 @@ def named_files(command: str | Sequence[str]) -> dict[str, str]:
     a result is not reused once one of them changed. (Paths hidden in variables or made at
     run time cannot be seen.) The files the command line itself writes (a redirection's
     target, a ``tee``'s files) are its outputs: not named."""
+    return {path: digest for path, (digest, _) in snapshot(command).items()}
+
+
+def snapshot(command: str | Sequence[str]) -> dict[str, tuple[str, int]]:
+    """The files a shell command names (:func:`named_files`) with their content hash and
+    the size of the content hashed: what the command starts with."""
     out = {}
     for words in _commands(command):
         for token in words:
@@ -183,10 +197,10 @@ def named_files(command: str | Sequence[str]) -> dict[str, str]:
                 if not part.startswith(("/", "~")) or any(c in part for c in "*?[$`"):
                     continue
                 path = os.path.expanduser(part)
-                if os.path.isfile(path):
-                    digest = file_hash(path)
-                    if digest is not None:
-                        out[path] = digest
+                if path not in out and os.path.isfile(path):
+                    got = _hashed(path)
+                    if got is not None:
+                        out[path] = got
     return out
 
 
@@ -197,18 +211,6 @@ _SOURCE_SUFFIXES = frozenset((
     ".r", ".jl", ".pl", ".pm", ".rb", ".js", ".mjs", ".ts", ".lua", ".tcl", ".m", ".awk",
     ".sed", ".c", ".h", ".cc", ".cpp", ".f", ".f90", ".java", ".go", ".rs", ".mk",
     ".yaml", ".yml", ".toml", ".json", ".ini", ".cfg", ".conf", ".env", ".xml", ".nml"))
-
-
-def snapshot(command: str | Sequence[str]) -> dict[str, tuple[str, int]]:
-    """The files a shell command names (:func:`named_files`) with their content hash and
-    size as they are now: what the command starts with."""
-    out = {}
-    for path, digest in named_files(command).items():
-        try:
-            out[path] = (digest, os.stat(path).st_size)
-        except OSError:
-            continue
-    return out
 
 
 def grown_output(path: str, was: str, size: int) -> bool:
