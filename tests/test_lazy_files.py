@@ -102,3 +102,40 @@ def test_a_child_left_running_writes_to_its_own_tasks_log(home: Path,
         Path(late).touch()
         Path(done).touch()
     assert run.wait().state is RunState.SUCCEEDED
+
+
+def test_each_task_of_a_chain_runs_in_its_own_new_directory(home: Path,
+                                                             tmp_path: Path) -> None:
+    """The next hop's directory is made ahead while the one before runs (its worker
+    only enters it); a retry still starts in its own directory, without the records its
+    failed attempt made."""
+    wf = Workflow("chain-dirs", base_dir=tmp_path)
+    names = [f"hop{i}" for i in range(6)]
+    for i, name in enumerate(names):
+        wf.python(f"hops:{'flaky' if name == 'hop3' else 'hop'}", name=name,
+                  after=names[i - 1:i], retries=1 if name == "hop3" else 0,
+                  retry_delay=0)
+    (tmp_path / "hops.py").write_text(
+        "import os\n"
+        "import kale\n"
+        "def hop():\n"
+        "    before = sorted(os.listdir('.'))\n"
+        "    with open('mine.txt', 'w') as f:\n"
+        "        f.write(os.path.basename(os.getcwd()))\n"
+        "    return [os.getcwd(), before]\n"
+        "def flaky():\n"
+        "    if not os.path.exists('tried'):\n"
+        "        open('tried', 'w').close()\n"
+        "        kale.record('from_the_failed_attempt', 1)\n"
+        "        raise RuntimeError('first attempt')\n"
+        "    kale.record('late', [os.getcwd(), sorted(os.listdir('.'))])\n")
+    run = wf.run(jobs=1).wait()
+    assert run.state is RunState.SUCCEEDED, [(t.name, t.state, t.error) for t in run.tasks]
+    for name in names:
+        if name == "hop3":  # its second attempt: what the first left, but no records
+            assert run.result(name) == {"late": [str(run.run_dir / name), ["tried"]]}
+        else:
+            cwd, before = run.result(name)
+            assert cwd == str(run.run_dir / name)
+            assert before == []  # new and empty
+            assert (run.run_dir / name / "mine.txt").read_text() == name

@@ -250,7 +250,7 @@ class Task:
                 f"task {self.name!r} runs {self.target.name}(), a function defined in a "
                 "notebook or script; move it into a module and refer to it as "
                 "'module:function' to write the workflow as YAML")
-        path = _callable_path(self.target)
+        path = _memo(memo, ("path", self.target), _callable_path, self.target)
         if path:
             return path
         if for_store:
@@ -284,8 +284,7 @@ class Task:
                 h.update(path.read_bytes())
         elif self.kind == "python":  # most tasks of a big workflow share a few functions
             module = _memo(memo, ("module", self.target, base_dir),
-                           lambda t: _module_file(t, base_dir), self.target) \
-                if isinstance(self.target, str) else _module_file(self.target, base_dir)
+                           lambda t: _module_file(t, base_dir), self.target)
             if module is not None:
                 h.update(_memo(memo, ("file", module), Path.read_bytes, module))
         return h.hexdigest()[:32]
@@ -539,9 +538,13 @@ Memo = dict[Any, Any]
 def _memo(memo: Memo | None, key: Any, compute: Callable[[Any], Any], arg: Any) -> Any:
     if memo is None:
         return compute(arg)
-    if key not in memo:
-        memo[key] = compute(arg)
-    return memo[key]
+    try:
+        return memo[key]
+    except KeyError:
+        got = memo[key] = compute(arg)
+        return got
+    except TypeError:  # an unhashable callable object: computed each time
+        return compute(arg)
 
 
 def _pickle(func: Any) -> str:

@@ -239,18 +239,19 @@ class Store:
                    ) -> None:
         """Insert a run and its tasks (``(name, kind, def_hash)``), all PENDING."""
         now = time.time()
-        with self.engine.begin() as c:
-            c.execute(T.runs.insert().values(
-                id=run_id, workflow=workflow, state=RunState.RUNNING.value, created_at=now,
-                spec=json.dumps(spec), base_dir=base_dir, run_dir=run_dir,
-                params=json.dumps(params, default=repr), options=json.dumps(options),
-                submitted_by=submitted_by, **_owner()))
+        with self._writer() as w:  # (the write path's own SQL: a run may have 100,000 rows)
+            w.executemany(_RUN_SQL, [{
+                "id": run_id, "workflow": workflow, "state": RunState.RUNNING.value,
+                "created_at": now, "spec": json.dumps(spec), "base_dir": base_dir,
+                "run_dir": run_dir, "params": json.dumps(params, default=repr),
+                "options": json.dumps(options), "submitted_by": submitted_by, **_owner()}])
             if tasks:
-                c.execute(T.tasks.insert(), [
-                    {"run_id": run_id, "name": n, "kind": k, "state": "PENDING", "attempts": 0,
-                     "def_hash": h, "position": i} for i, (n, k, h) in enumerate(tasks)])
-            c.execute(T.events.insert().values(run_id=run_id, task=None, ts=now, old=None,
-                                               new=RunState.RUNNING.value, reason="created"))
+                w.executemany(_NEW_TASK_SQL, [
+                    {"run_id": run_id, "name": n, "kind": k, "def_hash": h, "position": i,
+                     "spec": None} for i, (n, k, h) in enumerate(tasks)])
+            w.executemany(_EVENT_SQL, [{"run_id": run_id, "task": None, "ts": now,
+                                        "old": None, "new": RunState.RUNNING.value,
+                                        "reason": "created"}])
         for n, _, _ in tasks:
             self._states[(run_id, n)] = TaskState.PENDING
 
@@ -363,6 +364,21 @@ class Store:
         with self.engine.connect() as c:
             rows = c.execute(q).all()
         return [_task(r) for r in rows]
+
+    def untouched(self, run_id: str) -> list[tuple[str, str | None]] | None:
+        """``(name, def_hash)`` of the run's tasks in workflow order when none of them
+        has been touched yet (all PENDING, never attempted, none added as it ran: a run
+        just created), else None. What an engine starting a new run needs of them, in two
+        columns instead of every task's whole row."""
+        c_ = T.tasks.c
+        q = (sa.select(c_.name, c_.def_hash, c_.state, c_.attempts, c_.spec.is_(None))
+             .where(c_.run_id == run_id).order_by(c_.position))
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        if any(state != "PENDING" or attempts or not plain
+               for _, _, state, attempts, plain in rows):
+            return None
+        return [(name, h) for name, h, _, _, _ in rows]
 
     def log_files(self, run_id: str, names: Iterable[str] | None = None
                   ) -> dict[str, tuple[TaskState, str | None, str | None]]:
@@ -570,6 +586,10 @@ class Store:
 _NEW_TASK_SQL = ("INSERT INTO tasks (run_id, name, kind, state, attempts, def_hash, position, "
                  "spec) VALUES (:run_id, :name, :kind, 'PENDING', 0, :def_hash, :position, "
                  ":spec)")
+_RUN_SQL = ("INSERT INTO runs (id, workflow, state, created_at, spec, base_dir, run_dir, "
+            "params, options, submitted_by, owner_pid, owner_host, owner_start) VALUES (:id, "
+            ":workflow, :state, :created_at, :spec, :base_dir, :run_dir, :params, :options, "
+            ":submitted_by, :owner_pid, :owner_host, :owner_start)")
 _EVENT_SQL = ("INSERT INTO events (run_id, task, ts, old, new, reason) "
               "VALUES (:run_id, :task, :ts, :old, :new, :reason)")
 _ATTEMPT_SQL = ("INSERT INTO attempts (run_id, task, number, state, started_at, worker) "

@@ -99,8 +99,15 @@ def bind(func: Any, inputs: dict[str, Any], upstream: dict[str, Any],
 
 
 
-def _enter(workdir: str, records: str | None) -> None:
-    """Make the task's directory (the runner leaves it to this process) and go in."""
+def _enter(workdir: str, records: str | None, made: bool = False) -> None:
+    """Make the task's directory (the runner leaves it to this process, unless the
+    engine ``made`` it ahead, new and empty) and go in."""
+    if made:
+        try:
+            os.chdir(workdir)
+            return
+        except OSError:  # (gone since): the full way
+            pass
     try:
         os.mkdir(workdir)
     except OSError:  # an earlier attempt's (or the run's folder is gone): the full way
@@ -130,7 +137,7 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
     logs = _logs()
     logs.open(job["stdout"], job["stderr"])
     try:
-        _enter(job["workdir"], job["env"].get(RECORDS_ENV))
+        _enter(job["workdir"], job["env"].get(RECORDS_ENV), job.get("made", False))
         os.environ.update(job["env"])
         if job["base_dir"] not in sys.path:
             sys.path.insert(0, job["base_dir"])
@@ -210,13 +217,22 @@ class _Logs:
         self._streams: dict[int, _Stream] = {}
         self._lock = threading.Lock()
         self._job: tuple[_Stream, _Stream] | None = None
+        self._spare: list[tuple[int, int]] = []  # the next job's pipes, made ahead
         threading.Thread(target=self._pump, name="kale-logs", daemon=True).start()
 
-    def open(self, stdout: str, stderr: str) -> None:
-        pair = []
-        for fd, path in ((1, stdout), (2, stderr)):
+    def prepare(self) -> None:
+        """Make the next job's two pipes now, while the worker waits for it (their
+        system calls are then off the path from the job's arrival to its answer)."""
+        while len(self._spare) < 2:
             r, w = os.pipe()  # both ends close on exec; fd 1 and 2 are inherited
             os.set_blocking(r, False)
+            self._spare.append((r, w))
+
+    def open(self, stdout: str, stderr: str) -> None:
+        self.prepare()  # (made ahead, but for the first job)
+        pair = []
+        for fd, path in ((1, stdout), (2, stderr)):
+            r, w = self._spare.pop(0)
             os.dup2(w, fd)
             os.close(w)
             pair.append(_Stream(r, path))
@@ -332,6 +348,7 @@ def main() -> None:
         except Exception as e:  # an unpicklable result, say
             conn.send_bytes(pickle.dumps(("err", type(e).__name__, str(e),
                                           traceback.format_exc())))
+        _logs().prepare()  # while the runner takes the answer and picks the next job
 
 
 if __name__ == "__main__":
