@@ -92,10 +92,7 @@ class _Workdirs:
     (the next ready ones, and those that wait only for a task just started) find theirs
     made. Creating a directory costs a few hundred microseconds of system time on a
     disk (more on a shared filesystem): done in the task's start it was a good part of a
-    short task's latency; here it overlaps the tasks before it. A task whose runner
-    makes its directory itself (a Python worker) gets it made here only as the next hop
-    of a chain, on a local executor: its worker then only enters it (for a fan-out the
-    workers make their own in parallel, and the engine's process spends nothing on them).
+    short task's latency; here it overlaps the tasks before it.
 
     Promises: :meth:`take` is true only for a directory this thread created itself (so
     it is new and empty: no earlier attempt left anything there), once; a directory
@@ -105,34 +102,24 @@ class _Workdirs:
 
     Threads: :meth:`ask` and :meth:`take` from the engine's loop; the maker its own."""
 
-    def __init__(self, run_dir: Path, made_elsewhere: Callable[[str], bool],
-                 local: bool = False) -> None:
+    def __init__(self, run_dir: Path, made_elsewhere: Callable[[str], bool]) -> None:
         self._run_dir = str(run_dir)
         #: whether a task's directory is made where it runs (its executor's say)
         self._elsewhere = made_elsewhere
-        #: a directory made here is the one the task runs in (a local executor)
-        self.local = local
         self._asked: set[str] = set()  # asked for once: later asks cost a set lookup
-        self._theirs: set[str] = set()  # made where they run: not made ahead but as next_
         self._made: set[str] = set()  # made by the maker, not yet taken
         self._taken: set[str] = set()  # asked for by the engine: too late to make ahead
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def ask(self, name: str, *, next_: bool = False) -> None:
-        """Have ``name``'s directory made (unless its executor makes it where it runs;
-        ``next_``: a task that waits only for one just started, made here even then when
-        its runner is on this host, ``local``: its worker then only enters it)."""
+    def ask(self, name: str) -> None:
+        """Have ``name``'s directory made (unless its executor makes it where it runs)."""
         if name in self._asked:
             return
-        if not (next_ and self.local):
-            if name in self._theirs:
-                return
-            if self._elsewhere(name):
-                self._theirs.add(name)
-                return
         self._asked.add(name)
+        if self._elsewhere(name):
+            return
         if self._thread is None:
             self._thread = threading.Thread(target=self._make, name="kale-workdirs",
                                             daemon=True)
@@ -143,9 +130,6 @@ class _Workdirs:
         """Whether ``name``'s directory was made ahead (and new): for its first attempt
         only (a directory made after this was asked is not counted: it may be the one
         the engine made, and a later attempt finds what this one left there)."""
-        if name not in self._asked:  # never asked for: never made (nor will be)
-            self._asked.add(name)
-            return False
         with self._lock:
             self._taken.add(name)
             if name in self._made:
@@ -268,8 +252,7 @@ class Engine:
         self._group_code: dict[str, dict[str, str]] = {}
         self._run_dirs: dict[str, Path] = {}  # earlier runs' directories, by id
         self._workdirs = _Workdirs(self.run_dir,
-                                   lambda n: executor.makes_workdir(self.tasks[n]),
-                                   local=executor.local_dirs)
+                                   lambda n: executor.makes_workdir(self.tasks[n]))
         self._position = 0  # the next row's place in the run (a member's)
 
     @property
@@ -928,13 +911,13 @@ class Engine:
         ready ones, and those that wait for nothing but a task just started."""
         state, upstream = self.planner.state, self.upstream
         soon = [n for n in islice(self.planner.ready, self.AHEAD) if state[n] is S.READY]
+        for start in starts:
+            soon += [d for d in self.downstream[start.name]
+                     if len(upstream[d]) == 1 and state.get(d) is S.PENDING
+                     and d in self.selected]
         ask = self._workdirs.ask
         for name in soon:  # most were asked for at an earlier dispatch
             ask(name)
-        for start in starts:  # the next hop of a chain: made while this one runs
-            for d in self.downstream[start.name]:
-                if len(upstream[d]) == 1 and state.get(d) is S.PENDING and d in self.selected:
-                    ask(d, next_=True)
 
     def _prepare(self, start: Start) -> TaskContext:
         name, attempt, move = start.name, start.attempt, start.move
@@ -968,12 +951,9 @@ class Engine:
             upstream={d: self.results.get(d) for d in self.upstream[name]},
             params=self._member_params.get(group_of(name) or "", self.params)
             if name in self._member_keys else self.params, env=env)
-        if create:
-            if not self.executor.makes_workdir(task):
-                if not self._workdirs.take(name):  # else made ahead
-                    ctx.make_workdir()
-            elif self._workdirs.take(name):  # made ahead here: its runner only enters it
-                ctx.workdir_made = True
+        if create and not self.executor.makes_workdir(task) \
+                and not self._workdirs.take(name):  # else made where it runs, or ahead
+            ctx.make_workdir()
         return ctx
 
     async def _execute(self, name: str, attempt: int, ctx: TaskContext, *,
@@ -1029,7 +1009,8 @@ class Engine:
 
     def _post(self, fn: Callable[[Any], None], item: Any) -> None:
         """An attempt ended (or a retry timer fired): record it now, and dispatch once for
-        everything that ends in the same turn of the event loop."""
+        everything that ends in the same turn of the event loop (at once when nothing
+        else is under way)."""
         if self._detached:
             return
         try:
@@ -1038,7 +1019,12 @@ class Engine:
             self._failure = e
             self._quiet.set()
             return
-        self._schedule_dispatch()
+        if not self.running and not self._dispatch_soon:
+            # nothing else under way, so nothing else can end in this turn: no batch to
+            # wait for (a chain's next hop starts one turn of the loop sooner)
+            self._dispatch_now()
+        else:
+            self._schedule_dispatch()
 
     def _schedule_dispatch(self) -> None:
         if not self._dispatch_soon:

@@ -46,10 +46,6 @@ class Executor(abc.ABC):
     #: tasks run in processes that outlive the engine (workers): after a restart the engine
     #: adopts running attempts (:meth:`adopt`) instead of killing and requeueing them
     remote: bool = False
-    #: a task's directory made by the engine's process is where its runner runs it (this
-    #: host, this run directory): the engine may make the next tasks' ahead, even those
-    #: its runners make themselves (:meth:`makes_workdir`)
-    local_dirs: bool = False
     on_start: StartedCallback | None = None
     on_wait: WaitingCallback | None = None
     on_samples: SamplesCallback | None = None

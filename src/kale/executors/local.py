@@ -20,7 +20,6 @@ class LocalExecutor(Executor):
     Threads: the engine's event loop only, as every :class:`Executor`."""
 
     name = "local"
-    local_dirs = True
 
     def __init__(self, jobs: int | None = None) -> None:
         self.slots = max(1, jobs or os.cpu_count() or 1)

@@ -99,15 +99,8 @@ def bind(func: Any, inputs: dict[str, Any], upstream: dict[str, Any],
 
 
 
-def _enter(workdir: str, records: str | None, made: bool = False) -> None:
-    """Make the task's directory (the runner leaves it to this process, unless the
-    engine ``made`` it ahead, new and empty) and go in."""
-    if made:
-        try:
-            os.chdir(workdir)
-            return
-        except OSError:  # (gone since): the full way
-            pass
+def _enter(workdir: str, records: str | None) -> None:
+    """Make the task's directory (the runner leaves it to this process) and go in."""
     try:
         os.mkdir(workdir)
     except OSError:  # an earlier attempt's (or the run's folder is gone): the full way
@@ -137,7 +130,7 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
     logs = _logs()
     logs.open(job["stdout"], job["stderr"])
     try:
-        _enter(job["workdir"], job["env"].get(RECORDS_ENV), job.get("made", False))
+        _enter(job["workdir"], job["env"].get(RECORDS_ENV))
         os.environ.update(job["env"])
         if job["base_dir"] not in sys.path:
             sys.path.insert(0, job["base_dir"])

@@ -54,10 +54,6 @@ class TaskContext:
     #: set by the runner of a waiting step: the worker calls it with ``"continue"`` or
     #: ``"reject"`` and a reason when the person decides
     decide: Callable[[str, str], None] | None = field(default=None, repr=False, compare=False)
-    #: the engine made :attr:`workdir` ahead on this host (new and empty): a runner that
-    #: makes it itself (:attr:`TaskRunner.makes_workdir`) only enters it. Not pickled: a
-    #: context that travels runs elsewhere
-    workdir_made: bool = field(default=False, repr=False, compare=False)
 
     @property
     def records_path(self) -> Path:

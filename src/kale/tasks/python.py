@@ -177,7 +177,7 @@ class PythonRunner(TaskRunner):
             "func": self._func(ctx.task.target), "inputs": ctx.inputs,
             "upstream": ctx.upstream, "params": ctx.params, "workdir": str(ctx.workdir),
             "stdout": str(ctx.stdout_path), "stderr": str(ctx.stderr_path),
-            "env": _env(ctx), "base_dir": str(ctx.base_dir), "made": ctx.workdir_made,
+            "env": _env(ctx), "base_dir": str(ctx.base_dir),
         }
         base_dir = job["base_dir"]
         # the folder first, on the worker's sys.path before the job is unpickled: its
