@@ -35,7 +35,7 @@ class GroupCommitter:
     writes, ``on_commit`` and ``on_error`` in its own thread (``kale-commit``)."""
 
     #: after a commit, changes gather this long before the next one (unless someone waits)
-    LINGER = 0.002
+    LINGER = 0.005
 
     def __init__(self, store: Store, on_commit: Listener | None = None,
                  on_error: Callable[[StoreWriteError], None] | None = None) -> None:
