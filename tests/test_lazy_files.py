@@ -106,9 +106,9 @@ def test_a_child_left_running_writes_to_its_own_tasks_log(home: Path,
 
 def test_each_task_of_a_chain_runs_in_its_own_new_directory(home: Path,
                                                              tmp_path: Path) -> None:
-    """The next hop's directory is made ahead while the one before runs (its worker
-    only enters it); a retry still starts in its own directory, without the records its
-    failed attempt made."""
+    """Each hop starts in a new, empty directory of its own, made by the warm worker
+    that ran the hop before; a retry starts in its own directory with what its failed
+    attempt left there, but without the records that attempt made."""
     wf = Workflow("chain-dirs", base_dir=tmp_path)
     names = [f"hop{i}" for i in range(6)]
     for i, name in enumerate(names):

@@ -268,7 +268,7 @@ class Engine:
         self.executor.on_wait = self._waiting
         self.executor.on_samples = self._samples
         self._logs.mkdir(parents=True, exist_ok=True)
-        self.store.claim_run(self.run_id)
+        new = self.store.claim_run(self.run_id)
         self._committer = GroupCommitter(self.store, on_commit=self._notify,
                                          on_error=self._store_failed_threadsafe)
         # --force runs the selected tasks again; tasks outside the selection still reuse
@@ -279,7 +279,7 @@ class Engine:
         kinds = Counter[str](runner_kind(self.wf.tasks[n]) for n in self.selected)
         try:
             await self.executor.start(kinds)
-            self._load()
+            self._load(new)
             self.loaded.set()
             if self._cancel_early:
                 self._cancel_early = False
@@ -415,12 +415,13 @@ class Engine:
             self._schedule_dispatch()  # which also commits the change
 
     # -- setup ---------------------------------------------------------------------------
-    def _load(self) -> None:
-        """Bring the in-memory picture in line with the store (new or resumed run)."""
+    def _load(self, new: list[tuple[str, str | None]] | None) -> None:
+        """Bring the in-memory picture in line with the store (new or resumed run);
+        ``new``: the tasks of a run none of whose tasks was touched yet
+        (:meth:`Store.claim_run`)."""
         if self.run_rec.state is RunState.CANCELLED:
             self._reopen_cancelled()
         plan = self.planner
-        new = self.store.untouched(self.run_id)
         if new is not None:  # a run just created: every task PENDING, nothing to recall
             self._position = len(new)
             for name, def_hash in new:

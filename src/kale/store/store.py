@@ -255,15 +255,25 @@ class Store:
         for n, _, _ in tasks:
             self._states[(run_id, n)] = TaskState.PENDING
 
-    def claim_run(self, run_id: str) -> None:
-        """Make this process the run's owner (on resume) and load its task states."""
+    def claim_run(self, run_id: str) -> list[tuple[str, str | None]] | None:
+        """Make this process the run's owner (on resume) and load its task states.
+        Returns ``(name, def_hash)`` of its tasks in workflow order when none of them has
+        been touched yet (all PENDING, never attempted, none added as it ran: a run just
+        created), else None: all an engine starting a new run needs of them, from the
+        same read (a few columns: a run may have 100,000 tasks)."""
         with self.engine.begin() as c:
             c.execute(T.runs.update().where(T.runs.c.id == run_id).values(
                 state=RunState.RUNNING.value, ended_at=None, cancel_requested=None, **_owner()))
-        with self.engine.connect() as c:  # two columns: a run may have 100,000 tasks
-            rows = c.execute(sa.select(T.tasks.c.name, T.tasks.c.state).where(
-                T.tasks.c.run_id == run_id)).all()
-        self._states.update(((run_id, name), TaskState(state)) for name, state in rows)
+        c_ = T.tasks.c
+        q = (sa.select(c_.name, c_.state, c_.def_hash, c_.attempts, c_.spec.is_(None))
+             .where(c_.run_id == run_id).order_by(c_.position))
+        with self.engine.connect() as c:
+            rows = c.execute(q).all()
+        self._states.update(((run_id, name), TaskState(state)) for name, state, *_ in rows)
+        if any(state != "PENDING" or attempts or not plain
+               for _, state, _, attempts, plain in rows):
+            return None
+        return [(name, h) for name, _, h, _, _ in rows]
 
     def finish_run(self, run_id: str, state: RunState, message: str = "") -> None:
         now = time.time()
@@ -364,21 +374,6 @@ class Store:
         with self.engine.connect() as c:
             rows = c.execute(q).all()
         return [_task(r) for r in rows]
-
-    def untouched(self, run_id: str) -> list[tuple[str, str | None]] | None:
-        """``(name, def_hash)`` of the run's tasks in workflow order when none of them
-        has been touched yet (all PENDING, never attempted, none added as it ran: a run
-        just created), else None. What an engine starting a new run needs of them, in two
-        columns instead of every task's whole row."""
-        c_ = T.tasks.c
-        q = (sa.select(c_.name, c_.def_hash, c_.state, c_.attempts, c_.spec.is_(None))
-             .where(c_.run_id == run_id).order_by(c_.position))
-        with self.engine.connect() as c:
-            rows = c.execute(q).all()
-        if any(state != "PENDING" or attempts or not plain
-               for _, _, state, attempts, plain in rows):
-            return None
-        return [(name, h) for name, h, _, _, _ in rows]
 
     def log_files(self, run_id: str, names: Iterable[str] | None = None
                   ) -> dict[str, tuple[TaskState, str | None, str | None]]:
