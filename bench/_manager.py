@@ -123,11 +123,12 @@ class Manager:
     def token(self) -> str:
         return (self.home / "token").read_text().strip()
 
-    def http(self, timeout: float = 30.0) -> Any:
-        """A client of the manager's Unix socket (what local clients use: no TLS)."""
+    def http(self, timeout: float = 30.0, socket: str = "manager.sock") -> Any:
+        """A client of one of the manager's Unix sockets (what local clients use: no TLS):
+        ``manager.sock``, or ``status.sock``, its status line."""
         import httpx
 
-        transport = httpx.HTTPTransport(uds=str(self.home / "manager.sock"))
+        transport = httpx.HTTPTransport(uds=str(self.home / socket))
         return httpx.Client(base_url="http://kale", timeout=timeout, transport=transport,
                             headers={"Authorization": f"Bearer {self.token}"})
 
@@ -200,10 +201,14 @@ def pct(values: list[float], q: float) -> float:
 # -- cases ---------------------------------------------------------------------------------
 class Pollers:
     """``n`` threads, each with its own HTTP client, polling a run's counts every 50 ms
-    until they see it end; every request's latency is kept."""
+    until they see it end; every request's latency is kept. They poll the manager's
+    status line, ``status.sock``, as ``kale.Client`` does on the manager's host; with
+    ``sockets``, poller ``i`` polls ``sockets[i % len(sockets)]`` (``manager.sock``: the
+    server's own loop, as before the status line)."""
 
-    def __init__(self, m: Manager, run_id: str, n: int, deadline: float) -> None:
-        self.m, self.run_id, self.deadline = m, run_id, deadline
+    def __init__(self, m: Manager, run_id: str, n: int, deadline: float,
+                 sockets: tuple[str, ...] = ("status.sock",)) -> None:
+        self.m, self.run_id, self.deadline, self.sockets = m, run_id, deadline, sockets
         self.latencies: list[list[float]] = [[] for _ in range(n)]
         self.errors: list[str] = []
         self.ended = threading.Event()
@@ -219,7 +224,7 @@ class Pollers:
     def _poll(self, i: int) -> None:
         time.sleep(POLL_EVERY * i / max(1, len(self.threads)))  # spread them out
         lat = self.latencies[i]
-        with self.m.http(timeout=10) as http:
+        with self.m.http(timeout=10, socket=self.sockets[i % len(self.sockets)]) as http:
             while not self.ended.is_set() and time.monotonic() < self.deadline:
                 t0 = time.perf_counter()
                 try:
@@ -252,10 +257,18 @@ class Pollers:
         return self.ended_at - since
 
     def figures(self) -> dict[str, Any]:
-        """The pollers' requests: how many, errors, latency p50 and p99 in ms."""
-        lat = [x for per in self.latencies for x in per]
-        return {"requests": len(lat), "errors": len(self.errors),
-                "p50_ms": 1000 * pct(lat, 50), "p99_ms": 1000 * pct(lat, 99)}
+        """The pollers' requests: how many, errors, latency p50 and p99 in ms; with more
+        than one socket, the same per socket (``by_socket``)."""
+        def of(lat: list[float]) -> dict[str, Any]:
+            return {"requests": len(lat), "p50_ms": 1000 * pct(lat, 50),
+                    "p99_ms": 1000 * pct(lat, 99)}
+
+        out = {**of([x for per in self.latencies for x in per]), "errors": len(self.errors)}
+        k = len(self.sockets)
+        if k > 1:
+            out["by_socket"] = {sock: of([x for per in self.latencies[j::k] for x in per])
+                                for j, sock in enumerate(self.sockets)}
+        return out
 
 
 def throughput(root: Path, n: int, slots: int | None, pollers: int,

@@ -7,7 +7,9 @@ For each number of workers: a fresh manager (Kale home on tmpfs, ``--workers 0``
 many simulated workers of ``--slots`` slots connected (in 1 process, 2 from 100 workers
 on), a 200-task warm-up run, then ``--n`` independent no-op Python tasks (``noops:noop``,
 built as in scenario 1, results not reused) submitted with ``kale.Client`` while 20
-pollers time ``GET /api/runs/{id}?tasks=false`` every 50 ms (as in scenario 6). Reported:
+pollers time ``GET /api/runs/{id}?tasks=false`` every 50 ms (as in scenario 6) on the
+manager's status line, ``status.sock``, as ``kale.Client`` does (``--poll-via manager``:
+on ``manager.sock``, the server's own loop; ``both``: half each, each reported). Reported:
 tasks/s (submit to a poller seeing SUCCEEDED), status p50/p99, the manager's CPU per task
 over the run (user + system, psutil) and per second, and its memory per connected worker
 (RSS with the workers connected minus before, over their number).
@@ -51,7 +53,8 @@ def cpu_s(proc: Any) -> float:
 
 def one(root: Path, workers: int, slots: int, n: int, pollers: int, *, delay: float = 0.0,
         jobs: int | None = None, procs: int | None = None, nice: int = 0,
-        timeout: float = 600, heartbeat: float | None = None) -> dict[str, Any]:
+        timeout: float = 600, heartbeat: float | None = None,
+        sockets: tuple[str, ...] = ("status.sock",)) -> dict[str, Any]:
     """One manager, ``workers`` simulated workers, one measured run of ``n`` tasks."""
     import psutil
 
@@ -70,7 +73,7 @@ def one(root: Path, workers: int, slots: int, n: int, pollers: int, *, delay: fl
             try:
                 warm = client.submit(noop_wf(200, "warm-up"), force=True)
                 warm.wait(timeout / 4)
-                out = measured(m, client, proc, n, pollers, jobs, timeout)
+                out = measured(m, client, proc, n, pollers, jobs, timeout, sockets)
                 out["lost_workers"] = sum(w["state"] == "LOST" for w in client.workers())
             finally:
                 client.close()
@@ -83,14 +86,14 @@ def one(root: Path, workers: int, slots: int, n: int, pollers: int, *, delay: fl
 
 
 def measured(m: Manager, client: Any, proc: Any, n: int, pollers: int, jobs: int | None,
-             timeout: float) -> dict[str, Any]:
+             timeout: float, sockets: tuple[str, ...] = ("status.sock",)) -> dict[str, Any]:
     """Submit ``n`` no-op tasks and time them to the end, with ``pollers`` pollers."""
     wf = noop_wf(n)
     deadline = time.monotonic() + timeout
     c0, t0 = cpu_s(proc), time.perf_counter()
     run = client.submit(wf, force=True, jobs=jobs)
     submit_s = time.perf_counter() - t0
-    polls = Pollers(m, run.id, pollers, deadline).start() if pollers else None
+    polls = Pollers(m, run.id, pollers, deadline, sockets).start() if pollers else None
     if polls is not None:
         elapsed = polls.wait_end(t0)
     else:
@@ -160,7 +163,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run the simulated workers at this niceness (e.g. 19): they stand "
                         "in for workers on other nodes, which do not take the manager's "
                         "CPU; results then go to results/scale-workers-nice.json")
+    p.add_argument("--poll-via", choices=["status", "manager", "both"], default="status",
+                   help="the socket the pollers poll: the status line (status.sock, as "
+                        "kale.Client does), the server's own (manager.sock, as before the "
+                        "status line), or half each, each reported (default status)")
     args = p.parse_args(argv)
+    args.sockets = {"status": ("status.sock",), "manager": ("manager.sock",),
+                    "both": ("status.sock", "manager.sock")}[args.poll_via]
     try:
         args.counts = [int(x) for x in args.workers.split(",") if x.strip()]
     except ValueError:
@@ -180,7 +189,8 @@ def main() -> None:
     try:
         for w in args.counts:  # the peer before each Kale row: both see the same load
             pools.append(pool_rate(args.n))
-            r = one(root, w, args.slots, args.n, args.pollers, nice=args.nice)
+            r = one(root, w, args.slots, args.n, args.pollers, nice=args.nice,
+                    sockets=args.sockets)
             r.update(loadavg=loadavg(), pool_tasks_per_s=pools[-1])
             rows.append(r)
             print(f"{w} workers: {r['tasks_per_s']:,.0f} tasks/s (ProcessPool {pools[-1]:,.0f}"
@@ -188,6 +198,9 @@ def main() -> None:
                   f"{r['manager_cpu_ms_per_task']:.3f} ms CPU/task, "
                   f"{r['kb_per_worker']:,.0f} KB/worker, load {r['loadavg']}",
                   file=sys.stderr, flush=True)
+            for sock, f in r.get("by_socket", {}).items():
+                print(f"  pollers of {sock}: p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} "
+                      f"ms ({f['requests']} requests)", file=sys.stderr, flush=True)
     finally:
         reap(root)
         shutil.rmtree(root, ignore_errors=True)  # its stores: ~125 MB for 100,000 tasks

@@ -82,6 +82,19 @@ def test_submit_from_python_and_read_results(home: Path, manager: dict, tmp_path
         submit_and_read(client, tmp_path)
 
 
+def test_submitting_a_task_instead_of_its_workflow_says_so(home: Path, manager: dict) -> None:
+    """``client.submit(wf.shell(...))`` (the task, not the workflow) is a usage error that
+    names what was given, not an AttributeError from deep inside; nothing is submitted."""
+    from kale.errors import UsageError
+
+    wf = Workflow("mistake")
+    task = wf.shell("hello", "echo hello")
+    with Client() as client:
+        with pytest.raises(UsageError, match="submit takes a Workflow, not Task"):
+            client.submit(task)  # type: ignore[arg-type]
+        assert client.runs() == []
+
+
 def submit_and_read(client: Client, tmp_path: Path) -> None:
     wf = Workflow("remote", base_dir=tmp_path)
     wf.shell("hello", "echo hello from the manager")

@@ -19,7 +19,7 @@ from kale import tls
 from kale.client.run import Run
 from kale.client.source import Event
 from kale.config import kale_home
-from kale.errors import KaleError, TaskError
+from kale.errors import KaleError, TaskError, UsageError
 from kale.model.options import RunOptions
 from kale.model.states import RunState
 from kale.model.workflow import Workflow
@@ -59,6 +59,8 @@ class Client:
         from kale.manager import service
         from kale.manager.tokens import read_token
 
+        #: the manager's status line (``status.sock``), for status reads, when local
+        self._status: httpx.Client | None = None
         if socket is not None:  # a manager's socket forwarded here (a site, over SSH)
             if not token:
                 raise KaleError("a manager reached through a socket needs its token")
@@ -70,7 +72,7 @@ class Client:
                 headers={"Authorization": f"Bearer {token}"})
             return
         path = kale_home(home)
-        uds = None
+        uds, doc = None, None
         if url is None:
             doc = service.state(path)
             if doc is None:
@@ -88,9 +90,13 @@ class Client:
             pem, pinned = _pin(path, cert)
             transport = _Transport(self.url, pinned, verify=tls.client_context(pem))
             base = self.url
+        auth = {"Authorization": f"Bearer {token or read_token(path)}"}
         self._http = httpx.Client(base_url=base, timeout=timeout, transport=transport,
-                                  headers={"Authorization":
-                                           f"Bearer {token or read_token(path)}"})
+                                  headers=auth)
+        line = None if doc is None or uds is None else _local_socket(doc, "status_socket")
+        if line is not None:  # answered on a thread of its own (kale.manager.statusline)
+            self._status = httpx.Client(base_url=base, timeout=timeout, headers=auth,
+                                        transport=_Transport(self.url, "", uds=line))
 
     def _get(self, path: str, **params: Any) -> Any:
         return self._check(self._http.get(path, params=params)).json()
@@ -114,6 +120,8 @@ class Client:
     def submit(self, wf: Workflow, options: RunOptions | None = None, **given: Any) -> Run:
         """Send ``wf`` to the manager, which runs it; returns a handle to the run.
         ``options`` (or the same as keywords: ``params``, ``only``, ``force``...)."""
+        if not isinstance(wf, Workflow):
+            raise UsageError(f"submit takes a Workflow, not {type(wf).__name__} {wf!r}")
         return self.handle(ManagerSource(self), self.submit_id(wf, options or
                                                               RunOptions.of(**given)))
 
@@ -143,6 +151,9 @@ class Client:
                limit: int | None = None) -> dict[str, Any]:
         """``{"run", "counts"}`` (tasks per state) and, with ``tasks``, ``"tasks"`` (only
         those in ``states`` when given, the first ``limit`` of them)."""
+        if not tasks and self._status is not None:  # what dashboards poll: the status line
+            return dict(self._check(self._status.get(f"/api/runs/{run_id}",
+                                                     params={"tasks": "false"})).json())
         params: dict[str, Any] = {"tasks": str(tasks).lower()}  # alone: the fast path
         if tasks and states is not None:
             params["states"] = ",".join(str(s) for s in states)
@@ -264,14 +275,17 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+        if self._status is not None:
+            self._status.close()
 
     def __del__(self) -> None:
         # A client dropped without close() (a notebook cell re-run, a view's thread still
         # reading when its client went away) releases its connections, not the collector.
-        http = getattr(self, "_http", None)
-        if http is not None:
-            with contextlib.suppress(Exception):
-                http.close()
+        for name in ("_http", "_status"):
+            http = getattr(self, name, None)
+            if http is not None:
+                with contextlib.suppress(Exception):
+                    http.close()
 
     def __enter__(self) -> Client:
         return self
@@ -280,13 +294,14 @@ class Client:
         self.close()
 
 
-def _local_socket(doc: dict[str, Any]) -> str | None:
-    """The manager's Unix socket, if it is on this host (the home may be on a shared file
-    system, seen from other hosts too), as a path ``connect`` takes."""
+def _local_socket(doc: dict[str, Any], which: str = "socket") -> str | None:
+    """The manager's Unix socket (``which``: ``socket``, or ``status_socket`` for its
+    status line), if it is on this host (the home may be on a shared file system, seen
+    from other hosts too), as a path ``connect`` takes."""
     import os
     import socket
 
-    where = doc.get("socket")
+    where = doc.get(which)
     if not where or doc.get("hostname") != socket.gethostname() or not os.path.exists(where):
         return None
     return tls.unix_path(Path(where))

@@ -82,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
         return None if doc is None else json.dumps(doc).encode()
 
     app.add_middleware(LiveStatus, answer=fast_status)
+    app.state.fast_status = fast_status  # the status line's answer too
     app.add_exception_handler(KaleError, _kale_error)  # type: ignore[arg-type]
 
     @app.get("/health")

@@ -32,6 +32,8 @@ from kale.manager.tokens import WORKER_TOKEN_FILE, ensure_token
 from kale.worker.protocol import HEARTBEAT_TIMEOUT
 
 STATE_FILE = "manager.json"
+#: the status line's socket (:mod:`kale.manager.statusline`), beside ``manager.sock``
+STATUS_SOCKET = "status.sock"
 #: the last manager's TCP port, which the next one takes again if it is free
 PORT_FILE = "manager.port"
 
@@ -137,10 +139,11 @@ def _reap() -> None:
     _started[:] = [p for p in _started if p.poll() is None]
 
 
-def _server(config: Any, drain: Any, unix: Any = None) -> Any:
+def _server(config: Any, drain: Any, unix: Any = None, status: Any = None) -> Any:
     """uvicorn's server, except that SIGTERM/SIGINT first ``drain`` the manager (its local
-    workers hand their tasks back over links that are still open), then stop it; and that
-    it also serves the Unix socket ``unix``, without TLS.
+    workers hand their tasks back over links that are still open), then stop it; that
+    it also serves the Unix socket ``unix``, without TLS; and that it starts and stops the
+    status line (:mod:`kale.manager.statusline`) on ``status``, ``(socket, answer, app)``.
 
     uvicorn gives every socket of a server the same TLS context; a second server for the
     Unix socket would have its own signal handling and shutdown to keep in step. So this
@@ -153,16 +156,26 @@ def _server(config: Any, drain: Any, unix: Any = None) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn's server with Kale's stop and its second listener: the first SIGTERM or SIGINT
-        drains the manager in a thread (``kale-drain``: the links stay open while local workers
-        hand their tasks back), then stops the server; a second one stops it at once. It also
-        serves the Unix socket, on the same loop, with the same app state."""
+        """uvicorn's server with Kale's stop and its other listeners: the first SIGTERM or
+        SIGINT drains the manager in a thread (``kale-drain``: the links stay open while local
+        workers hand their tasks back), then stops the server; a second one stops it at once.
+        It also serves the Unix socket, on the same loop, with the same app state, and runs
+        the status line on a thread of its own."""
 
         draining = False
+        line: Any = None
 
         async def startup(self, sockets: list[Any] | None = None) -> None:
             await super().startup(sockets=sockets)
-            if unix is None or not self.started:
+            if not self.started:
+                return
+            if status is not None:
+                from kale.manager.statusline import StatusLine
+
+                sock, answer, app = status
+                self.line = StatusLine(sock, answer, app, asyncio.get_running_loop())
+                await asyncio.to_thread(self.line.start)
+            if unix is None:
                 return
             cfg, state, app_state = self.config, self.server_state, self.lifespan.state
 
@@ -174,9 +187,17 @@ def _server(config: Any, drain: Any, unix: Any = None) -> Any:
             self.servers.append(await loop.create_unix_server(protocol, sock=unix,
                                                               backlog=cfg.backlog))
 
+        async def shutdown(self, sockets: list[Any] | None = None) -> None:
+            if self.line is not None:
+                await asyncio.to_thread(self.line.stop)
+            await super().shutdown(sockets=sockets)
+
         def handle_exit(self, sig: int, frame: Any) -> None:
+            # Not uvicorn's own: it would raise the signal again once the server stopped,
+            # and the process would die of it before ``serve`` removes manager.json and
+            # the sockets. Setting ``should_exit`` stops the server the same way.
             if self.draining:  # a second signal: stop now
-                super().handle_exit(sig, frame)
+                self.should_exit = self.force_exit = True
                 return
             self.draining = True
 
@@ -184,7 +205,7 @@ def _server(config: Any, drain: Any, unix: Any = None) -> Any:
                 try:
                     drain()
                 finally:
-                    uvicorn.Server.handle_exit(self, sig, frame)
+                    self.should_exit = True
 
             threading.Thread(target=then_exit, name="kale-drain", daemon=True).start()
 
@@ -216,12 +237,15 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
         why = getattr(e, "strerror", None) or e
         print(f"kale-manager: cannot listen on {host}:{port}: {why}", flush=True)
         sys.exit(1)
-    sock_path = tls.socket_path(home)
+    sock_path, status_path = tls.socket_path(home), home / STATUS_SOCKET
+    where = sock_path
     try:
         unix = _bind_unix(sock_path)
+        where = status_path
+        status_sock = _bind_unix(status_path)
         cert = tls.ensure_cert(home, host)
     except OSError as e:
-        print(f"kale-manager: cannot listen on {sock_path}: {e.strerror or e}", flush=True)
+        print(f"kale-manager: cannot listen on {where}: {e.strerror or e}", flush=True)
         sys.exit(1)
     port = sock.getsockname()[1]
     write_private(home / PORT_FILE, f"{port}\n")
@@ -231,8 +255,10 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
     config = uvicorn.Config(app, log_level="warning", access_log=False,
                             ws_max_size=1 << 27, proxy_headers=False,
                             ssl_certfile=str(cert), ssl_keyfile=str(tls.key_path(home)))
-    server = _server(config, app.state.drain, unix)
-    doc = {"url": url, "socket": str(sock_path), "cert": str(cert),
+    server = _server(config, app.state.drain, unix,
+                     (status_sock, app.state.fast_status, app))
+    doc = {"url": url, "socket": str(sock_path), "status_socket": str(status_path),
+           "cert": str(cert),
            "fingerprint": tls.fingerprint(cert.read_text()), "hostname": socket.gethostname(),
            "pid": os.getpid(), "identity": process_identity(os.getpid()),
            "host": host, "port": port, "started": time.time()}
@@ -245,6 +271,7 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
             if json.loads(path.read_text()).get("pid") == os.getpid():
                 path.unlink()
                 sock_path.unlink(missing_ok=True)
+                status_path.unlink(missing_ok=True)
         except (FileNotFoundError, ValueError):
             pass
 

@@ -1,0 +1,278 @@
+"""The status line: a listener on a thread of its own for what progress bars, dashboards
+and ``kale status`` poll, so that their answers do not wait behind the worker links.
+
+The server's event loop carries every worker link; with hundreds of busy workers a loop
+turn handles hundreds of messages, and a status request waits for several turns (its
+accept, its read, its answer) and for the interpreter between them. This listener, on
+``$KALE_HOME/status.sock`` (0600 in the 0700 home, like ``manager.sock``), has its own
+thread and event loop and answers ``GET /api/runs/RUN?tasks=false`` of a live run from
+memory (the same ``answer`` as :class:`~kale.manager.fastpath.LiveStatus`). Any other
+request without a body (another GET, a finished run, a bad token) is handed to the app on
+the server's loop and its answer relayed, so a client may send it any GET and gets what
+``manager.sock`` would answer. Requests with a body and WebSocket upgrades are refused
+(405): they belong on ``manager.sock``.
+
+HTTP/1.1 only as clients of the manager speak it: keep-alive, one request at a time per
+connection (a pipelined request waits for the one before it), no request bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import unquote
+
+from kale.manager.fastpath import PREFIX, Answer
+
+log = logging.getLogger("kale.manager")
+
+ASGI = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]],
+                 Callable[[MutableMapping[str, Any]], Awaitable[None]]], Awaitable[None]]
+#: the longest request head accepted (request line and headers)
+MAX_HEAD = 16 * 1024
+_REASONS = {200: b"OK", 400: b"Bad Request", 405: b"Method Not Allowed",
+            431: b"Request Header Fields Too Large", 500: b"Internal Server Error"}
+
+
+class StatusLine:
+    """The status listener on ``sock`` (a listening Unix socket): :meth:`start` runs it on
+    the thread ``kale-status``, :meth:`stop` ends it. ``answer`` is called on that thread;
+    anything it declines goes to ``app`` on ``app_loop`` (the server's loop)."""
+
+    def __init__(self, sock: Any, answer: Answer, app: ASGI,
+                 app_loop: asyncio.AbstractEventLoop) -> None:
+        self.sock, self.answer, self.app, self.app_loop = sock, answer, app, app_loop
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="kale-status", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        self.ready.wait()
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(self.loop.create_unix_server(
+            lambda: _Connection(self), sock=self.sock, backlog=2048))
+        self.ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            server.close()
+            for conn in list(_Connection.open.get(self, ())):
+                conn.close()
+            with contextlib.suppress(Exception):
+                self.loop.run_until_complete(server.wait_closed())
+            self.loop.close()
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: requests parsed as they come, answered in order."""
+
+    #: each line's open connections (closed when it stops)
+    open: dict[StatusLine, set[_Connection]] = {}
+
+    def __init__(self, line: StatusLine) -> None:
+        self.line = line
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+        self.busy = False            # a request is with the app
+        self.gone: asyncio.Future[None] | None = None  # on the app's loop: the client left
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.open.setdefault(self.line, set()).add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open.get(self.line, set()).discard(self)
+        self.transport = None
+        gone = self.gone
+        if gone is not None:
+            self.line.app_loop.call_soon_threadsafe(_settle, gone)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._serve()
+
+    def _serve(self) -> None:
+        while not self.busy and self.transport is not None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) > MAX_HEAD:
+                    self._refuse(431, "the request's head is too long")
+                return
+            head, self.buf = self.buf[:end], self.buf[end + 4:]
+            self._request(head)
+
+    def _request(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+            self._refuse(400, "not an HTTP/1.1 request")
+            return
+        method, target = parts[0], parts[1]
+        headers: list[tuple[bytes, bytes]] = []
+        token, keep = "", parts[2] != b"HTTP/1.0"
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip()
+            headers.append((name, value))
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                token = value[7:].decode("latin-1")
+            elif name == b"connection":
+                keep = value.lower() != b"close" if keep else value.lower() == b"keep-alive"
+            elif (name == b"transfer-encoding" or name == b"upgrade"
+                  or (name == b"content-length" and value != b"0")):
+                self._refuse(405, "this socket answers requests without a body; "
+                             "send this one to manager.sock")
+                return
+        if method not in (b"GET", b"HEAD"):
+            self._refuse(405, "this socket answers GET; send this request to manager.sock")
+            return
+        path, _, query = target.partition(b"?")
+        if (method == b"GET" and query == b"tasks=false" and token
+                and path.startswith(PREFIX.encode()) and b"/" not in path[len(PREFIX):]):
+            try:
+                body = self.line.answer(token, path[len(PREFIX):].decode("latin-1"))
+            except Exception:  # the app answers it, and logs whatever went wrong there
+                log.exception("status line: answering %s", target.decode("latin-1"))
+                body = None
+            if body is not None:
+                self._write(200, [(b"content-type", b"application/json")], body, keep)
+                return
+        self._forward(method, path, query, headers, keep)
+
+    def _write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+               keep: bool) -> None:
+        assert self.transport is not None
+        head = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b""))]
+        head += [b"%s: %s" % h for h in headers]
+        head.append(b"content-length: %d" % len(body))
+        if not keep:
+            head.append(b"connection: close")
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        if not keep:
+            self.transport.close()
+            self.transport = None
+
+    def _refuse(self, status: int, detail: str) -> None:
+        self.buf = b""
+        self._write(status, [(b"content-type", b"application/json")],
+                    json.dumps({"detail": detail}).encode(), keep=False)
+
+    # -- a request for the app, on the server's loop ---------------------------------------
+    def _forward(self, method: bytes, path: bytes, query: bytes,
+                 headers: list[tuple[bytes, bytes]], keep: bool) -> None:
+        """Hand the request to the app on its loop; its answer comes back as it is sent
+        (chunked unless the app says its length). The next request waits for it."""
+        self.busy = True
+        line, mine = self.line, self.line.loop
+        scope: dict[str, Any] = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1", "method": method.decode("latin-1"), "scheme": "http",
+            "path": unquote(path.decode("latin-1")), "raw_path": path,
+            "query_string": query, "root_path": "", "headers": headers,
+            "client": None, "server": None}
+        sent_body = False
+        reply = _Reply(self, keep, method == b"HEAD")
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self.gone is None:
+                self.gone = asyncio.get_running_loop().create_future()
+                if self.transport is None:
+                    _settle(self.gone)
+            await self.gone
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            mine.call_soon_threadsafe(reply.take, dict(message))
+
+        async def call() -> None:
+            try:
+                await line.app(scope, receive, send)
+            finally:
+                mine.call_soon_threadsafe(reply.done)
+
+        asyncio.run_coroutine_threadsafe(call(), line.app_loop)
+
+    def _next(self) -> None:
+        self.busy = False
+        self.gone = None
+        self._serve()
+
+
+class _Reply:
+    """The app's answer to one forwarded request, written as its messages arrive (on the
+    status line's thread)."""
+
+    def __init__(self, conn: _Connection, keep: bool, head_only: bool) -> None:
+        self.conn, self.keep, self.head_only = conn, keep, head_only
+        self.started = self.chunked = self.ended = False
+
+    def take(self, message: dict[str, Any]) -> None:
+        t = self.conn.transport
+        if t is None or self.ended:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+            status = int(message["status"])
+            headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", [])]
+            self.chunked = not any(k == b"content-length" for k, _ in headers)
+            head = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b""))]
+            head += [b"%s: %s" % h for h in headers if h[0] != b"connection"]
+            if self.chunked and not self.head_only:
+                head.append(b"transfer-encoding: chunked")
+            if not self.keep:
+                head.append(b"connection: close")
+            t.write(b"\r\n".join(head) + b"\r\n\r\n")
+        elif message["type"] == "http.response.body" and self.started:
+            body = bytes(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            if not self.head_only:
+                if self.chunked:
+                    if body:
+                        t.write(b"%x\r\n%s\r\n" % (len(body), body))
+                    if not more:
+                        t.write(b"0\r\n\r\n")
+                else:
+                    t.write(body)
+            if not more:
+                self.ended = True
+
+    def done(self) -> None:
+        conn = self.conn
+        if conn.transport is None:
+            return
+        if not self.started:  # the app failed before answering
+            conn._write(500, [(b"content-type", b"application/json")],
+                        b'{"detail": "internal error; the manager log has more"}', False)
+            return
+        if not self.ended or not self.keep:
+            conn.transport.close()
+            conn.transport = None
+            return
+        conn._next()
+
+
+def _settle(gone: asyncio.Future[None]) -> None:
+    if not gone.done():
+        gone.set_result(None)
