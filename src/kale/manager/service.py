@@ -196,8 +196,9 @@ def _server(config: Any, drain: Any, unix: Any = None, status: Any = None) -> An
             # Not uvicorn's own: it would raise the signal again once the server stopped,
             # and the process would die of it before ``serve`` removes manager.json and
             # the sockets. Setting ``should_exit`` stops the server the same way.
-            if self.draining:  # a second signal: stop now
-                self.should_exit = self.force_exit = True
+            if self.draining:  # a second signal: stop now (a second Ctrl-C: at once)
+                self.should_exit = True
+                self.force_exit = self.force_exit or sig == signal.SIGINT
                 return
             self.draining = True
 

@@ -12,8 +12,10 @@ the server's loop and its answer relayed, so a client may send it any GET and ge
 ``manager.sock`` would answer. Requests with a body and WebSocket upgrades are refused
 (405): they belong on ``manager.sock``.
 
-HTTP/1.1 only as clients of the manager speak it: keep-alive, one request at a time per
-connection (a pipelined request waits for the one before it), no request bodies.
+HTTP/1.1 (and 1.0) as clients of the manager speak it: keep-alive, one request at a time
+per connection (a pipelined request waits for the one before it, and the connection is
+not read meanwhile), no request bodies, heads of at most :data:`MAX_HEAD` bytes. A relayed
+answer is written as the app sends it, and the app waits while the client does not read.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ ASGI = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]],
 MAX_HEAD = 16 * 1024
 _REASONS = {200: b"OK", 400: b"Bad Request", 405: b"Method Not Allowed",
             431: b"Request Header Fields Too Large", 500: b"Internal Server Error"}
+#: answers that never have a body (RFC 9110 6.4.1)
+_NO_BODY = {204, 304}
 
 
 class StatusLine:
@@ -48,12 +52,17 @@ class StatusLine:
                  app_loop: asyncio.AbstractEventLoop) -> None:
         self.sock, self.answer, self.app, self.app_loop = sock, answer, app, app_loop
         self.loop = asyncio.new_event_loop()
+        self.connections: set[_Connection] = set()
         self.ready = threading.Event()
+        self.failed: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="kale-status", daemon=True)
 
     def start(self) -> None:
+        """Listen; raises what kept it from listening."""
         self.thread.start()
         self.ready.wait()
+        if self.failed is not None:
+            raise self.failed
 
     def stop(self) -> None:
         if self.thread.is_alive():
@@ -62,51 +71,76 @@ class StatusLine:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(self.loop.create_unix_server(
-            lambda: _Connection(self), sock=self.sock, backlog=2048))
-        self.ready.set()
+        try:
+            server = self.loop.run_until_complete(self.loop.create_unix_server(
+                lambda: _Connection(self), sock=self.sock, backlog=2048))
+        except BaseException as e:  # handed to start(), which raises it
+            self.failed = e
+            self.loop.close()
+            return
+        finally:
+            self.ready.set()
         try:
             self.loop.run_forever()
         finally:
             server.close()
-            for conn in list(_Connection.open.get(self, ())):
-                conn.close()
+            for conn in list(self.connections):
+                conn.abort()  # not close(): that would wait for a client that reads nothing
             with contextlib.suppress(Exception):
-                self.loop.run_until_complete(server.wait_closed())
+                self.loop.run_until_complete(asyncio.wait_for(server.wait_closed(), 2))
             self.loop.close()
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: requests parsed as they come, answered in order."""
-
-    #: each line's open connections (closed when it stops)
-    open: dict[StatusLine, set[_Connection]] = {}
+    """One client connection: requests parsed as they come, answered in order. Everything
+    here runs on the status line's thread but :meth:`_forward`'s coroutines."""
 
     def __init__(self, line: StatusLine) -> None:
         self.line = line
-        self.buf = b""
+        self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.busy = False            # a request is with the app
         self.gone: asyncio.Future[None] | None = None  # on the app's loop: the client left
+        #: on the app's loop while a relayed answer is written: set while the client reads
+        self.writable: asyncio.Event | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.open.setdefault(self.line, set()).add(self)
+        self.line.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.open.get(self.line, set()).discard(self)
+        self.line.connections.discard(self)
         self.transport = None
         gone = self.gone
         if gone is not None:
-            self.line.app_loop.call_soon_threadsafe(_settle, gone)
+            self._on_app_loop(_settle, gone)
+        self.resume_writing()  # a relay waiting for the client goes on (and finds it gone)
 
-    def close(self) -> None:
+    def pause_writing(self) -> None:
+        writable = self.writable
+        if writable is not None:
+            self._on_app_loop(writable.clear)
+
+    def resume_writing(self) -> None:
+        writable = self.writable
+        if writable is not None:
+            self._on_app_loop(writable.set)
+
+    def _on_app_loop(self, call: Callable[..., Any], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # its loop closed: nothing waits there
+            self.line.app_loop.call_soon_threadsafe(call, *args)
+
+    def abort(self) -> None:
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
+        if self.busy:  # read no more until the app answered the request before
+            assert self.transport is not None
+            self.transport.pause_reading()
+            return
         self._serve()
 
     def _serve(self) -> None:
@@ -115,32 +149,42 @@ class _Connection(asyncio.Protocol):
             if end < 0:
                 if len(self.buf) > MAX_HEAD:
                     self._refuse(431, "the request's head is too long")
+                elif b"\n\n" in self.buf:
+                    self._refuse(400, "lines of a request end with CRLF")
                 return
-            head, self.buf = self.buf[:end], self.buf[end + 4:]
+            if end > MAX_HEAD:
+                self._refuse(431, "the request's head is too long")
+                return
+            head = bytes(self.buf[:end])
+            del self.buf[:end + 4]
             self._request(head)
 
     def _request(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
         parts = lines[0].split(b" ")
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+        if len(parts) != 3 or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
             self._refuse(400, "not an HTTP/1.1 request")
             return
-        method, target = parts[0], parts[1]
+        method, target, old = parts[0], parts[1], parts[2] == b"HTTP/1.0"
         headers: list[tuple[bytes, bytes]] = []
-        token, keep = "", parts[2] != b"HTTP/1.0"
+        token, options = "", set()
         for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name, value = name.strip().lower(), value.strip()
+            name, colon, value = line.partition(b":")
+            if not colon or not name or name != name.strip():
+                self._refuse(400, "a header line without a name and a colon")
+                return
+            name, value = name.lower(), value.strip()
             headers.append((name, value))
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 token = value[7:].decode("latin-1")
             elif name == b"connection":
-                keep = value.lower() != b"close" if keep else value.lower() == b"keep-alive"
+                options |= {o.strip().lower() for o in value.split(b",")}
             elif (name == b"transfer-encoding" or name == b"upgrade"
                   or (name == b"content-length" and value != b"0")):
                 self._refuse(405, "this socket answers requests without a body; "
                              "send this one to manager.sock")
                 return
+        keep = b"keep-alive" in options if old else b"close" not in options
         if method not in (b"GET", b"HEAD"):
             self._refuse(405, "this socket answers GET; send this request to manager.sock")
             return
@@ -155,7 +199,7 @@ class _Connection(asyncio.Protocol):
             if body is not None:
                 self._write(200, [(b"content-type", b"application/json")], body, keep)
                 return
-        self._forward(method, path, query, headers, keep)
+        self._forward(method, path, query, headers, keep, old)
 
     def _write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
                keep: bool) -> None:
@@ -171,25 +215,26 @@ class _Connection(asyncio.Protocol):
             self.transport = None
 
     def _refuse(self, status: int, detail: str) -> None:
-        self.buf = b""
+        self.buf.clear()
         self._write(status, [(b"content-type", b"application/json")],
                     json.dumps({"detail": detail}).encode(), keep=False)
 
     # -- a request for the app, on the server's loop ---------------------------------------
     def _forward(self, method: bytes, path: bytes, query: bytes,
-                 headers: list[tuple[bytes, bytes]], keep: bool) -> None:
+                 headers: list[tuple[bytes, bytes]], keep: bool, old: bool) -> None:
         """Hand the request to the app on its loop; its answer comes back as it is sent
-        (chunked unless the app says its length). The next request waits for it."""
+        (chunked unless the app says its length, or the client speaks HTTP/1.0: then the
+        connection closes after it). The next request waits for it."""
         self.busy = True
         line, mine = self.line, self.line.loop
         scope: dict[str, Any] = {
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1", "method": method.decode("latin-1"), "scheme": "http",
-            "path": unquote(path.decode("latin-1")), "raw_path": path,
+            "http_version": "1.0" if old else "1.1", "method": method.decode("latin-1"),
+            "scheme": "http", "path": unquote(path.decode("latin-1")), "raw_path": path,
             "query_string": query, "root_path": "", "headers": headers,
-            "client": None, "server": None}
+            "client": None, "server": None, "state": {}}
         sent_body = False
-        reply = _Reply(self, keep, method == b"HEAD")
+        reply = _Reply(self, keep and not old, method == b"HEAD", old)
 
         async def receive() -> dict[str, Any]:
             nonlocal sent_body
@@ -204,19 +249,30 @@ class _Connection(asyncio.Protocol):
             return {"type": "http.disconnect"}
 
         async def send(message: MutableMapping[str, Any]) -> None:
-            mine.call_soon_threadsafe(reply.take, dict(message))
+            if self.writable is None:
+                self.writable = asyncio.Event()
+                self.writable.set()
+            await self.writable.wait()  # the client reads what was written before
+            with contextlib.suppress(RuntimeError):  # the line stopped: nobody to write to
+                mine.call_soon_threadsafe(reply.take, dict(message))
 
         async def call() -> None:
             try:
                 await line.app(scope, receive, send)
+            except Exception:  # the app's answer (a 500) went out already, or goes now
+                log.exception("status line: the app failed on %s %s",
+                              method.decode("latin-1"), path.decode("latin-1"))
             finally:
-                mine.call_soon_threadsafe(reply.done)
+                with contextlib.suppress(RuntimeError):
+                    mine.call_soon_threadsafe(reply.done)
 
         asyncio.run_coroutine_threadsafe(call(), line.app_loop)
 
     def _next(self) -> None:
         self.busy = False
-        self.gone = None
+        self.gone = self.writable = None
+        if self.transport is not None:
+            self.transport.resume_reading()
         self._serve()
 
 
@@ -224,9 +280,10 @@ class _Reply:
     """The app's answer to one forwarded request, written as its messages arrive (on the
     status line's thread)."""
 
-    def __init__(self, conn: _Connection, keep: bool, head_only: bool) -> None:
-        self.conn, self.keep, self.head_only = conn, keep, head_only
+    def __init__(self, conn: _Connection, keep: bool, head_only: bool, old: bool) -> None:
+        self.conn, self.keep, self.head_only, self.old = conn, keep, head_only, old
         self.started = self.chunked = self.ended = False
+        self.bodyless = head_only
 
     def take(self, message: dict[str, Any]) -> None:
         t = self.conn.transport
@@ -236,10 +293,16 @@ class _Reply:
             self.started = True
             status = int(message["status"])
             headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", [])]
-            self.chunked = not any(k == b"content-length" for k, _ in headers)
+            if any(k == b"connection" and b"close" in v.lower() for k, v in headers):
+                self.keep = False
+            self.bodyless = self.head_only or status in _NO_BODY or status < 200
+            sized = any(k == b"content-length" for k, _ in headers)
+            if not sized and not self.bodyless and self.old:
+                self.keep = False  # HTTP/1.0: the body ends where the connection does
+            self.chunked = not sized and not self.bodyless and not self.old
             head = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b""))]
             head += [b"%s: %s" % h for h in headers if h[0] != b"connection"]
-            if self.chunked and not self.head_only:
+            if self.chunked:
                 head.append(b"transfer-encoding: chunked")
             if not self.keep:
                 head.append(b"connection: close")
@@ -247,7 +310,7 @@ class _Reply:
         elif message["type"] == "http.response.body" and self.started:
             body = bytes(message.get("body", b""))
             more = bool(message.get("more_body", False))
-            if not self.head_only:
+            if not self.bodyless:
                 if self.chunked:
                     if body:
                         t.write(b"%x\r\n%s\r\n" % (len(body), body))
