@@ -209,3 +209,36 @@ def test_event_stream_delivers_states_and_log_lines_while_the_task_runs(
     assert lines == ["line 1", "line 2", "line 3"]
     assert states == ["READY", "SUBMITTED", "RUNNING", "SUCCEEDED"]
     assert end == "SUCCEEDED"
+
+
+def test_open_event_streams_do_not_hold_up_the_managers_stop(
+        kale: Kale, home: Path, manager: dict, tmp_path: Path) -> None:
+    """A dashboard's event stream and a following `kale run` are open when the manager is
+    told to stop: it stops at once and cleanly (no SIGKILL, its files removed); the
+    stream ends without the run's ``end`` (the run goes on when a manager is back), and
+    `kale run` says it lost the manager instead of reporting a run that did not end."""
+    import threading
+
+    gate = tmp_path / "never"
+    wf = tmp_path / "held.yaml"
+    wf.write_text(f"name: held\ntasks:\n  nap:\n    shell: {shlex.quote(gate_sh(gate))}\n")
+    with kale.popen("run", str(wf)) as follower, Client() as client:
+        assert follower.stdout is not None
+        run_id = follower.stdout.readline().strip()
+        wait_until(lambda: client.status(run_id, tasks=False)["counts"].get("RUNNING") == 1,
+                   what="nap RUNNING")
+        seen: list[str] = []
+        stream = threading.Thread(target=lambda: seen.extend(
+            event for event, _ in client.events(run_id)), daemon=True)
+        stream.start()
+        wait_until(lambda: "state" in seen, what="the stream began")
+        out = kale("manager", "stop")
+        assert out.returncode == 0 and out.stdout.strip() == "stopped", out
+        stream.join(30)
+        assert not stream.is_alive() and "end" not in seen
+        _, err = follower.communicate(timeout=60)
+        assert follower.returncode == 1, err
+        assert f"lost the manager while following run {run_id}" in err
+    for left in ("manager.json", "manager.sock", "status.sock"):
+        assert not (home / left).exists(), left
+    assert json.loads(kale("status", run_id, "--json").stdout)["run"]["state"] == "RUNNING"

@@ -290,7 +290,8 @@ def _follow_events(source: Any, run_id: str) -> None:
                         _print_remote_tail(client, run_id, data["task"])
                 elif event == "end":
                     return
-            return
+            # the manager is stopping: its stream ended before the run did
+            raise httpx.RemoteProtocolError("the event stream ended before the run did")
         except (httpx.HTTPError, KaleError):
             reconnect = getattr(source, "reconnect", None)
             drops += 1

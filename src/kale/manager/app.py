@@ -141,7 +141,8 @@ def _drain(ctx: ManagerContext) -> None:
     """Workers first: the tasks they hand back are requeued by live engines (not counted
     as retries); then the engines let go of their runs as they are. Called on SIGTERM
     while the server still serves the worker links, and again (a no-op by then) at
-    shutdown."""
+    shutdown. Event streams end first: the server does not wait for their clients."""
+    ctx.stopping.set()
     if ctx.local is not None:
         ctx.local.stop()
     if ctx.batch is not None:

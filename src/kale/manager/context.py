@@ -5,7 +5,8 @@ by each request through the app (``app.state.kale``), and the caller's identity.
 No ``from __future__ import annotations`` here: FastAPI reads the annotations of the
 dependencies this module defines."""
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -34,6 +35,9 @@ class ManagerContext:
     host: "RunHost"
     local: "LocalWorkers | None" = None
     batch: "BatchWorkers | None" = None
+    #: set when the manager starts to stop: event streams end (their clients reconnect
+    #: to the next manager) instead of holding the server open
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def users_of(self, who: Identity) -> list[str | None]:
         """Whose runs ``who`` sees: their own, and for the home's owner also the runs made

@@ -255,6 +255,7 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
                               **(options or {})))
     config = uvicorn.Config(app, log_level="warning", access_log=False,
                             ws_max_size=1 << 27, proxy_headers=False,
+                            timeout_graceful_shutdown=GRACE,
                             ssl_certfile=str(cert), ssl_keyfile=str(tls.key_path(home)))
     server = _server(config, app.state.drain, unix,
                      (status_sock, app.state.fast_status, app))
@@ -276,6 +277,10 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
         except (FileNotFoundError, ValueError):
             pass
 
+
+#: seconds the stopping server waits for requests still being answered (event streams
+#: end by themselves when the manager stops) before it cancels them
+GRACE = 5
 
 #: the manager's garbage collector thresholds (Python's default: 700, 10, 10)
 GC_THRESHOLDS = (2_000, 1_000, 100)
