@@ -3,9 +3,11 @@
 ``$KALE_HOME/manager.json`` says where the manager listens: ``{"url", "socket", "cert",
 "fingerprint", "pid", ...}``; the token is in ``$KALE_HOME/token`` (0600).
 
-The manager listens twice. Clients and workers of the same user on the same host use the
-Unix socket ``$KALE_HOME/manager.sock`` (0600 in the 0700 home: no other user can open it,
-nor make one in its place), plain HTTP. Everything else (batch workers on compute nodes,
+The manager listens twice, and its status line a third time. Clients and workers of the
+same user on the same host use the Unix socket ``$KALE_HOME/manager.sock`` (0600 in the
+0700 home: no other user can open it, nor make one in its place), plain HTTP; the status
+line (:mod:`kale.manager.statusline`) answers their status polls on
+``$KALE_HOME/status.sock``, made the same way. Everything else (batch workers on compute nodes,
 other users of a shared manager, SSH tunnels) uses ``url``, ``https://HOST:PORT``: TLS
 with the home's self-signed certificate (:mod:`kale.tls`), which they pin. The TCP
 listener is on 127.0.0.1 unless told otherwise; its port is ``--port``, else the previous
