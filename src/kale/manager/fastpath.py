@@ -6,13 +6,32 @@ else, a bad token included, falls through to the app, which answers it the usual
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kale.manager.limits import ASGIApp, Receive, Scope, Send
 
 #: ``(token, run id) -> JSON body``, or None to let the app answer
 Answer = Callable[[str, str], bytes | None]
 PREFIX = "/api/runs/"
+
+
+def fast_run(method: str, path: str, query: bytes) -> str | None:
+    """The run of ``GET /api/runs/RUN?tasks=false`` (``path`` decoded), else None: the
+    request answered from memory (here, and on the status line)."""
+    if (method == "GET" and query == b"tasks=false" and path.startswith(PREFIX)
+            and "/" not in path[len(PREFIX):]):
+        return path[len(PREFIX):]
+    return None
+
+
+def bearer(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The token of a request's ``Authorization: Bearer`` header (names in lower case, as
+    ASGI gives them; the last such header counts), or ""."""
+    token = ""
+    for name, value in headers:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            token = value[7:].decode("latin-1")
+    return token
 
 
 class LiveStatus:
@@ -26,14 +45,11 @@ class LiveStatus:
         self.app, self.answer = app, answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope["method"] == "GET"
-                and scope["query_string"] == b"tasks=false"
-                and scope["path"].startswith(PREFIX) and "/" not in scope["path"][10:]):
-            token = ""
-            for name, value in scope["headers"]:
-                if name == b"authorization" and value[:7].lower() == b"bearer ":
-                    token = value[7:].decode("latin-1")
-            body = self.answer(token, scope["path"][len(PREFIX):]) if token else None
+        run = fast_run(scope["method"], scope["path"], scope["query_string"]) \
+            if scope["type"] == "http" else None
+        if run is not None:
+            token = bearer(scope["headers"])
+            body = self.answer(token, run) if token else None
             if body is not None:
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-type", b"application/json"),

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
-from kale.manager.fastpath import PREFIX, Answer
+from kale.manager.fastpath import Answer, bearer, fast_run
 
 log = logging.getLogger("kale.manager")
 
@@ -167,7 +167,7 @@ class _Connection(asyncio.Protocol):
             return
         method, target, old = parts[0], parts[1], parts[2] == b"HTTP/1.0"
         headers: list[tuple[bytes, bytes]] = []
-        token, options = "", set()
+        options = set()
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
             if not colon or not name or name != name.strip():
@@ -175,9 +175,7 @@ class _Connection(asyncio.Protocol):
                 return
             name, value = name.lower(), value.strip()
             headers.append((name, value))
-            if name == b"authorization" and value[:7].lower() == b"bearer ":
-                token = value[7:].decode("latin-1")
-            elif name == b"connection":
+            if name == b"connection":
                 options |= {o.strip().lower() for o in value.split(b",")}
             elif (name == b"transfer-encoding" or name == b"upgrade"
                   or (name == b"content-length" and value != b"0")):
@@ -188,18 +186,20 @@ class _Connection(asyncio.Protocol):
         if method not in (b"GET", b"HEAD"):
             self._refuse(405, "this socket answers GET; send this request to manager.sock")
             return
-        path, _, query = target.partition(b"?")
-        if (method == b"GET" and query == b"tasks=false" and token
-                and path.startswith(PREFIX.encode()) and b"/" not in path[len(PREFIX):]):
+        raw, _, query = target.partition(b"?")
+        path = unquote(raw.decode("latin-1"))  # as the app sees it (scope["path"])
+        run = fast_run(method.decode("latin-1"), path, query)
+        token = bearer(headers) if run is not None else ""
+        if run is not None and token:
             try:
-                body = self.line.answer(token, path[len(PREFIX):].decode("latin-1"))
+                body = self.line.answer(token, run)
             except Exception:  # the app answers it, and logs whatever went wrong there
                 log.exception("status line: answering %s", target.decode("latin-1"))
                 body = None
             if body is not None:
                 self._write(200, [(b"content-type", b"application/json")], body, keep)
                 return
-        self._forward(method, path, query, headers, keep, old)
+        self._forward(method, raw, path, query, headers, keep, old)
 
     def _write(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
                keep: bool) -> None:
@@ -220,7 +220,7 @@ class _Connection(asyncio.Protocol):
                     json.dumps({"detail": detail}).encode(), keep=False)
 
     # -- a request for the app, on the server's loop ---------------------------------------
-    def _forward(self, method: bytes, path: bytes, query: bytes,
+    def _forward(self, method: bytes, raw: bytes, path: str, query: bytes,
                  headers: list[tuple[bytes, bytes]], keep: bool, old: bool) -> None:
         """Hand the request to the app on its loop; its answer comes back as it is sent
         (chunked unless the app says its length, or the client speaks HTTP/1.0: then the
@@ -230,7 +230,7 @@ class _Connection(asyncio.Protocol):
         scope: dict[str, Any] = {
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": "1.0" if old else "1.1", "method": method.decode("latin-1"),
-            "scheme": "http", "path": unquote(path.decode("latin-1")), "raw_path": path,
+            "scheme": "http", "path": path, "raw_path": raw,
             "query_string": query, "root_path": "", "headers": headers,
             "client": None, "server": None, "state": {}}
         sent_body = False
@@ -261,7 +261,7 @@ class _Connection(asyncio.Protocol):
                 await line.app(scope, receive, send)
             except Exception:  # the app's answer (a 500) went out already, or goes now
                 log.exception("status line: the app failed on %s %s",
-                              method.decode("latin-1"), path.decode("latin-1"))
+                              method.decode("latin-1"), path)
             finally:
                 with contextlib.suppress(RuntimeError):
                     mine.call_soon_threadsafe(reply.done)
