@@ -1,17 +1,20 @@
-"""The manager's status line: ``status.sock``, a listener on a thread of its own that answers
-a live run's summary from memory and hands any other GET to the app (a real manager, real
-sockets, raw HTTP where the framing itself is what is tested)."""
+"""The manager's status line: ``status.sock``, a process of its own that answers a live
+run's summary from the status board and passes any other GET to ``manager.sock`` (a real
+manager, real sockets, raw HTTP where the framing itself is what is tested, real faults:
+the manager stopped or killed, the line killed)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from conftest import Kale, Manager, gate_sh, wait_until
+from conftest import Kale, Manager, gate_sh, process_alive, wait_until
 from kale import Workflow
 
 
@@ -151,7 +154,7 @@ def test_a_client_that_stops_reading_does_not_hold_up_the_manager(
                    what="the stream began")
         out = kale("manager", "stop")
         assert out.returncode == 0 and out.stdout.strip() == "stopped", out
-        for left in ("status.sock", "manager.sock", "manager.json"):
+        for left in ("status.sock", "manager.sock", "manager.json", "status.board"):
             assert not (home / left).exists(), left
         assert "Traceback" not in (home / "manager.log").read_text()
 
@@ -168,10 +171,86 @@ def test_the_status_line_goes_with_its_manager(
         assert client.submit(wf).wait(120).state.value == "SUCCEEDED"
     assert (home / "status.sock").exists()
     assert kale("manager", "stop").returncode == 0
-    for left in ("status.sock", "manager.sock", "manager.json"):  # the manager's own
+    for left in ("status.sock", "manager.sock", "manager.json", "status.board"):
         assert not (home / left).exists(), left
     m.start()
     with m.client() as client:
         assert client.status("latest", tasks=False)["run"]["workflow"] == "before"
         with line(m) as fast:
             assert fast.get("/health").status_code == 200
+
+
+def line_pid(m: Manager) -> int | None:
+    """The pid of ``m``'s status line process (None: there is none)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"kale.manager.statusline" in cmd and ppid == int(m.doc["pid"]):
+            return int(entry.name)
+    return None
+
+
+def summary(m: Manager, run_id: str) -> dict[str, int]:
+    with line(m) as fast:
+        got = fast.get(f"/api/runs/{run_id}", params={"tasks": "false"})
+        assert got.status_code == 200, got.text
+        counts: dict[str, int] = got.json()["counts"]
+        return counts
+
+
+def test_the_status_line_answers_while_the_manager_cannot(
+        kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    """The manager's process is stopped (SIGSTOP: its interpreter answers nothing): the
+    status line still answers a live run's summary, from the board the run's engine
+    counts into, and follows the run once the manager goes on. A token the board does
+    not know gets the manager's own answer (a 401), not another user's run."""
+    m = managers("--workers", "1")
+    gate = tmp_path / "gate"
+    wf = Workflow("steady")
+    wf.shell("nap", gate_sh(gate))
+    wf.shell("after", "true", after=["nap"])
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_until(lambda: client.status(run.id, tasks=False)["counts"].get("RUNNING") == 1,
+                   what="nap RUNNING")
+        pid = int(m.doc["pid"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert summary(m, run.id) == {"RUNNING": 1, "PENDING": 1}
+            assert client.status(run.id, tasks=False)["counts"] == {"RUNNING": 1,
+                                                                    "PENDING": 1}
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        with line(m, {"Authorization": "Bearer nope"}) as other:
+            assert other.get(f"/api/runs/{run.id}",
+                             params={"tasks": "false"}).status_code == 401
+        gate.touch()
+        assert run.wait(120).state.value == "SUCCEEDED"
+        assert client.status(run.id, tasks=False)["counts"] == {"SUCCEEDED": 2}
+
+
+def test_a_killed_status_line_is_started_again_and_a_killed_manager_takes_it_along(
+        kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    """SIGKILL the status line's process: the manager starts it again, on the same
+    socket, and it answers from the board as before. SIGKILL the manager: the line ends
+    too (no process is left holding the socket)."""
+    m = managers("--workers", "1")
+    wf = Workflow("again")
+    wf.shell("nap", gate_sh(tmp_path / "never"))
+    first = wait_until(lambda: line_pid(m), what="the status line's process")
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_until(lambda: client.status(run.id, tasks=False)["counts"].get("RUNNING") == 1,
+                   what="nap RUNNING")
+        os.kill(first, signal.SIGKILL)
+        second = wait_until(lambda: (line_pid(m) or first) != first and line_pid(m),
+                            what="a new status line")
+        assert summary(m, run.id) == {"RUNNING": 1}
+        assert "starting it again" in (home / "manager.log").read_text()
+    os.kill(int(m.doc["pid"]), signal.SIGKILL)
+    wait_until(lambda: not process_alive(second), what="the status line to end")

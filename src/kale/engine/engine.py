@@ -166,7 +166,8 @@ class Engine:
     :meth:`cancel`, :meth:`cancel_task`, :meth:`control` and :meth:`detach` (thread-safe:
     they post to that loop) and :attr:`counts` and :attr:`loaded` (read by other threads)
     belongs to it. The group committer's thread calls back only through ``_notify`` and
-    ``_store_failed_threadsafe``.
+    ``_store_failed_threadsafe``. ``counts``, given, is the dict the planner counts the
+    tasks per state in (the manager's writes each change through to its status board).
 
     Invariants: the planner's picture is what the store will hold once ``changes`` is
     committed (every change is the planner's :class:`Move`, in its order); ``running`` holds
@@ -177,7 +178,8 @@ class Engine:
 
     def __init__(self, store: Store, run: RunRecord, wf: Workflow, executor: Executor, *,
                  force: bool = False, listeners: list[Listener] | None = None,
-                 reuse_users: Sequence[str | None] | None = None) -> None:
+                 reuse_users: Sequence[str | None] | None = None,
+                 counts: dict[TaskState, int] | None = None) -> None:
         self.store, self.run_rec, self.wf, self.executor = store, run, wf, executor
         self.run_id = run.id
         self.force = force
@@ -206,7 +208,7 @@ class Engine:
             self.upstream, self.downstream, selected=self.selected, needed=self.needed,
             policies={n: Policy(t.retries, t.retry_delay) for n, t in wf.tasks.items()
                       if t.retries},
-            rerun=bool(run.options.get("rerun_of")), run_id=run.id)
+            rerun=bool(run.options.get("rerun_of")), run_id=run.id, counts=counts)
         #: tasks per state, kept as states change (every state is a key, so other threads
         #: may copy it while the engine runs)
         self.counts: dict[TaskState, int] = self.planner.counts

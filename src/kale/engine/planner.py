@@ -196,7 +196,8 @@ class Planner:
     def __init__(self, upstream: Mapping[str, tuple[str, ...]],
                  downstream: Mapping[str, tuple[str, ...]], *, selected: set[str],
                  needed: set[str] | None = None, policies: Mapping[str, Policy] | None = None,
-                 rerun: bool = False, run_id: str = "") -> None:
+                 rerun: bool = False, run_id: str = "",
+                 counts: dict[TaskState, int] | None = None) -> None:
         self.upstream, self.downstream = upstream, downstream
         self.selected = selected
         #: tasks outside the selection whose results selected tasks need
@@ -205,8 +206,10 @@ class Planner:
         self.rerun = rerun  # a rerun of failed tasks shows the whole workflow
         self.run_id = run_id
         self.state: dict[str, TaskState] = {}
-        #: tasks per state (every state is a key, so other threads may copy it)
-        self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        #: tasks per state (every state is a key, so other threads may copy it); ``counts``,
+        #: given, is such a dict, all zero (the manager's writes through to its status board)
+        self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0) if counts is None \
+            else counts
         self.attempts: dict[str, int] = {}
         self.interrupted: dict[str, int] = {}  # attempts cut short, not counted as retries
         self.waiting_on: dict[str, int] = {}

@@ -55,6 +55,7 @@ class Settings:
 def create_app(settings: Settings) -> FastAPI:
     from kale.client.local import open_store
     from kale.manager.auth import Tokens
+    from kale.manager.board import BOARD_FILE, Board
     from kale.manager.broker import Broker
     from kale.manager.host import RunHost
     from kale.manager.routes import ROUTERS
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
                     sample_interval=settings.sample_interval)
     ctx = ManagerContext(home=home, store=store, tokens=tokens, broker=broker,
                          host=RunHost(store, home, broker, tokens.owner))
+    ctx.host.board = Board(home / BOARD_FILE, tokens.owner, store.own_users())
 
     # No /docs or /redoc: they would load Swagger's scripts from a CDN, and need no token.
     # The API's description, and its contract, is /openapi.json (served without a token):
@@ -82,7 +84,6 @@ def create_app(settings: Settings) -> FastAPI:
         return None if doc is None else json.dumps(doc).encode()
 
     app.add_middleware(LiveStatus, answer=fast_status)
-    app.state.fast_status = fast_status  # the status line's answer too
     app.add_exception_handler(KaleError, _kale_error)  # type: ignore[arg-type]
 
     @app.get("/health")
@@ -128,13 +129,32 @@ def _lifespan(ctx: ManagerContext, settings: Settings) -> Any:
         if ctx.local is not None and (resumed or broker.queued()):
             ctx.local.ensure()
         broker.open()
+        tending = asyncio.create_task(_tend_board(ctx))
         try:
             yield
         finally:
+            tending.cancel()
             await asyncio.to_thread(_drain, ctx)
             await broker.stop()
 
     return lifespan
+
+
+async def _tend_board(ctx: ManagerContext) -> None:
+    """Tell the status board, every :data:`~kale.manager.board.TEND` seconds, the tokens
+    seen and whether each live run's user has waiting tasks with a problem to report."""
+    from kale.manager.board import TEND
+    from kale.manager.routes.runs import waiting_problem
+
+    board = ctx.host.board
+    assert board is not None
+    while True:
+        try:
+            board.update(ctx.tokens.users(), [(user, waiting_problem(ctx, user) is not None)
+                                              for user in board.users()])
+        except Exception:
+            log.exception("telling the status board")
+        await asyncio.sleep(TEND)
 
 
 def _drain(ctx: ManagerContext) -> None:

@@ -60,6 +60,11 @@ class Tokens:
                 self._known[h] = hit
         return hit
 
+    def users(self) -> dict[str, str]:
+        """The digests of the tokens seen so far that are not worker tokens, and whose
+        they are (what the status board is told)."""
+        return {h: who.user for h, who in dict(self._known).items() if not who.worker}
+
     def _lookup(self, h: str) -> Identity | None:
         with self.store.engine.connect() as c:
             row = c.execute(sa.select(T.users.c.name, T.users.c.token_hash).where(

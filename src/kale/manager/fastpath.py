@@ -7,8 +7,10 @@ else, a bad token included, falls through to the app, which answers it the usual
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from kale.manager.limits import ASGIApp, Receive, Scope, Send
+if TYPE_CHECKING:  # the status line's process imports this module: nothing heavy
+    from kale.manager.limits import ASGIApp, Receive, Scope, Send
 
 #: ``(token, run id) -> JSON body``, or None to let the app answer
 Answer = Callable[[str, str], bytes | None]

@@ -18,6 +18,7 @@ from kale.engine.engine import Engine
 from kale.engine.runs import create_run, load_workflow
 from kale.errors import StoreWriteError
 from kale.executors import check_no_engines, default_spec, for_run
+from kale.manager.board import Board
 from kale.manager.broker import Broker
 from kale.manager.executor import WorkerExecutor
 from kale.model.options import RunOptions
@@ -56,6 +57,8 @@ class RunHost:
         self.threads: dict[str, threading.Thread] = {}
         self.lock = threading.Lock()
         self.on_submit: list[Any] = []
+        #: where the status line reads the live runs' summaries (set by the app)
+        self.board: Board | None = None
 
     def submit(self, wf: Workflow, opts: RunOptions) -> RunRecord:
         """Record a run of ``wf`` for ``opts.submitted_by`` and start driving it. Raises
@@ -100,8 +103,18 @@ class RunHost:
         # The home's owner also reuses the results of the runs made without the manager
         # (which record the same user name, or none before runs did, on SQLite only)
         users: list[str | None] = self.store.own_users() if user == self.owner else [user]
-        engine = Engine(self.store, rec, wf, executor, force=bool(rec.options.get("force")),
-                        reuse_users=users)
+        live = dataclasses.replace(rec, owner_pid=os.getpid())
+        board = self.board
+        counts = None if board is None else board.open(rec.id, live.to_json(alive=True),
+                                                       rec.submitted_by)
+        try:
+            engine = Engine(self.store, rec, wf, executor,
+                            force=bool(rec.options.get("force")), reuse_users=users,
+                            counts=counts)
+        except BaseException:
+            if board is not None:
+                board.close(rec.id)
+            raise
 
         def target() -> None:
             try:
@@ -113,6 +126,8 @@ class RunHost:
             except BaseException:
                 log.exception("run %s stopped", rec.id)
             finally:
+                if board is not None:  # off the board first: never live there alone
+                    board.close(rec.id)
                 with self.lock:
                     self.engines.pop(rec.id, None)
                     self.records.pop(rec.id, None)
@@ -120,7 +135,7 @@ class RunHost:
 
         thread = threading.Thread(target=target, name=f"kale-run-{rec.id}", daemon=True)
         with self.lock:
-            self.records[rec.id] = dataclasses.replace(rec, owner_pid=os.getpid())
+            self.records[rec.id] = live
             self.engines[rec.id] = engine
             self.threads[rec.id] = thread
         thread.start()
@@ -147,6 +162,13 @@ class RunHost:
         with self.lock:
             rec, engine = self.records.get(run_id), self.engines.get(run_id)
         return None if rec is None or engine is None else (rec, engine)
+
+    def join(self, run_id: str, timeout: float) -> None:
+        """Wait until the run is no longer live here (its engine's thread ended)."""
+        with self.lock:
+            thread = self.threads.get(run_id)
+        if thread is not None:
+            thread.join(timeout)
 
     def detach_all(self, timeout: float = 10.0) -> None:
         with self.lock:

@@ -6,9 +6,10 @@
 The manager listens twice, and its status line a third time. Clients and workers of the
 same user on the same host use the Unix socket ``$KALE_HOME/manager.sock`` (0600 in the
 0700 home: no other user can open it, nor make one in its place), plain HTTP; the status
-line (:mod:`kale.manager.statusline`) answers their status polls on
-``$KALE_HOME/status.sock``, made the same way. Everything else (batch workers on compute nodes,
-other users of a shared manager, SSH tunnels) uses ``url``, ``https://HOST:PORT``: TLS
+line (:mod:`kale.manager.statusline`, a process of the manager's own) answers their
+status polls on ``$KALE_HOME/status.sock``, made the same way. Everything else (batch
+workers on compute nodes, other users of a shared manager, SSH tunnels) uses ``url``,
+``https://HOST:PORT``: TLS
 with the home's self-signed certificate (:mod:`kale.tls`), which they pin. The TCP
 listener is on 127.0.0.1 unless told otherwise; its port is ``--port``, else the previous
 manager's if it is free (batch workers that outlived a restart find it again), else one the
@@ -145,7 +146,7 @@ def _server(config: Any, drain: Any, unix: Any = None, status: Any = None) -> An
     """uvicorn's server, except that SIGTERM/SIGINT first ``drain`` the manager (its local
     workers hand their tasks back over links that are still open), then stop it; that
     it also serves the Unix socket ``unix``, without TLS; and that it starts and stops the
-    status line (:mod:`kale.manager.statusline`) on ``status``, ``(socket, answer, app)``.
+    status line ``status`` (a :class:`~kale.manager.statusline.StatusLine`).
 
     uvicorn gives every socket of a server the same TLS context; a second server for the
     Unix socket would have its own signal handling and shutdown to keep in step. So this
@@ -162,21 +163,19 @@ def _server(config: Any, drain: Any, unix: Any = None, status: Any = None) -> An
         SIGINT drains the manager in a thread (``kale-drain``: the links stay open while local
         workers hand their tasks back), then stops the server; a second one stops it at once.
         It also serves the Unix socket, on the same loop, with the same app state, and runs
-        the status line on a thread of its own."""
+        the status line's process."""
 
         draining = False
-        line: Any = None
 
         async def startup(self, sockets: list[Any] | None = None) -> None:
             await super().startup(sockets=sockets)
             if not self.started:
                 return
-            if status is not None:
-                from kale.manager.statusline import StatusLine
+            await self._listen_unix()
+            if status is not None:  # after manager.sock: it passes requests there
+                await asyncio.to_thread(status.start)
 
-                sock, answer, app = status
-                self.line = StatusLine(sock, answer, app, asyncio.get_running_loop())
-                await asyncio.to_thread(self.line.start)
+        async def _listen_unix(self) -> None:
             if unix is None:
                 return
             cfg, state, app_state = self.config, self.server_state, self.lifespan.state
@@ -190,8 +189,8 @@ def _server(config: Any, drain: Any, unix: Any = None, status: Any = None) -> An
                                                               backlog=cfg.backlog))
 
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
-            if self.line is not None:
-                await asyncio.to_thread(self.line.stop)
+            if status is not None:
+                await asyncio.to_thread(status.stop)
             await super().shutdown(sockets=sockets)
 
         def handle_exit(self, sig: int, frame: Any) -> None:
@@ -224,6 +223,8 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
 
     from kale import tls
     from kale.manager.app import Settings, create_app
+    from kale.manager.board import BOARD_FILE
+    from kale.manager.statusline import StatusLine
     from kale.procfs import process_identity
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -259,8 +260,8 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
                             ws_max_size=1 << 27, proxy_headers=False,
                             timeout_graceful_shutdown=GRACE,
                             ssl_certfile=str(cert), ssl_keyfile=str(tls.key_path(home)))
-    server = _server(config, app.state.drain, unix,
-                     (status_sock, app.state.fast_status, app))
+    line = StatusLine(status_sock, status_path, home / BOARD_FILE, sock_path)
+    server = _server(config, app.state.drain, unix, line)
     doc = {"url": url, "socket": str(sock_path), "status_socket": str(status_path),
            "cert": str(cert),
            "fingerprint": tls.fingerprint(cert.read_text()), "hostname": socket.gethostname(),
@@ -276,6 +277,7 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
                 path.unlink()
                 sock_path.unlink(missing_ok=True)
                 status_path.unlink(missing_ok=True)
+                (home / BOARD_FILE).unlink(missing_ok=True)
         except (FileNotFoundError, ValueError):
             pass
 

@@ -162,20 +162,28 @@ def problems(ctx: ManagerContext, rec: Any, counts: dict[str, int]) -> list[str]
     failure = ctx.host.failures.get(rec.id)
     if failure:
         out.append(failure)
-    if not counts.get("SUBMITTED"):
-        return out
-    user = rec.submitted_by or ctx.tokens.owner
+    waiting = waiting_problem(ctx, rec.submitted_by) if counts.get("SUBMITTED") else None
+    if waiting is not None:
+        out.append(waiting)
+    return out
+
+
+def waiting_problem(ctx: ManagerContext, submitted_by: str | None) -> str | None:
+    """What keeps the waiting tasks of ``submitted_by``'s runs from starting, if anything
+    (the status board is told whether there is: :func:`kale.manager.app._tend_board`)."""
+    user = submitted_by or ctx.tokens.owner
     if user == ctx.tokens.owner:
         trouble = ctx.local.problem() if ctx.local is not None else None
-        if trouble is not None:
-            out.append(f"local workers cannot start: {trouble['error']}; next try in "
-                       f"{trouble['retry_in']:g} s (failure {trouble['failures']} in a "
-                       "row; the manager log has more)")
-    elif not ctx.broker.live_workers_of(user):
-        out.append(f"waiting for a worker of {user}'s: this manager runs no other user's "
-                   "tasks on its own workers; start one as yourself with `kale worker "
-                   "--manager URL --cert FILE` (worker token in $KALE_WORKER_TOKEN)")
-    return out
+        if trouble is None:
+            return None
+        return (f"local workers cannot start: {trouble['error']}; next try in "
+                f"{trouble['retry_in']:g} s (failure {trouble['failures']} in a "
+                "row; the manager log has more)")
+    if ctx.broker.live_workers_of(user):
+        return None
+    return (f"waiting for a worker of {user}'s: this manager runs no other user's "
+            "tasks on its own workers; start one as yourself with `kale worker "
+            "--manager URL --cert FILE` (worker token in $KALE_WORKER_TOKEN)")
 
 
 @router.post("/api/runs/{run_id}/cancel", response_model=RunCancelled)
@@ -190,6 +198,8 @@ def cancel(ctx: Ctx, who: User, run_id: str) -> dict[str, Any]:
         while time.monotonic() < deadline and not rec.state.terminal:
             time.sleep(0.05)
             rec = ctx.store.get_run(rec.id)
+        if rec.state.terminal:  # and no longer live: a status asked next says it ended
+            ctx.host.join(rec.id, max(0.0, deadline - time.monotonic()))
         return {"id": rec.id, "state": rec.state.value}
     return {"id": rec.id, "state": cancel_run(ctx.store, rec.id).value}
 
