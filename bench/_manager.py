@@ -271,6 +271,53 @@ class Pollers:
         return out
 
 
+class ProcPollers(Pollers):
+    """:class:`Pollers` in processes of their own (``_poller.py``), as separate clients
+    are (a progress bar, a dashboard, ``kale status``): none waits for another's
+    interpreter. Started before the run is submitted (so that their start-up is not
+    counted in it), told its id by :meth:`begin`."""
+
+    def __init__(self, m: Manager, n: int, deadline: float,
+                 sockets: tuple[str, ...] = ("status.sock",)) -> None:
+        super().__init__(m, "", 0, deadline, sockets)
+        self.latencies = [[] for _ in range(n)]
+        env = {**os.environ, "KALE_TOKEN": m.token}
+        self.procs = [subprocess.Popen(
+            [sys.executable, str(BENCH / "_poller.py"), str(m.home / sockets[i % len(sockets)]),
+             str(POLL_EVERY), str(deadline), str(POLL_EVERY * i / n)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+            for i in range(n)]
+        for p in self.procs:  # started up: their imports are not counted in the run
+            assert p.stdout is not None
+            p.stdout.readline()
+
+    def begin(self, run_id: str) -> ProcPollers:
+        for p in self.procs:
+            assert p.stdin is not None
+            p.stdin.write(run_id + "\n")
+            p.stdin.close()
+        return self
+
+    def wait_end(self, since: float) -> float:
+        ends = []
+        for i, p in enumerate(self.procs):
+            out, _ = p.communicate(timeout=max(1.0, self.deadline - time.monotonic() + 15))
+            doc = json.loads(out)
+            self.latencies[i] = doc["latencies"]
+            self.errors += doc["errors"]
+            if doc["ended_at"] is not None:
+                ends.append(doc["ended_at"])
+        if not ends:
+            raise TimeoutError(f"run {self.run_id}: not over by the deadline")
+        return min(ends) - since
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def throughput(root: Path, n: int, slots: int | None, pollers: int,
                timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout

@@ -39,7 +39,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from _manager import Manager, Pollers, noop_wf, reap  # noqa: E402
+from _manager import Manager, Pollers, ProcPollers, noop_wf, reap  # noqa: E402
 from simworkers import SimWorkers  # noqa: E402
 
 #: the issue's targets for this scenario
@@ -51,10 +51,22 @@ def cpu_s(proc: Any) -> float:
     return float(t.user + t.system)
 
 
+def line_cpu_s(proc: Any) -> float:
+    """CPU seconds of the manager's status line process (``status.sock``'s answers)."""
+    total = 0.0
+    for child in proc.children():
+        try:
+            if "kale.manager.statusline" in " ".join(child.cmdline()):
+                total += cpu_s(child)
+        except Exception:  # it ended meanwhile
+            pass
+    return total
+
+
 def one(root: Path, workers: int, slots: int, n: int, pollers: int, *, delay: float = 0.0,
         jobs: int | None = None, procs: int | None = None, nice: int = 0,
         timeout: float = 600, heartbeat: float | None = None,
-        sockets: tuple[str, ...] = ("status.sock",)) -> dict[str, Any]:
+        sockets: tuple[str, ...] = ("status.sock",), processes: bool = False) -> dict[str, Any]:
     """One manager, ``workers`` simulated workers, one measured run of ``n`` tasks."""
     import psutil
 
@@ -73,7 +85,8 @@ def one(root: Path, workers: int, slots: int, n: int, pollers: int, *, delay: fl
             try:
                 warm = client.submit(noop_wf(200, "warm-up"), force=True)
                 warm.wait(timeout / 4)
-                out = measured(m, client, proc, n, pollers, jobs, timeout, sockets)
+                out = measured(m, client, proc, n, pollers, jobs, timeout, sockets,
+                               processes)
                 out["lost_workers"] = sum(w["state"] == "LOST" for w in client.workers())
             finally:
                 client.close()
@@ -86,20 +99,28 @@ def one(root: Path, workers: int, slots: int, n: int, pollers: int, *, delay: fl
 
 
 def measured(m: Manager, client: Any, proc: Any, n: int, pollers: int, jobs: int | None,
-             timeout: float, sockets: tuple[str, ...] = ("status.sock",)) -> dict[str, Any]:
-    """Submit ``n`` no-op tasks and time them to the end, with ``pollers`` pollers."""
+             timeout: float, sockets: tuple[str, ...] = ("status.sock",),
+             processes: bool = False) -> dict[str, Any]:
+    """Submit ``n`` no-op tasks and time them to the end, with ``pollers`` pollers
+    (threads of this process, or with ``processes`` processes of their own)."""
     wf = noop_wf(n)
     deadline = time.monotonic() + timeout
-    c0, t0 = cpu_s(proc), time.perf_counter()
-    run = client.submit(wf, force=True, jobs=jobs)
-    submit_s = time.perf_counter() - t0
-    polls = Pollers(m, run.id, pollers, deadline, sockets).start() if pollers else None
-    if polls is not None:
-        elapsed = polls.wait_end(t0)
-    else:
-        run.wait(timeout)
-        elapsed = time.perf_counter() - t0
-    cpu = cpu_s(proc) - c0
+    early = ProcPollers(m, pollers, deadline, sockets) if pollers and processes else None
+    try:
+        c0, l0, t0 = cpu_s(proc), line_cpu_s(proc), time.perf_counter()
+        run = client.submit(wf, force=True, jobs=jobs)
+        submit_s = time.perf_counter() - t0
+        polls = early.begin(run.id) if early is not None else \
+            Pollers(m, run.id, pollers, deadline, sockets).start() if pollers else None
+        if polls is not None:
+            elapsed = polls.wait_end(t0)
+        else:
+            run.wait(timeout)
+            elapsed = time.perf_counter() - t0
+    finally:
+        if early is not None:
+            early.kill()
+    cpu, line_cpu = cpu_s(proc) - c0, line_cpu_s(proc) - l0
     doc = client.status(run.id, tasks=False)["run"]
     state = doc["state"]
     if state != "SUCCEEDED":  # reported, not hidden: e.g. workers judged lost under load
@@ -107,7 +128,8 @@ def measured(m: Manager, client: Any, proc: Any, n: int, pollers: int, jobs: int
     out: dict[str, Any] = {"state": state, "message": doc.get("message"),
         "n": n, "seconds": elapsed, "tasks_per_s": n / elapsed, "submit_s": submit_s,
         "manager_cpu_s": cpu, "manager_cpu_ms_per_task": 1000 * cpu / n,
-        "manager_cpu_share": cpu / elapsed}
+        "manager_cpu_share": cpu / elapsed, "status_line_cpu_s": line_cpu,
+        "status_line_cpu_share": line_cpu / elapsed}
     if polls is not None:
         out.update(polls.figures())
     return out
@@ -167,6 +189,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the socket the pollers poll: the status line (status.sock, as "
                         "kale.Client does), the server's own (manager.sock, as before the "
                         "status line), or half each, each reported (default status)")
+    p.add_argument("--poller-processes", action="store_true",
+                   help="each poller a process of its own, as separate clients are (a "
+                        "progress bar, a dashboard, `kale status`), instead of threads of "
+                        "this process, which wait for each other's interpreter")
     args = p.parse_args(argv)
     args.sockets = {"status": ("status.sock",), "manager": ("manager.sock",),
                     "both": ("status.sock", "manager.sock")}[args.poll_via]
@@ -190,12 +216,13 @@ def main() -> None:
         for w in args.counts:  # the peer before each Kale row: both see the same load
             pools.append(pool_rate(args.n))
             r = one(root, w, args.slots, args.n, args.pollers, nice=args.nice,
-                    sockets=args.sockets)
+                    sockets=args.sockets, processes=args.poller_processes)
             r.update(loadavg=loadavg(), pool_tasks_per_s=pools[-1])
             rows.append(r)
             print(f"{w} workers: {r['tasks_per_s']:,.0f} tasks/s (ProcessPool {pools[-1]:,.0f}"
                   f"/s), p99 {r.get('p99_ms', 0):.1f} ms, manager "
-                  f"{r['manager_cpu_ms_per_task']:.3f} ms CPU/task, "
+                  f"{r['manager_cpu_ms_per_task']:.3f} ms CPU/task, status line "
+                  f"{r['status_line_cpu_share']:.2f} cores, "
                   f"{r['kb_per_worker']:,.0f} KB/worker, load {r['loadavg']}",
                   file=sys.stderr, flush=True)
             for sock, f in r.get("by_socket", {}).items():
@@ -217,7 +244,9 @@ def main() -> None:
     if not args.quick:
         out = BENCH / "results" / ("scale-workers-nice.json" if args.nice else
                                    "scale-workers.json")
-        out.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"), "rows": rows},
+        out.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"),
+                                   "pollers": "processes" if args.poller_processes
+                                   else "threads", "rows": rows},
                                   indent=1) + "\n")
 
 
