@@ -426,3 +426,32 @@ def test_a_long_chain_reused_whole(home: Path, tmp_path: Path) -> None:
     again = wf.run().wait()
     assert again.state is RunState.SUCCEEDED
     assert {t.reused_from for t in again.tasks} == {first.id}
+
+
+def test_a_finished_run_is_freed_without_the_garbage_collector(
+        home: Path, tmp_path: Path) -> None:
+    """Once a run ended and its handle is gone, nothing of its engine stays in memory
+    waiting for the cyclic garbage collector (whose pass over a big run stops every
+    thread of the process for tens of ms): no reference cycle holds it, and the process
+    that drove it does not keep it (a notebook runs many)."""
+    import gc
+
+    from kale.engine.planner import Planner
+
+    wf = Workflow("freed", base_dir=tmp_path, parameters={"xs": [1, 2, 3]})
+    first = wf.shell("first", "true")
+    wf.shell("each", ["sh", "-c", "echo $x"], after=[first], map={"x": "${params.xs}"})
+
+    @wf.python(after=["each"])
+    def last() -> int:
+        return 1
+
+    gc.collect()
+    gc.disable()
+    try:
+        run = wf.run().wait()
+        assert run.state is RunState.SUCCEEDED, states(run)
+        del run
+        assert [o for o in gc.get_objects() if isinstance(o, Planner)] == []
+    finally:
+        gc.enable()

@@ -81,22 +81,33 @@ def open_store(home: str | Path | None = None) -> tuple[Store, Path]:
 
 
 class _Driver:
-    """A run this process drives: its engine, the thread that drives it, and what stopped
-    that thread if it crashed (reported by :meth:`EmbeddedSource.wait`)."""
+    """A run this process drives: its engine (until the run ends: then it is let go, with
+    its workflow, so that a notebook's runs do not pile up in its memory), the thread that
+    drives it, and what stopped that thread if it crashed (reported by
+    :meth:`EmbeddedSource.wait`)."""
 
     def __init__(self, engine: Engine, run_id: str) -> None:
-        self.engine = engine
+        self.engine: Engine | None = engine
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._main, name=f"kale-run-{run_id}")
 
     def _main(self) -> None:
         from kale.engine.runs import drive
 
+        engine = self.engine
+        assert engine is not None
         try:
-            with driving(self.engine.store):
-                drive(self.engine)
+            with driving(engine.store):
+                drive(engine)
         except BaseException as e:
             self.error = e
+        finally:
+            self.engine = None
+
+    def live(self) -> Engine | None:
+        """Its engine while it drives the run, else None."""
+        engine = self.engine
+        return engine if engine is not None and self.thread.is_alive() else None
 
 
 #: the runs driven in this process, by run id (a handle from `get_run` finds them too)
@@ -175,8 +186,9 @@ class EmbeddedSource:
     def cancel(self, run_id: str) -> RunState:
         rec = self._run(run_id)
         driver = _DRIVERS.get(rec.id)
-        if driver is not None and driver.thread.is_alive():
-            driver.engine.cancel("cancelled from Python")
+        engine = driver.live() if driver is not None else None
+        if driver is not None and engine is not None:
+            engine.cancel("cancelled from Python")
             driver.thread.join()
             return self.store.get_run(rec.id).state
         return cancel_run(self.store, rec.id)
@@ -226,16 +238,17 @@ class EmbeddedSource:
         rec = self._run(run_id)
         before = self.store.task(rec.id, task).state
         driver = _DRIVERS.get(rec.id)
-        if driver is None or not driver.thread.is_alive():
+        engine = driver.live() if driver is not None else None
+        if engine is None:
             raise KaleError(f"{action} needs the manager (`kale manager start`), or the "
                             f"process that drives run {rec.id} while it runs; a run "
                             "without either can be cancelled whole")
         if action in ("continue", "reject") and before is not TaskState.WAITING:
             raise KaleError(f"task {task!r} is {before.value}, not WAITING for a person")
         if action == "cancel":
-            driver.engine.cancel_task(task, "cancelled from Python")
+            engine.cancel_task(task, "cancelled from Python")
         else:
-            driver.engine.control(task, action, reason or "")
+            engine.control(task, action, reason or "")
         return {"id": rec.id, "task": task, "action": action, "state": before.value}
 
     # -- the manager's -------------------------------------------------------------------
