@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kale.manager.auth import Identity, Tokens
+from kale.manager.coalesce import Coalescer
 
 if TYPE_CHECKING:
     from kale.manager.batch import BatchWorkers
@@ -38,6 +39,8 @@ class ManagerContext:
     #: set when the manager starts to stop: event streams end (their clients reconnect
     #: to the next manager) instead of holding the server open
     stopping: threading.Event = field(default_factory=threading.Event)
+    #: reads of the store that many clients make at once (a finished run's summary)
+    reads: Coalescer = field(default_factory=Coalescer)
 
     def users_of(self, who: Identity) -> list[str | None]:
         """Whose runs ``who`` sees: their own, and for the home's owner also the runs made
