@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import Kale, Manager, wait_until
@@ -481,6 +483,29 @@ def test_a_module_planted_in_the_working_directory_is_not_what_a_python_worker_i
     run = wf.run().wait()
     assert run.result("answer") == 42
     assert not said.exists()
+
+
+def test_a_module_planted_where_the_manager_starts_is_not_what_its_processes_import(
+        home: Path, tmp_path: Path) -> None:
+    """``kale manager start`` from a shared folder: neither the manager nor its status
+    line's process imports what another user left there."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    said = [_plant(shared, m) for m in ("hashlib", "mmap", "zlib")]  # the status line's
+    env = {**os.environ, "KALE_HOME": str(home)}
+    cli = [sys.executable, "-P", "-m", "kale.cli.main"]  # the CLI itself: not the test
+    started = subprocess.run([*cli, "manager", "start", "--workers", "0"], cwd=shared,
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    try:
+        token = (home / "token").read_text().strip()
+        with httpx.Client(base_url="http://kale", transport=httpx.HTTPTransport(
+                uds=str(home / "status.sock")), timeout=30,
+                headers={"Authorization": f"Bearer {token}"}) as line:
+            assert line.get("/api/runs").status_code == 200  # the line is up, and relays
+    finally:
+        subprocess.run([*cli, "manager", "stop"], cwd=shared, env=env, timeout=120)
+    assert [p.name for p in said if p.exists()] == []
 
 
 def test_a_module_planted_in_the_shared_temp_folder_is_not_what_a_kernel_imports(

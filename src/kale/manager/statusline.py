@@ -80,7 +80,7 @@ class StatusLine:
         self.starts.append(time.monotonic())
         fd = self.sock.fileno()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kale.manager.statusline", str(fd), str(self.board),
+            [sys.executable, "-P", "-m", "kale.manager.statusline", str(fd), str(self.board),
              str(self.upstream)],
             stdin=subprocess.PIPE, pass_fds=(fd,), start_new_session=True)
 
