@@ -67,7 +67,10 @@ def create_app(settings: Settings) -> FastAPI:
                     sample_interval=settings.sample_interval)
     ctx = ManagerContext(home=home, store=store, tokens=tokens, broker=broker,
                          host=RunHost(store, home, broker, tokens.owner))
-    ctx.host.board = Board(home / BOARD_FILE, tokens.owner, store.own_users())
+    try:
+        ctx.host.board = Board(home / BOARD_FILE, tokens.owner, store.own_users())
+    except OSError as e:  # a file system that cannot map it: the manager answers it all
+        log.warning("no status board (%s): status.sock passes every request on", e)
 
     # No /docs or /redoc: they would load Swagger's scripts from a CDN, and need no token.
     # The API's description, and its contract, is /openapi.json (served without a token):
@@ -147,7 +150,8 @@ async def _tend_board(ctx: ManagerContext) -> None:
     from kale.manager.routes.runs import waiting_problem
 
     board = ctx.host.board
-    assert board is not None
+    if board is None:
+        return
     while True:
         try:
             board.update(ctx.tokens.users(), [(user, waiting_problem(ctx, user) is not None)
