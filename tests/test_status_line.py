@@ -254,3 +254,31 @@ def test_a_killed_status_line_is_started_again_and_a_killed_manager_takes_it_alo
         assert "starting it again" in (home / "manager.log").read_text()
     os.kill(int(m.doc["pid"]), signal.SIGKILL)
     wait_until(lambda: not process_alive(second), what="the status line to end")
+
+
+def test_a_status_line_that_keeps_dying_is_given_up_and_clients_use_the_manager(
+        kale: Kale, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    """The line's process is SIGKILLed each time it starts again: after five restarts
+    within a minute the manager gives up, closes and removes status.sock, and a client
+    that polled through it goes on through manager.sock, with the same answers."""
+    m = managers("--workers", "1")
+    wf = Workflow("dying")
+    wf.shell("nap", gate_sh(tmp_path / "never"))
+    with m.client() as client:
+        run = client.submit(wf)
+        wait_until(lambda: client.status(run.id, tasks=False)["counts"].get("RUNNING") == 1,
+                   what="nap RUNNING (through the status line)")
+        killed: set[int] = set()
+        while (home / "status.sock").exists():
+            pid = line_pid(m)
+            if pid is not None and pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            wait_until(lambda: not (home / "status.sock").exists()
+                       or (line_pid(m) or 0) not in killed | {0},
+                       what="a new status line, or none")
+        assert len(killed) == 6
+        assert client.status(run.id, tasks=False)["counts"] == {"RUNNING": 1}
+        assert "clients use manager.sock" in (home / "manager.log").read_text()
+        run.cancel()
+        assert client.status(run.id, tasks=False)["run"]["state"] == "CANCELLED"

@@ -9,6 +9,7 @@ import contextlib
 import copy
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
@@ -94,12 +95,13 @@ class _Driver:
     def _main(self) -> None:
         from kale.engine.runs import drive
 
-        engine = self.engine
-        assert engine is not None
-        try:
-            with driving(engine.store):
-                drive(engine)
+        assert self.engine is not None
+        try:  # (no local of the engine: a traceback kept for wait() would keep it)
+            with driving(self.engine.store):
+                drive(self.engine)
         except BaseException as e:
+            # what stopped it is kept for wait(); not the frames' locals (the engine)
+            traceback.clear_frames(e.__traceback__)
             self.error = e
         finally:
             self.engine = None

@@ -151,9 +151,16 @@ class Client:
                limit: int | None = None) -> dict[str, Any]:
         """``{"run", "counts"}`` (tasks per state) and, with ``tasks``, ``"tasks"`` (only
         those in ``states`` when given, the first ``limit`` of them)."""
-        if not tasks and self._status is not None:  # what dashboards poll: the status line
-            return dict(self._check(self._status.get(f"/api/runs/{run_id}",
-                                                     params={"tasks": "false"})).json())
+        line = self._status
+        if not tasks and line is not None:  # what dashboards poll: the status line
+            try:
+                return dict(self._check(line.get(f"/api/runs/{run_id}",
+                                                 params={"tasks": "false"})).json())
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                # it went away (the manager gave up starting it again): the manager's
+                # own socket answers the same
+                self._status = None
+                line.close()
         params: dict[str, Any] = {"tasks": str(tasks).lower()}  # alone: the fast path
         if tasks and states is not None:
             params["states"] = ",".join(str(s) for s in states)

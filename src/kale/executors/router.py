@@ -156,6 +156,8 @@ class Router(Executor):
             with contextlib.suppress(BaseException):
                 await starting
         await asyncio.gather(*(e.close() for e in self._executors()), return_exceptions=True)
+        for e in self._executors():  # the run's callbacks: no cycle back to its engine
+            e.on_start = e.on_wait = e.on_samples = None
 
     def dashboards(self) -> dict[str, Any]:
         """The engines' own dashboards (name -> URL), where they have one."""

@@ -51,7 +51,7 @@ META = 4 << 20
 #: a run document beyond this is not put on the board (its summary comes from the manager)
 MAX_RUN_DOC = 64 * 1024
 #: seconds between the manager's looks at tokens and at the live runs' users' workers
-TEND = 0.2
+TEND = 0.05
 _HEAD = 64
 _COUNTS = _HEAD + 2 * META
 SIZE = _COUNTS + SLOTS * WIDTH * 8

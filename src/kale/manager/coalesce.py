@@ -37,18 +37,23 @@ class Coalescer:
 
     async def _round(self, key: Hashable, future: asyncio.Future[Any],
                      compute: Callable[[], Any]) -> None:
-        before = self._running.get(key)
-        if before is not None:  # a read that may have started before some of ours came
-            await asyncio.wait([before])
-        del self._next[key]  # from here on, who comes waits for the next read
-        self._running[key] = future
         try:
+            before = self._running.get(key)
+            if before is not None:  # a read that may have started before some of ours came
+                await asyncio.wait([before])
+            del self._next[key]  # from here on, who comes waits for the next read
+            self._running[key] = future
             future.set_result(await run_in_threadpool(compute))
         except asyncio.CancelledError:  # the server stops
             future.cancel()
             raise
         except Exception as e:  # the callers' error (a run not found...): each raises it
-            future.set_exception(e)
-        finally:
+            future.set_exception(RuntimeError(repr(e)) if isinstance(e, StopIteration)
+                                 else e)
+        finally:  # whatever happened, nobody is left waiting on this round
+            if self._next.get(key) is future:
+                del self._next[key]
             if self._running.get(key) is future:
                 del self._running[key]
+            if not future.done():
+                future.cancel()

@@ -121,6 +121,8 @@ class RunHost:
                 with driving(self.store):
                     asyncio.run(engine.run())
             except StoreWriteError as e:  # said by the run's status until the manager stops
+                if board is not None:  # (the board would not say it)
+                    board.close(rec.id)
                 self.failures[rec.id] = str(e)
                 log.error("run %s stopped: %s", rec.id, e)
             except BaseException:

@@ -260,7 +260,8 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
                             ws_max_size=1 << 27, proxy_headers=False,
                             timeout_graceful_shutdown=GRACE,
                             ssl_certfile=str(cert), ssl_keyfile=str(tls.key_path(home)))
-    line = StatusLine(status_sock, status_path, home / BOARD_FILE, sock_path)
+    board = home / BOARD_FILE if app.state.kale.host.board is not None else None
+    line = StatusLine(status_sock, status_path, board, sock_path)
     server = _server(config, app.state.drain, unix, line)
     doc = {"url": url, "socket": str(sock_path), "status_socket": str(status_path),
            "cert": str(cert),

@@ -65,48 +65,68 @@ class StatusLine:
     when it dies (if it keeps dying, the socket is closed and removed: clients then use
     ``manager.sock``), :meth:`stop` ends it."""
 
-    def __init__(self, sock: socket.socket, path: Path, board: Path, upstream: Path) -> None:
+    def __init__(self, sock: socket.socket, path: Path, board: Path | None,
+                 upstream: Path) -> None:
         self.sock, self.path, self.board, self.upstream = sock, path, board, upstream
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
+        self.lock = threading.Lock()  # spawning, against stopping
         self.starts: list[float] = []
         self.watcher = threading.Thread(target=self._watch, name="kale-status", daemon=True)
 
     def start(self) -> None:
-        self._spawn()
+        with self.lock:
+            self._spawn()
         self.watcher.start()
 
     def _spawn(self) -> None:
-        self.starts.append(time.monotonic())
+        """Start the process (with :attr:`lock` held); a failure to start counts as an
+        end (the watcher tries again, or gives up)."""
+        now = time.monotonic()
+        self.starts = [t for t in self.starts if now - t < RESTART_WINDOW] + [now]
         fd = self.sock.fileno()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "kale.manager.statusline", str(fd), str(self.board),
-             str(self.upstream)],
-            stdin=subprocess.PIPE, pass_fds=(fd,), start_new_session=True)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-P", "-m", "kale.manager.statusline", str(fd),
+                 str(self.board or ""), str(self.upstream)],
+                stdin=subprocess.PIPE, pass_fds=(fd,), start_new_session=True)
+        except OSError as e:  # no process to be had (a login node's limits)
+            log.error("cannot start the status line (%s): %s", self.path, e)
+            self.proc = None
 
     def _watch(self) -> None:
         while True:
             proc = self.proc
-            assert proc is not None
-            rc = proc.wait()
+            rc = None
+            if proc is not None:
+                rc = proc.wait()
+                if proc.stdin is not None:
+                    proc.stdin.close()
             if self.stopping.is_set():
                 return
-            recent = [t for t in self.starts if time.monotonic() - t < RESTART_WINDOW]
-            if len(recent) > RESTARTS:
+            if len(self.starts) > RESTARTS:
                 log.error("the status line (%s) ended (exit %s) %d times within %g s; "
-                          "clients use manager.sock", self.path, rc, len(recent),
+                          "clients use manager.sock", self.path, rc, len(self.starts),
                           RESTART_WINDOW)
-                self.path.unlink(missing_ok=True)
-                self.sock.close()
+                with self.lock:
+                    if not self.stopping.is_set():
+                        self.path.unlink(missing_ok=True)
+                        self.sock.close()
                 return
-            log.error("the status line (%s) ended (exit %s); starting it again", self.path, rc)
+            if proc is not None:
+                log.error("the status line (%s) ended (exit %s); starting it again",
+                          self.path, rc)
             if self.stopping.wait(0.2):
                 return
-            self._spawn()
+            with self.lock:
+                if self.stopping.is_set():
+                    return
+                self._spawn()
 
     def stop(self) -> None:
-        self.stopping.set()
-        proc = self.proc
+        with self.lock:  # no new process after this
+            self.stopping.set()
+            proc = self.proc
         if proc is None:
             return
         with contextlib.suppress(OSError):
@@ -131,13 +151,15 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the manager's
     logging.basicConfig(format="%(asctime)s kale-status %(levelname)s %(message)s")
     sys.setswitchinterval(0.0005)
-    fd, board, upstream = int(argv[0]), Path(argv[1]), argv[2]
+    fd, board, upstream = int(argv[0]), argv[1], argv[2]
     sock = socket.socket(fileno=fd)
-    try:
-        reader: BoardReader | None = BoardReader(board)
-    except (OSError, ValueError) as e:  # none (see kale.manager.app): pass it all on
-        log.warning("status line: no board at %s (%s); passing every request on", board, e)
-        reader = None
+    reader: BoardReader | None = None
+    if board:  # else the manager has none (see kale.manager.app): pass it all on
+        try:
+            reader = BoardReader(Path(board))
+        except (OSError, ValueError) as e:
+            log.warning("status line: cannot read the board %s (%s); passing every request "
+                        "on", board, e)
     line = _Line(reader, upstream)
     asyncio.run(line.serve(sock))
     return 0
@@ -264,6 +286,7 @@ class _Line:
             _write(writer, 502, json.dumps({"detail": f"the manager does not answer: {e}"})
                    .encode(), False)
             return False
+        started = False  # the answer's head went to the client
         try:
             sent = [first] + [b"%s: %s" % h for h in headers if h[0] != b"connection"]
             up_w.write(b"\r\n".join(sent) + b"\r\nconnection: close\r\n\r\n")
@@ -284,6 +307,7 @@ class _Line:
             if not keep:
                 kept.append(b"connection: close")
             writer.write(b"\r\n".join([answer[0], *kept]) + b"\r\n\r\n")
+            started = True
             if unchunk:
                 await _unchunk(up_r, writer)
                 return False
@@ -291,8 +315,13 @@ class _Line:
                 writer.write(chunk)
                 await writer.drain()
             return keep
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            return False  # the manager went away mid-answer: so does this connection
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+                ConnectionError) as e:
+            if not started:  # the manager went away before it answered: say so
+                with contextlib.suppress(ConnectionError):
+                    _write(writer, 502, json.dumps({"detail": "the manager did not answer: "
+                                                    f"{type(e).__name__}"}).encode(), False)
+            return False  # (mid-answer: the connection ends, as the answer did)
         finally:
             up_w.transport.abort()
 
