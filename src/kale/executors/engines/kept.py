@@ -86,7 +86,7 @@ def take(key: str) -> Any:
     _unwatch(dfk)
     if healthy(dfk):
         return dfk
-    _cleanup(dfk)
+    cleanup(dfk)
     return None
 
 
@@ -128,12 +128,24 @@ def _expire(key: str, dfk: Any) -> None:
             return
         del _KEPT[key]
     _unwatch(dfk)
-    _cleanup(dfk)
+    cleanup(dfk)
 
 
-def _cleanup(dfk: Any) -> None:
+def cleanup(dfk: Any) -> None:
+    """``dfk.cleanup()``, and close the handler of its ``parsl.log``: Parsl takes it off
+    its loggers without closing it, so the file stays open until the garbage collector
+    finds the handler (a ``ResourceWarning`` then, wherever that happens)."""
+    import logging
+
+    run_dir = os.path.abspath(str(getattr(dfk, "run_dir", "") or "")) + os.sep
+    parsl_log = logging.getLogger("parsl")
+    mine = [h for h in parsl_log.handlers if isinstance(h, logging.FileHandler)
+            and run_dir != os.sep and h.baseFilename.startswith(run_dir)]
     with contextlib.suppress(Exception):
         dfk.cleanup()
+    for h in mine:
+        if h not in parsl_log.handlers:  # taken off: nobody writes to it any more
+            h.close()
 
 
 def clear() -> None:
@@ -144,7 +156,7 @@ def clear() -> None:
     for dfk, timer in entries:
         timer.cancel()
         _unwatch(dfk)
-        _cleanup(dfk)
+        cleanup(dfk)
 
 
 def processes(dfk: Any) -> list[tuple[int, str, int, bool]]:

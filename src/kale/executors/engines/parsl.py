@@ -196,8 +196,7 @@ class ParslExecutor(EngineExecutor):
             dfk, self.dfk = self.dfk, None
             busy = any(not f.done() for f in self._futures)  # cancelled, still stopping
             if busy or self._key is None or not kept.keep(self._key, dfk):
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(dfk.cleanup)
+                await asyncio.to_thread(kept.cleanup, dfk)
             with contextlib.suppress(OSError):
                 (self.run_dir / PROCESSES).unlink()
 
