@@ -292,6 +292,7 @@ class ProcPollers(Pollers):
             p.stdout.readline()
 
     def begin(self, run_id: str) -> ProcPollers:
+        self.run_id = run_id
         for p in self.procs:
             assert p.stdin is not None
             p.stdin.write(run_id + "\n")

@@ -215,7 +215,3 @@ class BoardReader:
                 return None  # a problem to report, or not known yet: the manager says
             return bytes(run["head"]) + json.dumps(counts).encode() + b"}"
         return None
-
-    def close(self) -> None:
-        self._counts.release()
-        self._map.close()

@@ -9,13 +9,13 @@ same user on the same host use the Unix socket ``$KALE_HOME/manager.sock`` (0600
 line (:mod:`kale.manager.statusline`, a process of the manager's own) answers their
 status polls on ``$KALE_HOME/status.sock``, made the same way. Everything else (batch
 workers on compute nodes, other users of a shared manager, SSH tunnels) uses ``url``,
-``https://HOST:PORT``: TLS
-with the home's self-signed certificate (:mod:`kale.tls`), which they pin. The TCP
-listener is on 127.0.0.1 unless told otherwise; its port is ``--port``, else the previous
-manager's if it is free (batch workers that outlived a restart find it again), else one the
-operating system chooses (no well-known port another user could take first). It binds
-both before it writes ``manager.json``, so the file only ever names addresses this
-manager holds, and ``start`` only reports the manager it started itself.
+``https://HOST:PORT``: TLS with the home's self-signed certificate (:mod:`kale.tls`),
+which they pin. The TCP listener is on 127.0.0.1 unless told otherwise; its port is
+``--port``, else the previous manager's if it is free (batch workers that outlived a
+restart find it again), else one the operating system chooses (no well-known port
+another user could take first). It binds both before it writes ``manager.json``, so the
+file only ever names addresses this manager holds, and ``start`` only reports the
+manager it started itself.
 """
 
 from __future__ import annotations
@@ -260,8 +260,8 @@ def serve(home: Path, host: str, port: int, options: dict[str, Any] | None = Non
                             ws_max_size=1 << 27, proxy_headers=False,
                             timeout_graceful_shutdown=GRACE,
                             ssl_certfile=str(cert), ssl_keyfile=str(tls.key_path(home)))
-    board = home / BOARD_FILE if app.state.kale.host.board is not None else None
-    line = StatusLine(status_sock, status_path, board, sock_path)
+    board = app.state.kale.host.board
+    line = StatusLine(status_sock, status_path, board and board.path, sock_path)
     server = _server(config, app.state.drain, unix, line)
     doc = {"url": url, "socket": str(sock_path), "status_socket": str(status_path),
            "cert": str(cert),

@@ -150,7 +150,6 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the manager's
     logging.basicConfig(format="%(asctime)s kale-status %(levelname)s %(message)s")
-    sys.setswitchinterval(0.0005)
     fd, board, upstream = int(argv[0]), argv[1], argv[2]
     sock = socket.socket(fileno=fd)
     reader: BoardReader | None = None
