@@ -102,10 +102,10 @@ class Sim:
         self.store[move.name] = move.new
         self.moves.append(move)
 
-    def start(self, slots: int = 2, queued: bool = False, limit: int | None = None
-              ) -> list[str]:
+    def start(self, slots: int = 2, queued: bool = False, limit: int | None = None,
+              extra: int = 0, may_queue: Callable[[str], bool] | None = None) -> list[str]:
         started = []
-        for s in self.plan.take(slots, queued, limit):
+        for s in self.plan.take(slots, queued, limit, extra, may_queue):
             assert self.store[s.name] is not S.SUCCEEDED
             self.record(s.move)
             self.running[s.name] = s.attempt
@@ -158,6 +158,30 @@ def test_a_wide_fan_out_is_taken_chunk_by_chunk_in_order() -> None:
     assert sim.start(slots=100_000, queued=True, limit=2) == ["t4"]
     assert sim.start(slots=100_000, queued=True, limit=2) == []
     assert all(sim.store[f"t{i}"] is S.SUBMITTED for i in range(5))
+
+
+def test_tasks_beyond_the_slots_are_taken_only_where_every_one_queues_in_its_worker(
+        ) -> None:
+    """``extra`` attempts beyond the slots (Python tasks queued in a busy warm worker),
+    only while the next ready task and every active one may be queued so: a shell task
+    is never held up behind them, and nothing jumps the order."""
+    sim = begin({n: () for n in ("p1", "p2", "p3", "sh", "p4", "p5")})
+    python = lambda name: name.startswith("p")  # noqa: E731
+    assert sim.start(slots=1, extra=1, may_queue=python) == ["p1", "p2"]
+    assert sim.start(slots=1, extra=1, may_queue=python) == []  # the room is used
+    sim.end("p1", Ending.SUCCEEDED)
+    assert sim.start(slots=1, extra=5, may_queue=python) == ["p3"]  # not "sh": it waits
+    sim.end("p2", Ending.SUCCEEDED)
+    sim.end("p3", Ending.SUCCEEDED)
+    assert sim.start(slots=1, extra=5, may_queue=python) == ["sh"]  # in its own slot...
+    assert sim.start(slots=1, extra=5, may_queue=python) == []  # ...and alone
+    sim.end("sh", Ending.SUCCEEDED)
+    assert sim.start(slots=1, extra=0, may_queue=python) == ["p4"]  # no room: the slots
+    assert sim.start(slots=1, extra=3) == []  # and without may_queue, extra means nothing
+    sim.end("p4", Ending.SUCCEEDED)
+    assert sim.start(slots=1, extra=3, may_queue=python) == ["p5"]
+    sim.end("p5", Ending.SUCCEEDED)
+    assert sim.plan.final_state() is RunState.SUCCEEDED
 
 
 def test_retries_back_off_doubling_then_the_failure_skips_everything_below() -> None:

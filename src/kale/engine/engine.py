@@ -904,7 +904,9 @@ class Engine:
         """Hand what happened to the committer, then start ready tasks in the free slots."""
         if self._failure is not None:  # the store failed: nothing more starts
             return
-        starts = self.planner.take(self.executor.slots, self.executor.queued, self.CHUNK)
+        extra = self.executor.ahead()
+        starts = self.planner.take(self.executor.slots, self.executor.queued, self.CHUNK,
+                                   extra, self._queues_ahead if extra else None)
         contexts = [self._prepare(start) for start in starts]
         self._flush()
         assert self._loop is not None
@@ -917,6 +919,9 @@ class Engine:
             self._schedule_dispatch()
         if self.planner.idle:
             self._quiet.set()
+
+    def _queues_ahead(self, name: str) -> bool:
+        return self.executor.queues_ahead(self.tasks[name])
 
     #: tasks started per dispatch: thousands ready at once (a fan-out on an engine with
     #: unbounded slots) reach their executor chunk by chunk, so the first ones run while

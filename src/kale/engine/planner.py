@@ -13,7 +13,7 @@ file system or the clock (times come in with the events).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -463,17 +463,27 @@ class Planner:
         return out
 
     # -- attempts ------------------------------------------------------------------------
-    def take(self, slots: int, queued: bool = False, limit: int | None = None
+    def take(self, slots: int, queued: bool = False, limit: int | None = None,
+             extra: int = 0, may_queue: Callable[[str], bool] | None = None
              ) -> list[Start]:
         """Start ready tasks while fewer than ``slots`` attempts are active (``queued``:
-        the executor queues them, SUBMITTED until a worker has one), at most ``limit``."""
+        the executor queues them, SUBMITTED until a worker has one), at most ``limit``;
+        and ``extra`` more beyond the slots while the next ready task and every active
+        one are tasks the executor queues where they run (``may_queue``), in order."""
         starts: list[Start] = []
-        ready, state = self.ready, self.state
+        ready, state, active = self.ready, self.state, self.active
         most = len(ready) if limit is None else limit
-        while ready and len(self.active) < slots and len(starts) < most:
-            name = ready.popleft()
+        room = slots + extra if may_queue is not None else slots
+        while ready and len(active) < room and len(starts) < most:
+            name = ready[0]
             if state[name] is not S.READY:
+                ready.popleft()
                 continue
+            if len(active) >= slots and not (
+                    may_queue is not None and may_queue(name)
+                    and all(may_queue(a) for a in active)):
+                break
+            ready.popleft()
             attempt = self.attempts.get(name, 0) + 1
             self.attempts[name] = attempt
             self.active.add(name)

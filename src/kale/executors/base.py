@@ -54,6 +54,16 @@ class Executor(abc.ABC):
     #: from the start): what a task added on one is told
     engines_refused: str | None = None
 
+    def ahead(self) -> int:
+        """How many attempts it could take now beyond :attr:`slots`, of tasks it
+        :meth:`queues_ahead` and only while every active attempt is of such a task:
+        queued where they will run, to start the moment a slot frees there. 0: none."""
+        return 0
+
+    def queues_ahead(self, task: Task) -> bool:
+        """Whether an attempt of ``task`` may be taken beyond the slots (:meth:`ahead`)."""
+        return False
+
     def makes_workdir(self, task: Task) -> bool:
         """Whether the task's directory is made where it runs (by a worker, an engine's
         host, the process that runs it) rather than by the engine before :meth:`execute`."""

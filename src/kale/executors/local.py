@@ -6,9 +6,9 @@ import asyncio
 import os
 from collections.abc import Mapping
 
-from kale.executors.base import Executor
+from kale.executors.base import Executor, Interrupted
 from kale.model.workflow import Task
-from kale.tasks.base import Outcome, TaskContext, TaskRunner
+from kale.tasks.base import Outcome, Requeue, TaskContext, TaskRunner
 from kale.tasks.registry import runner_class, runner_kind
 
 
@@ -32,6 +32,7 @@ class LocalExecutor(Executor):
             # No more warm workers or kernels than there are tasks of this kind.
             slots = min(self.slots, tasks) if tasks else self.slots
             runner = self.runners[kind] = runner_class(kind)(slots=slots)
+            runner.ahead = True  # (see ahead())
         return runner
 
     async def start(self, kinds: Mapping[str, int]) -> None:
@@ -46,8 +47,21 @@ class LocalExecutor(Executor):
             made = self._makes[kind] = runner_class(kind).makes_workdir
         return made
 
+    def ahead(self) -> int:
+        """Python tasks its warm workers could take now beyond its slots, each queued in
+        a worker behind a task that has just started (:class:`~kale.tasks.python.
+        PythonRunner`): the worker starts it the moment the one before ends."""
+        runner = self.runners.get("python")
+        return runner.room() if runner is not None else 0
+
+    def queues_ahead(self, task: Task) -> bool:
+        return runner_kind(task) == "python"
+
     async def execute(self, ctx: TaskContext) -> Outcome:
-        return await self._runner(runner_kind(ctx.task)).run(ctx)
+        try:
+            return await self._runner(runner_kind(ctx.task)).run(ctx)
+        except Requeue as e:
+            raise Interrupted(str(e)) from None
 
     async def close(self) -> None:
         await asyncio.gather(*(r.close() for r in self.runners.values()),

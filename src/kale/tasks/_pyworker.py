@@ -1,8 +1,21 @@
 """A Python task worker process: receives jobs over a socket, runs one at a time.
 
-Started by :class:`kale.tasks.python.PythonRunner` as ``python -m kale.tasks._pyworker FD``.
-A job is its workflow folder, NUL and the pickled job (the folder goes on ``sys.path``
-before the job is unpickled: upstream results may be of classes in modules there).
+Started by :class:`kale.tasks.python.PythonRunner` as ``python -m kale.tasks._pyworker FD
+CONTROL_FD``. A job is its number (8 bytes), its workflow folder, NUL and the pickled job
+(the folder goes on ``sys.path`` before the job is unpickled: upstream results may be of
+classes in modules there); each answer starts with the number of its job.
+
+Jobs may arrive while one runs (the runner queues the next one ahead, so the process
+starts it without waiting for the runner to hear of the last): they wait in the socket,
+in order. Until this process takes one off the socket, the runner may take it back
+(``revoke``, sent on the control socket and served by a thread of its own, answered on
+the job socket, in order with the answers: taken back, it will not run here; or not, it
+has started). A job is started, or taken back, never both (:class:`_Link`).
+
+The process asks the scheduler to treat it as batch work (``SCHED_BATCH``): the same
+share of the CPU as before, but a worker woken by its next job does not preempt the
+process that sent it (on a machine with few cores, the engine was paused on every hand
+over). Its tasks and what they start inherit it.
 For each job it enters the task's directory, points fds 1 and 2 at the task's logs,
 sets the task's environment, calls the function and sends back its return value, with the
 manifest of the user code it has loaded (:mod:`kale.tasks.usercode`) and whether the task
@@ -15,7 +28,8 @@ cluster's shared filesystem, more) two files per task were most of a short task'
 
 A warm process must never run a task with code older than what is on disk: before each job
 it checks the user modules it has loaded, and if any file changed it answers ``stale``
-without running anything and exits; the runner starts a fresh process for the job.
+without running anything, to that job and every later one; the runner starts a fresh
+process for them and stops this one.
 """
 
 from __future__ import annotations
@@ -111,9 +125,9 @@ def _enter(workdir: str, records: str | None) -> None:
 
 
 def _job(msg: bytes) -> dict[str, Any]:
-    """A job as the runner sends it: its workflow folder, NUL, the pickled job. The folder
-    goes on ``sys.path`` first, as the job's upstream results and inputs may be of
-    classes in modules there that this process has not imported yet."""
+    """A job as the runner sends it (without its number): its workflow folder, NUL, the
+    pickled job. The folder goes on ``sys.path`` first, as the job's upstream results
+    and inputs may be of classes in modules there that this process has not imported."""
     folder, _, blob = msg.partition(b"\0")
     base_dir = folder.decode()
     if base_dir not in sys.path:
@@ -306,6 +320,66 @@ def _die_with_parent() -> None:
         pass
 
 
+class _Link:
+    """The job socket's sending end, shared by the main thread (answers) and the control
+    thread (answers to ``revoke``), and which jobs have started and which the runner took
+    back. Job numbers grow and jobs start in order, so a job has started once the last
+    one started has a number as high.
+
+    Promises: a job is either started (:meth:`start` true) or revoked (:meth:`revoke`
+    true), never both, whichever asks first; the runner reads "taken back" before any
+    answer of a job that started after it (it is sent under the lock that decides), so
+    its one stream says in order what became of every job.
+
+    Threads: :meth:`start` and :meth:`send` from the main thread, :meth:`revoke` from the
+    control thread."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._last = 0  # the number of the last job started
+        self._revoked: set[int] = set()
+
+    def start(self, seq: int) -> bool:
+        """Whether job ``seq`` may run now (False: the runner took it back)."""
+        with self._lock:
+            if seq in self._revoked:
+                self._revoked.discard(seq)
+                return False
+            self._last = seq
+            return True
+
+    def send(self, data: bytes) -> None:
+        with self._lock:
+            self._conn.send_bytes(data)
+
+    def revoke(self, seq: int) -> None:
+        """Take job ``seq`` back unless it has started (or ended), and say which: its
+        number and ``1`` (taken back: it will not run here) or ``0``."""
+        with self._lock:
+            taken = seq > self._last
+            if taken:
+                self._revoked.add(seq)
+            self._conn.send_bytes(seq.to_bytes(8, "big") + (b"\1" if taken else b"\0"))
+
+
+def _control(conn: Connection, link: _Link) -> None:
+    """The control thread: serves the runner's ``revoke`` requests (8 bytes: the job's
+    number), answered on the job socket."""
+    while True:
+        try:
+            seq = int.from_bytes(conn.recv_bytes(), "big")
+            link.revoke(seq)
+        except (EOFError, OSError):
+            return
+
+
+def _batch() -> None:
+    """Linux: run as batch work (see the module's text); elsewhere nothing."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 _BASELINE: dict[bytes, bytes] = {}
 _BASELINE_STR: dict[str, str] = {}
 _NULL = -1
@@ -314,6 +388,7 @@ _NULL = -1
 def main() -> None:
     global _BASELINE, _BASELINE_STR, _NULL
     _die_with_parent()
+    _batch()
     usercode.guard_bytecode()
     # Started with -P (its working directory may be a shared one, such as /tmp, where
     # another user could leave a module named like one this process imports): the
@@ -324,23 +399,33 @@ def main() -> None:
     _BASELINE_STR = dict(os.environ)
     _NULL = os.open(os.devnull, os.O_WRONLY)
     conn = Connection(int(sys.argv[1]))
+    link = _Link(conn)
+    threading.Thread(target=_control, args=(Connection(int(sys.argv[2])), link),
+                     name="kale-control", daemon=True).start()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    changed: list[str] = []
     while True:
         try:
             msg = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        changed = usercode.stale(usercode.loaded())
-        if changed:  # code this process loaded was edited: a fresh process runs the job
-            conn.send_bytes(pickle.dumps(("stale", changed)))
-            return
+        number, body = msg[:8], msg[8:]
+        if not link.start(int.from_bytes(number, "big")):
+            continue  # taken back: it runs elsewhere (the runner was told so)
+        changed = changed or usercode.stale(usercode.loaded())
+        if changed:
+            # Code this process loaded was edited: it runs nothing more (a fresh process
+            # runs the job), and says so to every job still sent to it until the runner
+            # closes its socket.
+            link.send(number + pickle.dumps(("stale", changed)))
+            continue
         try:
-            reply = run_job(_job(msg))
-            conn.send_bytes(pickle.dumps(reply))
+            reply = run_job(_job(body))
+            link.send(number + pickle.dumps(reply))
         except Exception as e:  # an unpicklable result, say
-            conn.send_bytes(pickle.dumps(("err", type(e).__name__, str(e),
-                                          traceback.format_exc())))
+            link.send(number + pickle.dumps(("err", type(e).__name__, str(e),
+                                             traceback.format_exc())))
         _logs().prepare()  # while the runner takes the answer and picks the next job
 
 

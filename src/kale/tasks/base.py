@@ -20,6 +20,11 @@ from kale.tasks import groups
 RECORDS_FILE = ".kale-records.pkl"
 
 
+class Requeue(Exception):
+    """Raised by :meth:`TaskRunner.run` for an attempt that never started and that the
+    runner cannot place now: its executor has the engine requeue it (no retry counted)."""
+
+
 @dataclass
 class TaskContext:
     """One attempt of a task, prepared by the engine for its runner: where it runs, its log
@@ -125,6 +130,14 @@ class TaskRunner(abc.ABC):
 
     def __init__(self, slots: int = 1) -> None:
         self.slots = slots
+        #: its caller may send it tasks beyond its free slots, up to :meth:`room`, and
+        #: handles :class:`Requeue` (set by the local executor)
+        self.ahead = False
+
+    def room(self) -> int:
+        """How many tasks it could take now beyond its free slots, queued where they will
+        run (0: it runs each task it is given at once, or not at all)."""
+        return 0
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Warm up (start worker processes, kernels). Called once before the first task."""
