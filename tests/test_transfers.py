@@ -312,9 +312,11 @@ def test_a_host_that_never_answers_ends_in_ssh_connect_timeout(tmp_path: Path) -
     assert "timed out" in str(e.value)
 
 
-def test_a_refused_login_is_not_transient(tmp_path: Path) -> None:
-    """ssh cannot log in without a person (BatchMode): the user must act."""
-    stranger = Endpoint("nobody@127.0.0.1", "d", ("-p", "2222", "-o",
+def test_a_refused_login_is_not_transient(ssh_host: str, tmp_path: Path) -> None:
+    """ssh cannot log in without a person (BatchMode): the user must act. (The test's
+    SSH server, scripts/services/sshd.sh, listens on $KALE_SSHD_PORT, 2222.)"""
+    port = os.environ.get("KALE_SSHD_PORT", "2222")
+    stranger = Endpoint("nobody@127.0.0.1", "d", ("-p", port, "-o",
                         "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no",
                         "-o", "IdentitiesOnly=yes", "-o", "IdentityFile=/dev/null"))
     with pytest.raises(TransferError) as e:
