@@ -474,15 +474,18 @@ class Planner:
         ready, state, active = self.ready, self.state, self.active
         most = len(ready) if limit is None else limit
         room = slots + extra if may_queue is not None else slots
+        every: bool | None = None  # whether every active task may queue (asked once)
         while ready and len(active) < room and len(starts) < most:
             name = ready[0]
             if state[name] is not S.READY:
                 ready.popleft()
                 continue
-            if len(active) >= slots and not (
-                    may_queue is not None and may_queue(name)
-                    and all(may_queue(a) for a in active)):
-                break
+            if len(active) >= slots:
+                assert may_queue is not None
+                if every is None:  # (from here on only tasks that may queue are added)
+                    every = all(may_queue(a) for a in active)
+                if not (every and may_queue(name)):
+                    break
             ready.popleft()
             attempt = self.attempts.get(name, 0) + 1
             self.attempts[name] = attempt
