@@ -757,3 +757,23 @@ def test_only_a_grown_file_that_is_no_code_or_configuration_is_taken_for_an_outp
     (tmp_path / "tool").write_bytes(b"#!/bin/sh\necho hi\n")
     assert grown_output(str(tmp_path / "tool"), was, len(b"#!/bin/sh\n")) is False
     assert got == {name: want for name, (_, _, want) in cases.items()}
+
+
+def test_an_output_whose_time_is_a_clock_tick_before_its_task_ended_is_read_again(
+        tmp_path: Path) -> None:
+    """File times come from the kernel's coarse clock, up to a tick behind the engine's
+    ``time.time()``: a task below that edits an output moments after its task ended may
+    leave a time just *before* that end. Such a file must be read again (compared by its
+    content), never taken as untouched. (The times are set by hand: no race to win.)"""
+    import os
+    import time
+
+    from kale.store import results
+
+    out = tmp_path / "out.txt"
+    out.write_text("made\n")
+    ended = time.time() + 100  # the file's ctime (now) is well before this "end"
+    os.utime(out, (ended - 0.004, ended - 0.004))  # edited: a 4 ms tick behind
+    assert results._changed_since([str(out)], ended)
+    os.utime(out, (ended - 50, ended - 50))  # written by the task itself, long before
+    assert not results._changed_since([str(out)], ended)

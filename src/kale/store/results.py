@@ -116,12 +116,19 @@ def available(rec: TaskRecord, task: Task | None = None) -> bool:
     return True
 
 
+#: file times come from the kernel's coarse clock, up to a tick (1-10 ms) behind
+#: ``time.time()``: an edit made just after a task ended may carry an earlier time than
+#: its end. Files with times this close to the end count as changed (read again).
+CLOCK_SLACK = 0.05
+
+
 def _changed_since(paths: Iterable[str], ended: float | None) -> bool:
     """Whether a file of ``paths`` (joined by commas; a directory: any file in it) was
     changed (or its metadata: ``ctime``, which a copy that keeps times still sets) after
-    ``ended`` (unknown: yes)."""
+    ``ended`` (unknown: yes), or so close to it that the file's clock cannot tell."""
     if ended is None:
         return True
+    ended -= CLOCK_SLACK
     for joined in paths:
         for path in joined.split(","):
             p = Path(path)
