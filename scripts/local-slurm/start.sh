@@ -295,8 +295,10 @@ if [ "$RESTD" = 1 ]; then
     log "starting slurmrestd on 127.0.0.1:$REST_PORT (rest_auth/jwt)"
     # SLURM_JWT=daemon: slurmrestd forwards each client's JWT to slurmctld/slurmdbd.
     # (It then cannot also serve rest_auth/local: those requests fail "unable to load".)
-    SLURM_JWT=daemon setsid /usr/sbin/slurmrestd -u "$REST_USER" -a rest_auth/jwt \
-      "127.0.0.1:$REST_PORT" </dev/null >"$L/slurmrestd.log" 2>&1 &
+    # (started in its own folder: from a checkout that is later removed, it fails every
+    # job submission with "getcwd failed")
+    (cd "$D" && SLURM_JWT=daemon exec setsid /usr/sbin/slurmrestd -u "$REST_USER" \
+      -a rest_auth/jwt "127.0.0.1:$REST_PORT" </dev/null >"$L/slurmrestd.log" 2>&1) &
     echo $! >"$R/slurmrestd.pid"
   fi
   wait_for "$TMO" slurmrestd curl -s -o /dev/null "http://127.0.0.1:$REST_PORT/"
