@@ -118,8 +118,7 @@ class _Worker:
 
     def queued(self, seq: int) -> bool:
         """Whether job ``seq`` waits behind another (sent, not started as far as known)."""
-        jobs = self.jobs
-        return bool(jobs) and jobs[0][0] != seq and any(n == seq for n, _ in jobs)
+        return bool(self.jobs) and self.jobs[0][0] != seq and self.holds(seq)
 
     def holds(self, seq: int) -> bool:
         """Whether job ``seq`` is sent and not answered (running, or queued)."""
@@ -243,7 +242,7 @@ class PythonRunner(TaskRunner):
             if not (w.stale or w.gone):
                 queued = len(w.jobs) - 1
                 if queued >= 0:
-                    n += max(queued, 0) + (queued < depth and w.since > young)
+                    n += queued + (queued < depth and w.since > young)
         return n
 
     def _acquire(self, base_dir: str, queue: bool = True) -> _Worker:
@@ -333,14 +332,15 @@ class PythonRunner(TaskRunner):
         data = base_dir.encode() + b"\0" + dumps(job)
         # (a job queued in a busy worker waits in its socket: one too big for the
         # socket's buffer would block this loop until the worker reads it)
-        new_process, queue = False, len(data) <= self.QUEUED_BYTES
+        small = len(data) <= self.QUEUED_BYTES
+        new_process, queue = False, small
         stale = 0
         while True:
             if self.ahead and not (queue or new_process or self._idle) \
                     and len(self._all) >= self.slots:  # it was taken beyond the slots
-                raise Requeue("it waited behind a long task in a busy worker" if
-                              len(data) <= self.QUEUED_BYTES else "no worker was free (its "
-                              "inputs are too big to wait in a busy one)")
+                raise Requeue("it waited behind a long task in a busy worker" if small else
+                              "no worker was free (its inputs are too big to wait in a "
+                              "busy one)")
             # after a worker found its code changed, a new one: the others of the folder,
             # kept or idle, imported the same code, and may be as stale
             w = self._fresh() if new_process else self._acquire(base_dir, queue)
