@@ -79,6 +79,14 @@ def _runner(slots: int, rescue: float | None = None) -> PythonRunner:
     return runner
 
 
+async def _started(runner: PythonRunner, folder: Path, func: str, name: str
+                   ) -> asyncio.Task[Outcome]:
+    """Start ``steps:func`` (``hold`` or ``die``) and return once it runs."""
+    task = asyncio.ensure_future(runner.run(_ctx(folder, func, name)))
+    await _until(lambda: (folder / f"started-{name}").exists(), f"{name} to start")
+    return task
+
+
 async def _queued_behind(runner: PythonRunner, run: Awaitable[Outcome]) -> asyncio.Task[Outcome]:
     """Start ``run`` and return once its job waits in a worker behind another."""
     task = asyncio.ensure_future(run)
@@ -96,8 +104,7 @@ def test_a_task_stuck_behind_a_long_one_with_no_free_worker_goes_back_to_the_eng
 
     async def main() -> None:
         runner = _runner(slots=1)
-        long = asyncio.ensure_future(runner.run(_ctx(tmp_path, "hold", "long")))
-        await _until(lambda: (tmp_path / "started-long").exists(), "the long task to start")
+        long = await _started(runner, tmp_path, "hold", "long")
         with pytest.raises(Requeue):  # nothing else was free: the engine requeues it
             await runner.run(_ctx(tmp_path, "mark", "short"))
         assert not (tmp_path / "ran-short").exists()
@@ -120,8 +127,7 @@ def test_a_task_with_big_inputs_never_waits_in_a_busy_worker(tmp_path: Path) -> 
 
     async def main() -> None:
         runner = _runner(slots=1, rescue=3600)
-        long = asyncio.ensure_future(runner.run(_ctx(tmp_path, "hold", "long")))
-        await _until(lambda: (tmp_path / "started-long").exists(), "the long task to start")
+        long = await _started(runner, tmp_path, "hold", "long")
         pad = "x" * (4 * runner.QUEUED_BYTES)
         with pytest.raises(Requeue, match="too big"):
             await runner.run(_ctx(tmp_path, "big", "big", pad=pad))
@@ -141,8 +147,7 @@ def test_cancelling_a_queued_task_leaves_the_task_before_it_running(tmp_path: Pa
 
     async def main() -> None:
         runner = _runner(slots=1, rescue=3600)
-        long = asyncio.ensure_future(runner.run(_ctx(tmp_path, "hold", "long")))
-        await _until(lambda: (tmp_path / "started-long").exists(), "the long task to start")
+        long = await _started(runner, tmp_path, "hold", "long")
         queued = await _queued_behind(runner, runner.run(
             _ctx(tmp_path, "mark", "short")))
         queued.cancel()
@@ -165,8 +170,7 @@ def test_a_task_queued_behind_one_whose_process_dies_runs_on_a_new_one(
 
     async def main() -> None:
         runner = _runner(slots=1, rescue=3600)
-        dying = asyncio.ensure_future(runner.run(_ctx(tmp_path, "die", "dying")))
-        await _until(lambda: (tmp_path / "started-dying").exists(), "the task to start")
+        dying = await _started(runner, tmp_path, "die", "dying")
         queued = await _queued_behind(runner, runner.run(
             _ctx(tmp_path, "mark", "short")))
         _go(tmp_path, "dying")
@@ -187,8 +191,7 @@ def test_a_task_queued_behind_one_runs_the_code_edited_while_that_one_ran(
 
     async def main() -> None:
         runner = _runner(slots=1, rescue=3600)
-        long = asyncio.ensure_future(runner.run(_ctx(tmp_path, "hold", "long")))
-        await _until(lambda: (tmp_path / "started-long").exists(), "the long task to start")
+        long = await _started(runner, tmp_path, "hold", "long")
         queued = await _queued_behind(runner, runner.run(_ctx(tmp_path, "value", "value")))
         steps = tmp_path / "steps.py"
         steps.write_text(steps.read_text().replace('return "before"', 'return "after"'))
@@ -203,16 +206,16 @@ def test_a_task_queued_behind_one_runs_the_code_edited_while_that_one_ran(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_BATCH is Linux's")
 def test_python_tasks_run_as_batch_work(home: Path, tmp_path: Path) -> None:
-    def policy() -> bool:
+    def policy() -> int:
         import os
 
-        return os.sched_getscheduler(0) == os.SCHED_BATCH
+        return os.sched_getscheduler(0)
 
     wf = Workflow("batch", base_dir=tmp_path)
     wf.python(policy, name="policy")
     run = wf.run(jobs=1).wait()
     assert run.state is RunState.SUCCEEDED, [t.error for t in run.tasks]
-    assert run.result("policy") is True
+    assert run.result("policy") == os.SCHED_BATCH
 
 
 def test_a_long_task_never_holds_up_the_short_ones_queued_behind_it(
