@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
+import json
 import logging
 import os
 import queue
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from kale.engine import dynamic
-from kale.engine.keys import cache_key, upstream_id
+from kale.engine.keys import cache_key, seen_params, upstream_id
 from kale.engine.planner import (
     Adopt,
     AttemptEnd,
@@ -265,6 +267,13 @@ class Engine:
         tasks = self.tasks  # not ``self``: the engine would hold itself (see _let_go)
         self._workdirs = _Workdirs(self.run_dir, lambda n: executor.makes_workdir(tasks[n]))
         self._position = 0  # the next row's place in the run (a member's)
+
+    _seen = ""  # the parameters' text in a Python task's key, once known (see _key)
+
+    @functools.cached_property
+    def _texts(self) -> tuple[str, str]:
+        """The run's directory and its logs folder, as text (see :meth:`_context`)."""
+        return str(self.run_dir), str(self._logs)
 
     @property
     def cancelled(self) -> bool:
@@ -648,8 +657,13 @@ class Engine:
         member = self._member_keys.get(name)
         if member is not None:
             return member
-        return cache_key(self.tasks[name], self.def_hash[name], self.upstream[name],
-                         self.hashes, self.params)
+        task = self.tasks[name]
+        seen = None
+        if task.kind == "python":  # every one sees all the parameters: their text once
+            seen = self._seen or seen_params(task, self.params)
+            self._seen = seen
+        return cache_key(task, self.def_hash[name], self.upstream[name], self.hashes,
+                         self.params, seen=seen)
 
     # -- maps and conditions -------------------------------------------------------------
     def _dynamic(self, name: str, task: Task) -> list[Step] | None:
@@ -952,7 +966,7 @@ class Engine:
         now = time.time() if move.new is S.RUNNING else None  # else once a worker has it
         self.changes.append(Change(self.run_id, name, move.new, move.reason, {
             "attempts": attempt, "started_at": now, "ended_at": None,
-            "stdout": str(ctx.stdout_path), "stderr": str(ctx.stderr_path),
+            "stdout": ctx.text("stdout_path"), "stderr": ctx.text("stderr_path"),
             "cache_key": self._inputs.get(name, ({}, ""))[1], "exit_code": None,
             "error": None, "traceback": None},
             {"new": True, "number": attempt, "state": move.new.value, "started_at": now}))
@@ -961,13 +975,13 @@ class Engine:
 
     def _context(self, name: str, attempt: int, create: bool = False) -> TaskContext:
         task = self.tasks[name]
-        workdir = self.run_dir / name
-        logs = self._logs  # Paths made from a parent and one name: no whole-path parse
-        stdout, stderr = logs / f"{name}.{attempt}.out", logs / f"{name}.{attempt}.err"
+        # As text: a context's paths become Paths only where they are used as such.
+        run_dir, logs = self._texts
+        workdir = f"{run_dir}/{name}"
+        stdout, stderr = f"{logs}/{name}.{attempt}.out", f"{logs}/{name}.{attempt}.err"
         inputs = self._inputs[name][0] if name in self._inputs else {}
         env = {"KALE_RUN_ID": self.run_id, "KALE_TASK": name, "KALE_ATTEMPT": str(attempt),
-               "KALE_RUN_DIR": str(self.run_dir), RECORD_ENV: f"{workdir}/{RECORDS_FILE}",
-               **task.env}
+               "KALE_RUN_DIR": run_dir, RECORD_ENV: f"{workdir}/{RECORDS_FILE}", **task.env}
         ctx = TaskContext(
             run_id=self.run_id, task=task, attempt=attempt, workdir=workdir,
             stdout_path=stdout, stderr_path=stderr,
@@ -1242,12 +1256,11 @@ def _merge_code(into: dict[str, str], code: Mapping[str, str]) -> None:
 
 
 def _unjson(text: str | None) -> Any:
-    import json
-
     return json.loads(text) if text else {}
 
 
 def _json(value: Any) -> str | None:
-    import json
+    return _ENCODE(value) if value else None
 
-    return json.dumps(value, default=str) if value else None
+
+_ENCODE = json.JSONEncoder(default=str).encode  # (json.dumps(default=) makes one per call)

@@ -26,7 +26,7 @@ def encode(value: Any, workdir: Path, files: Mapping[str, str] | None = None
     The hash covers their *content*, not where they are: the same files made again in
     another run's directory are the same result."""
     if value is None:
-        return {"result_json": None, "result_path": None, "result_hash": _hash(b"null")}
+        return {"result_json": None, "result_path": None, "result_hash": NULL_HASH}
     text = as_json(value)
     if text is not None:
         return {"result_json": text, "result_path": None,
@@ -163,6 +163,10 @@ def content_hash(paths: str) -> str:
 
 def _hash(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()[:32]
+
+
+#: the hash of a result of None (most tasks'), made once
+NULL_HASH = _hash(b"null")
 
 
 def _same_types(a: Any, b: Any) -> bool:

@@ -25,6 +25,26 @@ class Requeue(Exception):
     runner cannot place now: its executor has the engine requeue it (no retry counted)."""
 
 
+class _Path:
+    """A path field that takes a ``str`` or a ``Path`` and gives a ``Path``, made from the
+    text the first time it is read: the engine prepares thousands of contexts a second,
+    and most of their paths are only ever needed as text (:meth:`TaskContext.text`)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Path:
+        if obj is None:  # (the class's field: no default)
+            raise AttributeError(self._name)
+        value = obj.__dict__[self._name]
+        if value.__class__ is str:
+            value = obj.__dict__[self._name] = Path(value)
+        return value  # type: ignore[no-any-return]
+
+    def __set__(self, obj: object, value: str | Path) -> None:
+        obj.__dict__[self._name] = value
+
+
 @dataclass
 class TaskContext:
     """One attempt of a task, prepared by the engine for its runner: where it runs, its log
@@ -36,11 +56,12 @@ class TaskContext:
     run_id: str
     task: Task
     attempt: int
-    workdir: Path          # the task's own directory, its cwd
-    stdout_path: Path
-    stderr_path: Path
     base_dir: Path         # the workflow's folder: relative notebook/module paths resolve here
     inputs: dict[str, Any]  # the task's parameters with references resolved
+    # Required (the descriptor gives the class no default), each a str or a Path.
+    workdir: _Path = _Path()      # the task's own directory, its cwd
+    stdout_path: _Path = _Path()
+    stderr_path: _Path = _Path()
     upstream: dict[str, Any] = field(default_factory=dict)  # results of upstream tasks, by name
     params: dict[str, Any] = field(default_factory=dict)    # workflow parameters
     env: dict[str, str] = field(default_factory=dict)       # task.env plus KALE_* variables
@@ -64,13 +85,20 @@ class TaskContext:
     def records_path(self) -> Path:
         return self.workdir / RECORDS_FILE
 
+    def text(self, name: str) -> str:
+        """The path field ``name`` (``workdir``, ``stdout_path``, ``stderr_path``) as text,
+        without making a ``Path`` of it."""
+        value = self.__dict__[name]
+        return value if value.__class__ is str else str(value)
+
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickled with its paths as strings: a context travels to a worker for every
         attempt, and a ``Path`` pickles as its parts (one string each, rebuilt by a parse
         on arrival): 13-16 -> 9-11 us to encode for the worker link, 34 -> 22 us to decode
         (a no-op task's whole engine costs ~300 us of CPU)."""
-        return (_context, (self.run_id, self.task, self.attempt, str(self.workdir),
-                           str(self.stdout_path), str(self.stderr_path), str(self.base_dir),
+        text = self.text
+        return (_context, (self.run_id, self.task, self.attempt, text("workdir"),
+                           text("stdout_path"), text("stderr_path"), str(self.base_dir),
                            self.inputs, self.upstream, self.params, self.env, self.pids,
                            self.on_kernel, self.on_waiting, self.decide))
 
@@ -79,16 +107,16 @@ class TaskContext:
         another attempt: whatever an earlier attempt whose worker died left running there
         on this host is killed first (:func:`kale.tasks.groups.stop_earlier`: two attempts
         never run in one directory at once), and its records are cleared."""
-        groups.prepare_workdir(str(self.workdir), str(self.records_path))
+        workdir = self.text("workdir")
+        groups.prepare_workdir(workdir, f"{workdir}/{RECORDS_FILE}")
 
 
 def _context(run_id: str, task: Task, attempt: int, workdir: str, stdout: str, stderr: str,
              base_dir: str, *rest: Any) -> TaskContext:
     """A :class:`TaskContext` from what its ``__reduce__`` gave (paths as strings)."""
     inputs, upstream, params, env, pids, on_kernel, on_waiting, decide = rest
-    return TaskContext(run_id, task, attempt, Path(workdir), Path(stdout), Path(stderr),
-                       Path(base_dir), inputs, upstream, params, env, pids, on_kernel,
-                       on_waiting, decide)
+    return TaskContext(run_id, task, attempt, Path(base_dir), inputs, workdir, stdout,
+                       stderr, upstream, params, env, pids, on_kernel, on_waiting, decide)
 
 
 @dataclass

@@ -172,7 +172,7 @@ class _Worker:
 def _env(ctx: TaskContext) -> dict[str, str]:
     """The task's environment, with Kale's ``kale`` first on its PATH (as for shell tasks:
     ``subprocess.run(["kale", "record", ...])`` works)."""
-    path = task_path(os.path.dirname(str(ctx.workdir)),  # a str: no Path made per task
+    path = task_path(os.path.dirname(ctx.text("workdir")),  # a str: no Path made per task
                      ctx.env.get("PATH") or os.environ.get("PATH"))
     return ctx.env if path is None else {**ctx.env, "PATH": path}
 
@@ -322,8 +322,8 @@ class PythonRunner(TaskRunner):
     async def run(self, ctx: TaskContext) -> Outcome:
         job = {
             "func": self._func(ctx.task.target), "inputs": ctx.inputs,
-            "upstream": ctx.upstream, "params": ctx.params, "workdir": str(ctx.workdir),
-            "stdout": str(ctx.stdout_path), "stderr": str(ctx.stderr_path),
+            "upstream": ctx.upstream, "params": ctx.params, "workdir": ctx.text("workdir"),
+            "stdout": ctx.text("stdout_path"), "stderr": ctx.text("stderr_path"),
             "env": _env(ctx), "base_dir": str(ctx.base_dir),
         }
         base_dir = job["base_dir"]
