@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="the earlier commit (a git ref)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small sizes, one round")
+    parser.add_argument("--only", action="append", default=[], metavar="WORD",
+                        help="only the scenarios whose name has WORD (repeatable)")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     base = Path(tempfile.mkdtemp(prefix="kale-ab-base-"))
@@ -73,7 +75,8 @@ def main() -> None:
                     args.base], check=True)
     try:
         trees = {"old": base, "new": ROOT}
-        rows = scenarios(args.quick)
+        rows = [row for row in scenarios(args.quick)
+                if not args.only or any(w in row[0] for w in args.only)]
         # The two manager rows come from one run: run each command once per tree and round.
         commands = {tuple(argv) for _, argv, _, _ in rows}
         seen: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}

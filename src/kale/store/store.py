@@ -17,7 +17,6 @@ import contextlib
 import functools
 import json
 import os
-import re
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ from kale.model.states import RunState, TaskState, is_legal
 from kale.procfs import process_identity
 from kale.store import schema
 from kale.store import tables as T
+from kale.store.writer import Writer, nul_free
 
 
 @dataclass
@@ -206,15 +206,15 @@ class Store:
             schema.migrate(c)  # create, or upgrade an older store; KaleError if newer
         # Current task states of the runs this process writes, for transition checks.
         self._states: dict[tuple[str, str], TaskState] = {}
-        self._w: _Writer | None = None
+        self._w: Writer | None = None
         self._write_lock = threading.Lock()
 
     @contextlib.contextmanager
-    def _writer(self) -> Iterator[_Writer]:
+    def _writer(self) -> Iterator[Writer]:
         """The one write connection of this store, inside a transaction."""
         with self._write_lock:
             if self._w is None:
-                self._w = _Writer(self.engine, nul_free=self._nul_free)
+                self._w = Writer(self.engine, nul_free=self._nul_free)
             try:
                 yield self._w
             except BaseException:
@@ -245,13 +245,12 @@ class Store:
                 "created_at": now, "spec": json.dumps(spec), "base_dir": base_dir,
                 "run_dir": run_dir, "params": json.dumps(params, default=repr),
                 "options": json.dumps(options), "submitted_by": submitted_by, **_owner()}])
-            if tasks:
-                w.executemany(_NEW_TASK_SQL, [
-                    {"run_id": run_id, "name": n, "kind": k, "def_hash": h, "position": i,
-                     "spec": None} for i, (n, k, h) in enumerate(tasks)])
-            w.executemany(_EVENT_SQL, [{"run_id": run_id, "task": None, "ts": now,
-                                        "old": None, "new": RunState.RUNNING.value,
-                                        "reason": "created"}])
+            w.insert("tasks", _NEW_TASK, [
+                {"run_id": run_id, "name": n, "kind": k, "state": "PENDING", "attempts": 0,
+                 "def_hash": h, "position": i} for i, (n, k, h) in enumerate(tasks)])
+            w.insert("events", _EVENT, [{"run_id": run_id, "task": None, "ts": now,
+                                         "old": None, "new": RunState.RUNNING.value,
+                                         "reason": "created"}])
         for n, _, _ in tasks:
             self._states[(run_id, n)] = TaskState.PENDING
 
@@ -279,7 +278,7 @@ class Store:
         now = time.time()
         with self.engine.begin() as c:
             if self._nul_free:
-                message = _nul_free(message)
+                message = nul_free(message)
             c.execute(T.runs.update().where(T.runs.c.id == run_id).values(
                 state=state.value, ended_at=now, owner_pid=None, message=message or None))
             c.execute(T.events.insert().values(run_id=run_id, task=None, ts=now, old=None,
@@ -487,6 +486,7 @@ class Store:
                     raise IllegalTransition(ch.run_id, ch.task, "(exists)", ch.new.value)
                 batch.new_tasks.append({
                     "run_id": ch.run_id, "name": ch.task, "kind": ch.added["kind"],
+                    "state": "PENDING", "attempts": 0,
                     "def_hash": ch.added.get("def_hash"), "position": ch.added["position"],
                     "spec": json.dumps(ch.added.get("spec"), default=str)})
                 batch.events.append({"run_id": ch.run_id, "task": ch.task, "ts": now,
@@ -519,22 +519,11 @@ class Store:
         if not any(b.events for b in batches):
             return
         with self._writer() as w:
-            added = [t for b in batches for t in b.new_tasks]
-            if added:
-                w.executemany(_NEW_TASK_SQL, added)
+            w.insert("tasks", _NEW_TASK, [t for b in batches for t in b.new_tasks])
             _update_tasks(w, [row for b in batches for row in b.tasks])
-            w.executemany(_EVENT_SQL, [e for b in batches for e in b.events])
-            new = [a for b in batches for a in b.new_attempts]
-            if new:
-                w.executemany(_ATTEMPT_SQL, new)
-            groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-            for a in (a for b in batches for a in b.attempt_updates):
-                cols = tuple(k for k in a if k not in ("run_id", "task", "number"))
-                groups.setdefault(cols, []).append(a)
-            for cols, rows in groups.items():
-                w.executemany(
-                    f"UPDATE attempts SET {', '.join(f'{k} = :{k}' for k in cols)} "
-                    "WHERE run_id = :run_id AND task = :task AND number = :number", rows)
+            w.insert("events", _EVENT, [e for b in batches for e in b.events])
+            _write_attempts(w, [a for b in batches for a in b.new_attempts],
+                            [a for b in batches for a in b.attempt_updates])
 
     # -- cache ---------------------------------------------------------------------------
     def cached(self, workflow: str, users: Sequence[str | None] | None = None,
@@ -578,18 +567,12 @@ class Store:
     PER_KEY = 4
 
 
-_NEW_TASK_SQL = ("INSERT INTO tasks (run_id, name, kind, state, attempts, def_hash, position, "
-                 "spec) VALUES (:run_id, :name, :kind, 'PENDING', 0, :def_hash, :position, "
-                 ":spec)")
+_NEW_TASK = ("run_id", "name", "kind", "state", "attempts", "def_hash", "position", "spec")
 _RUN_SQL = ("INSERT INTO runs (id, workflow, state, created_at, spec, base_dir, run_dir, "
             "params, options, submitted_by, owner_pid, owner_host, owner_start) VALUES (:id, "
             ":workflow, :state, :created_at, :spec, :base_dir, :run_dir, :params, :options, "
             ":submitted_by, :owner_pid, :owner_host, :owner_start)")
-_EVENT_SQL = ("INSERT INTO events (run_id, task, ts, old, new, reason) "
-              "VALUES (:run_id, :task, :ts, :old, :new, :reason)")
-_ATTEMPT_SQL = ("INSERT INTO attempts (run_id, task, number, state, started_at, worker) "
-                "VALUES (:run_id, :task, :number, :state, :started_at, :worker)")
-_PLACEHOLDER = re.compile(r":([A-Za-z_]\w*)")
+_EVENT = ("run_id", "task", "ts", "old", "new", "reason")
 _SCHEMA_LOCK = 0x6B616C65  # "kale": the advisory lock held while creating the schema
 
 
@@ -603,56 +586,13 @@ def _users_clause(users: Sequence[str | None] | None) -> Any:
     return cond
 
 
-def _nul_free(value: Any) -> Any:
-    """PostgreSQL text cannot contain NUL: an error message or traceback that does keeps
-    the rest, with U+FFFD in its place."""
-    if isinstance(value, str) and "\x00" in value:
-        return value.replace("\x00", "\ufffd")
-    return value
-
-
-class _Writer:
-    """Runs named-parameter SQL on one raw DBAPI connection, in the driver's own
-    paramstyle: the hot path of the store skips SQLAlchemy's statement machinery."""
-
-    def __init__(self, engine: Engine, *, nul_free: bool = False) -> None:
-        self.raw = engine.raw_connection()
-        self.style = engine.dialect.paramstyle
-        self.nul_free = nul_free
-        self._sql: dict[str, tuple[str, list[str]]] = {}
-
-    def _convert(self, sql: str) -> tuple[str, list[str]]:
-        hit = self._sql.get(sql)
-        if hit is None:
-            names = _PLACEHOLDER.findall(sql)
-            repl = {"qmark": lambda m: "?", "format": lambda m: "%s",
-                    "pyformat": lambda m: f"%({m.group(1)})s",
-                    "named": lambda m: f":{m.group(1)}"}[self.style]
-            hit = self._sql[sql] = (_PLACEHOLDER.sub(repl, sql), names)
-        return hit
-
-    def executemany(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
-        text, names = self._convert(sql)
-        if self.nul_free:
-            rows = [{n: _nul_free(r.get(n)) for n in names} for r in rows]
-        if self.style in ("qmark", "format"):  # map: no Python frame per value
-            params: list[Any] = [tuple(map(r.get, names)) for r in rows]
-        else:
-            params = [dict(zip(names, map(r.get, names), strict=True)) for r in rows]
-        cur = self.raw.cursor()
-        try:
-            cur.executemany(text, params)
-        finally:
-            cur.close()
-
-
 @functools.lru_cache(maxsize=256)  # few shapes of change: a small memo
 def _columns(keys: tuple[str, ...]) -> tuple[str, ...]:
     """The columns a task row with ``keys`` sets, sorted (``_run``, ``_name``: not columns)."""
     return tuple(sorted(k for k in keys if not k.startswith("_")))
 
 
-def _update_tasks(w: _Writer, rows: list[dict[str, Any]]) -> None:
+def _update_tasks(w: Writer, rows: list[dict[str, Any]]) -> None:
     # Fold successive changes of one task into one row (later values win), then group rows
     # by their column set so each group is one executemany.
     merged: dict[tuple[str, str], dict[str, Any]] = {}
@@ -664,10 +604,41 @@ def _update_tasks(w: _Writer, rows: list[dict[str, Any]]) -> None:
         # rows of one kind of change have the same keys: sorted once
         groups.setdefault(_columns(tuple(r)), []).append(r)
     for cols, group in groups.items():
-        sets = ", ".join(f"{k} = :{k}" for k in cols)
-        w.executemany(f"UPDATE tasks SET {sets} WHERE run_id = :_run AND name = :_name", group)
+        w.update("tasks", cols, _TASK_KEY, group)
 
 
+def _write_attempts(w: Writer, new: list[dict[str, Any]],
+                    updates: list[dict[str, Any]]) -> None:
+    """Insert the ``new`` attempt rows and apply the ``updates``. An attempt that starts
+    and ends within one write (a short task's) is inserted as it ended: one row written,
+    not a row and then its update."""
+    made = {(a["run_id"], a["task"], a["number"]): dict(a) for a in new}
+    later: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for a in updates:  # (later values win)
+        key = (a["run_id"], a["task"], a["number"])
+        row = made.get(key)
+        if row is not None:
+            row.update(a)
+        else:
+            later[key] = {**later[key], **a} if key in later else a
+    for rows, write in ((made, _insert_attempts), (later, _update_attempts)):
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows.values():  # rows of one kind of change have the same keys
+            groups.setdefault(_columns(tuple(row)), []).append(row)
+        for cols, group in groups.items():
+            write(w, cols, group)
+
+
+def _insert_attempts(w: Writer, cols: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    w.insert("attempts", cols, rows)
+
+
+def _update_attempts(w: Writer, cols: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    w.update("attempts", [c for c in cols if c not in _ATTEMPT_KEY], _ATTEMPT_KEY, rows)
+
+
+_ATTEMPT_KEY = {"run_id": "run_id", "task": "task", "number": "number"}
+_TASK_KEY = {"run_id": "_run", "name": "_name"}
 _RUN_COLUMNS = [c for c in T.runs.c if c.name != "spec"]
 
 
