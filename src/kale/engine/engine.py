@@ -83,7 +83,7 @@ class _Done:
     outcome: Outcome
     cut: Ending | None = None
     #: the task's directory (the attempt's context has it made already)
-    workdir: Path | None = None
+    workdir: str | None = None
 
 
 Listener = Callable[[list[Change]], None]
@@ -1018,7 +1018,7 @@ class Engine:
         except Exception as e:
             outcome = Outcome(ok=False, error=f"Kale could not run the task: {e!r}",
                               traceback=traceback.format_exc())
-        self._post(self._finish, _Done(name, attempt, outcome, cut, ctx.workdir))
+        self._post(self._finish, _Done(name, attempt, outcome, cut, ctx.text("workdir")))
 
     async def _timed(self, name: str, work: Awaitable[Outcome], timeout: float,
                      queued: bool) -> Outcome:
@@ -1107,7 +1107,7 @@ class Engine:
             row["error"] = out.error
             return AttemptEnd(name, item.attempt, Ending.INTERRUPTED, out.error or "",
                               {"ended_at": now}, row)
-        workdir = item.workdir or self.run_dir / name
+        workdir = item.workdir or f"{self._texts[0]}/{name}"  # (a Path only if needed)
         if item.cut is None and out.ok:
             out = self._collect(name, out, workdir)
             adds = self._adds.pop(name, None)
@@ -1167,7 +1167,7 @@ class Engine:
         values["ended_at"] = now
         return AttemptEnd(item.name, item.attempt, ending, error, values, row)
 
-    def _collect(self, name: str, out: Outcome, workdir: Path) -> Outcome:
+    def _collect(self, name: str, out: Outcome, workdir: str) -> Outcome:
         """Check declared outputs and build the task's result. Problems with what the
         task left behind fail the task, never the engine."""
         try:
@@ -1177,13 +1177,14 @@ class Engine:
                            error=f"cannot read the task's results: {type(e).__name__}: {e}",
                            traceback=traceback.format_exc())
 
-    def _collect_checked(self, name: str, out: Outcome, workdir: Path) -> Outcome:
+    def _collect_checked(self, name: str, out: Outcome, text: str) -> Outcome:
         task = self.tasks[name]
         if out.elsewhere:  # checked where it ran (another site)
             return Outcome(ok=True, result=out.result, exit_code=out.exit_code,
                            artifacts=out.artifacts, code=out.code, details=out.details)
         found: dict[str, str] = {}
         for pattern in task.outputs:
+            workdir = Path(text)
             matches = sorted(workdir.glob(pattern)) if any(c in pattern for c in "*?[") \
                 else [workdir / pattern]
             if not matches or not all(m.exists() for m in matches):
@@ -1197,7 +1198,7 @@ class Engine:
         elif self.executor.remote:  # never unpickled here (the worker reads them)
             records = {}
         else:
-            records = read_records(workdir / RECORDS_FILE, self.wf.base_dir)
+            records = read_records(f"{text}/{RECORDS_FILE}", self.wf.base_dir)
         if ADDED in records:  # kale.add_tasks: tasks for the run, not a result
             records = dict(records)
             self._adds[name] = records.pop(ADDED)

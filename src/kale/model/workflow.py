@@ -276,8 +276,17 @@ class Task:
         d = {k: v for k, v in whole.items() if k not in _NOT_WHAT_IT_COMPUTES}
         if isinstance(d.get("python"), dict):  # where it was defined is not what it does
             d["python"] = {k: v for k, v in d["python"].items() if k != "file"}
-        h = hashlib.sha256(canonical_json(d, names=("parameters", "env"),
-                                          default=str).encode())
+        text = canonical_json(d, names=("parameters", "env"), default=str)
+        # Tasks of equal definitions (replicas: thousands in a big workflow) read their
+        # notebook or module file once per call.
+        digest: str = _memo(memo, ("definition", self.kind, text, base_dir),
+                            lambda t: self._files_hash(t, base_dir, memo), text)
+        return digest
+
+    def _files_hash(self, text: str, base_dir: Path | None, memo: Memo | None) -> str:
+        """:meth:`definition_hash` from its canonical ``text``: with the notebook file, or
+        the module file of its function."""
+        h = hashlib.sha256(text.encode())
         if self.kind == "notebook" and base_dir is not None:
             path = base_dir / str(self.target)
             if path.is_file():

@@ -18,7 +18,7 @@ from kale.store.store import TaskRecord
 RESULT_FILE = ".kale-result.pkl"
 
 
-def encode(value: Any, workdir: Path, files: Mapping[str, str] | None = None
+def encode(value: Any, workdir: str | Path, files: Mapping[str, str] | None = None
            ) -> dict[str, Any]:
     """Columns (``result_json``/``result_path``/``result_hash``) for a task's result.
 
@@ -34,7 +34,7 @@ def encode(value: Any, workdir: Path, files: Mapping[str, str] | None = None
     # A sealed value was pickled where the task ran: kept as those bytes. (Sealed items
     # inside a value pickle as "open these bytes".)
     blob = value.blob if isinstance(value, Sealed) else serial.dumps(value)
-    path = workdir / RESULT_FILE
+    path = Path(workdir, RESULT_FILE)
     path.write_bytes(blob)
     return {"result_json": None, "result_path": str(path), "result_hash": _hash(blob)}
 
