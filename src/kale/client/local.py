@@ -136,14 +136,16 @@ class EmbeddedSource:
     # -- runs ----------------------------------------------------------------------------
     def submit(self, wf: Workflow, options: RunOptions) -> str:
         # (imported here: reading runs, what `kale status` does, needs no engine)
+        from kale.engine import collect
         from kale.engine.runs import create_run, make_engine
 
         if options.rerun_of:
             options = options.but(rerun_of=self._run(options.rerun_of).id)
-        rec = create_run(self.store, self.home, wf, options)
-        # The engine works on its own copy: the notebook may go on editing `wf`.
-        engine = make_engine(self.store, rec, copy.deepcopy(wf),
-                             executor=self.executor(wf, options))
+        with collect.relaxed():  # (as while the run is driven: see kale.engine.collect)
+            rec = create_run(self.store, self.home, wf, options)
+            # The engine works on its own copy: the notebook may go on editing `wf`.
+            engine = make_engine(self.store, rec, copy.deepcopy(wf),
+                                 executor=self.executor(wf, options))
         driver = _DRIVERS[rec.id] = _Driver(engine, rec.id)
         driver.thread.start()
         return rec.id

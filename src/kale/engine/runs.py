@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kale.config import user_name
+from kale.engine import collect
 from kale.engine.engine import Engine, Listener
 from kale.errors import Problem, RunBusy, UsageError, ValidationError
 from kale.executors import Executor, default_spec, for_run, make_executor
@@ -116,4 +117,5 @@ def drive(engine: Engine, *, handle_signals: bool = False) -> RunState:
                 loop.add_signal_handler(sig, engine.cancel, why)
         return await engine.run()
 
-    return asyncio.run(main())
+    with collect.relaxed():  # (a run's allocations would set off full collections)
+        return asyncio.run(main())
