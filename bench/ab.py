@@ -6,7 +6,8 @@ on it and on this tree, ``--rounds`` times, so both see the same machine load. P
 scenario: the medians, and new/old (below 1 is faster for times; the manager's throughput
 is in tasks per second, so above 1 is faster there).
 
-Scenarios: embedded no-op Python tasks (``_peer_kale.py python``), a 500-task chain and
+Scenarios: embedded no-op Python tasks (``_peer_kale.py python``; homes on tmpfs, and on
+the disk as `bench/run.py` measures them), a 500-task chain and
 500 shell tasks, and the manager's no-op throughput with 20 status pollers
 (``_manager.py throughput``), with their status p99."""
 
@@ -35,6 +36,8 @@ def scenarios(quick: bool) -> list[tuple[str, list[str], str, bool]]:
     return [
         (f"embedded no-op python x{n}", ["_peer_kale.py", "python", "--n", str(n),
                                          "--repeat", "3", *shm], "median", False),
+        (f"embedded no-op python x{n}, disk", ["_peer_kale.py", "python", "--n", str(n),
+                                               "--repeat", "3"], "median", False),
         (f"embedded chain x{chain}", ["_peer_kale.py", "chain", "--n", str(chain),
                                       "--repeat", "3"], "median", False),
         (f"embedded shell x{chain}", ["_peer_kale.py", "shell", "--n", str(chain),

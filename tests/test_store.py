@@ -442,6 +442,21 @@ def test_finish_and_claim_run(store: Store) -> None:
     assert run.owner_alive()
 
 
+def test_a_run_just_created_is_claimed_with_its_tasks_as_recorded(store: Store,
+                                                                   store_url: str) -> None:
+    """The store that created a run does not read its tasks back to claim it: it must give
+    what another store reads from the database."""
+    run_id = make_run(store, tasks=("b", "a", "c"))
+    other = Store(store_url)
+    try:
+        read = other.claim_run(run_id)
+    finally:
+        other.close()
+    assert store.claim_run(run_id) == read == [("b", "def-b"), ("a", "def-a"), ("c", "def-c")]
+    store.apply([Change(run_id, "a", S.READY, "upstream done")])
+    assert store.claim_run(run_id) is None  # claimed again, once it ran: read back
+
+
 @pytest.mark.slow
 def test_a_workflow_runs_on_the_store(store_url: str, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:

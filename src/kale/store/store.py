@@ -206,6 +206,8 @@ class Store:
             schema.migrate(c)  # create, or upgrade an older store; KaleError if newer
         # Current task states of the runs this process writes, for transition checks.
         self._states: dict[tuple[str, str], TaskState] = {}
+        #: runs this store created and nothing claimed yet: their tasks' (name, def_hash)
+        self._created: dict[str, list[tuple[str, str | None]]] = {}
         self._w: Writer | None = None
         self._write_lock = threading.Lock()
 
@@ -253,16 +255,23 @@ class Store:
                                          "reason": "created"}])
         for n, _, _ in tasks:
             self._states[(run_id, n)] = TaskState.PENDING
+        self._created[run_id] = [(n, h) for n, _, h in tasks]
 
     def claim_run(self, run_id: str) -> list[tuple[str, str | None]] | None:
         """Make this process the run's owner (on resume) and load its task states.
         Returns ``(name, def_hash)`` of its tasks in workflow order when none of them has
         been touched yet (all PENDING, never attempted, none added as it ran: a run just
         created), else None: all an engine starting a new run needs of them, from the
-        same read (a few columns: a run may have 100,000 tasks)."""
+        same read (a few columns: a run may have 100,000 tasks). A run this store created
+        is not read back: its tasks are as created (only an engine changes them, and an
+        engine claims the run first; another process's resume waits for this one to
+        end), their states recorded here already."""
         with self.engine.begin() as c:
             c.execute(T.runs.update().where(T.runs.c.id == run_id).values(
                 state=RunState.RUNNING.value, ended_at=None, cancel_requested=None, **_owner()))
+        created = self._created.pop(run_id, None)
+        if created is not None:
+            return created
         c_ = T.tasks.c
         q = (sa.select(c_.name, c_.state, c_.def_hash, c_.attempts, c_.spec.is_(None))
              .where(c_.run_id == run_id).order_by(c_.position))
