@@ -455,6 +455,11 @@ def test_a_run_just_created_is_claimed_with_its_tasks_as_recorded(store: Store,
     assert store.claim_run(run_id) == read == [("b", "def-b"), ("a", "def-a"), ("c", "def-c")]
     store.apply([Change(run_id, "a", S.READY, "upstream done")])
     assert store.claim_run(run_id) is None  # claimed again, once it ran: read back
+    # Runs created and never claimed: the store keeps the newest few; an older one is
+    # read back, with the same answer.
+    made = [make_run(store, f"20240101-1300{i:02d}-abcd", tasks=("x", "y")) for i in range(20)]
+    assert [store.claim_run(r) for r in (made[0], made[-1])] == [[("x", "def-x"),
+                                                                  ("y", "def-y")]] * 2
 
 
 @pytest.mark.slow

@@ -206,7 +206,8 @@ class Store:
             schema.migrate(c)  # create, or upgrade an older store; KaleError if newer
         # Current task states of the runs this process writes, for transition checks.
         self._states: dict[tuple[str, str], TaskState] = {}
-        #: runs this store created and nothing claimed yet: their tasks' (name, def_hash)
+        #: runs this store created and nothing claimed yet, the newest few: their tasks'
+        #: (name, def_hash) (a run not among them is read back when claimed)
         self._created: dict[str, list[tuple[str, str | None]]] = {}
         self._w: Writer | None = None
         self._write_lock = threading.Lock()
@@ -256,6 +257,8 @@ class Store:
         for n, _, _ in tasks:
             self._states[(run_id, n)] = TaskState.PENDING
         self._created[run_id] = [(n, h) for n, _, h in tasks]
+        for old in list(self._created)[:-16]:  # never claimed: its engine failed to start
+            self._created.pop(old, None)
 
     def claim_run(self, run_id: str) -> list[tuple[str, str | None]] | None:
         """Make this process the run's owner (on resume) and load its task states.
