@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Kale, Manager, process_alive, wait_until
+from conftest import Kale, Manager, gate_sh, process_alive, wait_until
 from kale import Client, KaleError, Workflow
 from test_security import _listening_pid
 from test_workers import ledger, ledger_workflow, states, wait_gone
@@ -349,6 +349,59 @@ def test_kale_workflow_through_the_socket_from_python(
         events = [e for e, _ in client.events(run.id)]
     assert events[-1] == "end"
     assert m.doc["socket"] == str(home / "manager.sock")
+
+
+def test_closing_a_client_ends_the_event_stream_another_thread_follows(
+        home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+    # A view's feed reads a run's events in a thread of its own; closing the client
+    # (a notebook's `with` block ending) must end that read, not leave it until the
+    # run's next event, holding a connection no one closes any more.
+    gate = tmp_path / "gate"
+    managers("--workers", "1", sticky=True)
+    wf = Workflow("slow")
+    wf.shell("wait", gate_sh(gate))
+    seen: list[str] = []
+    ended: list[BaseException | None] = []
+    client = Client(home=home)
+    run = client.submit(wf)
+
+    def follow() -> None:
+        try:
+            for event, data in client.events(run.id):
+                seen.append(f"{event}:{data.get('task')}:{data.get('new')}")
+            ended.append(None)
+        except Exception as e:  # the connection, shut under it
+            ended.append(e)
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    wait_until(lambda: "state:wait:RUNNING" in seen, what="the task running, seen on the stream")
+    client.close()
+    wait_until(lambda: not reader.is_alive(), what="the reader to stop once its client closed")
+    assert not [e for e in seen if e.startswith("end:")] and ended and ended[0] is not None
+    gate.touch()
+    with Client(home=home) as again:
+        assert again.run(run.id).wait(120).state.value == "SUCCEEDED"
+
+
+def test_a_connect_after_its_pool_closed_fails_and_leaves_no_socket_open(
+        managers: Callable[..., Manager]) -> None:
+    # A request that was still connecting when another thread closed the client used to
+    # get a connection that nobody would close (a ResourceWarning much later, in whatever
+    # code the garbage collector happened to run).
+    import gc
+
+    import httpcore
+
+    from kale import tls
+
+    m = managers("--workers", "0", sticky=True)
+    pool = tls.unix_pool(tls.unix_path(Path(m.doc["socket"])))
+    assert pool.request("GET", "http://kale/health").status == 200
+    pool.close()
+    with pytest.raises(httpcore.ConnectError, match="the client was closed"):
+        pool.request("GET", "http://kale/health")
+    gc.collect()  # (an unclosed socket would warn here, failing this test)
 
 
 @pytest.fixture(autouse=True)

@@ -236,13 +236,28 @@ def unix_path(path: Path) -> str:
 
 def unix_pool(path: str) -> Any:
     """An httpcore connection pool to the Unix socket ``path`` (for an httpx transport's
-    ``_pool``) whose failed connects close their socket: httpcore 1.0's own leaves it
-    to the garbage collector (a ResourceWarning per attempt while a manager restarts)."""
+    ``_pool``) that owns its sockets, which httpcore 1.0's own does not quite:
+
+    - a connect that fails closes its socket at once (httpcore leaves it to the garbage
+      collector: a ResourceWarning per attempt while a manager restarts);
+    - closing the pool shuts down every socket it opened, so a thread reading a stream
+      (a run's events) returns at once instead of when the next event comes;
+    - a connect that was under way when the pool was closed (another thread's request)
+      fails and closes its socket (httpcore would have handed the request a connection
+      that no one closes any more)."""
+    import threading
+    import weakref
+
     import httpcore
 
     class Backend(httpcore.SyncBackend):
-        """httpcore's synchronous backend, except that a Unix-socket connect that fails closes its
-        socket at once. Used by whichever thread uses the pool, as httpcore's own."""
+        """httpcore's synchronous backend for Unix sockets, which keeps the streams it
+        opened until :meth:`close`. Used by whichever thread uses the pool."""
+
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+            self._open: weakref.WeakSet[Any] = weakref.WeakSet()
+            self.closed = False
 
         def connect_unix_socket(self, path: str, timeout: float | None = None,
                                 socket_options: Any = None) -> Any:
@@ -262,6 +277,28 @@ def unix_pool(path: str) -> Any:
             except OSError as e:
                 sock.close()
                 raise httpcore.ConnectError(e) from e
-            return SyncStream(sock)
+            stream = SyncStream(sock)
+            with self._lock:
+                if not self.closed:
+                    self._open.add(stream)
+                    return stream
+            sock.close()
+            raise httpcore.ConnectError(f"{path}: the client was closed")
 
-    return httpcore.ConnectionPool(uds=path, network_backend=Backend())
+        def close(self) -> None:
+            with self._lock:
+                self.closed = True
+                streams = list(self._open)
+            for stream in streams:
+                sock = stream.get_extra_info("socket")
+                with contextlib.suppress(OSError):  # (wakes a thread that reads it)
+                    sock.shutdown(socket.SHUT_RDWR)
+                stream.close()
+
+    class Pool(httpcore.ConnectionPool):
+        def close(self) -> None:
+            backend.close()
+            super().close()
+
+    backend = Backend()
+    return Pool(uds=path, network_backend=backend)
