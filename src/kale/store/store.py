@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import operator
 import os
 import socket
 import threading
@@ -604,18 +605,32 @@ def _columns(keys: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(k for k in keys if not k.startswith("_")))
 
 
-def _update_tasks(w: Writer, rows: list[dict[str, Any]]) -> None:
-    # Fold successive changes of one task into one row (later values win), then group rows
-    # by their column set so each group is one executemany.
-    merged: dict[tuple[str, str], dict[str, Any]] = {}
+def _fold(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], Any]
+          ) -> dict[Any, dict[str, Any]]:
+    """Successive changes of one row (by ``key``) folded into one, later values winning
+    (the rows given are not changed)."""
+    merged: dict[Any, dict[str, Any]] = {}
     for r in rows:
-        key = (r["_run"], r["_name"])
-        merged[key] = {**merged[key], **r} if key in merged else r
+        k = key(r)
+        merged[k] = {**merged[k], **r} if k in merged else r
+    return merged
+
+
+def _by_columns(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Rows grouped by the columns they set: each group is written by one statement
+    (rows of one kind of change have the same keys: sorted once, see ``_columns``)."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for r in merged.values():
-        # rows of one kind of change have the same keys: sorted once
+    for r in rows:
         groups.setdefault(_columns(tuple(r)), []).append(r)
-    for cols, group in groups.items():
+    return groups
+
+
+_task_key = operator.itemgetter("_run", "_name")
+_attempt_key = operator.itemgetter("run_id", "task", "number")
+
+
+def _update_tasks(w: Writer, rows: list[dict[str, Any]]) -> None:
+    for cols, group in _by_columns(_fold(rows, _task_key).values()).items():
         w.update("tasks", cols, _TASK_KEY, group)
 
 
@@ -624,29 +639,18 @@ def _write_attempts(w: Writer, new: list[dict[str, Any]],
     """Insert the ``new`` attempt rows and apply the ``updates``. An attempt that starts
     and ends within one write (a short task's) is inserted as it ended: one row written,
     not a row and then its update."""
-    made = {(a["run_id"], a["task"], a["number"]): dict(a) for a in new}
-    later: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for a in updates:  # (later values win)
-        key = (a["run_id"], a["task"], a["number"])
-        row = made.get(key)
+    made = {_attempt_key(a): dict(a) for a in new}
+    later = []
+    for k, change in _fold(updates, _attempt_key).items():
+        row = made.get(k)
         if row is not None:
-            row.update(a)
+            row.update(change)
         else:
-            later[key] = {**later[key], **a} if key in later else a
-    for rows, write in ((made, _insert_attempts), (later, _update_attempts)):
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row in rows.values():  # rows of one kind of change have the same keys
-            groups.setdefault(_columns(tuple(row)), []).append(row)
-        for cols, group in groups.items():
-            write(w, cols, group)
-
-
-def _insert_attempts(w: Writer, cols: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    w.insert("attempts", cols, rows)
-
-
-def _update_attempts(w: Writer, cols: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    w.update("attempts", [c for c in cols if c not in _ATTEMPT_KEY], _ATTEMPT_KEY, rows)
+            later.append(change)
+    for cols, group in _by_columns(made.values()).items():
+        w.insert("attempts", cols, group)
+    for cols, group in _by_columns(later).items():
+        w.update("attempts", [c for c in cols if c not in _ATTEMPT_KEY], _ATTEMPT_KEY, group)
 
 
 _ATTEMPT_KEY = {"run_id": "run_id", "task": "task", "number": "number"}
