@@ -271,27 +271,37 @@ def test_a_retried_python_task_keeps_its_directory_but_not_the_earlier_records(
     assert run.result("twice") == {"late": ["twice", True]}
 
 
-def test_python_tasks_do_not_leak_environment_or_cwd_to_each_other(home: Path) -> None:
+def test_python_tasks_do_not_leak_environment_or_cwd_to_each_other(
+        home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KALE_TEST_BASE", "base")  # in the worker's own environment
     wf = Workflow("isolation")
 
-    @wf.python(env={"ONLY_FOR_FIRST": "1"})
+    @wf.python(env={"ONLY_FOR_FIRST": "1", "KALE_TEST_BASE": "mine"})
     def first():
         import os
+        import subprocess
 
         os.environ["SET_BY_FIRST"] = "x"
         os.chdir("/")
-        return os.environ.get("ONLY_FOR_FIRST")
+        child = subprocess.run(["sh", "-c", 'echo "$ONLY_FOR_FIRST $KALE_TEST_BASE"'],
+                               capture_output=True, text=True).stdout.strip()
+        return [os.environ.get("ONLY_FOR_FIRST"), os.environ.get("KALE_TEST_BASE"), child]
 
     @wf.python(after=["first"])
     def second():
         import os
+        import subprocess
 
+        child = subprocess.run(["sh", "-c", 'echo "${ONLY_FOR_FIRST-unset} $KALE_TEST_BASE"'],
+                               capture_output=True, text=True).stdout.strip()
         return [os.environ.get("ONLY_FOR_FIRST"), os.environ.get("SET_BY_FIRST"),
-                os.path.basename(os.getcwd())]
+                os.environ.get("KALE_TEST_BASE"), os.path.basename(os.getcwd()), child]
 
     run = wf.run(jobs=1).wait()
-    assert run.result("first") == "1"
-    assert run.result("second") == [None, None, "second"]
+    # what the task was given, seen by it and by the processes it starts...
+    assert run.result("first") == ["1", "mine", "1 mine"]
+    # ...and gone for the next task in the same worker, the worker's own value back
+    assert run.result("second") == [None, None, "base", "second", "unset base"]
 
 
 def test_tasks_run_in_parallel_up_to_jobs(home: Path, tmp_path: Path) -> None:

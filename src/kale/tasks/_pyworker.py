@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -138,14 +139,13 @@ def _job(msg: bytes) -> dict[str, Any]:
 
 def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
     """Run one job: ``("ok", pickled result, code manifest)`` or ``("err", ...)``."""
-    saved_env = {k: os.environ.get(k) for k in job["env"]}
     sys.stdout.flush()
     sys.stderr.flush()
     logs = _logs()
     logs.open(job["stdout"], job["stderr"])
     try:
         _enter(job["workdir"], job["env"].get(RECORDS_ENV))
-        os.environ.update(job["env"])
+        _set_env(job["env"])
         if job["base_dir"] not in sys.path:
             sys.path.insert(0, job["base_dir"])
         func = _load(job["func"])
@@ -168,7 +168,7 @@ def run_job(job: dict[str, Any]) -> tuple[Any, ...]:
         sys.stdout.flush()
         sys.stderr.flush()
         logs.close()
-        _restore_env(saved_env)
+        _restore_env(job["env"])
 
 
 class _Stream:
@@ -293,15 +293,37 @@ def _logs() -> _Logs:
     return _LOGS
 
 
-def _restore_env(saved: dict[str, str | None]) -> None:
-    """Put os.environ back as the worker started: first the variables the job set, then,
-    only if the task changed others itself, everything."""
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
+def _set_env(env: dict[str, str]) -> None:
+    """Set the job's variables, as ``os.environ.update`` does (for this process and the
+    ones it starts) but straight on its bytes: the mapping's machinery per variable was a
+    fifth of a no-op task's time in a worker."""
+    data = os.environ._data  # type: ignore[attr-defined]
+    for k, v in env.items():
+        key, value = os.fsencode(k), os.fsencode(v)
+        if data.get(key) != value:
+            os.putenv(key, value)  # (raises for a name with "=", as os.environ does)
+            data[key] = value
+
+
+def _restore_env(names: Iterable[str]) -> None:
+    """Put the environment back as the worker started: first the variables the job set
+    (``names``), then, only if the task changed others itself, everything."""
+    data = os.environ._data  # type: ignore[attr-defined]
+    for k in names:
+        try:
+            key = os.fsencode(k)
+        except (TypeError, UnicodeError):  # (never set)
+            continue
+        was = _BASELINE.get(key)
+        if data.get(key) == was:
+            continue
+        if was is None:
+            os.unsetenv(key)
+            del data[key]
         else:
-            os.environ[k] = v
-    if os.environ._data != _BASELINE:  # type: ignore[attr-defined]  # a dict compare, no copy
+            os.putenv(key, was)
+            data[key] = was
+    if data != _BASELINE:  # a dict compare, no copy
         for k in set(os.environ) - set(_BASELINE_STR):
             del os.environ[k]
         for k, v in _BASELINE_STR.items():
