@@ -44,12 +44,12 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
 from kale.serial import dumps
-from kale.tasks import usercode
+from kale.tasks import usercode, wire
 from kale.tasks.record import ENV as RECORDS_ENV
 
 _funcs: dict[Any, Any] = {}
@@ -293,13 +293,17 @@ def _logs() -> _Logs:
     return _LOGS
 
 
+_encode = str.encode  # (as os.environ encodes: TypeError for what is not a str)
+_FS = sys.getfilesystemencoding()
+
+
 def _set_env(env: dict[str, str]) -> None:
     """Set the job's variables, as ``os.environ.update`` does (for this process and the
     ones it starts) but straight on its bytes: the mapping's machinery per variable was a
     fifth of a no-op task's time in a worker."""
     data = os.environ._data  # type: ignore[attr-defined]
     for k, v in env.items():
-        key, value = os.fsencode(k), os.fsencode(v)
+        key, value = _encode(k, _FS, "surrogateescape"), _encode(v, _FS, "surrogateescape")
         if data.get(key) != value:
             os.putenv(key, value)  # (raises for a name with "=", as os.environ does)
             data[key] = value
@@ -311,7 +315,7 @@ def _restore_env(names: Iterable[str]) -> None:
     data = os.environ._data  # type: ignore[attr-defined]
     for k in names:
         try:
-            key = os.fsencode(k)
+            key = _encode(k, _FS, "surrogateescape")
         except (TypeError, UnicodeError):  # (never set)
             continue
         was = _BASELINE.get(key)
@@ -396,6 +400,17 @@ def _control(conn: Connection, link: _Link) -> None:
             return
 
 
+def _messages(reader: wire.Reader) -> Iterator[bytes]:
+    """The jobs (and anything else) the runner sends, in order, until it closes the link:
+    one read takes what the socket holds, often a job and the one queued behind it."""
+    while True:
+        try:
+            messages = reader.read()
+        except (EOFError, OSError):
+            return
+        yield from messages
+
+
 def _batch() -> None:
     """Linux: run as batch work (see the module's text); elsewhere nothing."""
     with contextlib.suppress(AttributeError, OSError):
@@ -427,11 +442,7 @@ def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     changed: list[str] = []
-    while True:
-        try:
-            msg = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
+    for msg in _messages(wire.Reader(conn.fileno())):
         number, body = msg[:8], msg[8:]
         if not link.start(int.from_bytes(number, "big")):
             continue  # taken back: it runs elsewhere (the runner was told so)

@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from kale.serial import dumps, loads
-from kale.tasks import procs, warm
+from kale.tasks import procs, warm, wire
 from kale.tasks.base import Outcome, Requeue, TaskContext, TaskRunner
 from kale.tasks.record import task_path
 
@@ -57,6 +57,7 @@ class _Worker:
             cchild.close()
         self.conn = Connection(parent.detach())
         self.ctl = Connection(cparent.detach())
+        self._reader = wire.Reader(self.conn.fileno())
         self._reading = False
         self._seq = 0
         self.jobs: collections.deque[tuple[int, asyncio.Future[bytes]]] = collections.deque()
@@ -81,15 +82,20 @@ class _Worker:
         return self._seq, reply
 
     def _readable(self) -> None:
-        # The answer is read here, where the socket is seen readable: were it left to the
+        # The answers are read here, where the socket is seen readable: were it left to the
         # awaiting task, the loop would see the socket readable once more before that task
-        # ran (and stop watching it, to start again for the next job).
+        # ran (and stop watching it, to start again for the next job). One read takes
+        # whatever the socket holds: often two answers (see kale.tasks.wire).
         try:
-            data = self.conn.recv_bytes()
+            messages = self._reader.read()
         except (EOFError, OSError) as e:
             self._stop_reading()
             self._gone(e)
             return
+        for data in messages:
+            self._answer(data)
+
+    def _answer(self, data: bytes) -> None:
         seq, body = int.from_bytes(data[:8], "big"), data[8:]
         jobs = self.jobs
         if len(body) == 1:  # the answer to a revoke (a pickle is longer)
