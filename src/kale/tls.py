@@ -296,6 +296,9 @@ def unix_pool(path: str) -> Any:
                 stream.close()
 
     class Pool(httpcore.ConnectionPool):
+        """httpcore's pool, whose :meth:`close` first shuts the sockets of its backend
+        (see :func:`unix_pool`). Threads: as httpcore's own (any, under its lock)."""
+
         def close(self) -> None:
             backend.close()
             super().close()
