@@ -240,8 +240,8 @@ def unix_pool(path: str) -> Any:
 
     - a connect that fails closes its socket at once (httpcore leaves it to the garbage
       collector: a ResourceWarning per attempt while a manager restarts);
-    - closing the pool shuts down every socket it opened, so a thread reading a stream
-      (a run's events) returns at once instead of when the next event comes;
+    - closing the pool shuts down every socket it opened, in use or not (a thread
+      reading a stream, a run's events, returns at once);
     - a connect that was under way when the pool was closed (another thread's request)
       fails and closes its socket (httpcore would have handed the request a connection
       that no one closes any more)."""
