@@ -91,6 +91,36 @@ any_running() {
 }
 if [ "$CLEAN" = 1 ] && ! any_running; then log "wiping $D"; rm -rf "$D"; fi
 
+# Daemons of this cluster whose PID files are gone (its folder was removed while they ran)
+# still hold the ports and would make every new start fail: stop them first. Ours are
+# those whose command line names $D/ or whose environment has our SLURM_CONF.
+ours() {  # PID: is it a daemon of this cluster?
+  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qF "$D/" && return 0
+  tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qxF "SLURM_CONF=$CONF"
+}
+gone() {  # PID: exited (a zombie counts: PID 1 here does not always reap)
+  local st; st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+  [ -z "$st" ] || [ "$st" = Z ]
+}
+reap_orphans() {  # COMM PIDFILE: stop daemons named COMM of this cluster but not in PIDFILE
+  local comm=$1 pf=$2 keep="" pid i
+  alive "$pf" "$comm" && keep=$(tr -dc 0-9 <"$pf")
+  for pid in $(pgrep -x "$comm" 2>/dev/null); do
+    [ "$pid" != "$keep" ] && ours "$pid" || continue
+    log "stopping $comm ($pid): a daemon of this cluster that lost its PID file"
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 100); do gone "$pid" && break; sleep 0.1; done
+    if ! gone "$pid"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+  done
+  return 0
+}
+reap_orphans slurmrestd "$R/slurmrestd.pid"
+reap_orphans slurmd "$R/slurmd.pid"
+reap_orphans slurmctld "$R/slurmctld.pid"
+reap_orphans slurmdbd "$R/slurmdbd.pid"
+reap_orphans mariadbd "$R/mariadbd.pid"
+reap_orphans munged "$R/munged.pid"
+
 mkdir -p "$E" "$R" "$L" "$D/state" "$D/spool" "$R/munge"
 chmod 755 "$D" "$E" "$R" "$L"              # munged requires o+x on every dir above its socket
 chown munge:munge "$R/munge"; chmod 755 "$R/munge"

@@ -45,6 +45,16 @@ UsePAM no
 AllowTcpForwarding yes
 CONF
 alive() { [ -s "$D/sshd.pid" ] && [ "$(cat "/proc/$(cat "$D/sshd.pid")/comm" 2>/dev/null)" = sshd ]; }
+# An sshd of this config that lost its PID file (its folder was removed while it ran)
+# still holds the port: stop it, so that a new one can start.
+if ! alive; then
+  for pid in $(pgrep -x sshd 2>/dev/null); do
+    tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$D/sshd_config" || continue
+    echo "sshd: stopping sshd $pid: it serves $D/sshd_config but lost its PID file"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+  done
+fi
 if ! alive; then
   /usr/sbin/sshd -f "$D/sshd_config" || { echo "sshd: failed to start" >&2; exit 1; }
 else
