@@ -351,18 +351,21 @@ def test_kale_workflow_through_the_socket_from_python(
     assert m.doc["socket"] == str(home / "manager.sock")
 
 
+@pytest.mark.parametrize("way", ["unix", "tls"])
 def test_closing_a_client_ends_the_event_stream_another_thread_follows(
-        home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
+        way: str, home: Path, tmp_path: Path, managers: Callable[..., Manager]) -> None:
     # A view's feed reads a run's events in a thread of its own; closing the client
     # (a notebook's `with` block ending) must end that read, not leave it until the
-    # run's next event, holding a connection no one closes any more.
+    # run's next event, holding a connection no one closes any more; on the home's
+    # socket and over TLS (a laptop's client) alike.
     gate = tmp_path / "gate"
-    managers("--workers", "1", sticky=True)
+    m = managers("--workers", "1", sticky=True)
     wf = Workflow("slow")
     wf.shell("wait", gate_sh(gate))
     seen: list[str] = []
     ended: list[BaseException | None] = []
-    client = Client(home=home)
+    client = Client(home=home) if way == "unix" else \
+        Client(m.url, home=home, cert=str(home / "tls" / "manager.crt"))
     run = client.submit(wf)
 
     def follow() -> None:
@@ -396,12 +399,39 @@ def test_a_connect_after_its_pool_closed_fails_and_leaves_no_socket_open(
     from kale import tls
 
     m = managers("--workers", "0", sticky=True)
-    pool = tls.unix_pool(tls.unix_path(Path(m.doc["socket"])))
+    pool = tls.owned_pool(uds=tls.unix_path(Path(m.doc["socket"])))
     assert pool.request("GET", "http://kale/health").status == 200
     pool.close()
     with pytest.raises(httpcore.ConnectError, match="the client was closed"):
         pool.request("GET", "http://kale/health")
     gc.collect()  # (an unclosed socket would warn here, failing this test)
+
+
+def test_over_tls_too_a_connect_after_its_pool_closed_fails_and_leaves_no_socket_open(
+        managers: Callable[..., Manager]) -> None:
+    # A client on a laptop reaches its manager over TCP and TLS: the same promise (and
+    # the pool still checks the manager's certificate).
+    import gc
+
+    import httpcore
+
+    from kale import tls
+
+    m = managers("--workers", "0", sticky=True)
+    pool = tls.owned_pool(ssl_context=m.tls)
+    assert pool.request("GET", f"{m.url}/health").status == 200
+    pool.close()
+    with pytest.raises(httpcore.ConnectError, match="the client was closed"):
+        pool.request("GET", f"{m.url}/health")
+    gc.collect()  # (an unclosed socket would warn here, failing this test)
+    elsewhere = m.home / "elsewhere"
+    elsewhere.mkdir()
+    stranger = tls.owned_pool(ssl_context=tls.client_context(
+        tls.ensure_cert(elsewhere, "127.0.0.1").read_text()))
+    with pytest.raises(httpcore.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        stranger.request("GET", f"{m.url}/health")
+    stranger.close()
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

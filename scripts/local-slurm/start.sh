@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/local-slurm/start.sh - install (Debian packages) and start a private single-node
 # Slurm cluster on localhost: munged, [mariadbd + slurmdbd], slurmctld, slurmd,
-# [slurmrestd].  Idempotent: daemons already running (per PID file) are left alone.
+# [slurmrestd].  Idempotent: daemons already running (per PID file) are left alone; daemons
+# of this cluster that lost their PID files (its folder removed under them) are stopped first.
 # Must run as root.  Everything lives under $KALE_SLURM_DIR.
 #
 # Env knobs (defaults):

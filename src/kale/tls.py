@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import functools
 import hashlib
 import ipaddress
 import os
@@ -234,25 +235,75 @@ def unix_path(path: Path) -> str:
     return f"/proc/self/fd/{fd}/{path.name}"
 
 
-def unix_pool(path: str) -> Any:
-    """An httpcore connection pool to the Unix socket ``path`` (for an httpx transport's
-    ``_pool``) that owns its sockets, which httpcore 1.0's own does not quite:
+def owned_pool(uds: str | None = None, ssl_context: ssl.SSLContext | None = None) -> Any:
+    """An httpcore connection pool (for an httpx transport's ``_pool``), to the Unix
+    socket ``uds`` or over TCP with ``ssl_context``, that owns its sockets, which httpcore
+    1.0's own does not quite:
 
     - a connect that fails closes its socket at once (httpcore leaves it to the garbage
       collector: a ResourceWarning per attempt while a manager restarts);
     - closing the pool shuts down every socket it opened, in use or not (a thread
       reading a stream, a run's events, returns at once);
-    - a connect that was under way when the pool was closed (another thread's request)
-      fails and closes its socket (httpcore would have handed the request a connection
-      that no one closes any more)."""
+    - a connect (or a TLS handshake) that was under way when the pool was closed (another
+      thread's request) fails and closes its socket (httpcore would have handed the
+      request a connection that no one closes any more).
+
+    Its limits are httpx's defaults (100 connections, 20 kept alive for 5 s): each thread
+    that follows a run's events holds one."""
+    import httpcore
+
+    limits: dict[str, Any] = {"max_connections": 100, "max_keepalive_connections": 20,
+                              "keepalive_expiry": 5.0}
+    try:
+        backend = _owning_backend()()
+    except ImportError:  # another httpcore: its own pool
+        return httpcore.ConnectionPool(uds=uds, ssl_context=ssl_context, **limits)
+
+    class Pool(httpcore.ConnectionPool):
+        """httpcore's pool, whose :meth:`close` first shuts the sockets of its backend.
+        Threads: as httpcore's own (any, under its lock)."""
+
+        def close(self) -> None:
+            backend.close()
+            super().close()
+
+    return Pool(uds=uds, ssl_context=ssl_context, network_backend=backend, **limits)
+
+
+@functools.cache
+def _owning_stream() -> type:
+    """httpcore's stream, whose TLS stream (made by its ``start_tls``) its backend keeps
+    too (see :func:`owned_pool`)."""
+    from httpcore._backends.sync import SyncStream
+
+    class Stream(SyncStream):
+        """Used by the thread of the request that opened it."""
+
+        def __init__(self, sock: socket.socket, backend: Any) -> None:
+            super().__init__(sock)
+            self.backend = backend
+
+        def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                      timeout: float | None = None) -> Any:
+            tls_stream = super().start_tls(ssl_context, server_hostname, timeout)
+            return self.backend.keep(tls_stream, server_hostname or "the manager")
+
+    return Stream
+
+
+@functools.cache
+def _owning_backend() -> type:
+    """httpcore's synchronous backend, which keeps the streams it opened until its
+    ``close`` (see :func:`owned_pool`); made once, when a client is first made."""
     import threading
     import weakref
 
     import httpcore
 
+    stream_class = _owning_stream()
+
     class Backend(httpcore.SyncBackend):
-        """httpcore's synchronous backend for Unix sockets, which keeps the streams it
-        opened until :meth:`close`. Used by whichever thread uses the pool."""
+        """Used by whichever thread uses the pool."""
 
         def __init__(self) -> None:
             self._lock = threading.Lock()
@@ -261,10 +312,6 @@ def unix_pool(path: str) -> Any:
 
         def connect_unix_socket(self, path: str, timeout: float | None = None,
                                 socket_options: Any = None) -> Any:
-            try:
-                from httpcore._backends.sync import SyncStream
-            except ImportError:  # another httpcore: its own way
-                return super().connect_unix_socket(path, timeout, socket_options)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 for option in socket_options or ():
@@ -277,13 +324,22 @@ def unix_pool(path: str) -> Any:
             except OSError as e:
                 sock.close()
                 raise httpcore.ConnectError(e) from e
-            stream = SyncStream(sock)
+            return self.keep(stream_class(sock, self), path)
+
+        def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                        local_address: str | None = None, socket_options: Any = None) -> Any:
+            plain = super().connect_tcp(host, port, timeout, local_address, socket_options)
+            return self.keep(stream_class(plain.get_extra_info("socket"), self),
+                             f"{host}:{port}")
+
+        def keep(self, stream: Any, where: str) -> Any:
+            """``stream``, kept until :meth:`close`; or closed, if that came first."""
             with self._lock:
                 if not self.closed:
                     self._open.add(stream)
                     return stream
-            sock.close()
-            raise httpcore.ConnectError(f"{path}: the client was closed")
+            stream.close()
+            raise httpcore.ConnectError(f"{where}: the client was closed")
 
         def close(self) -> None:
             with self._lock:
@@ -291,17 +347,10 @@ def unix_pool(path: str) -> Any:
                 streams = list(self._open)
             for stream in streams:
                 sock = stream.get_extra_info("socket")
+                # (socket's own shutdown: an SSLSocket's would drop its TLS state under a
+                # thread that reads it; a socket given over to TLS has no descriptor left)
                 with contextlib.suppress(OSError):  # (wakes a thread that reads it)
-                    sock.shutdown(socket.SHUT_RDWR)
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
                 stream.close()
 
-    class Pool(httpcore.ConnectionPool):
-        """httpcore's pool, whose :meth:`close` first shuts the sockets of its backend
-        (see :func:`unix_pool`). Threads: as httpcore's own (any, under its lock)."""
-
-        def close(self) -> None:
-            backend.close()
-            super().close()
-
-    backend = Backend()
-    return Pool(uds=path, network_backend=backend)
+    return Backend

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import json
 import pickle
+import ssl
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
@@ -341,8 +342,9 @@ class _Transport(httpx.HTTPTransport):
                  **options: Any) -> None:
         super().__init__(**options)
         self.url, self.pinned, self.on_drop = url, pinned, on_drop
-        if options.get("uds"):
-            self._pool = tls.unix_pool(options["uds"])
+        verify = options.get("verify")
+        if options.get("uds") or isinstance(verify, ssl.SSLContext):  # (closes its sockets)
+            self._pool = tls.owned_pool(uds=options.get("uds"), ssl_context=verify)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         try:

@@ -58,11 +58,11 @@ def healthy(doc: dict[str, Any], timeout: float = 1.0) -> bool:
     """The manager of ``doc`` (a ``manager.json``) answers on its Unix socket."""
     import httpx
 
-    from kale.tls import unix_path, unix_pool
+    from kale.tls import owned_pool, unix_path
 
     try:
         transport = httpx.HTTPTransport(uds=unix_path(Path(doc["socket"])))
-        transport._pool = unix_pool(unix_path(Path(doc["socket"])))  # closes failed connects
+        transport._pool = owned_pool(uds=unix_path(Path(doc["socket"])))  # closes failed connects
         with httpx.Client(transport=transport, base_url="http://kale") as http:
             return http.get("/health", timeout=timeout).status_code == 200
     except (httpx.HTTPError, OSError, KeyError):
