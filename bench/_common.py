@@ -35,6 +35,62 @@ def parse_args(scenarios: list[str], *extra: tuple[str, dict[str, Any]]) -> argp
     return p.parse_args()
 
 
+class CpuMeter:
+    """CPU time (user + system) over a stretch of a peer's work: of this process (all its
+    threads) and of the processes below it (its workers, a scheduler, an interchange,
+    however deep; those that ended meanwhile counted once waited for). With the wall time,
+    it shows where the time goes and how close a system is to what 2 cores allow."""
+
+    def __enter__(self) -> CpuMeter:
+        self._start = _cpu_now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = _cpu_now()
+        self.own, self.below = (b - a for a, b in zip(self._start, end, strict=True))
+
+    def report(self, runs: int, tasks: int) -> dict[str, float]:
+        """Microseconds of CPU per task: ``cpu_own_us`` and ``cpu_below_us``."""
+        per = 1e6 / (runs * tasks)
+        return {"cpu_own_us": self.own * per, "cpu_below_us": self.below * per}
+
+
+def _cpu_now() -> tuple[float, float]:
+    """(this process's CPU seconds, those of its live descendants and its waited-for
+    children)."""
+    import resource
+
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                text = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        parent[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    me = os.getpid()
+
+    def below(pid: int) -> bool:
+        for _ in range(64):
+            pid = parent.get(pid, 0)
+            if pid == me:
+                return True
+            if pid <= 1:
+                return False
+        return False
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+    live = sum(c for pid, c in cpu.items() if pid != me and below(pid))
+    return own.ru_utime + own.ru_stime, live + waited.ru_utime + waited.ru_stime
+
+
 def timed(fn: Callable[[], Any]) -> float:
     """Seconds ``fn()`` takes (wall clock)."""
     t0 = time.perf_counter()

@@ -13,7 +13,7 @@ from typing import Any
 
 from distributed import Client, LocalCluster, wait
 
-from _common import main, parse_args, result, timed
+from _common import CpuMeter, main, parse_args, result, timed
 from noops import noop
 
 
@@ -41,11 +41,12 @@ def run() -> dict[str, Any]:
             f.result()
 
         body = chain if args.scenario == "chain" else fan_out
-        times = [timed(body) for _ in range(args.repeat)]
+        with CpuMeter() as cpu:
+            times = [timed(body) for _ in range(args.repeat)]
     finally:
         client.close()
         cluster.close()
-    return result(times, startup=startup, first_task=first)
+    return result(times, startup=startup, first_task=first, **cpu.report(args.repeat, args.n))
 
 
 if __name__ == "__main__":

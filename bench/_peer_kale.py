@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import main, parse_args, result
+from _common import CpuMeter, main, parse_args, result
 
 # `--home-on DIR` puts the Kale homes (store and run directories) on another filesystem.
 _ON = sys.argv[sys.argv.index("--home-on") + 1] if "--home-on" in sys.argv else None
@@ -84,9 +84,11 @@ def repeated(build: Any, n: int, repeat: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     wf = build(n)
     build_s = time.perf_counter() - t0
-    runs = [run_once(wf) for _ in range(repeat)]
+    with CpuMeter() as cpu:
+        runs = [run_once(wf) for _ in range(repeat)]
     return result([t for t, _ in runs], first_task=first, build=build_s,
-                  in_run=statistics.median([in_run(r) for _, r in runs]))
+                  in_run=statistics.median([in_run(r) for _, r in runs]),
+                  **cpu.report(repeat, n))
 
 
 def notebook(n: int) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from parsl.config import Config
 from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
 from parsl.providers import LocalProvider
 
-from _common import main, parse_args, result, timed
+from _common import CpuMeter, main, parse_args, result, timed
 from noops import noop, true_cmd
 
 WORKERS = 2
@@ -60,10 +60,11 @@ def run() -> dict[str, Any]:
             f.result()
 
         body = chain if args.scenario == "chain" else fan_out
-        times = [timed(body) for _ in range(args.repeat)]
+        with CpuMeter() as cpu:
+            times = [timed(body) for _ in range(args.repeat)]
     finally:
         parsl.dfk().cleanup()
-    return result(times, startup=startup, first_task=first)
+    return result(times, startup=startup, first_task=first, **cpu.report(args.repeat, args.n))
 
 
 if __name__ == "__main__":

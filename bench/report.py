@@ -46,6 +46,13 @@ def failed(res: dict[str, Any]) -> str | None:
     return None
 
 
+def cpu(res: dict[str, Any]) -> str:
+    """CPU per task in the timed runs: the peer's own process + the processes below it."""
+    if "cpu_own_us" not in res:
+        return "—"
+    return f"{res['cpu_own_us']:,.0f} + {res['cpu_below_us']:,.0f}"
+
+
 def runs(res: dict[str, Any]) -> str:
     return ", ".join(sec(t) for t in res["times"])
 
@@ -65,7 +72,7 @@ def _peer_rows(sc: Scenario, results: dict[str, dict[str, Any]], width: int,
 def _rate_rows(sc: Scenario, n: int, results: dict[str, dict[str, Any]]) -> str:
     per_hop = sc.layout == "hop"
     header = ["System", "median s", "ms/hop" if per_hop else "tasks/s", "Kale speed-up",
-              "in-run s", "startup s", "first task s", "runs s", "notes"]
+              "in-run s", "startup s", "first task s", "CPU µs/task", "runs s", "notes"]
     kale = results.get(KALE, {})
 
     def cells(peer: Peer, res: dict[str, Any]) -> list[str]:
@@ -73,7 +80,7 @@ def _rate_rows(sc: Scenario, n: int, results: dict[str, dict[str, Any]]) -> str:
         metric = f"{1000 * med / n:.3f}" if per_hop else f"{n / med:,.0f}"
         return [peer.label, sec(med), metric, speedup(kale, res, peer.label),
                 sec(res.get("in_run")), sec(res.get("startup")),
-                sec(res.get("first_task")), runs(res), peer.note]
+                sec(res.get("first_task")), cpu(res), runs(res), peer.note]
 
     return table(header, _peer_rows(sc, results, len(header), cells))
 

@@ -55,8 +55,12 @@ job-status poller to launch the block; `strategy_period=0.5` here instead of the
 5 s). Kale's timed runs *include* run setup (a fresh Kale home each) and teardown, on the
 Python workers an earlier run of the same process left warm (a notebook's second run;
 its first-task column, the process's first run, includes starting one); *in-run* is
-Kale's first task start to last task end (from the run's task records). The machine is
-shared and has 2 cores, so expect noise of 10% or more between runs."""
+Kale's first task start to last task end (from the run's task records). *CPU µs/task*:
+CPU time (user + system) over the timed runs per task, of the system's own process (all
+its threads: for Kale the engine and the store's commit thread) + the processes below it
+(workers, an interchange, a scheduler); 2 cores give at most 2 s of CPU per second, so at
+X µs in all a run can do at most 2,000,000 / X tasks/s. The machine is shared and has 2
+cores, so expect noise of 10% or more between runs."""
 QUICK = """
 Quick sizes: start-up weighs more in every number; the targets are set for the full sizes."""
 
