@@ -32,7 +32,8 @@ from kale.store.store import Change, Store
 
 V1_STORE = Path(__file__).parent / "data" / "store-v1.sqlite"  # see data/README.md
 V1_TABLES = ("kale_meta", "runs", "tasks", "attempts", "events")
-NEW_COLUMNS = {"runs": {"submitted_by"}, "attempts": {"worker"}, "tasks": {"code", "spec"}}
+NEW_COLUMNS = {"runs": {"submitted_by"}, "attempts": {"worker"},
+               "tasks": {"code", "spec", "outputs"}}
 QUICKSTART, QUICKSTART_AGAIN = "20261122-053813-246a", "20261122-053832-cb73"
 FLAKY, FLAKY_K3 = "20261122-053826-024c", "20261122-053828-a457"
 
@@ -307,7 +308,7 @@ def test_a_new_store_has_exactly_the_schema_of_tables_py(store_url: str,
         assert compare_metadata(MigrationContext.configure(c), T.metadata) == []
         assert versions(c) == (schema.HEAD, str(T.SCHEMA_VERSION))
     head = ScriptDirectory.from_config(schema.alembic_config()).get_current_head()
-    assert head == schema.HEAD == "0005"
+    assert head == schema.HEAD == "0006"
 
 
 def test_the_migrations_make_the_same_schema_as_a_new_store(store_url: str,
@@ -440,7 +441,8 @@ def test_the_migrations_ship_inside_the_package() -> None:
     assert folder.resolve() == schema.MIGRATIONS
     assert {p.name for p in folder.iterdir()} >= {"env.py", "script.py.mako", "versions"}
     assert sorted(p.name for p in (folder / "versions").glob("*.py")) == [
-        "0001_core.py", "0002_manager.py", "0003_batch.py", "0004_code.py", "0005_dynamic.py"]
+        "0001_core.py", "0002_manager.py", "0003_batch.py", "0004_code.py", "0005_dynamic.py",
+        "0006_outputs.py"]
     script = ScriptDirectory.from_config(schema.alembic_config())
     assert [r.revision for r in reversed(list(script.walk_revisions()))] == [
         schema.revision(v) for v in range(1, T.SCHEMA_VERSION + 1)]

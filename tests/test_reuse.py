@@ -625,10 +625,13 @@ def test_a_map_and_an_adding_task_are_not_reused_once_their_members_code_changed
         **dict.fromkeys(again, True), "each": False}
 
 
+@pytest.mark.parametrize("clock", ["same", "file server behind"])
 def test_a_map_whose_members_outputs_were_edited_is_not_reused_whole(
-        kale: Kale, tmp_path: Path) -> None:
+        kale: Kale, tmp_path: Path, clock: str) -> None:
     """A member's output edited in place: a run of the task below the map alone does not
-    take the map whole (it was, with the edited file); the map's members run again."""
+    take the map whole (it was, with the edited file); the map's members run again. Also
+    when the file server's clock is an hour behind the one Kale records end times with
+    (the edited file's time then comes before its member's end)."""
     (tmp_path / "mapread.py").write_text(
         "def cat(xs):\n    return ''.join(open(x['out.txt']).read() for x in xs)\n")
     wf = tmp_path / "mapout.yaml"
@@ -638,11 +641,48 @@ def test_a_map_whose_members_outputs_were_edited_is_not_reused_whole(
           each: {shell: "echo value $x > out.txt", map: {x: [1, 2]}, outputs: [out.txt]}
           below: {python: "mapread:cat", parameters: {xs: "${each}"}}
         """))
-    first = _tasks(kale, _run(kale, str(wf)))
+    first_id = _run(kale, str(wf))
+    first = _tasks(kale, first_id)
+    if clock != "same":
+        _clock_ahead(kale, first_id, 3600)
     Path(first["each[0]"]["result"]["out.txt"]).write_text("tampered\n")
     alone = _tasks(kale, _run(kale, str(wf), "--only", "below", "--force"))
     assert alone["below"]["result"] == "value 1\nvalue 2\n"
     assert alone["each[0]"]["reused_from"] is None
+
+
+def _clock_ahead(kale: Kale, run_id: str, seconds: float) -> None:
+    """As if the run's engine had kept a clock ``seconds`` ahead of the file system's
+    (a cluster's shared file system, whose server sets the files' times): its tasks' end
+    times, as it recorded them, that much later than the times the files carry."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{kale.home / 'kale.db'}")
+    try:
+        with engine.begin() as c:
+            c.execute(sa.text("UPDATE tasks SET ended_at = ended_at + :s WHERE run_id = :r"),
+                      {"s": seconds, "r": run_id})
+    finally:
+        engine.dispose()
+
+
+def test_an_output_edited_on_a_file_system_whose_clock_is_behind_is_not_reused(
+        kale: Kale, tmp_path: Path) -> None:
+    """The files' times come from the file system, the end times Kale records from its
+    own host's clock: with the file server an hour behind, an output edited after its
+    task ended carries a time before that end. It must still count as changed (its
+    content is read again), never be reused as the task's own."""
+    wf = tmp_path / "skew.yaml"
+    wf.write_text('name: skew\ntasks:\n  up: {shell: "echo made > out.txt", outputs: [out.txt]}\n')
+    first_id = _run(kale, str(wf))
+    _clock_ahead(kale, first_id, 3600)
+    Path(_tasks(kale, first_id)["up"]["result"]["out.txt"]).write_text("edit\n")  # same size
+    second = _tasks(kale, _run(kale, str(wf)))
+    assert second["up"]["reused_from"] is None  # made again
+    assert Path(second["up"]["result"]["out.txt"]).read_text() == "made\n"
+    # untouched since: reused, whatever the clocks say
+    third = _tasks(kale, _run(kale, str(wf)))
+    assert third["up"]["reused_from"] is not None
 
 
 def test_a_file_a_command_writes_through_an_argument_does_not_stop_its_reuse(

@@ -263,6 +263,9 @@ class Engine:
         #: members ran (and its own, for a task that added tasks): the group's code, so a
         #: group is not reused whole once code its members ran changed
         self._group_code: dict[str, dict[str, str]] = {}
+        #: per map until it is gathered: its members' output files as each was made
+        #: (:func:`kale.store.results.fingerprints`), the map's own when it is reused whole
+        self._group_outputs: dict[str, dict[str, list[int]]] = {}
         self._run_dirs: dict[str, Path] = {}  # earlier runs' directories, by id
         tasks = self.tasks  # not ``self``: the engine would hold itself (see _let_go)
         self._workdirs = _Workdirs(self.run_dir, lambda n: executor.makes_workdir(tasks[n]))
@@ -493,7 +496,7 @@ class Engine:
             for name in names:
                 plan.restore_member(group, name)
                 if by_name[name].state is S.SUCCEEDED:  # its code, for the group's row
-                    self._member_code(name, by_name[name].code)
+                    self._member_code(name, by_name[name].code, by_name[name].outputs)
             parent = by_name[group]
             if self.tasks[group].map is None and not parent.state.terminal:
                 self._restore_parent(parent)
@@ -748,9 +751,10 @@ class Engine:
         ok = all(self.planner.state[m] is S.SUCCEEDED for m in members) \
             and not self.planner.cancelled
         code = self._group_code.pop(group, {})
+        outputs = self._group_outputs.pop(group, None)
         if ok:  # the code its members ran (and its own): checked when it is reused
             values["code"] = _json(code)
-            self._member_code(group, code)  # and the group's group's, if in one
+            self._member_code(group, code, outputs)  # and the group's group's, if in one
         if ok and task.map is None:
             key, own = self._parents.pop(group)
             values["result_hash"] = dynamic.gathered_hash([own, *(self.hashes[m]
@@ -764,7 +768,8 @@ class Engine:
             workdir.mkdir(parents=True, exist_ok=True)
             listed = [self.results.get(m) for m in members]
             values.update(results.encode(listed, workdir), cache_key=key,
-                          result_hash=dynamic.gathered_hash([self.hashes[m] for m in members]))
+                          result_hash=dynamic.gathered_hash([self.hashes[m] for m in members]),
+                          outputs=_json(outputs))
             if self.downstream[group]:
                 self.results[group] = listed
                 self.hashes[group] = upstream_id(key, values["result_hash"])
@@ -814,7 +819,7 @@ class Engine:
 
     def _reuse(self, name: str, prev: TaskRecord) -> list[Step]:
         self.def_hash.pop(name, None)
-        self._member_code(name, prev.code)
+        self._member_code(name, prev.code, prev.outputs)
         self._reused_dir(name, prev.reused_from or prev.run_id)
         if self._keeps(name):  # only what tasks below need is kept
             self._remember(prev, name)
@@ -823,14 +828,18 @@ class Engine:
             "result_hash": prev.result_hash, "cache_key": prev.cache_key,
             "reused_from": prev.reused_from or prev.run_id, "exit_code": prev.exit_code,
             "stdout": prev.stdout, "stderr": prev.stderr, "artifacts": _json(prev.artifacts),
-            "code": _json(prev.code),
+            "code": _json(prev.code), "outputs": _json(prev.outputs),
             "started_at": None, "ended_at": time.time()})
 
-    def _member_code(self, name: str, code: Mapping[str, str] | None) -> None:
-        """The code a group's member ran, for the group's own row (see ``_group_code``)."""
+    def _member_code(self, name: str, code: Mapping[str, str] | None,
+                     outputs: Mapping[str, list[int]] | None = None) -> None:
+        """The code a group's member ran, and its output files as it made them, for the
+        group's own row (see ``_group_code``, ``_group_outputs``)."""
         group = self.planner.group_of.get(name)
         if group is not None and code:
             _merge_code(self._group_code.setdefault(group, {}), code)
+        if group is not None and outputs:
+            self._group_outputs.setdefault(group, {}).update(outputs)
 
     def _named_inputs(self, name: str) -> dict[str, str]:
         """The files a shell command named that are its code and inputs, as they were
@@ -1137,7 +1146,7 @@ class Engine:
         key = self._inputs.pop(name)[1]
         self.def_hash.pop(name, None)
         code = {**(out.code or {}), **self._named_inputs(name)}
-        self._member_code(name, code)
+        self._member_code(name, code, enc["outputs"] and json.loads(enc["outputs"]))
         if self._keeps(name):  # only what tasks below need is kept
             self.results[name] = out.result
             self.hashes[name] = upstream_id(key, enc["result_hash"], code)

@@ -26,17 +26,21 @@ def encode(value: Any, workdir: str | Path, files: Mapping[str, str] | None = No
     The hash covers their *content*, not where they are: the same files made again in
     another run's directory are the same result."""
     if value is None:
-        return {"result_json": None, "result_path": None, "result_hash": NULL_HASH}
+        return {"result_json": None, "result_path": None, "result_hash": NULL_HASH,
+                "outputs": None}
     text = as_json(value)
     if text is not None:
+        # (their metadata before their content: a write in between shows as a change)
+        made = json.dumps(fingerprints(files.values())) if files else None
         return {"result_json": text, "result_path": None,
-                "result_hash": _json_hash(value, files)}
+                "result_hash": _json_hash(value, files), "outputs": made}
     # A sealed value was pickled where the task ran: kept as those bytes. (Sealed items
     # inside a value pickle as "open these bytes".)
     blob = value.blob if isinstance(value, Sealed) else serial.dumps(value)
     path = Path(workdir, RESULT_FILE)
     path.write_bytes(blob)
-    return {"result_json": None, "result_path": str(path), "result_hash": _hash(blob)}
+    return {"result_json": None, "result_path": str(path), "result_hash": _hash(blob),
+            "outputs": None}
 
 
 def as_json(value: Any) -> str | None:
@@ -102,18 +106,40 @@ def available(rec: TaskRecord, task: Task | None = None) -> bool:
         if task.map is not None and isinstance(result, list):  # a map: its members' files
             named = [p for r in result for v in output_files(task, r).values()
                      for p in v.split(",")]
+            # (changed: not taken whole; its members judge)
             return all(os.path.exists(p) for p in named) \
-                and not _changed_since(named, rec.ended_at)  # (else: its members judge)
+                and not _changed_since(named, rec.ended_at, rec.outputs)
         if isinstance(result, dict):
             for pattern in task.outputs:
                 paths = str(result.get(pattern, "")).split(",")
                 if not all(p and os.path.exists(p) for p in paths):
                     return False
             files = output_files(task, result)
-            if files and _changed_since(files.values(), rec.ended_at) \
+            if files and _changed_since(files.values(), rec.ended_at, rec.outputs) \
                     and _json_hash(result, files) != rec.result_hash:
                 return False
     return True
+
+
+def fingerprints(paths: Iterable[str]) -> dict[str, list[int]]:
+    """Files as they are now (``paths``: each entry paths joined by commas; a directory:
+    it and every file in it): path -> ``[size, mtime_ns, ctime_ns, inode]``, ``[]`` for
+    one that is missing. A write sets the ctime, which no one can set back, and a file
+    put in another's place has another inode: unchanged metadata means an untouched file.
+    This compares the file system's times with its own, never with this host's clock (a
+    shared file system's server may keep another time)."""
+    found: dict[str, list[int]] = {}
+    for joined in paths:
+        for path in joined.split(","):
+            p = Path(path)
+            for f in [p] if not p.is_dir() else [p, *sorted(p.rglob("*"))]:
+                try:
+                    st = f.stat()
+                except OSError:
+                    found[str(f)] = []
+                    continue
+                found[str(f)] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    return found
 
 
 #: file times come from the kernel's coarse clock, up to a tick (1-10 ms) behind
@@ -122,24 +148,21 @@ def available(rec: TaskRecord, task: Task | None = None) -> bool:
 CLOCK_SLACK = 0.05
 
 
-def _changed_since(paths: Iterable[str], ended: float | None) -> bool:
-    """Whether a file of ``paths`` (joined by commas; a directory: any file in it) was
-    changed (or its metadata: ``ctime``, which a copy that keeps times still sets) after
-    ``ended`` (unknown: yes), or so close to it that the file's clock cannot tell."""
+def _changed_since(paths: Iterable[str], ended: float | None,
+                   made: Mapping[str, list[int]] | None = None) -> bool:
+    """Whether a file of ``paths`` (joined by commas; a directory: any file in it) may
+    have changed since its task made it: its metadata is not ``made``, what it was then
+    (:func:`fingerprints`; None, recorded by a Kale before schema 6: times alone tell);
+    or its time (``ctime`` too, which a copy that keeps times still sets) is after
+    ``ended`` (unknown: yes), or so close to it that the file's clock cannot tell (a
+    write moments after the task ended, within the tick, keeps size and times)."""
+    found = fingerprints(paths)
+    if made is not None and found != made:
+        return True
     if ended is None:
         return True
-    ended -= CLOCK_SLACK
-    for joined in paths:
-        for path in joined.split(","):
-            p = Path(path)
-            try:
-                for f in [p] if not p.is_dir() else [p, *p.rglob("*")]:
-                    st = f.stat()
-                    if max(st.st_mtime, st.st_ctime) > ended:
-                        return True
-            except OSError:
-                return True
-    return False
+    edge = (ended - CLOCK_SLACK) * 1e9
+    return any(not fp or max(fp[1], fp[2]) > edge for fp in found.values())
 
 
 def content_hash(paths: str) -> str:

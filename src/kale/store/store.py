@@ -96,6 +96,9 @@ class TaskRecord:
     code: dict[str, str] | None = None
     #: a task the run added while it ran (a map's member): what it binds, its key
     spec: dict[str, Any] | None = None
+    #: its declared output files as they were made (path -> size, mtime and ctime in
+    #: ns, inode), see :func:`kale.store.results.fingerprints`
+    outputs: dict[str, list[int]] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -681,4 +684,5 @@ def _task(row: Any) -> TaskRecord:
         result_path=m["result_path"], result_hash=m["result_hash"],
         reused_from=m["reused_from"], stdout=m["stdout"], stderr=m["stderr"],
         code=json.loads(m["code"]) if m.get("code") else None,
-        spec=json.loads(m["spec"]) if m.get("spec") else None)
+        spec=json.loads(m["spec"]) if m.get("spec") else None,
+        outputs=json.loads(m["outputs"]) if m.get("outputs") else None)

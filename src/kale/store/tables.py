@@ -14,7 +14,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = MetaData()
 
@@ -71,6 +71,7 @@ tasks = Table(
     Column("stderr", Text),
     Column("code", Text),             # JSON: the user code the result was made with
     Column("spec", Text),             # JSON: a task the run added (a map's member)
+    Column("outputs", Text),          # JSON: its declared output files as they were made
     Index("ix_tasks_cache_key", "cache_key"),
 )
 
