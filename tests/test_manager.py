@@ -242,3 +242,40 @@ def test_open_event_streams_do_not_hold_up_the_managers_stop(
     for left in ("manager.json", "manager.sock", "status.sock"):
         assert not (home / left).exists(), left
     assert json.loads(kale("status", run_id, "--json").stdout)["run"]["state"] == "RUNNING"
+
+
+STARTER = """
+import os, sys, time
+from pathlib import Path
+from kale.manager import service
+home = Path(sys.argv[1])
+first = service.start(home, workers=0)["pid"]
+service.stop(home)
+end = time.monotonic() + 60  # reaped by this process, which lives on: no zombie left
+while os.path.exists(f"/proc/{first}") and time.monotonic() < end:
+    time.sleep(0.05)
+print("reaped" if not os.path.exists(f"/proc/{first}") else "zombie", flush=True)
+print(service.start(home, workers=0)["pid"], flush=True)
+"""
+
+
+def test_a_process_that_starts_a_manager_reaps_it_and_exits_leaving_it_unremarked(
+        tmp_path: Path) -> None:
+    # A notebook that starts a manager and stops it keeps no zombie; one that exits while
+    # its manager runs (the manager is meant to outlive it) says nothing about it
+    # (a Popen object held until exit used to warn "subprocess N is still running").
+    from kale.manager import service
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    out = subprocess.run([sys.executable, "-W", "always::ResourceWarning", "-c", STARTER,
+                          str(home)], capture_output=True, text=True, timeout=180)
+    try:
+        assert out.returncode == 0, out.stderr
+        said, pid = out.stdout.split()
+        assert said == "reaped"
+        assert "ResourceWarning" not in out.stderr and "still running" not in out.stderr
+        doc = service.state(home)
+        assert doc is not None and doc["pid"] == int(pid) and service.healthy(doc)
+    finally:
+        service.stop(home)

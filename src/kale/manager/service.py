@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -90,13 +91,12 @@ def start(home: Path, host: str = "127.0.0.1", port: int = 0, *, workers: int = 
              json.dumps(options)],
             stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True,
             env={**os.environ, "KALE_HOME": str(home)})
-    _reap()
-    _started.append(proc)  # reaped once it ends (a notebook that started it lives on)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         doc = state(home)
         # only the manager this call started counts, never whatever else answers
         if doc is not None and doc.get("pid") == proc.pid and healthy(doc):
+            _reap_when_it_ends(proc)
             return doc
         if proc.poll() is not None:
             doc = state(home)
@@ -114,6 +114,7 @@ def start(home: Path, host: str = "127.0.0.1", port: int = 0, *, workers: int = 
                             f"{text[-2000:]}")
         time.sleep(0.1)
     proc.kill()
+    _reap_when_it_ends(proc)
     raise KaleError(f"the manager did not answer within {timeout:g} s; see {log}")
 
 
@@ -129,17 +130,16 @@ def stop(home: Path, timeout: float = 15.0) -> bool:
     if state(home) is not None:
         os.kill(int(doc["pid"]), signal.SIGKILL)
     (home / STATE_FILE).unlink(missing_ok=True)
-    _reap()
     return True
 
 
-#: managers this process started (a long-lived process, such as a notebook's kernel, reaps
-#: them when they end instead of keeping zombies)
-_started: list[subprocess.Popen[bytes]] = []
-
-
-def _reap() -> None:
-    _started[:] = [p for p in _started if p.poll() is None]
+def _reap_when_it_ends(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for a manager this process started, in a thread of its own: a long-lived
+    process (a notebook's kernel) reaps it when it ends instead of keeping a zombie, and
+    one that exits first leaves it running without a word (a Popen object still held at
+    exit warns that its process is still running, but a manager is meant to outlive the
+    process that started it)."""
+    threading.Thread(target=proc.wait, name=f"kale-reap-{proc.pid}", daemon=True).start()
 
 
 def _server(config: Any, drain: Any, unix: Any = None, status: Any = None) -> Any:
