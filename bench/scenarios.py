@@ -95,6 +95,8 @@ DASK = Peer("Dask LocalCluster", "_peer_dask.py",
             note="2 worker processes x 1 thread, pure=False")
 THREADS = Peer("Parsl threads (reference)", "_peer_parsl.py", ("--executor", "threads"),
                note="ThreadPoolExecutor(max_threads=2), in-process")
+POOL = Peer("ProcessPoolExecutor(2) (the limit)", "_peer_pool.py",
+            note="2 processes, nothing recorded or captured: the machine's limit")
 
 
 def scenarios() -> list[Scenario]:
@@ -102,7 +104,7 @@ def scenarios() -> list[Scenario]:
         Scenario(
             "python", "No-op Python tasks",
             "{n} independent Python tasks that return None, 2 workers.",
-            2000, 200, "rate", (KALE_PY, KALE_TMPFS, HTEX_PY, DASK, THREADS),
+            2000, 200, "rate", (KALE_PY, KALE_TMPFS, HTEX_PY, DASK, THREADS, POOL),
             target=Target("Kale >= 1.5x the throughput of Parsl HTEX", _speedup_vs_htex,
                           1.5, True)),
         Scenario(
@@ -119,7 +121,7 @@ def scenarios() -> list[Scenario]:
         Scenario(
             "chain", "Linear chain of Python tasks",
             "{n} no-op Python tasks, each waiting for the one before; per-hop latency.",
-            500, 50, "hop", (KALE_PY, KALE_TMPFS, HTEX_PY, DASK, THREADS),
+            500, 50, "hop", (KALE_PY, KALE_TMPFS, HTEX_PY, DASK, THREADS, POOL),
             target=Target("Kale <= 1 ms per hop", _kale_ms_per_hop, 1.0, False)),
         Scenario(
             "notebook", "Trivial notebook tasks",
