@@ -249,6 +249,15 @@ class Engine:
         self.loaded = threading.Event()  # set once the store's picture is loaded
         self._detached = False
         self._files = dynamic.Files(self.run_dir)
+        self._init_groups()
+        self._run_dirs: dict[str, Path] = {}  # earlier runs' directories, by id
+        tasks = self.tasks  # not ``self``: the engine would hold itself (see _let_go)
+        self._workdirs = _Workdirs(self.run_dir, lambda n: executor.makes_workdir(tasks[n]))
+        self._position = 0  # the next row's place in the run (a member's)
+
+    def _init_groups(self) -> None:
+        """What the engine keeps of the tasks a run adds (a map's members, the tasks a
+        task added) and of their groups."""
         self._member_keys: dict[str, str] = {}  # a map's members' cache keys
         self._members: set[str] = set()  # every task the run added
         #: per map: what its members see of its upstream tasks, and the parameters they
@@ -266,10 +275,6 @@ class Engine:
         #: per map until it is gathered: its members' output files as each was made
         #: (:func:`kale.store.results.fingerprints`), the map's own when it is reused whole
         self._group_outputs: dict[str, dict[str, list[int]]] = {}
-        self._run_dirs: dict[str, Path] = {}  # earlier runs' directories, by id
-        tasks = self.tasks  # not ``self``: the engine would hold itself (see _let_go)
-        self._workdirs = _Workdirs(self.run_dir, lambda n: executor.makes_workdir(tasks[n]))
-        self._position = 0  # the next row's place in the run (a member's)
 
     _seen = ""  # the parameters' text in a Python task's key, once known (see _key)
 
