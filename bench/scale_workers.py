@@ -22,7 +22,7 @@ simulated one: both decode the task and encode the report; the simulated one run
 process). Before each row, the peer and the machine's limit in the same load: a
 ``ProcessPoolExecutor`` of 2 processes running as many no-op tasks. ``--quick`` (CI): 1 and
 100 workers, 2,000 tasks. Results: bench/results/
-scale-workers.json (full runs only). Asserts no timings.
+scale-workers.json (full runs only: the default workers and ``--n``). Asserts no timings.
 """
 
 from __future__ import annotations
@@ -172,6 +172,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+FULL = [1, 10, 100, 1000]  # the numbers of workers of a full run, whose results are kept
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="CI smoke: 1 and 100 workers, "
@@ -241,7 +244,9 @@ def main() -> None:
               f"{r['pool_tasks_per_s']:,.0f}/s: x{r['tasks_per_s'] / r['pool_tasks_per_s']:.2f};"
               f" p99 vs {TARGET_P99_MS:g} ms: x{r.get('p99_ms', 0) / TARGET_P99_MS:.2f}; "
               f"load {r['loadavg']}")
-    if not args.quick:
+    if args.quick or args.counts != FULL or args.n != 20_000:  # a partial run: printed only
+        print("(a partial run: bench/results/ left as it is)", file=sys.stderr)
+    else:
         out = BENCH / "results" / ("scale-workers-nice.json" if args.nice else
                                    "scale-workers.json")
         out.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M"),
