@@ -817,3 +817,22 @@ def test_an_output_whose_time_is_a_clock_tick_before_its_task_ended_is_read_agai
     assert results._changed_since([str(out)], ended)
     os.utime(out, (ended - 50, ended - 50))  # written by the task itself, long before
     assert not results._changed_since([str(out)], ended)
+
+
+def test_an_output_path_that_cannot_be_listed_reads_as_missing_and_never_raises(
+        tmp_path: Path) -> None:
+    """A recorded output the system refuses to look at (here a name too long for it; a
+    directory removed while it is read is another) is a missing file to the reuse check
+    and to the result's hash, not an error that stops the engine."""
+    import time
+
+    from kale.store import results
+
+    refused = str(tmp_path / ("x" * 300))  # ENAMETOOLONG: is_dir() raises, not False
+    (tmp_path / "empty").mkdir()
+    assert results.fingerprints([refused]) == {refused: []}
+    assert results._changed_since([refused], ended=time.time() - 60,
+                                  made={refused: [0, 0, 0, 0]})
+    missing = results.content_hash(str(tmp_path / "not-there"))
+    assert results.content_hash(refused) == missing
+    assert results.content_hash(str(tmp_path / "empty")) != missing

@@ -132,7 +132,7 @@ def fingerprints(paths: Iterable[str]) -> dict[str, list[int]]:
     for joined in paths:
         for path in joined.split(","):
             p = Path(path)
-            for f in [p] if not p.is_dir() else [p, *sorted(p.rglob("*"))]:
+            for f in [p, *(_inside(p) or ())]:
                 try:
                     st = f.stat()
                 except OSError:
@@ -171,8 +171,9 @@ def content_hash(paths: str) -> str:
     h = hashlib.sha256()
     for path in paths.split(","):
         p = Path(path)
-        items = [(p, "")] if not p.is_dir() else sorted(
-            (f, str(f.relative_to(p))) for f in p.rglob("*") if f.is_file())
+        inside = _inside(p)
+        items = [(p, "")] if inside is None else \
+            [(f, str(f.relative_to(p))) for f in inside if _is_file(f)]
         for f, rel in items:
             h.update(f"\0{rel}\0".encode())
             try:
@@ -182,6 +183,24 @@ def content_hash(paths: str) -> str:
             except OSError:
                 h.update(b"\0missing")
     return h.hexdigest()[:32]
+
+
+def _inside(path: Path) -> list[Path] | None:
+    """Every path in the directory ``path``, sorted; None if it is not a directory, or
+    cannot be listed (removed while it is read, unreadable, a name the system refuses):
+    it is then read as a file (and found missing), which no listing recorded matches,
+    and it never stops the engine."""
+    try:
+        return sorted(path.rglob("*")) if path.is_dir() else None
+    except OSError:
+        return None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _hash(b: bytes) -> str:
