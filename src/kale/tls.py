@@ -258,16 +258,24 @@ def owned_pool(uds: str | None = None, ssl_context: ssl.SSLContext | None = None
         backend = _owning_backend()()
     except ImportError:  # another httpcore: its own pool
         return httpcore.ConnectionPool(uds=uds, ssl_context=ssl_context, **limits)
+    return _owning_pool()(uds=uds, ssl_context=ssl_context, network_backend=backend,
+                          **limits)
+
+
+@functools.cache
+def _owning_pool() -> type:
+    """httpcore's pool, whose ``close`` first shuts the sockets of its backend (one of
+    :func:`_owning_backend`'s; see :func:`owned_pool`); made once."""
+    import httpcore
 
     class Pool(httpcore.ConnectionPool):
-        """httpcore's pool, whose :meth:`close` first shuts the sockets of its backend.
-        Threads: as httpcore's own (any, under its lock)."""
+        """Threads: as httpcore's own (any, under its lock)."""
 
         def close(self) -> None:
-            backend.close()
+            self._network_backend.close()  # type: ignore[attr-defined]
             super().close()
 
-    return Pool(uds=uds, ssl_context=ssl_context, network_backend=backend, **limits)
+    return Pool
 
 
 @functools.cache
