@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import CpuMeter, main, parse_args, result
+from _common import CpuMeter, main, parse_args, remove, result
 
 # `--home-on DIR` puts the Kale homes (store and run directories) on another filesystem.
 _ON = sys.argv[sys.argv.index("--home-on") + 1] if "--home-on" in sys.argv else None
@@ -121,7 +120,7 @@ def run() -> dict[str, Any]:
         build = {"python": python_wf, "shell": shell_wf, "chain": chain_wf}[args.scenario]
         return repeated(build, args.n, args.repeat)
     finally:
-        shutil.rmtree(HOMES, ignore_errors=True)
+        remove(HOMES)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ is killed afterwards.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -69,27 +70,40 @@ def run_peer(script: str, args: list[str], timeout: float) -> dict[str, Any]:
     """Run one peer script in a fresh process (its own session, so that a timeout can
     kill it with every worker it started) and return its JSON result."""
     cmd = [sys.executable, str(BENCH / script), *args]
-    with tempfile.TemporaryDirectory(prefix="kale-bench-", ignore_cleanup_errors=True) as tmp:
-        # The peer's cwd and every temporary file it makes (Kale homes, Parsl run dirs,
-        # Dask worker space) live in tmp, removed afterwards.
-        env = {**os.environ, "TMPDIR": tmp}
-        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return {"error": f"timed out after {timeout:g} s"}
-        # Whatever the peer left running in its session must not disturb the next one.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    # The peer's cwd and every temporary file it makes (Kale homes, Parsl run dirs, Dask
+    # worker space) live in tmp, removed with the scratch folder when the bench run ends
+    # (not now: see _common.remove).
+    tmp = tempfile.mkdtemp(prefix="kale-bench-", dir=_scratch())
+    env = {**os.environ, "TMPDIR": tmp, "KALE_BENCH_SCRATCH": _scratch()}
+    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return {"error": f"timed out after {timeout:g} s"}
+    # Whatever the peer left running in its session must not disturb the next one.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
     for line in reversed(out.splitlines()):
         if line.startswith(MARKER):
             res: dict[str, Any] = json.loads(line[len(MARKER):])
             return res
     tail = (err.strip().splitlines() or [f"exit code {proc.returncode}, no result"])[-1]
     return {"error": tail[:200]}
+
+
+_SCRATCH: list[str] = []
+
+
+def _scratch() -> str:
+    """The bench run's scratch folder (made on first use, removed at exit): every peer's
+    temporary files, removed together once nothing is measured any more."""
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.mkdtemp(prefix="kale-bench-scratch-"))
+        atexit.register(shutil.rmtree, _SCRATCH[0], True)
+    return _SCRATCH[0]
 
 
 def peer_args(sc: Scenario, peer: Peer, n: int) -> list[str]:

@@ -97,6 +97,9 @@ THREADS = Peer("Parsl threads (reference)", "_peer_parsl.py", ("--executor", "th
                note="ThreadPoolExecutor(max_threads=2), in-process")
 POOL = Peer("ProcessPoolExecutor(2) (the limit)", "_peer_pool.py",
             note="2 processes, nothing recorded or captured: the machine's limit")
+MKDIR = Peer("os.mkdir, a directory per task (the disk's limit)", "_peer_mkdir.py",
+             note="n directories in a new folder where Kale's disk rows put theirs, "
+             "nothing else: the file system's limit for a directory per task, as it is now")
 
 
 def scenarios() -> list[Scenario]:
@@ -104,7 +107,7 @@ def scenarios() -> list[Scenario]:
         Scenario(
             "python", "No-op Python tasks",
             "{n} independent Python tasks that return None, 2 workers.",
-            2000, 200, "rate", (KALE_PY, KALE_TMPFS, HTEX_PY, DASK, THREADS, POOL),
+            2000, 200, "rate", (KALE_PY, KALE_TMPFS, HTEX_PY, DASK, THREADS, POOL, MKDIR),
             target=Target("Kale >= 1.5x the throughput of Parsl HTEX", _speedup_vs_htex,
                           1.5, True)),
         Scenario(
@@ -121,7 +124,7 @@ def scenarios() -> list[Scenario]:
         Scenario(
             "chain", "Linear chain of Python tasks",
             "{n} no-op Python tasks, each waiting for the one before; per-hop latency.",
-            500, 50, "hop", (KALE_PY, KALE_TMPFS, HTEX_PY, DASK, THREADS, POOL),
+            500, 50, "hop", (KALE_PY, KALE_TMPFS, HTEX_PY, DASK, THREADS, POOL, MKDIR),
             target=Target("Kale <= 1 ms per hop", _kale_ms_per_hop, 1.0, False)),
         Scenario(
             "notebook", "Trivial notebook tasks",
