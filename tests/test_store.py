@@ -501,3 +501,34 @@ def test_a_workflow_runs_on_the_store(store_url: str, tmp_path: Path,
         assert again.result("double") == {"value": 42}
     finally:
         local.open_store()[0].close()
+
+
+def test_a_run_id_drawn_twice_is_drawn_again_and_the_run_there_is_untouched(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run id is the time and a random suffix, so two runs created in one second may
+    draw the same one (a CI run did: `kale run` failed with FileExistsError). A taken id,
+    by a run of this home (its folder exists) or of another home on the same store (its
+    row exists), is drawn again; the run that has it is untouched. (The collision is
+    forced: the ids drawn are given.)"""
+    from kale import Workflow
+    from kale.engine import runs
+    from kale.model.options import RunOptions
+    from kale.store.store import RunIdTaken
+
+    wf = Workflow("ids", base_dir=tmp_path)
+    wf.shell("a", ["true"])
+    here, other = tmp_path / "home-a", tmp_path / "home-b"
+    first = runs.create_run(store, here, wf, RunOptions())
+    with pytest.raises(RunIdTaken):  # the store's own word, with nothing written
+        make_run(store, first.id, tasks=("z",))
+    drawn = iter([first.id, "20260101-000000-beef", first.id, "20260101-000000-cafe"])
+    monkeypatch.setattr(runs, "new_run_id", lambda: next(drawn))
+    second = runs.create_run(store, here, wf, RunOptions())  # its folder is there
+    third = runs.create_run(store, other, wf, RunOptions())  # its row is there
+    assert (second.id, third.id) == ("20260101-000000-beef", "20260101-000000-cafe")
+    assert not (other / "runs" / first.id).exists()  # the folder it made, given back
+    assert Path(third.run_dir) == other / "runs" / third.id
+    kept = store.get_run(first.id)
+    assert (kept.run_dir, kept.workflow) == (first.run_dir, "ids")
+    assert [t.name for t in store.tasks(first.id)] == ["a"]
+    assert {r.id for r in store.runs()} >= {first.id, second.id, third.id}

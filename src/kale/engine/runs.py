@@ -13,13 +13,13 @@ from typing import Any
 from kale.config import user_name
 from kale.engine import collect
 from kale.engine.engine import Engine, Listener
-from kale.errors import Problem, RunBusy, UsageError, ValidationError
+from kale.errors import KaleError, Problem, RunBusy, UsageError, ValidationError
 from kale.executors import Executor, default_spec, for_run, make_executor
 from kale.model.executor import ExecutorSpec
 from kale.model.options import RunOptions
 from kale.model.states import RunState, TaskState
 from kale.model.workflow import Workflow
-from kale.store.store import RunRecord, Store
+from kale.store.store import RunIdTaken, RunRecord, Store
 
 
 def new_run_id() -> str:
@@ -47,21 +47,38 @@ def create_run(store: Store, home: Path, wf: Workflow, opts: RunOptions) -> RunR
         selected &= {n for n, s in prev.items() if s is not TaskState.SUCCEEDED}
         if not selected:
             raise ValidationError([Problem(f"run {opts.rerun_of} has no failed tasks to rerun")])
-    run_id = new_run_id()
-    run_dir = home / "runs" / run_id
-    run_dir.mkdir(parents=True)
     memo: dict[object, object] = {}
     spec = wf.to_dict(for_store=True, memo=memo)
-    store.create_run(
-        run_id, wf.name, spec, base_dir=str(wf.base_dir), run_dir=str(run_dir), params=params,
-        options={"selected": sorted(selected) if len(selected) < len(wf) else None,
-                 "selection": opts.selection.to_dict(), "force": opts.force,
-                 "executor": opts.executor, "jobs": opts.jobs, "rerun_of": opts.rerun_of,
-                 "manager": opts.submitted_by is not None},
-        submitted_by=opts.submitted_by or user_name(),  # whose it is: its reuse and listing
-        tasks=[(n, t.kind, t.definition_hash(wf.base_dir, memo, spec["tasks"][n]))
-               for n, t in wf.tasks.items()])
-    return store.get_run(run_id)
+    tasks = [(n, t.kind, t.definition_hash(wf.base_dir, memo, spec["tasks"][n]))
+             for n, t in wf.tasks.items()]
+    options = {"selected": sorted(selected) if len(selected) < len(wf) else None,
+               "selection": opts.selection.to_dict(), "force": opts.force,
+               "executor": opts.executor, "jobs": opts.jobs, "rerun_of": opts.rerun_of,
+               "manager": opts.submitted_by is not None}
+    for _ in range(ID_TRIES):
+        # An id is the time and a random suffix: two runs created in one second may draw
+        # the same one. The run's folder, then its row, claim it; a taken one, another.
+        run_id = new_run_id()
+        run_dir = home / "runs" / run_id
+        try:
+            run_dir.mkdir(parents=True)
+        except FileExistsError:  # another run of this home
+            continue
+        try:
+            store.create_run(
+                run_id, wf.name, spec, base_dir=str(wf.base_dir), run_dir=str(run_dir),
+                params=params, options=options, tasks=tasks,
+                submitted_by=opts.submitted_by or user_name())  # its reuse and listing
+        except RunIdTaken:  # another home's run, on a shared store
+            run_dir.rmdir()
+            continue
+        return store.get_run(run_id)
+    raise KaleError(f"no free run id in {ID_TRIES} tries (the clock of this host, "
+                    f"{time.strftime('%Y%m%d-%H%M%S')}, may be stuck)")
+
+
+#: how many ids :func:`create_run` draws before it gives up
+ID_TRIES = 50
 
 
 def check_executor(wf: Workflow, opts: RunOptions) -> None:

@@ -28,12 +28,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from kale.errors import IllegalTransition, RunNotFound, UsageError
+from kale.errors import IllegalTransition, KaleError, RunNotFound, UsageError
 from kale.model.states import RunState, TaskState, is_legal
 from kale.procfs import process_identity
 from kale.store import schema
 from kale.store import tables as T
 from kale.store.writer import Writer, nul_free
+
+
+class RunIdTaken(KaleError):
+    """:meth:`Store.create_run` was given the id of a run the store has already: two runs
+    created in one second drew the same suffix (:func:`kale.engine.runs.new_run_id`),
+    here or, on a store shared by several homes, in another home. Its caller draws
+    another id."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"a run with the id {run_id!r} exists already")
 
 
 @dataclass
@@ -244,14 +255,19 @@ class Store:
                    run_dir: str, params: dict[str, Any], options: dict[str, Any],
                    tasks: Sequence[tuple[str, str, str]], submitted_by: str | None = None
                    ) -> None:
-        """Insert a run and its tasks (``(name, kind, def_hash)``), all PENDING."""
+        """Insert a run and its tasks (``(name, kind, def_hash)``), all PENDING. Raises
+        :class:`RunIdTaken` (nothing written) if a run has the id already."""
         now = time.time()
         with self._writer() as w:  # (the write path's own SQL: a run may have 100,000 rows)
-            w.executemany(_RUN_SQL, [{
-                "id": run_id, "workflow": workflow, "state": RunState.RUNNING.value,
-                "created_at": now, "spec": json.dumps(spec), "base_dir": base_dir,
-                "run_dir": run_dir, "params": json.dumps(params, default=repr),
-                "options": json.dumps(options), "submitted_by": submitted_by, **_owner()}])
+            try:
+                w.executemany(_RUN_SQL, [{
+                    "id": run_id, "workflow": workflow, "state": RunState.RUNNING.value,
+                    "created_at": now, "spec": json.dumps(spec), "base_dir": base_dir,
+                    "run_dir": run_dir, "params": json.dumps(params, default=repr),
+                    "options": json.dumps(options), "submitted_by": submitted_by,
+                    **_owner()}])
+            except self.engine.dialect.loaded_dbapi.IntegrityError as e:
+                raise RunIdTaken(run_id) from e  # (the id is the row's only unique column)
             w.insert("tasks", _NEW_TASK, [
                 {"run_id": run_id, "name": n, "kind": k, "state": "PENDING", "attempts": 0,
                  "def_hash": h, "position": i} for i, (n, k, h) in enumerate(tasks)])
